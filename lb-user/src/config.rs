@@ -1,0 +1,1 @@
+//! Typed TOML configuration of a pglb instance and its validation.

@@ -1,0 +1,1 @@
+//! The failover state machine (sans-IO): probe observations in, actions out.

@@ -1,0 +1,1 @@
+//! End-to-end tests of pglb in the network-namespace lab (see the `tests` folder).

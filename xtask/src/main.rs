@@ -1,1 +1,92 @@
-fn main() {}
+//! `cargo xtask`: setup, the network-namespace lab, tests, drills and benchmarks.
+//! Orchestration only: no product logic lives here.
+
+mod lab;
+mod run;
+mod setup;
+mod sh;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "pglb's developer and operator tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install prerequisites on Debian/Ubuntu (idempotent; needs root).
+    Setup,
+    /// Build, bring up the lab, print how to connect, follow the logs; Ctrl-C tears it down.
+    Run,
+    /// Build and run every test tier (unit, datapath fixtures, namespace end-to-end).
+    Test {
+        /// Only run test names containing this text (passed to every test binary).
+        filter: Option<String>,
+    },
+    /// The network-namespace lab (DESIGN.md topology).
+    Lab {
+        #[command(subcommand)]
+        command: LabCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LabCommand {
+    /// Build the namespaces, the bridge and the PostgreSQL cluster.
+    Up {
+        /// Tear down a running lab first and build a new one.
+        #[arg(long)]
+        fresh: bool,
+    },
+    /// Stop every lab process and remove every namespace, BPF pin and the state folder.
+    Down,
+    /// Each host with its address, PostgreSQL role, timeline, replication state and lag.
+    Status,
+    /// psql in pgha-client as the application user, through the VIP.
+    Psql {
+        /// VIP port: 3000 writes (primary), 3001 reads (standbys).
+        #[arg(long, default_value_t = lab::topology::WRITE_PORT)]
+        port: u16,
+        /// Connect straight to this PostgreSQL host (pg1, pg2, pg3) instead of the VIP.
+        #[arg(long, conflicts_with = "port")]
+        node: Option<String>,
+        /// Arguments passed to psql (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run a command in a lab host: pg1 pg2 pg3 haproxy lb1 lb2 client (or sw, the switch).
+    Exec {
+        host: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup => setup::setup().map(|()| ExitCode::SUCCESS),
+        Command::Run => run::run().map(|()| ExitCode::SUCCESS),
+        Command::Test { filter } => test::test(filter.as_deref()),
+        Command::Lab { command } => match command {
+            LabCommand::Up { fresh } => lab::up(fresh).map(|()| ExitCode::SUCCESS),
+            LabCommand::Down => lab::down().map(|()| ExitCode::SUCCESS),
+            LabCommand::Status => lab::status().map(|()| ExitCode::SUCCESS),
+            LabCommand::Psql { port, node, args } => lab::psql(port, node.as_deref(), &args),
+            LabCommand::Exec { host, command } => lab::exec(&host, &command),
+        },
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! The lab's network: one bridge in its own namespace, every host a namespace joined by a veth
+//! pair. Nothing is created in the root namespace: each veth is made inside the switch namespace
+//! with its peer placed straight into the host's namespace.
+
+use std::process::Command;
+
+use anyhow::{Context as _, Result};
+
+use super::topology::{BRIDGE, HOSTS, Host, Kind, NS_PREFIX, PREFIX_LEN, SWITCH_NS};
+use crate::sh;
+
+/// `ip netns exec NS PROGRAM ARGS…`.
+pub fn ns_cmd<I, S>(ns: &str, program: &str, args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut c = sh::cmd("ip", ["netns", "exec", ns, program]);
+    c.args(args);
+    c
+}
+
+/// The lab namespaces that exist now.
+pub fn lab_namespaces() -> Result<Vec<String>> {
+    let out = sh::output(&mut sh::cmd("ip", ["netns", "list"]))?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(NS_PREFIX))
+        .map(str::to_owned)
+        .collect())
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    sh::run(&mut sh::cmd("ip", args))
+}
+
+pub fn create() -> Result<()> {
+    ip(&["netns", "add", SWITCH_NS])?;
+    ip(&["-n", SWITCH_NS, "link", "set", "lo", "up"])?;
+    ip(&["-n", SWITCH_NS, "link", "add", BRIDGE, "type", "bridge"])?;
+    ip(&["-n", SWITCH_NS, "link", "set", BRIDGE, "up"])?;
+    for host in HOSTS {
+        add_host(host).with_context(|| format!("adding lab host {}", host.name))?;
+    }
+    Ok(())
+}
+
+fn add_host(host: &Host) -> Result<()> {
+    let ns = host.ns();
+    let port = host.switch_port();
+    let cidr = format!("{}/{PREFIX_LEN}", host.addr);
+    ip(&["netns", "add", &ns])?;
+    ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+    ip(&["-n", SWITCH_NS, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
+    ip(&["-n", SWITCH_NS, "link", "set", &port, "master", BRIDGE])?;
+    ip(&["-n", SWITCH_NS, "link", "set", &port, "up"])?;
+    ip(&["-n", &ns, "addr", "add", &cidr, "dev", "eth0"])?;
+    ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+    // veth leaves TCP checksums unfinished with tx offload on; XDP rewrites need them complete.
+    sh::run(&mut ns_cmd(SWITCH_NS, "ethtool", ["-K", &port, "tx", "off"]))?;
+    sh::run(&mut ns_cmd(&ns, "ethtool", ["-K", "eth0", "tx", "off"]))?;
+    if host.kind == Kind::LoadBalancer {
+        // XDP_TX on a veth is delivered only when the peer runs NAPI: GRO on the switch side
+        // enables it without attaching a second XDP program there.
+        sh::run(&mut ns_cmd(SWITCH_NS, "ethtool", ["-K", &port, "gro", "on"]))?;
+    }
+    Ok(())
+}
+
+/// Deletes every lab namespace; returns the names removed.
+pub fn delete_all() -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for ns in lab_namespaces()? {
+        sh::run(&mut sh::cmd("ip", ["netns", "del", &ns]))
+            .with_context(|| format!("deleting namespace {ns}"))?;
+        removed.push(ns);
+    }
+    Ok(removed)
+}
+
+/// PIDs of every process whose network namespace is `ns`.
+pub fn namespace_pids(ns: &str) -> Result<Vec<i32>> {
+    let out = sh::capture(&mut sh::cmd("ip", ["netns", "pids", ns]))?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect())
+}

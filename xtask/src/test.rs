@@ -1,0 +1,117 @@
+//! `cargo xtask test`: builds everything and runs every test tier, then tears the lab down.
+//!
+//! Tier 1–4 (unit, state-machine, simulation, BPF packet fixtures) run with `cargo test` over the
+//! default members; tier 5 (network-namespace end-to-end with PostgreSQL) runs the `pglb-tests`
+//! crate one test at a time, since those tests share the lab. The closing line counts every test
+//! of both runs.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Command, ExitCode, Stdio},
+    time::Instant,
+};
+
+use anyhow::{Context as _, Result};
+
+use crate::{lab, setup, sh};
+
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+    runs_failed: Vec<String>,
+}
+
+pub fn test(filter: Option<&str>) -> Result<ExitCode> {
+    sh::require_root("test")?;
+    if !setup::is_complete() {
+        println!("test: prerequisites missing; running `cargo xtask setup` first");
+        setup::setup()?;
+    }
+    let started = Instant::now();
+    let xtask = std::env::current_exe().context("locating the xtask binary")?;
+    let mut tally = Tally::default();
+
+    // Build first so a compile error is reported as such, not as failing tests.
+    sh::run_inherit(&mut sh::cmd("cargo", ["build", "--workspace", "--all-targets"]))
+        .context("building the workspace")?;
+
+    let mut unit = sh::cmd("cargo", ["test", "--workspace", "--exclude", "pglb-tests", "--no-fail-fast"]);
+    if let Some(f) = filter {
+        unit.args(["--", f]);
+    }
+    run_counted("unit, state machine, simulation and datapath fixtures", &mut unit, &mut tally)?;
+
+    let mut e2e = sh::cmd("cargo", ["test", "-p", "pglb-tests", "--no-fail-fast", "--"]);
+    e2e.args(["--test-threads=1"]).args(filter).env("PGLB_XTASK", &xtask);
+    let e2e_result = run_counted("network-namespace end-to-end", &mut e2e, &mut tally);
+    // The end-to-end tests clean up after themselves; this is the last guard.
+    if lab::state()? != lab::LabState::Down {
+        println!("test: a lab was left behind; tearing it down");
+        lab::down()?;
+    }
+    e2e_result?;
+
+    let secs = started.elapsed().as_secs_f64();
+    println!();
+    for run in &tally.runs_failed {
+        println!("test: FAILED run: {run}");
+    }
+    if tally.ignored > 0 {
+        println!("test: {} tests are #[ignore]d: every test must run", tally.ignored);
+    }
+    println!("test: finished in {secs:.0}s");
+    println!("{} passed, {} failed, {} skipped", tally.passed, tally.failed, tally.ignored);
+    let ok = tally.failed == 0 && tally.runs_failed.is_empty() && tally.ignored == 0 && tally.passed > 0;
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Runs a `cargo test` command, echoing its output and adding up its `test result:` lines.
+fn run_counted(name: &str, cmd: &mut Command, tally: &mut Tally) -> Result<()> {
+    println!("\n=== test tier: {name}\n$ {}", sh::display(cmd));
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting `{}`", sh::display(cmd)))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading test output")?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            tally.passed += count(rest, " passed");
+            tally.failed += count(rest, " failed");
+            tally.ignored += count(rest, " ignored");
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        tally.runs_failed.push(format!("{name} ({status})"));
+    }
+    Ok(())
+}
+
+/// Reads `N` in "... N passed; ..." style summaries.
+fn count(summary: &str, label: &str) -> u64 {
+    summary
+        .split(';')
+        .find_map(|part| part.trim().strip_suffix(label.trim_start()).or_else(|| {
+            part.split('.').next_back().and_then(|p| p.trim().strip_suffix(label.trim_start()))
+        }))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count;
+
+    #[test]
+    fn counts_cargo_test_summary() {
+        let s = "ok. 12 passed; 1 failed; 3 ignored; 0 measured; 0 filtered out; finished in 0.01s";
+        assert_eq!(count(s, " passed"), 12);
+        assert_eq!(count(s, " failed"), 1);
+        assert_eq!(count(s, " ignored"), 3);
+        assert_eq!(count("FAILED. 0 passed; 2 failed; 0 ignored", " failed"), 2);
+    }
+}

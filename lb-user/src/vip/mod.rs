@@ -1,1 +1,13 @@
 //! VIP ownership: VRRPv3 between pglb peers, gratuitous ARP, and the VIP address via netlink.
+//!
+//! - [`vrrp`]: the sans-IO VRRPv3 state machine (RFC 9568) with its transition table;
+//! - [`packet`]: the advertisement on the wire, checksum and receive checks;
+//! - [`garp`]: gratuitous ARP frames;
+//! - [`io`]: sockets, netlink and the tokio runner that drives the machine.
+
+pub mod garp;
+pub mod packet;
+pub mod vrrp;
+
+pub use packet::{Advert, DropReason};
+pub use vrrp::{Action, Event, ParamsError, Vrrp, VrrpParams, VrrpState};

@@ -15,7 +15,7 @@ pub fn run() -> Result<()> {
         println!("run: prerequisites missing; running `cargo xtask setup` first");
         setup::setup()?;
     }
-    sh::run_inherit(&mut sh::cmd("cargo", ["build", "--workspace"])).context("building the workspace")?;
+    sh::run_inherit(&mut sh::cmd("cargo", ["build"])).context("building the workspace")?;
     lab::up(false)?;
     println!("\n{}\n", lab::connect_help());
 

@@ -1,0 +1,122 @@
+//! The lab itself: replication, idempotent up/down, cleanup after an interrupted up, bad input.
+
+use std::{
+    fs,
+    thread,
+    time::{Duration, Instant},
+};
+
+use pglb_tests::{
+    Lab, STATE_DIR, app_sql, assert_lab_gone, assert_root, ok, run, stderr, stdout, superuser_sql, wait_until, xtask,
+};
+
+#[test]
+fn lab_replicates_through_slots_with_quorum_sync_and_down_removes_everything() {
+    {
+        let _lab = Lab::up();
+        app_sql("pg1", "CREATE TABLE e2e_rows (id int PRIMARY KEY, note text)");
+        app_sql("pg1", "INSERT INTO e2e_rows VALUES (1, 'written on pg1')");
+        for standby in ["pg2", "pg3"] {
+            wait_until(Duration::from_secs(10), &format!("the row to reach {standby}"), || {
+                run(&["lab", "psql", "--node", standby, "--", "-At", "-c", "SELECT note FROM e2e_rows WHERE id = 1"])
+                    .stdout
+                    .starts_with(b"written on pg1")
+            });
+            assert_eq!(app_sql(standby, "SELECT pg_is_in_recovery()"), "t", "{standby} must be a standby");
+        }
+        let replication = superuser_sql(
+            "pg1",
+            "SELECT s.application_name, s.state, s.sync_state, r.slot_name
+             FROM pg_stat_replication s JOIN pg_replication_slots r ON r.active_pid = s.pid
+             ORDER BY 1",
+        );
+        assert_eq!(
+            replication, "pg2|streaming|quorum|pg2\npg3|streaming|quorum|pg3",
+            "pg1 must stream to both standbys through their slots with quorum sync"
+        );
+        assert_eq!(superuser_sql("pg1", "SHOW synchronous_standby_names"), "ANY 1 (pg1, pg2, pg3)");
+        for node in ["pg1", "pg2", "pg3"] {
+            assert_eq!(superuser_sql(node, "SHOW wal_log_hints"), "on", "{node}");
+            assert_eq!(superuser_sql(node, "SHOW recovery_target_timeline"), "latest", "{node}");
+        }
+        let status = ok(&["lab", "status"]);
+        for expected in ["pg1", "primary", "pg2", "standby", "streaming from 172.20.0.10", "sync to pg2 quorum, pg3 quorum"] {
+            assert!(status.contains(expected), "lab status lacks {expected:?}:\n{status}");
+        }
+        let secrets = fs::metadata(format!("{STATE_DIR}/secrets/app.password")).expect("app password file");
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&secrets.permissions()) & 0o777, 0o600);
+    }
+    assert_lab_gone();
+}
+
+#[test]
+fn second_up_changes_nothing_and_double_down_is_safe() {
+    let _lab = Lab::up();
+    let pid_file = format!("{STATE_DIR}/pg1/data/postmaster.pid");
+    let before = fs::read_to_string(&pid_file).expect("pg1 postmaster.pid");
+    let again = ok(&["lab", "up"]);
+    assert!(again.contains("already up"), "second lab up must say the lab is up:\n{again}");
+    assert_eq!(fs::read_to_string(&pid_file).expect("pg1 postmaster.pid"), before, "second lab up restarted pg1");
+    let first = ok(&["lab", "down"]);
+    assert!(first.contains("namespaces removed"), "first lab down:\n{first}");
+    assert_lab_gone();
+    let second = ok(&["lab", "down"]);
+    assert!(second.contains("already down"), "second lab down must say so:\n{second}");
+    assert_lab_gone();
+}
+
+#[test]
+fn down_after_a_killed_up_removes_everything() {
+    let _guard = Lab::guard();
+    ok(&["lab", "down"]);
+    let mut up = xtask(&["lab", "up"]).spawn().expect("starting lab up");
+    // Kill it once PostgreSQL is running on pg1 but before the lab is complete.
+    let started = Instant::now();
+    while !fs::metadata(format!("{STATE_DIR}/pg1/data/postmaster.pid")).is_ok() {
+        assert!(started.elapsed() < Duration::from_secs(60), "pg1 never started during lab up");
+        assert!(up.try_wait().expect("polling lab up").is_none(), "lab up ended before it could be killed");
+        thread::sleep(Duration::from_millis(50));
+    }
+    up.kill().expect("killing lab up");
+    up.wait().expect("reaping lab up");
+    let status = ok(&["lab", "status"]);
+    assert!(status.contains("half-built"), "lab status after a killed up:\n{status}");
+    let psql = run(&["lab", "psql"]);
+    assert!(!psql.status.success());
+    assert!(stderr(&psql).contains("half-built"), "lab psql on a half-built lab:\n{}", stderr(&psql));
+    ok(&["lab", "down"]);
+    assert_lab_gone();
+}
+
+#[test]
+fn bad_input_gets_one_clear_line() {
+    assert_root();
+    let _guard = Lab::guard();
+    ok(&["lab", "down"]);
+
+    let psql = run(&["lab", "psql"]);
+    assert!(!psql.status.success(), "lab psql without a lab must fail");
+    assert_eq!(stderr(&psql).trim(), "error: the lab is not up: start it with `cargo xtask lab up`");
+
+    let exec = run(&["lab", "exec", "nosuchhost", "--", "true"]);
+    assert!(!exec.status.success(), "lab exec with an unknown host must fail");
+    let err = stderr(&exec);
+    assert!(err.starts_with("error: unknown lab host `nosuchhost`: the hosts are pg1, pg2, pg3"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line expected:\n{err}");
+
+    // setup as an unprivileged user: the binary must say it needs root, without a backtrace.
+    let bin = pglb_tests::xtask_bin();
+    let setup = std::process::Command::new("runuser")
+        .args(["-u", "nobody", "--"])
+        .arg(&bin)
+        .arg("setup")
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("running xtask setup as nobody");
+    assert!(!setup.status.success(), "setup as nobody must fail");
+    let err = stderr(&setup);
+    assert!(err.starts_with("error: `cargo xtask setup` must run as root"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line expected:\n{err}");
+    assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+    assert!(stdout(&setup).is_empty());
+}

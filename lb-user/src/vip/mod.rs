@@ -6,8 +6,10 @@
 //! - [`io`]: sockets, netlink and the tokio runner that drives the machine.
 
 pub mod garp;
+pub mod io;
 pub mod packet;
 pub mod vrrp;
 
 pub use packet::{Advert, DropReason};
+pub use io::{VipError, VrrpCommand, VrrpCounters, VrrpHandle, VrrpRunner, VrrpStatus};
 pub use vrrp::{Action, Event, ParamsError, Vrrp, VrrpParams, VrrpState};

@@ -246,6 +246,15 @@ pub enum DiscardReason {
 }
 
 impl DiscardReason {
+    /// Every reason (for metrics that list all labels).
+    pub const ALL: [DiscardReason; 3] =
+        [DiscardReason::LocalIsOwner, DiscardReason::OwnAdvert, DiscardReason::OtherVrid];
+
+    /// Index into [`DiscardReason::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// A stable snake_case name, used as the metric label.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -1,0 +1,713 @@
+//! The real-world side of VIP ownership: the VRRP raw socket, the gratuitous-ARP packet socket,
+//! the VIP address via rtnetlink, and the tokio runner that owns the sans-IO [`Vrrp`] machine,
+//! feeds it packets, timers and commands, executes its actions, publishes a [`VrrpStatus`] on a
+//! `watch` channel and keeps [`VrrpCounters`] for metrics.
+//!
+//! Sockets and the netlink connection are opened in the network namespace of the thread that
+//! calls [`VrrpRunner::open`].
+
+use std::io::{self, Read};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use rtnetlink::packet_route::link::LinkAttribute;
+use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::garp::{self, GarpKind};
+use super::packet::{self, DropReason, IPPROTO_VRRP, VRRP_GROUP, VRRP_TTL};
+use super::vrrp::{Action, DiscardReason, Event, ParamsError, Vrrp, VrrpParams, VrrpState};
+
+/// Largest datagram read from the VRRP socket (IP header + 8 + 4 × 255 bytes fits).
+const RECV_BUF_LEN: usize = 2048;
+
+/// Errors of the VIP runner.
+#[derive(Debug, thiserror::Error)]
+pub enum VipError {
+    /// The parameters do not validate.
+    #[error("invalid vrrp parameters")]
+    Params(#[source] ParamsError),
+    /// The interface does not exist in this network namespace.
+    #[error("interface {interface} not found")]
+    InterfaceNotFound {
+        /// Its name.
+        interface: String,
+    },
+    /// The interface has no 6-byte hardware address (not Ethernet-like).
+    #[error("interface {interface} has no ethernet address")]
+    NoEthernetAddress {
+        /// Its name.
+        interface: String,
+    },
+    /// Setting up the VRRP raw socket failed.
+    #[error("could not {op} for the vrrp socket on {interface}")]
+    VrrpSocket {
+        /// What was attempted.
+        op: &'static str,
+        /// The interface.
+        interface: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Setting up the gratuitous-ARP packet socket failed.
+    #[error("could not open the gratuitous arp socket on {interface}")]
+    GarpSocket {
+        /// The interface.
+        interface: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The netlink connection could not be opened.
+    #[error("could not open a netlink connection")]
+    NetlinkOpen {
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Looking up the interface over netlink failed.
+    #[error("could not look up interface {interface} over netlink")]
+    LinkLookup {
+        /// The interface.
+        interface: String,
+        /// The netlink error.
+        #[source]
+        source: rtnetlink::Error,
+    },
+    /// Adding or removing the VIP failed.
+    #[error("could not {op} vip {vip} on {interface}")]
+    Vip {
+        /// "add" or "remove".
+        op: &'static str,
+        /// The VIP.
+        vip: Ipv4Addr,
+        /// The interface.
+        interface: String,
+        /// The netlink error.
+        #[source]
+        source: rtnetlink::Error,
+    },
+    /// The runner task is gone (it failed or was aborted).
+    #[error("the vrrp runner is not running")]
+    Stopped,
+    /// The runner task panicked or was cancelled.
+    #[error("the vrrp runner task ended abnormally")]
+    Join {
+        /// Why.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+/// What the runner publishes after every event that changes something.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VrrpStatus {
+    /// The machine's state.
+    pub state: VrrpState,
+    /// Whether we hold the VIP (state is Master).
+    pub master: bool,
+    /// Our effective priority.
+    pub priority: u8,
+    /// Who holds the VIP as far as we know (ourselves as master, the accepted master as backup).
+    pub master_address: Option<Ipv4Addr>,
+    /// Peers heard from and when, on the runner's clock (see `as_of`); a peer that sent priority
+    /// 0 is dropped.
+    pub peers_heard: Vec<(Ipv4Addr, Duration)>,
+    /// The runner's clock when this status was published (time since the runner opened).
+    pub as_of: Duration,
+    /// Master_Down_Interval: the window a peer counts as heard for the quorum rule.
+    pub master_down_interval: Duration,
+}
+
+impl VrrpStatus {
+    /// Peers heard within `window` before `now` (both on the runner's clock, e.g. `as_of`).
+    pub fn peers_heard_within(&self, now: Duration, window: Duration) -> usize {
+        self.peers_heard.iter().filter(|(_, heard)| now.saturating_sub(*heard) <= window).count()
+    }
+
+    fn initial(priority: u8) -> Self {
+        VrrpStatus {
+            state: VrrpState::Initialize,
+            master: false,
+            priority,
+            master_address: None,
+            peers_heard: Vec::new(),
+            as_of: Duration::ZERO,
+            master_down_interval: Duration::ZERO,
+        }
+    }
+}
+
+/// Counters for metrics, updated by the runner, readable from any thread.
+#[derive(Debug, Default)]
+pub struct VrrpCounters {
+    /// Adverts sent (one per destination).
+    pub adverts_sent: AtomicU64,
+    /// Adverts that passed every packet check.
+    pub adverts_received: AtomicU64,
+    /// Datagrams dropped by the packet checks, indexed by [`DropReason::index`].
+    pub dropped: [AtomicU64; DropReason::ALL.len()],
+    /// Valid adverts the machine ignored, indexed by [`DiscardReason::index`].
+    pub discarded: [AtomicU64; DiscardReason::ALL.len()],
+    /// Adverts whose address list differs from our VIP (logged, still processed).
+    pub address_list_mismatch: AtomicU64,
+    /// Adverts that only verified with the pre-1.3.6 keepalived unicast checksum.
+    pub legacy_checksum: AtomicU64,
+    /// Transitions into each state, indexed by [`VrrpState::index`].
+    pub transitions: [AtomicU64; VrrpState::ALL.len()],
+    /// Gratuitous ARP frames sent.
+    pub garps_sent: AtomicU64,
+    /// Failed sends (adverts or gratuitous ARPs).
+    pub send_errors: AtomicU64,
+    /// Failed receives on the VRRP socket.
+    pub recv_errors: AtomicU64,
+    /// Failed VIP additions or removals.
+    pub vip_errors: AtomicU64,
+}
+
+impl VrrpCounters {
+    /// Datagrams dropped for `reason`.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.dropped[reason.index()].load(Ordering::Relaxed)
+    }
+
+    /// Adverts discarded by the machine for `reason`.
+    pub fn discarded(&self, reason: DiscardReason) -> u64 {
+        self.discarded[reason.index()].load(Ordering::Relaxed)
+    }
+
+    /// Transitions into `state`.
+    pub fn transitions_to(&self, state: VrrpState) -> u64 {
+        self.transitions[state.index()].load(Ordering::Relaxed)
+    }
+
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Commands from the rest of the daemon.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VrrpCommand {
+    /// Tracking changed our priority (1–254).
+    SetPriority(u8),
+    /// Stop gracefully: a master drops the VIP and sends priority 0.
+    Shutdown,
+}
+
+/// The raw IPv4 socket for protocol 112 on one interface.
+struct VrrpSocket {
+    fd: AsyncFd<Socket>,
+    ifindex: u32,
+    own_address: Ipv4Addr,
+}
+
+impl VrrpSocket {
+    fn open(params: &VrrpParams, ifindex: u32) -> Result<Self, VipError> {
+        let err = |op: &'static str| {
+            let interface = params.interface.clone();
+            move |source| VipError::VrrpSocket { op, interface, source }
+        };
+        let sock = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(i32::from(IPPROTO_VRRP))))
+            .map_err(err("open a raw socket for ip protocol 112 (needs CAP_NET_RAW)"))?;
+        sock.set_header_included_v4(false).map_err(err("clear IP_HDRINCL"))?;
+        sock.set_ttl_v4(u32::from(VRRP_TTL)).map_err(err("set IP_TTL 255"))?;
+        sock.set_multicast_ttl_v4(u32::from(VRRP_TTL)).map_err(err("set IP_MULTICAST_TTL 255"))?;
+        sock.set_multicast_loop_v4(false).map_err(err("clear IP_MULTICAST_LOOP"))?;
+        sock.set_multicast_if_v4(&params.own_address).map_err(err("set IP_MULTICAST_IF"))?;
+        sock.bind_device(Some(params.interface.as_bytes())).map_err(err("bind to the interface"))?;
+        sock.join_multicast_v4_n(&VRRP_GROUP, &InterfaceIndexOrAddress::Index(ifindex))
+            .map_err(err("join 224.0.0.18"))?;
+        sock.set_nonblocking(true).map_err(err("set non-blocking"))?;
+        // SAFETY: `sock` owns its descriptor, which stays open and unchanged until the AsyncFd
+        // (which owns `sock`) is dropped.
+        let fd = unsafe { AsyncFd::register(sock) }.map_err(|e| err("register with tokio")(io::Error::from(e)))?;
+        Ok(VrrpSocket { fd, ifindex, own_address: params.own_address })
+    }
+
+    /// Reads one datagram (IP header included, as raw IPv4 sockets deliver it; its TTL is
+    /// checked by `packet::parse_ipv4`).
+    async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            match guard.try_io(|fd| (&*fd.get_ref()).read(buf)) {
+                Ok(result) => return result,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// Sends one VRRP message to `dst` from our own address out of our interface (IP_PKTINFO,
+    /// so the VIP is never chosen as the source).
+    fn send(&self, msg: &[u8], dst: Ipv4Addr) -> io::Result<()> {
+        #[repr(C)]
+        struct PktInfoCmsg {
+            hdr: libc::cmsghdr,
+            info: libc::in_pktinfo,
+        }
+        let ifindex = i32::try_from(self.ifindex).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: cmsghdr and in_pktinfo are plain C structs for which all-zero is valid.
+        let mut cmsg: PktInfoCmsg = unsafe { std::mem::zeroed() };
+        let info_len = u32::try_from(size_of::<libc::in_pktinfo>()).unwrap_or(u32::MAX);
+        // SAFETY: CMSG_LEN and CMSG_SPACE only do alignment arithmetic on their argument.
+        let (cmsg_len, cmsg_space) = unsafe { (libc::CMSG_LEN(info_len), libc::CMSG_SPACE(info_len)) };
+        assert!(size_of::<PktInfoCmsg>() >= cmsg_space as usize, "control buffer too small for IP_PKTINFO");
+        cmsg.hdr.cmsg_len = cmsg_len as _;
+        cmsg.hdr.cmsg_level = libc::IPPROTO_IP;
+        cmsg.hdr.cmsg_type = libc::IP_PKTINFO;
+        cmsg.info.ipi_ifindex = ifindex;
+        cmsg.info.ipi_spec_dst = libc::in_addr { s_addr: u32::from(self.own_address).to_be() };
+
+        let dst_addr = socket2::SockAddr::from(SocketAddrV4::new(dst, 0));
+        let mut iov = libc::iovec { iov_base: msg.as_ptr() as *mut libc::c_void, iov_len: msg.len() };
+        // SAFETY: msghdr is a plain C struct for which all-zero is valid.
+        let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+        hdr.msg_name = dst_addr.as_ptr() as *mut libc::c_void;
+        hdr.msg_namelen = dst_addr.len();
+        hdr.msg_iov = &mut iov;
+        hdr.msg_iovlen = 1;
+        hdr.msg_control = (&mut cmsg as *mut PktInfoCmsg).cast();
+        hdr.msg_controllen = cmsg_space as _;
+        // SAFETY: every pointer in `hdr` (destination address, one iovec over `msg`, the control
+        // buffer of CMSG_SPACE bytes) points to memory that lives until sendmsg returns, and the
+        // kernel only reads from them.
+        let sent = unsafe { libc::sendmsg(self.fd.get_ref().as_raw_fd(), &hdr, libc::MSG_DONTWAIT) };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// An `AF_PACKET` socket that only sends (protocol 0: it receives nothing).
+struct GarpSocket {
+    fd: OwnedFd,
+    ifindex: u32,
+}
+
+impl GarpSocket {
+    fn open(interface: &str, ifindex: u32) -> Result<Self, VipError> {
+        // SAFETY: socket() has no memory preconditions; the result is checked below.
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) };
+        if raw < 0 {
+            return Err(VipError::GarpSocket { interface: interface.to_owned(), source: io::Error::last_os_error() });
+        }
+        // SAFETY: `raw` is a fresh, valid descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        Ok(GarpSocket { fd, ifindex })
+    }
+
+    /// Sends one whole Ethernet frame to the broadcast address.
+    fn send(&self, frame: &[u8]) -> io::Result<()> {
+        // SAFETY: sockaddr_ll is a plain C struct for which all-zero is valid.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = garp::ETH_P_ARP.to_be();
+        addr.sll_ifindex = i32::try_from(self.ifindex).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        addr.sll_halen = 6;
+        addr.sll_addr[..6].copy_from_slice(&garp::BROADCAST);
+        // SAFETY: `frame` and `addr` are valid for the given lengths for the duration of the call.
+        let sent = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                libc::MSG_DONTWAIT,
+                (&addr as *const libc::sockaddr_ll).cast(),
+                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// Adds and removes the VIP on the interface through rtnetlink.
+struct VipAddress {
+    handle: rtnetlink::Handle,
+    ifindex: u32,
+    interface: String,
+    vip: Ipv4Addr,
+    prefix_len: u8,
+}
+
+impl VipAddress {
+    async fn add(&self) -> Result<(), VipError> {
+        let request = self.handle.address().add(self.ifindex, IpAddr::V4(self.vip), self.prefix_len);
+        match request.execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
+            Err(source) => Err(self.error("add", source)),
+        }
+    }
+
+    async fn remove(&self) -> Result<(), VipError> {
+        let mut found = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(self.ifindex)
+            .set_address_filter(IpAddr::V4(self.vip))
+            .execute();
+        let mut messages = Vec::new();
+        while let Some(msg) = found.try_next().await.map_err(|source| self.error("remove", source))? {
+            messages.push(msg);
+        }
+        for msg in messages {
+            match self.handle.address().del(msg).execute().await {
+                Ok(()) => {}
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EADDRNOTAVAIL => {}
+                Err(source) => return Err(self.error("remove", source)),
+            }
+        }
+        Ok(())
+    }
+
+    fn error(&self, op: &'static str, source: rtnetlink::Error) -> VipError {
+        VipError::Vip { op, vip: self.vip, interface: self.interface.clone(), source }
+    }
+}
+
+/// Looks up the interface's index and Ethernet address.
+async fn lookup_link(handle: &rtnetlink::Handle, interface: &str) -> Result<(u32, [u8; 6]), VipError> {
+    let mut links = handle.link().get().match_name(interface.to_owned()).execute();
+    let link = match links.try_next().await {
+        Ok(Some(link)) => link,
+        Ok(None) => return Err(VipError::InterfaceNotFound { interface: interface.to_owned() }),
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => {
+            return Err(VipError::InterfaceNotFound { interface: interface.to_owned() });
+        }
+        Err(source) => return Err(VipError::LinkLookup { interface: interface.to_owned(), source }),
+    };
+    let mac = link
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::Address(bytes) => <[u8; 6]>::try_from(bytes.as_slice()).ok(),
+            _ => None,
+        })
+        .ok_or_else(|| VipError::NoEthernetAddress { interface: interface.to_owned() })?;
+    Ok((link.header.index, mac))
+}
+
+/// Owns the VRRP machine and everything it acts on. Open it, take its status and counters, then
+/// [`run`](VrrpRunner::run) or [`spawn`](VrrpRunner::spawn) it.
+pub struct VrrpRunner {
+    machine: Vrrp,
+    sock: VrrpSocket,
+    garp: GarpSocket,
+    vip: VipAddress,
+    mac: [u8; 6],
+    epoch: Instant,
+    status: watch::Sender<VrrpStatus>,
+    counters: Arc<VrrpCounters>,
+    netlink_task: JoinHandle<()>,
+}
+
+/// A spawned runner: status, counters, commands, and the task.
+pub struct VrrpHandle {
+    status: watch::Receiver<VrrpStatus>,
+    counters: Arc<VrrpCounters>,
+    commands: mpsc::Sender<VrrpCommand>,
+    task: JoinHandle<Result<(), VipError>>,
+}
+
+impl VrrpRunner {
+    /// Validates `params`, looks up the interface and opens the sockets and the netlink
+    /// connection, in the calling thread's network namespace. Nothing is sent or changed yet.
+    /// Must be called within a tokio runtime (the netlink connection is spawned on it).
+    pub async fn open(params: VrrpParams) -> Result<Self, VipError> {
+        params.validate().map_err(VipError::Params)?;
+        let (connection, handle, _) = rtnetlink::new_connection().map_err(|source| VipError::NetlinkOpen { source })?;
+        let netlink_task = tokio::spawn(connection);
+        let (ifindex, mac) = match lookup_link(&handle, &params.interface).await {
+            Ok(found) => found,
+            Err(e) => {
+                netlink_task.abort();
+                return Err(e);
+            }
+        };
+        let sock = VrrpSocket::open(&params, ifindex)?;
+        let garp = GarpSocket::open(&params.interface, ifindex)?;
+        let vip = VipAddress {
+            handle,
+            ifindex,
+            interface: params.interface.clone(),
+            vip: params.vip,
+            prefix_len: params.vip_prefix_len,
+        };
+        let (status, _) = watch::channel(VrrpStatus::initial(params.priority));
+        Ok(VrrpRunner {
+            machine: Vrrp::new(params),
+            sock,
+            garp,
+            vip,
+            mac,
+            epoch: Instant::now(),
+            status,
+            counters: Arc::new(VrrpCounters::default()),
+            netlink_task,
+        })
+    }
+
+    /// A receiver of the status the runner publishes.
+    pub fn status(&self) -> watch::Receiver<VrrpStatus> {
+        self.status.subscribe()
+    }
+
+    /// The counters the runner updates.
+    pub fn counters(&self) -> Arc<VrrpCounters> {
+        Arc::clone(&self.counters)
+    }
+
+    /// Runs on a new tokio task; the handle's [`VrrpHandle::shutdown`] stops it gracefully.
+    pub fn spawn(self) -> VrrpHandle {
+        let (commands, rx) = mpsc::channel(16);
+        let status = self.status();
+        let counters = self.counters();
+        let task = tokio::spawn(self.run(rx));
+        VrrpHandle { status, counters, commands, task }
+    }
+
+    /// Removes a stale VIP (left by a crash), starts the machine and drives it until
+    /// [`VrrpCommand::Shutdown`] or until every command sender is dropped; both stop gracefully.
+    pub async fn run(mut self, mut commands: mpsc::Receiver<VrrpCommand>) -> Result<(), VipError> {
+        if let Err(e) = self.vip.remove().await {
+            VrrpCounters::bump(&self.counters.vip_errors);
+            tracing::warn!(error = %e, "vrrp: could not remove a stale vip at startup");
+        }
+        self.apply(Event::Startup).await;
+        let mut buf = vec![0u8; RECV_BUF_LEN];
+        loop {
+            let deadline = self.machine.next_deadline();
+            let timer = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(self.epoch + at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                received = self.sock.recv(&mut buf) => match received {
+                    Ok(len) => {
+                        let datagram = buf[..len].to_vec();
+                        self.on_datagram(&datagram).await;
+                    }
+                    Err(e) => {
+                        VrrpCounters::bump(&self.counters.recv_errors);
+                        tracing::warn!(error = %e, "vrrp: receive failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                },
+                () = timer => self.apply(Event::TimerExpired).await,
+                command = commands.recv() => match command {
+                    Some(VrrpCommand::SetPriority(priority)) => {
+                        self.apply(Event::PriorityChanged { priority }).await;
+                    }
+                    Some(VrrpCommand::Shutdown) | None => {
+                        self.apply(Event::Shutdown).await;
+                        self.netlink_task.abort();
+                        return Ok(());
+                    }
+                },
+            }
+        }
+    }
+
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    async fn on_datagram(&mut self, datagram: &[u8]) {
+        match packet::parse_ipv4(datagram, self.machine.params().vrid) {
+            Err(reason) => {
+                VrrpCounters::bump(&self.counters.dropped[reason.index()]);
+                if reason == DropReason::VridMismatch {
+                    tracing::trace!(reason = reason.as_str(), "vrrp: advert for another virtual router");
+                } else {
+                    tracing::debug!(reason = reason.as_str(), "vrrp: dropped a datagram");
+                }
+            }
+            Ok(received) => {
+                VrrpCounters::bump(&self.counters.adverts_received);
+                if received.legacy_checksum {
+                    VrrpCounters::bump(&self.counters.legacy_checksum);
+                }
+                if !packet::address_list_matches(&received.advert, &[self.machine.params().vip]) {
+                    VrrpCounters::bump(&self.counters.address_list_mismatch);
+                    tracing::warn!(
+                        src = %received.src,
+                        addresses = ?received.advert.addresses,
+                        vip = %self.machine.params().vip,
+                        "vrrp: advert's address list differs from ours (misconfiguration?); processing it anyway"
+                    );
+                }
+                self.apply(Event::AdvertReceived { src: received.src, packet: received.advert }).await;
+            }
+        }
+    }
+
+    /// Feeds one event, executes the actions in order and publishes the status.
+    async fn apply(&mut self, event: Event) {
+        let actions = self.machine.handle(event, self.now());
+        for action in actions {
+            self.execute(action).await;
+        }
+        self.publish();
+    }
+
+    async fn execute(&mut self, action: Action) {
+        match action {
+            Action::SendAdvert { priority } => self.send_advert(priority),
+            Action::AddVip => {
+                if let Err(e) = self.vip.add().await {
+                    VrrpCounters::bump(&self.counters.vip_errors);
+                    tracing::error!(error = %e, "vrrp: master could not add the vip");
+                }
+            }
+            Action::RemoveVip => {
+                if let Err(e) = self.vip.remove().await {
+                    VrrpCounters::bump(&self.counters.vip_errors);
+                    tracing::error!(error = %e, "vrrp: could not remove the vip");
+                }
+            }
+            Action::SendGarp { count } => self.send_garps(count),
+            Action::StateChanged { from, to } => {
+                VrrpCounters::bump(&self.counters.transitions[to.index()]);
+                tracing::info!(
+                    from = from.as_str(),
+                    to = to.as_str(),
+                    vip = %self.machine.params().vip,
+                    priority = self.machine.priority(),
+                    "vrrp: state changed"
+                );
+            }
+            Action::Discarded { src, reason } => {
+                VrrpCounters::bump(&self.counters.discarded[reason.index()]);
+                tracing::debug!(%src, reason = reason.as_str(), "vrrp: advert ignored");
+            }
+        }
+    }
+
+    fn send_advert(&self, priority: u8) {
+        let advert = self.machine.advert(priority);
+        let params = self.machine.params();
+        let destinations: &[Ipv4Addr] =
+            if params.unicast_peers.is_empty() { &[VRRP_GROUP] } else { &params.unicast_peers };
+        for &dst in destinations {
+            let msg = advert.encode(params.own_address, dst);
+            match self.sock.send(&msg, dst) {
+                Ok(()) => VrrpCounters::bump(&self.counters.adverts_sent),
+                Err(e) => {
+                    VrrpCounters::bump(&self.counters.send_errors);
+                    tracing::warn!(error = %e, %dst, "vrrp: advert send failed");
+                }
+            }
+        }
+    }
+
+    fn send_garps(&self, count: u8) {
+        let vip = self.machine.params().vip;
+        for _ in 0..count {
+            for kind in [GarpKind::Request, GarpKind::Reply] {
+                match self.garp.send(&garp::frame(kind, self.mac, vip)) {
+                    Ok(()) => VrrpCounters::bump(&self.counters.garps_sent),
+                    Err(e) => {
+                        VrrpCounters::bump(&self.counters.send_errors);
+                        tracing::warn!(error = %e, "vrrp: gratuitous arp send failed");
+                    }
+                }
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let machine = &self.machine;
+        let state = machine.state();
+        let status = VrrpStatus {
+            state,
+            master: state == VrrpState::Master,
+            priority: machine.priority(),
+            master_address: machine.master_address(),
+            peers_heard: machine.peers().map(|(a, p)| (a, p.last_heard)).collect(),
+            as_of: self.now(),
+            master_down_interval: machine.master_down_interval(),
+        };
+        self.status.send_replace(status);
+    }
+}
+
+impl VrrpHandle {
+    /// A receiver of the runner's status.
+    pub fn status(&self) -> watch::Receiver<VrrpStatus> {
+        self.status.clone()
+    }
+
+    /// The runner's counters.
+    pub fn counters(&self) -> Arc<VrrpCounters> {
+        Arc::clone(&self.counters)
+    }
+
+    /// Tells the machine that tracking changed our priority.
+    pub async fn set_priority(&self, priority: u8) -> Result<(), VipError> {
+        self.commands.send(VrrpCommand::SetPriority(priority)).await.map_err(|_| VipError::Stopped)
+    }
+
+    /// Stops gracefully (a master drops the VIP, then sends priority 0) and waits for the task.
+    pub async fn shutdown(self) -> Result<(), VipError> {
+        // A runner that already ended still reports how through its task.
+        let _ = self.commands.send(VrrpCommand::Shutdown).await;
+        self.task.await.map_err(|source| VipError::Join { source })?
+    }
+
+    /// Stops the task without the graceful steps, as a crash would: the VIP stays on the
+    /// interface until the next start of a runner removes it.
+    pub fn abort(self) {
+        self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_heard_within_counts_the_window() {
+        let status = VrrpStatus {
+            peers_heard: vec![
+                (Ipv4Addr::new(192, 0, 2, 1), Duration::from_secs(1)),
+                (Ipv4Addr::new(192, 0, 2, 2), Duration::from_secs(9)),
+            ],
+            ..VrrpStatus::initial(100)
+        };
+        assert_eq!(status.peers_heard_within(Duration::from_secs(10), Duration::from_secs(3)), 1);
+        assert_eq!(status.peers_heard_within(Duration::from_secs(10), Duration::from_secs(9)), 2);
+        assert_eq!(status.peers_heard_within(Duration::from_secs(100), Duration::from_secs(3)), 0);
+    }
+
+    #[test]
+    fn counters_index_every_reason_and_state() {
+        let c = VrrpCounters::default();
+        for r in DropReason::ALL {
+            VrrpCounters::bump(&c.dropped[r.index()]);
+        }
+        for r in DiscardReason::ALL {
+            VrrpCounters::bump(&c.discarded[r.index()]);
+        }
+        for s in VrrpState::ALL {
+            VrrpCounters::bump(&c.transitions[s.index()]);
+        }
+        assert!(DropReason::ALL.iter().all(|r| c.dropped(*r) == 1));
+        assert!(DiscardReason::ALL.iter().all(|r| c.discarded(*r) == 1));
+        assert!(VrrpState::ALL.iter().all(|s| c.transitions_to(*s) == 1));
+    }
+}

@@ -1,13 +1,16 @@
 //! End to end: two VRRP runners in the network namespaces `pglbt-vrrp-a` and `pglbt-vrrp-b`,
 //! joined by a veth pair, elect one master, move the VIP on a crash, preempt on restart and hand
-//! over on a graceful stop. Nothing is added to the root namespace; the namespaces are removed by
-//! a guard even when an assertion fails. Needs root and `ip`.
+//! over on a graceful stop; and the same against keepalived (VRRPv3) as the peer, in both
+//! priority orders. Nothing is added to the root namespace; the namespaces (and keepalived) are
+//! removed by guards even when an assertion fails. Needs root, `ip` and `keepalived`.
 
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
-use std::process::Command;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -23,6 +26,13 @@ const ADDR_B: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
 /// 10 cs: Master_Down_Interval is 341 ms for priority 150 and 361 ms for 100.
 const ADVERT_CS: u16 = 10;
+
+/// Both tests use the same namespace names, so they run one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// Runs `ip` with `args`, panicking with its stderr on failure.
 fn ip(args: &[&str]) -> String {
@@ -90,7 +100,11 @@ fn enter_netns(name: &str) {
 
 impl Node {
     fn start(ns: &'static str, own: Ipv4Addr, priority: u8) -> Node {
-        let mut params = VrrpParams::new(IFACE, 42, priority, VIP, own);
+        Node::start_vrid(ns, own, priority, 42)
+    }
+
+    fn start_vrid(ns: &'static str, own: Ipv4Addr, priority: u8, vrid: u8) -> Node {
+        let mut params = VrrpParams::new(IFACE, vrid, priority, VIP, own);
         params.advert_interval_cs = ADVERT_CS;
         params.garp_burst = 2;
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -149,14 +163,19 @@ fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Dura
     }
 }
 
-fn privileged() -> bool {
+fn privileged(needs_keepalived: bool) -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let has_ip = Command::new("ip").arg("-V").output().is_ok_and(|o| o.status.success());
-    if root && has_ip {
+    let has_keepalived =
+        !needs_keepalived || Command::new("keepalived").arg("--version").output().is_ok_and(|o| o.status.success());
+    if root && has_ip && has_keepalived {
         return true;
     }
-    let why = format!("needs root and iproute2 (root: {root}, ip: {has_ip})");
+    let why = format!(
+        "needs root, iproute2 and keepalived (`cargo xtask setup` installs them) \
+         (root: {root}, ip: {has_ip}, keepalived: {has_keepalived})"
+    );
     assert!(std::env::var_os("CI").is_none(), "vrrp netns test cannot run in CI: {why}");
     eprintln!("skipping the vrrp netns test outside CI: {why}");
     false
@@ -164,9 +183,10 @@ fn privileged() -> bool {
 
 #[test]
 fn two_runners_elect_take_over_preempt_and_hand_over() {
-    if !privileged() {
+    if !privileged(false) {
         return;
     }
+    let _serial = serial();
     let _lab = Lab::up();
 
     // B alone becomes master.
@@ -186,13 +206,13 @@ fn two_runners_elect_take_over_preempt_and_hand_over() {
     }
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!((a.state(), b.state()), (VrrpState::Master, VrrpState::Backup), "stable after 5 adverts");
-    assert!(a.counters.adverts_sent.load(std::sync::atomic::Ordering::Relaxed) >= 5, "a advertises");
-    assert!(b.counters.adverts_received.load(std::sync::atomic::Ordering::Relaxed) >= 5, "b receives a's adverts");
+    assert!(a.counters.adverts_sent.load(Ordering::Relaxed) >= 5, "a advertises");
+    assert!(b.counters.adverts_received.load(Ordering::Relaxed) >= 5, "b receives a's adverts");
     for reason in DropReason::ALL {
         assert_eq!(b.counters.dropped(reason), 0, "b dropped a packet of a: {reason:?}");
         assert_eq!(a.counters.dropped(reason), 0, "a dropped a packet of b: {reason:?}");
     }
-    assert!(a.counters.garps_sent.load(std::sync::atomic::Ordering::Relaxed) >= 4, "a sent its garp burst");
+    assert!(a.counters.garps_sent.load(Ordering::Relaxed) >= 4, "a sent its garp burst");
 
     // Crash A: B takes over within Master_Down_Interval (361 ms) plus scheduling slack.
     a.stop(Stop::Crash);
@@ -219,4 +239,146 @@ fn two_runners_elect_take_over_preempt_and_hand_over() {
 
     b.stop(Stop::Graceful);
     assert!(!Lab::has_vip(NS_B), "graceful stop of the master removes the vip");
+}
+
+/// keepalived's VRRP subsystem in a namespace, as a VRRPv3 peer; stopped (SIGTERM, so it sends
+/// priority 0) and its files removed on drop.
+struct Keepalived {
+    child: Option<Child>,
+    dir: PathBuf,
+}
+
+impl Keepalived {
+    fn start(ns: &str, priority: u8) -> Keepalived {
+        let dir = std::env::temp_dir().join(format!("pglbt-vrrp-keepalived-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        let conf = dir.join("keepalived.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "global_defs {{\n  router_id pglbt_{ns}\n  vrrp_version 3\n}}\n\
+                 vrrp_instance pglbt {{\n  state BACKUP\n  interface {IFACE}\n  virtual_router_id 42\n  \
+                 priority {priority}\n  advert_int 0.1\n  virtual_ipaddress {{\n    {VIP}/32\n  }}\n}}\n"
+            ),
+        )
+        .expect("write keepalived.conf");
+        let log = File::create(dir.join("keepalived.log")).expect("create keepalived.log");
+        let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "keepalived", "--dont-fork", "--log-console", "--vrrp"])
+            .args(["--use-file", &path("keepalived.conf")])
+            .args(["--pid", &path("keepalived.pid"), "--vrrp_pid", &path("vrrp.pid"), "--checkers_pid", &path("checkers.pid")])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn keepalived");
+        Keepalived { child: Some(child), dir }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("keepalived.log")).unwrap_or_default()
+    }
+
+    /// SIGTERM (graceful: keepalived sends priority 0 and removes the VIP), without waiting.
+    fn terminate(&self) {
+        let Some(child) = &self.child else { return };
+        let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+        // SAFETY: kill has no memory preconditions; `pid` is our own child (ip netns exec
+        // executes keepalived in place), not yet reaped, so it cannot be a recycled pid.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+
+    /// [`terminate`](Keepalived::terminate), then waits for it to exit (killing it after 5 s).
+    fn stop(&mut self) {
+        self.terminate();
+        let Some(mut child) = self.child.take() else { return };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Last resort: the VRRP child first (it would survive its parent), then the parent.
+        if let Ok(vrrp_pid) = std::fs::read_to_string(self.dir.join("vrrp.pid")) {
+            if let Ok(vrrp_pid) = vrrp_pid.trim().parse::<libc::pid_t>() {
+                // SAFETY: as above; the pid comes from keepalived's own pid file for this run.
+                unsafe { libc::kill(vrrp_pid, libc::SIGKILL) };
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Keepalived {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn interoperates_with_keepalived_in_both_priority_orders() {
+    if !privileged(true) {
+        return;
+    }
+    let _serial = serial();
+    let _lab = Lab::up();
+
+    // keepalived (150) in A is master; pglb (100) in B stays backup and accepts its adverts.
+    let mut ka = Keepalived::start(NS_A, 150);
+    wait_for("keepalived master with the vip", Duration::from_secs(5), || Lab::has_vip(NS_A));
+    let b = Node::start(NS_B, ADDR_B, 100);
+    wait_for("pglb hears keepalived", Duration::from_secs(2), || b.status.borrow().master_address == Some(ADDR_A));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(b.state(), VrrpState::Backup, "pglb must stay backup under keepalived at 150; keepalived log:\n{}", ka.log());
+    assert_eq!(b.counters.transitions_to(VrrpState::Master), 0, "pglb never became master");
+    assert!(!Lab::has_vip(NS_B), "backup pglb must not hold the vip");
+    assert!(b.counters.adverts_received.load(Ordering::Relaxed) >= 5, "pglb accepts keepalived's adverts");
+    for reason in DropReason::ALL {
+        assert_eq!(b.counters.dropped(reason), 0, "pglb dropped a keepalived advert: {reason:?}");
+    }
+
+    // keepalived stops gracefully: pglb takes over after Skew_Time.
+    let t0 = Instant::now();
+    ka.terminate();
+    wait_for("pglb takes over from keepalived", Duration::from_secs(2), || b.state() == VrrpState::Master);
+    let handover = t0.elapsed();
+    wait_for("vip moves to pglb", Duration::from_secs(1), || Lab::has_vip(NS_B) && !Lab::has_vip(NS_A));
+    eprintln!("keepalived -> pglb graceful handover: {handover:?}");
+    assert!(handover < Duration::from_millis(300), "graceful handover from keepalived took {handover:?}");
+    ka.stop();
+    drop(ka);
+
+    // keepalived (150) comes back and preempts pglb (100), which drops the VIP.
+    let ka = Keepalived::start(NS_A, 150);
+    wait_for("keepalived preempts pglb", Duration::from_secs(5), || b.state() == VrrpState::Backup);
+    wait_for("vip moves to keepalived", Duration::from_secs(1), || Lab::has_vip(NS_A) && !Lab::has_vip(NS_B));
+    b.stop(Stop::Graceful);
+
+    // pglb at 200 preempts keepalived (150), which drops the VIP and stays backup.
+    let b = Node::start(NS_B, ADDR_B, 200);
+    wait_for("pglb preempts keepalived", Duration::from_secs(3), || b.state() == VrrpState::Master);
+    wait_for("vip moves to pglb", Duration::from_secs(2), || Lab::has_vip(NS_B) && !Lab::has_vip(NS_A));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(b.state(), VrrpState::Master, "keepalived must accept pglb at 200; keepalived log:\n{}", ka.log());
+    assert!(!Lab::has_vip(NS_A), "keepalived must stay backup without the vip; log:\n{}", ka.log());
+    for reason in DropReason::ALL {
+        assert_eq!(b.counters.dropped(reason), 0, "pglb dropped a keepalived advert: {reason:?}");
+    }
+
+    // pglb stops gracefully: keepalived takes the VIP.
+    let t0 = Instant::now();
+    b.stop(Stop::Graceful);
+    wait_for("keepalived takes over from pglb", Duration::from_secs(2), || Lab::has_vip(NS_A));
+    eprintln!("pglb -> keepalived graceful handover (vip seen on keepalived): {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_millis(400),
+        "keepalived should take over after skew time on pglb's priority 0, took {:?}; log:\n{}",
+        t0.elapsed(),
+        ka.log()
+    );
+    drop(ka);
 }

@@ -323,6 +323,32 @@ mod tests {
     const LAB_ADVERT_BYTES: [u8; 12] =
         [0x31, 0x33, 0x96, 0x01, 0x00, 0x64, 0xff, 0x35, 172, 20, 0, 100];
 
+    /// Two IPv4 datagrams keepalived 2.2.7 (Debian, `vrrp_version 3`, vrid 51, priority 150,
+    /// `advert_int 1`, VIP 172.20.0.100/32) sent from 172.20.0.21, captured with `tcpdump -x`
+    /// in a test namespace: a regular advert and the priority-0 advert of its graceful stop.
+    const KEEPALIVED_ADVERT: [u8; 32] = [
+        0x45, 0xc0, 0x00, 0x20, 0x00, 0x01, 0x00, 0x00, 0xff, 0x70, 0x2e, 0x71, 0xac, 0x14, 0x00, 0x15,
+        0xe0, 0x00, 0x00, 0x12, 0x31, 0x33, 0x96, 0x01, 0x00, 0x64, 0xff, 0x35, 0xac, 0x14, 0x00, 0x64,
+    ];
+    const KEEPALIVED_LEAVING: [u8; 32] = [
+        0x45, 0xc0, 0x00, 0x20, 0x00, 0x04, 0x00, 0x00, 0xff, 0x70, 0x2e, 0x6e, 0xac, 0x14, 0x00, 0x15,
+        0xe0, 0x00, 0x00, 0x12, 0x31, 0x33, 0x00, 0x01, 0x00, 0x64, 0x95, 0x36, 0xac, 0x14, 0x00, 0x64,
+    ];
+
+    #[test]
+    fn keepalived_adverts_parse_and_match_our_encoding() {
+        let got = parse_ipv4(&KEEPALIVED_ADVERT, 51).expect("keepalived's advert must pass every check");
+        assert_eq!(got.advert, lab_advert());
+        assert_eq!((got.src, got.dst, got.legacy_checksum), (LB1, VRRP_GROUP, false));
+        assert_eq!(lab_advert().encode(LB1, VRRP_GROUP), KEEPALIVED_ADVERT[20..].to_vec(), "byte-identical to keepalived");
+        assert_eq!(KEEPALIVED_ADVERT[20..], LAB_ADVERT_BYTES, "keepalived agrees with the hand computation");
+
+        let leaving = parse_ipv4(&KEEPALIVED_LEAVING, 51).expect("keepalived's priority-0 advert must pass");
+        let want = Advert { priority: 0, ..lab_advert() };
+        assert_eq!(leaving.advert, want);
+        assert_eq!(want.encode(LB1, VRRP_GROUP), KEEPALIVED_LEAVING[20..].to_vec());
+    }
+
     #[test]
     fn encodes_the_hand_computed_lab_advert() {
         assert_eq!(lab_advert().encode(LB1, VRRP_GROUP), LAB_ADVERT_BYTES.to_vec());

@@ -4,6 +4,8 @@
 pub mod config;
 pub mod dataplane;
 pub mod failover;
+pub mod http;
+pub mod status;
 pub mod vip;
 
 /// The compiled XDP object (lb-ebpf), embedded at build time by `build.rs`.

@@ -1,0 +1,360 @@
+//! What the daemon knows, as one plain snapshot, and its three renderings: the `pglb status`
+//! table, Prometheus text and the HTML stats page. Pure functions, tested on fixed snapshots.
+
+use std::fmt::Write as _;
+
+/// Upper bounds (seconds) of the probe latency histogram buckets.
+pub const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25];
+
+/// A cumulative histogram in Prometheus' shape.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Histogram {
+    /// One count per [`LATENCY_BUCKETS`] bound (cumulative counts are computed when rendering).
+    pub buckets: Vec<u64>,
+    pub count: u64,
+    pub sum: f64,
+}
+
+impl Histogram {
+    pub fn observe(&mut self, seconds: f64) {
+        if self.buckets.len() != LATENCY_BUCKETS.len() {
+            self.buckets = vec![0; LATENCY_BUCKETS.len()];
+        }
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| seconds <= *b) {
+            self.buckets[i] += 1;
+        }
+        self.count += 1;
+        self.sum += seconds;
+    }
+}
+
+/// Traffic through one backend, summed over CPUs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub flows: u64,
+    pub new_flows: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub rsts: u64,
+}
+
+/// One PostgreSQL node as the daemon sees it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NodeRow {
+    pub name: String,
+    pub addr: String,
+    /// `primary`, `standby` or `unknown`.
+    pub role: String,
+    /// `up`, `down`, `needs-rejoin`, `promoting`, …
+    pub state: String,
+    pub up: bool,
+    pub timeline: Option<u32>,
+    pub lag_bytes: Option<u64>,
+    pub lag_seconds: Option<f64>,
+    /// Listener ports that route to this node now.
+    pub routed_ports: Vec<u16>,
+    pub traffic: Traffic,
+    /// Seconds since the node's state last changed.
+    pub since_change_s: f64,
+    pub probe_latency: Histogram,
+}
+
+/// The whole picture at one instant.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    pub instance: String,
+    pub vip: String,
+    /// The failover state machine's phase (`steady`, `failing-over`, …).
+    pub phase: String,
+    /// `master`, `backup`, `initialize`, or `none` (no VRRP configured: counts as master).
+    pub vrrp_state: String,
+    pub vip_held: bool,
+    /// True when this instance's data plane is attached and it owns the VIP.
+    pub forwarding: bool,
+    /// The node routed on the write port, if any.
+    pub writer: Option<String>,
+    pub nodes: Vec<NodeRow>,
+    pub failovers_total: u64,
+    pub switchovers_total: u64,
+    pub vrrp_transitions_total: u64,
+    pub adverts_sent: u64,
+    pub adverts_received: u64,
+    /// Dropped adverts by reason.
+    pub adverts_dropped: Vec<(String, u64)>,
+    /// Data-plane counters by pass/drop reason.
+    pub datapath_reasons: Vec<(String, u64)>,
+}
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "-".to_owned())
+}
+
+fn ports(p: &[u16]) -> String {
+    if p.is_empty() { "-".to_owned() } else { p.iter().map(u16::to_string).collect::<Vec<_>>().join(",") }
+}
+
+/// The `pglb status` table, readable like `repmgr cluster show`.
+pub fn render_table(s: &Snapshot) -> String {
+    let header = ["node", "address", "role", "state", "timeline", "lag bytes", "lag s", "routed", "flows"];
+    let rows: Vec<[String; 9]> = s
+        .nodes
+        .iter()
+        .map(|n| {
+            [
+                n.name.clone(),
+                n.addr.clone(),
+                n.role.clone(),
+                n.state.clone(),
+                opt(n.timeline),
+                opt(n.lag_bytes),
+                n.lag_seconds.map(|l| format!("{l:.3}")).unwrap_or_else(|| "-".into()),
+                ports(&n.routed_ports),
+                n.traffic.flows.to_string(),
+            ]
+        })
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| -> String {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        format!(" {}", padded.join(" | ")).trim_end().to_owned()
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "instance {} | VIP {} {} | vrrp {} | phase {} | forwarding {}",
+        s.instance,
+        s.vip,
+        if s.vip_held { "held here" } else { "not held here" },
+        s.vrrp_state,
+        s.phase,
+        if s.forwarding { "yes" } else { "no" },
+    );
+    let _ = writeln!(out, "{}", line(header.to_vec()));
+    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    let _ = writeln!(out, "-{}-", rule.join("-+-"));
+    for r in &rows {
+        let _ = writeln!(out, "{}", line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Prometheus text exposition format 0.0.4.
+pub fn render_metrics(s: &Snapshot) -> String {
+    let mut o = String::new();
+    let inst = escape_label(&s.instance);
+    let family = |o: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    family(&mut o, "pglb_node_up", "gauge", "1 when the node's last probe succeeded.");
+    for n in &s.nodes {
+        let _ = writeln!(o, "pglb_node_up{{instance_name=\"{inst}\",node=\"{}\"}} {}", escape_label(&n.name), u8::from(n.up));
+    }
+    family(&mut o, "pglb_node_role", "gauge", "1 for the node's current role label.");
+    for n in &s.nodes {
+        for role in ["primary", "standby", "unknown"] {
+            let _ = writeln!(o, "pglb_node_role{{instance_name=\"{inst}\",node=\"{}\",role=\"{role}\"}} {}", escape_label(&n.name), u8::from(n.role == role));
+        }
+    }
+    family(&mut o, "pglb_node_timeline", "gauge", "The node's timeline (0 when unknown).");
+    for n in &s.nodes {
+        let _ = writeln!(o, "pglb_node_timeline{{instance_name=\"{inst}\",node=\"{}\"}} {}", escape_label(&n.name), n.timeline.unwrap_or(0));
+    }
+    family(&mut o, "pglb_node_lag_bytes", "gauge", "Replay lag behind the primary in bytes (standbys).");
+    for n in &s.nodes {
+        if let Some(l) = n.lag_bytes {
+            let _ = writeln!(o, "pglb_node_lag_bytes{{instance_name=\"{inst}\",node=\"{}\"}} {l}", escape_label(&n.name));
+        }
+    }
+    family(&mut o, "pglb_probe_latency_seconds", "histogram", "Latency of role probes.");
+    for n in &s.nodes {
+        let node = escape_label(&n.name);
+        let mut cumulative = 0;
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            cumulative += n.probe_latency.buckets.get(i).copied().unwrap_or(0);
+            let _ = writeln!(o, "pglb_probe_latency_seconds_bucket{{instance_name=\"{inst}\",node=\"{node}\",le=\"{bound}\"}} {cumulative}");
+        }
+        let h = &n.probe_latency;
+        let _ = writeln!(o, "pglb_probe_latency_seconds_bucket{{instance_name=\"{inst}\",node=\"{node}\",le=\"+Inf\"}} {}", h.count);
+        let _ = writeln!(o, "pglb_probe_latency_seconds_sum{{instance_name=\"{inst}\",node=\"{node}\"}} {}", h.sum);
+        let _ = writeln!(o, "pglb_probe_latency_seconds_count{{instance_name=\"{inst}\",node=\"{node}\"}} {}", h.count);
+    }
+    for (name, help, get) in [
+        ("pglb_backend_flows", "Live flows to the backend.", (|t: &Traffic| t.flows) as fn(&Traffic) -> u64),
+        ("pglb_backend_new_flows_total", "Flows opened to the backend.", |t| t.new_flows),
+        ("pglb_backend_packets_total", "Packets forwarded to and from the backend.", |t| t.packets),
+        ("pglb_backend_bytes_total", "Bytes forwarded to and from the backend.", |t| t.bytes),
+        ("pglb_backend_rsts_total", "TCP resets sent for flows of the backend.", |t| t.rsts),
+    ] {
+        let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+        family(&mut o, name, kind, help);
+        for n in &s.nodes {
+            let _ = writeln!(o, "{name}{{instance_name=\"{inst}\",node=\"{}\"}} {}", escape_label(&n.name), get(&n.traffic));
+        }
+    }
+    family(&mut o, "pglb_datapath_packets_total", "counter", "Packets seen by the XDP program, by verdict reason.");
+    for (reason, v) in &s.datapath_reasons {
+        let _ = writeln!(o, "pglb_datapath_packets_total{{instance_name=\"{inst}\",reason=\"{}\"}} {v}", escape_label(reason));
+    }
+    family(&mut o, "pglb_failovers_total", "counter", "Automatic failovers performed by this instance.");
+    let _ = writeln!(o, "pglb_failovers_total{{instance_name=\"{inst}\"}} {}", s.failovers_total);
+    family(&mut o, "pglb_switchovers_total", "counter", "Planned switchovers performed by this instance.");
+    let _ = writeln!(o, "pglb_switchovers_total{{instance_name=\"{inst}\"}} {}", s.switchovers_total);
+    family(&mut o, "pglb_phase", "gauge", "1 for the failover state machine's current phase.");
+    let _ = writeln!(o, "pglb_phase{{instance_name=\"{inst}\",phase=\"{}\"}} 1", escape_label(&s.phase));
+    family(&mut o, "pglb_vrrp_state", "gauge", "1 for this instance's VRRP state.");
+    let _ = writeln!(o, "pglb_vrrp_state{{instance_name=\"{inst}\",state=\"{}\"}} 1", escape_label(&s.vrrp_state));
+    family(&mut o, "pglb_vrrp_transitions_total", "counter", "VRRP state changes.");
+    let _ = writeln!(o, "pglb_vrrp_transitions_total{{instance_name=\"{inst}\"}} {}", s.vrrp_transitions_total);
+    family(&mut o, "pglb_vrrp_adverts_sent_total", "counter", "VRRP adverts sent.");
+    let _ = writeln!(o, "pglb_vrrp_adverts_sent_total{{instance_name=\"{inst}\"}} {}", s.adverts_sent);
+    family(&mut o, "pglb_vrrp_adverts_received_total", "counter", "VRRP adverts received and accepted.");
+    let _ = writeln!(o, "pglb_vrrp_adverts_received_total{{instance_name=\"{inst}\"}} {}", s.adverts_received);
+    family(&mut o, "pglb_vrrp_adverts_dropped_total", "counter", "VRRP adverts dropped, by reason.");
+    for (reason, v) in &s.adverts_dropped {
+        let _ = writeln!(o, "pglb_vrrp_adverts_dropped_total{{instance_name=\"{inst}\",reason=\"{}\"}} {v}", escape_label(reason));
+    }
+    family(&mut o, "pglb_vip_held", "gauge", "1 when this instance holds the VIP.");
+    let _ = writeln!(o, "pglb_vip_held{{instance_name=\"{inst}\"}} {}", u8::from(s.vip_held));
+    family(&mut o, "pglb_forwarding", "gauge", "1 when this instance forwards VIP traffic.");
+    let _ = writeln!(o, "pglb_forwarding{{instance_name=\"{inst}\"}} {}", u8::from(s.forwarding));
+    o
+}
+
+fn html_escape(v: &str) -> String {
+    v.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// The HTML stats page (one row per node, auto-refresh every 2 s).
+pub fn render_html(s: &Snapshot) -> String {
+    let mut o = String::new();
+    let _ = write!(
+        o,
+        "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"2\">\
+<title>pglb {inst}</title><style>body{{font-family:sans-serif;font-size:13px}}table{{border-collapse:collapse}}\
+td,th{{border:1px solid #999;padding:2px 8px;text-align:right}}th{{background:#446;color:#fff}}\
+td.l{{text-align:left}}tr.up td{{background:#cfc}}tr.down td{{background:#fcc}}tr.fenced td{{background:#fc9}}</style></head><body>\
+<h2>pglb {inst}</h2><p>VIP {vip} ({held}) &middot; VRRP {vrrp} &middot; phase {phase} &middot; forwarding {fwd} &middot; \
+failovers {fo} &middot; switchovers {so}</p><table><tr><th>node</th><th>address</th><th>role</th><th>state</th>\
+<th>timeline</th><th>lag bytes</th><th>lag s</th><th>routed</th><th>flows</th><th>new flows</th><th>packets</th>\
+<th>bytes</th><th>RSTs</th><th>last change</th></tr>",
+        inst = html_escape(&s.instance),
+        vip = html_escape(&s.vip),
+        held = if s.vip_held { "held here" } else { "not held here" },
+        vrrp = html_escape(&s.vrrp_state),
+        phase = html_escape(&s.phase),
+        fwd = if s.forwarding { "yes" } else { "no" },
+        fo = s.failovers_total,
+        so = s.switchovers_total,
+    );
+    for n in &s.nodes {
+        let class = if !n.up { "down" } else if n.state == "up" { "up" } else { "fenced" };
+        let _ = write!(
+            o,
+            "<tr class=\"{class}\"><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td>\
+<td>{}</td><td>{}</td><td>{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}s ago</td></tr>",
+            html_escape(&n.name),
+            html_escape(&n.addr),
+            html_escape(&n.role),
+            html_escape(&n.state),
+            opt(n.timeline),
+            opt(n.lag_bytes),
+            n.lag_seconds.map(|l| format!("{l:.3}")).unwrap_or_else(|| "-".into()),
+            ports(&n.routed_ports),
+            n.traffic.flows,
+            n.traffic.new_flows,
+            n.traffic.packets,
+            n.traffic.bytes,
+            n.traffic.rsts,
+            n.since_change_s,
+        );
+    }
+    o.push_str("</table></body></html>\n");
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Snapshot {
+        let mut h = Histogram::default();
+        h.observe(0.0008);
+        h.observe(0.003);
+        Snapshot {
+            instance: "lb1".into(),
+            vip: "172.20.0.100".into(),
+            phase: "steady".into(),
+            vrrp_state: "master".into(),
+            vip_held: true,
+            forwarding: true,
+            nodes: vec![
+                NodeRow {
+                    name: "pg1".into(),
+                    addr: "172.20.0.10:5432".into(),
+                    role: "primary".into(),
+                    state: "up".into(),
+                    up: true,
+                    timeline: Some(2),
+                    lag_bytes: None,
+                    lag_seconds: None,
+                    routed_ports: vec![3000],
+                    traffic: Traffic { flows: 3, new_flows: 9, packets: 100, bytes: 6400, rsts: 1 },
+                    since_change_s: 12.0,
+                    probe_latency: h,
+                },
+                NodeRow {
+                    name: "pg<2>".into(),
+                    addr: "172.20.0.11:5432".into(),
+                    role: "standby".into(),
+                    state: "down".into(),
+                    up: false,
+                    ..NodeRow::default()
+                },
+            ],
+            failovers_total: 1,
+            ..Snapshot::default()
+        }
+    }
+
+    #[test]
+    fn table_has_one_row_per_node_with_routes() {
+        let t = render_table(&sample());
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 5, "{t}");
+        assert!(lines[0].starts_with("instance lb1 | VIP 172.20.0.100 held here | vrrp master | phase steady"), "{t}");
+        assert!(lines[3].contains("pg1") && lines[3].contains("primary") && lines[3].contains("3000"), "{t}");
+        assert!(lines[4].contains("down") && lines[4].contains(" - "), "{t}");
+    }
+
+    #[test]
+    fn metrics_histogram_is_cumulative_and_labels_escaped() {
+        let m = render_metrics(&sample());
+        assert!(m.contains("pglb_probe_latency_seconds_bucket{instance_name=\"lb1\",node=\"pg1\",le=\"0.001\"} 1\n"), "{m}");
+        assert!(m.contains("pglb_probe_latency_seconds_bucket{instance_name=\"lb1\",node=\"pg1\",le=\"0.005\"} 2\n"), "{m}");
+        assert!(m.contains("pglb_probe_latency_seconds_count{instance_name=\"lb1\",node=\"pg1\"} 2\n"), "{m}");
+        assert!(m.contains("pglb_node_up{instance_name=\"lb1\",node=\"pg<2>\"} 0\n"), "{m}");
+        assert!(m.contains("pglb_backend_rsts_total{instance_name=\"lb1\",node=\"pg1\"} 1\n"), "{m}");
+        assert!(m.contains("pglb_failovers_total{instance_name=\"lb1\"} 1\n"), "{m}");
+        for line in m.lines().filter(|l| !l.starts_with('#')) {
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<f64>().is_ok(), "bad sample line {line:?}");
+        }
+    }
+
+    #[test]
+    fn html_escapes_names_and_refreshes() {
+        let h = render_html(&sample());
+        assert!(h.contains("http-equiv=\"refresh\""));
+        assert!(h.contains("pg&lt;2&gt;") && !h.contains("pg<2>"), "{h}");
+        assert_eq!(h.matches("<tr class=").count(), 2);
+    }
+}

@@ -301,11 +301,11 @@ impl Keepalived {
             std::thread::sleep(Duration::from_millis(10));
         }
         // Last resort: the VRRP child first (it would survive its parent), then the parent.
-        if let Ok(vrrp_pid) = std::fs::read_to_string(self.dir.join("vrrp.pid")) {
-            if let Ok(vrrp_pid) = vrrp_pid.trim().parse::<libc::pid_t>() {
-                // SAFETY: as above; the pid comes from keepalived's own pid file for this run.
-                unsafe { libc::kill(vrrp_pid, libc::SIGKILL) };
-            }
+        if let Ok(vrrp_pid) = std::fs::read_to_string(self.dir.join("vrrp.pid"))
+            && let Ok(vrrp_pid) = vrrp_pid.trim().parse::<libc::pid_t>()
+        {
+            // SAFETY: as above; the pid comes from keepalived's own pid file for this run.
+            unsafe { libc::kill(vrrp_pid, libc::SIGKILL) };
         }
         let _ = child.kill();
         let _ = child.wait();

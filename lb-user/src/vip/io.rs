@@ -238,7 +238,7 @@ impl VrrpSocket {
     async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             let mut guard = self.fd.readable().await?;
-            match guard.try_io(|fd| (&*fd.get_ref()).read(buf)) {
+            match guard.try_io(|fd| fd.get_ref().read(buf)) {
                 Ok(result) => return result,
                 Err(_would_block) => continue,
             }

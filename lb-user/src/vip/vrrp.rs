@@ -439,10 +439,10 @@ impl Vrrp {
 
     /// Feeds one event at time `now`; returns what to do, in order.
     pub fn handle(&mut self, event: Event, now: Duration) -> Vec<Action> {
-        if let Event::AdvertReceived { src, packet } = &event {
-            if let Some(reason) = self.screen(*src, packet, now) {
-                return vec![Action::Discarded { src: *src, reason }];
-            }
+        if let Event::AdvertReceived { src, packet } = &event
+            && let Some(reason) = self.screen(*src, packet, now)
+        {
+            return vec![Action::Discarded { src: *src, reason }];
         }
         if let Event::PriorityChanged { priority } = event {
             return self.change_priority(priority, now);
@@ -558,11 +558,11 @@ impl Vrrp {
                     master.adver_at = now + self.params.advert_interval();
                     actions.push(Action::SendAdvert { priority: self.priority });
                 }
-                if let (Some(at), Some(period)) = (master.garp_refresh_at, self.params.garp_refresh) {
-                    if now >= at {
-                        master.garp_refresh_at = Some(now + period);
-                        actions.push(Action::SendGarp { count: 1 });
-                    }
+                if let (Some(at), Some(period)) = (master.garp_refresh_at, self.params.garp_refresh)
+                    && now >= at
+                {
+                    master.garp_refresh_at = Some(now + period);
+                    actions.push(Action::SendGarp { count: 1 });
                 }
                 actions
             }

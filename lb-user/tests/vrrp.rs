@@ -104,9 +104,17 @@ impl Node {
     }
 
     fn start_vrid(ns: &'static str, own: Ipv4Addr, priority: u8, vrid: u8) -> Node {
+        Node::start_with(ns, Node::params(own, priority, vrid))
+    }
+
+    fn params(own: Ipv4Addr, priority: u8, vrid: u8) -> VrrpParams {
         let mut params = VrrpParams::new(IFACE, vrid, priority, VIP, own);
         params.advert_interval_cs = ADVERT_CS;
         params.garp_burst = 2;
+        params
+    }
+
+    fn start_with(ns: &'static str, params: VrrpParams) -> Node {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<Stop>();
         let thread = std::thread::spawn(move || {
@@ -381,4 +389,33 @@ fn interoperates_with_keepalived_in_both_priority_orders() {
         ka.log()
     );
     drop(ka);
+}
+
+#[test]
+fn unicast_peers_elect_and_hand_over() {
+    if !privileged(false) {
+        return;
+    }
+    let _serial = serial();
+    let _lab = Lab::up();
+    let unicast = |own, peer, priority| VrrpParams { unicast_peers: vec![peer], ..Node::params(own, priority, 42) };
+    let a = Node::start_with(NS_A, unicast(ADDR_A, ADDR_B, 150));
+    let b = Node::start_with(NS_B, unicast(ADDR_B, ADDR_A, 100));
+    wait_for("a master over unicast", Duration::from_secs(3), || a.state() == VrrpState::Master);
+    wait_for("b backup hearing a", Duration::from_secs(2), || {
+        b.state() == VrrpState::Backup && b.status.borrow().master_address == Some(ADDR_A)
+    });
+    wait_for("vip only on a", Duration::from_secs(1), || Lab::has_vip(NS_A) && !Lab::has_vip(NS_B));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(b.counters.adverts_received.load(Ordering::Relaxed) >= 3, "b receives unicast adverts");
+    assert_eq!(b.counters.legacy_checksum.load(Ordering::Relaxed), 0, "unicast checksum uses the real destination");
+    for reason in DropReason::ALL {
+        assert_eq!(b.counters.dropped(reason), 0, "b dropped a unicast advert: {reason:?}");
+    }
+    let t0 = Instant::now();
+    a.stop(Stop::Graceful);
+    wait_for("b takes over over unicast", Duration::from_secs(2), || b.state() == VrrpState::Master);
+    assert!(t0.elapsed() < Duration::from_millis(300), "unicast graceful handover took {:?}", t0.elapsed());
+    wait_for("vip only on b", Duration::from_secs(1), || Lab::has_vip(NS_B) && !Lab::has_vip(NS_A));
+    b.stop(Stop::Graceful);
 }

@@ -1,1 +1,91 @@
 //! The failover state machine (sans-IO): probe observations in, actions out.
+//!
+//! [`Machine::handle`]`(event, now)` returns the [`Action`]s to apply, in order;
+//! [`Machine::next_deadline`] says when to call it again with [`Event::Tick`]. Time is the
+//! daemon's monotonic clock passed in; nothing here reads a clock, sleeps, does I/O or draws a
+//! random number. One task owns the machine; an executor applies its actions and reports the
+//! results of `Promote`, `Repoint` and `Demote` back as [`Event::ActionDone`].
+//!
+//! # Rules (DESIGN.md, "Control plane")
+//!
+//! 1. Writer = the reachable, unfenced node not in recovery on the highest timeline. Two on
+//!    the same timeline: keep the previous writer, fence the other, alert.
+//! 2. Failover only when all hold: the writer failed `failover_after` consecutive probes (or
+//!    answers in recovery); this instance is VRRP master (always, without `[vrrp]`); quorum:
+//!    1 (this instance) + reachable nodes + peers heard within the master-down interval is more
+//!    than half of (nodes + peers + 1); no reachable standby streams from the old writer.
+//!    **Added guard, synchronous replication**: with `ANY k` over the n other unfenced nodes,
+//!    at least n − k + 1 of them must be reachable standbys, or the one holding the last
+//!    acknowledged commit may be out of sight (a double fault blocks instead of losing writes).
+//! 3. Candidate = reachable standby on the writer's timeline, not `nofailover`, not recently
+//!    failed, within `max_lag_on_failover_bytes` of the furthest known position (old writer's
+//!    last `current_lsn` or the furthest standby); highest received LSN, then priority, then
+//!    name. If a reachable standby that may not be promoted is further ahead: no failover.
+//! 4. `Promote`; on success one `SetWriter` (writes were refused since the failover started).
+//! 5. `Repoint` every other reachable standby; later, any standby not streaming from the writer
+//!    for `REPOINT_AFTER_INTERVALS` probe intervals is re-pointed again (level-triggered).
+//!    `SetSyncStandbys` on the new primary lists every other node: `ANY k (others)`. When no
+//!    standby is left, commits on the primary wait until one reconnects (zero loss over
+//!    availability); `synchronous_count = 0` opts out, and then pglb leaves the setting empty.
+//! 6. A primary on an older timeline, and the replaced writer after a failover, are fenced
+//!    (`needs-rejoin`) until `AdminCommand::Rejoined` or until they answer in recovery on the
+//!    writer's timeline. Fencing survives nothing: after a daemon restart rule 1 fences again.
+//! 7. Readers = reachable unfenced standbys on the writer's timeline, `read_weight > 0`, replay
+//!    position within `max_read_lag_bytes` of the writer's current LSN and replay lag within
+//!    `max_read_lag`; the writer if none qualifies.
+//!
+//! Debounce: the writer is down after `failover_after` failed probes, any other node after
+//! [`STANDBY_DOWN_AFTER`]; a down node is up again after `up_after` good probes (the writer
+//! being watched after one). A node silent for [`STALE_AFTER_INTERVALS`] probe intervals gets a
+//! failure counted.
+//!
+//! # Phases and transitions
+//!
+//! ```text
+//!  phase          event / condition                              actions                        next
+//!  -------------  ---------------------------------------------  -----------------------------  -------------
+//!  Starting       every node probed once, or detection_time      SetWriter(w), SetReaders       Steady
+//!                 passed; rule 1 finds w                          (+ Fence of other primaries)
+//!  Starting       same, no usable primary                         SetWriter(None), SetReaders    WriterLost{None}
+//!  Steady         writer failed failover_after probes             Log (writes stay routed)       WriterLost{w}
+//!  Steady         writer answers in recovery                      SetWriter(None)                WriterLost{w}
+//!  Steady         other primary, same timeline                    Fence(SplitBrain), Alert       Steady
+//!  Steady         other primary, older timeline                   Fence(OlderTimeline)           Steady
+//!  Steady         other primary, newer timeline                   Fence(w), SetWriter(c), Alert  Steady
+//!  Steady         standby off the writer for repoint_after        Repoint                        Steady
+//!  Steady         Admin Switchover{to}, checks pass               SetWriter(None)                Switchover/CatchingUp
+//!  Steady         Admin Switchover{to}, checks fail               Alert(SwitchoverRejected)      Steady
+//!  WriterLost     rule 1 finds a primary (old one preferred)      SetWriter(c) if changed        Steady
+//!  WriterLost     every guard holds, candidate c                  Alert, SetWriter(None),        FailingOver
+//!                                                                 Promote(c)
+//!  WriterLost     a guard holds back                              Log + Alert(FailoverBlocked)   WriterLost
+//!                                                                 when the reason changes
+//!  FailingOver    Promote done ok, or c probed as primary on a    SetWriter(c), Fence(old),      Steady
+//!                 newer timeline                                  Repoint others,
+//!                                                                 SetSyncStandbys, Alert
+//!  FailingOver    Promote failed, or promote_timeout              Alert(PromoteFailed); c left   WriterLost
+//!                                                                 out for promote_timeout
+//!  Switchover     CatchingUp: target received ≥ old primary's     Demote(from → to)              Switchover/Demoting
+//!                 current LSN probed after the block
+//!  Switchover     Demoting: Demote done ok                        Promote(to)                    Switchover/Promoting
+//!  Switchover     Promoting: Promote done ok (or probed)          SetWriter(to), Repoint others, Steady
+//!                                                                 SetSyncStandbys, Alert
+//!  Switchover     CatchingUp timeout, Demote failed               Alert, SetWriter(from)         Steady
+//!  Switchover     Demoting timeout, Promote failed or timeout     Alert                          WriterLost{from}
+//!  any but        Admin Switchover                                Alert(SwitchoverRejected)      same
+//!  Steady
+//! ```
+//!
+//! Node roles (as probed) have one handler each: primary seen, standby seen (which lifts a fence
+//! when the node replicates on the writer's timeline), probe failed. In every phase but
+//! Starting, the reader set is recomputed after each event and `SetReaders` emitted on change.
+
+mod machine;
+pub mod rules;
+mod types;
+
+pub use machine::Machine;
+pub use types::*;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,996 @@
+//! [`Machine`]: the failover state machine itself. See the module doc of [`crate::failover`]
+//! for the transition table.
+
+use std::mem::discriminant;
+use std::time::Duration;
+
+use super::rules::{self, Candidate};
+use super::types::*;
+
+/// Whether a node answers, debounced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Health {
+    Unknown,
+    Up,
+    Down,
+}
+
+/// What the machine remembers about one node.
+#[derive(Debug, Clone)]
+struct NodeTrack {
+    /// The last successful probe and when it started.
+    status: Option<NodeStatus>,
+    status_at: Duration,
+    /// `at` of the newest observation (older ones arriving late are ignored).
+    last_obs_at: Option<Duration>,
+    /// When a probe result (real, or a stale one counted as failure) was last counted.
+    last_count_at: Duration,
+    failures: u32,
+    successes: u32,
+    health: Health,
+    fence: Option<FenceReason>,
+    last_error: Option<ProbeFailure>,
+    state: NodeState,
+    last_change: Duration,
+    /// Since when this standby has not streamed from the writer.
+    misdirected_since: Option<Duration>,
+    last_repoint: Option<Duration>,
+    /// A failed promotion keeps this node out of the candidates until then.
+    excluded_until: Option<Duration>,
+    /// Demoted by a switchover then: a "primary" answer to an older probe is out of date.
+    demoted_at: Option<Duration>,
+}
+
+impl NodeTrack {
+    fn new() -> Self {
+        NodeTrack {
+            status: None,
+            status_at: Duration::ZERO,
+            last_obs_at: None,
+            last_count_at: Duration::ZERO,
+            failures: 0,
+            successes: 0,
+            health: Health::Unknown,
+            fence: None,
+            last_error: None,
+            state: NodeState::Unknown,
+            last_change: Duration::ZERO,
+            misdirected_since: None,
+            last_repoint: None,
+            excluded_until: None,
+            demoted_at: None,
+        }
+    }
+
+    fn role(&self) -> Role {
+        match &self.status {
+            None => Role::Unknown,
+            Some(s) if s.in_recovery => Role::Standby,
+            Some(_) => Role::Primary,
+        }
+    }
+
+    fn up(&self) -> bool {
+        self.health == Health::Up
+    }
+
+    /// Up, unfenced and a standby: the nodes rules 3 and 7 choose from.
+    fn usable_standby(&self) -> Option<&NodeStatus> {
+        self.status.as_ref().filter(|s| s.in_recovery && self.up() && self.fence.is_none())
+    }
+
+    /// Up, unfenced and a primary.
+    fn usable_primary(&self) -> Option<&NodeStatus> {
+        self.status.as_ref().filter(|s| !s.in_recovery && self.up() && self.fence.is_none())
+    }
+}
+
+/// Promotion after a failover or a switchover: they differ in who gets fenced and re-pointed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Promotion {
+    Failover { old: Option<NodeId> },
+    Switchover { from: NodeId },
+}
+
+/// The failover state machine. Feed it [`Event`]s with the current time; apply the returned
+/// [`Action`]s in order; call again with [`Event::Tick`] at [`Machine::next_deadline`].
+#[derive(Debug, Clone)]
+pub struct Machine {
+    p: Params,
+    nodes: Vec<NodeTrack>,
+    phase: Phase,
+    /// The routed writer (the last `SetWriter`).
+    writer: Option<NodeId>,
+    writer_emitted: bool,
+    /// The writer's (or, while it is lost, the last writer's) timeline and current LSN.
+    writer_timeline: Option<u32>,
+    writer_lsn: Option<u64>,
+    /// The last `SetReaders`.
+    readers: Option<Vec<NodeId>>,
+    master: bool,
+    peers_heard: Vec<Option<Duration>>,
+    started_at: Option<Duration>,
+    /// The `now` of the last event (for [`Machine::view`]).
+    now: Duration,
+    blocked: Option<Blocked>,
+    /// Primaries left unrouted because of a tie with no previous writer (logged once).
+    ambiguous: Vec<NodeId>,
+}
+
+impl Machine {
+    pub fn new(params: Params) -> Self {
+        let n = params.nodes.len();
+        let peers = params.peers.len();
+        Machine {
+            master: !params.vrrp_enabled,
+            p: params,
+            nodes: (0..n).map(|_| NodeTrack::new()).collect(),
+            phase: Phase::Starting,
+            writer: None,
+            writer_emitted: false,
+            writer_timeline: None,
+            writer_lsn: None,
+            readers: None,
+            peers_heard: vec![None; peers],
+            started_at: None,
+            now: Duration::ZERO,
+            blocked: None,
+            ambiguous: Vec::new(),
+        }
+    }
+
+    pub fn params(&self) -> &Params {
+        &self.p
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    pub fn writer(&self) -> Option<NodeId> {
+        self.writer
+    }
+
+    /// Handles one event at `now` (monotonic, non-decreasing) and returns what to do.
+    pub fn handle(&mut self, event: Event, now: Duration) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.now = now;
+        if self.started_at.is_none() {
+            self.started_at = Some(now);
+            for t in &mut self.nodes {
+                t.last_count_at = now;
+                t.last_change = now;
+            }
+        }
+        match &event {
+            Event::Probe(obs) => self.observe(obs, now, &mut out),
+            Event::Tick => {}
+            Event::VrrpRole { master } => self.on_vrrp_role(*master, &mut out),
+            Event::PeerHeard { peer } => {
+                if let Some(i) = self.p.peers.iter().position(|p| p == peer) {
+                    self.peers_heard[i] = Some(now);
+                }
+            }
+            Event::Admin(AdminCommand::Rejoined { node }) => self.on_rejoined(*node, &mut out),
+            Event::Admin(AdminCommand::Switchover { .. }) => {}
+            Event::ActionDone { action, result } => self.on_action_done(action, result, now, &mut out),
+        }
+        self.count_stale(now, &mut out);
+        self.step_phase(&event, now, &mut out);
+        if self.phase != Phase::Starting {
+            self.reconcile_readers(&mut out);
+        }
+        self.note_state_changes(now);
+        out
+    }
+
+    /// When to call [`Machine::handle`] with [`Event::Tick`] at the latest.
+    pub fn next_deadline(&self) -> Option<Duration> {
+        let started = self.started_at?;
+        let mut next: Vec<Duration> = self.nodes.iter().map(|t| t.last_count_at + self.p.stale_after()).collect();
+        match self.phase {
+            Phase::Starting => next.push(started + self.p.detection_time()),
+            Phase::WriterLost { old: None, since } => next.push(since + self.p.detection_time()),
+            Phase::WriterLost { .. } | Phase::Steady => {}
+            Phase::FailingOver { deadline, .. } | Phase::Switchover { deadline, .. } => next.push(deadline),
+        }
+        if self.phase == Phase::Steady {
+            for t in &self.nodes {
+                next.extend(t.misdirected_since.map(|s| s + self.p.repoint_after()));
+                next.extend(t.last_repoint.map(|s| s + self.p.repoint_after()));
+            }
+        }
+        if matches!(self.phase, Phase::WriterLost { .. }) {
+            next.extend(self.nodes.iter().filter_map(|t| t.excluded_until));
+            next.extend(self.peers_heard.iter().flatten().map(|h| *h + self.p.peer_timeout));
+        }
+        next.into_iter().min()
+    }
+
+    /// What the machine believes now.
+    pub fn view(&self) -> ClusterView {
+        let nodes = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(id, t)| {
+                let standby = t.status.as_ref().filter(|s| s.in_recovery);
+                NodeView {
+                    id,
+                    name: self.p.nodes[id].name.clone(),
+                    role: t.role(),
+                    state: t.state,
+                    fence: t.fence,
+                    timeline: t.status.as_ref().map(|s| s.timeline),
+                    lag_bytes: standby.and_then(|s| Some(self.writer_lsn?.saturating_sub(s.replay_lsn?))),
+                    lag: standby.and_then(|s| s.replay_lag),
+                    consecutive_failures: t.failures,
+                    consecutive_successes: t.successes,
+                    last_error: t.last_error.clone(),
+                    last_change: t.last_change,
+                }
+            })
+            .collect();
+        ClusterView {
+            phase: self.phase,
+            writer: self.writer,
+            readers: self.readers.clone().unwrap_or_default(),
+            writer_timeline: self.writer_timeline,
+            vrrp_master: self.is_master(),
+            quorum: self.quorum(self.now),
+            blocked: self.blocked.clone(),
+            nodes,
+        }
+    }
+
+    // ----- inputs -------------------------------------------------------------------------
+
+    fn name(&self, n: NodeId) -> &str {
+        &self.p.nodes[n].name
+    }
+
+    fn is_master(&self) -> bool {
+        !self.p.vrrp_enabled || self.master
+    }
+
+    /// The writer, or the writer being replaced: their failures count to `failover_after`.
+    fn old_writer(&self) -> Option<NodeId> {
+        match self.phase {
+            Phase::WriterLost { old, .. } | Phase::FailingOver { old, .. } => old,
+            Phase::Switchover { from, .. } => Some(from),
+            Phase::Starting | Phase::Steady => self.writer,
+        }
+    }
+
+    fn observe(&mut self, obs: &Observation, now: Duration, out: &mut Vec<Action>) {
+        let n = obs.node;
+        if n >= self.nodes.len() {
+            log(out, Level::Warn, format!("probe result for unknown node #{n} ignored"));
+            return;
+        }
+        let t = &mut self.nodes[n];
+        if t.last_obs_at.is_some_and(|last| obs.at < last) {
+            return; // a late answer to an older probe
+        }
+        if t.demoted_at.is_some_and(|d| obs.at < d) && obs.result.as_ref().is_ok_and(|s| !s.in_recovery) {
+            return; // probed before the switchover demoted it
+        }
+        t.last_obs_at = Some(obs.at);
+        t.last_count_at = now;
+        match &obs.result {
+            Err(failure) => self.on_probe_failed(n, failure.clone(), out),
+            Ok(status) if status.in_recovery => self.on_standby_seen(n, status, obs.at, out),
+            Ok(status) => self.on_primary_seen(n, status, obs.at, out),
+        }
+    }
+
+    /// Role handler: the probe failed (or no result came in time).
+    fn on_probe_failed(&mut self, n: NodeId, failure: ProbeFailure, out: &mut Vec<Action>) {
+        let threshold = if self.old_writer() == Some(n) { self.p.failover_after } else { STANDBY_DOWN_AFTER };
+        let t = &mut self.nodes[n];
+        t.failures = t.failures.saturating_add(1);
+        t.successes = 0;
+        t.last_error = Some(failure.clone());
+        if t.health != Health::Down && t.failures >= threshold {
+            t.health = Health::Down;
+            let failures = t.failures;
+            let msg = format!("{} is down: {failures} consecutive failed probes (last: {failure})", self.name(n));
+            log(out, Level::Warn, msg);
+        }
+    }
+
+    /// Role handler: the node answered as a primary.
+    fn on_primary_seen(&mut self, n: NodeId, status: &NodeStatus, at: Duration, out: &mut Vec<Action>) {
+        self.count_success(n, status, at, out);
+        if self.writer == Some(n) {
+            self.writer_timeline = Some(status.timeline);
+            self.writer_lsn = status.current_lsn.or(self.writer_lsn);
+        }
+    }
+
+    /// Role handler: the node answered as a standby. A fenced node that now replicates on the
+    /// writer's timeline has been rejoined.
+    fn on_standby_seen(&mut self, n: NodeId, status: &NodeStatus, at: Duration, out: &mut Vec<Action>) {
+        self.count_success(n, status, at, out);
+        let t = &mut self.nodes[n];
+        if t.fence.is_some() && self.writer_timeline == Some(status.timeline) {
+            t.fence = None;
+            let msg = format!("{} rejoined: in recovery on the writer's timeline {}", self.name(n), status.timeline);
+            log(out, Level::Info, msg);
+        }
+    }
+
+    fn count_success(&mut self, n: NodeId, status: &NodeStatus, at: Duration, out: &mut Vec<Action>) {
+        let immediate = self.old_writer() == Some(n);
+        let up_after = self.p.up_after;
+        let t = &mut self.nodes[n];
+        t.failures = 0;
+        t.successes = t.successes.saturating_add(1);
+        t.last_error = None;
+        t.status = Some(status.clone());
+        t.status_at = at;
+        let was = t.health;
+        if was == Health::Unknown || (was == Health::Down && (immediate || t.successes >= up_after)) {
+            t.health = Health::Up;
+            if was == Health::Down {
+                let successes = t.successes;
+                log(out, Level::Info, format!("{} is up again after {successes} good probes", self.name(n)));
+            }
+        }
+    }
+
+    /// A node that has not answered for `stale_after` gets a failure counted (the prober itself
+    /// may be stuck; silence is not health).
+    fn count_stale(&mut self, now: Duration, out: &mut Vec<Action>) {
+        let stale_after = self.p.stale_after();
+        for n in 0..self.nodes.len() {
+            if now.saturating_sub(self.nodes[n].last_count_at) >= stale_after {
+                self.nodes[n].last_count_at = now;
+                self.on_probe_failed(n, ProbeFailure::Timeout, out);
+            }
+        }
+    }
+
+    fn on_vrrp_role(&mut self, master: bool, out: &mut Vec<Action>) {
+        if !self.p.vrrp_enabled || self.master == master {
+            return;
+        }
+        self.master = master;
+        let msg = if master { "vrrp master: this instance may fail over" } else { "vrrp backup: failover is left to the master" };
+        log(out, Level::Info, msg.to_owned());
+    }
+
+    fn on_rejoined(&mut self, n: NodeId, out: &mut Vec<Action>) {
+        if n >= self.nodes.len() {
+            return;
+        }
+        let t = &mut self.nodes[n];
+        if t.fence.take().is_some() {
+            // Fresh probes decide again: up_after good ones, and rule 1 fences it again if it
+            // still is a primary.
+            t.health = Health::Down;
+            t.successes = 0;
+            log(out, Level::Info, format!("{} rejoined by the operator: fence lifted, waiting for good probes", self.name(n)));
+        }
+    }
+
+    /// Results of executor actions that matter in every phase (promotions are the phases').
+    fn on_action_done(&mut self, action: &Action, result: &Result<(), String>, now: Duration, out: &mut Vec<Action>) {
+        if let (Action::Repoint { node, primary }, Err(error)) = (action, result) {
+            let msg = format!("re-pointing {} to {} failed: {error}", self.name(*node), self.name(*primary));
+            log(out, Level::Warn, msg);
+            out.push(Action::Alert(Alert::RepointFailed { node: *node, primary: *primary, error: error.clone() }));
+            if let Some(t) = self.nodes.get_mut(*node) {
+                t.last_repoint = Some(now);
+            }
+        }
+    }
+
+    // ----- phases -------------------------------------------------------------------------
+
+    /// Runs the current phase's handler; if it moved to another phase, lets that one look too
+    /// (a failover can start in the same call that saw the last failed probe).
+    fn step_phase(&mut self, event: &Event, now: Duration, out: &mut Vec<Action>) {
+        let mut event = Some(event);
+        for _ in 0..4 {
+            let before = self.phase;
+            if let Some(Event::Admin(AdminCommand::Switchover { to })) = event
+                && before != Phase::Steady
+            {
+                self.reject_switchover(*to, format!("the phase is {}, not steady", before.as_str()), out);
+                event = None;
+            }
+            match before {
+                Phase::Starting => self.on_starting(now, out),
+                Phase::Steady => self.on_steady(event, now, out),
+                Phase::WriterLost { old, since } => self.on_writer_lost(old, since, now, out),
+                Phase::FailingOver { old, candidate, deadline } => {
+                    self.on_failing_over(old, candidate, deadline, event, now, out)
+                }
+                Phase::Switchover { from, to, stage, deadline } => {
+                    self.on_switchover(from, to, stage, deadline, event, now, out)
+                }
+            }
+            event = None;
+            if self.phase == before {
+                break;
+            }
+        }
+    }
+
+    /// Phase handler: wait for every node's first probe (or the grace), then apply rule 1.
+    fn on_starting(&mut self, now: Duration, out: &mut Vec<Action>) {
+        let started = self.started_at.unwrap_or(now);
+        let all_seen = self.nodes.iter().all(|t| t.last_obs_at.is_some());
+        if !all_seen && now < started + self.p.detection_time() {
+            return;
+        }
+        match self.apply_rule1(None, out) {
+            Some(w) => {
+                self.route_writer(Some(w), out);
+                let tl = self.writer_timeline.unwrap_or_default();
+                log(out, Level::Info, format!("startup: {} is the writer (primary on the highest timeline, {tl})", self.name(w)));
+                self.phase = Phase::Steady;
+            }
+            None => {
+                self.route_writer(None, out);
+                log(out, Level::Warn, "startup: no usable primary; writes are refused".to_owned());
+                self.phase = Phase::WriterLost { old: None, since: now };
+            }
+        }
+    }
+
+    /// Phase handler: a writer is routed. Watch it, fence other primaries, start switchovers,
+    /// keep the standbys pointed at it.
+    fn on_steady(&mut self, event: Option<&Event>, now: Duration, out: &mut Vec<Action>) {
+        let Some(w) = self.writer else {
+            self.phase = Phase::WriterLost { old: None, since: now };
+            return;
+        };
+        if let Some(Event::Admin(AdminCommand::Switchover { to })) = event {
+            self.start_switchover(w, *to, now, out);
+            if self.phase != Phase::Steady {
+                return;
+            }
+        }
+        let t = &self.nodes[w];
+        if t.status.as_ref().is_some_and(|s| s.in_recovery) && t.up() {
+            log(out, Level::Warn, format!("writer {} is in recovery now: writes are refused", self.name(w)));
+            self.route_writer(None, out);
+            self.phase = Phase::WriterLost { old: Some(w), since: now };
+            return;
+        }
+        if t.failures >= self.p.failover_after || t.fence.is_some() {
+            let failures = t.failures;
+            let msg = format!(
+                "writer {} failed {failures} consecutive probes: evaluating failover (writes stay routed to it meanwhile)",
+                self.name(w)
+            );
+            log(out, Level::Warn, msg);
+            self.phase = Phase::WriterLost { old: Some(w), since: now };
+            return;
+        }
+        if let Some(c) = self.apply_rule1(Some(w), out)
+            && c != w
+        {
+            let tl = self.writer_timeline.unwrap_or_default();
+            let msg = format!("{} is a primary on the newer timeline {tl}: it becomes the writer instead of {}", self.name(c), self.name(w));
+            log(out, Level::Warn, msg);
+            out.push(Action::Alert(Alert::WriterChanged { from: Some(w), to: c, timeline: tl }));
+            self.route_writer(Some(c), out);
+        }
+        self.repoint_misdirected(now, out);
+    }
+
+    /// Phase handler: no healthy writer. Re-adopt a primary by rule 1, or fail over when every
+    /// guard of rule 2 holds.
+    fn on_writer_lost(&mut self, old: Option<NodeId>, since: Duration, now: Duration, out: &mut Vec<Action>) {
+        // The old writer counts as a primary again as soon as it answers as one.
+        if let Some(c) = self.apply_rule1(old, out) {
+            let tl = self.writer_timeline.unwrap_or_default();
+            if Some(c) == old {
+                log(out, Level::Info, format!("writer {} answers again: kept", self.name(c)));
+            } else {
+                let msg = format!("{} is the primary on the highest timeline ({tl}): it becomes the writer", self.name(c));
+                log(out, Level::Warn, msg);
+                out.push(Action::Alert(Alert::WriterChanged { from: old, to: c, timeline: tl }));
+            }
+            self.route_writer(Some(c), out);
+            self.blocked = None;
+            self.phase = Phase::Steady;
+            return;
+        }
+        match self.failover_check(old, since, now) {
+            Ok(candidate) => self.start_failover(old, candidate, now, out),
+            Err(reason) => {
+                let changed = self.blocked.as_ref().is_none_or(|b| discriminant(b) != discriminant(&reason));
+                if changed {
+                    let writer = old.map_or("none", |o| self.name(o));
+                    log(out, Level::Warn, format!("writer lost (was {writer}); no failover: {reason}"));
+                    if !matches!(reason, Blocked::Debouncing { .. }) {
+                        out.push(Action::Alert(Alert::FailoverBlocked { writer: old, reason: reason.clone() }));
+                    }
+                }
+                self.blocked = Some(reason);
+            }
+        }
+    }
+
+    /// Phase handler: waiting for the promotion of `candidate`.
+    fn on_failing_over(
+        &mut self,
+        old: Option<NodeId>,
+        candidate: NodeId,
+        deadline: Duration,
+        event: Option<&Event>,
+        now: Duration,
+        out: &mut Vec<Action>,
+    ) {
+        match event {
+            Some(Event::ActionDone { action: Action::Promote { node }, result }) if *node == candidate => match result {
+                Ok(()) => self.finish_promotion(candidate, Promotion::Failover { old }, now, out),
+                Err(e) => self.promotion_failed(old, candidate, e.clone(), now, out),
+            },
+            _ if self.promoted_by_probe(candidate) => self.finish_promotion(candidate, Promotion::Failover { old }, now, out),
+            _ if now >= deadline => {
+                let e = format!("no report within promote_timeout ({:?})", self.p.promote_timeout);
+                self.promotion_failed(old, candidate, e, now, out)
+            }
+            _ => {}
+        }
+    }
+
+    /// Phase handler: a planned switchover, one stage at a time.
+    #[expect(clippy::too_many_arguments, reason = "the phase's fields, destructured")]
+    fn on_switchover(
+        &mut self,
+        from: NodeId,
+        to: NodeId,
+        stage: SwitchoverStage,
+        deadline: Duration,
+        event: Option<&Event>,
+        now: Duration,
+        out: &mut Vec<Action>,
+    ) {
+        match stage {
+            SwitchoverStage::CatchingUp { blocked_at, mut old_lsn } => {
+                let f = &self.nodes[from];
+                if let Some(s) = f.status.as_ref().filter(|s| !s.in_recovery && f.status_at >= blocked_at)
+                    && let Some(lsn) = s.current_lsn
+                {
+                    old_lsn = Some((f.status_at, old_lsn.map_or(lsn, |(_, l)| l.max(lsn))));
+                }
+                let target = &self.nodes[to];
+                let caught_up = old_lsn.is_some_and(|(at, lsn)| {
+                    target.status_at >= at && target.status.as_ref().and_then(NodeStatus::received).is_some_and(|r| r >= lsn)
+                });
+                if caught_up {
+                    let lsn = old_lsn.map(|(_, l)| l).unwrap_or_default();
+                    let msg = format!("switchover: {} has received {lsn:#x} from {}; demoting {}", self.name(to), self.name(from), self.name(from));
+                    log(out, Level::Info, msg);
+                    out.push(Action::Demote { node: from, primary: to });
+                    self.phase = Phase::Switchover { from, to, stage: SwitchoverStage::Demoting, deadline };
+                } else if now >= deadline {
+                    self.abort_switchover(from, to, "the target did not catch up in time", true, now, out);
+                } else {
+                    let stage = SwitchoverStage::CatchingUp { blocked_at, old_lsn };
+                    self.phase = Phase::Switchover { from, to, stage, deadline };
+                }
+            }
+            SwitchoverStage::Demoting => match event {
+                Some(Event::ActionDone { action: Action::Demote { node, .. }, result }) if *node == from => match result {
+                    Ok(()) => {
+                        let f = &mut self.nodes[from];
+                        f.demoted_at = Some(now);
+                        f.health = Health::Down; // restarting: a fresh probe must confirm it
+                        f.successes = 0;
+                        if let Some(s) = f.status.as_mut() {
+                            s.in_recovery = true;
+                            s.current_lsn = None;
+                        }
+                        log(out, Level::Info, format!("switchover: {} demoted; promoting {}", self.name(from), self.name(to)));
+                        out.push(Action::Promote { node: to });
+                        self.phase = Phase::Switchover { from, to, stage: SwitchoverStage::Promoting, deadline };
+                    }
+                    Err(e) => self.abort_switchover(from, to, &format!("demoting failed: {e}"), true, now, out),
+                },
+                _ if now >= deadline => self.abort_switchover(from, to, "demoting took too long", false, now, out),
+                _ => {}
+            },
+            SwitchoverStage::Promoting => match event {
+                Some(Event::ActionDone { action: Action::Promote { node }, result }) if *node == to => match result {
+                    Ok(()) => self.finish_promotion(to, Promotion::Switchover { from }, now, out),
+                    Err(e) => self.abort_switchover(from, to, &format!("promoting failed: {e}"), false, now, out),
+                },
+                _ if self.promoted_by_probe(to) => self.finish_promotion(to, Promotion::Switchover { from }, now, out),
+                _ if now >= deadline => self.abort_switchover(from, to, "promoting took too long", false, now, out),
+                _ => {}
+            },
+        }
+    }
+
+    // ----- decisions ----------------------------------------------------------------------
+
+    /// Rule 1 over the usable primaries: returns the writer (updating its timeline and LSN)
+    /// and fences the others (rule 6, split brain).
+    fn apply_rule1(&mut self, previous: Option<NodeId>, out: &mut Vec<Action>) -> Option<NodeId> {
+        let primaries: Vec<(NodeId, u32)> = (0..self.nodes.len())
+            .filter(|&n| !self.promoting(n))
+            .filter_map(|n| self.nodes[n].usable_primary().map(|s| (n, s.timeline)))
+            .collect();
+        let (writer, fences) = rules::choose_writer(&primaries, previous);
+        for (n, reason) in fences {
+            self.fence(n, reason, out);
+        }
+        let Some(w) = writer else {
+            let tied: Vec<NodeId> = primaries.iter().map(|&(n, _)| n).collect();
+            if tied.len() > 1 && tied != self.ambiguous {
+                let names: Vec<&str> = tied.iter().map(|&n| self.name(n)).collect();
+                let msg = format!("split brain with no previous writer: {} are primaries on one timeline; none is routed", names.join(", "));
+                log(out, Level::Error, msg);
+            }
+            self.ambiguous = tied;
+            return None;
+        };
+        self.ambiguous.clear();
+        let s = self.nodes[w].status.as_ref().expect("a usable primary has a status");
+        self.writer_timeline = Some(s.timeline);
+        self.writer_lsn = s.current_lsn.or(self.writer_lsn);
+        Some(w)
+    }
+
+    fn fence(&mut self, n: NodeId, reason: FenceReason, out: &mut Vec<Action>) {
+        if self.nodes[n].fence.is_some() {
+            return;
+        }
+        self.nodes[n].fence = Some(reason);
+        let (level, msg) = match reason {
+            FenceReason::SplitBrain { writer, timeline } => {
+                out.push(Action::Alert(Alert::SplitBrain { kept: writer, fenced: n, timeline }));
+                let msg = format!("split brain: {} is a second primary on timeline {timeline}; keeping {}, fencing {}", self.name(n), self.name(writer), self.name(n));
+                (Level::Error, msg)
+            }
+            FenceReason::OlderTimeline { timeline, writer_timeline } => {
+                let msg = format!("{} is a primary on the old timeline {timeline} (writer is on {writer_timeline}): fenced, needs rejoin", self.name(n));
+                (Level::Warn, msg)
+            }
+            FenceReason::Replaced { by } => {
+                (Level::Warn, format!("{} was replaced by {}: fenced, needs rejoin", self.name(n), self.name(by)))
+            }
+        };
+        out.push(Action::Fence { node: n, reason });
+        log(out, level, msg);
+        if self.writer == Some(n) {
+            self.route_writer(None, out);
+        }
+    }
+
+    /// Rule 2's guards, then rule 3's candidate.
+    fn failover_check(&self, old: Option<NodeId>, since: Duration, now: Duration) -> Result<NodeId, Blocked> {
+        let needed = self.p.failover_after;
+        match old {
+            Some(o) => {
+                let t = &self.nodes[o];
+                let gone = t.failures >= needed || t.fence.is_some() || t.status.as_ref().is_some_and(|s| s.in_recovery);
+                if !gone {
+                    return Err(Blocked::Debouncing { failures: t.failures, needed });
+                }
+            }
+            None => {
+                let waited = now.saturating_sub(since);
+                if waited < self.p.detection_time() {
+                    let failures = (waited.as_nanos() / self.p.probe_interval.as_nanos().max(1)) as u32;
+                    return Err(Blocked::Debouncing { failures, needed });
+                }
+            }
+        }
+        if !self.is_master() {
+            return Err(Blocked::NotMaster);
+        }
+        let (votes, members) = self.quorum(now);
+        if !rules::has_quorum(votes, members) {
+            return Err(Blocked::NoQuorum { votes, members });
+        }
+        for (n, t) in self.nodes.iter().enumerate() {
+            let Some(s) = t.usable_standby() else { continue };
+            let streaming = match old {
+                Some(o) => s.streams_from(&self.p.nodes[o]),
+                // No known writer: a streaming standby means a primary we cannot see.
+                None => s.wal_receiver.as_ref().is_some_and(WalReceiver::is_streaming),
+            };
+            if streaming && Some(n) != old {
+                return Err(Blocked::StandbyStreaming { standby: n });
+            }
+        }
+        let unfenced = |n: &NodeId| Some(*n) != old && self.nodes[*n].fence.is_none();
+        // Without a known old writer, one of the unfenced nodes was it.
+        let others = (0..self.nodes.len()).filter(unfenced).count().saturating_sub(usize::from(old.is_none()));
+        let reachable = (0..self.nodes.len()).filter(unfenced).filter(|&n| self.nodes[n].usable_standby().is_some()).count();
+        let sync_needed = rules::sync_standbys_needed(others, self.p.synchronous_count);
+        if reachable < sync_needed {
+            return Err(Blocked::SyncStandbysUnreachable { reachable, needed: sync_needed });
+        }
+        self.pick_candidate(old, now)
+    }
+
+    /// Rule 3: reachable standby on the writer's timeline, not nofailover, within the lag limit;
+    /// highest received LSN, then priority, then name; never behind another reachable standby.
+    fn pick_candidate(&self, old: Option<NodeId>, now: Duration) -> Result<NodeId, Blocked> {
+        let standbys: Vec<(NodeId, &NodeStatus)> =
+            (0..self.nodes.len()).filter(|&n| Some(n) != old).filter_map(|n| Some((n, self.nodes[n].usable_standby()?))).collect();
+        let timeline = self.writer_timeline.or_else(|| standbys.iter().map(|(_, s)| s.timeline).max());
+        let on_timeline = |s: &NodeStatus| Some(s.timeline) == timeline;
+        let max_received = standbys.iter().filter(|(_, s)| on_timeline(s)).filter_map(|(_, s)| s.received()).max();
+        let reference = self.writer_lsn.max(max_received).unwrap_or_default();
+        let mut candidates: Vec<Candidate<'_>> = standbys
+            .iter()
+            .filter(|(n, s)| {
+                let p = &self.p.nodes[*n];
+                !p.nofailover && on_timeline(s) && self.nodes[*n].excluded_until.is_none_or(|u| now >= u)
+            })
+            .filter_map(|&(n, s)| {
+                let received = s.received()?;
+                rules::within_lag(reference, received, self.p.max_lag_on_failover_bytes).then(|| Candidate {
+                    node: n,
+                    received,
+                    priority: self.p.nodes[n].priority,
+                    name: &self.p.nodes[n].name,
+                })
+            })
+            .collect();
+        rules::rank_candidates(&mut candidates);
+        let best = candidates.first().ok_or(Blocked::NoCandidate)?;
+        if let Some(&(ahead, _)) =
+            standbys.iter().find(|(_, s)| on_timeline(s) && s.received().is_some_and(|r| r > best.received))
+        {
+            return Err(Blocked::CandidateBehind { candidate: best.node, ahead });
+        }
+        Ok(best.node)
+    }
+
+    /// (votes, members): this instance, every reachable node, every peer heard recently.
+    fn quorum(&self, now: Duration) -> (usize, usize) {
+        let nodes = self.nodes.iter().filter(|t| t.up()).count();
+        let peers = self.peers_heard.iter().flatten().filter(|&&h| now.saturating_sub(h) <= self.p.peer_timeout).count();
+        (1 + nodes + peers, self.p.members())
+    }
+
+    fn start_failover(&mut self, old: Option<NodeId>, candidate: NodeId, now: Duration, out: &mut Vec<Action>) {
+        let (votes, members) = self.quorum(now);
+        let received = self.nodes[candidate].status.as_ref().and_then(NodeStatus::received).unwrap_or_default();
+        let why = match old {
+            Some(o) => format!("{} failed {} consecutive probes", self.name(o), self.nodes[o].failures),
+            None => format!("no primary for {:?}", self.p.detection_time()),
+        };
+        let msg = format!(
+            "failover: promoting {} (received {received:#x}, priority {}) because {why}; quorum {votes} of {members}; no reachable standby streams from the old writer",
+            self.name(candidate),
+            self.p.nodes[candidate].priority
+        );
+        log(out, Level::Warn, msg);
+        out.push(Action::Alert(Alert::FailoverStarted { from: old, candidate }));
+        if self.writer.is_some() {
+            self.route_writer(None, out);
+        }
+        out.push(Action::Promote { node: candidate });
+        self.blocked = None;
+        self.phase = Phase::FailingOver { old, candidate, deadline: now + self.p.promote_timeout };
+    }
+
+    /// Whether a probe already shows `n` promoted: a primary on a newer timeline.
+    fn promoted_by_probe(&self, n: NodeId) -> bool {
+        let old_tl = self.writer_timeline.unwrap_or(0);
+        self.nodes[n].usable_primary().is_some_and(|s| s.timeline > old_tl)
+    }
+
+    fn promotion_failed(&mut self, old: Option<NodeId>, candidate: NodeId, error: String, now: Duration, out: &mut Vec<Action>) {
+        log(out, Level::Error, format!("promoting {} failed: {error}; trying again without it", self.name(candidate)));
+        out.push(Action::Alert(Alert::PromoteFailed { node: candidate, error }));
+        self.nodes[candidate].excluded_until = Some(now + self.p.promote_timeout);
+        self.phase = Phase::WriterLost { old, since: now };
+    }
+
+    /// Rule 4 and 5: route writes to the promoted node in one map write, fence the replaced
+    /// writer, re-point the other standbys, keep synchronous_standby_names meaningful.
+    fn finish_promotion(&mut self, new: NodeId, how: Promotion, now: Duration, out: &mut Vec<Action>) {
+        let probed_tl = self.nodes[new].usable_primary().map(|s| s.timeline);
+        let tl = probed_tl.unwrap_or(self.writer_timeline.unwrap_or(0) + 1);
+        self.writer_timeline = Some(tl);
+        self.writer_lsn = self.nodes[new].status.as_ref().and_then(|s| s.current_lsn.or(s.received()));
+        // The promoted node's last probe may still say "standby": it is the primary now.
+        if let Some(s) = self.nodes[new].status.as_mut()
+            && s.in_recovery
+        {
+            s.in_recovery = false;
+            s.timeline = tl;
+            s.wal_receiver = None;
+        }
+        self.route_writer(Some(new), out);
+        let skip = match how {
+            Promotion::Failover { old } => {
+                if let Some(o) = old.filter(|&o| o != new) {
+                    self.fence(o, FenceReason::Replaced { by: new }, out);
+                }
+                old
+            }
+            Promotion::Switchover { from } => Some(from), // Demote already pointed it at `new`
+        };
+        for n in 0..self.nodes.len() {
+            if n != new && Some(n) != skip && self.nodes[n].fence.is_none() && self.nodes[n].up() {
+                out.push(Action::Repoint { node: n, primary: new });
+                self.nodes[n].last_repoint = Some(now);
+                self.nodes[n].misdirected_since = None;
+            }
+        }
+        if self.p.synchronous_count > 0 {
+            let names = (0..self.nodes.len()).filter(|&n| n != new).map(|n| self.name(n).to_owned()).collect();
+            out.push(Action::SetSyncStandbys { on: new, count: self.p.synchronous_count, names });
+        }
+        match how {
+            Promotion::Failover { old } => {
+                let from = old.map_or("none", |o| self.name(o));
+                log(out, Level::Warn, format!("failover done: {} is the writer on timeline {tl} (was {from})", self.name(new)));
+                out.push(Action::Alert(Alert::FailedOver { from: old, to: new }));
+            }
+            Promotion::Switchover { from } => {
+                log(out, Level::Info, format!("switchover done: {} is the writer on timeline {tl} (was {})", self.name(new), self.name(from)));
+                out.push(Action::Alert(Alert::SwitchoverDone { from, to: new }));
+            }
+        }
+        for t in &mut self.nodes {
+            t.excluded_until = None;
+        }
+        self.phase = Phase::Steady;
+    }
+
+    /// Checks a switchover request and, if it is safe, blocks writes (stage 1).
+    fn start_switchover(&mut self, from: NodeId, to: NodeId, now: Duration, out: &mut Vec<Action>) {
+        let reason = if to >= self.nodes.len() {
+            Some(format!("there is no node #{to}"))
+        } else if to == from {
+            Some(format!("{} is the writer already", self.name(to)))
+        } else if !self.is_master() {
+            Some("this load balancer is not the vrrp master".to_owned())
+        } else {
+            match self.nodes[to].usable_standby() {
+                None => Some(format!("{} is not a reachable, unfenced standby", self.name(to))),
+                Some(s) if Some(s.timeline) != self.writer_timeline => {
+                    Some(format!("{} is on timeline {}, not the writer's", self.name(to), s.timeline))
+                }
+                Some(s) if !s.streams_from(&self.p.nodes[from]) => {
+                    Some(format!("{} does not stream from {}", self.name(to), self.name(from)))
+                }
+                Some(s) => {
+                    let received = s.received().unwrap_or_default();
+                    let reference = self.writer_lsn.unwrap_or_default();
+                    (!rules::within_lag(reference, received, self.p.max_lag_on_failover_bytes))
+                        .then(|| format!("{} lags {} bytes behind", self.name(to), reference - received))
+                }
+            }
+        };
+        if let Some(reason) = reason {
+            self.reject_switchover(to, reason, out);
+            return;
+        }
+        let msg = format!("switchover from {} to {}: new writes refused until {} has everything", self.name(from), self.name(to), self.name(to));
+        log(out, Level::Info, msg);
+        self.route_writer(None, out);
+        let stage = SwitchoverStage::CatchingUp { blocked_at: now, old_lsn: None };
+        self.phase = Phase::Switchover { from, to, stage, deadline: now + self.p.switchover_timeout };
+    }
+
+    fn reject_switchover(&self, to: NodeId, reason: String, out: &mut Vec<Action>) {
+        log(out, Level::Warn, format!("switchover to #{to} rejected: {reason}"));
+        out.push(Action::Alert(Alert::SwitchoverRejected { to, reason }));
+    }
+
+    /// Gives up a switchover. With `restore` the old primary is still one: route to it again.
+    fn abort_switchover(&mut self, from: NodeId, to: NodeId, reason: &str, restore: bool, now: Duration, out: &mut Vec<Action>) {
+        log(out, Level::Error, format!("switchover from {} to {} aborted: {reason}", self.name(from), self.name(to)));
+        out.push(Action::Alert(Alert::SwitchoverAborted { from, to, reason: reason.to_owned() }));
+        if restore {
+            self.route_writer(Some(from), out);
+            self.phase = Phase::Steady;
+        } else {
+            self.phase = Phase::WriterLost { old: Some(from), since: now };
+        }
+    }
+
+    /// Rule 5, level-triggered: a standby that has not streamed from the writer for
+    /// `repoint_after` is re-pointed (again, at most once per `repoint_after`).
+    fn repoint_misdirected(&mut self, now: Duration, out: &mut Vec<Action>) {
+        let Some(w) = self.writer else { return };
+        let after = self.p.repoint_after();
+        for n in 0..self.nodes.len() {
+            if n == w {
+                continue;
+            }
+            let Some(s) = self.nodes[n].usable_standby() else {
+                self.nodes[n].misdirected_since = None;
+                continue;
+            };
+            if s.streams_from(&self.p.nodes[w]) {
+                self.nodes[n].misdirected_since = None;
+                continue;
+            }
+            let t = &mut self.nodes[n];
+            let since = *t.misdirected_since.get_or_insert(now);
+            if now.saturating_sub(since) >= after && t.last_repoint.is_none_or(|r| now.saturating_sub(r) >= after) {
+                t.last_repoint = Some(now);
+                let msg = format!("{} has not streamed from the writer {} for {after:?}: re-pointing it", self.name(n), self.name(w));
+                log(out, Level::Info, msg);
+                out.push(Action::Repoint { node: n, primary: w });
+            }
+        }
+    }
+
+    // ----- outputs ------------------------------------------------------------------------
+
+    fn promoting(&self, n: NodeId) -> bool {
+        match self.phase {
+            Phase::FailingOver { candidate, .. } => candidate == n,
+            Phase::Switchover { to, stage: SwitchoverStage::Promoting, .. } => to == n,
+            _ => false,
+        }
+    }
+
+    fn route_writer(&mut self, node: Option<NodeId>, out: &mut Vec<Action>) {
+        if self.writer != node || !self.writer_emitted {
+            self.writer = node;
+            self.writer_emitted = true;
+            out.push(Action::SetWriter { node });
+        }
+    }
+
+    /// Rule 7: standbys on the writer's timeline within both read-lag limits; the writer if
+    /// none qualifies.
+    fn compute_readers(&self) -> Vec<NodeId> {
+        // With no writer ever known, the standbys on the highest timeline serve reads.
+        let timeline = self
+            .writer_timeline
+            .or_else(|| self.nodes.iter().filter_map(|t| t.usable_standby().map(|s| s.timeline)).max());
+        let standbys: Vec<NodeId> = (0..self.nodes.len())
+            .filter(|&n| self.p.nodes[n].read_weight > 0 && !self.promoting(n))
+            .filter(|&n| {
+                self.nodes[n].usable_standby().is_some_and(|s| {
+                    Some(s.timeline) == timeline
+                        && rules::read_lag_ok(self.writer_lsn, s.replay_lsn, s.replay_lag, self.p.max_read_lag_bytes, self.p.max_read_lag)
+                })
+            })
+            .collect();
+        if standbys.is_empty() { self.writer.into_iter().collect() } else { standbys }
+    }
+
+    fn reconcile_readers(&mut self, out: &mut Vec<Action>) {
+        let readers = self.compute_readers();
+        if self.readers.as_ref() != Some(&readers) {
+            self.readers = Some(readers.clone());
+            out.push(Action::SetReaders { nodes: readers });
+        }
+    }
+
+    fn note_state_changes(&mut self, now: Duration) {
+        for n in 0..self.nodes.len() {
+            let state = if self.promoting(n) {
+                NodeState::Promoting
+            } else if let Some(f) = self.nodes[n].fence {
+                f.state()
+            } else {
+                match self.nodes[n].health {
+                    Health::Unknown => NodeState::Unknown,
+                    Health::Up => NodeState::Up,
+                    Health::Down => NodeState::Down,
+                }
+            };
+            let t = &mut self.nodes[n];
+            if t.state != state {
+                t.state = state;
+                t.last_change = now;
+            }
+        }
+    }
+}
+
+fn log(out: &mut Vec<Action>, level: Level, message: String) {
+    out.push(Action::Log { level, message });
+}

@@ -1,0 +1,471 @@
+//! The state machine's vocabulary: what goes in ([`Event`]), what comes out ([`Action`]), its
+//! parameters ([`Params`]) and what it reports ([`ClusterView`]).
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use crate::config::Config;
+
+/// A node's index in the config's `[[node]]` list.
+pub type NodeId = usize;
+
+/// One probe round of one node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    pub node: NodeId,
+    /// When the probe started, on the daemon's monotonic clock.
+    pub at: Duration,
+    /// How long the round trip took (metrics only; the machine ignores it).
+    pub latency: Duration,
+    pub result: Result<NodeStatus, ProbeFailure>,
+}
+
+/// What a successful probe read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// `pg_is_in_recovery()`.
+    pub in_recovery: bool,
+    /// A primary's current timeline; a standby's received (or replayed) timeline.
+    pub timeline: u32,
+    /// `pg_current_wal_lsn()` on a primary.
+    pub current_lsn: Option<u64>,
+    /// `pg_last_wal_receive_lsn()` on a standby (flushed to its disk).
+    pub receive_lsn: Option<u64>,
+    /// `pg_last_wal_replay_lsn()`.
+    pub replay_lsn: Option<u64>,
+    /// How far replay is behind in time (0 when everything received is replayed).
+    pub replay_lag: Option<Duration>,
+    /// `pg_stat_wal_receiver`, if it has a row.
+    pub wal_receiver: Option<WalReceiver>,
+}
+
+impl NodeStatus {
+    /// The furthest WAL position this standby holds: received, or replayed if that is further
+    /// (after a restart `pg_last_wal_receive_lsn()` is NULL until streaming resumes).
+    pub fn received(&self) -> Option<u64> {
+        match (self.receive_lsn, self.replay_lsn) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether this standby reports a WAL receiver streaming from `node`.
+    pub fn streams_from(&self, node: &NodeParams) -> bool {
+        self.in_recovery && self.wal_receiver.as_ref().is_some_and(|r| r.is_streaming() && r.sender_is(node))
+    }
+}
+
+/// A row of `pg_stat_wal_receiver`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalReceiver {
+    /// `streaming`, `starting`, `waiting`, `catchup`, `stopping`, …
+    pub status: String,
+    pub sender_host: Option<String>,
+    pub sender_port: Option<u16>,
+}
+
+impl WalReceiver {
+    pub fn is_streaming(&self) -> bool {
+        self.status == "streaming"
+    }
+
+    /// Whether the sender is `node`: the host is its address or its name (whatever
+    /// `primary_conninfo` says), and the port, when reported, is its port. An unreported host
+    /// counts as a match, so an unknown sender never looks "safe to fail over from".
+    pub fn sender_is(&self, node: &NodeParams) -> bool {
+        let host_ok = match &self.sender_host {
+            None => true,
+            Some(h) => *h == node.host.to_string() || *h == node.name,
+        };
+        host_ok && self.sender_port.is_none_or(|p| p == node.port)
+    }
+}
+
+/// Why a probe failed. Every failure counts the same towards `failover_after`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeFailure {
+    /// No connection (refused, reset, no route, authentication failed).
+    Unreachable(String),
+    /// No answer within the probe timeout: a hung server is down.
+    Timeout,
+    /// Connected, but the probe query failed.
+    QueryFailed(String),
+}
+
+impl fmt::Display for ProbeFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProbeFailure::Unreachable(e) => write!(f, "unreachable: {e}"),
+            ProbeFailure::Timeout => f.write_str("timed out"),
+            ProbeFailure::QueryFailed(e) => write!(f, "probe query failed: {e}"),
+        }
+    }
+}
+
+/// Everything the machine reacts to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Probe(Observation),
+    /// Time passed (call at [`crate::failover::Machine::next_deadline`]).
+    Tick,
+    /// This load balancer's VRRP state changed (ignored when VRRP is not configured).
+    VrrpRole { master: bool },
+    /// A VRRP advert from another load balancer arrived.
+    PeerHeard { peer: Ipv4Addr },
+    Admin(AdminCommand),
+    /// The executor finished a [`Action::Promote`], [`Action::Repoint`] or [`Action::Demote`]
+    /// (echo the action; other actions need no report). `Err` carries the reason.
+    ActionDone { action: Action, result: Result<(), String> },
+}
+
+/// Operator commands (`pglb switchover`, `pglb node rejoin`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminCommand {
+    /// Planned, zero-loss change of the writer to `to`.
+    Switchover { to: NodeId },
+    /// `node` was rewound and restarted as a standby: lift its fence.
+    Rejoined { node: NodeId },
+}
+
+/// What the executor must do, in the order given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// One map write: the write port's backend (`None`: refuse new writes). Write flows pinned
+    /// to any other backend are reset by the data plane.
+    SetWriter { node: Option<NodeId> },
+    /// The read port's backends (sorted by id; the writer when no standby qualifies).
+    SetReaders { nodes: Vec<NodeId> },
+    /// `SELECT pg_promote(wait => true)` on `node`; report with [`Event::ActionDone`].
+    Promote { node: NodeId },
+    /// Make standby `node` stream from `primary`: ensure the physical slot named after `node`
+    /// exists on `primary`, `ALTER SYSTEM SET primary_conninfo` (host/port of `primary`,
+    /// `application_name` = node name, `[replication]` credentials) and `primary_slot_name`,
+    /// `pg_reload_conf()`. Report with [`Event::ActionDone`].
+    Repoint { node: NodeId, primary: NodeId },
+    /// Switchover only: stop primary `node` cleanly (fast shutdown, so its WAL reaches the
+    /// connected standbys), write `standby.signal` and `primary_conninfo` pointing at `primary`
+    /// (slot named after `node`, ensured on `primary`), start it as a standby. PostgreSQL has no
+    /// in-place demotion; this is it. Report with [`Event::ActionDone`].
+    Demote { node: NodeId, primary: NodeId },
+    /// `ALTER SYSTEM SET synchronous_standby_names = 'ANY <count> ("<names>", …)'` and reload
+    /// on `on` (names empty or count 0: set it to '').
+    SetSyncStandbys { on: NodeId, count: u32, names: Vec<String> },
+    /// Never route to `node` until it rejoins; report it as `needs-rejoin` (or `fenced`).
+    Fence { node: NodeId, reason: FenceReason },
+    /// Something an operator should know about (also counted in metrics).
+    Alert(Alert),
+    /// One line per decision saying why.
+    Log { level: Level, message: String },
+}
+
+/// Why a node is fenced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FenceReason {
+    /// A second primary on the writer's timeline (split brain).
+    SplitBrain { writer: NodeId, timeline: u32 },
+    /// A primary on an older timeline than the writer's (a returning old primary).
+    OlderTimeline { timeline: u32, writer_timeline: u32 },
+    /// The former writer, replaced by a promotion of `by`.
+    Replaced { by: NodeId },
+}
+
+impl FenceReason {
+    /// The node state a fence shows as.
+    pub fn state(&self) -> NodeState {
+        match self {
+            FenceReason::SplitBrain { .. } => NodeState::Fenced,
+            FenceReason::OlderTimeline { .. } | FenceReason::Replaced { .. } => NodeState::NeedsRejoin,
+        }
+    }
+}
+
+/// Events worth an operator's attention.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Alert {
+    /// Two primaries on one timeline: `kept` stays the writer, `fenced` is fenced.
+    SplitBrain { kept: NodeId, fenced: NodeId, timeline: u32 },
+    /// A primary on a newer timeline appeared and became the writer (promoted outside pglb).
+    WriterChanged { from: Option<NodeId>, to: NodeId, timeline: u32 },
+    /// Automatic failover started.
+    FailoverStarted { from: Option<NodeId>, candidate: NodeId },
+    /// Automatic failover finished: `to` is the writer.
+    FailedOver { from: Option<NodeId>, to: NodeId },
+    /// The writer is lost but a guard holds failover back (reported when the reason changes).
+    FailoverBlocked { writer: Option<NodeId>, reason: Blocked },
+    PromoteFailed { node: NodeId, error: String },
+    RepointFailed { node: NodeId, primary: NodeId, error: String },
+    SwitchoverRejected { to: NodeId, reason: String },
+    SwitchoverDone { from: NodeId, to: NodeId },
+    SwitchoverAborted { from: NodeId, to: NodeId, reason: String },
+}
+
+/// Why the machine does not fail over although the writer is lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Blocked {
+    /// The writer has not yet failed `failover_after` consecutive probes.
+    Debouncing { failures: u32, needed: u32 },
+    /// Another load balancer is VRRP master; only the master acts.
+    NotMaster,
+    /// Reachable nodes + peers heard + this instance is not more than half of all members.
+    NoQuorum { votes: usize, members: usize },
+    /// A reachable standby still streams from the old writer: it is alive, only cut from us.
+    StandbyStreaming { standby: NodeId },
+    /// With `ANY k` synchronous replication, fewer than `needed` of the other nodes are reachable
+    /// standbys, so the one holding the last acknowledged commit may be out of sight.
+    SyncStandbysUnreachable { reachable: usize, needed: usize },
+    /// No reachable standby qualifies (nofailover, lag, failed promotion, timeline).
+    NoCandidate,
+    /// The best candidate is behind a reachable standby that may not be promoted (nofailover).
+    CandidateBehind { candidate: NodeId, ahead: NodeId },
+}
+
+impl fmt::Display for Blocked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Blocked::Debouncing { failures, needed } => write!(f, "{failures} of {needed} failed probes"),
+            Blocked::NotMaster => f.write_str("this load balancer is not the vrrp master"),
+            Blocked::NoQuorum { votes, members } => write!(f, "no quorum: {votes} of {members} members visible"),
+            Blocked::StandbyStreaming { standby } => {
+                write!(f, "standby #{standby} still streams from the writer (the writer is cut off from this load balancer only)")
+            }
+            Blocked::SyncStandbysUnreachable { reachable, needed } => {
+                write!(f, "only {reachable} of the {needed} standbys needed to be sure of the last acknowledged commit are reachable")
+            }
+            Blocked::NoCandidate => f.write_str("no standby qualifies for promotion"),
+            Blocked::CandidateBehind { candidate, ahead } => {
+                write!(f, "candidate #{candidate} is behind standby #{ahead}, which may not be promoted")
+            }
+        }
+    }
+}
+
+/// Log severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+/// A node's role as last probed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Primary,
+    Standby,
+    /// Never probed successfully.
+    Unknown,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Standby => "standby",
+            Role::Unknown => "unknown",
+        }
+    }
+}
+
+/// A node's state as reported (`pglb status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeState {
+    /// No probe result yet.
+    Unknown,
+    Up,
+    Down,
+    /// A former or returning primary: never routed to until rejoined.
+    NeedsRejoin,
+    /// A split-brain primary: never routed to until rejoined.
+    Fenced,
+    /// Being promoted.
+    Promoting,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Unknown => "unknown",
+            NodeState::Up => "up",
+            NodeState::Down => "down",
+            NodeState::NeedsRejoin => "needs-rejoin",
+            NodeState::Fenced => "fenced",
+            NodeState::Promoting => "promoting",
+        }
+    }
+}
+
+/// Steps of a planned switchover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwitchoverStage {
+    /// New writes are refused; waiting for the target to receive the old primary's last LSN.
+    CatchingUp {
+        /// When writes were blocked: only probes started after this count.
+        blocked_at: Duration,
+        /// The old primary's current LSN as probed after `blocked_at`.
+        old_lsn: Option<(Duration, u64)>,
+    },
+    /// The old primary is being stopped and restarted as a standby of the target.
+    Demoting,
+    /// The target is being promoted.
+    Promoting,
+}
+
+/// The machine's phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for the first probe of every node (or the startup grace).
+    Starting,
+    /// A healthy writer is routed.
+    Steady,
+    /// No healthy writer: `old` (still routed, if it is) failed or vanished; failover is
+    /// evaluated on every event.
+    WriterLost { old: Option<NodeId>, since: Duration },
+    /// `candidate` is being promoted; writes are refused.
+    FailingOver { old: Option<NodeId>, candidate: NodeId, deadline: Duration },
+    /// Planned change from `from` to `to`.
+    Switchover { from: NodeId, to: NodeId, stage: SwitchoverStage, deadline: Duration },
+}
+
+impl Phase {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Steady => "steady",
+            Phase::WriterLost { .. } => "writer-lost",
+            Phase::FailingOver { .. } => "failing-over",
+            Phase::Switchover { .. } => "switchover",
+        }
+    }
+}
+
+/// One node's configuration as the machine needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeParams {
+    pub name: String,
+    pub host: Ipv4Addr,
+    pub port: u16,
+    pub priority: u32,
+    pub nofailover: bool,
+    /// 0 = never a reader (except as the writer fallback).
+    pub read_weight: u32,
+}
+
+/// The machine's parameters, normally from [`Params::from_config`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Params {
+    pub nodes: Vec<NodeParams>,
+    pub probe_interval: Duration,
+    /// Consecutive failed probes before the writer counts as failed.
+    pub failover_after: u32,
+    /// Consecutive good probes before a down node is routed to again.
+    pub up_after: u32,
+    pub max_lag_on_failover_bytes: u64,
+    pub max_read_lag_bytes: u64,
+    pub max_read_lag: Duration,
+    pub promote_timeout: Duration,
+    pub switchover_timeout: Duration,
+    /// `ANY <n>` of synchronous replication; 0 = asynchronous.
+    pub synchronous_count: u32,
+    /// VRRP configured: act only as master. Not configured: always master.
+    pub vrrp_enabled: bool,
+    /// The other load balancers (quorum members).
+    pub peers: Vec<Ipv4Addr>,
+    /// A peer heard longer ago than this no longer counts (VRRP master-down interval).
+    pub peer_timeout: Duration,
+}
+
+/// Consecutive failed probes after which a node other than the writer counts as down (leaves
+/// the reader set). One: removing a reader is the safe direction.
+pub const STANDBY_DOWN_AFTER: u32 = 1;
+/// A node with no probe result for this many probe intervals gets a failure counted.
+pub const STALE_AFTER_INTERVALS: u32 = 3;
+/// A standby not streaming from the writer for this many probe intervals is re-pointed (again).
+pub const REPOINT_AFTER_INTERVALS: u32 = 15;
+
+impl Params {
+    pub fn from_config(config: &Config) -> Params {
+        let f = &config.failover;
+        Params {
+            nodes: config
+                .nodes
+                .iter()
+                .map(|n| NodeParams {
+                    name: n.name.clone(),
+                    host: n.host,
+                    port: n.port,
+                    priority: n.priority,
+                    nofailover: n.nofailover,
+                    read_weight: n.read_weight,
+                })
+                .collect(),
+            probe_interval: config.probe.interval,
+            failover_after: f.failover_after,
+            up_after: f.up_after,
+            max_lag_on_failover_bytes: f.max_lag_on_failover_bytes,
+            max_read_lag_bytes: f.max_read_lag_bytes,
+            max_read_lag: f.max_read_lag,
+            promote_timeout: f.promote_timeout,
+            switchover_timeout: f.switchover_timeout,
+            synchronous_count: config.replication.synchronous_count,
+            vrrp_enabled: config.vrrp.is_some(),
+            peers: config.vrrp.as_ref().map(|v| v.peers.clone()).unwrap_or_default(),
+            peer_timeout: config.vrrp.as_ref().map(|v| v.master_down_interval()).unwrap_or_default(),
+        }
+    }
+
+    /// A probe result older than this counts as a failure.
+    pub fn stale_after(&self) -> Duration {
+        self.probe_interval * STALE_AFTER_INTERVALS
+    }
+
+    /// How long a standby may stream from somewhere else before it is re-pointed (again).
+    pub fn repoint_after(&self) -> Duration {
+        self.probe_interval * REPOINT_AFTER_INTERVALS
+    }
+
+    /// How long the detection of a writer failure takes: also the startup grace and how long
+    /// "no writer at all" must last before a failover is considered.
+    pub fn detection_time(&self) -> Duration {
+        self.probe_interval * self.failover_after
+    }
+
+    /// Quorum members: every node, every peer and this instance.
+    pub fn members(&self) -> usize {
+        self.nodes.len() + self.peers.len() + 1
+    }
+}
+
+/// One node in the [`ClusterView`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeView {
+    pub id: NodeId,
+    pub name: String,
+    pub role: Role,
+    pub state: NodeState,
+    pub fence: Option<FenceReason>,
+    pub timeline: Option<u32>,
+    /// Replay position behind the writer's current LSN (standbys).
+    pub lag_bytes: Option<u64>,
+    pub lag: Option<Duration>,
+    pub consecutive_failures: u32,
+    pub consecutive_successes: u32,
+    pub last_error: Option<ProbeFailure>,
+    /// When `state` last changed.
+    pub last_change: Duration,
+}
+
+/// A snapshot of what the machine believes, for status, metrics and tests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterView {
+    pub phase: Phase,
+    pub writer: Option<NodeId>,
+    pub readers: Vec<NodeId>,
+    pub writer_timeline: Option<u32>,
+    pub vrrp_master: bool,
+    /// (votes, members) as counted now.
+    pub quorum: (usize, usize),
+    /// Why failover is held back, while the writer is lost.
+    pub blocked: Option<Blocked>,
+    pub nodes: Vec<NodeView>,
+}

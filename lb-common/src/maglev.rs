@@ -44,6 +44,8 @@ impl core::fmt::Display for MaglevError {
     }
 }
 
+impl core::error::Error for MaglevError {}
+
 /// Whether `n` is prime (trial division; `n` is a table size, small).
 pub const fn is_prime(n: usize) -> bool {
     if n < 2 {

@@ -1,12 +1,526 @@
-//! The pglb XDP data plane: full-NAT forwarding of VIP listeners to PostgreSQL backends.
+//! The pglb XDP data plane: one-arm full NAT of VIP listeners to PostgreSQL backends.
+//!
+//! Per packet: parse and validate Ethernet, IPv4 (any IHL) and TCP; a packet to a VIP listener
+//! is a client packet (open a flow on SYN, forward a known flow, RST anything else), a packet
+//! from a backend to a NAT port of a known flow is a reply; everything else goes to the kernel
+//! untouched. Forwarded packets are rewritten in place (MACs, addresses, ports, incremental
+//! checksums) and sent back out with `XDP_TX`. Every packet increments exactly one per-CPU
+//! reason counter (`lb_common::reason`), whose code also decides the verdict.
+//!
+//! One XDP invocation can emit one packet, so a stale-writer flow resets the side whose packet
+//! arrived and deletes the flow; the other side's next packet then finds no flow: a client
+//! gets a RST (unknown flow), a backend's packet goes to the kernel, which answers it with a
+//! RST because no socket owns VIP:nat_port.
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_NOEXIST, bpf_fib_lookup as FibParams, xdp_action},
+    btf_maps::{Array, LruHashMap, PerCpuArray},
+    helpers::{bpf_fib_lookup, bpf_ktime_get_ns, bpf_xdp_adjust_tail},
+    macros::{btf_map, xdp},
+    programs::XdpContext,
+};
+use lb_common::{
+    BACKEND_F_ACTIVE, BACKEND_NONE, Backend, BackendStats, Flow, FlowKey, Listener, ListenerKey,
+    ListenerStats, MAGLEV_SIZE, MAX_BACKENDS, MAX_FLOWS, MAX_LISTENERS, NatKey, POOL_WRITE,
+    ReaderCtl, Writer,
+    csum::{CsumDelta, fold, pseudo_header_sum, sum_fixed},
+    hash::flow_hash,
+    nat::{NAT_PORT_PROBES, nat_port_candidate, nat_port_seed},
+    port_to_map,
+    reason::*,
+    tcp::{DIR_TO_BACKEND, DIR_TO_CLIENT, STATE_SYN_SENT, TCP_ACK, TCP_RST, TCP_SYN, next_state, rst_for},
+};
 
+/// VIP listeners: (VIP, port) → pool and stats index. Written by the control plane.
+#[btf_map(name = "listeners")]
+static LISTENERS: aya_ebpf::btf_maps::HashMap<ListenerKey, Listener, { MAX_LISTENERS as usize }> =
+    aya_ebpf::btf_maps::HashMap::new();
+/// Backends by id. Written by the control plane.
+#[btf_map(name = "backends")]
+static BACKENDS: Array<Backend, { MAX_BACKENDS as usize }> = Array::new();
+/// Index 0: the current writer. Written by the control plane in one update.
+#[btf_map(name = "writer")]
+static WRITER: Array<Writer, 1> = Array::new();
+/// Index 0: which Maglev half is live and how many readers it holds.
+#[btf_map(name = "reader_ctl")]
+static READER_CTL: Array<ReaderCtl, 1> = Array::new();
+/// Two Maglev tables of backend ids (double buffered).
+#[btf_map(name = "maglev")]
+static MAGLEV: Array<u32, { 2 * MAGLEV_SIZE as usize }> = Array::new();
+/// Forward connection table, shared by all CPUs (replies may land on another CPU).
+#[btf_map(name = "flows")]
+static FLOWS: LruHashMap<FlowKey, Flow, { MAX_FLOWS as usize }> = LruHashMap::new();
+/// Reverse connection table: (backend, VIP, NAT port) → client flow key.
+#[btf_map(name = "nat")]
+static NAT: LruHashMap<NatKey, FlowKey, { MAX_FLOWS as usize }> = LruHashMap::new();
+/// Per-CPU counters per backend id.
+#[btf_map(name = "backend_stats")]
+static BACKEND_STATS: PerCpuArray<BackendStats, { MAX_BACKENDS as usize }> = PerCpuArray::new();
+/// Per-CPU counters per listener index.
+#[btf_map(name = "listener_stats")]
+static LISTENER_STATS: PerCpuArray<ListenerStats, { MAX_LISTENERS as usize }> = PerCpuArray::new();
+/// Per-CPU packet counter per reason code.
+#[btf_map(name = "reasons")]
+static REASONS: PerCpuArray<u64, { REASON_COUNT as usize }> = PerCpuArray::new();
+
+const ETH_HLEN: usize = 14;
+const IPV4_HLEN: usize = 20;
+const TCP_HLEN: usize = 20;
+const ETH_P_IP_WIRE: [u8; 2] = [0x08, 0x00];
+const IPPROTO_TCP: u8 = 6;
+const AF_INET: u8 = 2;
+const RST_FRAME_LEN: usize = ETH_HLEN + IPV4_HLEN + TCP_HLEN;
+
+/// The main XDP program: attach this one to the load balancer's interface.
 #[xdp]
-pub fn pglb_xdp(_ctx: XdpContext) -> u32 {
+pub fn pglb_xdp(ctx: XdpContext) -> u32 {
+    let reason = match try_pglb_xdp(&ctx) {
+        Ok(reason) | Err(reason) => reason,
+    };
+    bump_reason(reason);
+    match verdict_of(reason) {
+        VERDICT_PASS => xdp_action::XDP_PASS,
+        VERDICT_TX => xdp_action::XDP_TX,
+        _ => xdp_action::XDP_DROP,
+    }
+}
+
+/// A trivial program for the peer end of a veth: native XDP_TX on a veth only delivers when
+/// the peer has an XDP program.
+#[xdp]
+pub fn pglb_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+/// The one bounds-checked pointer helper: a pointer to a `T` at `offset` from the start of the
+/// packet, or `Err(reason)` if the packet is too short.
+#[inline(always)]
+fn ptr_at<T>(ctx: &XdpContext, offset: usize, reason: u32) -> Result<*mut T, u32> {
+    // Volatile loads of data/data_end: otherwise LLVM may prove this check redundant from
+    // earlier length arithmetic and drop it, and the verifier (which only trusts comparisons of
+    // packet pointers) rejects the access.
+    // SAFETY: ctx.ctx is the kernel-provided xdp_md of this invocation.
+    let (start, end) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const (*ctx.ctx).data) as usize,
+            core::ptr::read_volatile(&raw const (*ctx.ctx).data_end) as usize,
+        )
+    };
+    if start + offset + core::mem::size_of::<T>() > end {
+        return Err(reason);
+    }
+    Ok((start + offset) as *mut T)
+}
+
+#[inline(always)]
+fn bump_reason(reason: u32) {
+    if let Some(c) = REASONS.get_ptr_mut(reason) {
+        // SAFETY: a per-CPU array slot of this CPU; XDP runs with preemption disabled.
+        unsafe { *c += 1 };
+    }
+}
+
+/// What the parser learned about a TCP/IPv4 packet. Addresses and ports as on the wire.
+struct Packet {
+    src: u32,
+    dst: u32,
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    ip_len: u16,
+    tcp_off: usize,
+    payload_len: u32,
+    eth_src: [u8; 6],
+    eth_dst: [u8; 6],
+}
+
+#[inline(always)]
+fn try_pglb_xdp(ctx: &XdpContext) -> Result<u32, u32> {
+    let pkt = parse(ctx)?;
+    let lkey = ListenerKey { vip: pkt.dst, port: pkt.dport, _pad: 0 };
+    // SAFETY: listener entries are only read here; the control plane replaces them whole.
+    if let Some(listener) = unsafe { LISTENERS.get(&lkey) } {
+        let listener = *listener;
+        return client_packet(ctx, &pkt, &listener);
+    }
+    let nkey = NatKey { backend_addr: pkt.src, vip: pkt.dst, backend_port: pkt.sport, nat_port: pkt.dport };
+    // SAFETY: the value is copied out at once.
+    if let Some(fkey) = unsafe { NAT.get(&nkey) } {
+        let fkey = *fkey;
+        return backend_packet(ctx, &pkt, &nkey, &fkey);
+    }
+    Ok(PASS_NOT_VIP)
+}
+
+/// Validates Ethernet, IPv4 and TCP headers. `Err` carries the pass/drop reason.
+#[inline(always)]
+fn parse(ctx: &XdpContext) -> Result<Packet, u32> {
+    let eth: *const [u8; ETH_HLEN] = ptr_at(ctx, 0, DROP_TRUNC_ETH)?;
+    // SAFETY: ptr_at checked that 14 bytes are inside the packet.
+    let eth = unsafe { &*eth };
+    if [eth[12], eth[13]] != ETH_P_IP_WIRE {
+        return Err(PASS_NOT_IPV4);
+    }
+    let ip: *const [u8; IPV4_HLEN] = ptr_at(ctx, ETH_HLEN, DROP_TRUNC_IPV4)?;
+    // SAFETY: ptr_at checked that 20 bytes are inside the packet.
+    let ip = unsafe { &*ip };
+    if ip[0] >> 4 != 4 {
+        return Err(DROP_BAD_IP_VERSION);
+    }
+    let ip_hlen = ((ip[0] & 0x0f) as usize) * 4;
+    if ip_hlen < IPV4_HLEN {
+        return Err(DROP_BAD_IHL);
+    }
+    let pkt_len = ctx.data_end() - ctx.data();
+    if ETH_HLEN + ip_hlen > pkt_len {
+        return Err(DROP_BAD_IHL);
+    }
+    let ip_len = u16::from_be_bytes([ip[2], ip[3]]);
+    if (ip_len as usize) < ip_hlen || ETH_HLEN + ip_len as usize > pkt_len {
+        return Err(DROP_BAD_IP_LEN);
+    }
+    if ip[9] != IPPROTO_TCP {
+        return Err(PASS_NOT_TCP);
+    }
+    // More-fragments flag or a fragment offset.
+    if (ip[6] & 0x3f) != 0 || ip[7] != 0 {
+        return Err(PASS_FRAGMENT);
+    }
+    if (ip_len as usize) < ip_hlen + TCP_HLEN {
+        return Err(DROP_TRUNC_TCP);
+    }
+    let tcp_off = ETH_HLEN + ip_hlen;
+    let tcp: *const [u8; TCP_HLEN] = ptr_at(ctx, tcp_off, DROP_TRUNC_TCP)?;
+    // SAFETY: ptr_at checked that 20 bytes are inside the packet.
+    let tcp = unsafe { &*tcp };
+    let tcp_hlen = ((tcp[12] >> 4) as usize) * 4;
+    if tcp_hlen < TCP_HLEN || ip_hlen + tcp_hlen > ip_len as usize {
+        return Err(DROP_BAD_DOFF);
+    }
+    Ok(Packet {
+        src: u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]),
+        dst: u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]),
+        sport: u16::from_ne_bytes([tcp[0], tcp[1]]),
+        dport: u16::from_ne_bytes([tcp[2], tcp[3]]),
+        seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+        ack: u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]),
+        flags: tcp[13],
+        ip_len,
+        tcp_off,
+        payload_len: (ip_len as usize - ip_hlen - tcp_hlen) as u32,
+        eth_dst: [eth[0], eth[1], eth[2], eth[3], eth[4], eth[5]],
+        eth_src: [eth[6], eth[7], eth[8], eth[9], eth[10], eth[11]],
+    })
+}
+
+#[inline(always)]
+fn current_writer() -> u32 {
+    match WRITER.get(0) {
+        Some(w) => w.backend,
+        None => BACKEND_NONE,
+    }
+}
+
+/// A packet from a client to a VIP listener.
+#[inline(always)]
+fn client_packet(ctx: &XdpContext, pkt: &Packet, listener: &Listener) -> Result<u32, u32> {
+    let fkey = FlowKey { client_addr: pkt.src, vip: pkt.dst, client_port: pkt.sport, listener_port: pkt.dport };
+    let is_syn = pkt.flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    let now = bpf_ktime_get_ns_safe();
+    if let Some(flow) = FLOWS.get_ptr_mut(&fkey) {
+        // SAFETY: a live LRU value; concurrent writers only store plain integers into it.
+        let f = unsafe { &mut *flow };
+        let stale = f.pool == POOL_WRITE && f.backend_id != current_writer();
+        if is_syn && !(f.state == STATE_SYN_SENT && !stale) {
+            // A new connection reusing the client port of an old one (or of a stale flow):
+            // forget the old flow and open a new one.
+            let old = NatKey { backend_addr: f.backend_addr, vip: pkt.dst, backend_port: f.backend_port, nat_port: f.nat_port };
+            let _ = NAT.remove(&old);
+            let _ = FLOWS.remove(&fkey);
+            return new_flow(ctx, pkt, listener, &fkey, now);
+        }
+        if stale {
+            let backend_id = f.backend_id;
+            let old = NatKey { backend_addr: f.backend_addr, vip: pkt.dst, backend_port: f.backend_port, nat_port: f.nat_port };
+            let _ = NAT.remove(&old);
+            let _ = FLOWS.remove(&fkey);
+            if pkt.flags & TCP_RST != 0 {
+                return Ok(DROP_RST_UNKNOWN_FLOW);
+            }
+            count_backend_reset(backend_id);
+            count_listener_reset(listener.index);
+            return reset_sender(ctx, pkt, TX_RST_STALE_CLIENT);
+        }
+        f.state = next_state(f.state, DIR_TO_BACKEND, pkt.flags);
+        f.last_seen_ns = now;
+        let f = *f;
+        to_backend(ctx, pkt, &f)?;
+        count_to_backend(&f, pkt.ip_len, false);
+        return Ok(TX_TO_BACKEND);
+    }
+    if is_syn {
+        return new_flow(ctx, pkt, listener, &fkey, now);
+    }
+    if pkt.flags & TCP_RST != 0 {
+        return Ok(DROP_RST_UNKNOWN_FLOW);
+    }
+    count_listener_reset(listener.index);
+    reset_sender(ctx, pkt, TX_RST_UNKNOWN_FLOW)
+}
+
+#[inline(always)]
+fn bpf_ktime_get_ns_safe() -> u64 {
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// A SYN to a listener with no flow: choose a backend, allocate a NAT port, insert both
+/// directions, rewrite and send.
+#[inline(always)]
+fn new_flow(ctx: &XdpContext, pkt: &Packet, listener: &Listener, fkey: &FlowKey, now: u64) -> Result<u32, u32> {
+    let hash = flow_hash(pkt.src, pkt.sport, pkt.dst, pkt.dport);
+    let (backend_id, no_backend) = if listener.pool == POOL_WRITE {
+        (current_writer(), TX_RST_NO_WRITER)
+    } else {
+        let ctl = match READER_CTL.get(0) {
+            Some(c) => *c,
+            None => ReaderCtl::default(),
+        };
+        let slot = (ctl.active & 1) * MAGLEV_SIZE + hash % MAGLEV_SIZE;
+        let id = if ctl.readers == 0 {
+            BACKEND_NONE
+        } else {
+            match MAGLEV.get(slot) {
+                Some(id) => *id,
+                None => BACKEND_NONE,
+            }
+        };
+        (id, TX_RST_NO_READER)
+    };
+    let backend = match BACKENDS.get(backend_id) {
+        Some(b) if b.flags & BACKEND_F_ACTIVE != 0 => *b,
+        _ => {
+            count_listener_reset(listener.index);
+            return reset_sender(ctx, pkt, no_backend);
+        }
+    };
+
+    // Next-hop MACs from the kernel's FIB and neighbour table; the configured MAC otherwise.
+    // SAFETY: bpf_fib_lookup is plain integers and unions of integers; all-zero is valid.
+    let mut fib: FibParams = unsafe { core::mem::zeroed() };
+    fib.family = AF_INET;
+    fib.l4_protocol = IPPROTO_TCP;
+    fib.sport = 0;
+    fib.dport = backend.port;
+    fib.__bindgen_anon_1.tot_len = pkt.ip_len; // host order: compared with the MTU
+    fib.ifindex = ctx.ingress_ifindex() as u32;
+    fib.__bindgen_anon_3.ipv4_src = pkt.dst;
+    fib.__bindgen_anon_4.ipv4_dst = backend.addr;
+    // SAFETY: ctx is the program's context and fib a properly sized stack struct.
+    let rc = unsafe {
+        bpf_fib_lookup(ctx.ctx.cast(), &mut fib, core::mem::size_of::<FibParams>() as i32, 0)
+    };
+    let (lb_mac, backend_mac) = if rc == 0 {
+        (fib.smac, fib.dmac)
+    } else if backend.mac != [0; 6] {
+        (pkt.eth_dst, backend.mac)
+    } else {
+        return Ok(DROP_NO_NEIGH);
+    };
+
+    let seed = nat_port_seed(hash, backend.addr, backend.port);
+    let mut nkey = NatKey { backend_addr: backend.addr, vip: pkt.dst, backend_port: backend.port, nat_port: 0 };
+    let mut claimed = false;
+    for attempt in 0..NAT_PORT_PROBES {
+        nkey.nat_port = port_to_map(nat_port_candidate(seed, attempt));
+        if NAT.insert(&nkey, fkey, BPF_NOEXIST as u64).is_ok() {
+            claimed = true;
+            break;
+        }
+    }
+    if !claimed {
+        return Ok(DROP_PORTS_EXHAUSTED);
+    }
+    let flow = Flow {
+        backend_addr: backend.addr,
+        backend_port: backend.port,
+        nat_port: nkey.nat_port,
+        backend_id,
+        listener_index: listener.index as u16,
+        pool: listener.pool,
+        state: STATE_SYN_SENT,
+        last_seen_ns: now,
+        client_mac: pkt.eth_src,
+        lb_mac,
+        backend_mac,
+        _pad: [0; 6],
+    };
+    if FLOWS.insert(fkey, &flow, BPF_ANY as u64).is_err() {
+        let _ = NAT.remove(&nkey);
+        return Ok(DROP_FLOW_TABLE);
+    }
+    to_backend(ctx, pkt, &flow)?;
+    count_to_backend(&flow, pkt.ip_len, true);
+    Ok(TX_NEW_FLOW)
+}
+
+/// A packet from a backend to a NAT port of a known flow.
+#[inline(always)]
+fn backend_packet(ctx: &XdpContext, pkt: &Packet, nkey: &NatKey, fkey: &FlowKey) -> Result<u32, u32> {
+    let Some(flow) = FLOWS.get_ptr_mut(fkey) else {
+        // The forward entry was evicted or swept: drop the orphan and let the kernel RST it.
+        let _ = NAT.remove(nkey);
+        return Ok(PASS_NOT_VIP);
+    };
+    // SAFETY: a live LRU value; concurrent writers only store plain integers into it.
+    let f = unsafe { &mut *flow };
+    if f.pool == POOL_WRITE && f.backend_id != current_writer() {
+        let backend_id = f.backend_id;
+        let _ = NAT.remove(nkey);
+        let _ = FLOWS.remove(fkey);
+        if pkt.flags & TCP_RST != 0 {
+            return Ok(DROP_RST_UNKNOWN_FLOW);
+        }
+        count_backend_reset(backend_id);
+        return reset_sender(ctx, pkt, TX_RST_STALE_BACKEND);
+    }
+    f.state = next_state(f.state, DIR_TO_CLIENT, pkt.flags);
+    f.last_seen_ns = bpf_ktime_get_ns_safe();
+    let f = *f;
+    rewrite(ctx, pkt, f.client_mac, f.lb_mac, fkey.vip, fkey.client_addr, fkey.listener_port, fkey.client_port)?;
+    if let Some(s) = BACKEND_STATS.get_ptr_mut(f.backend_id) {
+        // SAFETY: this CPU's slot of a per-CPU array.
+        let s = unsafe { &mut *s };
+        s.to_client_packets += 1;
+        s.to_client_bytes += pkt.ip_len as u64;
+    }
+    Ok(TX_TO_CLIENT)
+}
+
+#[inline(always)]
+fn to_backend(ctx: &XdpContext, pkt: &Packet, f: &Flow) -> Result<(), u32> {
+    rewrite(ctx, pkt, f.backend_mac, f.lb_mac, pkt.dst, f.backend_addr, f.nat_port, f.backend_port)
+}
+
+/// Rewrites MACs, addresses and ports in place and updates both checksums incrementally.
+#[expect(clippy::too_many_arguments, reason = "one call per direction; a struct would only rename them")]
+#[inline(always)]
+fn rewrite(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    dmac: [u8; 6],
+    smac: [u8; 6],
+    src: u32,
+    dst: u32,
+    sport: u16,
+    dport: u16,
+) -> Result<(), u32> {
+    let eth: *mut [u8; ETH_HLEN + IPV4_HLEN] = ptr_at(ctx, 0, DROP_INTERNAL)?;
+    let tcp: *mut [u8; TCP_HLEN] = ptr_at(ctx, pkt.tcp_off, DROP_INTERNAL)?;
+    // SAFETY: ptr_at checked both ranges; nothing else references the packet now.
+    let (hdr, tcp) = unsafe { (&mut *eth, &mut *tcp) };
+    let addr = CsumDelta::new().add_u32(pkt.src, src).add_u32(pkt.dst, dst);
+    let ports = addr.add_u16(pkt.sport, sport).add_u16(pkt.dport, dport);
+    hdr[0..6].copy_from_slice(&dmac);
+    hdr[6..12].copy_from_slice(&smac);
+    let ip_check = addr.apply(u16::from_ne_bytes([hdr[24], hdr[25]]));
+    hdr[24..26].copy_from_slice(&ip_check.to_ne_bytes());
+    hdr[26..30].copy_from_slice(&src.to_ne_bytes());
+    hdr[30..34].copy_from_slice(&dst.to_ne_bytes());
+    let tcp_check = ports.apply(u16::from_ne_bytes([tcp[16], tcp[17]]));
+    tcp[0..2].copy_from_slice(&sport.to_ne_bytes());
+    tcp[2..4].copy_from_slice(&dport.to_ne_bytes());
+    tcp[16..18].copy_from_slice(&tcp_check.to_ne_bytes());
+    Ok(())
+}
+
+/// Turns the packet into a RST back to its sender (RFC 9293 rules), without IP or TCP
+/// options or payload, and returns `reason` (a `TX_RST_*` code).
+#[inline(always)]
+fn reset_sender(ctx: &XdpContext, pkt: &Packet, reason: u32) -> Result<u32, u32> {
+    let (seq, ack, flags) = rst_for(pkt.seq, pkt.ack, pkt.flags, pkt.payload_len);
+    let pkt_len = ctx.data_end() - ctx.data();
+    let shrink = RST_FRAME_LEN as i32 - pkt_len as i32;
+    if shrink != 0 {
+        // SAFETY: shrinking an XDP frame that is at least RST_FRAME_LEN long (the parser
+        // checked Ethernet + 20-byte IPv4 + 20-byte TCP headers are present).
+        if unsafe { bpf_xdp_adjust_tail(ctx.ctx, shrink) } != 0 {
+            return Err(DROP_INTERNAL);
+        }
+    }
+    let frame: *mut [u8; RST_FRAME_LEN] = ptr_at(ctx, 0, DROP_INTERNAL)?;
+    // SAFETY: ptr_at checked the range after the resize; no other reference exists.
+    let frame = unsafe { &mut *frame };
+    frame[0..6].copy_from_slice(&pkt.eth_src);
+    frame[6..12].copy_from_slice(&pkt.eth_dst);
+    frame[12..14].copy_from_slice(&ETH_P_IP_WIRE);
+
+    let mut ip = [0u8; IPV4_HLEN];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&(IPV4_HLEN as u16 + TCP_HLEN as u16).to_be_bytes());
+    ip[6] = 0x40; // DF
+    ip[8] = 64; // TTL
+    ip[9] = IPPROTO_TCP;
+    ip[12..16].copy_from_slice(&pkt.dst.to_ne_bytes());
+    ip[16..20].copy_from_slice(&pkt.src.to_ne_bytes());
+    let ip_check = !fold(sum_fixed(&ip, 0));
+    ip[10..12].copy_from_slice(&ip_check.to_ne_bytes());
+
+    let mut tcp = [0u8; TCP_HLEN];
+    tcp[0..2].copy_from_slice(&pkt.dport.to_ne_bytes());
+    tcp[2..4].copy_from_slice(&pkt.sport.to_ne_bytes());
+    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+    tcp[8..12].copy_from_slice(&ack.to_be_bytes());
+    tcp[12] = (TCP_HLEN as u8 / 4) << 4;
+    tcp[13] = flags;
+    let tcp_check = !fold(sum_fixed(&tcp, pseudo_header_sum(pkt.dst, pkt.src, TCP_HLEN as u16)));
+    tcp[16..18].copy_from_slice(&tcp_check.to_ne_bytes());
+
+    frame[ETH_HLEN..ETH_HLEN + IPV4_HLEN].copy_from_slice(&ip);
+    frame[ETH_HLEN + IPV4_HLEN..].copy_from_slice(&tcp);
+    Ok(reason)
+}
+
+#[inline(always)]
+fn count_to_backend(f: &Flow, ip_len: u16, new: bool) {
+    if let Some(s) = BACKEND_STATS.get_ptr_mut(f.backend_id) {
+        // SAFETY: this CPU's slot of a per-CPU array.
+        let s = unsafe { &mut *s };
+        s.to_backend_packets += 1;
+        s.to_backend_bytes += ip_len as u64;
+        if new {
+            s.new_flows += 1;
+        }
+    }
+    if let Some(s) = LISTENER_STATS.get_ptr_mut(f.listener_index as u32) {
+        // SAFETY: this CPU's slot of a per-CPU array.
+        let s = unsafe { &mut *s };
+        s.packets += 1;
+        s.bytes += ip_len as u64;
+        if new {
+            s.new_flows += 1;
+        }
+    }
+}
+
+#[inline(always)]
+fn count_backend_reset(backend_id: u32) {
+    if let Some(s) = BACKEND_STATS.get_ptr_mut(backend_id) {
+        // SAFETY: this CPU's slot of a per-CPU array.
+        unsafe { (*s).resets += 1 };
+    }
+}
+
+#[inline(always)]
+fn count_listener_reset(index: u32) {
+    if let Some(s) = LISTENER_STATS.get_ptr_mut(index) {
+        // SAFETY: this CPU's slot of a per-CPU array.
+        unsafe { (*s).resets += 1 };
+    }
 }
 
 #[cfg(not(test))]

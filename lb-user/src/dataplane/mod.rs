@@ -1,1 +1,499 @@
 //! Loading the XDP program, pinning its maps, and writing backends, writer and readers into them.
+//!
+//! Lifecycle, per instance (two load balancers may share a machine, so every pin lives under a
+//! caller-given directory such as `/sys/fs/bpf/pglb/lb1`):
+//!
+//! - [`Dataplane::attach`] loads the embedded object, re-using the maps pinned in the directory
+//!   (so existing flows, backends and the writer survive a restart) or creating and pinning them.
+//!   The XDP attachment is a BPF link pinned as `<dir>/link`: on a restart the pinned link is
+//!   opened and its program replaced atomically (`bpf_link_update`), so there is never a moment
+//!   without the program on the interface. Native (driver) mode is tried first; generic mode is
+//!   only a fallback, with a warning.
+//! - [`Dataplane::set_backends`], [`Dataplane::set_writer`], [`Dataplane::set_readers`] write
+//!   the control plane's decisions; [`Dataplane::counters`], [`Dataplane::flows`] read;
+//!   [`Dataplane::sweep`] removes idle and closed flows.
+//! - [`dump`] opens the pinned maps read-only (nothing attached) for `pglb map dump`.
+//! - [`remove`] detaches (by unpinning the link) and unpins everything.
+//!
+//! Dropping a [`Dataplane`] leaves the program attached and the maps pinned; only [`remove`]
+//! takes them away.
+
+mod maps;
+mod view;
+
+use std::{
+    fs,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{
+        ProgramError, Xdp, XdpMode as AyaXdpMode,
+        links::{FdLink, LinkError, PinnedLink},
+        xdp::XdpLink,
+    },
+};
+use lb_common::{MAX_BACKENDS, MAX_LISTENERS, POOL_READ, POOL_WRITE, nat::in_nat_range};
+use thiserror::Error;
+
+pub use self::view::{BackendView, Counters, FlowView, ListenerView, MapDump, ReaderSummary, SweepStats};
+use self::maps::Maps;
+
+/// The XDP program attached to the load balancer's interface.
+pub const PROGRAM: &str = "pglb_xdp";
+/// A trivial `XDP_PASS` program in the same object, for the peer end of a veth.
+pub const PASS_PROGRAM: &str = "pglb_pass";
+/// File name of the pinned XDP link inside the pin directory.
+pub const LINK_PIN: &str = "link";
+
+/// Which backends a listener forwards to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pool {
+    /// The single writer (primary).
+    Write,
+    /// The Maglev table over healthy readers.
+    Read,
+}
+
+impl Pool {
+    const fn code(self) -> u8 {
+        match self {
+            Self::Write => POOL_WRITE,
+            Self::Read => POOL_READ,
+        }
+    }
+}
+
+/// One VIP port clients connect to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenerSpec {
+    /// TCP port on the VIP (must lie outside the NAT source-port range 20000–60999).
+    pub port: u16,
+    /// Where its connections go.
+    pub pool: Pool,
+}
+
+/// XDP attach mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum XdpMode {
+    /// Driver mode; falls back to generic mode with a warning if the driver refuses.
+    #[default]
+    Native,
+    /// Generic (skb) mode only.
+    Generic,
+}
+
+/// What to attach where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataplaneSpec {
+    /// The load balancer's interface (one arm: packets leave where they came in).
+    pub interface: String,
+    /// Per-instance pin directory on bpffs, e.g. `/sys/fs/bpf/pglb/lb1`.
+    pub pin_dir: PathBuf,
+    /// The virtual IP.
+    pub vip: Ipv4Addr,
+    /// Listeners on the VIP.
+    pub listeners: Vec<ListenerSpec>,
+    /// Attach mode.
+    pub xdp_mode: XdpMode,
+}
+
+/// A PostgreSQL node as the data plane sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackendSpec {
+    /// Stable id, `0..64`; the control plane's node index.
+    pub id: u32,
+    /// Address.
+    pub addr: Ipv4Addr,
+    /// PostgreSQL port.
+    pub port: u16,
+}
+
+/// Errors of the data plane module.
+#[derive(Debug, Error)]
+pub enum DataplaneError {
+    /// The spec has no listener.
+    #[error("the data plane needs at least one listener")]
+    NoListeners,
+    /// More listeners than the map holds.
+    #[error("{count} listeners exceed the limit of {MAX_LISTENERS}")]
+    TooManyListeners {
+        /// How many were given.
+        count: usize,
+    },
+    /// A listener port is inside the NAT source-port range.
+    #[error("listener port {port} is inside the NAT source-port range 20000-60999; pick another port")]
+    ListenerInNatRange {
+        /// The port.
+        port: u16,
+    },
+    /// The same listener port twice.
+    #[error("listener port {port} is configured twice")]
+    DuplicateListener {
+        /// The port.
+        port: u16,
+    },
+    /// A backend id outside `0..MAX_BACKENDS`.
+    #[error("backend id {id} is out of range (0..{MAX_BACKENDS})")]
+    BackendIdOutOfRange {
+        /// The id.
+        id: u32,
+    },
+    /// A writer or reader id that `set_backends` did not configure.
+    #[error("backend id {id} is not configured; call set_backends first")]
+    UnknownBackend {
+        /// The id.
+        id: u32,
+    },
+    /// The pin directory could not be created.
+    #[error("creating the pin directory {path}")]
+    PinDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The embedded object did not load (maps or BTF).
+    #[error("loading the XDP object with maps pinned under {pin_dir}")]
+    Load {
+        /// The pin directory.
+        pin_dir: PathBuf,
+        /// The cause.
+        #[source]
+        source: Box<aya::EbpfError>,
+    },
+    /// A program is missing from the object or is not XDP.
+    #[error("program {name} is missing from the XDP object or is not an XDP program")]
+    MissingProgram {
+        /// The program name.
+        name: &'static str,
+    },
+    /// The verifier or the kernel refused a program.
+    #[error("loading program {name} into the kernel")]
+    ProgramLoad {
+        /// The program name.
+        name: &'static str,
+        /// The cause (contains the verifier log).
+        #[source]
+        source: Box<ProgramError>,
+    },
+    /// Attaching XDP to the interface failed in every allowed mode.
+    #[error("attaching XDP to {interface}")]
+    Attach {
+        /// The interface.
+        interface: String,
+        /// The cause.
+        #[source]
+        source: Box<ProgramError>,
+    },
+    /// The new link could not be pinned or converted.
+    #[error("pinning the XDP link at {path}")]
+    PinLink {
+        /// The pin path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A pinned link could not be opened.
+    #[error("opening the pinned XDP link {path}")]
+    OpenLink {
+        /// The pin path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: LinkError,
+    },
+    /// A map is missing from the object or the pin directory.
+    #[error("map {name} is missing")]
+    MissingMap {
+        /// The map name.
+        name: &'static str,
+    },
+    /// A map operation failed.
+    #[error("map {name}: {op}")]
+    Map {
+        /// The map name.
+        name: &'static str,
+        /// What was attempted.
+        op: &'static str,
+        /// The cause.
+        #[source]
+        source: Box<aya::maps::MapError>,
+    },
+    /// The Maglev table could not be built.
+    #[error("building the reader table")]
+    Maglev {
+        /// The cause.
+        #[source]
+        source: lb_common::maglev::MaglevError,
+    },
+    /// A pin could not be removed.
+    #[error("removing {path}")]
+    Remove {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading the monotonic clock failed.
+    #[error("reading CLOCK_MONOTONIC")]
+    Clock {
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A loaded, attached data plane instance.
+pub struct Dataplane {
+    // Holds the loaded programs; the pinned link keeps the attachment alive without it.
+    _ebpf: Ebpf,
+    maps: Maps,
+    pin_dir: PathBuf,
+    vip: Ipv4Addr,
+}
+
+impl std::fmt::Debug for Dataplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dataplane").field("pin_dir", &self.pin_dir).field("vip", &self.vip).finish()
+    }
+}
+
+impl DataplaneSpec {
+    fn validate(&self) -> Result<(), DataplaneError> {
+        if self.listeners.is_empty() {
+            return Err(DataplaneError::NoListeners);
+        }
+        if self.listeners.len() > MAX_LISTENERS as usize {
+            return Err(DataplaneError::TooManyListeners { count: self.listeners.len() });
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            if in_nat_range(l.port) {
+                return Err(DataplaneError::ListenerInNatRange { port: l.port });
+            }
+            if self.listeners[..i].iter().any(|o| o.port == l.port) {
+                return Err(DataplaneError::DuplicateListener { port: l.port });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Dataplane {
+    /// Loads the data plane with its maps pinned under `spec.pin_dir` (re-using pinned maps),
+    /// writes the listeners, and attaches XDP to `spec.interface` — or, if a link is already
+    /// pinned there, atomically replaces the program behind it.
+    pub fn attach(spec: &DataplaneSpec) -> Result<Self, DataplaneError> {
+        spec.validate()?;
+        let mut dp = Self::load(&spec.pin_dir, spec.vip)?;
+        dp.maps.write_listeners(spec.vip, &spec.listeners.iter().map(|l| (l.port, l.pool.code())).collect::<Vec<_>>())?;
+        attach_program(&mut dp._ebpf, spec)?;
+        Ok(dp)
+    }
+
+    /// Loads the object and its (pinned) maps without attaching anything. Used by `attach` and
+    /// by tests that drive the program through `BPF_PROG_TEST_RUN` (see [`Dataplane::program`]).
+    pub fn load(pin_dir: &Path, vip: Ipv4Addr) -> Result<Self, DataplaneError> {
+        fs::create_dir_all(pin_dir).map_err(|source| DataplaneError::PinDir { path: pin_dir.to_owned(), source })?;
+        let fresh = !pin_dir.join(lb_common::MAP_WRITER).exists();
+        let mut loader = EbpfLoader::new();
+        for name in lb_common::ALL_MAPS {
+            loader.map_pin_path(name, pin_dir.join(name));
+        }
+        let mut ebpf = loader.load(crate::EBPF_OBJECT).map_err(|source| DataplaneError::Load {
+            pin_dir: pin_dir.to_owned(),
+            source: Box::new(source),
+        })?;
+        for name in [PROGRAM, PASS_PROGRAM] {
+            let prog: &mut Xdp = ebpf
+                .program_mut(name)
+                .and_then(|p| p.try_into().ok())
+                .ok_or(DataplaneError::MissingProgram { name })?;
+            prog.load().map_err(|source| DataplaneError::ProgramLoad { name, source: Box::new(source) })?;
+        }
+        let mut maps = Maps::take(&mut ebpf)?;
+        if fresh {
+            maps.init_fresh()?;
+        }
+        Ok(Self { _ebpf: ebpf, maps, pin_dir: pin_dir.to_owned(), vip })
+    }
+
+    /// The loaded main XDP program (for `BPF_PROG_TEST_RUN` in tests and benchmarks).
+    pub fn program(&self) -> &Xdp {
+        self._ebpf
+            .program(PROGRAM)
+            .and_then(|p| <&Xdp>::try_from(p).ok())
+            .expect("the object was loaded with the main XDP program")
+    }
+
+    /// The loaded trivial `XDP_PASS` program.
+    pub fn pass_program(&self) -> &Xdp {
+        self._ebpf
+            .program(PASS_PROGRAM)
+            .and_then(|p| <&Xdp>::try_from(p).ok())
+            .expect("the object was loaded with the pass program")
+    }
+
+    /// Writes the listeners (VIP:port → pool); entries not listed are removed. `attach` does
+    /// this; tests that only `load` call it directly.
+    pub fn set_listeners(&mut self, listeners: &[ListenerSpec]) -> Result<(), DataplaneError> {
+        let spec = DataplaneSpec {
+            interface: String::new(),
+            pin_dir: self.pin_dir.clone(),
+            vip: self.vip,
+            listeners: listeners.to_vec(),
+            xdp_mode: XdpMode::Native,
+        };
+        spec.validate()?;
+        self.maps.write_listeners(self.vip, &listeners.iter().map(|l| (l.port, l.pool.code())).collect::<Vec<_>>())
+    }
+
+    /// Replaces the backend table. Ids not listed are cleared (new flows never go there;
+    /// existing flows keep their addresses). The neighbour MAC from `/proc/net/arp` is stored as
+    /// a fallback for when `bpf_fib_lookup` has no neighbour entry.
+    pub fn set_backends(&mut self, backends: &[BackendSpec]) -> Result<(), DataplaneError> {
+        for b in backends {
+            if b.id >= MAX_BACKENDS {
+                return Err(DataplaneError::BackendIdOutOfRange { id: b.id });
+            }
+        }
+        self.maps.write_backends(backends)
+    }
+
+    /// Sets the writer (one map update). Write-listener flows to any other backend are reset on
+    /// their next packet; `None` makes new write connections get a RST.
+    pub fn set_writer(&mut self, writer: Option<u32>) -> Result<(), DataplaneError> {
+        if let Some(id) = writer {
+            self.maps.require_backend(id)?;
+        }
+        self.maps.write_writer(writer)
+    }
+
+    /// Rebuilds the reader Maglev table from `(id, weight)` pairs and swaps it in atomically.
+    /// An empty list (or all weights zero) makes new read connections get a RST.
+    pub fn set_readers(&mut self, readers: &[(u32, u32)]) -> Result<(), DataplaneError> {
+        for &(id, _) in readers {
+            self.maps.require_backend(id)?;
+        }
+        self.maps.write_readers(readers)
+    }
+
+    /// Counters summed over CPUs.
+    pub fn counters(&self) -> Result<Counters, DataplaneError> {
+        self.maps.counters()
+    }
+
+    /// Live flows.
+    pub fn flows(&self) -> Result<Vec<FlowView>, DataplaneError> {
+        self.maps.flows()
+    }
+
+    /// Removes flows idle for `idle`, closed (RST or both FINs) flows quiet for `closed`, and
+    /// reverse entries whose forward entry is gone.
+    pub fn sweep(&mut self, idle: Duration, closed: Duration) -> Result<SweepStats, DataplaneError> {
+        self.maps.sweep(idle, closed)
+    }
+
+    /// Everything `dump` shows, from this instance's maps.
+    pub fn dump(&self) -> Result<MapDump, DataplaneError> {
+        self.maps.dump()
+    }
+}
+
+fn attach_program(ebpf: &mut Ebpf, spec: &DataplaneSpec) -> Result<(), DataplaneError> {
+    let link_path = spec.pin_dir.join(LINK_PIN);
+    let prog: &mut Xdp = ebpf
+        .program_mut(PROGRAM)
+        .and_then(|p| p.try_into().ok())
+        .ok_or(DataplaneError::MissingProgram { name: PROGRAM })?;
+    if link_path.exists() {
+        let pinned = PinnedLink::from_pin(&link_path)
+            .map_err(|source| DataplaneError::OpenLink { path: link_path.clone(), source })?;
+        let link = XdpLink::try_from(FdLink::from(pinned))
+            .map_err(|source| DataplaneError::OpenLink { path: link_path.clone(), source })?;
+        match prog.attach_to_link(link) {
+            Ok(_) => {
+                tracing::info!(interface = %spec.interface, link = %link_path.display(), "replaced the XDP program behind the pinned link");
+                return Ok(());
+            }
+            Err(error) => {
+                // The link is defunct (its interface went away): start over.
+                tracing::warn!(%error, link = %link_path.display(), "pinned XDP link is unusable; attaching anew");
+                fs::remove_file(&link_path).map_err(|source| DataplaneError::Remove { path: link_path.clone(), source })?;
+            }
+        }
+    }
+    let link_id = match spec.xdp_mode {
+        XdpMode::Native => match prog.attach(&spec.interface, AyaXdpMode::Driver) {
+            Ok(id) => id,
+            Err(error) => {
+                tracing::warn!(%error, interface = %spec.interface, "native XDP refused; falling back to generic (skb) mode, which is much slower");
+                prog.attach(&spec.interface, AyaXdpMode::Skb)
+                    .map_err(|source| DataplaneError::Attach { interface: spec.interface.clone(), source: Box::new(source) })?
+            }
+        },
+        XdpMode::Generic => prog
+            .attach(&spec.interface, AyaXdpMode::Skb)
+            .map_err(|source| DataplaneError::Attach { interface: spec.interface.clone(), source: Box::new(source) })?,
+    };
+    let link = prog
+        .take_link(link_id)
+        .map_err(|source| DataplaneError::Attach { interface: spec.interface.clone(), source: Box::new(source) })?;
+    let fd_link = FdLink::try_from(link)
+        .map_err(|source| DataplaneError::PinLink { path: link_path.clone(), source: Box::new(source) })?;
+    fd_link
+        .pin(&link_path)
+        .map_err(|source| DataplaneError::PinLink { path: link_path.clone(), source: Box::new(source) })?;
+    tracing::info!(interface = %spec.interface, link = %link_path.display(), "attached XDP and pinned the link");
+    Ok(())
+}
+
+/// Opens the maps pinned under `pin_dir` read-only (nothing is loaded or attached) and collects
+/// everything `pglb map dump` prints.
+pub fn dump(pin_dir: &Path) -> Result<MapDump, DataplaneError> {
+    Maps::open_pinned(pin_dir)?.dump()
+}
+
+/// Detaches and unpins everything under `pin_dir`: the XDP link (unpinning it detaches the
+/// program once no process holds it), every map, then the directory if it is empty. When no
+/// link is pinned but `interface` is given, any XDP program on that interface is removed with
+/// `ip link set dev <interface> xdp off` (the netlink attach fallback of old kernels).
+pub fn remove(pin_dir: &Path, interface: Option<&str>) -> Result<(), DataplaneError> {
+    let link_path = pin_dir.join(LINK_PIN);
+    if link_path.exists() {
+        let pinned = PinnedLink::from_pin(&link_path)
+            .map_err(|source| DataplaneError::OpenLink { path: link_path.clone(), source })?;
+        let fd_link = pinned.unpin().map_err(|source| DataplaneError::Remove { path: link_path.clone(), source })?;
+        drop(fd_link);
+    } else if let Some(interface) = interface {
+        for mode in ["xdp", "xdpgeneric"] {
+            let status = std::process::Command::new("ip").args(["link", "set", "dev", interface, mode, "off"]).status();
+            if let Err(error) = status {
+                tracing::warn!(%error, interface, "could not run ip to detach XDP");
+            }
+        }
+    }
+    for name in lb_common::ALL_MAPS {
+        let path = pin_dir.join(name);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(DataplaneError::Remove { path, source }),
+        }
+    }
+    match fs::remove_dir(pin_dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {
+            tracing::warn!(dir = %pin_dir.display(), "pin directory not empty after removing pglb's pins; left in place");
+            Ok(())
+        }
+        Err(source) => Err(DataplaneError::Remove { path: pin_dir.to_owned(), source }),
+    }
+}

@@ -588,6 +588,10 @@ impl Machine {
                             s.in_recovery = true;
                             s.current_lsn = None;
                         }
+                        if let Some(why) = self.promote_blocker(to, now) {
+                            self.abort_switchover(from, to, &format!("{} demoted, but {why}", self.name(from)), false, now, out);
+                            return;
+                        }
                         log(out, Level::Info, format!("switchover: {} demoted; promoting {}", self.name(from), self.name(to)));
                         out.push(Action::Promote { node: to });
                         self.phase = Phase::Switchover { from, to, stage: SwitchoverStage::Promoting, deadline };
@@ -619,6 +623,13 @@ impl Machine {
             .filter_map(|n| self.nodes[n].usable_primary().map(|s| (n, s.timeline)))
             .collect();
         let (writer, fences) = rules::choose_writer(&primaries, previous);
+        // Switch the route before fencing the node it replaces: never a fenced writer.
+        if let Some(w) = writer
+            && self.writer.is_some()
+            && self.writer != Some(w)
+        {
+            self.route_writer(Some(w), out);
+        }
         for (n, reason) in fences {
             self.fence(n, reason, out);
         }
@@ -658,11 +669,11 @@ impl Machine {
                 (Level::Warn, format!("{} was replaced by {}: fenced, needs rejoin", self.name(n), self.name(by)))
             }
         };
-        out.push(Action::Fence { node: n, reason });
-        log(out, level, msg);
         if self.writer == Some(n) {
             self.route_writer(None, out);
         }
+        out.push(Action::Fence { node: n, reason });
+        log(out, level, msg);
     }
 
     /// Rule 2's guards, then rule 3's candidate.
@@ -884,7 +895,23 @@ impl Machine {
         out.push(Action::Alert(Alert::SwitchoverRejected { to, reason }));
     }
 
+    /// Why a switchover may not promote `to` now (the same guards a failover has).
+    fn promote_blocker(&self, to: NodeId, now: Duration) -> Option<String> {
+        let (votes, members) = self.quorum(now);
+        if self.nodes[to].usable_standby().is_none() {
+            Some(format!("{} is no longer a reachable standby", self.name(to)))
+        } else if !self.is_master() {
+            Some("this load balancer is no longer the vrrp master".to_owned())
+        } else if !rules::has_quorum(votes, members) {
+            Some(format!("no quorum: {votes} of {members} members visible"))
+        } else {
+            None
+        }
+    }
+
     /// Gives up a switchover. With `restore` the old primary is still one: route to it again.
+    /// Without, the old primary may be a standby now (or half-stopped): the writer is lost with
+    /// no old writer to prefer, so every standby, the demoted one included, is a candidate.
     fn abort_switchover(&mut self, from: NodeId, to: NodeId, reason: &str, restore: bool, now: Duration, out: &mut Vec<Action>) {
         log(out, Level::Error, format!("switchover from {} to {} aborted: {reason}", self.name(from), self.name(to)));
         out.push(Action::Alert(Alert::SwitchoverAborted { from, to, reason: reason.to_owned() }));
@@ -892,7 +919,7 @@ impl Machine {
             self.route_writer(Some(from), out);
             self.phase = Phase::Steady;
         } else {
-            self.phase = Phase::WriterLost { old: Some(from), since: now };
+            self.phase = Phase::WriterLost { old: None, since: now };
         }
     }
 

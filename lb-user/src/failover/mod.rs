@@ -71,7 +71,9 @@
 //!  Switchover     Promoting: Promote done ok (or probed)          SetWriter(to), Repoint others, Steady
 //!                                                                 SetSyncStandbys, Alert
 //!  Switchover     CatchingUp timeout, Demote failed               Alert, SetWriter(from)         Steady
-//!  Switchover     Demoting timeout, Promote failed or timeout     Alert                          WriterLost{from}
+//!  Switchover     Demoting: done ok but target unusable, not      Alert                          WriterLost{None}
+//!                 master or no quorum; Demoting timeout,
+//!                 Promote failed or timeout
 //!  any but        Admin Switchover                                Alert(SwitchoverRejected)      same
 //!  Steady
 //! ```

@@ -272,10 +272,9 @@ fn newer_timeline_primary_takes_over_the_writer() {
     assert_eq!(
         actions,
         [
-            Action::Fence { node: PG1, reason: FenceReason::OlderTimeline { timeline: 1, writer_timeline: 2 } },
-            Action::SetWriter { node: None },
-            Action::Alert(Alert::WriterChanged { from: Some(PG1), to: PG3, timeline: 2 }),
             Action::SetWriter { node: Some(PG3) },
+            Action::Fence { node: PG1, reason: FenceReason::OlderTimeline { timeline: 1, writer_timeline: 2 } },
+            Action::Alert(Alert::WriterChanged { from: Some(PG1), to: PG3, timeline: 2 }),
             Action::SetReaders { nodes: vec![PG3] },
         ]
     );

@@ -1,8 +1,10 @@
 //! The source-port (SNAT) allocation rule.
 //!
 //! A new flow to backend B gets source address VIP and a port from
-//! `NAT_PORT_FIRST..=NAT_PORT_LAST`. The search starts at a hash of the client flow and the
-//! backend and walks at most [`NAT_PORT_PROBES`] consecutive ports (wrapping inside the range);
+//! `NAT_PORT_FIRST..=NAT_PORT_LAST`. The search is double hashing: it starts at a hash of the
+//! client flow and the backend and steps by a second, flow-dependent stride (the range size is
+//! prime, so every stride visits distinct ports and there is no clustering) for at most
+//! [`NAT_PORT_PROBES`] candidates;
 //! the data plane claims a candidate by inserting the reverse entry `(B, VIP, port)` with
 //! `BPF_NOEXIST`, so two CPUs can never hand out the same port for the same backend. If every
 //! probe is taken the SYN is dropped and counted (`DROP_PORTS_EXHAUSTED`); the client retries.
@@ -13,12 +15,12 @@ use crate::hash::fmix32;
 
 /// First NAT source port (host order).
 pub const NAT_PORT_FIRST: u16 = 20000;
-/// Last NAT source port (host order), inclusive.
-pub const NAT_PORT_LAST: u16 = 60999;
+/// Last NAT source port (host order), inclusive. The range holds a prime number of ports.
+pub const NAT_PORT_LAST: u16 = 60992;
 /// Number of ports in the NAT range.
 pub const NAT_PORT_COUNT: u32 = (NAT_PORT_LAST - NAT_PORT_FIRST) as u32 + 1;
 /// How many candidates a new flow tries before giving up.
-pub const NAT_PORT_PROBES: u32 = 8;
+pub const NAT_PORT_PROBES: u32 = 16;
 
 /// Start of the port search for a flow (map representation of addresses and ports).
 #[inline(always)]
@@ -29,7 +31,9 @@ pub const fn nat_port_seed(flow_hash: u32, backend_addr: u32, backend_port: u16)
 /// The `attempt`-th candidate NAT port (host order) for a search started at `seed`.
 #[inline(always)]
 pub const fn nat_port_candidate(seed: u32, attempt: u32) -> u16 {
-    let offset = (seed % NAT_PORT_COUNT + attempt) % NAT_PORT_COUNT;
+    let start = seed % NAT_PORT_COUNT;
+    let stride = fmix32(seed) % (NAT_PORT_COUNT - 1) + 1;
+    let offset = (start as u64 + attempt as u64 * stride as u64) % NAT_PORT_COUNT as u64;
     NAT_PORT_FIRST + offset as u16
 }
 
@@ -57,10 +61,31 @@ mod tests {
     }
 
     #[test]
-    fn wraps_at_the_end_of_the_range() {
-        let seed = NAT_PORT_COUNT - 1;
-        assert_eq!(nat_port_candidate(seed, 0), NAT_PORT_LAST, "last port first");
-        assert_eq!(nat_port_candidate(seed, 1), NAT_PORT_FIRST, "then wraps to the first");
+    fn range_size_is_prime_so_every_stride_is_a_permutation() {
+        assert!(crate::maglev::is_prime(NAT_PORT_COUNT as usize), "NAT_PORT_COUNT {NAT_PORT_COUNT} must be prime");
+        assert_eq!(nat_port_candidate(NAT_PORT_COUNT - 1, 0), NAT_PORT_LAST, "the last port is reachable");
+        assert_eq!(nat_port_candidate(0, 0), NAT_PORT_FIRST, "the first port is reachable");
+    }
+
+    #[test]
+    fn one_client_can_open_most_of_the_range_to_one_backend() {
+        // Simulate the data plane's claim loop for 36,000 flows (88% of the range) from one
+        // client address to one backend: double hashing must not exhaust early.
+        extern crate std;
+        let mut used = std::vec![false; NAT_PORT_COUNT as usize];
+        let mut failures = 0;
+        for i in 0..36_000u32 {
+            let h = crate::hash::flow_hash(0x3200_1fac, (i % 65536) as u16, 0x6400_1fac, 0xb80b ^ (i >> 16) as u16);
+            let seed = nat_port_seed(h, 0x0a00_1fac, 0x3815);
+            let slot = (0..NAT_PORT_PROBES)
+                .map(|a| (nat_port_candidate(seed, a) - NAT_PORT_FIRST) as usize)
+                .find(|&p| !used[p]);
+            match slot {
+                Some(p) => used[p] = true,
+                None => failures += 1,
+            }
+        }
+        assert!(failures < 36_000 / 100, "{failures} of 36,000 flows found no port in {NAT_PORT_PROBES} probes");
     }
 
     #[test]
@@ -81,7 +106,7 @@ mod tests {
 
     #[test]
     fn listener_ports_outside_the_range() {
-        for (port, inside) in [(3000u16, false), (3001, false), (5432, false), (20000, true), (60999, true), (61000, false)] {
+        for (port, inside) in [(3000u16, false), (3001, false), (5432, false), (20000, true), (60992, true), (60993, false)] {
             assert_eq!(in_nat_range(port), inside, "port {port}");
         }
     }

@@ -70,7 +70,7 @@ impl Pool {
 /// One VIP port clients connect to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ListenerSpec {
-    /// TCP port on the VIP (must lie outside the NAT source-port range 20000–60999).
+    /// TCP port on the VIP (must lie outside the NAT source-port range 20000–60992).
     pub port: u16,
     /// Where its connections go.
     pub pool: Pool,
@@ -125,7 +125,7 @@ pub enum DataplaneError {
         count: usize,
     },
     /// A listener port is inside the NAT source-port range.
-    #[error("listener port {port} is inside the NAT source-port range 20000-60999; pick another port")]
+    #[error("listener port {port} is inside the NAT source-port range 20000-60992; pick another port")]
     ListenerInNatRange {
         /// The port.
         port: u16,

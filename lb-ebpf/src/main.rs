@@ -70,6 +70,10 @@ const IPV4_HLEN: usize = 20;
 const TCP_HLEN: usize = 20;
 const ETH_P_IP_WIRE: [u8; 2] = [0x08, 0x00];
 const IPPROTO_TCP: u8 = 6;
+/// Look the next hop up as a packet sent from this host out of the ingress interface (one arm).
+/// The kernel still requires IPv4 forwarding on the interface (else FWD_DISABLED); the control
+/// plane turns it on when it attaches.
+const BPF_FIB_LOOKUP_OUTPUT: u32 = 1 << 1;
 const AF_INET: u8 = 2;
 const RST_FRAME_LEN: usize = ETH_HLEN + IPV4_HLEN + TCP_HLEN;
 
@@ -322,7 +326,7 @@ fn new_flow(ctx: &XdpContext, pkt: &Packet, listener: &Listener, fkey: &FlowKey,
     fib.__bindgen_anon_4.ipv4_dst = backend.addr;
     // SAFETY: ctx is the program's context and fib a properly sized stack struct.
     let rc = unsafe {
-        bpf_fib_lookup(ctx.ctx.cast(), &mut fib, core::mem::size_of::<FibParams>() as i32, 0)
+        bpf_fib_lookup(ctx.ctx.cast(), &mut fib, core::mem::size_of::<FibParams>() as i32, BPF_FIB_LOOKUP_OUTPUT)
     };
     let (lb_mac, backend_mac) = if rc == 0 {
         (fib.smac, fib.dmac)

@@ -216,6 +216,11 @@ pub struct FailoverConfig {
     /// A planned switchover that has not finished after this is aborted. Default 10s.
     #[serde(default = "defaults::switchover_timeout", with = "humantime_serde")]
     pub switchover_timeout: Duration,
+    /// Shell command that restarts a former primary as a standby during a switchover
+    /// (PostgreSQL cannot demote itself; this is where an ssh or agent call goes). `{node}`,
+    /// `{host}`, `{primary}` and `{primary_host}` are filled in. Unset: switchovers are refused.
+    #[serde(default)]
+    pub demote_command: Option<String>,
 }
 
 impl Default for FailoverConfig {
@@ -228,6 +233,7 @@ impl Default for FailoverConfig {
             max_read_lag: defaults::max_read_lag(),
             promote_timeout: defaults::promote_timeout(),
             switchover_timeout: defaults::switchover_timeout(),
+            demote_command: None,
         }
     }
 }

@@ -646,6 +646,49 @@ impl VrrpRunner {
     }
 }
 
+/// The VIP held without VRRP, by the only load balancer (no `[vrrp]` section): added with
+/// rtnetlink and announced with a burst of gratuitous ARPs, removed on [`StaticVip::release`].
+pub struct StaticVip {
+    vip: VipAddress,
+    netlink_task: JoinHandle<()>,
+}
+
+/// Gratuitous ARPs (of each form) a [`StaticVip`] sends when it takes the VIP.
+const STATIC_GARP_BURST: u8 = 3;
+
+impl StaticVip {
+    /// Adds `vip`/32 to `interface` (in this thread's network namespace) and announces it.
+    pub async fn hold(interface: &str, vip: Ipv4Addr) -> Result<Self, VipError> {
+        let (connection, handle, _) = rtnetlink::new_connection().map_err(|source| VipError::NetlinkOpen { source })?;
+        let netlink_task = tokio::spawn(connection);
+        let (ifindex, mac) = match lookup_link(&handle, interface).await {
+            Ok(found) => found,
+            Err(e) => {
+                netlink_task.abort();
+                return Err(e);
+            }
+        };
+        let garp = GarpSocket::open(interface, ifindex)?;
+        let address = VipAddress { handle, ifindex, interface: interface.to_owned(), vip, prefix_len: 32 };
+        address.add().await?;
+        for _ in 0..STATIC_GARP_BURST {
+            for kind in [GarpKind::Request, GarpKind::Reply] {
+                if let Err(e) = garp.send(&garp::frame(kind, mac, vip)) {
+                    tracing::warn!(error = %e, "vip: gratuitous arp send failed");
+                }
+            }
+        }
+        Ok(StaticVip { vip: address, netlink_task })
+    }
+
+    /// Removes the VIP from the interface.
+    pub async fn release(self) -> Result<(), VipError> {
+        let result = self.vip.remove().await;
+        self.netlink_task.abort();
+        result
+    }
+}
+
 impl VrrpHandle {
     /// A receiver of the runner's status.
     pub fn status(&self) -> watch::Receiver<VrrpStatus> {

@@ -1,0 +1,150 @@
+//! The admin socket between `pglb run` and the CLI (`status`, `switchover`, `node rejoin`):
+//! a Unix socket at `/run/pglb/<instance>.sock` (root only), one request line in, a reply out.
+//! The reply's first line is `ok` or `error`; the rest is for the operator.
+//!
+//! A Unix socket works across network namespaces, so the CLI reaches a daemon that runs inside
+//! a lab host from anywhere on the machine.
+
+use std::{
+    fs,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use thiserror::Error;
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
+    net::{UnixListener, UnixStream},
+    sync::{mpsc, oneshot},
+};
+use tracing::debug;
+
+/// Folder of the admin sockets.
+pub const SOCKET_DIR: &str = "/run/pglb";
+
+/// How long the CLI waits for a reply (a switchover waits for catch-up and promotion).
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Error)]
+pub enum AdminError {
+    #[error("cannot create {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("another pglb instance is already running with this name (its admin socket {path} answers)")]
+    AlreadyRunning { path: PathBuf },
+    #[error("cannot listen on {path}: {source}")]
+    Bind {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no pglb daemon answers on {path} ({source}): is `pglb run` running with this config?")]
+    Connect {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("talking to the daemon on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the daemon on {path} did not answer within {limit:?}")]
+    Timeout { path: PathBuf, limit: Duration },
+}
+
+/// A request from the CLI, with where the answer goes.
+pub enum AdminRequest {
+    Status { reply: oneshot::Sender<String> },
+    Switchover { to: String, reply: oneshot::Sender<Result<String, String>> },
+    Rejoined { node: String, reply: oneshot::Sender<Result<String, String>> },
+}
+
+pub fn socket_path(instance: &str) -> PathBuf {
+    Path::new(SOCKET_DIR).join(format!("{instance}.sock"))
+}
+
+/// Binds the socket; a stale socket file (nobody listening) is replaced.
+pub fn bind(path: &Path) -> Result<UnixListener, AdminError> {
+    let dir = path.parent().unwrap_or(Path::new(SOCKET_DIR));
+    fs::create_dir_all(dir).map_err(|source| AdminError::Dir { path: dir.to_owned(), source })?;
+    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(AdminError::AlreadyRunning { path: path.to_owned() });
+        }
+        let _ = fs::remove_file(path);
+    }
+    let listener = UnixListener::bind(path).map_err(|source| AdminError::Bind { path: path.to_owned(), source })?;
+    let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o600));
+    Ok(listener)
+}
+
+/// Accepts requests forever and forwards them to the daemon's loop.
+pub async fn serve(listener: UnixListener, to_daemon: mpsc::Sender<AdminRequest>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let to_daemon = to_daemon.clone();
+        tokio::spawn(async move {
+            if let Err(e) = answer(stream, &to_daemon).await {
+                debug!(error = %e, "admin: connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn answer(stream: UnixStream, to_daemon: &mpsc::Sender<AdminRequest>) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(read.take(1024)).read_line(&mut line).await?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let reply: Result<String, String> = match words.as_slice() {
+        ["status"] => {
+            let (tx, rx) = oneshot::channel();
+            match to_daemon.send(AdminRequest::Status { reply: tx }).await {
+                Ok(()) => rx.await.map_err(|_| "the daemon is shutting down".to_owned()),
+                Err(_) => Err("the daemon is shutting down".to_owned()),
+            }
+        }
+        ["switchover", to] => ask(to_daemon, |reply| AdminRequest::Switchover { to: (*to).to_owned(), reply }).await,
+        ["rejoined", node] => ask(to_daemon, |reply| AdminRequest::Rejoined { node: (*node).to_owned(), reply }).await,
+        _ => Err(format!("unknown request {:?}: expected `status`, `switchover NODE` or `rejoined NODE`", line.trim())),
+    };
+    let text = match reply {
+        Ok(t) => format!("ok\n{t}"),
+        Err(e) => format!("error\n{e}"),
+    };
+    write.write_all(text.as_bytes()).await?;
+    write.shutdown().await
+}
+
+async fn ask(
+    to_daemon: &mpsc::Sender<AdminRequest>,
+    make: impl FnOnce(oneshot::Sender<Result<String, String>>) -> AdminRequest,
+) -> Result<String, String> {
+    let (tx, rx) = oneshot::channel();
+    to_daemon.send(make(tx)).await.map_err(|_| "the daemon is shutting down".to_owned())?;
+    rx.await.map_err(|_| "the daemon stopped before answering".to_owned())?
+}
+
+/// The CLI side: sends `request`, returns the daemon's reply (`Ok` for `ok`, `Err` for `error`).
+pub async fn request(path: &Path, request: &str) -> Result<Result<String, String>, AdminError> {
+    let io = |source| AdminError::Io { path: path.to_owned(), source };
+    let mut stream = UnixStream::connect(path).await.map_err(|source| AdminError::Connect { path: path.to_owned(), source })?;
+    stream.write_all(format!("{request}\n").as_bytes()).await.map_err(io)?;
+    let mut text = String::new();
+    tokio::time::timeout(REPLY_TIMEOUT, stream.read_to_string(&mut text))
+        .await
+        .map_err(|_| AdminError::Timeout { path: path.to_owned(), limit: REPLY_TIMEOUT })?
+        .map_err(io)?;
+    Ok(match text.split_once('\n') {
+        Some(("ok", rest)) => Ok(rest.to_owned()),
+        Some(("error", rest)) => Err(rest.trim().to_owned()),
+        _ => Err(format!("unexpected reply from the daemon: {text:?}")),
+    })
+}

@@ -1,0 +1,234 @@
+//! `pglb node clone|rejoin`: run on a PostgreSQL host to make, or re-make, a streaming standby.
+//!
+//! `clone` takes a base backup from the primary through a physical slot named after the node;
+//! `rejoin` rewinds a former primary (pg_rewind, which needs `wal_log_hints=on`) onto the new
+//! primary's timeline. Both finish the same way: `standby.signal`, `primary_conninfo` with the
+//! node's `application_name`, `primary_slot_name`, and the server started.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use thiserror::Error;
+
+/// Where the PostgreSQL 15 binaries are on Debian/Ubuntu.
+pub const DEFAULT_PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+#[derive(Debug, Error)]
+pub enum NodeError {
+    #[error("{tool} failed ({status}): {stderr}")]
+    Tool { tool: String, status: String, stderr: String },
+    #[error("cannot run {tool}: {source}")]
+    Spawn {
+        tool: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not empty: `pglb node clone` only fills an empty data directory (remove it first)")]
+    NotEmpty { path: PathBuf },
+    #[error("{path} holds no PostgreSQL data directory (no PG_VERSION): use `pglb node clone` instead")]
+    NoDataDir { path: PathBuf },
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid {what} {value:?}: {why}")]
+    Invalid { what: &'static str, value: String, why: &'static str },
+}
+
+/// Everything `clone` and `rejoin` need to know about the node and its upstream.
+#[derive(Clone, Debug)]
+pub struct StandbySpec {
+    /// This node's name: its `application_name` and its slot name on the primary.
+    pub name: String,
+    pub data_dir: PathBuf,
+    /// The primary's address and port.
+    pub primary_host: String,
+    pub primary_port: u16,
+    /// The replication role and a libpq passfile holding its password (0600, owned by the
+    /// OS user that runs PostgreSQL).
+    pub replication_user: String,
+    pub passfile: PathBuf,
+    /// The OS user PostgreSQL runs as; tools run as this user when pglb runs as root.
+    pub os_user: String,
+    pub pg_bin: PathBuf,
+    /// Server log for `pg_ctl start`.
+    pub log_file: PathBuf,
+}
+
+fn check_name(name: &str) -> Result<(), NodeError> {
+    let ok = !name.is_empty() && name.len() <= 63 && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(NodeError::Invalid { what: "node name", value: name.to_owned(), why: "a slot name needs 1-63 of a-z, 0-9, _" })
+    }
+}
+
+impl StandbySpec {
+    /// The `primary_conninfo` this node streams with.
+    pub fn conninfo(&self) -> String {
+        format!(
+            "host={} port={} user={} passfile={} application_name={}",
+            self.primary_host,
+            self.primary_port,
+            self.replication_user,
+            self.passfile.display(),
+            self.name
+        )
+    }
+
+    fn tool(&self, tool: &str) -> Command {
+        let path = self.pg_bin.join(tool);
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            let mut c = Command::new("runuser");
+            c.args(["-u", &self.os_user, "--"]).arg(path);
+            c
+        } else {
+            Command::new(path)
+        }
+    }
+}
+
+fn run(mut cmd: Command, tool: &str) -> Result<String, NodeError> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| NodeError::Spawn { tool: tool.to_owned(), source })?;
+    if !out.status.success() {
+        return Err(NodeError::Tool {
+            tool: tool.to_owned(),
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> NodeError + 'a {
+    move |source| NodeError::Io { action, path: path.to_owned(), source }
+}
+
+/// Writes standby.signal and the upstream settings into postgresql.auto.conf, replacing any
+/// earlier `primary_conninfo`/`primary_slot_name` lines.
+pub fn write_standby_settings(spec: &StandbySpec) -> Result<(), NodeError> {
+    let auto = spec.data_dir.join("postgresql.auto.conf");
+    let old = fs::read_to_string(&auto).unwrap_or_default();
+    let mut conf: String = old
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("primary_conninfo") && !l.trim_start().starts_with("primary_slot_name"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    conf.push_str(&format!("primary_conninfo = '{}'\nprimary_slot_name = '{}'\n", spec.conninfo(), spec.name));
+    fs::write(&auto, conf).map_err(io("write", &auto))?;
+    let signal = spec.data_dir.join("standby.signal");
+    fs::write(&signal, "").map_err(io("write", &signal))?;
+    run(chown(&spec.os_user, &[&auto, &signal]), "chown")?;
+    Ok(())
+}
+
+fn chown(user: &str, paths: &[&Path]) -> Command {
+    let mut c = Command::new("chown");
+    c.arg(format!("{user}:{user}")).args(paths);
+    c
+}
+
+fn start(spec: &StandbySpec) -> Result<(), NodeError> {
+    let mut c = spec.tool("pg_ctl");
+    c.arg("-D").arg(&spec.data_dir).arg("-l").arg(&spec.log_file).args(["-w", "-t", "60", "start"]);
+    run(c, "pg_ctl start").map(drop)
+}
+
+/// `pglb node clone`: base backup through slot `name` (created on the primary), then start.
+pub fn clone(spec: &StandbySpec) -> Result<(), NodeError> {
+    check_name(&spec.name)?;
+    if spec.data_dir.exists() && fs::read_dir(&spec.data_dir).map_err(io("read", &spec.data_dir))?.next().is_some() {
+        return Err(NodeError::NotEmpty { path: spec.data_dir.clone() });
+    }
+    let mut c = spec.tool("pg_basebackup");
+    c.args(["-h", &spec.primary_host, "-p", &spec.primary_port.to_string(), "-U", &spec.replication_user, "-w"])
+        .arg("-D")
+        .arg(&spec.data_dir)
+        .args(["-X", "stream", "-c", "fast", "-C", "-S", &spec.name])
+        .env("PGPASSFILE", &spec.passfile);
+    run(c, "pg_basebackup")?;
+    write_standby_settings(spec)?;
+    start(spec)
+}
+
+/// `pglb node rejoin`: stop the server if it runs, rewind it onto the primary's timeline with
+/// `source_conninfo` (a superuser or a role with pg_rewind's grants), make it a standby, start.
+pub fn rejoin(spec: &StandbySpec, source_conninfo: &str) -> Result<(), NodeError> {
+    check_name(&spec.name)?;
+    if !spec.data_dir.join("PG_VERSION").exists() {
+        return Err(NodeError::NoDataDir { path: spec.data_dir.clone() });
+    }
+    if spec.data_dir.join("postmaster.pid").exists() {
+        let mut stop = spec.tool("pg_ctl");
+        stop.arg("-D").arg(&spec.data_dir).args(["-m", "fast", "-w", "-t", "60", "stop"]);
+        // A stale postmaster.pid of a crashed server makes pg_ctl say "no server running".
+        if let Err(e) = run(stop, "pg_ctl stop") {
+            tracing::warn!(error = %e, "pg_ctl stop failed; continuing (the server may have crashed)");
+        }
+    }
+    let mut rewind = spec.tool("pg_rewind");
+    rewind
+        .arg("--target-pgdata")
+        .arg(&spec.data_dir)
+        .arg(format!("--source-server={source_conninfo}"))
+        .arg("--progress")
+        .env("PGPASSFILE", &spec.passfile);
+    // A node that never diverged has nothing to rewind: pg_rewind says so and exits 0.
+    run(rewind, "pg_rewind")?;
+    write_standby_settings(spec)?;
+    start(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(dir: &Path) -> StandbySpec {
+        StandbySpec {
+            name: "pg2".into(),
+            data_dir: dir.to_owned(),
+            primary_host: "172.20.0.10".into(),
+            primary_port: 5432,
+            replication_user: "replicator".into(),
+            passfile: "/run/pglb-lab/pg2/pgpass".into(),
+            os_user: "root".into(),
+            pg_bin: DEFAULT_PG_BIN.into(),
+            log_file: dir.join("log"),
+        }
+    }
+
+    #[test]
+    fn standby_settings_replace_old_upstream() {
+        let dir = std::env::temp_dir().join(format!("pglb-node-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("postgresql.auto.conf"), "# keep\nprimary_conninfo = 'host=old'\nwork_mem = '8MB'\nprimary_slot_name = 'x'\n").unwrap();
+        write_standby_settings(&spec(&dir)).expect("writes settings");
+        let conf = fs::read_to_string(dir.join("postgresql.auto.conf")).unwrap();
+        assert_eq!(
+            conf,
+            "# keep\nwork_mem = '8MB'\nprimary_conninfo = 'host=172.20.0.10 port=5432 user=replicator passfile=/run/pglb-lab/pg2/pgpass application_name=pg2'\nprimary_slot_name = 'pg2'\n"
+        );
+        assert!(dir.join("standby.signal").exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_names_and_missing_data_dirs_are_refused() {
+        let mut s = spec(Path::new("/nonexistent/pglb"));
+        s.name = "Bad-Name".into();
+        assert!(matches!(clone(&s), Err(NodeError::Invalid { .. })));
+        s.name = "pg2".into();
+        assert!(matches!(rejoin(&s, "host=x"), Err(NodeError::NoDataDir { .. })));
+    }
+}

@@ -1,0 +1,214 @@
+//! PostgreSQL role probes: one task per node, a persistent connection, one query per round with a
+//! hard timeout. A connection that stops answering is dropped and the node reported as failed:
+//! a hung server is down, however healthy its TCP connection looks.
+
+use std::{net::SocketAddrV4, time::Duration};
+
+use tokio::{sync::mpsc, time::Instant};
+use tokio_postgres::{Client, NoTls, Row};
+use tracing::{debug, info};
+
+use crate::{
+    config::{Config, NodeConfig},
+    failover::{NodeId, NodeStatus, Observation, ProbeFailure, WalReceiver},
+};
+
+/// One round trip: role, timeline, positions and the WAL receiver, all in one row.
+///
+/// The timeline of a primary is read from its current WAL file name (exact right after a
+/// promotion, unlike the last checkpoint's); a standby reports the timeline it receives on.
+const PROBE_SQL: &str = "
+SELECT pg_is_in_recovery() AS in_recovery,
+       CASE WHEN pg_is_in_recovery()
+            THEN coalesce(r.received_tli, (SELECT timeline_id FROM pg_control_checkpoint()))
+            ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END AS timeline,
+       CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END AS current_lsn,
+       pg_last_wal_receive_lsn()::text AS receive_lsn,
+       pg_last_wal_replay_lsn()::text AS replay_lsn,
+       CASE WHEN NOT pg_is_in_recovery() THEN NULL
+            WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0::float8
+            ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END AS replay_lag_s,
+       r.status AS wal_status, r.sender_host, r.sender_port
+FROM (SELECT 1) AS one LEFT JOIN pg_stat_wal_receiver AS r ON true";
+
+/// Parses PostgreSQL's `X/Y` LSN text into a 64-bit position.
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.split_once('/')?;
+    let hi = u64::from_str_radix(hi, 16).ok()?;
+    let lo = u64::from_str_radix(lo, 16).ok()?;
+    (hi <= u64::from(u32::MAX) && lo <= u64::from(u32::MAX)).then_some((hi << 32) | lo)
+}
+
+/// Formats a 64-bit position the way PostgreSQL prints it.
+pub fn format_lsn(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
+}
+
+/// Connection settings shared by every probe task.
+#[derive(Clone)]
+pub struct ProbeSettings {
+    pub user: String,
+    pub password: String,
+    pub dbname: String,
+    pub application_name: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl ProbeSettings {
+    pub fn from_config(config: &Config) -> Self {
+        ProbeSettings {
+            user: config.probe.user.clone(),
+            password: config.probe.password.expose().to_owned(),
+            dbname: config.probe.dbname.clone(),
+            application_name: format!("pglb-{}", config.instance.name),
+            interval: config.probe.interval,
+            timeout: config.probe.timeout,
+            connect_timeout: config.probe.connect_timeout,
+        }
+    }
+
+    /// A tokio-postgres config for one node (also used by the executor's SQL actions).
+    pub fn pg_config(&self, addr: SocketAddrV4, connect_timeout: Duration) -> tokio_postgres::Config {
+        let mut pg = tokio_postgres::Config::new();
+        pg.host(addr.ip().to_string())
+            .port(addr.port())
+            .user(&self.user)
+            .password(&self.password)
+            .dbname(&self.dbname)
+            .application_name(&self.application_name)
+            .connect_timeout(connect_timeout)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(5));
+        pg
+    }
+}
+
+/// Opens a connection with a hard limit on the whole handshake; the connection task is spawned.
+pub async fn connect(pg: &tokio_postgres::Config, limit: Duration) -> Result<Client, ProbeFailure> {
+    match tokio::time::timeout(limit, pg.connect(NoTls)).await {
+        Err(_) => Err(ProbeFailure::Timeout),
+        Ok(Err(e)) => Err(ProbeFailure::Unreachable(error_text(&e))),
+        Ok(Ok((client, connection))) => {
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            Ok(client)
+        }
+    }
+}
+
+/// The innermost message of a tokio-postgres error (its Display alone is often just "db error").
+pub fn error_text(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return db.message().to_owned();
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
+}
+
+fn status_from_row(row: &Row) -> Result<NodeStatus, ProbeFailure> {
+    let bad = |what: &str, e: tokio_postgres::Error| ProbeFailure::QueryFailed(format!("reading {what}: {e}"));
+    let lsn = |col: &str| -> Result<Option<u64>, ProbeFailure> {
+        let text: Option<String> = row.try_get(col).map_err(|e| bad(col, e))?;
+        Ok(text.as_deref().and_then(parse_lsn))
+    };
+    let timeline: i32 = row.try_get("timeline").map_err(|e| bad("timeline", e))?;
+    let lag: Option<f64> = row.try_get("replay_lag_s").map_err(|e| bad("replay_lag_s", e))?;
+    let wal_status: Option<String> = row.try_get("wal_status").map_err(|e| bad("wal_status", e))?;
+    let sender_host: Option<String> = row.try_get("sender_host").map_err(|e| bad("sender_host", e))?;
+    let sender_port: Option<i32> = row.try_get("sender_port").map_err(|e| bad("sender_port", e))?;
+    Ok(NodeStatus {
+        in_recovery: row.try_get("in_recovery").map_err(|e| bad("in_recovery", e))?,
+        timeline: u32::try_from(timeline).unwrap_or(0),
+        current_lsn: lsn("current_lsn")?,
+        receive_lsn: lsn("receive_lsn")?,
+        replay_lsn: lsn("replay_lsn")?,
+        replay_lag: lag.map(|s| Duration::from_secs_f64(s.max(0.0))),
+        wal_receiver: wal_status.map(|status| WalReceiver {
+            status,
+            sender_host,
+            sender_port: sender_port.and_then(|p| u16::try_from(p).ok()),
+        }),
+    })
+}
+
+/// Probes one node forever, sending one observation per round. `since` is the daemon's clock
+/// origin; `at` of each observation is measured from it.
+pub async fn run_node(
+    node: NodeId,
+    config: NodeConfig,
+    settings: ProbeSettings,
+    since: Instant,
+    out: mpsc::Sender<Observation>,
+) {
+    let pg = settings.pg_config(config.addr(), settings.connect_timeout);
+    let mut client: Option<Client> = None;
+    let mut ticker = tokio::time::interval(settings.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_ok: Option<bool> = None;
+    loop {
+        ticker.tick().await;
+        let started = Instant::now();
+        let result = probe_once(&pg, &settings, &mut client).await;
+        let latency = started.elapsed();
+        let ok = result.is_ok();
+        if last_ok != Some(ok) {
+            match &result {
+                Ok(s) => info!(node = %config.name, in_recovery = s.in_recovery, timeline = s.timeline, "probe: node answers"),
+                Err(e) => info!(node = %config.name, error = %e, "probe: node does not answer"),
+            }
+            last_ok = Some(ok);
+        } else if let Err(e) = &result {
+            debug!(node = %config.name, error = %e, "probe failed");
+        }
+        let obs = Observation { node, at: started.duration_since(since), latency, result };
+        if out.send(obs).await.is_err() {
+            return; // the daemon is shutting down
+        }
+    }
+}
+
+async fn probe_once(
+    pg: &tokio_postgres::Config,
+    settings: &ProbeSettings,
+    client: &mut Option<Client>,
+) -> Result<NodeStatus, ProbeFailure> {
+    if client.as_ref().is_none_or(|c| c.is_closed()) {
+        *client = Some(connect(pg, settings.connect_timeout).await?);
+    }
+    let c = client.as_ref().expect("connected above");
+    match tokio::time::timeout(settings.timeout, c.query_one(PROBE_SQL, &[])).await {
+        Err(_) => {
+            *client = None; // a connection that stopped answering is not trusted again
+            Err(ProbeFailure::Timeout)
+        }
+        Ok(Err(e)) => {
+            *client = None;
+            Err(ProbeFailure::QueryFailed(error_text(&e)))
+        }
+        Ok(Ok(row)) => status_from_row(&row),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsn_text_round_trips() {
+        for (text, value) in [("0/0", 0u64), ("0/3000060", 0x300_0060), ("16/B374D848", 0x16_B374_D848), ("FFFFFFFF/FFFFFFFF", u64::MAX)] {
+            assert_eq!(parse_lsn(text), Some(value), "{text}");
+            assert_eq!(format_lsn(value), text);
+        }
+        for bad in ["", "0", "x/1", "1/", "/1", "100000000/0"] {
+            assert_eq!(parse_lsn(bad), None, "{bad:?}");
+        }
+    }
+}

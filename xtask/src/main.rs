@@ -43,6 +43,9 @@ enum LabCommand {
         /// Tear down a running lab first and build a new one.
         #[arg(long)]
         fresh: bool,
+        /// On failure, leave the half-built lab for inspection instead of tearing it down.
+        #[arg(long)]
+        keep_on_failure: bool,
     },
     /// Stop every lab process and remove every namespace, BPF pin and the state folder.
     Down,
@@ -75,7 +78,7 @@ fn main() -> ExitCode {
         Command::Run => run::run().map(|()| ExitCode::SUCCESS),
         Command::Test { filter } => test::test(filter.as_deref()),
         Command::Lab { command } => match command {
-            LabCommand::Up { fresh } => lab::up(fresh).map(|()| ExitCode::SUCCESS),
+            LabCommand::Up { fresh, keep_on_failure } => lab::up(fresh, keep_on_failure).map(|()| ExitCode::SUCCESS),
             LabCommand::Down => lab::down().map(|()| ExitCode::SUCCESS),
             LabCommand::Status => lab::status().map(|()| ExitCode::SUCCESS),
             LabCommand::Psql { port, node, args } => lab::psql(port, node.as_deref(), &args),

@@ -16,7 +16,7 @@ pub fn run() -> Result<()> {
         setup::setup()?;
     }
     sh::run_inherit(&mut sh::cmd("cargo", ["build"])).context("building the workspace")?;
-    lab::up(false)?;
+    lab::up(false, false)?;
     println!("\n{}\n", lab::connect_help());
 
     let logs: Vec<PathBuf> = lab::topology::HOSTS

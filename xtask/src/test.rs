@@ -46,7 +46,13 @@ pub fn test(filter: Option<&str>) -> Result<ExitCode> {
     run_counted("unit, state machine, simulation and datapath fixtures", &mut unit, &mut tally)?;
 
     let mut e2e = sh::cmd("cargo", ["test", "-p", "pglb-tests", "--no-fail-fast", "--"]);
-    e2e.args(["--test-threads=1"]).args(filter).env("PGLB_XTASK", &xtask);
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| lab::lb::workspace().join("target"));
+    e2e.args(["--test-threads=1"])
+        .args(filter)
+        .env("PGLB_XTASK", &xtask)
+        .env("PGLB_BIN", target.join("debug/pglb"));
     let e2e_result = run_counted("network-namespace end-to-end", &mut e2e, &mut tally);
     // The end-to-end tests clean up after themselves; this is the last guard.
     if lab::state()? != lab::LabState::Down {
@@ -93,14 +99,12 @@ fn run_counted(name: &str, cmd: &mut Command, tally: &mut Tally) -> Result<()> {
     Ok(())
 }
 
-/// Reads `N` in "... N passed; ..." style summaries.
+/// Reads `N` in "ok. N passed; M failed; …" style summaries.
 fn count(summary: &str, label: &str) -> u64 {
     summary
-        .split(';')
-        .find_map(|part| part.trim().strip_suffix(label.trim_start()).or_else(|| {
-            part.split('.').next_back().and_then(|p| p.trim().strip_suffix(label.trim_start()))
-        }))
-        .and_then(|n| n.trim().parse().ok())
+        .split([';', '.'])
+        .filter_map(|part| part.trim().strip_suffix(label.trim_start()))
+        .find_map(|n| n.trim().parse().ok())
         .unwrap_or(0)
 }
 

@@ -1,5 +1,6 @@
 //! `cargo xtask lab up|down|status|psql|exec`: the reference topology in network namespaces.
 
+pub mod lb;
 pub mod net;
 pub mod postgres;
 pub mod topology;
@@ -72,7 +73,7 @@ fn which(tool: &str) -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-pub fn up(fresh: bool) -> Result<()> {
+pub fn up(fresh: bool, keep_on_failure: bool) -> Result<()> {
     sh::require_root("lab up")?;
     check_tools()?;
     match state()? {
@@ -92,6 +93,9 @@ pub fn up(fresh: bool) -> Result<()> {
     }
     let started = Instant::now();
     if let Err(e) = build() {
+        if keep_on_failure {
+            return Err(e.context("lab up failed; the half-built lab is left for inspection (`cargo xtask lab down` removes it)"));
+        }
         let kept = keep_logs();
         let _ = down_quiet();
         return Err(e.context(match kept {
@@ -105,12 +109,15 @@ pub fn up(fresh: bool) -> Result<()> {
 }
 
 fn build() -> Result<()> {
+    let pglb = lb::pglb_binary()?;
     fs::create_dir_all(STATE_DIR).with_context(|| format!("creating {STATE_DIR}"))?;
     println!("lab: network namespaces and bridge");
     net::create()?;
     postgres::create_secrets()?;
     println!("lab: PostgreSQL 15 cluster (pg1 primary, pg2 and pg3 cloned through slots)");
-    postgres::create_cluster()?;
+    postgres::create_cluster(&pglb)?;
+    println!("lab: pglb on lb1 and lb2 (VRRP for the VIP); waiting for {VIP}:{WRITE_PORT} and :{READ_PORT} to answer");
+    lb::start_all(&pglb)?;
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     fs::write(up_marker(), format!("{stamp}\n"))?;
     Ok(())
@@ -204,10 +211,13 @@ fn print_status() -> Result<()> {
                 [h.name.into(), h.ns(), h.addr.into(), s.role, s.timeline, s.replication, s.lag]
             }
             Kind::LoadBalancer => {
-                let holds_vip = sh::output(&mut sh::cmd("ip", ["-n", &h.ns(), "-4", "-o", "addr", "show", "dev", "eth0"]))
-                    .map(|o| o.contains(&format!("inet {VIP}/")))
-                    .unwrap_or(false);
-                let role = if holds_vip { "load balancer (VIP)" } else { "load balancer" };
+                let holds_vip = lb::holds_vip(h).unwrap_or(false);
+                let role = match (lb::running(h), holds_vip) {
+                    (true, true) => "pglb, holds the VIP",
+                    (true, false) => "pglb, standing by",
+                    (false, true) => "pglb NOT running, VIP still on eth0",
+                    (false, false) => "pglb NOT running",
+                };
                 [h.name.into(), h.ns(), h.addr.into(), role.into(), "-".into(), "-".into(), String::new()]
             }
             Kind::Haproxy => [h.name.into(), h.ns(), h.addr.into(), "haproxy (benchmarks)".into(), "-".into(), "-".into(), String::new()],

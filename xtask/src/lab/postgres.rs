@@ -14,7 +14,7 @@ use anyhow::{Context as _, Result, bail};
 
 use super::{
     net::ns_cmd,
-    topology::{APP_DB, APP_USER, Host, INITIAL_PRIMARY, PG_PORT, host, postgres_hosts, secret_path},
+    topology::{APP_DB, APP_USER, Host, INITIAL_PRIMARY, host, postgres_hosts, secret_path},
 };
 use crate::{setup::PG_BIN, sh};
 
@@ -42,7 +42,8 @@ shared_buffers = 64MB
 max_connections = 100
 password_encryption = scram-sha-256
 log_line_prefix = '%m [%p] %q%u@%d '
-include_if_exists = 'node.conf'
+# Per-node settings live beside the data directory, so pg_basebackup does not copy them.
+include_if_exists = '../node.conf'
 ";
 
 const HBA: &str = "
@@ -131,7 +132,7 @@ fn node_dirs(node: &Host) -> Result<()> {
     Ok(())
 }
 
-/// Settings that differ per node; written after a clone too, since pg_basebackup copies them.
+/// Settings that differ per node, in `<node dir>/node.conf` (outside the data directory).
 fn write_node_conf(node: &Host) -> Result<()> {
     let conf = format!(
         "# written by cargo xtask lab up for {name}\nlisten_addresses = '{addr}'\nunix_socket_directories = '{sock}'\ncluster_name = '{name}'\n",
@@ -139,7 +140,7 @@ fn write_node_conf(node: &Host) -> Result<()> {
         addr = node.addr,
         sock = socket_dir(node).display(),
     );
-    write_private(&data_dir(node).join("node.conf"), &conf, true)
+    write_private(&node.dir().join("node.conf"), &conf, true)
 }
 
 pub fn start(node: &Host) -> Result<()> {
@@ -232,41 +233,30 @@ fn init_primary(node: &Host) -> Result<()> {
     Ok(())
 }
 
-/// Makes `node` a streaming standby of `primary` with pg_basebackup through slot `node.name`.
-fn clone_standby(node: &Host, primary: &Host) -> Result<()> {
+/// Makes `node` a streaming standby of `primary` with `pglb node clone` (pg_basebackup through
+/// the slot named after the node, standby.signal, primary_conninfo, start).
+fn clone_standby(node: &Host, primary: &Host, pglb: &Path) -> Result<()> {
     node_dirs(node)?;
     let pass = pgpass(node);
     write_private(&pass, &format!("*:*:*:replicator:{}\n", read_secret("replicator")?), true)?;
-    let data = data_dir(node);
-    let mut backup = as_postgres(
-        node,
-        "pg_basebackup",
-        &["-h", primary.addr, "-p", "5432", "-U", "replicator", "-w", "-D", data.to_str().unwrap(),
-          "-X", "stream", "-c", "fast", "-C", "-S", node.name],
-    );
-    backup.env("PGPASSFILE", &pass);
-    sh::run(&mut backup).with_context(|| format!("pg_basebackup of {} from {}", node.name, primary.name))?;
     write_node_conf(node)?;
-    let auto = data.join("postgresql.auto.conf");
-    let mut conf = fs::read_to_string(&auto).unwrap_or_default();
-    conf.push_str(&format!(
-        "primary_conninfo = 'host={host} port={PG_PORT} user=replicator passfile={pass} application_name={name}'\nprimary_slot_name = '{name}'\n",
-        host = primary.addr,
-        pass = pass.display(),
-        name = node.name,
-    ));
-    fs::write(&auto, conf)?;
-    fs::write(data.join("standby.signal"), "")?;
-    chown_postgres(&data)?;
-    start(node)
+    let data = data_dir(node);
+    let log = log_file(node);
+    let mut clone = ns_cmd(&node.ns(), pglb.to_str().unwrap(), [
+        "node", "clone", "--from", primary.addr, "--name", node.name,
+        "--data-dir", data.to_str().unwrap(), "--passfile", pass.to_str().unwrap(),
+        "--log-file", log.to_str().unwrap(), "--pg-bin", PG_BIN,
+    ]);
+    clone.env("PGLB_LOG", "warn");
+    sh::run(&mut clone).with_context(|| format!("pglb node clone of {} from {}", node.name, primary.name))
 }
 
 /// Builds the whole cluster and waits until both standbys stream with `sync_state = quorum`.
-pub fn create_cluster() -> Result<()> {
+pub fn create_cluster(pglb: &Path) -> Result<()> {
     let primary = host(INITIAL_PRIMARY)?;
     init_primary(primary)?;
     for node in postgres_hosts().filter(|h| h.name != primary.name) {
-        clone_standby(node, primary)?;
+        clone_standby(node, primary, pglb)?;
     }
     wait_for(Duration::from_secs(60), "both standbys streaming with sync_state = quorum", || {
         let rows = sql(primary, "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' AND sync_state = 'quorum'")?;

@@ -1,6 +1,8 @@
 //! `cargo xtask`: setup, the network-namespace lab, tests, drills and benchmarks.
 //! Orchestration only: no product logic lives here.
 
+mod bench;
+mod drill;
 mod lab;
 mod run;
 mod setup;
@@ -28,6 +30,22 @@ enum Command {
     Test {
         /// Only run test names containing this text (passed to every test binary).
         filter: Option<String>,
+    },
+    /// Failover drills on the lab: primary-crash, primary-hang, primary-host-down,
+    /// primary-isolated, standby-crash, lb-crash, lb-graceful, switchover, all.
+    Drill {
+        scenario: String,
+        /// How many runs (each from a healthy cluster, returned to healthy after).
+        #[arg(long, default_value_t = 1)]
+        runs: u32,
+        /// Also write the results as JSON to this file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
+    /// pgbench direct, through pglb and through HAProxy, alternated; plus XDP ns/packet.
+    Bench {
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
     },
     /// The network-namespace lab (DESIGN.md topology).
     Lab {
@@ -77,6 +95,8 @@ fn main() -> ExitCode {
         Command::Setup => setup::setup().map(|()| ExitCode::SUCCESS),
         Command::Run => run::run().map(|()| ExitCode::SUCCESS),
         Command::Test { filter } => test::test(filter.as_deref()),
+        Command::Drill { scenario, runs, json } => drill::drill(&scenario, runs, json.as_deref()).map(|()| ExitCode::SUCCESS),
+        Command::Bench { json } => bench::bench(json.as_deref()).map(|()| ExitCode::SUCCESS),
         Command::Lab { command } => match command {
             LabCommand::Up { fresh, keep_on_failure } => lab::up(fresh, keep_on_failure).map(|()| ExitCode::SUCCESS),
             LabCommand::Down => lab::down().map(|()| ExitCode::SUCCESS),

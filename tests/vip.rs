@@ -1,0 +1,1 @@
+//! End-to-end tests in the lab: vip (to be written).

@@ -386,7 +386,7 @@ fn refresh_snapshot(
                 addr: config.nodes[n.id].addr().to_string(),
                 role: n.role.as_str().to_owned(),
                 state: n.state.as_str().to_owned(),
-                up: n.state == NodeState::Up || n.consecutive_failures == 0 && n.consecutive_successes > 0,
+                up: n.state == NodeState::Up,
                 timeline: n.timeline,
                 lag_bytes: n.lag_bytes,
                 lag_seconds: n.lag.map(|d| d.as_secs_f64()),
@@ -403,7 +403,7 @@ fn refresh_snapshot(
             }
         })
         .collect();
-    let (vrrp_state, vip_held, sent, received, dropped, transitions) = match owner {
+    let (vrrp_state, vip_held, vip_master, sent, received, dropped, transitions) = match owner {
         VipOwner::Vrrp { status, handle, .. } => {
             let st = status.borrow().clone();
             let c = handle.counters();
@@ -412,13 +412,14 @@ fn refresh_snapshot(
             (
                 st.state.as_str().to_owned(),
                 st.master,
+                st.master_address.filter(|_| !st.master).map(|a| a.to_string()),
                 c.adverts_sent.load(std::sync::atomic::Ordering::Relaxed),
                 c.adverts_received.load(std::sync::atomic::Ordering::Relaxed),
                 dropped,
                 transitions,
             )
         }
-        VipOwner::Static(_) => ("none".to_owned(), true, 0, 0, Vec::new(), 0),
+        VipOwner::Static(_) => ("none".to_owned(), true, None, 0, 0, Vec::new(), 0),
     };
     let snap = Snapshot {
         instance: config.instance.name.clone(),
@@ -426,6 +427,7 @@ fn refresh_snapshot(
         phase: view.phase.as_str().to_owned(),
         vrrp_state,
         vip_held,
+        vip_master,
         forwarding: vip_held,
         writer: view.writer.map(|w| config.nodes[w].name.clone()),
         nodes,

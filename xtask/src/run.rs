@@ -21,10 +21,11 @@ pub fn run() -> Result<()> {
 
     let logs: Vec<PathBuf> = lab::topology::HOSTS
         .iter()
-        .flat_map(|h| [h.dir().join("pglb.log"), h.dir().join("postgres.log")])
+        .map(|h| h.dir().join("pglb.log"))
         .filter(|p| p.exists())
         .collect();
-    println!("run: following the lab's logs; press Ctrl-C to stop and tear the lab down");
+    println!("run: following pglb's logs (lb1, lb2); PostgreSQL's are in /run/pglb-lab/pgN/postgres.log");
+    println!("run: press Ctrl-C to stop and tear the lab down");
     // The handler (reset to default in the child) keeps this process alive on Ctrl-C so it can
     // tear the lab down after `tail` exits.
     // SAFETY: installs a handler that does nothing, which is async-signal-safe.

@@ -1,1 +1,189 @@
-//! End-to-end tests in the lab: failover (to be written).
+//! End to end in the lab: failover after a crash and a hang, fencing of the returning old
+//! primary, `pglb node rejoin`, `pglb switchover` — all driven by `cargo xtask drill`, whose
+//! writer inserts every 10 ms through VIP:3000 and records every acknowledgement. Plus bad
+//! configs, which need no lab.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use pglb_tests::{Lab, assert_root, ok, stderr};
+
+/// The pglb binary under test.
+fn pglb_bin() -> PathBuf {
+    PathBuf::from(std::env::var_os("PGLB_BIN").expect("PGLB_BIN is not set: run the end-to-end tests with `cargo xtask test`"))
+}
+
+/// The value of `"key":` in the first object of a drill's JSON that has it (the drill writes
+/// one object per run, keys in a fixed order, scalars only before `decisions`).
+fn field<'a>(run: &'a str, key: &str) -> &'a str {
+    let pat = format!("\"{key}\":");
+    let at = run.find(&pat).unwrap_or_else(|| panic!("no {key} in drill result:\n{run}")) + pat.len();
+    let rest = &run[at..];
+    if let Some(s) = rest.strip_prefix('"') {
+        let end = s.find("\",\"").or_else(|| s.find("\"}")).unwrap_or(s.len());
+        return &s[..end];
+    }
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    &rest[..end]
+}
+
+fn num(run: &str, key: &str) -> f64 {
+    field(run, key).parse().unwrap_or_else(|_| panic!("{key} is not a number in drill result:\n{run}"))
+}
+
+/// Runs `xtask drill SCENARIO --runs 1 --json …`; returns the run's JSON object.
+fn drill(scenario: &str) -> String {
+    let json = std::env::temp_dir().join(format!("pglb-drill-{scenario}-{}.json", std::process::id()));
+    let stdout = ok(&["drill", scenario, "--runs", "1", "--json", json.to_str().unwrap()]);
+    println!("{stdout}");
+    let text = fs::read_to_string(&json).unwrap_or_else(|e| panic!("reading {}: {e}", json.display()));
+    let _ = fs::remove_file(&json);
+    let runs: Vec<&str> = text.lines().filter(|l| l.starts_with("{\"scenario\"")).collect();
+    assert_eq!(runs.len(), 1, "one run expected in {text}");
+    runs[0].trim_end_matches(',').to_owned()
+}
+
+/// Every acknowledged write is on the winner, and nothing was acknowledged by a loser.
+fn assert_no_loss(run: &str) {
+    assert!(num(run, "acked_writes") > 100.0, "the writer hardly wrote: {run}");
+    assert_eq!(num(run, "acked_lost"), 0.0, "acknowledged writes lost: {run}");
+    assert_eq!(num(run, "split_brain_writes"), 0.0, "split-brain writes: {run}");
+}
+
+/// A failover scenario: a new writer, the remaining standby following it, the old primary
+/// fenced when it came back (needs-rejoin, unrouted, no flows), rejoined, and switched back to
+/// pg1 with the pause reported.
+fn assert_failover(run: &str, rto_limit_ms: f64) {
+    assert_no_loss(run);
+    assert_eq!(field(run, "failover"), "true", "no failover: {run}");
+    assert_ne!(field(run, "winner"), "pg1", "pg1 still won: {run}");
+    let rto = num(run, "write_rto_ms");
+    assert!(rto <= rto_limit_ms, "write RTO {rto} ms above {rto_limit_ms} ms: {run}");
+    assert_eq!(field(run, "standbys_follow"), "true", "the other standby did not follow the new primary: {run}");
+    assert_eq!(field(run, "fenced_ok"), "true", "the returning old primary was not fenced (needs-rejoin, unrouted, no flows): {run}");
+    let back = field(run, "switchback_output");
+    assert!(back.contains("switchover done") && back.contains("writes paused for"), "switching back to pg1 after the rejoin: {back}");
+}
+
+/// Issue 6's short drill, part of `cargo xtask test`: one primary crash, RPO 0, bounded RTO.
+#[test]
+fn short_drill_primary_crash() {
+    let _lab = Lab::up();
+    let run = drill("primary-crash");
+    assert_failover(&run, 5000.0);
+}
+
+/// Issue 4's end-to-end proof: crash, fence, rejoin, switchback (inside the crash drill), a
+/// planned switchover under load, a hung primary.
+#[test]
+fn crash_hang_and_switchover_lose_nothing() {
+    let _lab = Lab::up();
+
+    let crash = drill("primary-crash");
+    assert_failover(&crash, 5000.0);
+
+    let switchover = drill("switchover");
+    assert_no_loss(&switchover);
+    assert_eq!(field(&switchover, "winner"), "pg2", "{switchover}");
+    let out = field(&switchover, "switchover_output");
+    assert!(out.contains("switchover done: pg1 -> pg2") && out.contains("writes paused for"), "{out}");
+
+    let hang = drill("primary-hang");
+    assert_failover(&hang, 8000.0);
+
+    // Both ports still answer on a healthy cluster after all of it.
+    assert_eq!(ok(&["lab", "psql", "--", "-Atc", "SELECT pg_is_in_recovery()"]).trim(), "f");
+    assert_eq!(ok(&["lab", "psql", "--port", "3001", "--", "-Atc", "SELECT pg_is_in_recovery()"]).trim(), "t");
+}
+
+/// A minimal valid config for the bad-input cases, with a unique instance (its pin folder must
+/// never appear).
+fn base_config(dir: &Path, instance: &str) -> String {
+    let pw = dir.join("pw");
+    fs::write(&pw, "secret\n").unwrap();
+    format!(
+        r#"[instance]
+name = "{instance}"
+
+[dataplane]
+interface = "lo"
+address = "10.99.0.1/24"
+vip = "10.99.0.100/24"
+
+[[listener]]
+port = 3000
+pool = "write"
+
+[[listener]]
+port = 3001
+pool = "read"
+
+[[node]]
+name = "pg1"
+host = "10.99.0.10"
+
+[[node]]
+name = "pg2"
+host = "10.99.0.11"
+
+[probe]
+user = "pglb"
+password_file = "{pw}"
+
+[replication]
+user = "replicator"
+password_file = "{pw}"
+"#,
+        pw = pw.display()
+    )
+}
+
+fn pglb(args: &[&str]) -> std::process::Output {
+    Command::new(pglb_bin()).args(args).output().expect("running pglb")
+}
+
+/// Bad input: one clear `error:` line on stderr, a non-zero exit, and nothing attached.
+#[test]
+fn bad_configs_fail_with_one_line_and_attach_nothing() {
+    assert_root();
+    let dir = std::env::temp_dir().join(format!("pglbt-badcfg-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let instance = format!("pglbt-bad-{}", std::process::id() % 100000);
+    let base = base_config(&dir, &instance);
+    assert!(pglb(&["check", "--config", &{
+        let p = dir.join("good.toml");
+        fs::write(&p, &base).unwrap();
+        p.to_str().unwrap().to_owned()
+    }])
+    .status
+    .success(), "the base config must be valid for the cases to mean anything");
+
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("unknown key", base.replace("[probe]\n", "[probe]\nprobe_intervall = \"200ms\"\n"), "unknown field"),
+        ("vip outside the subnet", base.replace("vip = \"10.99.0.100/24\"", "vip = \"10.98.0.100/24\""), "not in the subnet"),
+        ("duplicate node names", base.replace("name = \"pg2\"", "name = \"pg1\""), "used twice"),
+        ("a listener port used twice", base.replace("port = 3001", "port = 3000"), "used twice"),
+        ("an unreadable password file", base.replacen(&format!("password_file = \"{}\"", dir.join("pw").display()), "password_file = \"/nonexistent/pglbt/pw\"", 1), "password file"),
+    ];
+    let pins = Path::new("/sys/fs/bpf/pglb").join(&instance);
+    for (what, text, expect) in cases {
+        let path = dir.join("bad.toml");
+        fs::write(&path, &text).unwrap();
+        for sub in ["check", "run"] {
+            let out = pglb(&[sub, "--config", path.to_str().unwrap()]);
+            let err = stderr(&out);
+            assert!(!out.status.success(), "pglb {sub} accepted a config with {what}");
+            let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+            assert_eq!(lines.len(), 1, "pglb {sub} with {what}: expected one line on stderr, got:\n{err}");
+            assert!(lines[0].starts_with("error:") && lines[0].contains(expect), "pglb {sub} with {what}: {err}");
+            assert!(!pins.exists(), "pglb {sub} with {what} pinned {}", pins.display());
+            assert!(!Path::new(&format!("/run/pglb/{instance}.sock")).exists(), "pglb {sub} with {what} opened its admin socket");
+        }
+    }
+    let xdp = Command::new("ip").args(["-d", "link", "show", "dev", "lo"]).output().expect("ip link");
+    assert!(!String::from_utf8_lossy(&xdp.stdout).contains("xdp"), "an XDP program is attached to lo");
+    fs::remove_dir_all(&dir).unwrap();
+}

@@ -88,6 +88,7 @@ pub fn vip_answers(port: u16) -> Result<bool> {
 
 /// Starts pglb on every load balancer and waits until the VIP answers on both ports.
 pub fn start_all(pglb: &Path) -> Result<()> {
+    link_binary(pglb)?;
     for lb in super::topology::HOSTS.iter().filter(|h| h.kind == super::topology::Kind::LoadBalancer) {
         start(lb, pglb)?;
     }
@@ -98,6 +99,20 @@ pub fn start_all(pglb: &Path) -> Result<()> {
             .with_context(|| format!("pglb logs: {}", super::topology::STATE_DIR))?;
     }
     Ok(())
+}
+
+/// A stable path to the pglb binary the lab runs, for commands in the lab configs
+/// (`[failover] demote_command` runs `pglb node rejoin` through it).
+pub fn stable_binary() -> PathBuf {
+    Path::new(super::topology::STATE_DIR).join("bin/pglb")
+}
+
+fn link_binary(pglb: &Path) -> Result<()> {
+    let link = stable_binary();
+    fs::create_dir_all(link.parent().expect("a folder"))?;
+    let _ = fs::remove_file(&link);
+    let target = fs::canonicalize(pglb).with_context(|| format!("resolving {}", pglb.display()))?;
+    std::os::unix::fs::symlink(&target, &link).with_context(|| format!("linking {} to {}", link.display(), target.display()))
 }
 
 /// Whether the VIP is on the host's eth0.

@@ -70,6 +70,17 @@ fn pgpass(node: &Host) -> PathBuf {
     node.dir().join("pgpass")
 }
 
+/// The node's libpq passfile (owned by postgres): the replication role for streaming, and the
+/// superuser for `pglb node rejoin`'s pg_rewind against whichever node is primary then.
+fn write_pgpass(node: &Host) -> Result<()> {
+    let contents = format!(
+        "*:*:*:replicator:{}\n*:*:*:postgres:{}\n",
+        read_secret("replicator")?,
+        read_secret("postgres")?
+    );
+    write_private(&pgpass(node), &contents, true)
+}
+
 fn bin(tool: &str) -> String {
     format!("{PG_BIN}/{tool}")
 }
@@ -207,6 +218,7 @@ fn init_primary(node: &Host) -> Result<()> {
     ))
     .context("initdb on pg1")?;
     fs::remove_file(&pwfile)?;
+    write_pgpass(node)?;
     let conf_path = data.join("postgresql.conf");
     let mut conf = fs::read_to_string(&conf_path)?;
     conf.push_str(BASE_CONF);
@@ -238,7 +250,7 @@ fn init_primary(node: &Host) -> Result<()> {
 fn clone_standby(node: &Host, primary: &Host, pglb: &Path) -> Result<()> {
     node_dirs(node)?;
     let pass = pgpass(node);
-    write_private(&pass, &format!("*:*:*:replicator:{}\n", read_secret("replicator")?), true)?;
+    write_pgpass(node)?;
     write_node_conf(node)?;
     let data = data_dir(node);
     let log = log_file(node);

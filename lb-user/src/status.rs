@@ -69,6 +69,8 @@ pub struct Snapshot {
     /// `master`, `backup`, `initialize`, or `none` (no VRRP configured: counts as master).
     pub vrrp_state: String,
     pub vip_held: bool,
+    /// The address of the VRRP master as last heard, when another load balancer holds the VIP.
+    pub vip_master: Option<String>,
     /// True when this instance's data plane is attached and it owns the VIP.
     pub forwarding: bool,
     /// The node routed on the write port, if any.
@@ -91,6 +93,15 @@ fn opt<T: ToString>(v: Option<T>) -> String {
 
 fn ports(p: &[u16]) -> String {
     if p.is_empty() { "-".to_owned() } else { p.iter().map(u16::to_string).collect::<Vec<_>>().join(",") }
+}
+
+/// Who holds the VIP, as seen from this instance: `held here`, `held by ADDR`, `not held here`.
+fn vip_holder(s: &Snapshot) -> String {
+    match (&s.vip_held, &s.vip_master) {
+        (true, _) => "held here".to_owned(),
+        (false, Some(master)) => format!("held by {master}"),
+        (false, None) => "not held here".to_owned(),
+    }
 }
 
 /// The `pglb status` table, readable like `repmgr cluster show`.
@@ -129,7 +140,7 @@ pub fn render_table(s: &Snapshot) -> String {
         "instance {} | VIP {} {} | vrrp {} | phase {} | forwarding {}",
         s.instance,
         s.vip,
-        if s.vip_held { "held here" } else { "not held here" },
+        vip_holder(s),
         s.vrrp_state,
         s.phase,
         if s.forwarding { "yes" } else { "no" },
@@ -248,7 +259,7 @@ failovers {fo} &middot; switchovers {so}</p><table><tr><th>node</th><th>address<
 <th>bytes</th><th>RSTs</th><th>last change</th></tr>",
         inst = html_escape(&s.instance),
         vip = html_escape(&s.vip),
-        held = if s.vip_held { "held here" } else { "not held here" },
+        held = html_escape(&vip_holder(s)),
         vrrp = html_escape(&s.vrrp_state),
         phase = html_escape(&s.phase),
         fwd = if s.forwarding { "yes" } else { "no" },
@@ -333,6 +344,14 @@ mod tests {
         assert!(lines[0].starts_with("instance lb1 | VIP 172.20.0.100 held here | vrrp master | phase steady"), "{t}");
         assert!(lines[3].contains("pg1") && lines[3].contains("primary") && lines[3].contains("3000"), "{t}");
         assert!(lines[4].contains("down") && lines[4].contains(" - "), "{t}");
+    }
+
+    #[test]
+    fn table_names_the_vip_holder_on_a_backup() {
+        let backup = Snapshot { vrrp_state: "backup".into(), vip_held: false, vip_master: Some("172.20.0.21".into()), ..sample() };
+        assert!(render_table(&backup).starts_with("instance lb1 | VIP 172.20.0.100 held by 172.20.0.21 | vrrp backup"));
+        let unknown = Snapshot { vip_master: None, ..backup };
+        assert!(render_table(&unknown).starts_with("instance lb1 | VIP 172.20.0.100 not held here | vrrp backup"));
     }
 
     #[test]

@@ -177,6 +177,16 @@ pub fn rejoin(spec: &StandbySpec, source_conninfo: &str) -> Result<(), NodeError
             tracing::warn!(error = %e, "pg_ctl stop failed; continuing (the server may have crashed)");
         }
     }
+    // pg_rewind reads the source's timeline from its control file, which a promoted primary
+    // or a standby updates only at its next checkpoint (restartpoint): without one, a source
+    // that just switched timeline looks diverged at the switch and the rewind asks for WAL
+    // long recycled. So checkpoint the source first (this also lets a switchover's clean
+    // demotion see "no rewind required").
+    let mut checkpoint = spec.tool("psql");
+    checkpoint.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", source_conninfo, "-c", "CHECKPOINT"]).env("PGPASSFILE", &spec.passfile);
+    if let Err(e) = run(checkpoint, "psql (CHECKPOINT on the source)") {
+        tracing::warn!(error = %e, "CHECKPOINT on the rewind source failed; rewinding anyway");
+    }
     let mut rewind = spec.tool("pg_rewind");
     rewind
         .arg("--target-pgdata")
@@ -186,8 +196,22 @@ pub fn rejoin(spec: &StandbySpec, source_conninfo: &str) -> Result<(), NodeError
         .env("PGPASSFILE", &spec.passfile);
     // A node that never diverged has nothing to rewind: pg_rewind says so and exits 0.
     run(rewind, "pg_rewind")?;
+    ensure_slot(spec, source_conninfo)?;
     write_standby_settings(spec)?;
     start(spec)
+}
+
+/// Creates the node's physical slot on the primary unless it is there: a promoted standby
+/// has no slot for its old primary, and streaming through a missing slot fails.
+fn ensure_slot(spec: &StandbySpec, source_conninfo: &str) -> Result<(), NodeError> {
+    let slot = &spec.name; // checked by check_name: plain a-z, 0-9, _
+    let mut psql = spec.tool("psql");
+    psql.args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", source_conninfo, "-c"])
+        .arg(format!(
+            "SELECT pg_create_physical_replication_slot('{slot}') WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{slot}')"
+        ))
+        .env("PGPASSFILE", &spec.passfile);
+    run(psql, "psql (creating the replication slot on the primary)").map(drop)
 }
 
 #[cfg(test)]

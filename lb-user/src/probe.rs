@@ -16,11 +16,15 @@ use crate::{
 /// One round trip: role, timeline, positions and the WAL receiver, all in one row.
 ///
 /// The timeline of a primary is read from its current WAL file name (exact right after a
-/// promotion, unlike the last checkpoint's); a standby reports the timeline it receives on.
+/// promotion, unlike the last checkpoint's); a standby reports the timeline it receives on, or,
+/// with no WAL receiver (its upstream just died), the newest of its last restartpoint's and its
+/// minimum recovery point's. Those lag behind a timeline switch until the next restartpoint, so
+/// [`run_node`] also never lets a standby's timeline go backwards.
 const PROBE_SQL: &str = "
 SELECT pg_is_in_recovery() AS in_recovery,
        CASE WHEN pg_is_in_recovery()
-            THEN coalesce(r.received_tli, (SELECT timeline_id FROM pg_control_checkpoint()))
+            THEN greatest(r.received_tli, (SELECT timeline_id FROM pg_control_checkpoint()),
+                          (SELECT min_recovery_end_timeline FROM pg_control_recovery()))
             ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END AS timeline,
        CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END AS current_lsn,
        pg_last_wal_receive_lsn()::text AS receive_lsn,
@@ -153,10 +157,21 @@ pub async fn run_node(
     let mut ticker = tokio::time::interval(settings.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_ok: Option<bool> = None;
+    let mut standby_timeline = 0u32;
     loop {
         ticker.tick().await;
         let started = Instant::now();
-        let result = probe_once(&pg, &settings, &mut client).await;
+        let mut result = probe_once(&pg, &settings, &mut client).await;
+        if let Ok(s) = &mut result {
+            if s.in_recovery {
+                // A standby that loses its upstream right after a timeline switch would report
+                // the old timeline and drop out of the failover candidates (rule 3).
+                standby_timeline = standby_timeline.max(s.timeline);
+                s.timeline = standby_timeline;
+            } else {
+                standby_timeline = s.timeline;
+            }
+        }
         let latency = started.elapsed();
         let ok = result.is_ok();
         if last_ok != Some(ok) {

@@ -274,7 +274,7 @@ impl Drill {
     fn ensure_healthy(&self) -> Result<()> {
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(10) {
-            if self.healthy() {
+            if self.stably_healthy() {
                 return Ok(());
             }
             thread::sleep(Duration::from_millis(200));
@@ -301,7 +301,23 @@ impl Drill {
             })?;
             self.pglb_cmd(&["switchover", "--to", PRIMARY, "--config", self.config.to_str().unwrap()])?;
         }
-        wait_for(Duration::from_secs(60), "a healthy cluster (pg1 writer, pg2 and pg3 streaming readers)", || Ok(self.healthy()))
+        wait_for(Duration::from_secs(60), "a healthy cluster (pg1 writer, pg2 and pg3 streaming readers)", || Ok(self.stably_healthy()))
+    }
+
+    /// Healthy, and still healthy 2 s later (right after a switch back, the standbys' timeline
+    /// and lag settle for a moment).
+    fn stably_healthy(&self) -> bool {
+        if !self.healthy() {
+            return false;
+        }
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(2) {
+            thread::sleep(Duration::from_millis(250));
+            if !self.healthy() {
+                return false;
+            }
+        }
+        true
     }
 
     fn start_node(&self, node: &str) -> Result<()> {

@@ -17,7 +17,7 @@
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST, bpf_fib_lookup as FibParams, xdp_action},
     btf_maps::{Array, LruHashMap, PerCpuArray},
-    helpers::{bpf_fib_lookup, bpf_ktime_get_ns, bpf_xdp_adjust_tail},
+    helpers::{bpf_fib_lookup, bpf_ktime_get_ns, bpf_redirect, bpf_xdp_adjust_tail},
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
@@ -77,6 +77,14 @@ const BPF_FIB_LOOKUP_OUTPUT: u32 = 1 << 1;
 const AF_INET: u8 = 2;
 const RST_FRAME_LEN: usize = ETH_HLEN + IPV4_HLEN + TCP_HLEN;
 
+/// Set at load time by the control plane (non-zero on a veth): send rewritten packets back out
+/// with `bpf_redirect` to the ingress interface instead of `XDP_TX`. A veth delivers `XDP_TX`
+/// frames to its peer but only wakes the peer when the peer runs an XDP program itself, so
+/// without one they wait for the next packet the host sends (up to a VRRP advert interval); a
+/// redirect is flushed with `XDP_XMIT_FLUSH`, which wakes the peer. Physical NICs keep `XDP_TX`.
+#[unsafe(no_mangle)]
+static TX_REDIRECT: u32 = 0;
+
 /// The main XDP program: attach this one to the load balancer's interface.
 #[xdp]
 pub fn pglb_xdp(ctx: XdpContext) -> u32 {
@@ -86,6 +94,11 @@ pub fn pglb_xdp(ctx: XdpContext) -> u32 {
     bump_reason(reason);
     match verdict_of(reason) {
         VERDICT_PASS => xdp_action::XDP_PASS,
+        // SAFETY: a read of a load-time constant; volatile so LLVM does not fold the default.
+        VERDICT_TX if unsafe { core::ptr::read_volatile(&TX_REDIRECT) } != 0 => {
+            // SAFETY: bpf_redirect only records the target; it returns XDP_REDIRECT or XDP_ABORTED.
+            unsafe { bpf_redirect(ctx.ingress_ifindex() as u32, 0) as u32 }
+        }
         VERDICT_TX => xdp_action::XDP_TX,
         _ => xdp_action::XDP_DROP,
     }

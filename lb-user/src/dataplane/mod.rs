@@ -291,7 +291,11 @@ impl Dataplane {
     /// pinned there, atomically replaces the program behind it.
     pub fn attach(spec: &DataplaneSpec) -> Result<Self, DataplaneError> {
         spec.validate()?;
-        let mut dp = Self::load(&spec.pin_dir, spec.vip)?;
+        let redirect = is_veth(&spec.interface);
+        if redirect {
+            tracing::info!(interface = %spec.interface, "veth: sending rewritten packets with bpf_redirect (XDP_TX frames would wait for the peer's next wake-up)");
+        }
+        let mut dp = Self::load_with(&spec.pin_dir, spec.vip, redirect)?;
         dp.maps.write_listeners(spec.vip, &spec.listeners.iter().map(|l| (l.port, l.pool.code())).collect::<Vec<_>>())?;
         attach_program(&mut dp._ebpf, spec)?;
         Ok(dp)
@@ -300,9 +304,16 @@ impl Dataplane {
     /// Loads the object and its (pinned) maps without attaching anything. Used by `attach` and
     /// by tests that drive the program through `BPF_PROG_TEST_RUN` (see [`Dataplane::program`]).
     pub fn load(pin_dir: &Path, vip: Ipv4Addr) -> Result<Self, DataplaneError> {
+        Self::load_with(pin_dir, vip, false)
+    }
+
+    /// [`Dataplane::load`], choosing how rewritten packets leave (see `TX_REDIRECT` in lb-ebpf).
+    fn load_with(pin_dir: &Path, vip: Ipv4Addr, tx_redirect: bool) -> Result<Self, DataplaneError> {
         fs::create_dir_all(pin_dir).map_err(|source| DataplaneError::PinDir { path: pin_dir.to_owned(), source })?;
         let fresh = !pin_dir.join(lb_common::MAP_WRITER).exists();
         let mut loader = EbpfLoader::new();
+        let tx_redirect = u32::from(tx_redirect);
+        loader.override_global(TX_REDIRECT_GLOBAL, &tx_redirect, true);
         for name in lb_common::ALL_MAPS {
             loader.map_pin_path(name, pin_dir.join(name));
         }
@@ -404,6 +415,42 @@ impl Dataplane {
     pub fn dump(&self) -> Result<MapDump, DataplaneError> {
         self.maps.dump()
     }
+}
+
+/// The load-time global of the XDP object that selects `bpf_redirect` over `XDP_TX`.
+const TX_REDIRECT_GLOBAL: &str = "TX_REDIRECT";
+
+/// Whether `interface` (in this thread's network namespace) is a veth, by its ethtool driver
+/// name. Any failure answers false (keep `XDP_TX`).
+fn is_veth(interface: &str) -> bool {
+    #[repr(C)]
+    struct DrvInfo {
+        cmd: u32,
+        driver: [u8; 32],
+        rest: [u8; 32 * 4 + 12 + 4 * 5],
+    }
+    const ETHTOOL_GDRVINFO: u32 = 0x3;
+    let name = interface.as_bytes();
+    if name.len() >= libc::IFNAMSIZ {
+        return false;
+    }
+    let mut info = DrvInfo { cmd: ETHTOOL_GDRVINFO, driver: [0; 32], rest: [0; 32 * 4 + 12 + 4 * 5] };
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name) {
+        *dst = *src as libc::c_char;
+    }
+    req.ifr_ifru.ifru_data = (&raw mut info).cast();
+    // SAFETY: socket(2) has no memory preconditions; the fd is closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: SIOCETHTOOL with a valid ifreq whose data points at a live ethtool_drvinfo.
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCETHTOOL, &mut req) };
+    // SAFETY: fd is ours and open.
+    unsafe { libc::close(fd) };
+    rc == 0 && info.driver.starts_with(b"veth\0")
 }
 
 fn attach_program(ebpf: &mut Ebpf, spec: &DataplaneSpec) -> Result<(), DataplaneError> {

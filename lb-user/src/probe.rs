@@ -27,10 +27,17 @@ SELECT pg_is_in_recovery() AS in_recovery,
                           (SELECT min_recovery_end_timeline FROM pg_control_recovery()))
             ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END AS timeline,
        CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END AS current_lsn,
-       pg_last_wal_receive_lsn()::text AS receive_lsn,
+       -- A standby that just (re)started streaming reports the segment start it asked for as
+       -- received, below what it has replayed: never report less than the replay position
+       -- (rule 3 picks the candidate by received LSN).
+       greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text AS receive_lsn,
        pg_last_wal_replay_lsn()::text AS replay_lsn,
        CASE WHEN NOT pg_is_in_recovery() THEN NULL
             WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0::float8
+            -- Nothing received waits for replay: idle, not lagging. (A standby that just
+            -- (re)started streaming reports the segment start it asked for, below its replay
+            -- position; the age of its last replayed commit says nothing then.)
+            WHEN pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0::float8
             ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END AS replay_lag_s,
        r.status AS wal_status, r.sender_host, r.sender_port
 FROM (SELECT 1) AS one LEFT JOIN pg_stat_wal_receiver AS r ON true";

@@ -7,9 +7,9 @@
 //! `pglb node rejoin`, `pglb switchover --to pg1`) before the next run.
 //!
 //! Measured per run (DESIGN.md "Measurements"):
-//! - write RTO: fault → the first acknowledged INSERT *sent* after the fault;
-//! - read RTO: fault → the first answered SELECT sent after the last failed one (after the
-//!   fault), or after the fault when none failed;
+//! - write RTO: fault → the first acknowledged INSERT sent after the last failed one (after
+//!   the fault), or after the fault when none failed;
+//! - read RTO: the same for the reader's SELECTs;
 //! - acknowledged writes lost: sequence numbers the writer saw acknowledged that the winning
 //!   primary does not have;
 //! - split-brain writes: acknowledged rows that the acknowledging server (the client records
@@ -128,7 +128,6 @@ struct StatusRow {
     node: String,
     state: String,
     routed: String,
-    flows: u64,
 }
 
 /// What a PostgreSQL node says about itself (superuser over its socket).
@@ -209,7 +208,6 @@ impl Drill {
                     node: f[0].to_owned(),
                     state: f[3].to_owned(),
                     routed: f[7].to_owned(),
-                    flows: f[8].parse().unwrap_or(0),
                 })
             })
             .collect())
@@ -441,7 +439,7 @@ impl Drill {
                 if self.view(PRIMARY).is_none() {
                     self.start_node(PRIMARY)?;
                 }
-                r.fenced_ok = Some(self.old_primary_fenced());
+                r.fenced_ok = Some(self.old_primary_fenced(run)?);
                 self.rejoin(PRIMARY, &winner)?;
                 wait_for(Duration::from_secs(30), "pg1 to stream from the new primary and be routed as a reader", || {
                     Ok(self.streaming_from(&winner).iter().any(|n| n == PRIMARY)
@@ -463,12 +461,39 @@ impl Drill {
         Ok(r)
     }
 
-    /// The returning old primary: `needs-rejoin`, no routed port, no flows (waits up to 15 s).
-    fn old_primary_fenced(&self) -> bool {
-        wait_for(Duration::from_secs(15), "pg1 reported needs-rejoin", || {
-            Ok(self.status()?.iter().any(|s| s.node == PRIMARY && s.state == "needs-rejoin" && s.routed == "-" && s.flows == 0))
-        })
-        .is_ok()
+    /// The returning old primary: `needs-rejoin` and no routed port (waits up to 15 s), then no
+    /// new flow to it while a client keeps connecting through both ports for 2 s. (Flows to it
+    /// from before the fault may linger in the table until swept; they get RSTs, not traffic.)
+    fn old_primary_fenced(&self, run: i32) -> Result<bool> {
+        let fenced = wait_for(Duration::from_secs(15), "pg1 reported needs-rejoin", || {
+            Ok(self.status()?.iter().any(|s| s.node == PRIMARY && s.state == "needs-rejoin" && s.routed == "-"))
+        });
+        if fenced.is_err() {
+            println!("drill: pg1 not reported needs-rejoin and unrouted: {:?}", self.status());
+            return Ok(false);
+        }
+        let before = self.new_flows(PRIMARY)?;
+        let (mut w, _) = self.spawn_client("write", WRITE_PORT, -run)?;
+        let (mut r, _) = self.spawn_client("read", READ_PORT, -run)?;
+        thread::sleep(Duration::from_secs(2));
+        for c in [&mut w, &mut r] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let after = self.new_flows(PRIMARY)?;
+        if after != before {
+            println!("drill: {} new flows reached the fenced pg1", after - before);
+        }
+        Ok(after == before)
+    }
+
+    /// The `new flows` counter of a backend in `pglb map dump`.
+    fn new_flows(&self, node: &str) -> Result<u64> {
+        let dump = self.pglb_cmd(&["map", "dump", "--config", self.config.to_str().unwrap()])?;
+        let addr = format!(" {}:", addr_of(node));
+        let line = dump.lines().find(|l| l.contains(&addr) && l.contains("new flows")).context("no backend line in pglb map dump")?;
+        let n = line.split(',').find(|f| f.contains("new flows")).and_then(|f| f.split_whitespace().next()).and_then(|n| n.parse().ok());
+        n.with_context(|| format!("no new-flows count in {line:?}"))
     }
 
     /// Injects the fault; returns its time (µs since the epoch) once the scenario's outcome is
@@ -618,13 +643,21 @@ fn ms(us: u128) -> f64 {
     us as f64 / 1000.0
 }
 
+/// Fault → the first success sent after the last failure that followed the fault (or after the
+/// fault itself when nothing failed). Counting only requests sent after the last failure
+/// matters: a SIGKILLed postmaster's backends live on for a moment and still acknowledge
+/// (replicated) commits, which is not recovery.
+fn recovery_ms(lines: &[Line], fault: u128) -> Option<f64> {
+    let last_err = lines.iter().filter(|l| !l.ok && l.sent_us >= fault).map(|l| l.sent_us).max().unwrap_or(fault);
+    lines.iter().find(|l| l.ok && l.sent_us > last_err).map(|l| ms(l.at_us - fault))
+}
+
 fn write_rto(lines: &[Line], fault: u128) -> Option<f64> {
-    lines.iter().find(|l| l.ok && l.sent_us > fault).map(|l| ms(l.at_us - fault))
+    recovery_ms(lines, fault)
 }
 
 fn read_rto(lines: &[Line], fault: u128) -> Option<f64> {
-    let last_err = lines.iter().filter(|l| !l.ok && l.sent_us >= fault).map(|l| l.sent_us).max().unwrap_or(fault);
-    lines.iter().find(|l| l.ok && l.sent_us > last_err).map(|l| ms(l.at_us - fault))
+    recovery_ms(lines, fault)
 }
 
 fn max_gap(lines: &[Line], fault: u128) -> f64 {

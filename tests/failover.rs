@@ -9,7 +9,7 @@ use std::{
     process::Command,
 };
 
-use pglb_tests::{Lab, assert_root, ok, stderr};
+use pglb_tests::{Lab, assert_root, ok, stderr, stdout, xtask};
 
 /// The pglb binary under test.
 fn pglb_bin() -> PathBuf {
@@ -37,8 +37,12 @@ fn num(run: &str, key: &str) -> f64 {
 /// Runs `xtask drill SCENARIO --runs 1 --json …`; returns the run's JSON object.
 fn drill(scenario: &str) -> String {
     let json = std::env::temp_dir().join(format!("pglb-drill-{scenario}-{}.json", std::process::id()));
-    let stdout = ok(&["drill", scenario, "--runs", "1", "--json", json.to_str().unwrap()]);
-    println!("{stdout}");
+    let out = xtask(&["drill", scenario, "--runs", "1", "--json", json.to_str().unwrap()])
+        .env("PGLB_DRILL_CLIENT", env!("CARGO_BIN_EXE_drill_client"))
+        .output()
+        .expect("running xtask drill");
+    println!("{}", stdout(&out));
+    assert!(out.status.success(), "xtask drill {scenario} failed ({}):\n{}{}", out.status, stdout(&out), stderr(&out));
     let text = fs::read_to_string(&json).unwrap_or_else(|e| panic!("reading {}: {e}", json.display()));
     let _ = fs::remove_file(&json);
     let runs: Vec<&str> = text.lines().filter(|l| l.starts_with("{\"scenario\"")).collect();

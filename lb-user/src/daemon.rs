@@ -34,6 +34,11 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 const CLOSED_FLOW_LINGER: Duration = Duration::from_secs(10);
 /// How often the status snapshot (metrics, stats, status) is rebuilt.
 const SNAPSHOT_EVERY: Duration = Duration::from_millis(500);
+/// Restart exit (SIGUSR2): the last VRRP advert announces this interval, so an RFC 5798 backup
+/// (pglb or keepalived) declares us down only after 3 × it + skew (~7 s) instead of ~0.36 s.
+/// The next `pglb run` becomes master again within ~0.4 s of starting and keeps the VIP here;
+/// meanwhile the pinned XDP program keeps forwarding every flow.
+const RESTART_HOLD: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Error)]
 pub enum DaemonError {
@@ -167,6 +172,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let (done_tx, mut done_rx) = mpsc::channel::<Event>(64);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(DaemonError::Signal)?;
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(DaemonError::Signal)?;
+    let mut restart = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2()).map_err(DaemonError::Signal)?;
+    let mut restarting = false;
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     let mut refresh = tokio::time::interval(SNAPSHOT_EVERY);
     let mut latency: Vec<Histogram> = vec![Histogram::default(); config.nodes.len()];
@@ -244,6 +251,10 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             },
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
+            _ = restart.recv() => {
+                restarting = true;
+                break;
+            }
         };
         let mut actions = Vec::new();
         for event in events {
@@ -281,6 +292,21 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         executor::apply(actions, &mut dp, &weights, &ctx, &done_tx, &mut counts);
     }
 
+    if restarting {
+        // Keep the VIP and the XDP program; tell backups to wait for the next start.
+        if let VipOwner::Vrrp { handle, .. } = owner {
+            handle.abort();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if let Some(v) = &config.vrrp {
+                if let Err(e) = send_restart_hold(&config, v) {
+                    error!(error = %e, "restart: sending the hold advert failed: a backup may take the VIP");
+                }
+            }
+        }
+        info!(hold_s = RESTART_HOLD.as_secs() * 3, "exiting for a restart (SIGUSR2): the VIP stays here and XDP keeps forwarding; backups hold off for the window");
+        let _ = std::fs::remove_file(&admin_path);
+        return Ok(());
+    }
     info!("shutting down: releasing the VIP; the XDP program and maps stay pinned for the next start");
     match owner {
         VipOwner::Vrrp { handle, .. } => {
@@ -295,6 +321,33 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         }
     }
     let _ = std::fs::remove_file(&admin_path);
+    Ok(())
+}
+
+/// Sends one VRRPv3 advert at our configured priority announcing [`RESTART_HOLD`] as our
+/// interval, to the unicast peers (or the VRRP group), from our own address.
+fn send_restart_hold(config: &Config, v: &crate::config::VrrpConfig) -> std::io::Result<()> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let own = config.dataplane.address.addr;
+    let advert = vip::Advert {
+        vrid: v.vrid,
+        priority: v.priority,
+        max_advert_int_cs: (RESTART_HOLD.as_millis() / 10) as u16,
+        addresses: vec![config.dataplane.vip.addr],
+    };
+    let sock = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(112)))?;
+    sock.set_ttl_v4(255)?;
+    sock.set_multicast_ttl_v4(255)?;
+    sock.bind_device(Some(config.dataplane.interface.as_bytes()))?;
+    sock.bind(&std::net::SocketAddrV4::new(own, 0).into())?;
+    sock.set_multicast_if_v4(&own)?;
+    let group = [Ipv4Addr::new(224, 0, 0, 18)];
+    let peers = if v.unicast_peers().is_empty() { &group[..] } else { v.unicast_peers() };
+    for _ in 0..2 {
+        for &dst in peers {
+            sock.send_to(&advert.encode(own, dst), &std::net::SocketAddrV4::new(dst, 0).into())?;
+        }
+    }
     Ok(())
 }
 

@@ -297,10 +297,10 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         if let VipOwner::Vrrp { handle, .. } = owner {
             handle.abort();
             tokio::time::sleep(Duration::from_millis(20)).await;
-            if let Some(v) = &config.vrrp {
-                if let Err(e) = send_restart_hold(&config, v) {
-                    error!(error = %e, "restart: sending the hold advert failed: a backup may take the VIP");
-                }
+            if let Some(v) = &config.vrrp
+                && let Err(e) = send_restart_hold(&config, v)
+            {
+                error!(error = %e, "restart: sending the hold advert failed: a backup may take the VIP");
             }
         }
         info!(hold_s = RESTART_HOLD.as_secs() * 3, "exiting for a restart (SIGUSR2): the VIP stays here and XDP keeps forwarding; backups hold off for the window");

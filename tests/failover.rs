@@ -70,6 +70,13 @@ fn assert_failover(run: &str, rto_limit_ms: f64) {
     assert_eq!(field(run, "fenced_ok"), "true", "the returning old primary was not fenced (needs-rejoin, unrouted, no flows): {run}");
     let back = field(run, "switchback_output");
     assert!(back.contains("switchover done") && back.contains("writes paused for"), "switching back to pg1 after the rejoin: {back}");
+    assert_switchback_lost_nothing(run);
+}
+
+/// `pglb switchover --to pg1` ran with the writer inserting: pg1 has every acknowledged row.
+fn assert_switchback_lost_nothing(run: &str) {
+    assert!(num(run, "switchback_acked") > 50.0, "the writer hardly wrote during the switch back: {run}");
+    assert_eq!(num(run, "switchback_lost"), 0.0, "acknowledged writes lost in the switch back to pg1: {run}");
 }
 
 /// Issue 6's short drill, part of `cargo xtask test`: one primary crash, RPO 0, bounded RTO.
@@ -94,6 +101,7 @@ fn crash_hang_and_switchover_lose_nothing() {
     assert_eq!(field(&switchover, "winner"), "pg2", "{switchover}");
     let out = field(&switchover, "switchover_output");
     assert!(out.contains("switchover done: pg1 -> pg2") && out.contains("writes paused for"), "{out}");
+    assert_switchback_lost_nothing(&switchover);
 
     let hang = drill("primary-hang");
     assert_failover(&hang, 8000.0);

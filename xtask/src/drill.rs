@@ -59,6 +59,8 @@ const COOLDOWN: Duration = Duration::from_millis(2000);
 /// The longest a failover may take before the run is declared failed.
 const RECOVERY_LIMIT: Duration = Duration::from_secs(30);
 const PRIMARY: &str = "pg1";
+/// Run ids of the writes during a run's switch back to pg1 (the run's id plus this).
+const SWITCHBACK_RUN: i32 = 1_000_000;
 
 /// The outcome of one run.
 #[derive(Debug, Clone)]
@@ -81,6 +83,9 @@ pub struct RunResult {
     /// What `pglb switchover` printed (the switchover scenario, and every switch back).
     pub switchover_output: Option<String>,
     pub switchback_output: Option<String>,
+    /// Writes acknowledged during the switch back to pg1, and those pg1 lacks after it.
+    pub switchback_acked: Option<usize>,
+    pub switchback_lost: Option<usize>,
     pub decisions: Vec<String>,
 }
 
@@ -248,7 +253,7 @@ impl Drill {
 
     fn next_run_id(&self) -> Result<i32> {
         let primary = self.find_primary().context("no primary")?;
-        Ok(self.sql(&primary, "app", "SELECT coalesce(max(run), 0) + 1 FROM drill_writes")?.parse()?)
+        Ok(self.sql(&primary, "app", &format!("SELECT coalesce(max(run), 0) + 1 FROM drill_writes WHERE run BETWEEN 1 AND {}", SWITCHBACK_RUN - 1))?.parse()?)
     }
 
     fn healthy(&self) -> bool {
@@ -422,6 +427,8 @@ impl Drill {
             standbys_follow: None,
             switchover_output,
             switchback_output: None,
+            switchback_acked: None,
+            switchback_lost: None,
             decisions: Vec::new(),
         };
         if !lost.is_empty() {
@@ -445,20 +452,43 @@ impl Drill {
                     Ok(self.streaming_from(&winner).iter().any(|n| n == PRIMARY)
                         && self.status()?.iter().any(|s| s.node == PRIMARY && s.routed == READ_PORT.to_string()))
                 })?;
-                r.switchback_output =
-                    Some(self.pglb_cmd(&["switchover", "--to", PRIMARY, "--config", self.config.to_str().unwrap()])?.trim().to_owned());
+                self.switch_back_under_load(run, &mut r)?;
             }
             "standby-crash" => {
                 self.start_node("pg3")?;
             }
-            "switchover" if failover => {
-                r.switchback_output =
-                    Some(self.pglb_cmd(&["switchover", "--to", PRIMARY, "--config", self.config.to_str().unwrap()])?.trim().to_owned());
-            }
+            "switchover" if failover => self.switch_back_under_load(run, &mut r)?,
             _ => {}
         }
         r.decisions = decision_lines(&log_path, log_start);
         Ok(r)
+    }
+
+    /// `pglb switchover --to pg1` with the writer running (its rows under run id
+    /// `SWITCHBACK_RUN + run`); records the command's output and the acknowledged writes pg1
+    /// lacks afterwards.
+    fn switch_back_under_load(&self, run: i32, r: &mut RunResult) -> Result<()> {
+        let id = SWITCHBACK_RUN + run;
+        let (mut w, log) = self.spawn_client("write", WRITE_PORT, id)?;
+        thread::sleep(Duration::from_millis(500));
+        let out = self.pglb_cmd(&["switchover", "--to", PRIMARY, "--config", self.config.to_str().unwrap()]);
+        thread::sleep(Duration::from_millis(1000));
+        let _ = w.kill();
+        let _ = w.wait();
+        r.switchback_output = Some(out?.trim().to_owned());
+        let on_pg1: BTreeSet<i32> = self
+            .sql(PRIMARY, "app", &format!("SELECT seq FROM drill_writes WHERE run = {id}"))?
+            .lines()
+            .filter_map(|l| l.parse().ok())
+            .collect();
+        let acked: Vec<i32> = read_client_log(&log)?.iter().filter(|l| l.ok).map(|l| l.seq).collect();
+        let lost: Vec<i32> = acked.iter().copied().filter(|s| !on_pg1.contains(s)).collect();
+        if !lost.is_empty() {
+            println!("drill: LOST acknowledged writes during the switch back (run id {id}): {lost:?}");
+        }
+        r.switchback_acked = Some(acked.len());
+        r.switchback_lost = Some(lost.len());
+        Ok(())
     }
 
     /// The returning old primary: `needs-rejoin` and no routed port (waits up to 15 s), then no
@@ -696,6 +726,9 @@ fn print_run(r: &RunResult) {
     for o in [&r.switchover_output, &r.switchback_output].into_iter().flatten() {
         println!("  pglb switchover: {o}");
     }
+    if let (Some(a), Some(l)) = (r.switchback_acked, r.switchback_lost) {
+        println!("  switch back to pg1 under load: acked {a} | lost {l}");
+    }
     for d in &r.decisions {
         println!("    {d}");
     }
@@ -781,7 +814,7 @@ pub fn to_json(results: &[RunResult]) -> String {
         .iter()
         .map(|r| {
             format!(
-                "{{\"scenario\":{},\"run\":{},\"write_rto_ms\":{},\"read_rto_ms\":{},\"max_write_gap_ms\":{:.1},\"acked_writes\":{},\"acked_lost\":{},\"split_brain_writes\":{},\"winner\":{},\"failover\":{},\"fenced_ok\":{},\"standbys_follow\":{},\"switchover_output\":{},\"switchback_output\":{},\"decisions\":[{}]}}",
+                "{{\"scenario\":{},\"run\":{},\"write_rto_ms\":{},\"read_rto_ms\":{},\"max_write_gap_ms\":{:.1},\"acked_writes\":{},\"acked_lost\":{},\"split_brain_writes\":{},\"winner\":{},\"failover\":{},\"fenced_ok\":{},\"standbys_follow\":{},\"switchover_output\":{},\"switchback_output\":{},\"switchback_acked\":{},\"switchback_lost\":{},\"decisions\":[{}]}}",
                 json_str(&r.scenario),
                 r.run,
                 json_opt_f(r.write_rto_ms),
@@ -796,6 +829,8 @@ pub fn to_json(results: &[RunResult]) -> String {
                 json_opt_b(r.standbys_follow),
                 json_opt_s(&r.switchover_output),
                 json_opt_s(&r.switchback_output),
+                r.switchback_acked.map(|v| v.to_string()).unwrap_or_else(|| "null".into()),
+                r.switchback_lost.map(|v| v.to_string()).unwrap_or_else(|| "null".into()),
                 r.decisions.iter().map(|d| json_str(d)).collect::<Vec<_>>().join(",")
             )
         })

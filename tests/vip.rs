@@ -405,7 +405,6 @@ fn takeover_after_crash_preemption_and_graceful_stop() {
         wait_gone(pid, Duration::from_secs(5), "the killed pglb to exit");
         started.reap();
         thread::sleep(Duration::from_millis(300));
-        let end = epoch.elapsed();
         let (c1, c2) = (s1.finish(), s2.finish());
         let lb2_at = first_held_after(&c2, t_kill)
             .unwrap_or_else(|| panic!("round {round}: lb2 never took the VIP after the crash; lb2 changes {c2:?}\nlb2 log:\n{}", pglb_log("lb2")));
@@ -425,7 +424,6 @@ fn takeover_after_crash_preemption_and_graceful_stop() {
         assert!(conn_ms < 1000.0, "round {round}: first new connection via lb2 {conn_ms:.0} ms after the crash (goal ≤ 1 s)");
         crash_vip.push(vip_ms);
         crash_conn.push(conn_ms);
-        let _ = end;
 
         // What clients and backends see while both have the address: ARP for the VIP points at lb2.
         assert!(holds_vip("lb1") && holds_vip("lb2"), "after a crash both hold the address (lb1 stale, lb2 master)");
@@ -648,7 +646,6 @@ fn interoperates_with_keepalived_in_both_priority_orders() {
     ka.stop();
     thread::sleep(Duration::from_millis(500));
     assert!(holds_vip("lb1") && !holds_vip("lb2"), "a stopping keepalived backup leaves pglb master");
-    let first_log = ka.log();
 
     // Order 2: keepalived 200 on lb2 → keepalived master, pglb (150) backup.
     let mut ka = Keepalived::start(200);
@@ -672,7 +669,6 @@ fn interoperates_with_keepalived_in_both_priority_orders() {
     assert!(took < Duration::from_millis(500), "pglb took over from keepalived after {took:?}");
     wait_lb1_master("pglb master after keepalived stopped");
     assert!(ka.log().contains("Entering MASTER STATE"), "keepalived (200) was master:\n{}", ka.log());
-    drop(first_log);
     let st = status_of("lb1");
     assert!(st.contains("held here | vrrp master"), "pglb status on lb1:\n{st}");
 }

@@ -27,6 +27,11 @@ const PG1: &str = "172.20.0.10";
 const STANDBYS: [&str; 2] = ["172.20.0.11", "172.20.0.12"];
 const PGPASS: &str = "/run/pglb-lab/secrets/client.pgpass";
 
+/// lb1's config, as `lab up` passes it to pglb.
+fn lab_config() -> String {
+    format!("{}/../config/lab.toml", env!("CARGO_MANIFEST_DIR"))
+}
+
 #[test]
 fn dataplane_end_to_end() {
     let _lab = Lab::up();
@@ -190,7 +195,7 @@ fn holds_vip(ns: &str) -> bool {
 fn map_dump() -> String {
     let bin = std::env::var("PGLB_BIN").expect("PGLB_BIN is not set: run the end-to-end tests with `cargo xtask test`");
     let out = Command::new(&bin)
-        .args(["map", "dump", "--config", "/work/main/config/lab.toml"])
+        .args(["map", "dump", "--config", &lab_config()])
         .output()
         .expect("running pglb map dump");
     assert!(out.status.success(), "pglb map dump failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -220,7 +225,7 @@ fn restart_lb1_pglb(while_down: impl FnOnce()) {
     let log = fs::OpenOptions::new().append(true).open(format!("{STATE_DIR}/lb1/pglb.log")).expect("opening lb1's pglb.log");
     // `setsid -f` detaches the new pglb (its own session, not our child), as `lab up` does.
     let status = Command::new("setsid")
-        .args(["-f", "nsenter", "--net=/run/netns/pgha-lb1", &bin, "run", "--config", "/work/main/config/lab.toml"])
+        .args(["-f", "nsenter", "--net=/run/netns/pgha-lb1", &bin, "run", "--config", &lab_config()])
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log handle"))
         .stderr(log)

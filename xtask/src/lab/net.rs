@@ -61,8 +61,8 @@ fn add_host(host: &Host) -> Result<()> {
     sh::run(&mut ns_cmd(SWITCH_NS, "ethtool", ["-K", &port, "tx", "off"]))?;
     sh::run(&mut ns_cmd(&ns, "ethtool", ["-K", "eth0", "tx", "off"]))?;
     if host.kind == Kind::LoadBalancer {
-        // XDP_TX on a veth is delivered only when the peer runs NAPI: GRO on the switch side
-        // enables it without attaching a second XDP program there.
+        // Frames that pglb's XDP program sends back out of a veth (bpf_redirect, see
+        // docs/DECISIONS.md) are accepted only when the peer end runs NAPI: GRO turns it on.
         sh::run(&mut ns_cmd(SWITCH_NS, "ethtool", ["-K", &port, "gro", "on"]))?;
     }
     Ok(())

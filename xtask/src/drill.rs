@@ -29,6 +29,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use crate::{
+    drill_lb::{self, LbStop, LbTakeover},
     lab::{
         self, LabState, lb,
         net::ns_cmd,
@@ -39,8 +40,8 @@ use crate::{
     sh,
 };
 
-/// Every scenario `all` runs, in order. `lb-crash` and `lb-graceful` (the VIP takeover drills)
-/// plug in here and in [`inject`] when they land.
+/// The PostgreSQL scenarios `all` runs, in order; `all` then runs the load-balancer takeover
+/// drills `lb-crash` and `lb-graceful` (`drill_lb`).
 const SCENARIOS: &[&str] = &[
     "primary-crash",
     "primary-hang",
@@ -91,13 +92,12 @@ pub struct RunResult {
 
 pub fn drill(scenario: &str, runs: u32, json: Option<&Path>) -> Result<()> {
     sh::require_root("drill")?;
-    let scenarios: Vec<&str> = match scenario {
-        "all" => SCENARIOS.to_vec(),
-        "lb-crash" | "lb-graceful" => {
-            bail!("drill `{scenario}`: the load-balancer takeover drills are not in this build yet (see docs/DRILLS.md)")
-        }
-        s if SCENARIOS.contains(&s) => vec![s],
-        other => bail!("unknown drill scenario `{other}`: one of {}, all", SCENARIOS.join(", ")),
+    let (scenarios, lb_stops): (Vec<&str>, Vec<LbStop>) = match scenario {
+        "all" => (SCENARIOS.to_vec(), vec![LbStop::Crash, LbStop::Graceful]),
+        "lb-crash" => (vec![], vec![LbStop::Crash]),
+        "lb-graceful" => (vec![], vec![LbStop::Graceful]),
+        s if SCENARIOS.contains(&s) => (vec![s], vec![]),
+        other => bail!("unknown drill scenario `{other}`: one of {}, lb-crash, lb-graceful, all", SCENARIOS.join(", ")),
     };
     let runs = runs.max(1);
     if lab::state()? != LabState::Up {
@@ -118,13 +118,71 @@ pub fn drill(scenario: &str, runs: u32, json: Option<&Path>) -> Result<()> {
         }
     }
     d.ensure_healthy().context("returning the cluster to healthy after the last run")?;
-    let summary = summarise(&results);
-    print!("{summary}");
+    let lb_results = lb_drills(&lb_stops, runs)?;
+    if !results.is_empty() {
+        print!("{}", summarise(&results));
+    }
     if let Some(path) = json {
-        fs::write(path, to_json(&results)).with_context(|| format!("writing {}", path.display()))?;
+        let text = if lb_stops.is_empty() {
+            to_json(&results)
+        } else if scenarios.is_empty() {
+            lb_json(&lb_results)
+        } else {
+            format!("{{\"failover\": {}, \"lb\": {}}}\n", to_json(&results).trim_end(), lb_json(&lb_results).trim_end())
+        };
+        fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
         println!("drill: results written to {}", path.display());
     }
     Ok(())
+}
+
+/// The load-balancer takeover drills (`drill_lb`), `runs` times each, lb1 restored after each.
+fn lb_drills(stops: &[LbStop], runs: u32) -> Result<Vec<LbTakeover>> {
+    let mut out = Vec::new();
+    for stop in stops {
+        for i in 0..runs {
+            println!("drill: {} run {}/{runs}", stop.scenario(), i + 1);
+            let r = drill_lb::lb_drill(*stop).with_context(|| format!("drill {} run {}", stop.scenario(), i + 1))?;
+            println!("  {}", r.summary());
+            let back = drill_lb::restore(host(r.from)?).with_context(|| format!("restarting pglb on {}", r.from))?;
+            println!("  restored: pglb on {} holds the VIP again after {} ms", r.from, back.as_millis());
+            out.push(r);
+        }
+        let mut taken: Vec<u128> = out.iter().filter(|r| r.stop == *stop).map(|r| r.vip_taken.as_millis()).collect();
+        let mut first: Vec<u128> = out.iter().filter(|r| r.stop == *stop).map(|r| r.first_connection.as_millis()).collect();
+        taken.sort_unstable();
+        first.sort_unstable();
+        if let (Some(tm), Some(fm)) = (taken.last(), first.last()) {
+            println!(
+                "{}: {} runs; VIP taken median {} ms, max {tm} ms; first new connection median {} ms, max {fm} ms",
+                stop.scenario(),
+                taken.len(),
+                taken[taken.len() / 2],
+                first[first.len() / 2],
+            );
+        }
+    }
+    Ok(out)
+}
+
+fn lb_json(runs: &[LbTakeover]) -> String {
+    let rows: Vec<String> = runs
+        .iter()
+        .map(|r| {
+            format!(
+                "{{\"scenario\": \"{}\", \"from\": \"{}\", \"to\": \"{}\", \"vip_taken_ms\": {}, \"vip_released_ms\": {}, \"first_connection_ms\": {}, \"failed_attempts\": {}, \"via_old_master\": {}}}",
+                r.stop.scenario(),
+                r.from,
+                r.to,
+                r.vip_taken.as_secs_f64() * 1000.0,
+                r.vip_released.map(|d| format!("{}", d.as_secs_f64() * 1000.0)).unwrap_or_else(|| "null".into()),
+                r.first_connection.as_secs_f64() * 1000.0,
+                r.failed_attempts,
+                r.via_old_master,
+            )
+        })
+        .collect();
+    format!("[\n  {}\n]\n", rows.join(",\n  "))
 }
 
 /// One row of `pglb status`.

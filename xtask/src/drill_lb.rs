@@ -8,12 +8,11 @@
 //! (from `/proc/thread-self/net/arp`) to tell which load balancer carried it.
 
 use std::{
-    fs::{self, File, OpenOptions},
+    fs::{self, File},
     io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream},
-    os::{fd::AsRawFd as _, unix::process::CommandExt as _},
+    os::fd::AsRawFd as _,
     path::Path,
-    process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
@@ -22,7 +21,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{
     lab::{
-        lb::{config_path, holds_vip, log_path, pglb_binary},
+        lb::{holds_vip, log_path, pglb_binary, start},
         net::namespace_pids,
         topology::{Host, VIP, WRITE_PORT, host},
     },
@@ -168,30 +167,13 @@ pub fn lb_drill(stop: LbStop) -> Result<LbTakeover> {
 /// and waits until the VIP is back on lb1 alone; returns how long that took from the start.
 pub fn restore(lb: &Host) -> Result<Duration> {
     let pglb = pglb_binary()?;
-    let log_file = log_path(lb);
-    let log = OpenOptions::new().create(true).append(true).open(&log_file).with_context(|| format!("opening {}", log_file.display()))?;
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net=/run/netns/{}", lb.ns()))
-        .arg(&pglb)
-        .args(["run", "--config"])
-        .arg(config_path(lb))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    // SAFETY: setsid() in the child before exec touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
     let started = Instant::now();
-    cmd.spawn().with_context(|| format!("starting pglb on {}", lb.name))?;
+    start(lb, &pglb)?;
     let (lb1, lb2) = (host("lb1")?, host("lb2")?);
     crate::lab::postgres::wait_for(Duration::from_secs(30), "lb1 (priority 150) to hold the VIP alone again", || {
         Ok(holds_vip(lb1)? && !holds_vip(lb2)?)
     })
-    .with_context(|| format!("pglb log: {}", log_file.display()))?;
+    .with_context(|| format!("pglb log: {}", log_path(lb).display()))?;
     Ok(started.elapsed())
 }
 

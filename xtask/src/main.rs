@@ -3,6 +3,7 @@
 
 mod bench;
 mod drill;
+mod drill_lb;
 mod lab;
 mod run;
 mod setup;

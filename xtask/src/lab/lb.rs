@@ -52,10 +52,14 @@ pub fn log_path(lb: &Host) -> PathBuf {
     lb.dir().join("pglb.log")
 }
 
-/// Starts `pglb run` inside the host's network namespace, detached, logging to its folder.
+/// Starts `pglb run` inside the host's network namespace, detached, appending to its log.
 pub fn start(lb: &Host, pglb: &Path) -> Result<u32> {
     fs::create_dir_all(lb.dir())?;
-    let log = fs::File::create(log_path(lb)).with_context(|| format!("creating {}", log_path(lb).display()))?;
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path(lb))
+        .with_context(|| format!("opening {}", log_path(lb).display()))?;
     let mut cmd = Command::new("nsenter");
     cmd.arg(format!("--net=/run/netns/{}", lb.ns()))
         .arg(pglb)

@@ -1,0 +1,113 @@
+//! Operating pglb in the lab: the HTTP endpoints a Prometheus scrape and a health check use,
+//! VRRP tracking (a load balancer that reaches no PostgreSQL node hands the VIP over), and the
+//! short `lb-crash` drill that keeps `cargo xtask drill` working.
+
+use std::time::Duration;
+
+use pglb_tests::{Lab, ok, run, stdout, wait_until};
+
+/// `curl` inside a load balancer's namespace: (HTTP status, body).
+fn http_get(host: &str, path: &str) -> (String, String) {
+    let url = format!("http://127.0.0.1:8404{path}");
+    let out = run(&["lab", "exec", host, "--", "curl", "-s", "-m", "2", "-w", "\n%{http_code}", &url]);
+    assert!(out.status.success(), "curl {url} in {host} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = stdout(&out);
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+    (code.trim().to_owned(), body.to_owned())
+}
+
+fn holds_vip(host: &str) -> bool {
+    let out = ok(&["lab", "exec", host, "--", "ip", "-4", "-o", "addr", "show", "dev", "eth0"]);
+    out.contains("inet 172.20.0.100/")
+}
+
+fn lb_log(host: &str) -> String {
+    std::fs::read_to_string(format!("/run/pglb-lab/{host}/pglb.log")).unwrap_or_default()
+}
+
+const PG_HOSTS: [&str; 3] = ["172.20.0.10", "172.20.0.11", "172.20.0.12"];
+
+#[test]
+fn http_endpoints_and_vrrp_tracking() {
+    let _lab = Lab::up();
+    assert!(holds_vip("lb1") && !holds_vip("lb2"), "lab up must leave the VIP on lb1 only");
+
+    // One connection through each port, so the backend counters have something to show.
+    ok(&["lab", "psql", "--", "-Atc", "SELECT 1"]);
+    ok(&["lab", "psql", "--port", "3001", "--", "-Atc", "SELECT 1"]);
+
+    let (code, body) = http_get("lb1", "/health");
+    assert_eq!(code, "200", "the VIP holder forwards: /health must be 200, got {body}");
+    assert!(body.contains("\"forwarding\":true") && body.contains("\"writer\":\"pg1\""), "{body}");
+    let (code, body) = http_get("lb2", "/health");
+    assert_eq!(code, "503", "the backup does not forward: /health must be 503, got {body}");
+    assert!(body.contains("\"forwarding\":false"), "{body}");
+
+    let (code, metrics) = http_get("lb1", "/metrics");
+    assert_eq!(code, "200");
+    for line in [
+        "pglb_node_up{instance_name=\"lb1\",node=\"pg1\"} 1",
+        "pglb_node_up{instance_name=\"lb1\",node=\"pg3\"} 1",
+        "pglb_node_role{instance_name=\"lb1\",node=\"pg1\",role=\"primary\"} 1",
+        "pglb_node_role{instance_name=\"lb1\",node=\"pg2\",role=\"standby\"} 1",
+        "pglb_node_timeline{instance_name=\"lb1\",node=\"pg1\"} 1",
+        "pglb_vrrp_state{instance_name=\"lb1\",state=\"master\"} 1",
+        "pglb_vip_held{instance_name=\"lb1\"} 1",
+        "pglb_phase{instance_name=\"lb1\",phase=\"steady\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "/metrics lacks {line:?}:\n{metrics}");
+    }
+    let new_flows: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("pglb_backend_new_flows_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().expect("a counter value"))
+        .sum();
+    assert!(new_flows >= 2, "two connections went through the VIP, new flows counted: {new_flows}");
+    assert!(metrics.contains("pglb_probe_latency_seconds_count{instance_name=\"lb1\",node=\"pg1\"}"));
+    let (code, page) = http_get("lb1", "/stats");
+    assert_eq!(code, "200");
+    assert!(page.contains("<title>pglb lb1</title>") && page.matches("<tr class=").count() == 3, "{page}");
+
+    // Tracking: cut lb1 from every PostgreSQL node; it lowers its priority (150 - 60 < 100) and
+    // lb2 takes the VIP. lb1 must not fail over meanwhile (it lost its quorum and its mastership).
+    for addr in PG_HOSTS {
+        ok(&["lab", "exec", "lb1", "--", "ip", "route", "add", "blackhole", &format!("{addr}/32")]);
+    }
+    wait_until(Duration::from_secs(15), "lb2 to take the VIP from an lb1 that reaches no PostgreSQL node", || {
+        holds_vip("lb2") && !holds_vip("lb1")
+    });
+    assert!(lb_log("lb1").contains("no PostgreSQL node answers: lowering priority"), "lb1's log:\n{}", lb_log("lb1"));
+    assert_eq!(
+        ok(&["lab", "psql", "--", "-Atc", "SELECT inet_server_addr()"]).trim(),
+        "172.20.0.10",
+        "writes through lb2 still reach pg1"
+    );
+    for addr in PG_HOSTS {
+        ok(&["lab", "exec", "lb1", "--", "ip", "route", "del", "blackhole", &format!("{addr}/32")]);
+    }
+    wait_until(Duration::from_secs(15), "lb1 to preempt again once it reaches the nodes", || holds_vip("lb1") && !holds_vip("lb2"));
+    assert!(lb_log("lb1").contains("restoring priority"), "lb1's log:\n{}", lb_log("lb1"));
+    for log in [lb_log("lb1"), lb_log("lb2")] {
+        assert!(!log.contains("failover: promoting"), "nobody may promote during the cut:\n{log}");
+    }
+    assert_eq!(ok(&["lab", "psql", "--", "-Atc", "SELECT pg_is_in_recovery()"]).trim(), "f");
+}
+
+#[test]
+fn short_drill_lb_crash() {
+    let _guard = Lab::guard();
+    let json = std::env::temp_dir().join(format!("pglb-lb-drill-{}.json", std::process::id()));
+    let out = ok(&["drill", "lb-crash", "--runs", "1", "--json", json.to_str().unwrap()]);
+    let text = std::fs::read_to_string(&json).expect("drill JSON");
+    let _ = std::fs::remove_file(&json);
+    let field = |name: &str| -> f64 {
+        let start = text.find(&format!("\"{name}\": ")).unwrap_or_else(|| panic!("{name} missing in {text}")) + name.len() + 4;
+        text[start..].split([',', '}']).next().unwrap().trim().parse().unwrap_or_else(|_| panic!("{name} in {text}"))
+    };
+    assert!(text.contains("\"scenario\": \"lb-crash\"") && text.contains("\"from\": \"lb1\", \"to\": \"lb2\""), "{text}");
+    let taken = field("vip_taken_ms");
+    let first = field("first_connection_ms");
+    assert!(taken < 1000.0, "lb2 took the VIP {taken} ms after the crash (goal ≤ 1 s):\n{out}");
+    assert!(first < 2000.0, "first new connection via lb2 {first} ms after the crash:\n{out}");
+    assert!(out.contains("restored: pglb on lb1 holds the VIP again"), "{out}");
+}

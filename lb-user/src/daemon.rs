@@ -294,10 +294,14 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
 
     if restarting {
         // Keep the VIP and the XDP program; tell backups to wait for the next start.
-        if let VipOwner::Vrrp { handle, .. } = owner {
+        if let VipOwner::Vrrp { handle, status, .. } = owner {
+            // Only a master announces the hold: a backup's advert at its configured priority
+            // could make the real master step down.
+            let was_master = status.borrow().master;
             handle.abort();
             tokio::time::sleep(Duration::from_millis(20)).await;
-            if let Some(v) = &config.vrrp
+            if was_master
+                && let Some(v) = &config.vrrp
                 && let Err(e) = send_restart_hold(&config, v)
             {
                 error!(error = %e, "restart: sending the hold advert failed: a backup may take the VIP");

@@ -231,15 +231,7 @@ impl Drill {
 
     /// SQL as the superuser over `node`'s Unix socket on database `db`.
     fn sql(&self, node: &str, db: &str, query: &str) -> Result<String> {
-        let h = host(node)?;
-        let sock = h.dir().join("sock");
-        let psql = format!("{PG_BIN}/psql");
-        let mut c = ns_cmd(&h.ns(), "runuser", [
-            "-u", "postgres", "--", &psql, "-X", "-q", "-h", sock.to_str().unwrap(), "-U", "postgres", "-d", db,
-            "-v", "ON_ERROR_STOP=1", "-At", "-F", "|", "-c", query,
-        ]);
-        c.env("PGCONNECT_TIMEOUT", "2");
-        Ok(sh::output(&mut c).with_context(|| format!("SQL on {node}"))?.trim().to_owned())
+        lab::postgres::sql_on(host(node)?, db, query).with_context(|| format!("SQL on {node}"))
     }
 
     fn view(&self, node: &str) -> Option<NodeView> {
@@ -382,14 +374,7 @@ impl Drill {
     }
 
     fn start_node(&self, node: &str) -> Result<()> {
-        let h = host(node)?;
-        let data = h.dir().join("data");
-        let log = h.dir().join("postgres.log");
-        let pg_ctl = format!("{PG_BIN}/pg_ctl");
-        sh::run(&mut ns_cmd(&h.ns(), "runuser", [
-            "-u", "postgres", "--", &pg_ctl, "-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-w", "-t", "60", "start",
-        ]))
-        .with_context(|| format!("starting PostgreSQL on {node}"))
+        lab::postgres::start(host(node)?)
     }
 
     /// `pglb node rejoin` on `node` against `primary`, run inside the node's namespace.

@@ -96,23 +96,30 @@ fn as_postgres(node: &Host, tool: &str, args: &[&str]) -> Command {
 
 /// Runs SQL as the superuser over the node's Unix socket; returns unaligned, tuples-only output.
 pub fn sql(node: &Host, query: &str) -> Result<String> {
-    sql_with(node, query, None)
+    sql_with(node, "postgres", query, None)
+}
+
+/// Like [`sql`], on database `db`.
+pub fn sql_on(node: &Host, db: &str, query: &str) -> Result<String> {
+    sql_with(node, db, query, None)
 }
 
 /// Like [`sql`], with commits that do not wait for synchronous standbys (for building the
 /// cluster before any standby exists).
 fn sql_local_commit(node: &Host, query: &str) -> Result<String> {
-    sql_with(node, query, Some("-c synchronous_commit=local"))
+    sql_with(node, "postgres", query, Some("-c synchronous_commit=local"))
 }
 
-fn sql_with(node: &Host, query: &str, pgoptions: Option<&str>) -> Result<String> {
+fn sql_with(node: &Host, db: &str, query: &str, pgoptions: Option<&str>) -> Result<String> {
     let sock = socket_dir(node);
     let mut psql = as_postgres(
         node,
         "psql",
-        &["-X", "-q", "-h", sock.to_str().unwrap(), "-p", "5432", "-U", "postgres", "-d", "postgres",
+        &["-X", "-q", "-h", sock.to_str().unwrap(), "-p", "5432", "-U", "postgres", "-d", db,
           "-v", "ON_ERROR_STOP=1", "-At", "-F", "|", "-c", query],
     );
+    // A hung server (drills SIGSTOP one) must not stall the caller.
+    psql.env("PGCONNECT_TIMEOUT", "2");
     if let Some(options) = pgoptions {
         psql.env("PGOPTIONS", options);
     }

@@ -11,7 +11,8 @@
 //!   (recomputed from what the machine was told, independently of the machine);
 //! - no acknowledged write lost: with `ANY 1` the promoted node holds every commit the client
 //!   saw acknowledged on its timeline;
-//! - bounded work per step.
+//! - bounded work per step;
+//! - the next deadline is always after now (the daemon would otherwise spin).
 //!
 //! Liveness: after a crash (or hang) of the primary with healthy standbys, a new writer is
 //! routed within a bound; a switchover completes; a rejoined node is routed to again.
@@ -792,6 +793,13 @@ impl Sim {
         }
         if view.writer != self.routed {
             self.fail("the machine's writer differs from the last SetWriter");
+        }
+        // The daemon sleeps until next_deadline: one at or before now would wake it at once,
+        // forever (a busy loop).
+        if let Some(d) = self.m.next_deadline()
+            && d <= self.now
+        {
+            self.fail(&format!("next_deadline {d:?} is not after now: the daemon would spin"));
         }
     }
 

@@ -184,7 +184,14 @@ impl Machine {
         out
     }
 
-    /// When to call [`Machine::handle`] with [`Event::Tick`] at the latest.
+    /// When to call [`Machine::handle`] with [`Event::Tick`] at the latest: always strictly
+    /// after the last event's `now` (or `None`). Everything due at or before `now` was decided
+    /// by that call, so a deadline in the past would only wake the caller at once, forever.
+    ///
+    /// Each entry is a time at which some decision can change without any new input: a node's
+    /// probe going stale, the startup grace, a phase's timeout, the re-point grace of a
+    /// misdirected standby, a failed candidate's exclusion ending, a peer's vote expiring, the
+    /// tracking hold.
     pub fn next_deadline(&self) -> Option<Duration> {
         let started = self.started_at?;
         let mut next: Vec<Duration> = self.nodes.iter().map(|t| t.last_count_at + self.p.stale_after()).collect();
@@ -195,16 +202,20 @@ impl Machine {
             Phase::FailingOver { deadline, .. } | Phase::Switchover { deadline, .. } => next.push(deadline),
         }
         if self.phase == Phase::Steady {
+            // A misdirected standby is re-pointed once it has been off the writer for
+            // `repoint_after` and its last re-point is `repoint_after` old.
+            let after = self.p.repoint_after();
             for t in &self.nodes {
-                next.extend(t.misdirected_since.map(|s| s + self.p.repoint_after()));
-                next.extend(t.last_repoint.map(|s| s + self.p.repoint_after()));
+                if let Some(since) = t.misdirected_since {
+                    next.push((since + after).max(t.last_repoint.map_or(Duration::ZERO, |r| r + after)));
+                }
             }
         }
         if matches!(self.phase, Phase::WriterLost { .. }) {
             next.extend(self.nodes.iter().filter_map(|t| t.excluded_until));
             next.extend(self.peers_heard.iter().flatten().map(|h| *h + self.p.peer_timeout));
         }
-        next.into_iter().min()
+        next.into_iter().filter(|&d| d > self.now).min()
     }
 
     /// What the machine believes now.

@@ -89,8 +89,15 @@ impl H {
         H { m: Machine::new(p), now: ms(1000) }
     }
 
+    /// One event at `now`. Every call also checks the daemon's loop contract: the next deadline
+    /// is strictly in the future (a deadline at or before `now` is already handled, and the
+    /// daemon would wake at once, forever: a busy loop).
     fn ev(&mut self, event: Event) -> Vec<Action> {
-        self.m.handle(event, self.now)
+        let actions = self.m.handle(event, self.now);
+        if let Some(d) = self.m.next_deadline() {
+            assert!(d > self.now, "next_deadline {d:?} is not after now {:?} (phase {:?}): the daemon would spin", self.now, self.m.phase());
+        }
+        actions
     }
 
     fn probe(&mut self, n: NodeId, result: Result<NodeStatus, ProbeFailure>) -> Vec<Action> {
@@ -719,6 +726,39 @@ fn silence_counts_as_failure() {
     assert_eq!(actions, [Action::SetReaders { nodes: vec![PG1] }]);
     assert_logged(&logs, "pg2 is down");
     assert_eq!(h.m.view().nodes[PG1].consecutive_failures, 1);
+}
+
+/// The spin after a failover (issue: each pglb at 100 % of a CPU): `last_repoint` of the
+/// re-pointed standby stayed in `next_deadline` after it had passed, so the daemon's
+/// `sleep_until` returned at once, forever.
+#[test]
+fn after_a_failover_the_deadline_moves_on() {
+    let mut h = steady(3);
+    crash_writer(&mut h, vec![standby(1, 1000, None), standby(1, 1100, None)]);
+    h.done(Action::Promote { node: PG3 }, Ok(()));
+    // pg2 follows pg3; pg1 stays dead. Every call checks next_deadline > now (H::ev).
+    for _ in 0..40 {
+        h.round(vec![down(), standby(2, 1200, Some(PG3)), primary(2, 1200)]);
+        let d = h.m.next_deadline().expect("stale-probe deadlines");
+        assert!(d > h.now - ms(200), "deadline {d:?} behind now {:?}", h.now);
+    }
+}
+
+/// The same class of bug in WriterLost: a failover held back long after the detection time,
+/// and a failed candidate's exclusion that has run out, must not leave deadlines in the past.
+#[test]
+fn a_long_blocked_writer_loss_does_not_spin() {
+    let mut p = params(3);
+    p.vrrp_enabled = true;
+    let mut h = H::new(p);
+    h.ev(Event::VrrpRole { master: true });
+    h.round(vec![down(), standby(1, 1000, None), standby(1, 1000, None)]);
+    assert!(matches!(h.m.phase(), Phase::WriterLost { old: None, .. }));
+    h.ev(Event::VrrpRole { master: false });
+    for _ in 0..20 {
+        h.round(vec![down(), standby(1, 1000, None), standby(1, 1000, None)]);
+    }
+    assert_eq!(h.m.view().blocked, Some(Blocked::NotMaster));
 }
 
 #[test]

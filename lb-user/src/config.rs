@@ -29,6 +29,8 @@ use serde::Deserialize;
 
 /// Where `pin_path` lives when not configured: `<this>/<instance name>`.
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/pglb";
+/// Where instances keep their state file unless `[instance] state_dir` says otherwise.
+pub const DEFAULT_STATE_ROOT: &str = "/var/lib/pglb";
 /// The longest Linux interface name (IFNAMSIZ − 1).
 pub const MAX_INTERFACE_NAME: usize = 15;
 /// The longest PostgreSQL identifier (NAMEDATALEN − 1); node names are slot names.
@@ -78,6 +80,10 @@ pub struct InstanceConfig {
     /// This load balancer's name (`lb1`): used in the pin path, logs and metrics.
     /// 1–32 of `a-z`, `0-9`, `_`, `-`.
     pub name: String,
+    /// Where this instance keeps what must survive a restart (`state.json`: fences, the last
+    /// writer and its timeline). An absolute path. Default: `/var/lib/pglb/<name>`.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// `[dataplane]`
@@ -221,6 +227,16 @@ pub struct FailoverConfig {
     /// `{host}`, `{primary}` and `{primary_host}` are filled in. Unset: switchovers are refused.
     #[serde(default)]
     pub demote_command: Option<String>,
+    /// Shell command that makes a fenced former primary a standby of the writer again (the
+    /// classic stack's "rejoins by itself"): the same placeholders as `demote_command`, with
+    /// `{primary}` the current writer. The VRRP master runs it once per fence when the node
+    /// answers again; a failure is retried after `rejoin_backoff`, doubling up to 5 minutes,
+    /// and the node stays fenced meanwhile. Unset: an operator runs `pglb node rejoin`.
+    #[serde(default)]
+    pub rejoin_command: Option<String>,
+    /// The first retry delay of a failed `rejoin_command`. Default 10s.
+    #[serde(default = "defaults::rejoin_backoff", with = "humantime_serde")]
+    pub rejoin_backoff: Duration,
 }
 
 impl Default for FailoverConfig {
@@ -234,6 +250,8 @@ impl Default for FailoverConfig {
             promote_timeout: defaults::promote_timeout(),
             switchover_timeout: defaults::switchover_timeout(),
             demote_command: None,
+            rejoin_command: None,
+            rejoin_backoff: defaults::rejoin_backoff(),
         }
     }
 }
@@ -375,6 +393,9 @@ mod defaults {
     pub fn promote_timeout() -> Duration {
         Duration::from_secs(30)
     }
+    pub fn rejoin_backoff() -> Duration {
+        Duration::from_secs(10)
+    }
     pub fn switchover_timeout() -> Duration {
         Duration::from_secs(10)
     }
@@ -511,6 +532,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, line: usize, column: usize, message: String },
     #[error("[instance] name {name:?} must be 1-32 of a-z, 0-9, '_', '-'")]
     InvalidInstanceName { name: String },
+    #[error("[instance] state_dir {} must be an absolute path", path.display())]
+    RelativeStateDir { path: PathBuf },
     #[error("[dataplane] interface {name:?} is not a valid interface name (1-15 characters, no '/', ':' or whitespace)")]
     InvalidInterface { name: String },
     #[error("[dataplane] vip {vip} is not in the subnet of the interface address {address}")]
@@ -609,6 +632,11 @@ impl Config {
             .unwrap_or_else(|| Path::new(DEFAULT_PIN_ROOT).join(&self.instance.name))
     }
 
+    /// Where the state file lives: `state_dir`, or `/var/lib/pglb/<instance name>`.
+    pub fn state_dir(&self) -> PathBuf {
+        self.instance.state_dir.clone().unwrap_or_else(|| Path::new(DEFAULT_STATE_ROOT).join(&self.instance.name))
+    }
+
     /// Node names in id order.
     pub fn node_names(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.name.clone()).collect()
@@ -636,6 +664,11 @@ impl Config {
             && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
         if !ok {
             return Err(ConfigError::InvalidInstanceName { name: name.clone() });
+        }
+        if let Some(dir) = &self.instance.state_dir
+            && !dir.is_absolute()
+        {
+            return Err(ConfigError::RelativeStateDir { path: dir.clone() });
         }
         Ok(())
     }
@@ -761,6 +794,12 @@ impl Config {
         check_duration("[failover] max_read_lag", f.max_read_lag, Duration::from_millis(1), LONG_TIMEOUT_MAX)?;
         check_duration("[failover] promote_timeout", f.promote_timeout, Duration::from_secs(1), LONG_TIMEOUT_MAX)?;
         check_duration("[failover] switchover_timeout", f.switchover_timeout, Duration::from_secs(1), LONG_TIMEOUT_MAX)?;
+        check_duration("[failover] rejoin_backoff", f.rejoin_backoff, Duration::from_secs(1), LONG_TIMEOUT_MAX)?;
+        for (key, command) in [("demote_command", &f.demote_command), ("rejoin_command", &f.rejoin_command)] {
+            if command.as_ref().is_some_and(|c| c.trim().is_empty()) {
+                return Err(ConfigError::EmptyValue { section: "failover", key });
+            }
+        }
         Ok(())
     }
 

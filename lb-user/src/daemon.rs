@@ -24,6 +24,7 @@ use crate::{
     failover::{Action, AdminCommand, Alert, Event, Machine, NodeState, Params},
     http::{self, StatsAuth},
     probe::{self, ProbeSettings},
+    state::StateFile,
     status::{Histogram, NodeRow, Snapshot, Traffic},
     vip::{self, VrrpHandle, VrrpParams, VrrpRunner, VrrpStatus},
 };
@@ -56,8 +57,10 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot install the signal handler: {0}")]
+    #[error("cannot install the signal handler")]
     Signal(#[source] std::io::Error),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
 }
 
 fn dataplane_spec(config: &Config) -> DataplaneSpec {
@@ -115,6 +118,9 @@ struct PendingSwitchover {
 pub async fn run(config: Config) -> Result<(), DaemonError> {
     let since = Instant::now();
     let name = config.instance.name.clone();
+    // What an earlier run must not have forgotten, before anything is attached or routed.
+    let state = StateFile::new(config.state_dir());
+    let durable = state.load()?;
     let spec = dataplane_spec(&config);
     enable_forwarding(&spec.interface)?;
     let mut dp = Dataplane::attach(&spec)?;
@@ -127,7 +133,16 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     dp.set_backends(&backends)?;
     info!(instance = %name, interface = %spec.interface, pin_dir = %spec.pin_dir.display(), vip = %spec.vip, "data plane attached");
 
-    let mut machine = Machine::new(Params::from_config(&config));
+    let mut machine = match &durable {
+        Some(d) => {
+            info!(path = %state.path().display(), "state file read: fences, the last writer and its timeline are restored");
+            Machine::restore(Params::from_config(&config), d)
+        }
+        None => {
+            info!(path = %state.path().display(), "no state file yet: a first start");
+            Machine::new(Params::from_config(&config))
+        }
+    };
     let weights: Vec<u32> = config.nodes.iter().map(|n| n.read_weight).collect();
     let ctx = SqlContext::from_config(&config);
     let mut counts = ExecutorCounts::default();
@@ -180,11 +195,10 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let mut pending: Option<PendingSwitchover> = None;
     let mut writes_blocked: Option<Instant> = None;
     let mut last_pause: Option<Duration> = None;
-    let mut tracked_down = false;
 
     if let VipOwner::Static(_) = owner {
         let actions = machine.handle(Event::VrrpRole { master: true }, since.elapsed());
-        executor::apply(actions, &mut dp, &weights, &ctx, &done_tx, &mut counts);
+        executor::apply(actions, &mut dp, &weights, &ctx, &state, &done_tx, &mut counts);
     }
 
     loop {
@@ -246,7 +260,6 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             },
             _ = refresh.tick() => {
                 refresh_snapshot(&snapshot, &machine, &dp, &owner, &latency, &counts, &config, since.elapsed());
-                tracked_down = track(&machine, &owner, &config, tracked_down).await;
                 vec![]
             },
             _ = terminate.recv() => break,
@@ -289,7 +302,9 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
                 _ => {}
             }
         }
-        executor::apply(actions, &mut dp, &weights, &ctx, &done_tx, &mut counts);
+        if let Some(reachable) = executor::apply(actions, &mut dp, &weights, &ctx, &state, &done_tx, &mut counts) {
+            track(reachable, &owner, &config).await;
+        }
     }
 
     if restarting {
@@ -393,22 +408,15 @@ async fn vrrp_changed(owner: &mut VipOwner) -> Vec<Event> {
     events
 }
 
-/// Lowers the VRRP priority while no PostgreSQL node answers; restores it when one does.
-async fn track(machine: &Machine, owner: &VipOwner, config: &Config, was_down: bool) -> bool {
-    let (VipOwner::Vrrp { handle, .. }, Some(v)) = (owner, &config.vrrp) else { return was_down };
-    let view = machine.view();
-    if view.phase == crate::failover::Phase::Starting {
-        return was_down; // no verdict before every node had its first probes
+/// VRRP priority tracking: the configured priority while this instance reaches the writer,
+/// lowered by `track_weight` while it does not (the failover machine's `Track` verdict).
+async fn track(writer_reachable: bool, owner: &VipOwner, config: &Config) {
+    let (VipOwner::Vrrp { handle, .. }, Some(v)) = (owner, &config.vrrp) else { return };
+    let priority = if writer_reachable { v.priority } else { v.priority.saturating_sub(v.track_weight).max(1) };
+    info!(priority, writer_reachable, "vrrp tracking: priority set");
+    if let Err(e) = handle.set_priority(priority).await {
+        error!(error = %e, "vrrp tracking: setting the priority failed");
     }
-    let none_up = view.nodes.iter().all(|n| n.state != NodeState::Up);
-    if none_up != was_down {
-        let priority = if none_up { v.priority.saturating_sub(v.track_weight).max(1) } else { v.priority };
-        warn!(priority, reachable = !none_up, "vrrp tracking: {}", if none_up { "no PostgreSQL node answers: lowering priority" } else { "a PostgreSQL node answers again: restoring priority" });
-        if let Err(e) = handle.set_priority(priority).await {
-            error!(error = %e, "vrrp tracking: setting the priority failed");
-        }
-    }
-    none_up
 }
 
 fn refresh_snapshot(

@@ -8,6 +8,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     config::Config,
+    state::StateFile,
     dataplane::Dataplane,
     failover::{Action, Alert, Event, Level, NodeId},
     probe::{ProbeSettings, connect, error_text},
@@ -24,6 +25,8 @@ pub struct SqlContext {
     pub timeout: Duration,
     /// A command run on demotion (switchover): see `[failover] demote_command`.
     pub demote_command: Option<String>,
+    /// A command that rejoins a fenced former primary: see `[failover] rejoin_command`.
+    pub rejoin_command: Option<String>,
     pub state_dir: PathBuf,
 }
 
@@ -36,7 +39,8 @@ impl SqlContext {
             replication_password: config.replication.password.expose().to_owned(),
             timeout: config.failover.promote_timeout,
             demote_command: config.failover.demote_command.clone(),
-            state_dir: PathBuf::from("/run/pglb"),
+            rejoin_command: config.failover.rejoin_command.clone(),
+            state_dir: config.state_dir(),
         }
     }
 
@@ -77,20 +81,32 @@ fn sql_literal(v: &str) -> String {
 pub struct ExecutorCounts {
     pub failovers: u64,
     pub switchovers: u64,
+    pub rejoins_ok: u64,
+    pub rejoins_failed: u64,
+    pub state_write_errors: u64,
 }
 
-/// Applies map actions on `dataplane` now; spawns SQL actions. Returns true when the routing
-/// (writer or readers) changed.
+/// Applies map and state-file actions now; spawns SQL and host-command actions. Returns the
+/// last tracking verdict among `actions`, for the caller's VRRP priority.
 pub fn apply(
     actions: Vec<Action>,
     dataplane: &mut Dataplane,
     weights: &[u32],
     ctx: &SqlContext,
+    state: &StateFile,
     done: &mpsc::Sender<Event>,
     counts: &mut ExecutorCounts,
-) {
+) -> Option<bool> {
+    let mut track = None;
     for action in actions {
         match &action {
+            Action::Persist(durable) => {
+                if let Err(e) = state.store(durable) {
+                    counts.state_write_errors += 1;
+                    error!(error = %crate::error_chain(&e), "state: writing the state file failed: fences and the last timeline would not survive a restart");
+                }
+            }
+            Action::Track { writer_reachable } => track = Some(*writer_reachable),
             Action::SetWriter { node } => {
                 let id = node.map(|n| n as u32);
                 match dataplane.set_writer(id) {
@@ -106,7 +122,11 @@ pub fn apply(
                     Err(e) => error!(error = %e, "route: setting the readers failed"),
                 }
             }
-            Action::Promote { .. } | Action::Repoint { .. } | Action::Demote { .. } | Action::SetSyncStandbys { .. } => {
+            Action::Promote { .. }
+            | Action::Repoint { .. }
+            | Action::Demote { .. }
+            | Action::Rejoin { .. }
+            | Action::SetSyncStandbys { .. } => {
                 let ctx = ctx.clone();
                 let done = done.clone();
                 tokio::spawn(async move {
@@ -127,6 +147,8 @@ pub fn apply(
                 match alert {
                     Alert::FailedOver { .. } => counts.failovers += 1,
                     Alert::SwitchoverDone { .. } => counts.switchovers += 1,
+                    Alert::RejoinFailed { .. } => counts.rejoins_failed += 1,
+                    Alert::RejoinDone { .. } => counts.rejoins_ok += 1,
                     _ => {}
                 }
                 warn!(alert = ?alert, "alert");
@@ -138,6 +160,7 @@ pub fn apply(
             },
         }
     }
+    track
 }
 
 fn describe(action: &Action, ctx: &SqlContext) -> String {
@@ -145,6 +168,7 @@ fn describe(action: &Action, ctx: &SqlContext) -> String {
         Action::Promote { node } => format!("promote {}", ctx.name(*node)),
         Action::Repoint { node, primary } => format!("re-point {} to {}", ctx.name(*node), ctx.name(*primary)),
         Action::Demote { node, primary } => format!("demote {} to a standby of {}", ctx.name(*node), ctx.name(*primary)),
+        Action::Rejoin { node, primary } => format!("rejoin {} as a standby of {}", ctx.name(*node), ctx.name(*primary)),
         Action::SetSyncStandbys { on, count, names } => {
             format!("synchronous_standby_names on {} = ANY {count} ({})", ctx.name(*on), names.join(", "))
         }
@@ -170,6 +194,14 @@ async fn promote(ctx: &SqlContext, node: NodeId) -> Result<(), String> {
     let pg = ctx.settings.pg_config(ctx.nodes[node].1, Duration::from_secs(2));
     let work = async {
         let client = connect(&pg, Duration::from_secs(3)).await.map_err(|e| e.to_string())?;
+        // Another load balancer (a second VRRP master during a split) may have promoted it
+        // already: a node out of recovery was promoted past the timeline it was chosen on.
+        let row = client.query_one("SELECT pg_is_in_recovery()", &[]).await.map_err(|e| format!("pg_is_in_recovery: {}", error_text(&e)))?;
+        let in_recovery: bool = row.get(0);
+        if !in_recovery {
+            info!(node = ctx.name(node), "promote: already a primary (promoted by a peer?): counts as done");
+            return Ok(());
+        }
         let wait_s = ctx.timeout.as_secs().clamp(1, 3600) as i32;
         let row = client
             .query_one("SELECT pg_promote(true, $1)", &[&wait_s])
@@ -221,6 +253,7 @@ async fn run_sql_action(action: &Action, ctx: &SqlContext) -> Result<(), String>
             .await
         }
         Action::Demote { node, primary } => demote(ctx, *node, *primary).await,
+        Action::Rejoin { node, primary } => rejoin(ctx, *node, *primary).await,
         other => Err(format!("not an SQL action: {other:?}")),
     }
 }
@@ -232,23 +265,45 @@ async fn demote(ctx: &SqlContext, node: NodeId, primary: NodeId) -> Result<(), S
     let Some(template) = &ctx.demote_command else {
         return Err("no [failover] demote_command is configured: pglb cannot restart the old primary as a standby".into());
     };
-    let command = template
+    host_command("demote", template, ctx, node, primary).await
+}
+
+/// Runs `[failover] rejoin_command` (the same placeholders) after ensuring the node's slot on
+/// the writer: the former primary is rewound and restarted as a standby.
+async fn rejoin(ctx: &SqlContext, node: NodeId, primary: NodeId) -> Result<(), String> {
+    let Some(template) = &ctx.rejoin_command else {
+        return Err("no [failover] rejoin_command is configured".into());
+    };
+    sql_on(ctx, primary, &[ensure_slot_sql(ctx.name(node))]).await?;
+    host_command("rejoin", template, ctx, node, primary).await
+}
+
+/// Fills in a host command's placeholders.
+pub fn fill_command(template: &str, ctx: &SqlContext, node: NodeId, primary: NodeId) -> String {
+    template
         .replace("{node}", ctx.name(node))
         .replace("{host}", &ctx.nodes[node].1.ip().to_string())
         .replace("{primary}", ctx.name(primary))
-        .replace("{primary_host}", &ctx.nodes[primary].1.ip().to_string());
-    info!(%command, "demote: running the demote command");
+        .replace("{primary_host}", &ctx.nodes[primary].1.ip().to_string())
+}
+
+/// Runs a host command through `/bin/sh -c` with a 120 s limit; its stderr is the error.
+async fn host_command(what: &str, template: &str, ctx: &SqlContext, node: NodeId, primary: NodeId) -> Result<(), String> {
+    let command = fill_command(template, ctx, node, primary);
+    info!(%command, "{what}: running the {what} command");
     let out = tokio::time::timeout(
         Duration::from_secs(120),
-        tokio::process::Command::new("/bin/sh").arg("-c").arg(&command).stdin(std::process::Stdio::null()).output(),
+        tokio::process::Command::new("/bin/sh").arg("-c").arg(&command).stdin(std::process::Stdio::null()).kill_on_drop(true).output(),
     )
     .await
-    .map_err(|_| "the demote command did not finish within 120s".to_owned())?
-    .map_err(|e| format!("cannot run the demote command: {e}"))?;
+    .map_err(|_| format!("the {what} command did not finish within 120s"))?
+    .map_err(|e| format!("cannot run the {what} command: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("the demote command failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()))
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let last = stderr.trim().lines().last().unwrap_or("").to_owned();
+        Err(format!("the {what} command failed ({}): {last}", out.status))
     }
 }
 

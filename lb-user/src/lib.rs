@@ -10,8 +10,26 @@ pub mod failover;
 pub mod http;
 pub mod node;
 pub mod probe;
+pub mod state;
 pub mod status;
 pub mod vip;
 
 /// The compiled XDP object (lb-ebpf), embedded at build time by `build.rs`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));
+
+/// An error and its whole `source()` chain on one line, `outer: inner: innermost`. Errors in
+/// this crate keep their cause out of their own message and in a `#[source]` field, so this is
+/// how they are shown to an operator.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}

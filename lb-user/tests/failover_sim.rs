@@ -193,6 +193,9 @@ fn params(peers: usize, vrrp: bool) -> Params {
         vrrp_enabled: vrrp,
         peers: (0..peers).map(|i| Ipv4Addr::new(172, 20, 0, 22 + i as u8)).collect(),
         peer_timeout: Duration::from_millis(361),
+        track_hold: Duration::from_millis(361),
+        rejoin: false,
+        rejoin_backoff: Duration::from_secs(10),
     }
 }
 
@@ -621,7 +624,7 @@ impl Sim {
                     self.fail("fenced the routed writer without unrouting it first");
                 }
             }
-            Action::Alert(_) | Action::Log { .. } => {}
+            Action::Alert(_) | Action::Log { .. } | Action::Persist(_) | Action::Track { .. } | Action::Rejoin { .. } => {}
         }
     }
 

@@ -39,6 +39,24 @@ struct NodeTrack {
     excluded_until: Option<Duration>,
     /// Demoted by a switchover then: a "primary" answer to an older probe is out of date.
     demoted_at: Option<Duration>,
+    /// The received position of the successful probe before the last one: a standby whose
+    /// position still moves is not ranked yet (every load balancer must rank the same one).
+    prev_received: Option<u64>,
+    /// `rejoin_command` runs for this fence (reset whenever the fence is set or lifted).
+    rejoin: RejoinTrack,
+}
+
+/// The automatic rejoin of one fenced former primary: once per fence, with backoff on failure.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct RejoinTrack {
+    /// Attempts made for the current fence.
+    attempts: u32,
+    /// A `Rejoin` action is out (waiting for its report).
+    in_flight: bool,
+    /// The last attempt succeeded: the node is on its way back (probes lift the fence).
+    succeeded: bool,
+    /// Not before this time (backoff after a failure).
+    not_before: Option<Duration>,
 }
 
 impl NodeTrack {
@@ -59,6 +77,8 @@ impl NodeTrack {
             last_repoint: None,
             excluded_until: None,
             demoted_at: None,
+            prev_received: None,
+            rejoin: RejoinTrack::default(),
         }
     }
 
@@ -102,19 +122,35 @@ pub struct Machine {
     /// The routed writer (the last `SetWriter`).
     writer: Option<NodeId>,
     writer_emitted: bool,
-    /// The writer's (or, while it is lost, the last writer's) timeline and current LSN.
+    /// The writer's (or, while it is lost, the last writer's) timeline and current LSN. The
+    /// timeline never goes down.
     writer_timeline: Option<u32>,
     writer_lsn: Option<u64>,
+    /// The last node routed as writer (also across a restart, from the state file): rule 1
+    /// keeps it on a tie.
+    last_writer: Option<NodeId>,
+    /// A promotion whose outcome is unknown (restored from the state file, or sent and not yet
+    /// reported): (node, the timeline it was promoted from). No primary on that timeline or an
+    /// older one is adopted meanwhile.
+    promoting_from: Option<(NodeId, u32)>,
     /// The last `SetReaders`.
     readers: Option<Vec<NodeId>>,
     master: bool,
     peers_heard: Vec<Option<Duration>>,
     started_at: Option<Duration>,
-    /// The `now` of the last event (for [`Machine::view`]).
+    /// The `now` of the last event (for [`Machine::view`] and [`Machine::next_deadline`]).
     now: Duration,
     blocked: Option<Blocked>,
     /// Primaries left unrouted because of a tie with no previous writer (logged once).
     ambiguous: Vec<NodeId>,
+    /// The durable state last handed out with `Persist` (or restored).
+    persisted: Durable,
+    /// The last `Track` (VRRP tracking); `None` before the first verdict.
+    tracked: Option<bool>,
+    /// Said once at the first event: what the restored state file held.
+    restore_notes: Vec<(Level, String)>,
+    /// Why a demoted switchover target is not promoted yet (logged when it changes).
+    blocked_switchover: Option<String>,
 }
 
 impl Machine {
@@ -130,13 +166,82 @@ impl Machine {
             writer_emitted: false,
             writer_timeline: None,
             writer_lsn: None,
+            last_writer: None,
+            promoting_from: None,
             readers: None,
             peers_heard: vec![None; peers],
             started_at: None,
             now: Duration::ZERO,
             blocked: None,
             ambiguous: Vec::new(),
+            persisted: Durable::default(),
+            tracked: None,
+            restore_notes: Vec::new(),
+            blocked_switchover: None,
         }
+    }
+
+    /// A machine that starts from what an earlier run persisted: its fences, its last writer
+    /// (preferred on a tie), its highest timeline (no primary below it is adopted) and a
+    /// promotion in flight. Names the config no longer has are dropped, and said so at the
+    /// first event.
+    pub fn restore(params: Params, durable: &Durable) -> Self {
+        let mut m = Machine::new(params);
+        let id = |name: &str| m.p.nodes.iter().position(|n| n.name == name);
+        let mut notes = Vec::new();
+        let floor = durable.timeline;
+        if floor > 0 {
+            m.writer_timeline = Some(floor);
+        }
+        m.last_writer = durable.writer.as_deref().and_then(id);
+        if let Some(w) = &durable.writer
+            && m.last_writer.is_none()
+        {
+            notes.push((Level::Warn, format!("state file: the last writer {w} is no longer configured; ignored")));
+        }
+        for f in &durable.fences {
+            let Some(n) = id(&f.node) else {
+                notes.push((Level::Warn, format!("state file: fenced node {} is no longer configured; ignored", f.node)));
+                continue;
+            };
+            let writer = f.writer.as_deref().and_then(id);
+            let reason = match (f.reason.as_str(), writer) {
+                ("split-brain", Some(w)) => FenceReason::SplitBrain { writer: w, timeline: f.timeline },
+                ("replaced", Some(by)) => FenceReason::Replaced { by },
+                _ => FenceReason::OlderTimeline { timeline: f.timeline, writer_timeline: floor },
+            };
+            m.nodes[n].fence = Some(reason);
+        }
+        if let Some(p) = &durable.promoting {
+            match id(&p.node) {
+                Some(n) => {
+                    m.promoting_from = Some((n, p.from_timeline));
+                    notes.push((
+                        Level::Warn,
+                        format!(
+                            "state file: a promotion of {} from timeline {} was in flight; no primary on timeline {} or older is adopted until {} is seen",
+                            p.node, p.from_timeline, p.from_timeline, p.node
+                        ),
+                    ));
+                }
+                None => notes.push((Level::Warn, format!("state file: promoted node {} is no longer configured; ignored", p.node))),
+            }
+        }
+        let fenced: Vec<&str> = durable.fences.iter().map(|f| f.node.as_str()).collect();
+        notes.insert(
+            0,
+            (
+                Level::Info,
+                format!(
+                    "state file: last writer {}, timeline {floor}, fenced: {}",
+                    durable.writer.as_deref().unwrap_or("none"),
+                    if fenced.is_empty() { "none".to_owned() } else { fenced.join(", ") }
+                ),
+            ),
+        );
+        m.restore_notes = notes;
+        m.persisted = m.durable();
+        m
     }
 
     pub fn params(&self) -> &Params {
@@ -161,6 +266,9 @@ impl Machine {
                 t.last_count_at = now;
                 t.last_change = now;
             }
+            for (level, message) in std::mem::take(&mut self.restore_notes) {
+                log(&mut out, level, message);
+            }
         }
         match &event {
             Event::Probe(obs) => self.observe(obs, now, &mut out),
@@ -179,9 +287,47 @@ impl Machine {
         self.step_phase(&event, now, &mut out);
         if self.phase != Phase::Starting {
             self.reconcile_readers(&mut out);
+            self.schedule_rejoins(now, &mut out);
+            self.reconcile_tracking(now, &mut out);
         }
         self.note_state_changes(now);
+        // Write-ahead: what must survive a restart is written before anything acts on it.
+        let durable = self.durable();
+        if durable != self.persisted {
+            self.persisted = durable.clone();
+            out.insert(0, Action::Persist(durable));
+        }
         out
+    }
+
+    /// What a restart must not forget, as it stands now.
+    pub fn durable(&self) -> Durable {
+        let name = |n: NodeId| self.p.nodes[n].name.clone();
+        let fences = (0..self.nodes.len())
+            .filter_map(|n| {
+                let f = self.nodes[n].fence?;
+                Some(match f {
+                    FenceReason::SplitBrain { writer, timeline } => {
+                        DurableFence { node: name(n), reason: "split-brain".into(), timeline, writer: Some(name(writer)) }
+                    }
+                    FenceReason::OlderTimeline { timeline, .. } => {
+                        DurableFence { node: name(n), reason: "older-timeline".into(), timeline, writer: None }
+                    }
+                    FenceReason::Replaced { by } => DurableFence {
+                        node: name(n),
+                        reason: "replaced".into(),
+                        timeline: self.nodes[n].status.as_ref().map_or(0, |s| s.timeline),
+                        writer: Some(name(by)),
+                    },
+                })
+            })
+            .collect();
+        Durable {
+            writer: self.last_writer.map(name),
+            timeline: self.writer_timeline.unwrap_or(0),
+            fences,
+            promoting: self.promoting_from.map(|(n, tl)| DurablePromotion { node: name(n), from_timeline: tl }),
+        }
     }
 
     /// When to call [`Machine::handle`] with [`Event::Tick`] at the latest: always strictly
@@ -211,10 +357,12 @@ impl Machine {
                 }
             }
         }
-        if matches!(self.phase, Phase::WriterLost { .. }) {
+        if let Phase::WriterLost { since, .. } = self.phase {
             next.extend(self.nodes.iter().filter_map(|t| t.excluded_until));
             next.extend(self.peers_heard.iter().flatten().map(|h| *h + self.p.peer_timeout));
+            next.push(since + self.p.track_hold);
         }
+        next.extend(self.nodes.iter().filter_map(|t| t.rejoin.not_before));
         next.into_iter().filter(|&d| d > self.now).min()
     }
 
@@ -248,6 +396,7 @@ impl Machine {
             readers: self.readers.clone().unwrap_or_default(),
             writer_timeline: self.writer_timeline,
             vrrp_master: self.is_master(),
+            writer_reachable: self.tracked,
             quorum: self.quorum(self.now),
             blocked: self.blocked.clone(),
             nodes,
@@ -310,24 +459,41 @@ impl Machine {
         }
     }
 
-    /// Role handler: the node answered as a primary.
+    /// Role handler: the node answered as a primary. A primary above the timeline of a
+    /// promotion in flight is that promotion's outcome (or a newer one): the hold ends.
     fn on_primary_seen(&mut self, n: NodeId, status: &NodeStatus, at: Duration, out: &mut Vec<Action>) {
         self.count_success(n, status, at, out);
         if self.writer == Some(n) {
-            self.writer_timeline = Some(status.timeline);
+            self.writer_timeline = self.writer_timeline.max(Some(status.timeline));
             self.writer_lsn = status.current_lsn.or(self.writer_lsn);
+        }
+        if let Some((p, from)) = self.promoting_from
+            && p == n
+            && status.timeline > from
+            && !self.promoting(n)
+        {
+            self.promoting_from = None;
+            log(out, Level::Info, format!("{} is a primary on timeline {}: the promotion in flight is settled", self.name(n), status.timeline));
         }
     }
 
     /// Role handler: the node answered as a standby. A fenced node that now replicates on the
-    /// writer's timeline has been rejoined.
+    /// writer's timeline has been rejoined; the node of a promotion in flight that is still a
+    /// standby on the old timeline was not promoted.
     fn on_standby_seen(&mut self, n: NodeId, status: &NodeStatus, at: Duration, out: &mut Vec<Action>) {
         self.count_success(n, status, at, out);
-        let t = &mut self.nodes[n];
-        if t.fence.is_some() && self.writer_timeline == Some(status.timeline) {
-            t.fence = None;
+        if self.nodes[n].fence.is_some() && self.writer_timeline == Some(status.timeline) {
+            self.lift_fence(n);
             let msg = format!("{} rejoined: in recovery on the writer's timeline {}", self.name(n), status.timeline);
             log(out, Level::Info, msg);
+        }
+        if let Some((p, from)) = self.promoting_from
+            && p == n
+            && status.timeline <= from
+            && !self.promoting(n)
+        {
+            self.promoting_from = None;
+            log(out, Level::Info, format!("{} is still a standby on timeline {}: it was not promoted", self.name(n), status.timeline));
         }
     }
 
@@ -338,6 +504,7 @@ impl Machine {
         t.failures = 0;
         t.successes = t.successes.saturating_add(1);
         t.last_error = None;
+        t.prev_received = t.status.as_ref().and_then(NodeStatus::received);
         t.status = Some(status.clone());
         t.status_at = at;
         let was = t.health;
@@ -375,10 +542,11 @@ impl Machine {
         if n >= self.nodes.len() {
             return;
         }
-        let t = &mut self.nodes[n];
-        if t.fence.take().is_some() {
+        if self.nodes[n].fence.is_some() {
+            self.lift_fence(n);
             // Fresh probes decide again: up_after good ones, and rule 1 fences it again if it
             // still is a primary.
+            let t = &mut self.nodes[n];
             t.health = Health::Down;
             t.successes = 0;
             log(out, Level::Info, format!("{} rejoined by the operator: fence lifted, waiting for good probes", self.name(n)));
@@ -387,12 +555,43 @@ impl Machine {
 
     /// Results of executor actions that matter in every phase (promotions are the phases').
     fn on_action_done(&mut self, action: &Action, result: &Result<(), String>, now: Duration, out: &mut Vec<Action>) {
-        if let (Action::Repoint { node, primary }, Err(error)) = (action, result) {
-            let msg = format!("re-pointing {} to {} failed: {error}", self.name(*node), self.name(*primary));
-            log(out, Level::Warn, msg);
-            out.push(Action::Alert(Alert::RepointFailed { node: *node, primary: *primary, error: error.clone() }));
-            if let Some(t) = self.nodes.get_mut(*node) {
-                t.last_repoint = Some(now);
+        match (action, result) {
+            (Action::Repoint { node, primary }, Err(error)) => {
+                let msg = format!("re-pointing {} to {} failed: {error}", self.name(*node), self.name(*primary));
+                log(out, Level::Warn, msg);
+                out.push(Action::Alert(Alert::RepointFailed { node: *node, primary: *primary, error: error.clone() }));
+                if let Some(t) = self.nodes.get_mut(*node) {
+                    t.last_repoint = Some(now);
+                }
+            }
+            (Action::Rejoin { node, .. }, result) if *node < self.nodes.len() => self.on_rejoin_done(*node, result, now, out),
+            _ => {}
+        }
+    }
+
+    fn on_rejoin_done(&mut self, n: NodeId, result: &Result<(), String>, now: Duration, out: &mut Vec<Action>) {
+        let backoff = self.p.rejoin_backoff;
+        let t = &mut self.nodes[n];
+        if !t.rejoin.in_flight {
+            return; // the fence it was for is gone
+        }
+        t.rejoin.in_flight = false;
+        match result {
+            Ok(()) => {
+                t.rejoin.succeeded = true;
+                let attempt = t.rejoin.attempts;
+                let msg = format!("rejoin of {} done: it stays fenced until probes see it streaming on the writer's timeline", self.name(n));
+                log(out, Level::Info, msg);
+                out.push(Action::Alert(Alert::RejoinDone { node: n, attempt }));
+            }
+            Err(error) => {
+                let attempt = t.rejoin.attempts;
+                let factor = 1u32 << attempt.saturating_sub(1).min(16);
+                let retry_in = backoff.saturating_mul(factor).min(REJOIN_BACKOFF_MAX);
+                t.rejoin.not_before = Some(now + retry_in);
+                let msg = format!("rejoin of {} failed (attempt {attempt}): {error}; it stays fenced; next attempt in {retry_in:?}", self.name(n));
+                log(out, Level::Error, msg);
+                out.push(Action::Alert(Alert::RejoinFailed { node: n, error: error.clone(), attempt, retry_in }));
             }
         }
     }
@@ -436,7 +635,7 @@ impl Machine {
         if !all_seen && now < started + self.p.detection_time() {
             return;
         }
-        match self.apply_rule1(None, out) {
+        match self.apply_rule1(self.last_writer, out) {
             Some(w) => {
                 self.route_writer(Some(w), out);
                 let tl = self.writer_timeline.unwrap_or_default();
@@ -446,7 +645,10 @@ impl Machine {
             None => {
                 self.route_writer(None, out);
                 log(out, Level::Warn, "startup: no usable primary; writes are refused".to_owned());
-                self.phase = Phase::WriterLost { old: None, since: now };
+                // After a restart the last writer (state file) is the one expected back: it is
+                // the old writer failover debounces and its answer is taken at once.
+                let old = self.last_writer.filter(|&w| self.nodes[w].fence.is_none());
+                self.phase = Phase::WriterLost { old, since: now };
             }
         }
     }
@@ -497,7 +699,7 @@ impl Machine {
     /// guard of rule 2 holds.
     fn on_writer_lost(&mut self, old: Option<NodeId>, since: Duration, now: Duration, out: &mut Vec<Action>) {
         // The old writer counts as a primary again as soon as it answers as one.
-        if let Some(c) = self.apply_rule1(old, out) {
+        if let Some(c) = self.apply_rule1(old.or(self.last_writer), out) {
             let tl = self.writer_timeline.unwrap_or_default();
             if Some(c) == old {
                 log(out, Level::Info, format!("writer {} answers again: kept", self.name(c)));
@@ -599,19 +801,15 @@ impl Machine {
                             s.in_recovery = true;
                             s.current_lsn = None;
                         }
-                        if let Some(why) = self.promote_blocker(to, now) {
-                            self.abort_switchover(from, to, &format!("{} demoted, but {why}", self.name(from)), false, now, out);
-                            return;
-                        }
-                        log(out, Level::Info, format!("switchover: {} demoted; promoting {}", self.name(from), self.name(to)));
-                        out.push(Action::Promote { node: to });
-                        self.phase = Phase::Switchover { from, to, stage: SwitchoverStage::Promoting, deadline };
+                        self.phase = Phase::Switchover { from, to, stage: SwitchoverStage::Demoted, deadline };
+                        self.promote_demoted_target(from, to, deadline, now, out);
                     }
                     Err(e) => self.abort_switchover(from, to, &format!("demoting failed: {e}"), true, now, out),
                 },
                 _ if now >= deadline => self.abort_switchover(from, to, "demoting took too long", false, now, out),
                 _ => {}
             },
+            SwitchoverStage::Demoted => self.promote_demoted_target(from, to, deadline, now, out),
             SwitchoverStage::Promoting => match event {
                 Some(Event::ActionDone { action: Action::Promote { node }, result }) if *node == to => match result {
                     Ok(()) => self.finish_promotion(to, Promotion::Switchover { from }, now, out),
@@ -624,15 +822,55 @@ impl Machine {
         }
     }
 
+    /// Switchover, old primary demoted: promote the target as soon as nothing holds it back. A
+    /// target whose probe blips (a timeout, a dropped connection while the old primary
+    /// restarts) is waited for until the switchover's deadline rather than given up at once.
+    fn promote_demoted_target(&mut self, from: NodeId, to: NodeId, deadline: Duration, now: Duration, out: &mut Vec<Action>) {
+        match self.promote_blocker(to, now) {
+            None => {
+                log(out, Level::Info, format!("switchover: {} demoted; promoting {}", self.name(from), self.name(to)));
+                self.note_promotion(to);
+                out.push(Action::Promote { node: to });
+                self.phase = Phase::Switchover { from, to, stage: SwitchoverStage::Promoting, deadline };
+            }
+            Some(why) if now >= deadline => {
+                self.abort_switchover(from, to, &format!("{} demoted, but {why}", self.name(from)), false, now, out);
+            }
+            Some(why) => {
+                if self.blocked_switchover.as_deref() != Some(why.as_str()) {
+                    log(out, Level::Warn, format!("switchover: {} demoted; waiting to promote {}: {why}", self.name(from), self.name(to)));
+                    self.blocked_switchover = Some(why);
+                }
+            }
+        }
+    }
+
     // ----- decisions ----------------------------------------------------------------------
 
     /// Rule 1 over the usable primaries: returns the writer (updating its timeline and LSN)
-    /// and fences the others (rule 6, split brain).
+    /// and fences the others (rule 6). A primary on a timeline older than the highest ever
+    /// routed is fenced whatever else it sees; while a promotion is in flight, no primary on
+    /// its old timeline (or older) is adopted.
     fn apply_rule1(&mut self, previous: Option<NodeId>, out: &mut Vec<Action>) -> Option<NodeId> {
-        let primaries: Vec<(NodeId, u32)> = (0..self.nodes.len())
-            .filter(|&n| !self.promoting(n))
-            .filter_map(|n| self.nodes[n].usable_primary().map(|s| (n, s.timeline)))
-            .collect();
+        let floor = self.writer_timeline.unwrap_or(0);
+        let mut primaries: Vec<(NodeId, u32)> = Vec::new();
+        for n in 0..self.nodes.len() {
+            if self.promoting(n) {
+                continue;
+            }
+            let Some(tl) = self.nodes[n].usable_primary().map(|s| s.timeline) else { continue };
+            if tl < floor {
+                self.fence(n, FenceReason::OlderTimeline { timeline: tl, writer_timeline: floor }, out);
+                continue;
+            }
+            if let Some((p, from)) = self.promoting_from
+                && p != n
+                && tl <= from
+            {
+                continue; // maybe replaced already: wait for the promoted node's answer
+            }
+            primaries.push((n, tl));
+        }
         let (writer, fences) = rules::choose_writer(&primaries, previous);
         // Switch the route before fencing the node it replaces: never a fenced writer.
         if let Some(w) = writer
@@ -656,8 +894,11 @@ impl Machine {
         };
         self.ambiguous.clear();
         let s = self.nodes[w].status.as_ref().expect("a usable primary has a status");
-        self.writer_timeline = Some(s.timeline);
+        self.writer_timeline = self.writer_timeline.max(Some(s.timeline));
         self.writer_lsn = s.current_lsn.or(self.writer_lsn);
+        if self.promoting_from.is_some_and(|(_, from)| s.timeline > from) {
+            self.promoting_from = None;
+        }
         Some(w)
     }
 
@@ -666,6 +907,7 @@ impl Machine {
             return;
         }
         self.nodes[n].fence = Some(reason);
+        self.nodes[n].rejoin = RejoinTrack::default();
         let (level, msg) = match reason {
             FenceReason::SplitBrain { writer, timeline } => {
                 out.push(Action::Alert(Alert::SplitBrain { kept: writer, fenced: n, timeline }));
@@ -685,6 +927,30 @@ impl Machine {
         }
         out.push(Action::Fence { node: n, reason });
         log(out, level, msg);
+    }
+
+    fn lift_fence(&mut self, n: NodeId) {
+        self.nodes[n].fence = None;
+        self.nodes[n].rejoin = RejoinTrack::default();
+    }
+
+    /// The node a WAL receiver streams from, if it is one of ours.
+    fn sender_node(&self, r: &WalReceiver) -> Option<NodeId> {
+        self.p.nodes.iter().position(|p| r.sender_host.as_deref().is_some_and(|h| *h == p.host.to_string() || *h == p.name) && r.sender_port.is_none_or(|port| port == p.port))
+    }
+
+    /// Whether `s` streams from a server that may be a primary this instance cannot see:
+    /// streaming, and not from a node that answers as a standby (a cascade, as after a
+    /// switchover's demotion, says nothing about a hidden primary).
+    fn streams_from_possible_primary(&self, s: &NodeStatus) -> bool {
+        let Some(r) = s.wal_receiver.as_ref().filter(|r| r.is_streaming()) else { return false };
+        match self.sender_node(r) {
+            Some(u) => {
+                let t = &self.nodes[u];
+                !(t.up() && t.status.as_ref().is_some_and(|us| us.in_recovery))
+            }
+            None => true,
+        }
     }
 
     /// Rule 2's guards, then rule 3's candidate.
@@ -716,33 +982,66 @@ impl Machine {
         for (n, t) in self.nodes.iter().enumerate() {
             let Some(s) = t.usable_standby() else { continue };
             let streaming = match old {
-                Some(o) => s.streams_from(&self.p.nodes[o]),
-                // No known writer: a streaming standby means a primary we cannot see.
-                None => s.wal_receiver.as_ref().is_some_and(WalReceiver::is_streaming),
+                Some(o) => s.streams_from(&self.p.nodes[o]) && self.streams_from_possible_primary(s),
+                // No known writer: a standby streaming from something not a standby means a
+                // primary we cannot see.
+                None => self.streams_from_possible_primary(s),
             };
             if streaming && Some(n) != old {
                 return Err(Blocked::StandbyStreaming { standby: n });
             }
         }
-        let unfenced = |n: &NodeId| Some(*n) != old && self.nodes[*n].fence.is_none();
-        // Without a known old writer, one of the unfenced nodes was it.
-        let others = (0..self.nodes.len()).filter(unfenced).count().saturating_sub(usize::from(old.is_none()));
-        let reachable = (0..self.nodes.len()).filter(unfenced).filter(|&n| self.nodes[n].usable_standby().is_some()).count();
+        if let Some((p, _)) = self.promoting_from {
+            return Err(Blocked::PromotionUnsettled { node: p });
+        }
+        // The synchronous standbys are every node but the old writer (`SetSyncStandbys` lists
+        // them all, fenced ones too): a fenced node that streams may hold the last commit.
+        let others = self.nodes.len().saturating_sub(1);
+        let visible = |n: NodeId| {
+            let t = &self.nodes[n];
+            t.up() && t.status.as_ref().is_some_and(|s| s.in_recovery)
+        };
+        let reachable = (0..self.nodes.len()).filter(|&n| Some(n) != old && visible(n)).count();
         let sync_needed = rules::sync_standbys_needed(others, self.p.synchronous_count);
         if reachable < sync_needed {
             return Err(Blocked::SyncStandbysUnreachable { reachable, needed: sync_needed });
+        }
+        // Two masters that cannot hear each other must rank the same candidate: each needs the
+        // whole cluster (every node that could be a candidate) in view.
+        let peer_heard = self.peers_heard.iter().flatten().any(|&h| now.saturating_sub(h) <= self.p.peer_timeout);
+        if self.p.vrrp_enabled && !self.p.peers.is_empty() && !peer_heard {
+            let unseen = (0..self.nodes.len()).find(|&n| {
+                Some(n) != old && self.nodes[n].fence.is_none() && !self.p.nodes[n].nofailover && !visible(n)
+            });
+            if let Some(unseen) = unseen {
+                return Err(Blocked::PartialView { unseen });
+            }
+        }
+        // Rank only final positions: a standby still receiving could overtake the first.
+        let on_timeline = |s: &NodeStatus| self.writer_timeline.is_none_or(|tl| s.timeline == tl);
+        let moving = (0..self.nodes.len()).filter(|&n| Some(n) != old && visible(n)).find(|&n| {
+            let t = &self.nodes[n];
+            t.status.as_ref().is_some_and(|s| on_timeline(s) && s.received() != t.prev_received)
+        });
+        if let Some(standby) = moving {
+            return Err(Blocked::PositionsMoving { standby });
         }
         self.pick_candidate(old, now)
     }
 
     /// Rule 3: reachable standby on the writer's timeline, not nofailover, within the lag limit;
-    /// highest received LSN, then priority, then name; never behind another reachable standby.
+    /// highest received LSN, then priority, then name; never behind another reachable standby
+    /// (fenced ones included: a fenced node that streams may hold acknowledged commits).
     fn pick_candidate(&self, old: Option<NodeId>, now: Duration) -> Result<NodeId, Blocked> {
         let standbys: Vec<(NodeId, &NodeStatus)> =
             (0..self.nodes.len()).filter(|&n| Some(n) != old).filter_map(|n| Some((n, self.nodes[n].usable_standby()?))).collect();
+        let visible: Vec<(NodeId, &NodeStatus)> = (0..self.nodes.len())
+            .filter(|&n| Some(n) != old && self.nodes[n].up())
+            .filter_map(|n| Some((n, self.nodes[n].status.as_ref().filter(|s| s.in_recovery)?)))
+            .collect();
         let timeline = self.writer_timeline.or_else(|| standbys.iter().map(|(_, s)| s.timeline).max());
         let on_timeline = |s: &NodeStatus| Some(s.timeline) == timeline;
-        let max_received = standbys.iter().filter(|(_, s)| on_timeline(s)).filter_map(|(_, s)| s.received()).max();
+        let max_received = visible.iter().filter(|(_, s)| on_timeline(s)).filter_map(|(_, s)| s.received()).max();
         let reference = self.writer_lsn.max(max_received).unwrap_or_default();
         let mut candidates: Vec<Candidate<'_>> = standbys
             .iter()
@@ -763,7 +1062,7 @@ impl Machine {
         rules::rank_candidates(&mut candidates);
         let best = candidates.first().ok_or(Blocked::NoCandidate)?;
         if let Some(&(ahead, _)) =
-            standbys.iter().find(|(_, s)| on_timeline(s) && s.received().is_some_and(|r| r > best.received))
+            visible.iter().find(|(_, s)| on_timeline(s) && s.received().is_some_and(|r| r > best.received))
         {
             return Err(Blocked::CandidateBehind { candidate: best.node, ahead });
         }
@@ -775,6 +1074,13 @@ impl Machine {
         let nodes = self.nodes.iter().filter(|t| t.up()).count();
         let peers = self.peers_heard.iter().flatten().filter(|&&h| now.saturating_sub(h) <= self.p.peer_timeout).count();
         (1 + nodes + peers, self.p.members())
+    }
+
+    /// Remembers (durably: the next `Persist` goes out before the `Promote`) that `n` is being
+    /// promoted from the writer's timeline.
+    fn note_promotion(&mut self, n: NodeId) {
+        let from = self.writer_timeline.or_else(|| self.nodes[n].status.as_ref().map(|s| s.timeline)).unwrap_or(0);
+        self.promoting_from = Some((n, from));
     }
 
     fn start_failover(&mut self, old: Option<NodeId>, candidate: NodeId, now: Duration, out: &mut Vec<Action>) {
@@ -794,6 +1100,7 @@ impl Machine {
         if self.writer.is_some() {
             self.route_writer(None, out);
         }
+        self.note_promotion(candidate);
         out.push(Action::Promote { node: candidate });
         self.blocked = None;
         self.phase = Phase::FailingOver { old, candidate, deadline: now + self.p.promote_timeout };
@@ -805,19 +1112,26 @@ impl Machine {
         self.nodes[n].usable_primary().is_some_and(|s| s.timeline > old_tl)
     }
 
+    /// The promotion's outcome is unknown (an error may come after the server acted): the
+    /// candidate stays the promotion in flight, so no other standby is promoted and no primary
+    /// on the old timeline adopted until a probe shows what it is.
     fn promotion_failed(&mut self, old: Option<NodeId>, candidate: NodeId, error: String, now: Duration, out: &mut Vec<Action>) {
-        log(out, Level::Error, format!("promoting {} failed: {error}; trying again without it", self.name(candidate)));
+        let msg = format!("promoting {} failed: {error}; trying again without it once a probe shows it still a standby", self.name(candidate));
+        log(out, Level::Error, msg);
         out.push(Action::Alert(Alert::PromoteFailed { node: candidate, error }));
         self.nodes[candidate].excluded_until = Some(now + self.p.promote_timeout);
         self.phase = Phase::WriterLost { old, since: now };
     }
 
     /// Rule 4 and 5: route writes to the promoted node in one map write, fence the replaced
-    /// writer, re-point the other standbys, keep synchronous_standby_names meaningful.
+    /// writer, and, on the VRRP master, re-point the other standbys and keep
+    /// synchronous_standby_names meaningful (a backup only observes).
     fn finish_promotion(&mut self, new: NodeId, how: Promotion, now: Duration, out: &mut Vec<Action>) {
         let probed_tl = self.nodes[new].usable_primary().map(|s| s.timeline);
-        let tl = probed_tl.unwrap_or(self.writer_timeline.unwrap_or(0) + 1);
+        let before = self.writer_timeline.unwrap_or(0);
+        let tl = probed_tl.unwrap_or(before + 1).max(before + 1);
         self.writer_timeline = Some(tl);
+        self.promoting_from = None;
         self.writer_lsn = self.nodes[new].status.as_ref().and_then(|s| s.current_lsn.or(s.received()));
         // The promoted node's last probe may still say "standby": it is the primary now.
         if let Some(s) = self.nodes[new].status.as_mut()
@@ -837,16 +1151,21 @@ impl Machine {
             }
             Promotion::Switchover { from } => Some(from), // Demote already pointed it at `new`
         };
-        for n in 0..self.nodes.len() {
-            if n != new && Some(n) != skip && self.nodes[n].fence.is_none() && self.nodes[n].up() {
-                out.push(Action::Repoint { node: n, primary: new });
-                self.nodes[n].last_repoint = Some(now);
-                self.nodes[n].misdirected_since = None;
+        if self.is_master() {
+            for n in 0..self.nodes.len() {
+                if n != new && Some(n) != skip && self.nodes[n].fence.is_none() && self.nodes[n].up() {
+                    out.push(Action::Repoint { node: n, primary: new });
+                    self.nodes[n].last_repoint = Some(now);
+                    self.nodes[n].misdirected_since = None;
+                }
             }
-        }
-        if self.p.synchronous_count > 0 {
-            let names = (0..self.nodes.len()).filter(|&n| n != new).map(|n| self.name(n).to_owned()).collect();
-            out.push(Action::SetSyncStandbys { on: new, count: self.p.synchronous_count, names });
+            if self.p.synchronous_count > 0 {
+                let names = (0..self.nodes.len()).filter(|&n| n != new).map(|n| self.name(n).to_owned()).collect();
+                out.push(Action::SetSyncStandbys { on: new, count: self.p.synchronous_count, names });
+            }
+        } else {
+            let msg = format!("{} promoted while this instance is a vrrp backup: re-pointing is left to the master", self.name(new));
+            log(out, Level::Warn, msg);
         }
         match how {
             Promotion::Failover { old } => {
@@ -897,6 +1216,7 @@ impl Machine {
         let msg = format!("switchover from {} to {}: new writes refused until {} has everything", self.name(from), self.name(to), self.name(to));
         log(out, Level::Info, msg);
         self.route_writer(None, out);
+        self.blocked_switchover = None;
         let stage = SwitchoverStage::CatchingUp { blocked_at: now, old_lsn: None };
         self.phase = Phase::Switchover { from, to, stage, deadline: now + self.p.switchover_timeout };
     }
@@ -910,7 +1230,7 @@ impl Machine {
     fn promote_blocker(&self, to: NodeId, now: Duration) -> Option<String> {
         let (votes, members) = self.quorum(now);
         if self.nodes[to].usable_standby().is_none() {
-            Some(format!("{} is no longer a reachable standby", self.name(to)))
+            Some(format!("{} is not a reachable standby", self.name(to)))
         } else if !self.is_master() {
             Some("this load balancer is no longer the vrrp master".to_owned())
         } else if !rules::has_quorum(votes, members) {
@@ -921,8 +1241,9 @@ impl Machine {
     }
 
     /// Gives up a switchover. With `restore` the old primary is still one: route to it again.
-    /// Without, the old primary may be a standby now (or half-stopped): the writer is lost with
-    /// no old writer to prefer, so every standby, the demoted one included, is a candidate.
+    /// Without, the old primary may be a standby now (or half-stopped): the writer is lost,
+    /// with the old primary as the old writer, so failover's guards judge it like any loss (a
+    /// demoted old primary counts as gone; standbys cascading from it hide no primary).
     fn abort_switchover(&mut self, from: NodeId, to: NodeId, reason: &str, restore: bool, now: Duration, out: &mut Vec<Action>) {
         log(out, Level::Error, format!("switchover from {} to {} aborted: {reason}", self.name(from), self.name(to)));
         out.push(Action::Alert(Alert::SwitchoverAborted { from, to, reason: reason.to_owned() }));
@@ -930,14 +1251,17 @@ impl Machine {
             self.route_writer(Some(from), out);
             self.phase = Phase::Steady;
         } else {
-            self.phase = Phase::WriterLost { old: None, since: now };
+            self.phase = Phase::WriterLost { old: Some(from), since: now };
         }
     }
 
-    /// Rule 5, level-triggered: a standby that has not streamed from the writer for
-    /// `repoint_after` is re-pointed (again, at most once per `repoint_after`).
+    /// Rule 5, level-triggered, on the VRRP master only: a standby that has not streamed from
+    /// the writer for `repoint_after` is re-pointed (again, at most once per `repoint_after`).
+    /// A standby on a newer timeline than the writer's is never pointed back at it.
     fn repoint_misdirected(&mut self, now: Duration, out: &mut Vec<Action>) {
         let Some(w) = self.writer else { return };
+        let master = self.is_master();
+        let writer_tl = self.writer_timeline.unwrap_or(0);
         let after = self.p.repoint_after();
         for n in 0..self.nodes.len() {
             if n == w {
@@ -947,7 +1271,7 @@ impl Machine {
                 self.nodes[n].misdirected_since = None;
                 continue;
             };
-            if s.streams_from(&self.p.nodes[w]) {
+            if !master || s.streams_from(&self.p.nodes[w]) || s.timeline > writer_tl {
                 self.nodes[n].misdirected_since = None;
                 continue;
             }
@@ -959,6 +1283,63 @@ impl Machine {
                 log(out, Level::Info, msg);
                 out.push(Action::Repoint { node: n, primary: w });
             }
+        }
+    }
+
+    /// Rule 6's self-healing (`rejoin_command`): on the VRRP master, in Steady with a healthy
+    /// writer, a fenced former primary that answers again is rejoined: once per fence, again
+    /// only after a failure and its backoff. A split-brain primary is left to an operator: its
+    /// writes on the shared timeline would be rewound away.
+    fn schedule_rejoins(&mut self, now: Duration, out: &mut Vec<Action>) {
+        if !self.p.rejoin || !self.is_master() || self.phase != Phase::Steady {
+            return;
+        }
+        let Some(w) = self.writer.filter(|&w| self.nodes[w].up()) else { return };
+        for n in 0..self.nodes.len() {
+            let t = &self.nodes[n];
+            let former_primary = matches!(t.fence, Some(FenceReason::Replaced { .. } | FenceReason::OlderTimeline { .. }));
+            let r = t.rejoin;
+            if n == w || !former_primary || !t.up() || r.in_flight || r.succeeded || r.not_before.is_some_and(|nb| now < nb) {
+                continue;
+            }
+            let t = &mut self.nodes[n];
+            t.rejoin.in_flight = true;
+            t.rejoin.attempts += 1;
+            t.rejoin.not_before = None;
+            let attempt = t.rejoin.attempts;
+            let msg = format!("rejoining {} as a standby of {} with rejoin_command (attempt {attempt})", self.name(n), self.name(w));
+            log(out, Level::Warn, msg);
+            out.push(Action::Rejoin { node: n, primary: w });
+        }
+    }
+
+    /// VRRP priority tracking (`Track`): whether this instance reaches the writer. A backup
+    /// that lost the writer says no at once; the master says no only when failover has been
+    /// held back by a guard for `track_hold` (while it is failing over or switching over it
+    /// keeps its priority), so that when only this instance lost the writer a peer that still
+    /// reaches it takes the VIP, and when everyone lost it nothing flips.
+    fn reconcile_tracking(&mut self, now: Duration, out: &mut Vec<Action>) {
+        if !self.p.vrrp_enabled {
+            return;
+        }
+        let reachable = match self.phase {
+            Phase::Starting => return,
+            Phase::Steady => self.writer.is_some_and(|w| self.nodes[w].up() && self.nodes[w].failures < self.p.failover_after),
+            Phase::FailingOver { .. } | Phase::Switchover { .. } => true,
+            Phase::WriterLost { since, .. } => {
+                let holding = matches!(self.blocked, Some(ref b) if !matches!(b, Blocked::Debouncing { .. }));
+                self.is_master() && !(holding && now.saturating_sub(since) >= self.p.track_hold)
+            }
+        };
+        if self.tracked != Some(reachable) {
+            self.tracked = Some(reachable);
+            let msg = if reachable {
+                "tracking: this instance reaches the writer: full vrrp priority".to_owned()
+            } else {
+                "tracking: this instance does not reach the writer: lowering its vrrp priority so a peer that does can take the VIP".to_owned()
+            };
+            log(out, if reachable { Level::Info } else { Level::Warn }, msg);
+            out.push(Action::Track { writer_reachable: reachable });
         }
     }
 
@@ -976,6 +1357,9 @@ impl Machine {
         if self.writer != node || !self.writer_emitted {
             self.writer = node;
             self.writer_emitted = true;
+            if node.is_some() {
+                self.last_writer = node;
+            }
             out.push(Action::SetWriter { node });
         }
     }

@@ -114,8 +114,9 @@ pub enum Event {
     /// A VRRP advert from another load balancer arrived.
     PeerHeard { peer: Ipv4Addr },
     Admin(AdminCommand),
-    /// The executor finished a [`Action::Promote`], [`Action::Repoint`] or [`Action::Demote`]
-    /// (echo the action; other actions need no report). `Err` carries the reason.
+    /// The executor finished a [`Action::Promote`], [`Action::Repoint`], [`Action::Demote`] or
+    /// [`Action::Rejoin`] (echo the action; other actions need no report). `Err` carries the
+    /// reason.
     ActionDone { action: Action, result: Result<(), String> },
 }
 
@@ -153,6 +154,15 @@ pub enum Action {
     SetSyncStandbys { on: NodeId, count: u32, names: Vec<String> },
     /// Never route to `node` until it rejoins; report it as `needs-rejoin` (or `fenced`).
     Fence { node: NodeId, reason: FenceReason },
+    /// Make the fenced former primary `node` a standby of `primary` with `[failover]
+    /// rejoin_command` (pg_rewind, standby.signal, start). Report with [`Event::ActionDone`].
+    Rejoin { node: NodeId, primary: NodeId },
+    /// Write what must survive a restart (the state file), before acting on the actions that
+    /// follow it in the same list: a fence, a writer and its timeline are durable first.
+    Persist(Durable),
+    /// Whether this load balancer reaches the writer (VRRP priority tracking): `false` lowers
+    /// the VRRP priority by the tracking weight, so a peer that does reach it takes the VIP.
+    Track { writer_reachable: bool },
     /// Something an operator should know about (also counted in metrics).
     Alert(Alert),
     /// One line per decision saying why.
@@ -180,6 +190,47 @@ impl FenceReason {
     }
 }
 
+/// What the machine must not forget across a daemon restart (DESIGN.md, "Restarts lose no
+/// safety"): written to the state file by [`Action::Persist`] before the actions that depend
+/// on it, read back by [`crate::failover::Machine::restore`]. Nodes are named, not numbered,
+/// so a reordered `[[node]]` list keeps its meaning.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Durable {
+    /// The last writer routed.
+    pub writer: Option<String>,
+    /// The highest timeline ever routed for writes (0: none yet). A primary on an older
+    /// timeline never gets writes again; the value never goes down.
+    pub timeline: u32,
+    /// Fenced nodes.
+    pub fences: Vec<DurableFence>,
+    /// A promotion was sent and its outcome is not known yet: `node` was a standby on
+    /// `from_timeline`. Until `node` is seen again, no primary on `from_timeline` or older is
+    /// adopted (it may already have been replaced).
+    pub promoting: Option<DurablePromotion>,
+}
+
+/// A fence in the state file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DurableFence {
+    pub node: String,
+    /// `split-brain`, `older-timeline` or `replaced`.
+    pub reason: String,
+    /// The node's timeline when it was fenced (split-brain, older-timeline).
+    pub timeline: u32,
+    /// The writer it lost to (split-brain, replaced).
+    pub writer: Option<String>,
+}
+
+/// A promotion in flight, in the state file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DurablePromotion {
+    pub node: String,
+    pub from_timeline: u32,
+}
+
 /// Events worth an operator's attention.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Alert {
@@ -198,6 +249,12 @@ pub enum Alert {
     SwitchoverRejected { to: NodeId, reason: String },
     SwitchoverDone { from: NodeId, to: NodeId },
     SwitchoverAborted { from: NodeId, to: NodeId, reason: String },
+    /// `rejoin_command` for a fenced former primary failed; it stays fenced and is tried again
+    /// after `retry_in`.
+    RejoinFailed { node: NodeId, error: String, attempt: u32, retry_in: Duration },
+    /// `rejoin_command` for a fenced former primary succeeded (its fence lifts once probes see
+    /// it streaming on the writer's timeline).
+    RejoinDone { node: NodeId, attempt: u32 },
 }
 
 /// Why the machine does not fail over although the writer is lost.
@@ -218,6 +275,15 @@ pub enum Blocked {
     NoCandidate,
     /// The best candidate is behind a reachable standby that may not be promoted (nofailover).
     CandidateBehind { candidate: NodeId, ahead: NodeId },
+    /// A standby's received position still moved between its last two probes: wait until every
+    /// position is final, so that every load balancer ranks the same candidate first.
+    PositionsMoving { standby: NodeId },
+    /// A promotion was sent (or restored from the state file) and no probe has shown its
+    /// outcome yet: promoting another node could make two primaries.
+    PromotionUnsettled { node: NodeId },
+    /// No VRRP peer is heard (they may be masters too) and `unseen` is not a visible standby: a
+    /// peer that sees it might rank it first. Fail over only with the whole cluster in view.
+    PartialView { unseen: NodeId },
 }
 
 impl fmt::Display for Blocked {
@@ -236,6 +302,16 @@ impl fmt::Display for Blocked {
             Blocked::CandidateBehind { candidate, ahead } => {
                 write!(f, "candidate #{candidate} is behind standby #{ahead}, which may not be promoted")
             }
+            Blocked::PositionsMoving { standby } => {
+                write!(f, "standby #{standby} still receives WAL: waiting for every position to settle")
+            }
+            Blocked::PromotionUnsettled { node } => {
+                write!(f, "the promotion of node #{node} is not settled: waiting for a probe to show whether it is a primary")
+            }
+            Blocked::PartialView { unseen } => write!(
+                f,
+                "no vrrp peer is heard and node #{unseen} is not a visible standby: another master may see it (failover needs the whole cluster in view)"
+            ),
         }
     }
 }
@@ -307,6 +383,9 @@ pub enum SwitchoverStage {
     },
     /// The old primary is being stopped and restarted as a standby of the target.
     Demoting,
+    /// The old primary is a standby now; the target is promoted as soon as it is a reachable
+    /// standby, this instance the master with quorum (a probe blip is waited out).
+    Demoted,
     /// The target is being promoted.
     Promoting,
 }
@@ -373,6 +452,15 @@ pub struct Params {
     pub peers: Vec<Ipv4Addr>,
     /// A peer heard longer ago than this no longer counts (VRRP master-down interval).
     pub peer_timeout: Duration,
+    /// How long a VRRP master holds the writer lost, with failover held back by a guard,
+    /// before it reports the writer unreachable for tracking (a backup reports it at once).
+    /// The master-down interval: the backup, whose own detection lags by at most a probe
+    /// interval, has lowered its priority by then if it lost the writer too.
+    pub track_hold: Duration,
+    /// `[failover] rejoin_command` is configured: fenced former primaries are rejoined.
+    pub rejoin: bool,
+    /// The first retry delay of a failed rejoin; it doubles up to [`REJOIN_BACKOFF_MAX`].
+    pub rejoin_backoff: Duration,
 }
 
 /// Consecutive failed probes after which a node other than the writer counts as down (leaves
@@ -382,6 +470,8 @@ pub const STANDBY_DOWN_AFTER: u32 = 1;
 pub const STALE_AFTER_INTERVALS: u32 = 3;
 /// A standby not streaming from the writer for this many probe intervals is re-pointed (again).
 pub const REPOINT_AFTER_INTERVALS: u32 = 15;
+/// The longest wait between two attempts to rejoin a fenced former primary.
+pub const REJOIN_BACKOFF_MAX: Duration = Duration::from_secs(300);
 
 impl Params {
     pub fn from_config(config: &Config) -> Params {
@@ -411,6 +501,9 @@ impl Params {
             vrrp_enabled: config.vrrp.is_some(),
             peers: config.vrrp.as_ref().map(|v| v.peers.clone()).unwrap_or_default(),
             peer_timeout: config.vrrp.as_ref().map(|v| v.master_down_interval()).unwrap_or_default(),
+            track_hold: config.vrrp.as_ref().map(|v| v.master_down_interval()).unwrap_or_default(),
+            rejoin: f.rejoin_command.is_some(),
+            rejoin_backoff: f.rejoin_backoff,
         }
     }
 
@@ -463,6 +556,8 @@ pub struct ClusterView {
     pub readers: Vec<NodeId>,
     pub writer_timeline: Option<u32>,
     pub vrrp_master: bool,
+    /// The last tracking verdict ([`Action::Track`]); `None` before the first.
+    pub writer_reachable: Option<bool>,
     /// (votes, members) as counted now.
     pub quorum: (usize, usize),
     /// Why failover is held back, while the writer is lost.

@@ -37,8 +37,10 @@ pub const MAP_BACKEND_STATS: &str = "backend_stats";
 pub const MAP_LISTENER_STATS: &str = "listener_stats";
 /// Per-CPU `u64` packet counter per reason code (`crate::reason`), written by the XDP program.
 pub const MAP_REASONS: &str = "reasons";
+/// See [`Lease`].
+pub const MAP_LEASE: &str = "lease";
 /// Every map name, in a stable order.
-pub const ALL_MAPS: [&str; 10] = [
+pub const ALL_MAPS: [&str; 11] = [
     MAP_LISTENERS,
     MAP_BACKENDS,
     MAP_WRITER,
@@ -49,6 +51,7 @@ pub const ALL_MAPS: [&str; 10] = [
     MAP_BACKEND_STATS,
     MAP_LISTENER_STATS,
     MAP_REASONS,
+    MAP_LEASE,
 ];
 
 /// Listener pool: the single writer.
@@ -179,7 +182,12 @@ pub struct Flow {
     /// The backend's next-hop MAC.
     pub backend_mac: [u8; 6],
     /// Always zero.
-    pub _pad: [u8; 6],
+    pub _pad: [u8; 2],
+    /// The sequence number the client expects next from the backend side (the end of the
+    /// newest backend segment forwarded, SYN and FIN counting one), **host byte order**; 0
+    /// until the backend's first segment. The control plane uses it to reset a client whose
+    /// backend is no longer the writer without waiting for the client's next packet.
+    pub client_next_seq: u32,
 }
 const _: () = assert!(core::mem::size_of::<Flow>() == 48);
 
@@ -236,6 +244,49 @@ pub struct ListenerStats {
 }
 const _: () = assert!(core::mem::size_of::<ListenerStats>() == 32);
 
+/// The single entry (index 0) of the `lease` array: the control plane's dead-man switch.
+/// Written by the control plane (renewed several times per lease while it runs), read by the
+/// XDP program on ARP requests for the VIP and on client packets to VIP listeners.
+///
+/// While `now < expires_ns` the data plane works normally. After it (pglb killed or hung),
+/// ARP requests for the VIP are dropped (the host stops answering for it) and no new flow is
+/// opened; after `expires_ns + grace_ns` packets of write-port flows are answered with RST as
+/// well. `expires_ns == 0` (a map never written) counts as expired.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lease {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC, ns) at which the lease runs out.
+    pub expires_ns: u64,
+    /// How long established write flows go on after the lease ran out, ns.
+    pub grace_ns: u64,
+    /// The VIP whose ARP requests are dropped, network byte order.
+    pub vip: u32,
+    /// Always zero.
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<Lease>() == 24);
+
+/// What the lease says at `now_ns` (see [`Lease`]).
+pub const LEASE_VALID: u8 = 0;
+/// The lease ran out: no ARP for the VIP, no new flows.
+pub const LEASE_EXPIRED: u8 = 1;
+/// The lease ran out more than `grace_ns` ago: write flows are reset too.
+pub const LEASE_PAST_GRACE: u8 = 2;
+
+impl Lease {
+    /// [`LEASE_VALID`], [`LEASE_EXPIRED`] or [`LEASE_PAST_GRACE`] at `now_ns`.
+    #[inline(always)]
+    pub const fn state(&self, now_ns: u64) -> u8 {
+        if self.expires_ns != 0 && now_ns < self.expires_ns {
+            LEASE_VALID
+        } else if self.expires_ns != 0 && now_ns - self.expires_ns < self.grace_ns {
+            LEASE_EXPIRED
+        } else {
+            LEASE_PAST_GRACE
+        }
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -260,6 +311,8 @@ mod pod {
     unsafe impl aya::Pod for BackendStats {}
     // SAFETY: as above.
     unsafe impl aya::Pod for ListenerStats {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for Lease {}
 }
 
 #[cfg(test)]
@@ -281,9 +334,28 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         // Field offsets sum to the size: the explicit _pad fields cover every hole.
         assert_eq!(core::mem::offset_of!(Flow, last_seen_ns), 16, "Flow.last_seen_ns is 8-aligned");
-        assert_eq!(core::mem::offset_of!(Flow, _pad), 42, "Flow padding at the end");
+        assert_eq!(core::mem::offset_of!(Flow, _pad), 42, "Flow padding before client_next_seq");
+        assert_eq!(core::mem::offset_of!(Flow, client_next_seq), 44, "Flow.client_next_seq is 4-aligned");
         assert_eq!(core::mem::offset_of!(Backend, mac), 8, "Backend.mac");
         assert_eq!(core::mem::align_of::<Flow>(), 8, "Flow alignment");
         assert_eq!(Writer::default().backend, BACKEND_NONE, "no writer by default");
+    }
+
+    #[test]
+    fn lease_states() {
+        let s = 1_000_000_000;
+        let lease = Lease { expires_ns: 10 * s, grace_ns: 5 * s, vip: 0, _pad: 0 };
+        let table: &[(&str, Lease, u64, u8)] = &[
+            ("before expiry", lease, 9 * s, LEASE_VALID),
+            ("at expiry", lease, 10 * s, LEASE_EXPIRED),
+            ("within grace", lease, 15 * s - 1, LEASE_EXPIRED),
+            ("grace over", lease, 15 * s, LEASE_PAST_GRACE),
+            ("never written", Lease::default(), 1, LEASE_PAST_GRACE),
+            ("never written, grace set", Lease { expires_ns: 0, grace_ns: 5 * s, vip: 0, _pad: 0 }, 1, LEASE_PAST_GRACE),
+            ("no grace", Lease { grace_ns: 0, ..lease }, 10 * s, LEASE_PAST_GRACE),
+        ];
+        for (what, l, now, want) in table {
+            assert_eq!(l.state(*now), *want, "{what}");
+        }
     }
 }

@@ -39,18 +39,25 @@ pub const TX_RST_STALE_BACKEND: u32 = 16;
 pub const TX_RST_NO_WRITER: u32 = 17;
 /// A SYN to a read listener while the reader table is empty: RST.
 pub const TX_RST_NO_READER: u32 = 18;
+/// A SYN (or a write flow past the lease's grace) while the control plane's lease has run out
+/// (pglb killed or hung): RST, so the client tries again, through the new VIP holder once its
+/// ARP cache has moved.
+pub const TX_RST_LEASE_EXPIRED: u32 = 19;
 /// A RST of an unknown flow: dropped (never answer a RST with a RST).
-pub const DROP_RST_UNKNOWN_FLOW: u32 = 19;
+pub const DROP_RST_UNKNOWN_FLOW: u32 = 20;
 /// No free NAT source port for the backend within the probe budget.
-pub const DROP_PORTS_EXHAUSTED: u32 = 20;
+pub const DROP_PORTS_EXHAUSTED: u32 = 21;
 /// No MAC address for the backend (FIB/neighbour lookup failed and none configured).
-pub const DROP_NO_NEIGH: u32 = 21;
+pub const DROP_NO_NEIGH: u32 = 22;
 /// The flow table refused an insert.
-pub const DROP_FLOW_TABLE: u32 = 22;
+pub const DROP_FLOW_TABLE: u32 = 23;
 /// An internal error (a helper failed); should stay at zero.
-pub const DROP_INTERNAL: u32 = 23;
+pub const DROP_INTERNAL: u32 = 24;
+/// An ARP request for the VIP while the control plane's lease has run out: dropped, so this
+/// host stops answering for the VIP and clients resolve it to the load balancer that holds it.
+pub const DROP_ARP_LEASE_EXPIRED: u32 = 25;
 /// Number of reason codes; the `REASONS` map has this many entries.
-pub const REASON_COUNT: u32 = 24;
+pub const REASON_COUNT: u32 = 26;
 
 /// The packet goes up to the kernel stack.
 pub const VERDICT_PASS: u8 = 0;
@@ -64,7 +71,7 @@ pub const VERDICT_TX: u8 = 2;
 pub const fn verdict_of(reason: u32) -> u8 {
     match reason {
         PASS_NOT_IPV4 | PASS_NOT_TCP | PASS_NOT_VIP | PASS_FRAGMENT => VERDICT_PASS,
-        TX_NEW_FLOW..=TX_RST_NO_READER => VERDICT_TX,
+        TX_NEW_FLOW..=TX_RST_LEASE_EXPIRED => VERDICT_TX,
         _ => VERDICT_DROP,
     }
 }
@@ -90,11 +97,13 @@ pub const REASON_NAMES: [&str; REASON_COUNT as usize] = [
     "tx_rst_stale_backend",
     "tx_rst_no_writer",
     "tx_rst_no_reader",
+    "tx_rst_lease_expired",
     "drop_rst_unknown_flow",
     "drop_ports_exhausted",
     "drop_no_neigh",
     "drop_flow_table",
     "drop_internal",
+    "drop_arp_lease_expired",
 ];
 
 #[cfg(test)]

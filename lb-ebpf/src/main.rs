@@ -7,6 +7,12 @@
 //! checksums) and sent back out with `XDP_TX`. Every packet increments exactly one per-CPU
 //! reason counter (`lb_common::reason`), whose code also decides the verdict.
 //!
+//! The control plane renews a lease (`lease` map, `bpf_ktime_get_ns` clock) while it runs. Once
+//! the lease has run out (pglb killed or hung), ARP requests for the VIP are dropped, so this
+//! host stops answering for an address it may no longer own, SYNs get a RST instead of a flow,
+//! and after the lease's grace packets of write-port flows get a RST too: a dead control plane
+//! cannot keep attracting clients to a frozen writer.
+//!
 //! One XDP invocation can emit one packet, so a stale-writer flow resets the side whose packet
 //! arrived and deletes the flow; the other side's next packet then finds no flow: a client
 //! gets a RST (unknown flow), a backend's packet goes to the kernel, which answers it with a
@@ -22,15 +28,15 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    BACKEND_F_ACTIVE, BACKEND_NONE, Backend, BackendStats, Flow, FlowKey, Listener, ListenerKey,
-    ListenerStats, MAGLEV_SIZE, MAX_BACKENDS, MAX_FLOWS, MAX_LISTENERS, NatKey, POOL_WRITE,
-    ReaderCtl, Writer,
+    BACKEND_F_ACTIVE, BACKEND_NONE, Backend, BackendStats, Flow, FlowKey, LEASE_PAST_GRACE,
+    LEASE_VALID, Lease, Listener, ListenerKey, ListenerStats, MAGLEV_SIZE, MAX_BACKENDS, MAX_FLOWS,
+    MAX_LISTENERS, NatKey, POOL_WRITE, ReaderCtl, Writer,
     csum::{CsumDelta, fold, pseudo_header_sum, sum_fixed},
     hash::flow_hash,
     nat::{NAT_PORT_PROBES, nat_port_candidate, nat_port_seed},
     port_to_map,
     reason::*,
-    tcp::{DIR_TO_BACKEND, DIR_TO_CLIENT, STATE_SYN_SENT, TCP_ACK, TCP_RST, TCP_SYN, next_state, rst_for},
+    tcp::{DIR_TO_BACKEND, DIR_TO_CLIENT, STATE_SYN_SENT, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, next_state, rst_for},
 };
 
 /// VIP listeners: (VIP, port) → pool and stats index. Written by the control plane.
@@ -64,11 +70,18 @@ static LISTENER_STATS: PerCpuArray<ListenerStats, { MAX_LISTENERS as usize }> = 
 /// Per-CPU packet counter per reason code.
 #[btf_map(name = "reasons")]
 static REASONS: PerCpuArray<u64, { REASON_COUNT as usize }> = PerCpuArray::new();
+/// Index 0: the control plane's lease (dead-man switch). Renewed by the control plane.
+#[btf_map(name = "lease")]
+static LEASE: Array<Lease, 1> = Array::new();
 
 const ETH_HLEN: usize = 14;
 const IPV4_HLEN: usize = 20;
 const TCP_HLEN: usize = 20;
 const ETH_P_IP_WIRE: [u8; 2] = [0x08, 0x00];
+const ETH_P_ARP_WIRE: [u8; 2] = [0x08, 0x06];
+/// An Ethernet/IPv4 ARP packet: htype, ptype, hlen 6, plen 4, operation, two address pairs.
+const ARP_LEN: usize = 28;
+const ARP_OP_REQUEST: [u8; 2] = [0x00, 0x01];
 const IPPROTO_TCP: u8 = 6;
 /// Look the next hop up as a packet sent from this host out of the ingress interface (one arm).
 /// The kernel still requires IPv4 forwarding on the interface (else FWD_DISABLED); the control
@@ -179,6 +192,9 @@ fn parse(ctx: &XdpContext) -> Result<Packet, u32> {
     let eth: *const [u8; ETH_HLEN] = ptr_at(ctx, 0, DROP_TRUNC_ETH)?;
     // SAFETY: ptr_at checked that 14 bytes are inside the packet.
     let eth = unsafe { &*eth };
+    if [eth[12], eth[13]] == ETH_P_ARP_WIRE {
+        return Err(arp_verdict(ctx));
+    }
     if [eth[12], eth[13]] != ETH_P_IP_WIRE {
         return Err(PASS_NOT_IPV4);
     }
@@ -234,6 +250,34 @@ fn parse(ctx: &XdpContext) -> Result<Packet, u32> {
     })
 }
 
+/// ARP: a request for the VIP is dropped once the lease has run out; everything else passes.
+#[inline(always)]
+fn arp_verdict(ctx: &XdpContext) -> u32 {
+    let Ok(arp) = ptr_at::<[u8; ARP_LEN]>(ctx, ETH_HLEN, PASS_NOT_IPV4) else {
+        return PASS_NOT_IPV4;
+    };
+    // SAFETY: ptr_at checked that 28 bytes are inside the packet.
+    let arp = unsafe { &*arp };
+    if [arp[6], arp[7]] != ARP_OP_REQUEST {
+        return PASS_NOT_IPV4;
+    }
+    let target = u32::from_ne_bytes([arp[24], arp[25], arp[26], arp[27]]);
+    let lease = current_lease();
+    if target == lease.vip && lease.state(bpf_ktime_get_ns_safe()) != LEASE_VALID {
+        DROP_ARP_LEASE_EXPIRED
+    } else {
+        PASS_NOT_IPV4
+    }
+}
+
+#[inline(always)]
+fn current_lease() -> Lease {
+    match LEASE.get(0) {
+        Some(l) => *l,
+        None => Lease::default(),
+    }
+}
+
 #[inline(always)]
 fn current_writer() -> u32 {
     match WRITER.get(0) {
@@ -248,16 +292,21 @@ fn client_packet(ctx: &XdpContext, pkt: &Packet, listener: &Listener) -> Result<
     let fkey = FlowKey { client_addr: pkt.src, vip: pkt.dst, client_port: pkt.sport, listener_port: pkt.dport };
     let is_syn = pkt.flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
     let now = bpf_ktime_get_ns_safe();
+    let lease = current_lease().state(now);
     if let Some(flow) = FLOWS.get_ptr_mut(&fkey) {
         // SAFETY: a live LRU value; concurrent writers only store plain integers into it.
         let f = unsafe { &mut *flow };
-        let stale = f.pool == POOL_WRITE && f.backend_id != current_writer();
+        let stale = f.pool == POOL_WRITE && (f.backend_id != current_writer() || lease == LEASE_PAST_GRACE);
         if is_syn && !(f.state == STATE_SYN_SENT && !stale) {
             // A new connection reusing the client port of an old one (or of a stale flow):
             // forget the old flow and open a new one.
             let old = NatKey { backend_addr: f.backend_addr, vip: pkt.dst, backend_port: f.backend_port, nat_port: f.nat_port };
             let _ = NAT.remove(&old);
             let _ = FLOWS.remove(&fkey);
+            if lease != LEASE_VALID {
+                count_listener_reset(listener.index);
+                return reset_sender(ctx, pkt, TX_RST_LEASE_EXPIRED);
+            }
             return new_flow(ctx, pkt, listener, &fkey, now);
         }
         if stale {
@@ -270,7 +319,8 @@ fn client_packet(ctx: &XdpContext, pkt: &Packet, listener: &Listener) -> Result<
             }
             count_backend_reset(backend_id);
             count_listener_reset(listener.index);
-            return reset_sender(ctx, pkt, TX_RST_STALE_CLIENT);
+            let why = if lease == LEASE_PAST_GRACE { TX_RST_LEASE_EXPIRED } else { TX_RST_STALE_CLIENT };
+            return reset_sender(ctx, pkt, why);
         }
         f.state = next_state(f.state, DIR_TO_BACKEND, pkt.flags);
         f.last_seen_ns = now;
@@ -279,11 +329,15 @@ fn client_packet(ctx: &XdpContext, pkt: &Packet, listener: &Listener) -> Result<
         count_to_backend(&f, pkt.ip_len, false);
         return Ok(TX_TO_BACKEND);
     }
-    if is_syn {
-        return new_flow(ctx, pkt, listener, &fkey, now);
-    }
     if pkt.flags & TCP_RST != 0 {
         return Ok(DROP_RST_UNKNOWN_FLOW);
+    }
+    if is_syn {
+        if lease != LEASE_VALID {
+            count_listener_reset(listener.index);
+            return reset_sender(ctx, pkt, TX_RST_LEASE_EXPIRED);
+        }
+        return new_flow(ctx, pkt, listener, &fkey, now);
     }
     count_listener_reset(listener.index);
     reset_sender(ctx, pkt, TX_RST_UNKNOWN_FLOW)
@@ -374,7 +428,8 @@ fn new_flow(ctx: &XdpContext, pkt: &Packet, listener: &Listener, fkey: &FlowKey,
         client_mac: pkt.eth_src,
         lb_mac,
         backend_mac,
-        _pad: [0; 6],
+        _pad: [0; 2],
+        client_next_seq: 0,
     };
     if FLOWS.insert(fkey, &flow, BPF_ANY as u64).is_err() {
         let _ = NAT.remove(&nkey);
@@ -395,7 +450,8 @@ fn backend_packet(ctx: &XdpContext, pkt: &Packet, nkey: &NatKey, fkey: &FlowKey)
     };
     // SAFETY: a live LRU value; concurrent writers only store plain integers into it.
     let f = unsafe { &mut *flow };
-    if f.pool == POOL_WRITE && f.backend_id != current_writer() {
+    let now = bpf_ktime_get_ns_safe();
+    if f.pool == POOL_WRITE && (f.backend_id != current_writer() || current_lease().state(now) == LEASE_PAST_GRACE) {
         let backend_id = f.backend_id;
         let _ = NAT.remove(nkey);
         let _ = FLOWS.remove(fkey);
@@ -406,7 +462,16 @@ fn backend_packet(ctx: &XdpContext, pkt: &Packet, nkey: &NatKey, fkey: &FlowKey)
         return reset_sender(ctx, pkt, TX_RST_STALE_BACKEND);
     }
     f.state = next_state(f.state, DIR_TO_CLIENT, pkt.flags);
-    f.last_seen_ns = bpf_ktime_get_ns_safe();
+    f.last_seen_ns = now;
+    // Where the client's receive window starts: the end of the newest backend segment.
+    let end = pkt
+        .seq
+        .wrapping_add(pkt.payload_len)
+        .wrapping_add(u32::from(pkt.flags & TCP_SYN != 0))
+        .wrapping_add(u32::from(pkt.flags & TCP_FIN != 0));
+    if f.client_next_seq == 0 || (end.wrapping_sub(f.client_next_seq) as i32) > 0 {
+        f.client_next_seq = end;
+    }
     let f = *f;
     rewrite(ctx, pkt, f.client_mac, f.lb_mac, fkey.vip, fkey.client_addr, fkey.listener_port, fkey.client_port)?;
     if let Some(s) = BACKEND_STATS.get_ptr_mut(f.backend_id) {

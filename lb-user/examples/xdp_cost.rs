@@ -66,6 +66,7 @@ fn main() {
         dp.set_backends(&BACKENDS.map(|(id, addr, _)| BackendSpec { id, addr, port: PG_PORT })).expect("backends");
         dp.set_writer(Some(0)).expect("writer");
         dp.set_readers(&[(1, 1), (2, 1)]).expect("readers");
+        dp.renew_lease(std::time::Duration::from_secs(3600), std::time::Duration::from_secs(10)).expect("lease");
         let ifname = std::ffi::CString::new(IFACE).expect("name");
         // SAFETY: a valid C string.
         let ifindex = unsafe { libc::if_nametoindex(ifname.as_ptr()) };

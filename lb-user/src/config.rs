@@ -105,6 +105,16 @@ pub struct DataplaneConfig {
     /// A flow with no packet for this long may be evicted. Default 1h.
     #[serde(default = "defaults::flow_idle_timeout", with = "humantime_serde")]
     pub flow_idle_timeout: Duration,
+    /// The dead-man switch: the running control plane renews a lease in the data plane five
+    /// times per `lease`; once it runs out (pglb killed or hung) the XDP program drops ARP
+    /// requests for the VIP and resets new connections, so clients move to the load balancer
+    /// that holds the VIP. 200ms..=60s, default 1s.
+    #[serde(default = "defaults::lease", with = "humantime_serde")]
+    pub lease: Duration,
+    /// How long established write connections go on after the lease ran out, before they are
+    /// reset too (read connections go on). 0..=1h, default 10s.
+    #[serde(default = "defaults::lease_grace", with = "humantime_serde")]
+    pub lease_grace: Duration,
 }
 
 /// How the XDP program is attached.
@@ -354,6 +364,12 @@ mod defaults {
     use std::net::SocketAddr;
     use std::time::Duration;
 
+    pub fn lease() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn lease_grace() -> Duration {
+        Duration::from_secs(10)
+    }
     pub fn flow_idle_timeout() -> Duration {
         Duration::from_secs(3600)
     }
@@ -699,6 +715,8 @@ impl Config {
             return Err(ConfigError::VipIsNodeAddress { vip, node: node.name.clone() });
         }
         check_duration("[dataplane] flow_idle_timeout", dp.flow_idle_timeout, Duration::from_secs(1), Duration::from_secs(7 * 86400))?;
+        check_duration("[dataplane] lease", dp.lease, Duration::from_millis(200), Duration::from_secs(60))?;
+        check_duration("[dataplane] lease_grace", dp.lease_grace, Duration::ZERO, LONG_TIMEOUT_MAX)?;
         Ok(())
     }
 

@@ -131,7 +131,9 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         .map(|(i, n)| BackendSpec { id: i as u32, addr: n.host, port: n.port })
         .collect();
     dp.set_backends(&backends)?;
-    info!(instance = %name, interface = %spec.interface, pin_dir = %spec.pin_dir.display(), vip = %spec.vip, "data plane attached");
+    let (lease, grace) = (config.dataplane.lease, config.dataplane.lease_grace);
+    dp.renew_lease(lease, grace)?;
+    info!(instance = %name, interface = %spec.interface, pin_dir = %spec.pin_dir.display(), vip = %spec.vip, lease_ms = lease.as_millis() as u64, "data plane attached; lease renewed");
 
     let mut machine = match &durable {
         Some(d) => {
@@ -190,6 +192,10 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let mut restart = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2()).map_err(DaemonError::Signal)?;
     let mut restarting = false;
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    // Renewed from this loop: a loop that stops turning lets the lease run out.
+    let mut renew = tokio::time::interval(lease / 5);
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut lease_failing = false;
     let mut refresh = tokio::time::interval(SNAPSHOT_EVERY);
     let mut latency: Vec<Histogram> = vec![Histogram::default(); config.nodes.len()];
     let mut pending: Option<PendingSwitchover> = None;
@@ -258,6 +264,21 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
                 }
                 vec![]
             },
+            _ = renew.tick() => {
+                match dp.renew_lease(lease, grace) {
+                    Ok(()) if lease_failing => {
+                        lease_failing = false;
+                        info!("lease: renewing works again");
+                    }
+                    Ok(()) => {}
+                    Err(e) if !lease_failing => {
+                        lease_failing = true;
+                        error!(error = %crate::error_chain(&e), "lease: renewing failed: the data plane stops answering ARP for the VIP and opening flows when it runs out");
+                    }
+                    Err(_) => {}
+                }
+                vec![]
+            },
             _ = refresh.tick() => {
                 refresh_snapshot(&snapshot, &machine, &dp, &owner, &latency, &counts, &config, since.elapsed());
                 vec![]
@@ -308,6 +329,11 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     }
 
     if restarting {
+        // The lease covers the restart hold: the next `pglb run` renews it.
+        let hold = RESTART_HOLD * 3 + lease + Duration::from_secs(2);
+        if let Err(e) = dp.renew_lease(hold, grace) {
+            error!(error = %crate::error_chain(&e), "restart: extending the lease over the restart failed: the data plane may refuse new flows until the next start");
+        }
         // Keep the VIP and the XDP program; tell backups to wait for the next start.
         if let VipOwner::Vrrp { handle, status, .. } = owner {
             // Only a master announces the hold: a backup's advert at its configured priority
@@ -326,7 +352,10 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         let _ = std::fs::remove_file(&admin_path);
         return Ok(());
     }
-    info!("shutting down: releasing the VIP; the XDP program and maps stay pinned for the next start");
+    info!("shutting down: releasing the VIP and the lease; the XDP program and maps stay pinned for the next start");
+    if let Err(e) = dp.expire_lease(grace) {
+        error!(error = %crate::error_chain(&e), "letting the lease run out failed");
+    }
     match owner {
         VipOwner::Vrrp { handle, .. } => {
             if let Err(e) = handle.shutdown().await {

@@ -110,8 +110,16 @@ pub fn apply(
             Action::SetWriter { node } => {
                 let id = node.map(|n| n as u32);
                 match dataplane.set_writer(id) {
-                    Ok(()) => info!(writer = ?node.map(|n| ctx.name(n)), "route: write port now goes to {}", node.map(|n| ctx.name(n)).unwrap_or("nobody (writes refused)")),
-                    Err(e) => error!(error = %e, "route: setting the writer failed"),
+                    Ok(()) => {
+                        info!(writer = ?node.map(|n| ctx.name(n)), "route: write port now goes to {}", node.map(|n| ctx.name(n)).unwrap_or("nobody (writes refused)"));
+                        // Clients waiting on the old writer hear it now, not at their timeout.
+                        match dataplane.reset_stale_write_flows(id) {
+                            Ok(0) => {}
+                            Ok(n) => info!(clients = n, "route: reset the write connections still pinned to the old writer"),
+                            Err(e) => warn!(error = %crate::error_chain(&e), "route: resetting stale write connections failed (they are reset on their next packet)"),
+                        }
+                    }
+                    Err(e) => error!(error = %crate::error_chain(&e), "route: setting the writer failed"),
                 }
             }
             Action::SetReaders { nodes } => {

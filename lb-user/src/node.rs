@@ -39,6 +39,30 @@ pub enum NodeError {
     },
     #[error("invalid {what} {value:?}: {why}")]
     Invalid { what: &'static str, value: String, why: &'static str },
+    #[error("another `pglb node clone` or `rejoin` is working on {}: not starting a second one (lock {})", data_dir.display(), lock.display())]
+    Busy { data_dir: PathBuf, lock: PathBuf },
+}
+
+/// An exclusive lock on a data directory for the length of a clone or rejoin: two load
+/// balancers that both think they are VRRP master may run the same `rejoin_command` at once,
+/// and two pg_rewinds of one directory would corrupt it. The lock is a file beside the data
+/// directory (`.<name>.pglb-lock`), held with `flock` until dropped.
+struct DataDirLock {
+    _file: fs::File,
+}
+
+impl DataDirLock {
+    fn take(data_dir: &Path) -> Result<Self, NodeError> {
+        use std::os::fd::AsRawFd as _;
+        let name = data_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "data".into());
+        let lock = data_dir.parent().unwrap_or(Path::new("/")).join(format!(".{name}.pglb-lock"));
+        let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock).map_err(io("open", &lock))?;
+        // SAFETY: flock on a descriptor this function owns; no memory is involved.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(NodeError::Busy { data_dir: data_dir.to_owned(), lock });
+        }
+        Ok(DataDirLock { _file: file })
+    }
 }
 
 /// Everything `clone` and `rejoin` need to know about the node and its upstream.
@@ -148,6 +172,10 @@ fn start(spec: &StandbySpec) -> Result<(), NodeError> {
 /// `pglb node clone`: base backup through slot `name` (created on the primary), then start.
 pub fn clone(spec: &StandbySpec) -> Result<(), NodeError> {
     check_name(&spec.name)?;
+    if let Some(parent) = spec.data_dir.parent() {
+        fs::create_dir_all(parent).map_err(io("create", parent))?;
+    }
+    let _lock = DataDirLock::take(&spec.data_dir)?;
     if spec.data_dir.exists() && fs::read_dir(&spec.data_dir).map_err(io("read", &spec.data_dir))?.next().is_some() {
         return Err(NodeError::NotEmpty { path: spec.data_dir.clone() });
     }
@@ -169,6 +197,7 @@ pub fn rejoin(spec: &StandbySpec, source_conninfo: &str) -> Result<(), NodeError
     if !spec.data_dir.join("PG_VERSION").exists() {
         return Err(NodeError::NoDataDir { path: spec.data_dir.clone() });
     }
+    let _lock = DataDirLock::take(&spec.data_dir)?;
     if spec.data_dir.join("postmaster.pid").exists() {
         let mut stop = spec.tool("pg_ctl");
         stop.arg("-D").arg(&spec.data_dir).args(["-m", "fast", "-w", "-t", "60", "stop"]);
@@ -254,5 +283,18 @@ mod tests {
         assert!(matches!(clone(&s), Err(NodeError::Invalid { .. })));
         s.name = "pg2".into();
         assert!(matches!(rejoin(&s, "host=x"), Err(NodeError::NoDataDir { .. })));
+    }
+
+    #[test]
+    fn a_second_rejoin_of_the_same_directory_is_refused() {
+        let dir = std::env::temp_dir().join(format!("pglb-node-lock-{}", std::process::id()));
+        let data = dir.join("data");
+        fs::create_dir_all(&data).unwrap();
+        let held = DataDirLock::take(&data).expect("first lock");
+        let e = DataDirLock::take(&data).err().expect("the second is refused");
+        assert!(e.to_string().contains("another `pglb node clone` or `rejoin` is working on"), "{e}");
+        drop(held);
+        DataDirLock::take(&data).expect("free again after the first is dropped");
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -62,6 +62,7 @@ impl Harness {
         dp.set_backends(&backends).expect("writing backends");
         dp.set_writer(Some(0)).expect("setting the writer");
         dp.set_readers(&[(1, 1), (2, 1)]).expect("setting readers");
+        dp.renew_lease(Duration::from_secs(3600), Duration::from_secs(10)).expect("renewing the lease");
         let name = std::ffi::CString::new(IFACE).expect("interface name");
         // SAFETY: a valid C string.
         let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
@@ -235,6 +236,7 @@ fn forwarding_fixtures() {
         let flows = h.dp.flows().expect("listing flows");
         let f1 = flows.iter().find(|f| f.client.port() == 40000).expect("flow of client port 40000");
         assert_eq!((f1.backend_id, f1.nat_port, f1.state, f1.pool), (0, nat1, "ESTABLISHED", "write"), "flow 1 after the handshake");
+        assert_eq!(f1.client_next_seq, 7005, "the client expects the end of the backend's last segment (7000 + 5 bytes)");
         let f2 = flows.iter().find(|f| f.client.port() == 40001).expect("flow of client port 40001");
         assert_eq!((f2.backend_id, f2.state, f2.pool), (reader, "SYN_SENT", "read"), "flow 2 after its SYN");
         let counters = h.dp.counters().expect("counters");
@@ -321,18 +323,134 @@ fn resets_and_stale_writer() {
     });
 }
 
+/// An ARP frame (request or reply) from the client for `target`.
+fn arp(op: u8, target: Ipv4Addr) -> Vec<u8> {
+    let mut a = vec![0xff; 6];
+    a.extend_from_slice(&CLIENT_MAC);
+    a.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, op]);
+    a.extend_from_slice(&CLIENT_MAC);
+    a.extend_from_slice(&CLIENT.octets());
+    a.extend_from_slice(&[0; 6]);
+    a.extend_from_slice(&target.octets());
+    a
+}
+
+/// Opens a write flow and a read flow through the handshake; returns (write client, its NAT
+/// port, read client, its reader, its NAT port).
+fn open_flows(h: &Harness, base_port: u16) -> ((Ipv4Addr, u16), u16, (Ipv4Addr, u16), u32, u16) {
+    let w = (CLIENT, base_port);
+    let nat_w = nat_port(w, 3000, backend(0).0);
+    let syn = Tcp::new(w, (VIP, 3000), SYN);
+    h.check(&Case { what: "write SYN".into(), input: syn.build(), verdict: XDP_TX, out: Out::Bytes(to_backend(&syn, 0, nat_w)), reason: reason::TX_NEW_FLOW });
+    let synack = from_backend(0, nat_w, SYN | ACK);
+    h.check(&Case { what: "write SYN-ACK".into(), input: synack.build(), verdict: XDP_TX, out: Out::Bytes(to_client(&synack, w, 3000)), reason: reason::TX_TO_CLIENT });
+    let r = (CLIENT, base_port + 1);
+    let mut table = vec![0u32; MAGLEV_SIZE as usize];
+    lb_common::maglev::build(&[(1, 1), (2, 1)], &mut table).expect("building the expected table");
+    let hr = flow_hash(ip_to_map(CLIENT.octets()), port_to_map(r.1), ip_to_map(VIP.octets()), port_to_map(3001));
+    let reader = table[(hr % MAGLEV_SIZE) as usize];
+    let nat_r = nat_port(r, 3001, backend(reader).0);
+    let rsyn = Tcp::new(r, (VIP, 3001), SYN);
+    h.check(&Case { what: "read SYN".into(), input: rsyn.build(), verdict: XDP_TX, out: Out::Bytes(to_backend(&rsyn, reader, nat_r)), reason: reason::TX_NEW_FLOW });
+    (w, nat_w, r, reader, nat_r)
+}
+
+/// The dead-man switch: once the control plane's lease runs out, ARP requests for the VIP are
+/// dropped and SYNs get a RST; established flows go on for the grace; after it, write flows
+/// are reset (read flows go on); a renewed lease restores everything.
+#[test]
+fn lease_dead_man_switch() {
+    in_test_ns(|mut h| {
+        let (w, nat_w, r, reader, _) = open_flows(&h, 44000);
+        h.check(&Case { what: "ARP request for the VIP, lease valid".into(), input: arp(1, VIP), verdict: XDP_PASS, out: Out::Same, reason: reason::PASS_NOT_IPV4 });
+
+        h.dp.expire_lease(Duration::from_secs(3600)).expect("expiring the lease");
+        let dump = h.dp.dump().expect("dump").to_string();
+        assert!(dump.contains("lease: EXPIRED"), "the dump says the lease ran out:\n{dump}");
+        h.check(&Case { what: "ARP request for the VIP, lease expired".into(), input: arp(1, VIP), verdict: XDP_DROP, out: Out::Same, reason: reason::DROP_ARP_LEASE_EXPIRED });
+        h.check(&Case { what: "ARP request for the LB's own address".into(), input: arp(1, LB_ADDR), verdict: XDP_PASS, out: Out::Same, reason: reason::PASS_NOT_IPV4 });
+        h.check(&Case { what: "ARP reply about the VIP".into(), input: arp(2, VIP), verdict: XDP_PASS, out: Out::Same, reason: reason::PASS_NOT_IPV4 });
+        let mut short_arp = arp(1, VIP);
+        short_arp.truncate(14 + 20);
+        h.check(&Case { what: "truncated ARP".into(), input: short_arp, verdict: XDP_PASS, out: Out::Same, reason: reason::PASS_NOT_IPV4 });
+        for port in [3000, 3001] {
+            let syn = Tcp::new((CLIENT, 44100 + port), (VIP, port), SYN);
+            h.check(&Case { what: format!("SYN to :{port}, lease expired"), input: syn.build(), verdict: XDP_TX, out: Out::Bytes(syn.expected_rst()), reason: reason::TX_RST_LEASE_EXPIRED });
+        }
+        let data = Tcp { payload: b"INSERT".to_vec(), ..Tcp::new(w, (VIP, 3000), ACK | PSH) };
+        h.check(&Case { what: "write flow within the grace".into(), input: data.build(), verdict: XDP_TX, out: Out::Bytes(to_backend(&data, 0, nat_w)), reason: reason::TX_TO_BACKEND });
+
+        h.dp.expire_lease(Duration::ZERO).expect("expiring the lease with no grace");
+        h.check(&Case { what: "write flow past the grace gets a RST".into(), input: data.build(), verdict: XDP_TX, out: Out::Bytes(data.expected_rst()), reason: reason::TX_RST_LEASE_EXPIRED });
+        assert!(h.dp.flows().expect("flows").iter().all(|f| f.client != std::net::SocketAddrV4::new(w.0, w.1)), "the reset write flow is gone");
+        let rdata = Tcp { payload: b"SELECT".to_vec(), ..Tcp::new(r, (VIP, 3001), ACK | PSH) };
+        let nat_r = nat_port(r, 3001, backend(reader).0);
+        h.check(&Case { what: "read flow past the grace goes on".into(), input: rdata.build(), verdict: XDP_TX, out: Out::Bytes(to_backend(&rdata, reader, nat_r)), reason: reason::TX_TO_BACKEND });
+
+        // A write flow's backend side past the grace: RST to the backend.
+        h.dp.renew_lease(Duration::from_secs(3600), Duration::ZERO).expect("renewing");
+        let (w2, nat_w2, ..) = open_flows(&h, 44200);
+        h.dp.expire_lease(Duration::ZERO).expect("expiring again");
+        let reply = from_backend(0, nat_w2, ACK | PSH);
+        h.check(&Case { what: "write backend reply past the grace gets a RST".into(), input: reply.build(), verdict: XDP_TX, out: Out::Bytes(reply.expected_rst()), reason: reason::TX_RST_STALE_BACKEND });
+        let _ = w2;
+
+        h.dp.renew_lease(Duration::from_secs(3600), Duration::from_secs(10)).expect("renewing");
+        h.check(&Case { what: "ARP request for the VIP, lease renewed".into(), input: arp(1, VIP), verdict: XDP_PASS, out: Out::Same, reason: reason::PASS_NOT_IPV4 });
+        let syn = Tcp::new((CLIENT, 44300), (VIP, 3000), SYN);
+        let nat = nat_port((CLIENT, 44300), 3000, backend(0).0);
+        h.check(&Case { what: "SYN after the renewal opens a flow".into(), input: syn.build(), verdict: XDP_TX, out: Out::Bytes(to_backend(&syn, 0, nat)), reason: reason::TX_NEW_FLOW });
+    });
+}
+
+/// SYN+RST and SYN+RST+ACK to a listener are RSTs: dropped, never a flow.
+#[test]
+fn syn_with_rst_opens_nothing() {
+    in_test_ns(|h| {
+        for (flags, what) in [(SYN | RST, "SYN+RST"), (SYN | RST | ACK, "SYN+RST+ACK")] {
+            let p = Tcp::new((CLIENT, 46000), (VIP, 3000), flags);
+            h.check(&Case { what: what.into(), input: p.build(), verdict: XDP_DROP, out: Out::Same, reason: reason::DROP_RST_UNKNOWN_FLOW });
+        }
+        assert!(h.dp.flows().expect("flows").is_empty(), "no flow opened");
+    });
+}
+
+/// The writer changes while a client waits for an answer (sends nothing): the control plane
+/// sends it a RST at once, from VIP:3000 with the sequence number it expects (tracked from the
+/// backend's last segment), and removes the flow; read flows are left alone. The RST is caught
+/// on the veth's other end.
+#[test]
+fn stale_write_flows_are_reset_actively() {
+    in_test_ns(|mut h| {
+        let (w, nat_w, r, ..) = open_flows(&h, 47000);
+        let reply = Tcp { payload: b"abc".to_vec(), ..from_backend(0, nat_w, ACK | PSH) };
+        h.check(&Case { what: "a reply".into(), input: reply.build(), verdict: XDP_TX, out: Out::Bytes(to_client(&reply, w, 3000)), reason: reason::TX_TO_CLIENT });
+        ip(&["neigh", "replace", &CLIENT.to_string(), "lladdr", &mac_str(CLIENT_MAC), "dev", IFACE, "nud", "permanent"]);
+        let capture = PacketCapture::open("pglbt1");
+        h.dp.set_writer(Some(1)).expect("moving the writer");
+        let sent = h.dp.reset_stale_write_flows(Some(1)).expect("resetting stale flows");
+        assert_eq!(sent, 1, "one stale write flow");
+        let flows = h.dp.flows().expect("flows");
+        assert!(flows.iter().all(|f| f.client.port() != w.1), "the stale write flow is removed");
+        assert!(flows.iter().any(|f| f.client.port() == r.1), "the read flow stays");
+        let frame = capture
+            .next_matching(Duration::from_secs(2), |f| f.len() >= 54 && f[23] == 6 && f[47] & RST != 0)
+            .expect("a RST leaves the interface within 2 s");
+        let want = Tcp { eth_dst: CLIENT_MAC, eth_src: LB_MAC, seq: 7003, ..Tcp::new((VIP, 3000), w, RST) };
+        let mut want = want;
+        want.window = 0;
+        want.ip_id = u16::from_be_bytes([frame[18], frame[19]]); // chosen by the kernel
+        want.ttl = 64;
+        assert_eq!(hex(&frame[..54]), hex(&want.build()), "the RST: VIP:3000 -> client, seq 7003 (7000 + 3 bytes)");
+        assert_eq!(h.dp.reset_stale_write_flows(Some(1)).expect("again"), 0, "nothing left to reset");
+    });
+}
+
 #[test]
 fn pass_and_garbage_fixtures() {
     in_test_ns(|h| {
         let mut cases = Vec::new();
-        let mut arp = vec![0xff; 6];
-        arp.extend_from_slice(&CLIENT_MAC);
-        arp.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
-        arp.extend_from_slice(&CLIENT_MAC);
-        arp.extend_from_slice(&CLIENT.octets());
-        arp.extend_from_slice(&[0; 6]);
-        arp.extend_from_slice(&VIP.octets());
-        cases.push(Case { what: "ARP request for the VIP".into(), input: arp, verdict: XDP_PASS, out: Out::Same, reason: reason::PASS_NOT_IPV4 });
+        cases.push(Case { what: "ARP request for the VIP".into(), input: arp(1, VIP), verdict: XDP_PASS, out: Out::Same, reason: reason::PASS_NOT_IPV4 });
         let mut v6 = Tcp::new((CLIENT, 1), (VIP, 3000), SYN).build();
         v6[12..14].copy_from_slice(&[0x86, 0xdd]);
         v6[14] = 0x60;

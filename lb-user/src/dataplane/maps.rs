@@ -11,9 +11,9 @@ use aya::{
     maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray},
 };
 use lb_common::{
-    BACKEND_F_ACTIVE, BACKEND_NONE, Backend, BackendStats, Flow, FlowKey, Listener, ListenerKey, ListenerStats,
-    MAGLEV_SIZE, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_FLOWS, MAP_LISTENER_STATS, MAP_LISTENERS, MAP_MAGLEV, MAP_NAT,
-    MAP_READER_CTL, MAP_REASONS, MAP_WRITER, MAX_BACKENDS, NatKey, POOL_WRITE, ReaderCtl, Writer, ip_from_map,
+    BACKEND_F_ACTIVE, BACKEND_NONE, Backend, BackendStats, Flow, FlowKey, Lease, Listener, ListenerKey, ListenerStats,
+    MAGLEV_SIZE, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_FLOWS, MAP_LEASE, MAP_LISTENER_STATS, MAP_LISTENERS, MAP_MAGLEV,
+    MAP_NAT, MAP_READER_CTL, MAP_REASONS, MAP_WRITER, MAX_BACKENDS, NatKey, POOL_WRITE, ReaderCtl, Writer, ip_from_map,
     ip_to_map, port_from_map, port_to_map,
     reason::REASON_COUNT,
     tcp::{STATE_CLOSED, STATE_CLOSING, flow_expired, state_name},
@@ -21,7 +21,7 @@ use lb_common::{
 
 use super::{
     BackendSpec, DataplaneError,
-    view::{BackendView, Counters, FlowView, ListenerView, MapDump, ReaderSummary, SweepStats},
+    view::{BackendView, Counters, FlowView, LeaseView, ListenerView, MapDump, ReaderSummary, SweepStats},
 };
 
 /// Every map of one instance.
@@ -36,6 +36,7 @@ pub(super) struct Maps {
     backend_stats: Map,
     listener_stats: Map,
     reasons: Map,
+    lease: Map,
 }
 
 fn map_err(name: &'static str, op: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
@@ -47,7 +48,7 @@ fn pool_name(pool: u8) -> &'static str {
 }
 
 /// CLOCK_MONOTONIC in ns, the clock of `bpf_ktime_get_ns`.
-fn monotonic_ns() -> Result<u64, DataplaneError> {
+pub(super) fn monotonic_ns() -> Result<u64, DataplaneError> {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: ts is a valid, writable timespec.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
@@ -88,6 +89,7 @@ impl Maps {
             backend_stats: take(MAP_BACKEND_STATS)?,
             listener_stats: take(MAP_LISTENER_STATS)?,
             reasons: take(MAP_REASONS)?,
+            lease: take(MAP_LEASE)?,
         })
     }
 
@@ -111,6 +113,7 @@ impl Maps {
             backend_stats: open(MAP_BACKEND_STATS)?,
             listener_stats: open(MAP_LISTENER_STATS)?,
             reasons: open(MAP_REASONS)?,
+            lease: open(MAP_LEASE)?,
         })
     }
 
@@ -197,6 +200,44 @@ impl Maps {
         ctl_map
             .set(0, ReaderCtl { active: next, readers: placed as u32 }, 0)
             .map_err(map_err(MAP_READER_CTL, "switching tables"))
+    }
+
+    /// Writes the lease: valid until `expires_ns` (CLOCK_MONOTONIC; 0 = expired now).
+    pub(super) fn write_lease(&mut self, vip: Ipv4Addr, expires_ns: u64, grace: Duration) -> Result<(), DataplaneError> {
+        let mut map: Array<&mut MapData, Lease> = Array::try_from(&mut self.lease).map_err(map_err(MAP_LEASE, "opening"))?;
+        let value = Lease { expires_ns, grace_ns: grace.as_nanos() as u64, vip: ip_to_map(vip.octets()), _pad: 0 };
+        map.set(0, value, 0).map_err(map_err(MAP_LEASE, "writing"))
+    }
+
+    fn lease_view(&self) -> Result<LeaseView, DataplaneError> {
+        let map: Array<&MapData, Lease> = Array::try_from(&self.lease).map_err(map_err(MAP_LEASE, "opening"))?;
+        let l = map.get(&0, 0).map_err(map_err(MAP_LEASE, "reading"))?;
+        let now = monotonic_ns()?;
+        Ok(LeaseView {
+            state: l.state(now),
+            remaining: Duration::from_nanos(l.expires_ns.saturating_sub(now)),
+            expired_for: (l.expires_ns != 0 && now >= l.expires_ns).then(|| Duration::from_nanos(now - l.expires_ns)),
+            grace: Duration::from_nanos(l.grace_ns),
+        })
+    }
+
+    /// Write-port flows whose backend is not `writer` and that are not closed, with the
+    /// addresses a RST to their client needs; they are removed from both tables.
+    pub(super) fn take_stale_write_flows(&mut self, writer: Option<u32>) -> Result<Vec<(FlowKey, Flow)>, DataplaneError> {
+        let stale: Vec<(FlowKey, Flow)> = self
+            .raw_flows()?
+            .into_iter()
+            .filter(|(_, f)| f.pool == POOL_WRITE && Some(f.backend_id) != writer && !matches!(f.state, STATE_CLOSED | STATE_CLOSING))
+            .collect();
+        let mut flows: HashMap<&mut MapData, FlowKey, Flow> =
+            HashMap::try_from(&mut self.flows).map_err(map_err(MAP_FLOWS, "opening"))?;
+        let mut nat: HashMap<&mut MapData, NatKey, FlowKey> =
+            HashMap::try_from(&mut self.nat).map_err(map_err(MAP_NAT, "opening"))?;
+        for (key, f) in &stale {
+            let _ = flows.remove(key);
+            let _ = nat.remove(&NatKey { backend_addr: f.backend_addr, vip: key.vip, backend_port: f.backend_port, nat_port: f.nat_port });
+        }
+        Ok(stale)
     }
 
     fn writer_id(&self) -> Result<Option<u32>, DataplaneError> {
@@ -331,6 +372,7 @@ impl Maps {
                 pool: pool_name(f.pool),
                 state: state_name(f.state),
                 idle: Duration::from_nanos(now.saturating_sub(f.last_seen_ns)),
+                client_next_seq: f.client_next_seq,
             })
             .collect();
         out.sort_by_key(|f| (f.vip, f.client));
@@ -386,6 +428,7 @@ impl Maps {
             listeners: self.listener_views()?,
             flows: self.flows()?,
             counters: self.counters()?,
+            lease: self.lease_view()?,
         })
     }
 }

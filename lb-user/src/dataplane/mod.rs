@@ -19,6 +19,7 @@
 //! takes them away.
 
 mod maps;
+mod reset;
 mod view;
 
 use std::{
@@ -39,7 +40,7 @@ use aya::{
 use lb_common::{MAX_BACKENDS, MAX_LISTENERS, POOL_READ, POOL_WRITE, nat::in_nat_range};
 use thiserror::Error;
 
-pub use self::view::{BackendView, Counters, FlowView, ListenerView, MapDump, ReaderSummary, SweepStats};
+pub use self::view::{BackendView, Counters, FlowView, LeaseView, ListenerView, MapDump, ReaderSummary, SweepStats};
 use self::maps::Maps;
 
 /// The XDP program attached to the load balancer's interface.
@@ -241,6 +242,13 @@ pub enum DataplaneError {
         #[source]
         source: std::io::Error,
     },
+    /// The raw socket for resetting stale flows could not be opened.
+    #[error("opening a raw IPv4 socket to reset stale write flows (needs CAP_NET_RAW)")]
+    RstSocket {
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// Reading the monotonic clock failed.
     #[error("reading CLOCK_MONOTONIC")]
     Clock {
@@ -257,6 +265,8 @@ pub struct Dataplane {
     maps: Maps,
     pin_dir: PathBuf,
     vip: Ipv4Addr,
+    /// Opened on the first stale-flow reset.
+    rst_socket: Option<reset::RstSocket>,
 }
 
 impl std::fmt::Debug for Dataplane {
@@ -332,7 +342,7 @@ impl Dataplane {
         if fresh {
             maps.init_fresh()?;
         }
-        Ok(Self { _ebpf: ebpf, maps, pin_dir: pin_dir.to_owned(), vip })
+        Ok(Self { _ebpf: ebpf, maps, pin_dir: pin_dir.to_owned(), vip, rst_socket: None })
     }
 
     /// The loaded main XDP program (for `BPF_PROG_TEST_RUN` in tests and benchmarks).
@@ -414,6 +424,46 @@ impl Dataplane {
     /// Everything `dump` shows, from this instance's maps.
     pub fn dump(&self) -> Result<MapDump, DataplaneError> {
         self.maps.dump()
+    }
+
+    /// Renews the control plane's lease: valid for `lease` from now; after it runs out the
+    /// data plane drops ARP for the VIP and refuses new flows, and after `grace` more it resets
+    /// write flows too (see `lb_common::Lease`).
+    pub fn renew_lease(&mut self, lease: Duration, grace: Duration) -> Result<(), DataplaneError> {
+        let expires = maps::monotonic_ns()?.saturating_add(lease.as_nanos() as u64);
+        self.maps.write_lease(self.vip, expires, grace)
+    }
+
+    /// Lets the lease run out now (a graceful stop).
+    pub fn expire_lease(&mut self, grace: Duration) -> Result<(), DataplaneError> {
+        let now = maps::monotonic_ns()?;
+        self.maps.write_lease(self.vip, now.max(1), grace)
+    }
+
+    /// Resets every write-port flow whose backend is not `writer`: removes it from the tables
+    /// and sends its client a RST (from VIP:port, at the sequence number the client expects), so
+    /// a client waiting for an answer from a hung or replaced writer reconnects now instead of
+    /// at its own timeout. Returns how many clients were sent a RST.
+    pub fn reset_stale_write_flows(&mut self, writer: Option<u32>) -> Result<usize, DataplaneError> {
+        let stale = self.maps.take_stale_write_flows(writer)?;
+        if stale.is_empty() {
+            return Ok(0);
+        }
+        if self.rst_socket.is_none() {
+            self.rst_socket = Some(reset::RstSocket::open().map_err(|source| DataplaneError::RstSocket { source })?);
+        }
+        let sock = self.rst_socket.as_ref().expect("opened above");
+        let mut sent = 0;
+        for (key, flow) in &stale {
+            if flow.client_next_seq == 0 {
+                continue; // the backend never answered: the client is not past its SYN
+            }
+            match sock.send_rst(key, flow.client_next_seq) {
+                Ok(()) => sent += 1,
+                Err(e) => tracing::warn!(error = %e, client = %std::net::Ipv4Addr::from(lb_common::ip_from_map(key.client_addr)), "sending a RST to a stale write flow's client failed"),
+            }
+        }
+        Ok(sent)
     }
 }
 

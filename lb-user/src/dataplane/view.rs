@@ -66,6 +66,8 @@ pub struct FlowView {
     pub state: &'static str,
     /// Time since the last packet.
     pub idle: Duration,
+    /// The sequence number the client expects next from the backend side (0: none seen).
+    pub client_next_seq: u32,
 }
 
 /// Counters summed over CPUs.
@@ -104,6 +106,35 @@ pub struct SweepStats {
     pub removed_orphans: usize,
 }
 
+/// The control plane's lease as the data plane sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseView {
+    /// `lb_common::LEASE_VALID`, `LEASE_EXPIRED` or `LEASE_PAST_GRACE`.
+    pub state: u8,
+    /// Until it runs out (zero once it has).
+    pub remaining: Duration,
+    /// How long ago it ran out, if it has.
+    pub expired_for: Option<Duration>,
+    /// How long write flows go on after it ran out.
+    pub grace: Duration,
+}
+
+impl fmt::Display for LeaseView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.state, self.expired_for) {
+            (lb_common::LEASE_VALID, _) => write!(f, "valid for {} ms more (renewed by the running control plane)", self.remaining.as_millis()),
+            (lb_common::LEASE_EXPIRED, Some(d)) => write!(
+                f,
+                "EXPIRED {:.1}s ago: ARP for the VIP dropped, new flows reset; write flows reset in {:.1}s (grace)",
+                d.as_secs_f64(),
+                self.grace.saturating_sub(d).as_secs_f64()
+            ),
+            (_, Some(d)) => write!(f, "EXPIRED {:.1}s ago: ARP for the VIP dropped, new flows and write flows reset", d.as_secs_f64()),
+            (_, None) => write!(f, "never written: ARP for the VIP dropped, new flows and write flows reset"),
+        }
+    }
+}
+
 /// Everything in the maps, for `pglb map dump`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MapDump {
@@ -119,6 +150,8 @@ pub struct MapDump {
     pub flows: Vec<FlowView>,
     /// Counters.
     pub counters: Counters,
+    /// The control plane's lease.
+    pub lease: LeaseView,
 }
 
 fn backend_name(backends: &[BackendView], id: u32) -> String {
@@ -130,6 +163,7 @@ fn backend_name(backends: &[BackendView], id: u32) -> String {
 
 impl fmt::Display for MapDump {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "lease: {}", self.lease)?;
         writeln!(f, "listeners:")?;
         for l in &self.listeners {
             writeln!(f, "  {}:{:<5} {}", l.vip, l.port, l.pool)?;

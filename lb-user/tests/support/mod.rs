@@ -269,3 +269,55 @@ pub fn assert_checksums_valid(what: &str, frame: &[u8]) {
     pseudo.extend_from_slice(seg);
     assert_eq!(inet_checksum(&pseudo), 0, "{what}: TCP checksum invalid");
 }
+
+/// An `AF_PACKET` socket that receives every frame of one interface (in the calling thread's
+/// network namespace).
+pub struct PacketCapture {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl PacketCapture {
+    pub fn open(interface: &str) -> Self {
+        use std::os::fd::FromRawFd;
+        let proto = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: socket() has no memory preconditions; the result is checked.
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, i32::from(proto)) };
+        assert!(raw >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+        // SAFETY: a fresh descriptor nothing else owns.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+        let name = std::ffi::CString::new(interface).expect("interface name");
+        // SAFETY: a valid C string.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        assert_ne!(ifindex, 0, "{interface} exists");
+        // SAFETY: sockaddr_ll is plain data; all-zero is valid.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = proto;
+        addr.sll_ifindex = ifindex as i32;
+        // SAFETY: addr is a valid sockaddr_ll of the given size.
+        let rc = unsafe { libc::bind(fd.as_raw_fd(), (&addr as *const libc::sockaddr_ll).cast(), size_of::<libc::sockaddr_ll>() as u32) };
+        assert_eq!(rc, 0, "binding to {interface}: {}", std::io::Error::last_os_error());
+        PacketCapture { fd }
+    }
+
+    /// The first frame for which `want` holds, within `limit`.
+    pub fn next_matching(&self, limit: std::time::Duration, want: impl Fn(&[u8]) -> bool) -> Option<Vec<u8>> {
+        let end = std::time::Instant::now() + limit;
+        let mut buf = vec![0u8; 2048];
+        while std::time::Instant::now() < end {
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd.
+            let rc = unsafe { libc::poll(&mut pfd, 1, left.as_millis().max(1) as i32) };
+            if rc <= 0 {
+                continue;
+            }
+            // SAFETY: buf is valid for its length.
+            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n > 0 && want(&buf[..n as usize]) {
+                return Some(buf[..n as usize].to_vec());
+            }
+        }
+        None
+    }
+}

@@ -35,9 +35,10 @@ synchronous_commit = on
 synchronous_standby_names = 'ANY 1 (pg1, pg2, pg3)'
 recovery_target_timeline = 'latest'
 wal_receiver_status_interval = 1s
-# A hung primary must stop looking like a live upstream within seconds (failover rule 2).
-wal_sender_timeout = 2s
-wal_receiver_timeout = 2s
+# A hung primary must stop looking like a live upstream within a second (failover rule 2):
+# the standbys' receivers ping an upstream silent for half of this and give it up after it.
+wal_sender_timeout = 1s
+wal_receiver_timeout = 1s
 shared_buffers = 64MB
 max_connections = 100
 password_encryption = scram-sha-256

@@ -6,10 +6,15 @@
 //! OUT_FILE, flushed at once so a killed client loses nothing:
 //!
 //! ```text
-//! ok   SEQ SENT_US ACK_US NODE   (write acknowledged; NODE = inet_server_addr())
-//! ok   0   SENT_US ACK_US NODE   (read answered)
+//! ok   SEQ SENT_US ACK_US NODE TL LSN   (write acknowledged: NODE = inet_server_addr(), TL the
+//!                                        server's timeline and LSN its WAL position then)
+//! ok   0   SENT_US ACK_US NODE          (read answered)
 //! err  SEQ SENT_US AT_US  MESSAGE
 //! ```
+//!
+//! The timeline and position of every acknowledgement let the drill judge each acknowledged
+//! write against the winning timeline's history on its own (split-brain writes), not only by
+//! whether the winner has the row.
 //!
 //! Times are microseconds since the Unix epoch (CLOCK_REALTIME, the same clock xtask reads).
 //! The client runs until it is killed.
@@ -23,6 +28,13 @@ const EVERY: Duration = Duration::from_millis(10);
 /// A connection attempt or a statement taking longer than this counts as failed (a hung
 /// server must not stall the client: it reconnects).
 const LIMIT: Duration = Duration::from_millis(1000);
+
+/// The write, answering with the server, its current timeline (from the WAL file name, exact
+/// right after a promotion) and its WAL position, in the same transaction as the row.
+const INSERT: &str = "INSERT INTO drill_writes (run, seq) VALUES ($1, $2)
+    RETURNING host(inet_server_addr()),
+              ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int,
+              pg_current_wal_lsn()::text";
 
 fn now_us() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").as_micros()
@@ -58,14 +70,16 @@ fn text(e: &tokio_postgres::Error) -> String {
 
 async fn once(client: &Client, write: bool, run: i32, seq: i32) -> Result<String, String> {
     let work = async {
-        let row = if write {
-            client
-                .query_one("INSERT INTO drill_writes (run, seq) VALUES ($1, $2) RETURNING host(inet_server_addr())", &[&run, &seq])
-                .await
+        if write {
+            let row = client.query_one(INSERT, &[&run, &seq]).await.map_err(|e| text(&e))?;
+            let node: Option<String> = row.get(0);
+            let tl: i32 = row.get(1);
+            let lsn: String = row.get(2);
+            Ok(format!("{} {tl} {lsn}", node.unwrap_or_default()))
         } else {
-            client.query_one("SELECT host(inet_server_addr())", &[]).await
-        };
-        row.map(|r| r.get::<_, Option<String>>(0).unwrap_or_default()).map_err(|e| text(&e))
+            let row = client.query_one("SELECT host(inet_server_addr())", &[]).await.map_err(|e| text(&e))?;
+            Ok(row.get::<_, Option<String>>(0).unwrap_or_default())
+        }
     };
     tokio::time::timeout(LIMIT, work).await.map_err(|_| "statement timed out".to_owned())?
 }

@@ -136,3 +136,74 @@ pub fn assert_lab_gone() {
     assert_eq!(lab_processes(), Vec::<String>::new(), "lab processes left behind");
     assert!(!std::path::Path::new(STATE_DIR).exists(), "{STATE_DIR} left behind");
 }
+
+// ----- drills ------------------------------------------------------------------------------
+
+use std::fs;
+
+use serde_json::Value;
+
+/// Runs `xtask drill SCENARIO --runs 1 --json …` with the drill client `drill_client` (the
+/// test binary's `env!("CARGO_BIN_EXE_drill_client")`); returns the run's JSON object.
+pub fn drill(scenario: &str, drill_client: &str) -> Value {
+    let json = std::env::temp_dir().join(format!("pglb-drill-{scenario}-{}.json", std::process::id()));
+    let out = xtask(&["drill", scenario, "--runs", "1", "--json", json.to_str().unwrap()])
+        .env("PGLB_DRILL_CLIENT", drill_client)
+        .output()
+        .expect("running xtask drill");
+    println!("{}", stdout(&out));
+    let text = fs::read_to_string(&json).unwrap_or_else(|e| panic!("reading {} ({}):\n{}{}", json.display(), e, stdout(&out), stderr(&out)));
+    let _ = fs::remove_file(&json);
+    assert!(out.status.success(), "xtask drill {scenario} failed ({}):\n{}{}", out.status, stdout(&out), stderr(&out));
+    let doc: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("the drill's JSON does not parse ({e}):\n{text}"));
+    let runs = doc["failover"].as_array().unwrap_or_else(|| panic!("no failover runs in {text}"));
+    assert_eq!(runs.len(), 1, "one run expected in {text}");
+    runs[0].clone()
+}
+
+pub fn num(run: &Value, key: &str) -> f64 {
+    run[key].as_f64().unwrap_or_else(|| panic!("{key} is not a number in the drill result:\n{run:#}"))
+}
+
+/// Every acknowledged write is on the winner, nothing was acknowledged off the winner's
+/// history, exactly one primary is left once the faults healed, every check passed, and each
+/// pglb idled under 2 % of a CPU after the run.
+pub fn assert_no_loss(run: &Value) {
+    assert!(num(run, "acked_writes") > 100.0, "the writer hardly wrote: {run:#}");
+    assert_eq!(num(run, "acked_lost"), 0.0, "acknowledged writes lost: {run:#}");
+    assert_eq!(num(run, "split_brain_writes"), 0.0, "split-brain writes: {run:#}");
+    assert_eq!(num(run, "primaries_at_end"), 1.0, "exactly one primary once the faults healed: {run:#}");
+    assert_eq!(run["failures"].as_array().map(Vec::len), Some(0), "failed checks: {run:#}");
+    let cpu = run["cpu"].as_array().unwrap_or_else(|| panic!("no cpu figures: {run:#}"));
+    assert_eq!(cpu.len(), 2, "both load balancers' CPU: {run:#}");
+    for c in cpu {
+        let idle = c["idle_pct"].as_f64().unwrap_or_else(|| panic!("no idle CPU for {}: {run:#}", c["lb"]));
+        assert!(idle < 2.0, "pglb on {} used {idle:.2}% of a CPU idle after the drill (a busy loop?): {run:#}", c["lb"]);
+    }
+}
+
+/// A failover scenario: a new writer, the remaining standby following it, the old primary
+/// fenced when it came back (needs-rejoin, unrouted, no flows), rejoined by pglb itself, and
+/// switched back to pg1 with the pause reported.
+pub fn assert_failover(run: &Value, rto_limit_ms: f64) {
+    assert_no_loss(run);
+    assert_eq!(run["failover"], true, "no failover: {run:#}");
+    assert_ne!(run["winner"], "pg1", "pg1 still won: {run:#}");
+    let rto = num(run, "write_rto_ms");
+    assert!(rto <= rto_limit_ms, "write RTO {rto} ms above {rto_limit_ms} ms: {run:#}");
+    assert_eq!(run["standbys_follow"], true, "the other standby did not follow the new primary: {run:#}");
+    assert_eq!(run["fenced_ok"], true, "the returning old primary was not fenced (needs-rejoin, unrouted, no flows): {run:#}");
+    assert!(num(run, "rejoin_ms") > 0.0, "the old primary was not rejoined by pglb: {run:#}");
+    let back = run["switchback_output"].as_str().unwrap_or_default();
+    assert!(back.contains("switchover done") && back.contains("writes paused for"), "switching back to pg1 after the rejoin: {back}");
+    assert_switchback_lost_nothing(run);
+}
+
+/// `pglb switchover --to pg1` ran with the writer inserting: pg1 has every acknowledged row,
+/// the run's own included.
+pub fn assert_switchback_lost_nothing(run: &Value) {
+    assert!(num(run, "switchback_acked") > 50.0, "the writer hardly wrote during the switch back: {run:#}");
+    assert_eq!(num(run, "switchback_lost"), 0.0, "acknowledged writes lost in the switch back to pg1: {run:#}");
+    assert_eq!(num(run, "lost_after_switchback"), 0.0, "the run's acknowledged writes missing on pg1 after the switch back: {run:#}");
+}
+

@@ -3,7 +3,6 @@
 
 mod bench;
 mod drill;
-mod drill_lb;
 mod lab;
 mod run;
 mod setup;
@@ -33,7 +32,9 @@ enum Command {
         filter: Option<String>,
     },
     /// Failover drills on the lab: primary-crash, primary-hang, primary-host-down,
-    /// primary-isolated, standby-crash, lb-crash, lb-graceful, switchover, all.
+    /// primary-isolated, primary-isolated-standbys, standby-crash, switchover,
+    /// lb-cut-from-primary, lb-partition, lb-kill-then-failover, restart-with-stale-primary,
+    /// switchover-probe-blip, lb-crash, lb-graceful, all.
     Drill {
         scenario: String,
         /// How many runs (each from a healthy cluster, returned to healthy after).

@@ -29,6 +29,11 @@ const APT_PACKAGES: &[&str] = &[
     "keepalived",
     "tcpdump",
     "curl",
+    // Faults in the lab: bridge-family nftables in the switch namespace cut paths between hosts
+    // (the kernel has no tc `gact` action for `tc ... action drop`).
+    "nftables",
+    // SYN floods against the VIP (the syn-flood drill).
+    "hping3",
 ];
 
 /// Where the LLVM folder for bpf-linker lives; bpf-linker finds libLLVM through it at run time,

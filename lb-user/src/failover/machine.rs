@@ -929,9 +929,10 @@ impl Machine {
         log(out, level, msg);
     }
 
+    /// Lifts a fence. The rejoin bookkeeping stays until the next fence: a rejoin still running
+    /// (the probes saw the node stream before the command returned) reports its result.
     fn lift_fence(&mut self, n: NodeId) {
         self.nodes[n].fence = None;
-        self.nodes[n].rejoin = RejoinTrack::default();
     }
 
     /// The node a WAL receiver streams from, if it is one of ours.

@@ -1,5 +1,6 @@
 //! `cargo xtask lab up|down|status|psql|exec`: the reference topology in network namespaces.
 
+pub mod fault;
 pub mod lb;
 pub mod net;
 pub mod postgres;

@@ -29,7 +29,8 @@ use crate::{
 };
 
 /// Which way the master is stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum LbStop {
     /// `kill -9`: no priority-0 advert, the VIP stays on the dead master's interface.
     Crash,
@@ -46,18 +47,22 @@ impl LbStop {
     }
 }
 
-/// One run of `lb-crash` or `lb-graceful`; times are from the signal.
-#[derive(Clone, Debug)]
+/// One run of `lb-crash` or `lb-graceful`; times are from the signal (milliseconds in JSON).
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct LbTakeover {
+    #[serde(rename = "scenario")]
     pub stop: LbStop,
     /// The load balancer that was stopped (the master before) and the one that took over.
     pub from: &'static str,
     pub to: &'static str,
     /// When the new master held the VIP.
+    #[serde(rename = "vip_taken_ms", serialize_with = "as_ms")]
     pub vip_taken: Duration,
     /// When the old master no longer had the VIP (None: still there at the end, as after a crash).
+    #[serde(rename = "vip_released_ms", serialize_with = "as_opt_ms")]
     pub vip_released: Option<Duration>,
     /// First new connection through VIP:3000 that PostgreSQL answered via the new master.
+    #[serde(rename = "first_connection_ms", serialize_with = "as_ms")]
     pub first_connection: Duration,
     /// Connection attempts before that one that failed, and that still went via the old master.
     pub failed_attempts: u32,
@@ -87,6 +92,17 @@ impl LbTakeover {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+fn as_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(ms(*d))
+}
+
+fn as_opt_ms<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_f64(ms(*d)),
+        None => s.serialize_none(),
+    }
 }
 
 /// The load balancer that holds the VIP now (lb1 or lb2), with the other one.

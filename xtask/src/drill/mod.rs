@@ -1,0 +1,700 @@
+//! `cargo xtask drill SCENARIO [--runs N] [--json FILE]`: failover drills on the lab.
+//!
+//! Each run starts from a healthy cluster (pg1 primary, pg2 and pg3 streaming from it, pglb on
+//! lb1 holding the VIP and routing writes to pg1 and reads to both standbys), injects one fault
+//! while a writer (an INSERT every 10 ms through VIP:3000) and a reader (a SELECT every 10 ms
+//! through VIP:3001) run in pgha-client, measures, then returns the cluster to healthy (old
+//! primaries are rejoined by pglb itself through `rejoin_command`; `pglb switchover --to pg1`
+//! under load) before the next run.
+//!
+//! Measured per run (DESIGN.md "Measurements", [`measure`]): write and read RTO, the longest
+//! write gap, acknowledged writes lost (on the winner, and again on pg1 after the switch back),
+//! split-brain writes (every acknowledgement judged against the winner's timeline history),
+//! running primaries once the faults healed, fault → old primary streaming again, and each
+//! pglb's CPU over the run and idle after it. Every run is checked ([`RunResult::check_common`]);
+//! the command fails when any check failed, after printing and writing everything.
+//!
+//! Modules: [`scenarios`] injects the faults, [`measure`] reads the client logs, [`report`]
+//! prints and serializes, [`lb`] runs the VIP takeover drills.
+
+pub mod lb;
+mod measure;
+mod report;
+mod scenarios;
+
+use std::{
+    collections::BTreeSet,
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Stdio},
+    thread,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use self::{
+    lb::{LbStop, LbTakeover},
+    measure::{History, Line, read_client_log},
+    report::{Cpu, DrillJson, RunResult, print_run, summarise},
+};
+use crate::{
+    lab::{
+        self, LabState,
+        lb as lab_lb,
+        net::ns_cmd,
+        postgres::wait_for,
+        topology::{Host, READ_PORT, STATE_DIR, VIP, WRITE_PORT, host, secret_path},
+    },
+    setup::PG_BIN,
+    sh,
+};
+
+/// The PostgreSQL and partial-failure scenarios `all` runs, in order; `all` then runs the
+/// load-balancer takeover drills `lb-crash` and `lb-graceful` ([`lb`]).
+pub const SCENARIOS: &[&str] = &[
+    "primary-crash",
+    "primary-hang",
+    "primary-host-down",
+    "primary-isolated",
+    "primary-isolated-standbys",
+    "standby-crash",
+    "switchover",
+    "lb-cut-from-primary",
+    "lb-partition",
+    "lb-kill-then-failover",
+    "restart-with-stale-primary",
+    "switchover-probe-blip",
+];
+
+/// Load before the fault, and after recovery, so both sides of the gap are measured.
+const WARMUP: Duration = Duration::from_millis(1500);
+const COOLDOWN: Duration = Duration::from_millis(2000);
+/// The longest a failover may take before the run is declared failed.
+const RECOVERY_LIMIT: Duration = Duration::from_secs(30);
+/// The longest pglb may take to rejoin a returning old primary by itself.
+const REJOIN_LIMIT: Duration = Duration::from_secs(60);
+/// How long lb-cut-from-primary keeps lb1 cut from pg1.
+const HOLD_CUT: Duration = Duration::from_secs(6);
+/// The idle window after a run over which each pglb's CPU is measured.
+const IDLE_WINDOW: Duration = Duration::from_secs(3);
+const PRIMARY: &str = "pg1";
+/// Run ids of the writes during a run's switch back to pg1 (the run's id plus this).
+const SWITCHBACK_RUN: i32 = 1_000_000;
+const NODES: [&str; 3] = ["pg1", "pg2", "pg3"];
+
+pub fn drill(scenario: &str, runs: u32, json: Option<&Path>) -> Result<()> {
+    sh::require_root("drill")?;
+    let (scenarios, lb_stops): (Vec<&str>, Vec<LbStop>) = match scenario {
+        "all" => (SCENARIOS.to_vec(), vec![LbStop::Crash, LbStop::Graceful]),
+        "lb-crash" => (vec![], vec![LbStop::Crash]),
+        "lb-graceful" => (vec![], vec![LbStop::Graceful]),
+        s if SCENARIOS.contains(&s) => (vec![s], vec![]),
+        other => bail!("unknown drill scenario `{other}`: one of {}, lb-crash, lb-graceful, all", SCENARIOS.join(", ")),
+    };
+    let runs = runs.max(1);
+    if lab::state()? != LabState::Up {
+        println!("drill: the lab is not up; bringing it up");
+        lab::up(false, false)?;
+    }
+    let d = Drill::new()?;
+    d.prepare()?;
+    let mut results = Vec::new();
+    for s in &scenarios {
+        for i in 0..runs {
+            d.ensure_healthy().with_context(|| format!("bringing the cluster back to healthy before {s} run {}", i + 1))?;
+            let run = d.next_run_id()?;
+            println!("drill: {s} run {}/{runs} (id {run})", i + 1);
+            let mut r = d.run_one(s, run).with_context(|| format!("drill {s} run {}", i + 1))?;
+            d.ensure_healthy().with_context(|| format!("bringing the cluster back to healthy after {s} run {}", i + 1))?;
+            d.measure_idle(&mut r)?;
+            print_run(&r);
+            results.push(r);
+        }
+    }
+    let lb_results = lb_drills(&lb_stops, runs)?;
+    if !results.is_empty() {
+        print!("{}", summarise(&results));
+    }
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&DrillJson { failover: &results, lb: &lb_results })?;
+        fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+        println!("drill: results written to {}", path.display());
+    }
+    let failed: Vec<String> = results
+        .iter()
+        .flat_map(|r| r.failures.iter().map(move |f| format!("{} run {}: {f}", r.scenario, r.run)))
+        .collect();
+    if !failed.is_empty() {
+        bail!("{} failed checks:\n  {}", failed.len(), failed.join("\n  "));
+    }
+    Ok(())
+}
+
+/// The load-balancer takeover drills ([`lb`]), `runs` times each, lb1 restored after each.
+fn lb_drills(stops: &[LbStop], runs: u32) -> Result<Vec<LbTakeover>> {
+    let mut out = Vec::new();
+    for stop in stops {
+        for i in 0..runs {
+            println!("drill: {} run {}/{runs}", stop.scenario(), i + 1);
+            let r = lb::lb_drill(*stop).with_context(|| format!("drill {} run {}", stop.scenario(), i + 1))?;
+            println!("  {}", r.summary());
+            let back = lb::restore(host(r.from)?).with_context(|| format!("restarting pglb on {}", r.from))?;
+            println!("  restored: pglb on {} holds the VIP again after {} ms", r.from, back.as_millis());
+            out.push(r);
+        }
+        let mut taken: Vec<u128> = out.iter().filter(|r| r.stop == *stop).map(|r| r.vip_taken.as_millis()).collect();
+        let mut first: Vec<u128> = out.iter().filter(|r| r.stop == *stop).map(|r| r.first_connection.as_millis()).collect();
+        taken.sort_unstable();
+        first.sort_unstable();
+        if let (Some(tm), Some(fm)) = (taken.last(), first.last()) {
+            println!(
+                "{}: {} runs; VIP taken median {} ms, max {tm} ms; first new connection median {} ms, max {fm} ms",
+                stop.scenario(),
+                taken.len(),
+                taken[taken.len() / 2],
+                first[first.len() / 2],
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// One row of `pglb status`.
+#[derive(Debug, Clone)]
+struct StatusRow {
+    node: String,
+    state: String,
+    routed: String,
+}
+
+/// What a PostgreSQL node says about itself (superuser over its socket).
+#[derive(Debug, Clone)]
+struct NodeView {
+    in_recovery: bool,
+    timeline: u32,
+    /// `pg_stat_wal_receiver`: "streaming from HOST", or empty.
+    receiver: String,
+}
+
+/// A pglb process's CPU time at one moment.
+#[derive(Debug, Clone, Copy)]
+struct CpuMark {
+    pid: i32,
+    ticks: u64,
+    at: Instant,
+}
+
+struct Drill {
+    pglb: PathBuf,
+    client: PathBuf,
+    dir: PathBuf,
+}
+
+fn now_us() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_micros()
+}
+
+fn addr_of(node: &str) -> &'static str {
+    host(node).map(|h| h.addr).unwrap_or("?")
+}
+
+fn lbs() -> Result<[&'static Host; 2]> {
+    Ok([host("lb1")?, host("lb2")?])
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may contain spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no memory preconditions.
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).max(1) as f64
+}
+
+impl Drill {
+    fn new() -> Result<Self> {
+        let dir = PathBuf::from(STATE_DIR).join("drill");
+        fs::create_dir_all(&dir)?;
+        Ok(Drill { pglb: lab_lb::stable_binary(), client: client_binary()?, dir })
+    }
+
+    /// SQL as the superuser over `node`'s Unix socket on database `db`.
+    fn sql(&self, node: &str, db: &str, query: &str) -> Result<String> {
+        lab::postgres::sql_on(host(node)?, db, query).with_context(|| format!("SQL on {node}"))
+    }
+
+    fn view(&self, node: &str) -> Option<NodeView> {
+        let out = self
+            .sql(node, "postgres", "SELECT pg_is_in_recovery(),
+                CASE WHEN pg_is_in_recovery()
+                     THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver), (SELECT timeline_id FROM pg_control_checkpoint()))
+                     ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
+                coalesce((SELECT status || ' from ' || sender_host FROM pg_stat_wal_receiver), '')")
+            .ok()?;
+        let f: Vec<&str> = out.split('|').collect();
+        Some(NodeView { in_recovery: f.first() == Some(&"t"), timeline: f.get(1)?.parse().ok()?, receiver: f.get(2).unwrap_or(&"").to_string() })
+    }
+
+    /// Running primaries, with their timelines.
+    fn primaries(&self) -> Vec<(String, u32)> {
+        NODES.iter().filter_map(|n| self.view(n).filter(|v| !v.in_recovery).map(|v| (n.to_string(), v.timeline))).collect()
+    }
+
+    /// The winner's timeline history (ancestors and their switch points).
+    fn history(&self, node: &str, timeline: u32) -> Result<History> {
+        if timeline <= 1 {
+            return Ok(History::default());
+        }
+        let text = self.sql(node, "postgres", &format!("SELECT pg_read_file('pg_wal/{timeline:08X}.history')"))?;
+        History::parse(&text)
+    }
+
+    /// Standbys streaming from `primary`, by application_name.
+    fn streaming_from(&self, primary: &str) -> Vec<String> {
+        self.sql(primary, "postgres", "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming' ORDER BY 1")
+            .map(|o| o.lines().map(str::to_owned).collect())
+            .unwrap_or_default()
+    }
+
+    /// The load balancer whose pglb speaks for the cluster: the VIP holder with a running pglb
+    /// (lb1 when both hold the VIP).
+    fn holder(&self) -> Result<&'static Host> {
+        for lb in lbs()? {
+            if lab_lb::holds_vip(lb)? && lab_lb::running(lb) {
+                return Ok(lb);
+            }
+        }
+        bail!("no load balancer with a running pglb holds the VIP")
+    }
+
+    fn status_of(&self, lb: &Host) -> Result<Vec<StatusRow>> {
+        let config = lab_lb::config_path(lb);
+        let out = sh::output(&mut sh::cmd(self.pglb.to_str().unwrap(), ["status", "--config", config.to_str().unwrap()]))?;
+        Ok(out
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split('|').map(str::trim).collect();
+                (f.len() == 9 && f[0].starts_with("pg")).then(|| StatusRow {
+                    node: f[0].to_owned(),
+                    state: f[3].to_owned(),
+                    routed: f[7].to_owned(),
+                })
+            })
+            .collect())
+    }
+
+    fn status(&self) -> Result<Vec<StatusRow>> {
+        self.status_of(self.holder()?)
+    }
+
+    /// The node the VIP holder's pglb routes writes to, if any.
+    fn writer(&self) -> Option<String> {
+        self.status().ok()?.into_iter().find(|r| r.routed.split(',').any(|p| p == WRITE_PORT.to_string())).map(|r| r.node)
+    }
+
+    fn pglb_cmd(&self, args: &[&str]) -> Result<String> {
+        let mut c = sh::cmd(self.pglb.to_str().unwrap(), args);
+        c.env("PGLB_LOG", "warn");
+        sh::output(&mut c)
+    }
+
+    fn config_of(&self, lb: &str) -> Result<String> {
+        Ok(lab_lb::config_path(host(lb)?).to_string_lossy().into_owned())
+    }
+
+    /// Creates the table the writer inserts into (once).
+    fn prepare(&self) -> Result<()> {
+        let primary = self.find_primary().context("no primary to create the drill table on")?;
+        self.sql(&primary, "app", "CREATE TABLE IF NOT EXISTS drill_writes (run int NOT NULL, seq int NOT NULL,
+              at timestamptz NOT NULL DEFAULT clock_timestamp(), PRIMARY KEY (run, seq));
+              ALTER TABLE drill_writes OWNER TO app")?;
+        Ok(())
+    }
+
+    /// The primary on the highest timeline.
+    fn find_primary(&self) -> Option<String> {
+        self.primaries().into_iter().max_by_key(|(_, tl)| *tl).map(|(n, _)| n)
+    }
+
+    fn next_run_id(&self) -> Result<i32> {
+        let primary = self.find_primary().context("no primary")?;
+        Ok(self.sql(&primary, "app", &format!("SELECT coalesce(max(run), 0) + 1 FROM drill_writes WHERE run BETWEEN 1 AND {}", SWITCHBACK_RUN - 1))?.parse()?)
+    }
+
+    fn healthy(&self) -> bool {
+        let Some(v) = self.view(PRIMARY) else { return false };
+        if v.in_recovery || self.primaries().len() != 1 {
+            return false;
+        }
+        if self.streaming_from(PRIMARY) != ["pg2", "pg3"] {
+            return false;
+        }
+        let Ok([lb1, lb2]) = lbs() else { return false };
+        if !lab_lb::running(lb1) || !lab_lb::running(lb2) || !lab_lb::holds_vip(lb1).unwrap_or(false) || lab_lb::holds_vip(lb2).unwrap_or(true) {
+            return false;
+        }
+        let Ok(rows) = self.status_of(lb1) else { return false };
+        rows.len() == 3
+            && rows.iter().all(|r| {
+                let want = if r.node == PRIMARY { WRITE_PORT.to_string() } else { READ_PORT.to_string() };
+                r.state == "up" && r.routed == want
+            })
+    }
+
+    /// Waits for a healthy cluster; repairs what a drill leaves behind (a stopped pglb or node,
+    /// an old primary pglb has not rejoined yet, pg1 a standby).
+    fn ensure_healthy(&self) -> Result<()> {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if self.stably_healthy() {
+                return Ok(());
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+        println!("drill: the cluster is not healthy: repairing");
+        for lb in lbs()? {
+            if !lab_lb::running(lb) {
+                lab_lb::start(lb, &lab_lb::pglb_binary()?)?;
+            }
+        }
+        for n in NODES {
+            if self.view(n).is_none() {
+                self.start_node(n)?;
+            }
+        }
+        let primary = self.find_primary().context("no primary left to repair from")?;
+        for n in NODES.into_iter().filter(|n| *n != primary) {
+            // pglb rejoins a fenced old primary itself; give it the time before stepping in.
+            let ok = |d: &Drill| d.view(n).is_some_and(|v| v.in_recovery && v.receiver.contains(addr_of(&primary)));
+            if wait_for(REJOIN_LIMIT, &format!("{n} to stream from {primary}"), || Ok(ok(self))).is_err() {
+                println!("drill: {n} still does not stream from {primary}: rejoining it by hand");
+                self.rejoin(n, &primary)?;
+            }
+        }
+        if primary != PRIMARY {
+            wait_for(Duration::from_secs(30), "pg1 to be routed as a reader before switching back", || {
+                Ok(self.status()?.iter().any(|r| r.node == PRIMARY && r.routed == READ_PORT.to_string()))
+            })?;
+            self.pglb_cmd(&["switchover", "--to", PRIMARY, "--config", &self.config_of(self.holder()?.name)?])?;
+        }
+        wait_for(Duration::from_secs(60), "a healthy cluster (pg1 writer, pg2 and pg3 streaming readers)", || Ok(self.stably_healthy()))
+    }
+
+    /// Healthy, and still healthy 2 s later (right after a switch back, the standbys' timeline
+    /// and lag settle for a moment).
+    fn stably_healthy(&self) -> bool {
+        if !self.healthy() {
+            return false;
+        }
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(2) {
+            thread::sleep(Duration::from_millis(250));
+            if !self.healthy() {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn start_node(&self, node: &str) -> Result<()> {
+        lab::postgres::start(host(node)?)
+    }
+
+    /// `pglb node rejoin` on `node` against `primary`, run inside the node's namespace.
+    fn rejoin(&self, node: &str, primary: &str) -> Result<()> {
+        let h = host(node)?;
+        let data = h.dir().join("data");
+        let pass = h.dir().join("pgpass");
+        let mut c = ns_cmd(&h.ns(), self.pglb.to_str().unwrap(), [
+            "node", "rejoin", "--primary", addr_of(primary), "--name", node, "--data-dir", data.to_str().unwrap(),
+            "--passfile", pass.to_str().unwrap(), "--pg-bin", PG_BIN,
+        ]);
+        c.env("PGLB_LOG", "warn");
+        sh::run(&mut c).with_context(|| format!("pglb node rejoin of {node} onto {primary}"))
+    }
+
+    fn spawn_client(&self, mode: &str, port: u16, run: i32) -> Result<(Child, PathBuf)> {
+        let out = self.dir.join(format!("run-{run}-{mode}.log"));
+        let _ = fs::remove_file(&out);
+        fs::write(&out, "").with_context(|| format!("creating {}", out.display()))?;
+        let client = host("client")?;
+        let pw = secret_path("app");
+        let child = ns_cmd(&client.ns(), self.client.to_str().unwrap(), [
+            mode, VIP, &port.to_string(), pw.to_str().unwrap(), &run.to_string(), out.to_str().unwrap(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting the drill {mode} client"))?;
+        Ok((child, out))
+    }
+
+    fn postmaster_pid(&self, node: &str) -> Result<i32> {
+        let path = host(node)?.dir().join("data/postmaster.pid");
+        let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(text.lines().next().unwrap_or("").trim().parse()?)
+    }
+
+    fn cpu_marks(&self) -> Result<Vec<(&'static str, Option<CpuMark>)>> {
+        Ok(lbs()?
+            .into_iter()
+            .map(|lb| {
+                let mark = lb::pglb_pid(lb).ok().and_then(|pid| Some(CpuMark { pid, ticks: cpu_ticks(pid)?, at: Instant::now() }));
+                (lb.name, mark)
+            })
+            .collect())
+    }
+
+    /// Percent of one CPU each pglb used between two marks (`None` when its process changed).
+    fn cpu_between(before: &[(&'static str, Option<CpuMark>)], after: &[(&'static str, Option<CpuMark>)]) -> Vec<(String, Option<f64>)> {
+        before
+            .iter()
+            .zip(after)
+            .map(|((lb, b), (_, a))| {
+                let pct = match (b, a) {
+                    (Some(b), Some(a)) if a.pid == b.pid && a.at > b.at => {
+                        Some((a.ticks - b.ticks) as f64 / ticks_per_second() / (a.at - b.at).as_secs_f64() * 100.0)
+                    }
+                    _ => None,
+                };
+                (lb.to_string(), pct)
+            })
+            .collect()
+    }
+
+    /// Each pglb's CPU over an idle window (no client, the cluster healthy), added to `r`,
+    /// with the check that it stays under the idle limit.
+    fn measure_idle(&self, r: &mut RunResult) -> Result<()> {
+        let before = self.cpu_marks()?;
+        thread::sleep(IDLE_WINDOW);
+        let after = self.cpu_marks()?;
+        for (lb, pct) in Self::cpu_between(&before, &after) {
+            match r.cpu.iter_mut().find(|c| c.lb == lb) {
+                Some(c) => c.idle_pct = pct,
+                None => r.cpu.push(Cpu { lb, run_pct: None, idle_pct: pct }),
+            }
+        }
+        r.check_cpu();
+        Ok(())
+    }
+
+    fn run_one(&self, scenario: &str, run: i32) -> Result<RunResult> {
+        let logs: Vec<(PathBuf, u64)> = lbs()?
+            .iter()
+            .map(|lb| {
+                let p = lab_lb::log_path(lb);
+                let len = fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+                (p, len)
+            })
+            .collect();
+        let cpu_start = self.cpu_marks()?;
+        let (mut writer, wlog) = self.spawn_client("write", WRITE_PORT, run)?;
+        let (mut reader, rlog) = self.spawn_client("read", READ_PORT, run)?;
+        let stop = |w: &mut Child, r: &mut Child| {
+            let _ = w.kill();
+            let _ = r.kill();
+            let _ = w.wait();
+            let _ = r.wait();
+        };
+        thread::sleep(WARMUP);
+        let mut r = RunResult { scenario: scenario.to_owned(), run, ..RunResult::default() };
+        let outcome = scenarios::inject(self, scenario, &wlog, &mut r);
+        thread::sleep(COOLDOWN);
+        stop(&mut writer, &mut reader);
+        let fault_at = outcome?;
+        let cpu_end = self.cpu_marks()?;
+        r.cpu = Self::cpu_between(&cpu_start, &cpu_end).into_iter().map(|(lb, run_pct)| Cpu { lb, run_pct, idle_pct: None }).collect();
+
+        let writes = read_client_log(&wlog)?;
+        let reads = read_client_log(&rlog)?;
+        let winner = self.writer().or_else(|| self.find_primary()).context("no writer after the run")?;
+        let winner_tl = self.view(&winner).map(|v| v.timeline).with_context(|| format!("the winner {winner} does not answer"))?;
+        let on_winner = self.rows(&winner, run)?;
+        let acked: Vec<&Line> = writes.iter().filter(|l| l.ok).collect();
+        let lost = measure::lost(&acked, &on_winner);
+        let history = self.history(&winner, winner_tl).with_context(|| format!("reading {winner}'s timeline history"))?;
+        let split = measure::split_brain(&acked, addr_of(&winner), winner_tl, &history);
+        r.write_rto_ms = measure::recovery_ms(&writes, fault_at);
+        r.read_rto_ms = measure::recovery_ms(&reads, fault_at);
+        r.max_write_gap_ms = measure::max_gap(&writes, fault_at);
+        r.acked_writes = acked.len();
+        r.acked_lost = lost.len();
+        r.split_brain_writes = split.len();
+        r.winner = winner.clone();
+        r.winner_timeline = winner_tl;
+        r.failover = winner != PRIMARY;
+        if scenarios::old_primary_must_stay_silent(scenario) {
+            r.stale_primary_acks = Some(acked.iter().filter(|l| l.sent_us > fault_at && l.node == addr_of(PRIMARY)).count());
+        }
+        if !lost.is_empty() {
+            println!("drill: LOST acknowledged writes (run {run}): {lost:?}");
+        }
+        if !split.is_empty() {
+            println!("drill: SPLIT-BRAIN writes (run {run}): {split:?}");
+        }
+
+        // Return to healthy, checking the failover's promises on the way.
+        scenarios::recover(self, scenario, run, fault_at, &winner, &logs, &mut r)?;
+        r.primaries_at_end = self.primaries().len();
+        if r.failover {
+            self.switch_back_under_load(run, &acked, &mut r)?;
+        }
+        r.decisions = decision_lines(&logs);
+        r.check_common();
+        Ok(r)
+    }
+
+    /// The sequence numbers of run `run` that `node` holds.
+    fn rows(&self, node: &str, run: i32) -> Result<BTreeSet<i32>> {
+        Ok(self
+            .sql(node, "app", &format!("SELECT seq FROM drill_writes WHERE run = {run}"))?
+            .lines()
+            .filter_map(|l| l.parse().ok())
+            .collect())
+    }
+
+    /// `pglb switchover --to pg1` with the writer running (its rows under run id
+    /// `SWITCHBACK_RUN + run`); records the command's output, the acknowledged writes pg1
+    /// lacks afterwards, and checks the run's own acknowledged writes on pg1 again.
+    fn switch_back_under_load(&self, run: i32, run_acked: &[&Line], r: &mut RunResult) -> Result<()> {
+        wait_for(Duration::from_secs(30), "pg1 to be routed as a reader before switching back", || {
+            Ok(self.status()?.iter().any(|s| s.node == PRIMARY && s.routed == READ_PORT.to_string()))
+        })?;
+        let id = SWITCHBACK_RUN + run;
+        let (mut w, log) = self.spawn_client("write", WRITE_PORT, id)?;
+        thread::sleep(Duration::from_millis(500));
+        let out = self.pglb_cmd(&["switchover", "--to", PRIMARY, "--config", &self.config_of(self.holder()?.name)?]);
+        thread::sleep(Duration::from_millis(1000));
+        let _ = w.kill();
+        let _ = w.wait();
+        r.switchback_output = Some(out?.trim().to_owned());
+        let acked: Vec<Line> = read_client_log(&log)?.into_iter().filter(|l| l.ok).collect();
+        let refs: Vec<&Line> = acked.iter().collect();
+        let lost = measure::lost(&refs, &self.rows(PRIMARY, id)?);
+        if !lost.is_empty() {
+            println!("drill: LOST acknowledged writes during the switch back (run id {id}): {lost:?}");
+        }
+        r.switchback_acked = Some(acked.len());
+        r.switchback_lost = Some(lost.len());
+        r.lost_after_switchback = Some(measure::lost(run_acked, &self.rows(PRIMARY, run)?).len());
+        Ok(())
+    }
+
+    /// The returning old primary: `needs-rejoin` and no routed port (waits up to 15 s), then no
+    /// new flow to it while a client keeps connecting through both ports for 2 s. (Flows to it
+    /// from before the fault may linger in the table until swept; they get RSTs, not traffic.)
+    fn old_primary_fenced(&self, run: i32) -> Result<bool> {
+        let fenced = wait_for(Duration::from_secs(15), "pg1 reported needs-rejoin", || {
+            Ok(self.status()?.iter().any(|s| s.node == PRIMARY && s.state == "needs-rejoin" && s.routed == "-"))
+        });
+        if fenced.is_err() {
+            println!("drill: pg1 not reported needs-rejoin and unrouted: {:?}", self.status());
+            return Ok(false);
+        }
+        let holder = self.holder()?;
+        let before = self.new_flows(holder, PRIMARY)?;
+        let (mut w, _) = self.spawn_client("write", WRITE_PORT, -run)?;
+        let (mut r, _) = self.spawn_client("read", READ_PORT, -run)?;
+        thread::sleep(Duration::from_secs(2));
+        for c in [&mut w, &mut r] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let after = self.new_flows(holder, PRIMARY)?;
+        if after != before {
+            println!("drill: {} new flows reached the fenced pg1", after - before);
+        }
+        Ok(after == before)
+    }
+
+    /// `pglb map dump` of a load balancer's pinned maps (no daemon needed).
+    fn map_dump(&self, lb: &Host) -> Result<String> {
+        self.pglb_cmd(&["map", "dump", "--config", lab_lb::config_path(lb).to_str().unwrap()])
+    }
+
+    /// The `new flows` counter of a backend in a load balancer's `pglb map dump`.
+    fn new_flows(&self, lb: &Host, node: &str) -> Result<u64> {
+        let dump = self.map_dump(lb)?;
+        let addr = format!(" {}:", addr_of(node));
+        let line = dump.lines().find(|l| l.contains(&addr) && l.contains("new flows")).context("no backend line in pglb map dump")?;
+        let n = line.split(',').find(|f| f.contains("new flows")).and_then(|f| f.split_whitespace().next()).and_then(|n| n.parse().ok());
+        n.with_context(|| format!("no new-flows count in {line:?}"))
+    }
+
+    /// A reason counter of a load balancer's data plane.
+    fn reason_count(&self, lb: &Host, reason: &str) -> Result<u64> {
+        let dump = self.map_dump(lb)?;
+        dump.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(reason).and_then(|rest| rest.trim().parse().ok()))
+            .with_context(|| format!("no counter {reason} in {}'s map dump", lb.name))
+    }
+
+    /// Waits until pglb routes writes to a node other than pg1 and a write sent after the fault
+    /// was acknowledged.
+    fn wait_failover(&self, at: u128, wlog: &Path) -> Result<()> {
+        wait_for(RECOVERY_LIMIT, "a failover: writes acknowledged by a new primary", || {
+            Ok(read_client_log(wlog)?.iter().any(|l| l.ok && l.sent_us > at && l.node != addr_of(PRIMARY)))
+        })
+    }
+
+    /// Waits until a write sent after `after` was acknowledged.
+    fn wait_writes(&self, after: u128, wlog: &Path, what: &str) -> Result<()> {
+        wait_for(RECOVERY_LIMIT, what, || Ok(read_client_log(wlog)?.iter().any(|l| l.ok && l.sent_us > after)))
+    }
+}
+
+/// The drill client: next to this xtask binary (built with it by `cargo xtask test`), else
+/// built now.
+fn client_binary() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("PGLB_DRILL_CLIENT") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    let beside = exe.parent().context("xtask has a folder")?.join("drill_client");
+    if beside.exists() {
+        return Ok(beside);
+    }
+    let mut build = sh::cmd("cargo", ["build", "-q", "-p", "pglb-tests", "--bin", "drill_client"]);
+    build.current_dir(lab_lb::workspace());
+    sh::run_inherit(&mut build).context("building the drill client")?;
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| lab_lb::workspace().join("target"));
+    Ok(target.join("debug/drill_client"))
+}
+
+/// pglb's decision lines on both load balancers since the run started: routing, failover,
+/// fencing, tracking, rejoin, alerts, switchover.
+fn decision_lines(logs: &[(PathBuf, u64)]) -> Vec<String> {
+    let keys = ["route:", "failover", "promot", "fence", "alert", "switchover", "demote", "re-point", "blocked", "writer", "does not answer", "tracking", "rejoin", "vrrp: state", "lease"];
+    let mut out = Vec::new();
+    for (path, start) in logs {
+        let name = path.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let text = fs::read(path).unwrap_or_default();
+        let new = String::from_utf8_lossy(text.get(*start as usize..).unwrap_or_default()).into_owned();
+        out.extend(new.lines().filter(|l| keys.iter().any(|k| l.contains(k))).map(|l| format!("{name}: {}", l.chars().take(280).collect::<String>())).take(40));
+    }
+    out
+}
+
+/// `lbN promoted pgM` for every promotion any load balancer started since the run began.
+fn promotions(logs: &[(PathBuf, u64)]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (path, start) in logs {
+        let name = path.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let text = fs::read(path).unwrap_or_default();
+        let new = String::from_utf8_lossy(text.get(*start as usize..).unwrap_or_default()).into_owned();
+        for l in new.lines() {
+            if let Some(rest) = l.split("failover: promoting ").nth(1) {
+                out.push(format!("{name} promoted {}", rest.split_whitespace().next().unwrap_or("?")));
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,293 @@
+//! The drills' faults ([`inject`]) and what each scenario checks while the cluster recovers
+//! ([`recover`]).
+//!
+//! | scenario | fault | expected |
+//! |---|---|---|
+//! | `primary-crash` | `kill -9` of pg1's postmaster; pg1 restarted once the failover is seen | failover; pg1 `needs-rejoin`, unrouted, rejoined by pglb itself |
+//! | `primary-hang` | `SIGSTOP` of every process in `pgha-pg1` until the failover is seen | as `primary-crash` |
+//! | `primary-host-down` | pg1's link down until the failover is seen | as `primary-crash` |
+//! | `primary-isolated` | pg1 cut from lb1 and lb2 for 5 s, still streaming to the standbys | no failover |
+//! | `primary-isolated-standbys` | pg1 cut from pg2 and pg3 for 5 s | no failover; writes wait (synchronous replication) |
+//! | `standby-crash` | `kill -9` of pg3's postmaster | pg3 leaves the readers |
+//! | `switchover` | `pglb switchover --to pg2` under load | no write lost |
+//! | `lb-cut-from-primary` | lb1 (VIP holder) cut from pg1 only for 6 s | lb2 takes the VIP within 2 s; writes go on; no failover |
+//! | `lb-partition` | lb1 and lb2 cut from each other (both VRRP masters), then `kill -9` of pg1 | one promotion target; exactly one primary |
+//! | `lb-kill-then-failover` | `kill -9` of lb1's pglb, then `kill -9` of pg1, pg1 restarted, clients re-ARP | lb1's data plane opens no flow after its lease ran out; no write on pg1 |
+//! | `restart-with-stale-primary` | pg1 crash and failover; both pglb killed; pg1 restarted without a rejoin while the writer is out of the load balancers' sight; both pglb restarted | pg1 never gets a write; writes resume once the writer is seen |
+//! | `switchover-probe-blip` | `pglb switchover --to pg2`; lb1 cut from pg2 for 1.5 s while pg1 is demoted | exactly one writer afterwards; no write lost |
+
+use std::{
+    path::{Path, PathBuf},
+    thread,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use super::{Drill, HOLD_CUT, PRIMARY, REJOIN_LIMIT, lb as drill_lb, now_us, promotions, report::RunResult};
+use crate::{
+    lab::{
+        fault::Cut,
+        lb as lab_lb,
+        postgres::wait_for,
+        topology::{VIP, host},
+    },
+    sh,
+};
+
+/// How long a cut that must not cause a failover is held.
+const HOLD: Duration = Duration::from_secs(5);
+
+/// Scenarios in which the old primary must not acknowledge anything after the fault.
+pub fn old_primary_must_stay_silent(scenario: &str) -> bool {
+    matches!(scenario, "primary-crash" | "primary-hang" | "primary-host-down" | "lb-partition" | "lb-kill-then-failover" | "restart-with-stale-primary")
+}
+
+fn kill_postmaster(d: &Drill, node: &str) -> Result<()> {
+    let pid = d.postmaster_pid(node)?;
+    // SAFETY: kill has no memory preconditions; pid is the node's postmaster.
+    if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
+        bail!("kill -9 {pid} ({node}'s postmaster): {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn signal_all(pids: &[i32], sig: libc::c_int) {
+    for pid in pids {
+        // SAFETY: kill has no memory preconditions; these are one namespace's processes.
+        unsafe {
+            libc::kill(*pid, sig);
+        }
+    }
+}
+
+fn kill_pglb(lb: &'static crate::lab::topology::Host) -> Result<()> {
+    let pid = drill_lb::pglb_pid(lb)?;
+    // SAFETY: as above; the pid of pglb in the host's namespace.
+    if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
+        bail!("kill -9 {pid} (pglb on {}): {}", lb.name, std::io::Error::last_os_error());
+    }
+    wait_for(Duration::from_secs(5), &format!("pglb on {} to exit", lb.name), || Ok(!lab_lb::running(lb)))
+}
+
+/// Injects the fault; returns its time (µs since the epoch) once the scenario's outcome is
+/// reached (failover done, or the hold time over). Fills in what the scenario measures on the
+/// way.
+pub fn inject(d: &Drill, scenario: &str, wlog: &Path, r: &mut RunResult) -> Result<u128> {
+    let pg1 = host(PRIMARY)?;
+    let (lb1, lb2) = (host("lb1")?, host("lb2")?);
+    match scenario {
+        "primary-crash" => {
+            let at = now_us();
+            kill_postmaster(d, PRIMARY)?;
+            d.wait_failover(at, wlog)?;
+            Ok(at)
+        }
+        "primary-hang" => {
+            let pids = crate::lab::net::namespace_pids(&pg1.ns())?;
+            let at = now_us();
+            signal_all(&pids, libc::SIGSTOP);
+            let waited = d.wait_failover(at, wlog);
+            signal_all(&pids, libc::SIGCONT);
+            waited?;
+            Ok(at)
+        }
+        "primary-host-down" => {
+            let at = now_us();
+            sh::run(&mut sh::cmd("ip", ["-n", &pg1.ns(), "link", "set", "eth0", "down"]))?;
+            let waited = d.wait_failover(at, wlog);
+            sh::run(&mut sh::cmd("ip", ["-n", &pg1.ns(), "link", "set", "eth0", "up"]))?;
+            waited?;
+            Ok(at)
+        }
+        "primary-isolated" | "primary-isolated-standbys" => {
+            let peers = if scenario == "primary-isolated" { [lb1, lb2] } else { [host("pg2")?, host("pg3")?] };
+            let at = now_us();
+            let cuts: Vec<Cut> = peers.iter().map(|p| Cut::host_from_addr(&format!("iso_{}", p.name), pg1, p.addr)).collect::<Result<_>>()?;
+            thread::sleep(HOLD);
+            for c in cuts {
+                c.heal()?;
+            }
+            // Writes must flow again before the measurement window closes.
+            d.wait_writes(now_us().saturating_sub(500_000).max(at), wlog, "writes to be acknowledged again after the cut")?;
+            Ok(at)
+        }
+        "standby-crash" => {
+            let at = now_us();
+            kill_postmaster(d, "pg3")?;
+            wait_for(Duration::from_secs(15), "pg3 to be taken out of the readers", || {
+                Ok(d.status()?.iter().any(|s| s.node == "pg3" && s.routed == "-"))
+            })?;
+            thread::sleep(Duration::from_secs(1));
+            Ok(at)
+        }
+        "switchover" => {
+            let at = now_us();
+            let out = d.pglb_cmd(&["switchover", "--to", "pg2", "--config", &d.config_of("lb1")?])?;
+            r.switchover_output = Some(out.trim().to_owned());
+            Ok(at)
+        }
+        "lb-cut-from-primary" => {
+            let at = now_us();
+            let cut = Cut::host_from_addr("lb1_pg1", lb1, pg1.addr)?;
+            let moved = wait_for(Duration::from_secs(10), "lb2 to take the VIP from lb1", || Ok(lab_lb::holds_vip(lb2)? && !lab_lb::holds_vip(lb1)?));
+            r.vip_moved_ms = moved.is_ok().then(|| (now_us() - at) as f64 / 1000.0);
+            if let Err(e) = moved {
+                r.failures.push(format!("{e:#}"));
+            } else if r.vip_moved_ms.is_some_and(|m| m > 2000.0) {
+                r.failures.push(format!("the VIP moved after {:.0} ms (goal: within 2 s)", r.vip_moved_ms.unwrap_or_default()));
+            }
+            d.wait_writes(at, wlog, "writes through lb2 after the VIP moved")?;
+            thread::sleep(HOLD_CUT.saturating_sub(Duration::from_micros((now_us() - at) as u64)));
+            cut.heal()?;
+            wait_for(Duration::from_secs(15), "lb1 to take the VIP back once it reaches pg1 again", || {
+                Ok(lab_lb::holds_vip(lb1)? && !lab_lb::holds_vip(lb2)?)
+            })?;
+            Ok(at)
+        }
+        "lb-partition" => {
+            let cut = Cut::between("lb1_lb2", lb1, lb2)?;
+            wait_for(Duration::from_secs(10), "both load balancers to be VRRP master (both hold the VIP)", || {
+                Ok(lab_lb::holds_vip(lb1)? && lab_lb::holds_vip(lb2)?)
+            })?;
+            thread::sleep(Duration::from_millis(500));
+            let at = now_us();
+            kill_postmaster(d, PRIMARY)?;
+            let waited = d.wait_failover(at, wlog);
+            thread::sleep(Duration::from_secs(2));
+            cut.heal()?;
+            waited?;
+            wait_for(Duration::from_secs(15), "lb1 alone to hold the VIP once they hear each other", || {
+                Ok(lab_lb::holds_vip(lb1)? && !lab_lb::holds_vip(lb2)?)
+            })?;
+            Ok(at)
+        }
+        "lb-kill-then-failover" => {
+            kill_pglb(lb1)?;
+            wait_for(Duration::from_secs(10), "lb2 to take the VIP", || lab_lb::holds_vip(lb2))?;
+            wait_for(Duration::from_secs(10), "lb1's lease to run out", || Ok(d.map_dump(lb1)?.contains("lease: EXPIRED")))?;
+            let flows_before = d.reason_count(lb1, "tx_new_flow")?;
+            let at = now_us();
+            kill_postmaster(d, PRIMARY)?;
+            d.wait_failover(at, wlog)?;
+            // The old primary comes back (a restarted host) while lb1's data plane still holds
+            // the old writer: clients that look the VIP up again must never get there.
+            d.start_node(PRIMARY)?;
+            let client = host("client")?;
+            for _ in 0..15 {
+                sh::run(&mut sh::cmd("ip", ["-n", &client.ns(), "neigh", "flush", "to", VIP]))?;
+                thread::sleep(Duration::from_millis(200));
+            }
+            r.old_lb_new_flows = Some(d.reason_count(lb1, "tx_new_flow")? - flows_before);
+            if r.old_lb_new_flows != Some(0) {
+                r.failures.push(format!("lb1's data plane opened {} flows after its lease ran out", r.old_lb_new_flows.unwrap_or_default()));
+            }
+            drill_lb::restore(lb1).context("restarting pglb on lb1")?;
+            Ok(at)
+        }
+        "restart-with-stale-primary" => {
+            let at = now_us();
+            kill_postmaster(d, PRIMARY)?;
+            d.wait_failover(at, wlog)?;
+            let winner = d.writer().context("no writer after the failover")?;
+            let winner_host = host(&winner)?;
+            kill_pglb(lb1)?;
+            kill_pglb(lb2)?;
+            // The writer out of sight of both load balancers while they restart, and the old
+            // primary back as a primary on its old timeline.
+            let cuts = [
+                Cut::host_from_addr("lb1_winner", lb1, winner_host.addr)?,
+                Cut::host_from_addr("lb2_winner", lb2, winner_host.addr)?,
+            ];
+            d.start_node(PRIMARY)?;
+            let pglb = lab_lb::pglb_binary()?;
+            lab_lb::start(lb1, &pglb)?;
+            lab_lb::start(lb2, &pglb)?;
+            wait_for(Duration::from_secs(10), "lb1 to hold the VIP again", || Ok(lab_lb::holds_vip(lb1)? && lab_lb::running(lb1)))?;
+            thread::sleep(Duration::from_secs(3));
+            let rows = d.status_of(lb1)?;
+            let pg1_row = rows.iter().find(|s| s.node == PRIMARY).context("pg1 in pglb status")?;
+            if pg1_row.routed != "-" || pg1_row.state != "needs-rejoin" {
+                r.failures.push(format!("after the restart pg1 is {} and routed {} (expected needs-rejoin, unrouted)", pg1_row.state, pg1_row.routed));
+            }
+            for c in cuts {
+                c.heal()?;
+            }
+            d.wait_writes(now_us(), wlog, &format!("writes through {winner} once it is in sight again"))?;
+            Ok(at)
+        }
+        "switchover-probe-blip" => {
+            let log = lab_lb::log_path(lb1);
+            let start = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+            let pglb = d.pglb.clone();
+            let config = d.config_of("lb1")?;
+            let at = now_us();
+            let switchover = thread::spawn(move || {
+                let mut c = sh::cmd(pglb.to_str().unwrap(), ["switchover", "--to", "pg2", "--config", &config]);
+                c.env("PGLB_LOG", "warn");
+                match sh::output(&mut c) {
+                    Ok(o) => o.trim().to_owned(),
+                    Err(e) => format!("{e:#}"),
+                }
+            });
+            wait_for(Duration::from_secs(15), "lb1 to run the demote command", || {
+                let text = std::fs::read(&log).unwrap_or_default();
+                Ok(String::from_utf8_lossy(text.get(start as usize..).unwrap_or_default()).contains("demote: running the demote command"))
+            })?;
+            let cut = Cut::host_from_addr("lb1_pg2", lb1, host("pg2")?.addr)?;
+            thread::sleep(Duration::from_millis(1500));
+            cut.heal()?;
+            let out = switchover.join().map_err(|_| anyhow::anyhow!("the switchover thread panicked"))?;
+            r.switchover_output = Some(out);
+            d.wait_writes(now_us(), wlog, "writes to be acknowledged after the blip")?;
+            Ok(at)
+        }
+        other => bail!("scenario `{other}` has no fault injection"),
+    }
+}
+
+/// What a scenario checks while the cluster comes back: standbys follow the winner, the old
+/// primary is fenced and then rejoined by pglb itself, a stopped node is restarted.
+pub fn recover(d: &Drill, scenario: &str, run: i32, fault_at: u128, winner: &str, logs: &[(PathBuf, u64)], r: &mut RunResult) -> Result<()> {
+    r.promotions = promotions(logs);
+    match scenario {
+        "primary-crash" | "primary-hang" | "primary-host-down" | "lb-partition" | "lb-kill-then-failover" | "restart-with-stale-primary"
+            if r.failover =>
+        {
+            let other = ["pg2", "pg3"].into_iter().find(|n| *n != winner).expect("two standbys");
+            let follows = wait_for(Duration::from_secs(20), &format!("{other} to stream from {winner}"), || {
+                Ok(d.streaming_from(winner).iter().any(|n| n == other))
+            });
+            r.standbys_follow = Some(follows.is_ok());
+            if d.view(PRIMARY).is_none() {
+                d.start_node(PRIMARY)?;
+            }
+            // (In the scenarios that restart pg1 themselves, pglb may have rejoined it already.)
+            if !matches!(scenario, "restart-with-stale-primary" | "lb-kill-then-failover") {
+                r.fenced_ok = Some(d.old_primary_fenced(run)?);
+                if r.fenced_ok == Some(false) {
+                    r.failures.push("the returning old primary was not fenced".into());
+                }
+            }
+            // pglb rejoins it by itself (rejoin_command): no operator step.
+            let back = wait_for(REJOIN_LIMIT, "pg1 to stream from the new primary, rejoined by pglb", || {
+                Ok(d.streaming_from(winner).iter().any(|n| n == PRIMARY))
+            });
+            match back {
+                Ok(()) => r.rejoin_ms = Some((now_us() - fault_at) as f64 / 1000.0),
+                Err(e) => r.failures.push(format!("{e:#}")),
+            }
+            if scenario == "lb-partition" {
+                let mut targets: Vec<&str> = r.promotions.iter().filter_map(|p| p.rsplit(' ').next()).collect();
+                targets.sort_unstable();
+                targets.dedup();
+                if targets.len() != 1 {
+                    r.failures.push(format!("the two masters promoted {} different nodes: {:?}", targets.len(), r.promotions));
+                }
+            }
+        }
+        "standby-crash" => d.start_node("pg3")?,
+        _ => {}
+    }
+    Ok(())
+}

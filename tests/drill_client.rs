@@ -8,7 +8,7 @@
 //! ```text
 //! ok   SEQ SENT_US ACK_US NODE TL LSN   (write acknowledged: NODE = inet_server_addr(), TL the
 //!                                        server's timeline and LSN its WAL position then)
-//! ok   0   SENT_US ACK_US NODE          (read answered)
+//! ok   0   SENT_US ACK_US NODE REC      (read answered; REC = pg_is_in_recovery(), t or f)
 //! err  SEQ SENT_US AT_US  MESSAGE
 //! ```
 //!
@@ -77,8 +77,9 @@ async fn once(client: &Client, write: bool, run: i32, seq: i32) -> Result<String
             let lsn: String = row.get(2);
             Ok(format!("{} {tl} {lsn}", node.unwrap_or_default()))
         } else {
-            let row = client.query_one("SELECT host(inet_server_addr())", &[]).await.map_err(|e| text(&e))?;
-            Ok(row.get::<_, Option<String>>(0).unwrap_or_default())
+            let row = client.query_one("SELECT host(inet_server_addr()), pg_is_in_recovery()", &[]).await.map_err(|e| text(&e))?;
+            let recovery: bool = row.get(1);
+            Ok(format!("{} {}", row.get::<_, Option<String>>(0).unwrap_or_default(), if recovery { "t" } else { "f" }))
         }
     };
     tokio::time::timeout(LIMIT, work).await.map_err(|_| "statement timed out".to_owned())?

@@ -18,6 +18,8 @@ pub struct Line {
     /// A write's acknowledgement: the server's timeline and WAL position then.
     pub timeline: Option<u32>,
     pub lsn: Option<u64>,
+    /// A read's answer: whether the server was a standby.
+    pub in_recovery: Option<bool>,
 }
 
 /// Parses a client log. A missing or unreadable log, or a line that is not the client's, is an
@@ -39,16 +41,24 @@ fn parse_line(l: &str) -> Result<Line> {
     let sent_us = num(f.next(), "send time")?;
     let at_us = num(f.next(), "answer time")?;
     let rest = f.next().unwrap_or("");
-    let (node, timeline, lsn) = if ok && seq > 0 {
+    let (node, timeline, lsn, in_recovery) = if ok && seq > 0 {
         let mut parts = rest.split(' ');
         let node = parts.next().unwrap_or("").to_owned();
         let tl = parts.next().context("an acknowledged write without its timeline")?.parse().context("bad timeline")?;
         let lsn = parse_lsn(parts.next().context("an acknowledged write without its LSN")?).context("bad LSN")?;
-        (node, Some(tl), Some(lsn))
+        (node, Some(tl), Some(lsn), None)
+    } else if ok {
+        let (node, rec) = rest.split_once(' ').context("a read answer without the server's recovery state")?;
+        let rec = match rec {
+            "t" => true,
+            "f" => false,
+            other => bail!("a read's recovery state is t or f, not {other:?}"),
+        };
+        (node.to_owned(), None, None, Some(rec))
     } else {
-        (rest.to_owned(), None, None)
+        (rest.to_owned(), None, None, None)
     };
-    Ok(Line { ok, seq, sent_us, at_us, node, timeline, lsn })
+    Ok(Line { ok, seq, sent_us, at_us, node, timeline, lsn, in_recovery })
 }
 
 /// PostgreSQL's `X/Y` LSN text.
@@ -74,6 +84,22 @@ pub fn recovery_ms(lines: &[Line], fault: u128) -> Option<f64> {
 pub fn max_gap(lines: &[Line], fault: u128) -> f64 {
     let acks: Vec<u128> = lines.iter().filter(|l| l.ok && l.at_us + 1_000_000 >= fault).map(|l| l.at_us).collect();
     acks.windows(2).map(|w| ms(w[1] - w[0])).fold(0.0, f64::max)
+}
+
+/// Answers a fenced old primary must never give: once another node acknowledged a write after
+/// `fault` (the failover happened), any write `node_addr` acknowledges, or any read it answers
+/// as a primary (not in recovery, so not rejoined yet), for requests sent after that. (Right
+/// after a `kill -9` the dying postmaster's backends may still acknowledge replicated commits;
+/// those precede the failover and are judged by the split-brain measure.)
+pub fn stale_answers(lines: &[Line], node_addr: &str, fault: u128) -> usize {
+    let Some(failover) = lines.iter().filter(|l| l.ok && l.seq > 0 && l.sent_us > fault && l.node != node_addr).map(|l| l.sent_us).min() else {
+        return 0;
+    };
+    lines
+        .iter()
+        .filter(|l| l.ok && l.sent_us > failover && l.node == node_addr)
+        .filter(|l| l.seq > 0 || l.in_recovery == Some(false))
+        .count()
 }
 
 /// Acknowledged sequence numbers that `present` (the rows a primary has) lacks.
@@ -133,7 +159,7 @@ mod tests {
     use super::*;
 
     fn ack(seq: i32, node: &str, tl: u32, lsn: u64) -> Line {
-        Line { ok: true, seq, sent_us: 0, at_us: 0, node: node.into(), timeline: Some(tl), lsn: Some(lsn) }
+        Line { ok: true, seq, sent_us: 0, at_us: 0, node: node.into(), timeline: Some(tl), lsn: Some(lsn), in_recovery: None }
     }
 
     #[test]
@@ -142,8 +168,9 @@ mod tests {
             parse_line("ok 7 100 150 172.20.0.10 2 0/3000060").unwrap(),
             ack(7, "172.20.0.10", 2, 0x300_0060).clone_with(100, 150)
         );
-        let read = parse_line("ok 0 100 150 172.20.0.11").unwrap();
-        assert_eq!((read.node.as_str(), read.timeline), ("172.20.0.11", None));
+        let read = parse_line("ok 0 100 150 172.20.0.11 t").unwrap();
+        assert_eq!((read.node.as_str(), read.timeline, read.in_recovery), ("172.20.0.11", None, Some(true)));
+        assert!(parse_line("ok 0 100 150 172.20.0.11").is_err(), "a read answer needs the recovery state");
         let err = parse_line("err 8 100 1100 statement timed out").unwrap();
         assert_eq!((err.ok, err.node.as_str()), (false, "statement timed out"));
         for bad in ["", "maybe 1 2 3", "ok x 1 2 n", "ok 7 100 150 172.20.0.10", "ok 7 100 150 172.20.0.10 2 nolsn"] {
@@ -192,8 +219,25 @@ mod tests {
     }
 
     #[test]
+    fn stale_answers_are_writes_and_primary_reads_of_the_old_primary() {
+        let lines: Vec<Line> = [
+            "ok 5 10 11 172.20.0.10 1 0/10",   // before the fault
+            "ok 6 105 106 172.20.0.10 1 0/20", // a dying backend's last ack: before the failover
+            "ok 7 120 121 172.20.0.11 2 0/30", // the failover
+            "ok 8 125 126 172.20.0.10 1 0/40", // a write on the old primary after it
+            "ok 0 130 131 172.20.0.10 f",      // a read answered by it as a primary
+            "ok 0 140 141 172.20.0.10 t",      // a read once it is a standby again: fine
+            "err 9 150 160 connection refused",
+        ]
+        .iter()
+        .map(|l| parse_line(l).unwrap())
+        .collect();
+        assert_eq!(stale_answers(&lines, "172.20.0.10", 100), 2);
+    }
+
+    #[test]
     fn recovery_and_gap() {
-        let l = |ok: bool, sent: u128, at: u128| Line { ok, seq: 1, sent_us: sent, at_us: at, node: String::new(), timeline: None, lsn: None };
+        let l = |ok: bool, sent: u128, at: u128| Line { ok, seq: 1, sent_us: sent, at_us: at, node: String::new(), timeline: None, lsn: None, in_recovery: None };
         let lines = [l(true, 0, 5), l(false, 1000, 2000), l(true, 1500, 1600), l(false, 3000, 4000), l(true, 5000, 5200)];
         assert_eq!(recovery_ms(&lines, 900), Some(4.3), "the first success sent after the last failure");
         assert_eq!(recovery_ms(&lines[..1], 0), None);

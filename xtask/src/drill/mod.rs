@@ -531,7 +531,9 @@ impl Drill {
         r.winner_timeline = winner_tl;
         r.failover = winner != PRIMARY;
         if scenarios::old_primary_must_stay_silent(scenario) {
-            r.stale_primary_acks = Some(acked.iter().filter(|l| l.sent_us > fault_at && l.node == addr_of(PRIMARY)).count());
+            let mut both = writes.clone();
+            both.extend(reads.iter().cloned());
+            r.stale_primary_acks = Some(measure::stale_answers(&both, addr_of(PRIMARY), fault_at));
         }
         if !lost.is_empty() {
             println!("drill: LOST acknowledged writes (run {run}): {lost:?}");
@@ -541,7 +543,9 @@ impl Drill {
         }
 
         // Return to healthy, checking the failover's promises on the way.
-        scenarios::recover(self, scenario, run, fault_at, &winner, &logs, &mut r)?;
+        let mut run_lines = writes.clone();
+        run_lines.extend(reads.iter().cloned());
+        scenarios::recover(self, scenario, run, fault_at, &winner, &logs, &run_lines, &mut r)?;
         r.primaries_at_end = self.primaries().len();
         if r.failover {
             self.switch_back_under_load(run, &acked, &mut r)?;
@@ -587,45 +591,43 @@ impl Drill {
         Ok(())
     }
 
-    /// The returning old primary: `needs-rejoin` and no routed port (waits up to 15 s), then no
-    /// new flow to it while a client keeps connecting through both ports for 2 s. (Flows to it
-    /// from before the fault may linger in the table until swept; they get RSTs, not traffic.)
-    fn old_primary_fenced(&self, run: i32) -> Result<bool> {
-        let fenced = wait_for(Duration::from_secs(15), "pg1 reported needs-rejoin", || {
-            Ok(self.status()?.iter().any(|s| s.node == PRIMARY && s.state == "needs-rejoin" && s.routed == "-"))
+    /// The returning old primary is fenced until pglb rejoins it: the load balancer logged the
+    /// fence, and while a writer and a reader keep connecting through the VIP (until pg1
+    /// streams from the winner again, at most 15 s) pg1 acknowledges no write and answers no
+    /// read as a primary. (The run's own clients were checked the same way.)
+    fn old_primary_fenced(&self, run: i32, winner: &str, logs: &[(PathBuf, u64)], run_lines: &[Line], fault: u128) -> Result<bool> {
+        let logged = wait_for(Duration::from_secs(15), "a load balancer to fence pg1", || {
+            Ok(logs.iter().any(|(path, start)| {
+                let text = fs::read(path).unwrap_or_default();
+                let new = String::from_utf8_lossy(text.get(*start as usize..).unwrap_or_default()).into_owned();
+                new.lines().any(|l| l.contains("fenced, needs rejoin") && (l.contains("pg1 was replaced") || l.contains("pg1 is a primary on the old timeline")))
+            }))
         });
-        if fenced.is_err() {
-            println!("drill: pg1 not reported needs-rejoin and unrouted: {:?}", self.status());
+        if logged.is_err() {
+            println!("drill: no load balancer logged pg1's fence");
             return Ok(false);
         }
-        let holder = self.holder()?;
-        let before = self.new_flows(holder, PRIMARY)?;
-        let (mut w, _) = self.spawn_client("write", WRITE_PORT, -run)?;
-        let (mut r, _) = self.spawn_client("read", READ_PORT, -run)?;
-        thread::sleep(Duration::from_secs(2));
+        let (mut w, wlog) = self.spawn_client("write", WRITE_PORT, -run)?;
+        let (mut r, rlog) = self.spawn_client("read", READ_PORT, -run)?;
+        let _ = wait_for(Duration::from_secs(15), "pg1 to stream from the winner", || Ok(self.streaming_from(winner).iter().any(|n| n == PRIMARY)));
+        thread::sleep(Duration::from_millis(300));
         for c in [&mut w, &mut r] {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let after = self.new_flows(holder, PRIMARY)?;
-        if after != before {
-            println!("drill: {} new flows reached the fenced pg1", after - before);
+        let mut lines = read_client_log(&wlog)?;
+        lines.extend(read_client_log(&rlog)?);
+        lines.extend(run_lines.iter().cloned());
+        let stale = measure::stale_answers(&lines, addr_of(PRIMARY), fault);
+        if stale > 0 {
+            println!("drill: pg1 answered {stale} requests through the VIP before it was rejoined");
         }
-        Ok(after == before)
+        Ok(stale == 0)
     }
 
     /// `pglb map dump` of a load balancer's pinned maps (no daemon needed).
     fn map_dump(&self, lb: &Host) -> Result<String> {
         self.pglb_cmd(&["map", "dump", "--config", lab_lb::config_path(lb).to_str().unwrap()])
-    }
-
-    /// The `new flows` counter of a backend in a load balancer's `pglb map dump`.
-    fn new_flows(&self, lb: &Host, node: &str) -> Result<u64> {
-        let dump = self.map_dump(lb)?;
-        let addr = format!(" {}:", addr_of(node));
-        let line = dump.lines().find(|l| l.contains(&addr) && l.contains("new flows")).context("no backend line in pglb map dump")?;
-        let n = line.split(',').find(|f| f.contains("new flows")).and_then(|f| f.split_whitespace().next()).and_then(|n| n.parse().ok());
-        n.with_context(|| format!("no new-flows count in {line:?}"))
     }
 
     /// A reason counter of a load balancer's data plane.

@@ -33,15 +33,16 @@ pub struct RunResult {
     pub acked_lost: usize,
     /// Acknowledged writes judged one by one against the winner's timeline history.
     pub split_brain_writes: usize,
-    /// Acknowledged writes answered by the old primary (pg1) after the fault (scenarios where
-    /// it must get none).
+    /// Writes acknowledged, and reads answered as a primary, by the old primary (pg1) after the
+    /// fault (scenarios where it must get none).
     pub stale_primary_acks: Option<usize>,
     pub winner: String,
     pub winner_timeline: u32,
     pub failover: bool,
     /// Running primaries once the run's faults healed (must be exactly 1).
     pub primaries_at_end: usize,
-    /// The old primary came back reported `needs-rejoin`, unrouted, with no flows.
+    /// The returning old primary was fenced: logged, and no client reached it until pglb
+    /// rejoined it.
     pub fenced_ok: Option<bool>,
     /// The remaining standby streamed from the winner.
     pub standbys_follow: Option<bool>,
@@ -87,7 +88,7 @@ impl RunResult {
             self.failures.push("writes never resumed after the fault".into());
         }
         if let Some(n) = self.stale_primary_acks.filter(|&n| n > 0) {
-            self.failures.push(format!("{n} writes acknowledged by the old primary after the fault"));
+            self.failures.push(format!("{n} requests answered by the old primary (as a primary) after the fault"));
         }
         for lost in [self.switchback_lost, self.lost_after_switchback].into_iter().flatten().filter(|&n| n > 0) {
             self.failures.push(format!("{lost} acknowledged writes lost around the switch back"));
@@ -135,7 +136,7 @@ pub fn print_run(r: &RunResult) {
         r.vip_moved_ms.map(|v| format!(" | VIP moved after {v:.0} ms")).unwrap_or_default(),
     );
     if let Some(n) = r.stale_primary_acks {
-        println!("  writes acknowledged by the old primary after the fault: {n}");
+        println!("  requests the old primary answered as a primary after the fault: {n}");
     }
     if let Some(n) = r.old_lb_new_flows {
         println!("  new flows through the killed load balancer after its lease ran out: {n}");

@@ -248,7 +248,17 @@ pub fn inject(d: &Drill, scenario: &str, wlog: &Path, r: &mut RunResult) -> Resu
 
 /// What a scenario checks while the cluster comes back: standbys follow the winner, the old
 /// primary is fenced and then rejoined by pglb itself, a stopped node is restarted.
-pub fn recover(d: &Drill, scenario: &str, run: i32, fault_at: u128, winner: &str, logs: &[(PathBuf, u64)], r: &mut RunResult) -> Result<()> {
+#[expect(clippy::too_many_arguments, reason = "the run's facts, passed through")]
+pub fn recover(
+    d: &Drill,
+    scenario: &str,
+    run: i32,
+    fault_at: u128,
+    winner: &str,
+    logs: &[(PathBuf, u64)],
+    run_lines: &[super::measure::Line],
+    r: &mut RunResult,
+) -> Result<()> {
     r.promotions = promotions(logs);
     match scenario {
         "primary-crash" | "primary-hang" | "primary-host-down" | "lb-partition" | "lb-kill-then-failover" | "restart-with-stale-primary"
@@ -262,9 +272,8 @@ pub fn recover(d: &Drill, scenario: &str, run: i32, fault_at: u128, winner: &str
             if d.view(PRIMARY).is_none() {
                 d.start_node(PRIMARY)?;
             }
-            // (In the scenarios that restart pg1 themselves, pglb may have rejoined it already.)
-            if !matches!(scenario, "restart-with-stale-primary" | "lb-kill-then-failover") {
-                r.fenced_ok = Some(d.old_primary_fenced(run)?);
+            {
+                r.fenced_ok = Some(d.old_primary_fenced(run, winner, logs, run_lines, fault_at)?);
                 if r.fenced_ok == Some(false) {
                     r.failures.push("the returning old primary was not fenced".into());
                 }

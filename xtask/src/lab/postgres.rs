@@ -35,6 +35,10 @@ synchronous_commit = on
 synchronous_standby_names = 'ANY 1 (pg1, pg2, pg3)'
 recovery_target_timeline = 'latest'
 wal_receiver_status_interval = 1s
+# pg_rewind (pglb's rejoin of a former primary) reads the old primary's own WAL back to the last
+# checkpoint before the fork; a shutdown checkpoint after the fork would otherwise have recycled
+# it (pg_rewind: could not find previous WAL record). Production keeps it in a WAL archive too.
+wal_keep_size = 256MB
 # A hung primary must stop looking like a live upstream within a second (failover rule 2):
 # the standbys' receivers ping an upstream silent for half of this and give it up after it.
 wal_sender_timeout = 1s

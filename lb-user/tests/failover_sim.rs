@@ -362,6 +362,8 @@ struct Lb {
     last_peer: Vec<Option<Duration>>,
     /// The highest `writer_timeline` this load balancer ever had.
     tl_floor: u32,
+    /// The highest timeline its probes showed a primary on since its daemon started.
+    seen_tl: u32,
 }
 
 impl Lb {
@@ -391,6 +393,7 @@ impl Lb {
             last_obs: vec![None; NODES],
             last_peer: vec![None; peers],
             tl_floor: 0,
+            seen_tl: 0,
         }
     }
 
@@ -1383,6 +1386,7 @@ impl Sim {
         l.heard = None;
         l.last_obs = vec![None; NODES];
         l.last_peer = vec![None; l.p.peers.len()];
+        l.seen_tl = 0;
         let (name, floor) = (l.name, l.tl_floor);
         self.note(format!("{name}: daemon restarted from {:?}", self.lbs[lb].persisted));
         if tl < floor {
@@ -1793,6 +1797,11 @@ impl Sim {
                     continue;
                 }
                 let result = self.status(lb, n);
+                if let Ok(s) = result.as_ref()
+                    && !s.in_recovery
+                {
+                    self.lbs[lb].seen_tl = self.lbs[lb].seen_tl.max(s.timeline);
+                }
                 self.lbs[lb].last_obs[n] = Some((self.now, result.clone()));
                 let obs = Observation { node: n, at: self.now, latency: Duration::from_millis(1), result };
                 self.call(lb, Event::Probe(obs));
@@ -1837,11 +1846,23 @@ impl Sim {
                 self.fail(&format!("{}: next_deadline {d:?} is not after now: the daemon would spin", l.name));
             }
             let tl = view.writer_timeline.unwrap_or(0);
-            // Rule 6 against what this machine knows: never a primary older than its floor.
-            if let Some(x) = l.routed.filter(|&x| l.routed_by_current && self.nodes[x].running_primary())
-                && self.nodes[x].timeline < tl
-            {
-                self.fail(&format!("{}: routes writes to pg{}, a primary on timeline {}, below its timeline {tl}", l.name, x + 1, self.nodes[x].timeline));
+            // Rule 6 against what this machine knows: never a primary older than its timeline
+            // floor; and a VIP holder (clients write through it) never one older than a
+            // primary its probes have shown.
+            if let Some(x) = l.routed.filter(|&x| l.routed_by_current && self.nodes[x].running_primary()) {
+                let xt = self.nodes[x].timeline;
+                if xt < tl {
+                    self.fail(&format!("{}: routes writes to pg{}, a primary on timeline {xt}, below its timeline {tl}", l.name, x + 1));
+                }
+                let holder = if self.pair { l.master } else { !l.p.vrrp_enabled || l.master };
+                if holder && xt < l.seen_tl {
+                    let seen = l.seen_tl;
+                    self.fail(&format!(
+                        "{}, the vip holder, routes writes to pg{}, a primary on timeline {xt}, after probing a primary on timeline {seen}",
+                        l.name,
+                        x + 1
+                    ));
+                }
             }
             if tl < l.tl_floor {
                 self.fail(&format!("{}: writer timeline went back from {} to {tl}", l.name, l.tl_floor));

@@ -402,8 +402,18 @@ impl Drill {
         true
     }
 
+    /// Starts a node's PostgreSQL, once the processes of a killed postmaster have gone (its
+    /// backends notice the postmaster's death a moment later and hold the shared memory until
+    /// then).
     fn start_node(&self, node: &str) -> Result<()> {
-        lab::postgres::start(host(node)?)
+        let h = host(node)?;
+        let old = self.postmaster_pid(node).ok();
+        wait_for(Duration::from_secs(15), &format!("the old processes of {node} to exit"), || {
+            // SAFETY: kill with signal 0 only checks that the pid exists (a zombie does).
+            let postmaster_gone = old.is_none_or(|pid| unsafe { libc::kill(pid, 0) } != 0);
+            Ok(postmaster_gone && lab::net::namespace_pids(&h.ns())?.is_empty())
+        })?;
+        lab::postgres::start(h)
     }
 
     /// `pglb node rejoin` on `node` against `primary`, run inside the node's namespace.
@@ -521,8 +531,9 @@ impl Drill {
         let lost = measure::lost(&acked, &on_winner);
         let history = self.history(&winner, winner_tl).with_context(|| format!("reading {winner}'s timeline history"))?;
         let split = measure::split_brain(&acked, addr_of(&winner), winner_tl, &history);
-        r.write_rto_ms = measure::recovery_ms(&writes, fault_at);
-        r.read_rto_ms = measure::recovery_ms(&reads, fault_at);
+        let until = |lines: &[Line]| -> Vec<Line> { lines.iter().filter(|l| r.healed_at_us.is_none_or(|h| l.sent_us < h)).cloned().collect() };
+        r.write_rto_ms = measure::recovery_ms(&until(&writes), fault_at);
+        r.read_rto_ms = measure::recovery_ms(&until(&reads), fault_at);
         r.max_write_gap_ms = measure::max_gap(&writes, fault_at);
         r.acked_writes = acked.len();
         r.acked_lost = lost.len();

@@ -51,6 +51,9 @@ pub struct RunResult {
     pub rejoin_ms: Option<f64>,
     /// Fault → the peer load balancer holds the VIP (lb-cut-from-primary).
     pub vip_moved_ms: Option<f64>,
+    /// When the fault was healed, if recovery is measured only up to then (µs since the epoch).
+    #[serde(skip)]
+    pub healed_at_us: Option<u128>,
     /// `lbN promoted pgM` lines of every load balancer during the run.
     pub promotions: Vec<String>,
     /// New flows opened by the killed load balancer's data plane after its lease ran out.

@@ -139,6 +139,9 @@ pub fn inject(d: &Drill, scenario: &str, wlog: &Path, r: &mut RunResult) -> Resu
             }
             d.wait_writes(at, wlog, "writes through lb2 after the VIP moved")?;
             thread::sleep(HOLD_CUT.saturating_sub(Duration::from_micros((now_us() - at) as u64)));
+            // Recovery is measured up to the heal: lb1 taking the VIP back later is another
+            // move, not this fault's.
+            r.healed_at_us = Some(now_us());
             cut.heal()?;
             wait_for(Duration::from_secs(15), "lb1 to take the VIP back once it reaches pg1 again", || {
                 Ok(lab_lb::holds_vip(lb1)? && !lab_lb::holds_vip(lb2)?)
@@ -182,6 +185,8 @@ pub fn inject(d: &Drill, scenario: &str, wlog: &Path, r: &mut RunResult) -> Resu
             if r.old_lb_new_flows != Some(0) {
                 r.failures.push(format!("lb1's data plane opened {} flows after its lease ran out", r.old_lb_new_flows.unwrap_or_default()));
             }
+            // lb1 taking the VIP back is another move, not this fault's recovery.
+            r.healed_at_us = Some(now_us());
             drill_lb::restore(lb1).context("restarting pglb on lb1")?;
             Ok(at)
         }

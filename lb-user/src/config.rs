@@ -309,8 +309,8 @@ pub struct VrrpConfig {
     /// Send adverts to each of `peers` by unicast instead of to 224.0.0.18. Default false.
     #[serde(default)]
     pub unicast: bool,
-    /// Priority reduction while the data plane is not attached or no PostgreSQL node answers.
-    /// Must be below `priority`. Default 60.
+    /// Priority reduction while this instance does not reach the writer (the failover
+    /// machine's `Track` verdict). Must be below `priority`. Default 60.
     #[serde(default = "defaults::track_weight")]
     pub track_weight: u8,
 }

@@ -534,6 +534,12 @@ fn refresh_snapshot(
         datapath_reasons: counters
             .map(|c| c.named_reasons().map(|(n, v)| (n.to_owned(), v)).collect())
             .unwrap_or_default(),
+        writer_reachable: view.writer_reachable,
+        rejoins_ok_total: counts.rejoins_ok,
+        rejoins_failed_total: counts.rejoins_failed,
+        state_write_errors_total: counts.state_write_errors,
+        fenced: view.nodes.iter().filter(|n| n.fence.is_some()).map(|n| n.name.clone()).collect(),
+        lease_valid: dp.lease_valid().unwrap_or(false),
     };
     *snapshot.write().unwrap_or_else(|p| p.into_inner()) = snap;
 }

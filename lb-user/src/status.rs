@@ -85,6 +85,18 @@ pub struct Snapshot {
     pub adverts_dropped: Vec<(String, u64)>,
     /// Data-plane counters by pass/drop reason.
     pub datapath_reasons: Vec<(String, u64)>,
+    /// The last VRRP tracking verdict: does this instance reach the writer (`None` before the
+    /// first verdict, or without VRRP).
+    pub writer_reachable: Option<bool>,
+    /// `rejoin_command` runs that succeeded / failed.
+    pub rejoins_ok_total: u64,
+    pub rejoins_failed_total: u64,
+    /// State-file writes that failed (fences would not survive a restart).
+    pub state_write_errors_total: u64,
+    /// Nodes fenced, by name, with the reason shown as their state.
+    pub fenced: Vec<String>,
+    /// Whether the data plane's lease (dead-man switch) is valid.
+    pub lease_valid: bool,
 }
 
 fn opt<T: ToString>(v: Option<T>) -> String {
@@ -233,6 +245,21 @@ pub fn render_metrics(s: &Snapshot) -> String {
     for (reason, v) in &s.adverts_dropped {
         let _ = writeln!(o, "pglb_vrrp_adverts_dropped_total{{instance_name=\"{inst}\",reason=\"{}\"}} {v}", escape_label(reason));
     }
+    family(&mut o, "pglb_rejoins_total", "counter", "Runs of rejoin_command for fenced former primaries, by result.");
+    let _ = writeln!(o, "pglb_rejoins_total{{instance_name=\"{inst}\",result=\"ok\"}} {}", s.rejoins_ok_total);
+    let _ = writeln!(o, "pglb_rejoins_total{{instance_name=\"{inst}\",result=\"failed\"}} {}", s.rejoins_failed_total);
+    family(&mut o, "pglb_node_fenced", "gauge", "1 while the node is fenced (needs-rejoin or split-brain): never routed.");
+    for n in &s.nodes {
+        let _ = writeln!(o, "pglb_node_fenced{{instance_name=\"{inst}\",node=\"{}\"}} {}", escape_label(&n.name), u8::from(s.fenced.contains(&n.name)));
+    }
+    family(&mut o, "pglb_state_write_errors_total", "counter", "Failed writes of the state file (fences and the last timeline would not survive a restart).");
+    let _ = writeln!(o, "pglb_state_write_errors_total{{instance_name=\"{inst}\"}} {}", s.state_write_errors_total);
+    if let Some(r) = s.writer_reachable {
+        family(&mut o, "pglb_writer_reachable", "gauge", "1 when this instance reaches the writer (VRRP tracking keeps its full priority).");
+        let _ = writeln!(o, "pglb_writer_reachable{{instance_name=\"{inst}\"}} {}", u8::from(r));
+    }
+    family(&mut o, "pglb_lease_valid", "gauge", "1 while the data plane's lease from this control plane is valid (dead-man switch).");
+    let _ = writeln!(o, "pglb_lease_valid{{instance_name=\"{inst}\"}} {}", u8::from(s.lease_valid));
     family(&mut o, "pglb_vip_held", "gauge", "1 when this instance holds the VIP.");
     let _ = writeln!(o, "pglb_vip_held{{instance_name=\"{inst}\"}} {}", u8::from(s.vip_held));
     family(&mut o, "pglb_forwarding", "gauge", "1 when this instance forwards VIP traffic.");

@@ -34,6 +34,9 @@ use crate::{
 
 /// Rounds over which the targets alternate.
 const ROUNDS: usize = 3;
+/// The most of one CPU pglb's control plane may use during a run before the bench refuses to
+/// report it (the daemon idles under 2 %; the data plane runs in the kernel, not in it).
+const LB_PROCESS_CPU_LIMIT_PCT: f64 = 2.0;
 /// pgbench clients and threads.
 const CLIENTS: &str = "8";
 const THREADS: &str = "2";
@@ -75,6 +78,10 @@ impl Target {
             Target::Pglb => (VIP, "3000"),
             Target::Haproxy => (HAPROXY_ADDR, HAPROXY_PORT),
         }
+    }
+
+    fn is_pglb(self) -> bool {
+        self == Target::Pglb
     }
 
     /// The namespace whose processes are the load balancer (none for direct).
@@ -157,6 +164,16 @@ pub fn bench(json: Option<&Path>) -> Result<()> {
                     run.busy_us_per_tx(),
                     run.lb_process_s
                 );
+                // The control plane must idle under load as it does without: a busy loop steals
+                // the CPU that PostgreSQL and pgbench are measured with.
+                let lb_pct = run.lb_process_s * 100.0 / seconds as f64;
+                if target.is_pglb() && lb_pct > LB_PROCESS_CPU_LIMIT_PCT {
+                    bail!(
+                        "pglb's control plane used {lb_pct:.1}% of a CPU during the {} run against {} (limit {LB_PROCESS_CPU_LIMIT_PCT}%): a busy loop? Not reporting these numbers; see /run/pglb-lab/lb1/pglb.log",
+                        w.name,
+                        target.name()
+                    );
+                }
                 let slot = wi * Target::ALL.len() + Target::ALL.iter().position(|t| *t == target).unwrap_or(0);
                 results[slot].2.push(run);
             }

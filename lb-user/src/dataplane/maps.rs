@@ -209,6 +209,10 @@ impl Maps {
         map.set(0, value, 0).map_err(map_err(MAP_LEASE, "writing"))
     }
 
+    pub(super) fn lease_valid(&self) -> Result<bool, DataplaneError> {
+        Ok(self.lease_view()?.state == lb_common::LEASE_VALID)
+    }
+
     fn lease_view(&self) -> Result<LeaseView, DataplaneError> {
         let map: Array<&MapData, Lease> = Array::try_from(&self.lease).map_err(map_err(MAP_LEASE, "opening"))?;
         let l = map.get(&0, 0).map_err(map_err(MAP_LEASE, "reading"))?;

@@ -434,6 +434,11 @@ impl Dataplane {
         self.maps.write_lease(self.vip, expires, grace)
     }
 
+    /// Whether the lease is valid now.
+    pub fn lease_valid(&self) -> Result<bool, DataplaneError> {
+        self.maps.lease_valid()
+    }
+
     /// Lets the lease run out now (a graceful stop).
     pub fn expire_lease(&mut self, grace: Duration) -> Result<(), DataplaneError> {
         let now = maps::monotonic_ns()?;

@@ -30,11 +30,12 @@ use crate::{
 
 /// Which way the master is stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
 pub enum LbStop {
     /// `kill -9`: no priority-0 advert, the VIP stays on the dead master's interface.
+    #[serde(rename = "lb-crash")]
     Crash,
     /// SIGTERM: pglb sends priority 0 and removes the VIP.
+    #[serde(rename = "lb-graceful")]
     Graceful,
 }
 

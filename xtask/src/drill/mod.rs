@@ -203,6 +203,17 @@ fn lbs() -> Result<[&'static Host; 2]> {
     Ok([host("lb1")?, host("lb2")?])
 }
 
+/// Whether `pid` exists at all (a zombie does).
+fn process_exists(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks that the pid exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+/// Whether `pid` runs (exists and is not a zombie).
+fn process_alive(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.rfind(')').and_then(|i| s[i + 2..].chars().next()).is_some_and(|state| state != 'Z'))
+}
+
 /// utime + stime of a process, in clock ticks.
 fn cpu_ticks(pid: i32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -350,8 +361,9 @@ impl Drill {
     /// Waits for a healthy cluster; repairs what a drill leaves behind (a stopped pglb or node,
     /// an old primary pglb has not rejoined yet, pg1 a standby).
     fn ensure_healthy(&self) -> Result<()> {
+        // pglb rejoins an old primary by itself within seconds: give it the time first.
         let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
+        while start.elapsed() < Duration::from_secs(30) {
             if self.stably_healthy() {
                 return Ok(());
             }
@@ -402,16 +414,17 @@ impl Drill {
         true
     }
 
-    /// Starts a node's PostgreSQL, once the processes of a killed postmaster have gone (its
-    /// backends notice the postmaster's death a moment later and hold the shared memory until
-    /// then).
+    /// Starts a node's PostgreSQL if no postmaster runs there, once the processes of a killed
+    /// postmaster have gone (its backends notice the postmaster's death a moment later and hold
+    /// the shared memory until then; the dead postmaster's pid lingers while it is a zombie).
     fn start_node(&self, node: &str) -> Result<()> {
         let h = host(node)?;
         let old = self.postmaster_pid(node).ok();
+        if old.is_some_and(process_alive) {
+            return Ok(()); // running (or being restarted by pglb's rejoin)
+        }
         wait_for(Duration::from_secs(15), &format!("the old processes of {node} to exit"), || {
-            // SAFETY: kill with signal 0 only checks that the pid exists (a zombie does).
-            let postmaster_gone = old.is_none_or(|pid| unsafe { libc::kill(pid, 0) } != 0);
-            Ok(postmaster_gone && lab::net::namespace_pids(&h.ns())?.is_empty())
+            Ok(old.is_none_or(|pid| !process_exists(pid)) && lab::net::namespace_pids(&h.ns())?.is_empty())
         })?;
         lab::postgres::start(h)
     }

@@ -274,7 +274,9 @@ pub fn recover(
                 Ok(d.streaming_from(winner).iter().any(|n| n == other))
             });
             r.standbys_follow = Some(follows.is_ok());
-            if d.view(PRIMARY).is_none() {
+            // A killed pg1 comes back (a restarted host); a hung or unplugged one is back
+            // already. (pglb may be rewinding it by now: start_node leaves a running one alone.)
+            if matches!(scenario, "primary-crash" | "lb-partition") {
                 d.start_node(PRIMARY)?;
             }
             {

@@ -188,8 +188,13 @@ pub struct Flow {
     /// until the backend's first segment. The control plane uses it to reset a client whose
     /// backend is no longer the writer without waiting for the client's next packet.
     pub client_next_seq: u32,
+    /// The client's initial sequence number + 1 (what a RST must acknowledge to abort a
+    /// connection still in SYN-SENT), **host byte order**, from its SYN.
+    pub client_syn_next: u32,
+    /// Always zero.
+    pub _pad2: u32,
 }
-const _: () = assert!(core::mem::size_of::<Flow>() == 48);
+const _: () = assert!(core::mem::size_of::<Flow>() == 56);
 
 /// Key of the `nat` LRU hash (reverse direction): a backend's reply to a NAT source port.
 /// The value is the [`FlowKey`] of the client connection. Written by the XDP program
@@ -336,6 +341,8 @@ mod tests {
         assert_eq!(core::mem::offset_of!(Flow, last_seen_ns), 16, "Flow.last_seen_ns is 8-aligned");
         assert_eq!(core::mem::offset_of!(Flow, _pad), 42, "Flow padding before client_next_seq");
         assert_eq!(core::mem::offset_of!(Flow, client_next_seq), 44, "Flow.client_next_seq is 4-aligned");
+        assert_eq!(core::mem::offset_of!(Flow, client_syn_next), 48, "Flow.client_syn_next");
+        assert_eq!(core::mem::offset_of!(Flow, _pad2), 52, "Flow padding at the end");
         assert_eq!(core::mem::offset_of!(Backend, mac), 8, "Backend.mac");
         assert_eq!(core::mem::align_of::<Flow>(), 8, "Flow alignment");
         assert_eq!(Writer::default().backend, BACKEND_NONE, "no writer by default");

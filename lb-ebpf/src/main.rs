@@ -430,6 +430,8 @@ fn new_flow(ctx: &XdpContext, pkt: &Packet, listener: &Listener, fkey: &FlowKey,
         backend_mac,
         _pad: [0; 2],
         client_next_seq: 0,
+        client_syn_next: pkt.seq.wrapping_add(1),
+        _pad2: 0,
     };
     if FLOWS.insert(fkey, &flow, BPF_ANY as u64).is_err() {
         let _ = NAT.remove(&nkey);

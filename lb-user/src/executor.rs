@@ -198,10 +198,25 @@ async fn sql_on(ctx: &SqlContext, node: NodeId, statements: &[String]) -> Result
         .map_err(|_| format!("no answer within {:?}", ctx.timeout))?
 }
 
+/// How long the promotion keeps trying to connect to its target (a probe blip, a target that
+/// restarts its walreceiver) before it reports the failure. Nothing was sent to the server
+/// before a connection exists, so trying again cannot promote twice.
+const PROMOTE_CONNECT_RETRY: Duration = Duration::from_secs(5);
+
 async fn promote(ctx: &SqlContext, node: NodeId) -> Result<(), String> {
     let pg = ctx.settings.pg_config(ctx.nodes[node].1, Duration::from_secs(2));
     let work = async {
-        let client = connect(&pg, Duration::from_secs(3)).await.map_err(|e| e.to_string())?;
+        let started = tokio::time::Instant::now();
+        let client = loop {
+            match connect(&pg, Duration::from_secs(2)).await {
+                Ok(c) => break c,
+                Err(e) if started.elapsed() >= PROMOTE_CONNECT_RETRY => return Err(e.to_string()),
+                Err(e) => {
+                    warn!(node = ctx.name(node), error = %e, "promote: cannot connect yet; trying again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
         // Another load balancer (a second VRRP master during a split) may have promoted it
         // already: a node out of recovery was promoted past the timeline it was chosen on.
         let row = client.query_one("SELECT pg_is_in_recovery()", &[]).await.map_err(|e| format!("pg_is_in_recovery: {}", error_text(&e)))?;

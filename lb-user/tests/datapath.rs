@@ -443,6 +443,23 @@ fn stale_write_flows_are_reset_actively() {
         want.ttl = 64;
         assert_eq!(hex(&frame[..54]), hex(&want.build()), "the RST: VIP:3000 -> client, seq 7003 (7000 + 3 bytes)");
         assert_eq!(h.dp.reset_stale_write_flows(Some(1)).expect("again"), 0, "nothing left to reset");
+
+        // A client whose SYN the (unplugged) writer never answered: still in SYN-SENT, it gets
+        // a RST+ACK acknowledging its SYN (ISN 1000 + 1).
+        let c = (CLIENT, 47100);
+        let syn = Tcp::new(c, (VIP, 3000), SYN);
+        let nat = nat_port(c, 3000, backend(1).0);
+        h.check(&Case { what: "SYN to the writer".into(), input: syn.build(), verdict: XDP_TX, out: Out::Bytes(to_backend(&syn, 1, nat)), reason: reason::TX_NEW_FLOW });
+        h.dp.set_writer(Some(2)).expect("moving the writer again");
+        assert_eq!(h.dp.reset_stale_write_flows(Some(2)).expect("resetting"), 1, "the half-open write flow");
+        let frame = capture
+            .next_matching(Duration::from_secs(2), |f| f.len() >= 54 && f[23] == 6 && f[47] == RST | ACK)
+            .expect("a RST+ACK leaves the interface within 2 s");
+        let mut want = Tcp { eth_dst: CLIENT_MAC, eth_src: LB_MAC, seq: 0, ack: 1001, ..Tcp::new((VIP, 3000), c, RST | ACK) };
+        want.window = 0;
+        want.ip_id = u16::from_be_bytes([frame[18], frame[19]]);
+        want.ttl = 64;
+        assert_eq!(hex(&frame[..54]), hex(&want.build()), "the RST+ACK: VIP:3000 -> client, ack 1001");
     });
 }
 

@@ -460,10 +460,15 @@ impl Dataplane {
         let sock = self.rst_socket.as_ref().expect("opened above");
         let mut sent = 0;
         for (key, flow) in &stale {
-            if flow.client_next_seq == 0 {
-                continue; // the backend never answered: the client is not past its SYN
-            }
-            match sock.send_rst(key, flow.client_next_seq) {
+            // A client past the handshake gets a RST at the sequence number it expects; one whose
+            // SYN the backend never answered (an unplugged primary) gets a RST that acknowledges
+            // its SYN, which aborts a connection in SYN-SENT.
+            let rst = if flow.client_next_seq != 0 {
+                reset::Rst::Established { seq: flow.client_next_seq }
+            } else {
+                reset::Rst::SynSent { ack: flow.client_syn_next }
+            };
+            match sock.send_rst(key, rst) {
                 Ok(()) => sent += 1,
                 Err(e) => tracing::warn!(error = %e, client = %std::net::Ipv4Addr::from(lb_common::ip_from_map(key.client_addr)), "sending a RST to a stale write flow's client failed"),
             }

@@ -17,13 +17,23 @@ use std::{
 use lb_common::{
     FlowKey,
     csum::{fold, pseudo_header_sum, sum_fixed},
-    tcp::TCP_RST,
+    tcp::{TCP_ACK, TCP_RST},
 };
 use socket2::{Domain, Protocol, Socket, Type};
 
 const IPV4_HLEN: usize = 20;
 const TCP_HLEN: usize = 20;
 const IPPROTO_TCP: u8 = 6;
+
+/// Which RST a stale flow's client gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Rst {
+    /// Past the handshake: `<SEQ=seq><CTL=RST>`, `seq` the number the client expects next.
+    Established { seq: u32 },
+    /// Still in SYN-SENT: `<SEQ=0><ACK=ack><CTL=RST,ACK>`, `ack` its ISN + 1 (RFC 9293: a RST in
+    /// SYN-SENT counts when its ACK acknowledges the SYN).
+    SynSent { ack: u32 },
+}
 
 /// A raw IPv4 socket (IP_HDRINCL) that sends whole RST datagrams.
 pub(super) struct RstSocket {
@@ -37,17 +47,21 @@ impl RstSocket {
         Ok(RstSocket { sock })
     }
 
-    /// Sends the client of `key` a RST from the VIP and listener port with sequence `seq`.
-    pub(super) fn send_rst(&self, key: &FlowKey, seq: u32) -> io::Result<()> {
-        let datagram = rst_datagram(key, seq);
+    /// Sends the client of `key` a RST from the VIP and listener port.
+    pub(super) fn send_rst(&self, key: &FlowKey, rst: Rst) -> io::Result<()> {
+        let datagram = rst_datagram(key, rst);
         let dst = Ipv4Addr::from(lb_common::ip_from_map(key.client_addr));
         self.sock.send_to(&datagram, &SocketAddrV4::new(dst, 0).into()).map(drop)
     }
 }
 
 /// The IPv4 datagram of a RST from `key.vip:key.listener_port` to `key.client_addr:key.client_port`
-/// with sequence number `seq` (host order), no ACK, no options, both checksums complete.
-pub(super) fn rst_datagram(key: &FlowKey, seq: u32) -> [u8; IPV4_HLEN + TCP_HLEN] {
+/// (numbers in host order), no options, both checksums complete.
+pub(super) fn rst_datagram(key: &FlowKey, rst: Rst) -> [u8; IPV4_HLEN + TCP_HLEN] {
+    let (seq, ack, flags) = match rst {
+        Rst::Established { seq } => (seq, 0, TCP_RST),
+        Rst::SynSent { ack } => (0, ack, TCP_RST | TCP_ACK),
+    };
     let mut ip = [0u8; IPV4_HLEN];
     ip[0] = 0x45;
     ip[2..4].copy_from_slice(&((IPV4_HLEN + TCP_HLEN) as u16).to_be_bytes());
@@ -62,8 +76,9 @@ pub(super) fn rst_datagram(key: &FlowKey, seq: u32) -> [u8; IPV4_HLEN + TCP_HLEN
     tcp[0..2].copy_from_slice(&key.listener_port.to_ne_bytes());
     tcp[2..4].copy_from_slice(&key.client_port.to_ne_bytes());
     tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+    tcp[8..12].copy_from_slice(&ack.to_be_bytes());
     tcp[12] = (TCP_HLEN as u8 / 4) << 4;
-    tcp[13] = TCP_RST;
+    tcp[13] = flags;
     let tcp_check = !fold(sum_fixed(&tcp, pseudo_header_sum(key.vip, key.client_addr, TCP_HLEN as u16)));
     tcp[16..18].copy_from_slice(&tcp_check.to_ne_bytes());
     let mut out = [0u8; IPV4_HLEN + TCP_HLEN];
@@ -88,12 +103,16 @@ mod tests {
             client_port: port_to_map(40000),
             listener_port: port_to_map(3000),
         };
-        let d = rst_datagram(&key, 0x0102_0304);
+        let d = rst_datagram(&key, Rst::Established { seq: 0x0102_0304 });
         // IP header words: 4500 0028 0000 4000 4006 [csum] ac14 0064 ac14 0032
         // sum 0x21dec -> 0x1dee -> complement 0xe211
         assert_eq!(d[..20], [0x45, 0, 0, 0x28, 0, 0, 0x40, 0, 64, 6, 0xe2, 0x11, 172, 20, 0, 100, 172, 20, 0, 50]);
         // TCP words: 0bb8 9c40 0102 0304 0000 0000 5004 0000 [csum] 0000, pseudo-header words
         // ac14 0064 ac14 0032 0006 0014: sum 0x254da -> 0x54dc -> complement 0xab23
         assert_eq!(d[20..], [0x0b, 0xb8, 0x9c, 0x40, 1, 2, 3, 4, 0, 0, 0, 0, 0x50, 0x04, 0, 0, 0xab, 0x23, 0, 0]);
+        // SYN-SENT: TCP words 0bb8 9c40 0000 0000 0a0b 0c0d 5014 0000 [csum] 0000 + the same
+        // pseudo-header: sum 0x266fc -> 0x66fe -> complement 0x9901.
+        let d = rst_datagram(&key, Rst::SynSent { ack: 0x0a0b_0c0d });
+        assert_eq!(d[20..], [0x0b, 0xb8, 0x9c, 0x40, 0, 0, 0, 0, 0x0a, 0x0b, 0x0c, 0x0d, 0x50, 0x14, 0, 0, 0x99, 0x01, 0, 0]);
     }
 }

@@ -28,7 +28,7 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Error)]
 pub enum AdminError {
-    #[error("cannot create {path}: {source}")]
+    #[error("cannot create {path}")]
     Dir {
         path: PathBuf,
         #[source]
@@ -36,19 +36,19 @@ pub enum AdminError {
     },
     #[error("another pglb instance is already running with this name (its admin socket {path} answers)")]
     AlreadyRunning { path: PathBuf },
-    #[error("cannot listen on {path}: {source}")]
+    #[error("cannot listen on {path}")]
     Bind {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("no pglb daemon answers on {path} ({source}): is `pglb run` running with this config?")]
+    #[error("no pglb daemon answers on {path}: is `pglb run` running with this config?")]
     Connect {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("talking to the daemon on {path}: {source}")]
+    #[error("talking to the daemon on {path}")]
     Io {
         path: PathBuf,
         #[source]

@@ -51,7 +51,7 @@ pub enum DaemonError {
     Http(#[from] http::HttpError),
     #[error(transparent)]
     Admin(#[from] admin::AdminError),
-    #[error("cannot enable IPv4 forwarding ({path}): {source}")]
+    #[error("cannot enable IPv4 forwarding ({path})")]
     Forwarding {
         path: String,
         #[source]

@@ -127,7 +127,7 @@ pub fn apply(
                 let names: Vec<&str> = nodes.iter().map(|n| ctx.name(*n)).collect();
                 match dataplane.set_readers(&readers) {
                     Ok(()) => info!(readers = ?names, "route: read port now goes to {}", if names.is_empty() { "nobody".to_owned() } else { names.join(", ") }),
-                    Err(e) => error!(error = %e, "route: setting the readers failed"),
+                    Err(e) => error!(error = %crate::error_chain(&e), "route: setting the readers failed"),
                 }
             }
             Action::Promote { .. }

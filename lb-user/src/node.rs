@@ -20,7 +20,7 @@ pub const DEFAULT_PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 pub enum NodeError {
     #[error("{tool} failed ({status}): {stderr}")]
     Tool { tool: String, status: String, stderr: String },
-    #[error("cannot run {tool}: {source}")]
+    #[error("cannot run {tool}")]
     Spawn {
         tool: String,
         #[source]
@@ -30,7 +30,7 @@ pub enum NodeError {
     NotEmpty { path: PathBuf },
     #[error("{path} holds no PostgreSQL data directory (no PG_VERSION): use `pglb node clone` instead")]
     NoDataDir { path: PathBuf },
-    #[error("cannot {action} {path}: {source}")]
+    #[error("cannot {action} {path}")]
     Io {
         action: &'static str,
         path: PathBuf,
@@ -203,7 +203,7 @@ pub fn rejoin(spec: &StandbySpec, source_conninfo: &str) -> Result<(), NodeError
         stop.arg("-D").arg(&spec.data_dir).args(["-m", "fast", "-w", "-t", "60", "stop"]);
         // A stale postmaster.pid of a crashed server makes pg_ctl say "no server running".
         if let Err(e) = run(stop, "pg_ctl stop") {
-            tracing::warn!(error = %e, "pg_ctl stop failed; continuing (the server may have crashed)");
+            tracing::warn!(error = %crate::error_chain(&e), "pg_ctl stop failed; continuing (the server may have crashed)");
         }
     }
     // pg_rewind reads the source's timeline from its control file, which a promoted primary
@@ -214,7 +214,7 @@ pub fn rejoin(spec: &StandbySpec, source_conninfo: &str) -> Result<(), NodeError
     let mut checkpoint = spec.tool("psql");
     checkpoint.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", source_conninfo, "-c", "CHECKPOINT"]).env("PGPASSFILE", &spec.passfile);
     if let Err(e) = run(checkpoint, "psql (CHECKPOINT on the source)") {
-        tracing::warn!(error = %e, "CHECKPOINT on the rewind source failed; rewinding anyway");
+        tracing::warn!(error = %crate::error_chain(&e), "CHECKPOINT on the rewind source failed; rewinding anyway");
     }
     let mut rewind = spec.tool("pg_rewind");
     rewind

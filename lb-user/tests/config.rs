@@ -1,7 +1,6 @@
 //! Tier 1: config parsing and validation, table-driven. Every bad case asserts the exact error
 //! variant and that the report (with its source chain) is one line.
 
-use std::error::Error as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -43,16 +42,10 @@ fn origin() -> &'static Path {
     Path::new("test.toml")
 }
 
-/// The error and its sources joined the way `anyhow`'s `{:#}` prints them.
+/// The error and its sources as `pglb` prints them (the library's renderer, which the binary's
+/// `{:#}` matches: a message never repeats its source).
 fn report(err: &ConfigError) -> String {
-    let mut line = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        line.push_str(": ");
-        line.push_str(&s.to_string());
-        source = s.source();
-    }
-    line
+    lb_user::error_chain(err)
 }
 
 fn parse_patched(patch: impl FnOnce(&mut Table)) -> Result<Config, ConfigError> {

@@ -484,7 +484,7 @@ impl VrrpRunner {
     pub async fn run(mut self, mut commands: mpsc::Receiver<VrrpCommand>) -> Result<(), VipError> {
         if let Err(e) = self.vip.remove().await {
             VrrpCounters::bump(&self.counters.vip_errors);
-            tracing::warn!(error = %e, "vrrp: could not remove a stale vip at startup");
+            tracing::warn!(error = %crate::error_chain(&e), "vrrp: could not remove a stale vip at startup");
         }
         self.apply(Event::Startup).await;
         let mut buf = vec![0u8; RECV_BUF_LEN];
@@ -571,13 +571,13 @@ impl VrrpRunner {
             Action::AddVip => {
                 if let Err(e) = self.vip.add().await {
                     VrrpCounters::bump(&self.counters.vip_errors);
-                    tracing::error!(error = %e, "vrrp: master could not add the vip");
+                    tracing::error!(error = %crate::error_chain(&e), "vrrp: master could not add the vip");
                 }
             }
             Action::RemoveVip => {
                 if let Err(e) = self.vip.remove().await {
                     VrrpCounters::bump(&self.counters.vip_errors);
-                    tracing::error!(error = %e, "vrrp: could not remove the vip");
+                    tracing::error!(error = %crate::error_chain(&e), "vrrp: could not remove the vip");
                 }
             }
             Action::SendGarp { count } => self.send_garps(count),

@@ -1,0 +1,91 @@
+//! The command line: one module per subcommand, each with its clap arguments and its `run`.
+//! Shared here: the default config path, reading a config, the async runtime, logging, and
+//! requests to a running daemon over its admin socket.
+
+mod check;
+mod map;
+mod node;
+mod run;
+mod status;
+mod switchover;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+use lb_user::{admin, config::Config};
+
+/// Where `pglb` looks for its config when `--config` is not given.
+pub const DEFAULT_CONFIG: &str = "/etc/pglb/pglb.toml";
+
+#[derive(Parser)]
+#[command(name = "pglb", version, about = "eBPF/XDP load balancer and failover controller for PostgreSQL")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: attach XDP, probe the nodes, fail over, own the VIP, serve metrics.
+    Run(run::Args),
+    /// Validate a config file (and read its secrets) without changing anything.
+    Check(check::Args),
+    /// The cluster as this instance sees it: node, role, state, timeline, lag, routed ports.
+    Status(status::Args),
+    /// Planned, zero-loss change of the primary to NODE.
+    Switchover(switchover::Args),
+    /// The data plane's maps.
+    Map {
+        #[command(subcommand)]
+        command: map::Command,
+    },
+    /// On a PostgreSQL host: make or re-make a standby.
+    Node {
+        #[command(subcommand)]
+        command: node::Command,
+    },
+}
+
+/// Runs the parsed command.
+pub fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Check(args) => check::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Switchover(args) => switchover::run(args),
+        Command::Map { command } => map::run(command),
+        Command::Node { command } => node::run(command),
+    }
+}
+
+/// The `--config` argument every daemon-facing subcommand takes.
+#[derive(clap::Args)]
+pub struct ConfigArg {
+    /// The instance's config file.
+    #[arg(long, default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+}
+
+/// Reads, validates and resolves the secrets of a config; the error keeps its causes.
+pub fn load(path: &Path) -> Result<Config> {
+    Ok(Config::load(path)?)
+}
+
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PGLB_LOG").unwrap_or_else(|_| "info".into());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).with_writer(std::io::stderr).init();
+}
+
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the async runtime")
+}
+
+/// Sends `request` to the daemon of the config's instance; its refusal is an error.
+pub fn admin_request(config: &Path, request: &str) -> Result<String> {
+    let config = load(config)?;
+    let path = admin::socket_path(&config.instance.name);
+    let reply = runtime()?.block_on(admin::request(&path, request))?;
+    reply.map_err(anyhow::Error::msg)
+}

@@ -1,0 +1,92 @@
+//! `pglb node clone|rejoin`: on a PostgreSQL host, make or re-make a streaming standby.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use lb_user::node;
+
+use super::init_logging;
+
+#[derive(clap::Args)]
+pub struct StandbyArgs {
+    /// This node's name: its application_name and its slot name on the primary.
+    #[arg(long)]
+    name: String,
+    /// The data directory to fill (clone) or rewind (rejoin).
+    #[arg(long)]
+    data_dir: PathBuf,
+    #[arg(long, default_value_t = 5432)]
+    primary_port: u16,
+    /// The replication role that streams WAL.
+    #[arg(long, default_value = "replicator")]
+    replication_user: String,
+    /// A libpq passfile with the passwords (0600, owned by --os-user).
+    #[arg(long)]
+    passfile: PathBuf,
+    /// The OS user PostgreSQL runs as.
+    #[arg(long, default_value = "postgres")]
+    os_user: String,
+    #[arg(long, default_value = node::DEFAULT_PG_BIN)]
+    pg_bin: PathBuf,
+    /// Server log for `pg_ctl start`. Default: DATA_DIR/../postgres.log.
+    #[arg(long)]
+    log_file: Option<PathBuf>,
+}
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Make an empty data directory a streaming standby of the primary (pg_basebackup + slot).
+    Clone {
+        /// The primary's address.
+        #[arg(long)]
+        from: String,
+        #[command(flatten)]
+        args: StandbyArgs,
+    },
+    /// Bring a former primary back as a standby of the new primary (pg_rewind).
+    Rejoin {
+        /// The new primary's address.
+        #[arg(long)]
+        primary: String,
+        /// The role pg_rewind connects as (a superuser, or one with pg_rewind's grants).
+        #[arg(long, default_value = "postgres")]
+        rewind_user: String,
+        #[command(flatten)]
+        args: StandbyArgs,
+    },
+}
+
+fn standby_spec(args: StandbyArgs, primary_host: String) -> node::StandbySpec {
+    let log_file = args.log_file.unwrap_or_else(|| {
+        args.data_dir.parent().map(|p| p.join("postgres.log")).unwrap_or_else(|| PathBuf::from("postgres.log"))
+    });
+    node::StandbySpec {
+        name: args.name,
+        data_dir: args.data_dir,
+        primary_host,
+        primary_port: args.primary_port,
+        replication_user: args.replication_user,
+        passfile: args.passfile,
+        os_user: args.os_user,
+        pg_bin: args.pg_bin,
+        log_file,
+    }
+}
+
+pub fn run(command: Command) -> Result<()> {
+    init_logging();
+    match command {
+        Command::Clone { from, args } => {
+            let spec = standby_spec(args, from);
+            node::clone(&spec)?;
+            println!("{}: streaming from {} through slot {}", spec.name, spec.primary_host, spec.name);
+        }
+        Command::Rejoin { primary, rewind_user, args } => {
+            let spec = standby_spec(args, primary);
+            let source = format!("host={} port={} user={rewind_user} dbname=postgres", spec.primary_host, spec.primary_port);
+            node::rejoin(&spec, &source)?;
+            println!("{}: rewound and streaming from {} through slot {}", spec.name, spec.primary_host, spec.name);
+        }
+    }
+    Ok(())
+}

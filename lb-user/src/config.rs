@@ -117,14 +117,15 @@ pub struct DataplaneConfig {
     pub lease_grace: Duration,
 }
 
-/// How the XDP program is attached.
+/// How the XDP program is attached (the data plane uses this type too).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum XdpMode {
-    /// In the driver (`XDP_FLAGS_DRV_MODE`).
+    /// In the driver (`XDP_FLAGS_DRV_MODE`); falls back to generic mode with a warning if the
+    /// driver refuses.
     #[default]
     Native,
-    /// In the generic SKB path (`XDP_FLAGS_SKB_MODE`).
+    /// In the generic SKB path (`XDP_FLAGS_SKB_MODE`) only.
     Generic,
 }
 
@@ -136,7 +137,7 @@ pub struct ListenerConfig {
     pub pool: Pool,
 }
 
-/// Which backends a listener forwards to.
+/// Which backends a listener forwards to (the data plane uses this type too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Pool {
@@ -580,6 +581,8 @@ pub enum ConfigError {
     ListenerPortZero,
     #[error("[[listener]] port {port} is used twice")]
     DuplicateListenerPort { port: u16 },
+    #[error("[[listener]] port {port} is inside the NAT source-port range {}-{}: pick another port", lb_common::nat::NAT_PORT_FIRST, lb_common::nat::NAT_PORT_LAST)]
+    ListenerInNatRange { port: u16 },
     #[error("[[listener]] port {port} collides with [http] listen {listen}")]
     ListenerCollidesWithHttp { port: u16, listen: SocketAddr },
     #[error("[{section}] needs password_file or password_env")]
@@ -757,6 +760,10 @@ impl Config {
             }
             if !ports.insert(l.port) {
                 return Err(ConfigError::DuplicateListenerPort { port: l.port });
+            }
+            // A backend's reply to a NAT source port must never look like a client packet.
+            if lb_common::nat::in_nat_range(l.port) {
+                return Err(ConfigError::ListenerInNatRange { port: l.port });
             }
             // The XDP program answers VIP:port before the kernel sees it, so an HTTP server on
             // the same port of the VIP (or of every address) would never be reached.

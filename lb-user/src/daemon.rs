@@ -18,8 +18,8 @@ use tracing::{error, info, warn};
 
 use crate::{
     admin::{self, AdminRequest},
-    config::{Config, Pool as ConfigPool, XdpMode as ConfigXdpMode},
-    dataplane::{self, BackendSpec, Dataplane, DataplaneSpec, ListenerSpec, Pool, XdpMode},
+    config::{Config, Pool},
+    dataplane::{self, BackendSpec, Dataplane, DataplaneSpec, ListenerSpec},
     executor::{self, ExecutorCounts, SqlContext},
     failover::{Action, AdminCommand, Alert, Event, Machine, NodeState, Params},
     http::{self, StatsAuth},
@@ -71,18 +71,9 @@ fn dataplane_spec(config: &Config) -> DataplaneSpec {
         listeners: config
             .listeners
             .iter()
-            .map(|l| ListenerSpec {
-                port: l.port,
-                pool: match l.pool {
-                    ConfigPool::Write => Pool::Write,
-                    ConfigPool::Read => Pool::Read,
-                },
-            })
+            .map(|l| ListenerSpec { port: l.port, pool: l.pool })
             .collect(),
-        xdp_mode: match config.dataplane.xdp_mode {
-            ConfigXdpMode::Native => XdpMode::Native,
-            ConfigXdpMode::Generic => XdpMode::Generic,
-        },
+        xdp_mode: config.dataplane.xdp_mode,
     }
 }
 
@@ -461,8 +452,8 @@ fn refresh_snapshot(
     let view = machine.view();
     let counters = dp.counters().ok();
     let flows = dp.flows().unwrap_or_default();
-    let write_ports: Vec<u16> = config.listeners.iter().filter(|l| l.pool == ConfigPool::Write).map(|l| l.port).collect();
-    let read_ports: Vec<u16> = config.listeners.iter().filter(|l| l.pool == ConfigPool::Read).map(|l| l.port).collect();
+    let write_ports: Vec<u16> = config.listeners.iter().filter(|l| l.pool == Pool::Write).map(|l| l.port).collect();
+    let read_ports: Vec<u16> = config.listeners.iter().filter(|l| l.pool == Pool::Read).map(|l| l.port).collect();
     let nodes = view
         .nodes
         .iter()

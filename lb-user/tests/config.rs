@@ -277,6 +277,34 @@ fn bad_configs_are_rejected_with_the_right_variant() {
             |e| matches!(e, ConfigError::ListenerPortZero),
         ),
         (
+            "listener port inside the NAT range (refused before anything is attached)",
+            Box::new(|t| {
+                array_item(t, "listener", 1).insert("port".into(), Value::Integer(30000));
+            }),
+            |e| matches!(e, ConfigError::ListenerInNatRange { port: 30000 }),
+        ),
+        (
+            "relative state_dir",
+            Box::new(|t| {
+                section(t, "instance").insert("state_dir".into(), s("var/lib/pglb"));
+            }),
+            |e| matches!(e, ConfigError::RelativeStateDir { .. }),
+        ),
+        (
+            "lease too short",
+            Box::new(|t| {
+                section(t, "dataplane").insert("lease".into(), s("50ms"));
+            }),
+            |e| matches!(e, ConfigError::DurationOutOfRange { key: "[dataplane] lease", .. }),
+        ),
+        (
+            "empty rejoin_command",
+            Box::new(|t| {
+                section(t, "failover").insert("rejoin_command".into(), s("  "));
+            }),
+            |e| matches!(e, ConfigError::EmptyValue { section: "failover", key: "rejoin_command" }),
+        ),
+        (
             "listener collides with http on all addresses",
             Box::new(|t| {
                 let h = section(t, "http");

@@ -40,6 +40,8 @@ use aya::{
 use lb_common::{MAX_BACKENDS, MAX_LISTENERS, POOL_READ, POOL_WRITE, nat::in_nat_range};
 use thiserror::Error;
 
+// One vocabulary with the config: a listener's pool and the attach mode.
+pub use crate::config::{Pool, XdpMode};
 pub use self::view::{BackendView, Counters, FlowView, LeaseView, ListenerView, MapDump, ReaderSummary, SweepStats};
 use self::maps::Maps;
 
@@ -50,21 +52,11 @@ pub const PASS_PROGRAM: &str = "pglb_pass";
 /// File name of the pinned XDP link inside the pin directory.
 pub const LINK_PIN: &str = "link";
 
-/// Which backends a listener forwards to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pool {
-    /// The single writer (primary).
-    Write,
-    /// The Maglev table over healthy readers.
-    Read,
-}
-
-impl Pool {
-    const fn code(self) -> u8 {
-        match self {
-            Self::Write => POOL_WRITE,
-            Self::Read => POOL_READ,
-        }
+/// The map code of a listener's pool.
+const fn pool_code(pool: Pool) -> u8 {
+    match pool {
+        Pool::Write => POOL_WRITE,
+        Pool::Read => POOL_READ,
     }
 }
 
@@ -75,16 +67,6 @@ pub struct ListenerSpec {
     pub port: u16,
     /// Where its connections go.
     pub pool: Pool,
-}
-
-/// XDP attach mode.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum XdpMode {
-    /// Driver mode; falls back to generic mode with a warning if the driver refuses.
-    #[default]
-    Native,
-    /// Generic (skb) mode only.
-    Generic,
 }
 
 /// What to attach where.
@@ -306,7 +288,7 @@ impl Dataplane {
             tracing::info!(interface = %spec.interface, "veth: sending rewritten packets with bpf_redirect (XDP_TX frames would wait for the peer's next wake-up)");
         }
         let mut dp = Self::load_with(&spec.pin_dir, spec.vip, redirect)?;
-        dp.maps.write_listeners(spec.vip, &spec.listeners.iter().map(|l| (l.port, l.pool.code())).collect::<Vec<_>>())?;
+        dp.maps.write_listeners(spec.vip, &spec.listeners.iter().map(|l| (l.port, pool_code(l.pool))).collect::<Vec<_>>())?;
         attach_program(&mut dp._ebpf, spec)?;
         Ok(dp)
     }
@@ -372,7 +354,7 @@ impl Dataplane {
             xdp_mode: XdpMode::Native,
         };
         spec.validate()?;
-        self.maps.write_listeners(self.vip, &listeners.iter().map(|l| (l.port, l.pool.code())).collect::<Vec<_>>())
+        self.maps.write_listeners(self.vip, &listeners.iter().map(|l| (l.port, pool_code(l.pool))).collect::<Vec<_>>())
     }
 
     /// Replaces the backend table. Ids not listed are cleared (new flows never go there;

@@ -322,11 +322,6 @@ impl VrrpConfig {
         if self.unicast { &self.peers } else { &[] }
     }
 
-    /// RFC 9568 master-down interval: 3 × advert + skew, skew = (256 − priority) × advert / 256.
-    pub fn master_down_interval(&self) -> Duration {
-        let skew = self.advert_interval * (256 - u32::from(self.priority)) / 256;
-        self.advert_interval * 3 + skew
-    }
 }
 
 /// `[http]`: metrics, stats page and health.

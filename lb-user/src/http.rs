@@ -2,11 +2,7 @@
 //! (HTML, basic auth when configured) and `/health` (JSON; 200 only while this instance forwards).
 //! A deliberately small HTTP/1.1 responder: one request per connection, bounded reads.
 
-use std::{
-    net::SocketAddr,
-    sync::{Arc, RwLock},
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
@@ -65,8 +61,13 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {
     TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })
 }
 
+/// Where the server gets a snapshot for each request (built when asked, off the daemon's loop).
+pub trait SnapshotProvider: Clone + Send + Sync + 'static {
+    fn snapshot(&self) -> impl std::future::Future<Output = Snapshot> + Send;
+}
+
 /// Serves until the task is dropped.
-pub async fn serve(listener: TcpListener, snapshot: Arc<RwLock<Snapshot>>, auth: Option<StatsAuth>) {
+pub async fn serve<P: SnapshotProvider>(listener: TcpListener, snapshot: P, auth: Option<StatsAuth>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -141,7 +142,7 @@ pub fn respond(req: &Request, snapshot: &Snapshot, auth: Option<&StatsAuth>) -> 
     }
 }
 
-async fn handle(mut stream: TcpStream, snapshot: &RwLock<Snapshot>, auth: Option<&StatsAuth>) -> std::io::Result<()> {
+async fn handle<P: SnapshotProvider>(mut stream: TcpStream, snapshot: &P, auth: Option<&StatsAuth>) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     let head = tokio::time::timeout(READ_TIMEOUT, async {
         let mut chunk = [0u8; 1024];
@@ -165,10 +166,8 @@ async fn handle(mut stream: TcpStream, snapshot: &RwLock<Snapshot>, auth: Option
         stream.write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").await?;
         return Ok(());
     };
-    let (status, kind, extra, body) = {
-        let snap = snapshot.read().unwrap_or_else(|p| p.into_inner());
-        respond(&req, &snap, auth)
-    };
+    let snap = snapshot.snapshot().await;
+    let (status, kind, extra, body) = respond(&req, &snap, auth);
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n{extra}\r\n",
         body.len()

@@ -3,13 +3,12 @@
 
 pub mod admin;
 pub mod config;
-pub mod daemon;
 pub mod dataplane;
-pub mod executor;
 pub mod failover;
 pub mod http;
 pub mod node;
 pub mod probe;
+pub mod runtime;
 pub mod state;
 pub mod status;
 pub mod vip;

@@ -115,15 +115,16 @@ fn vrrp_defaults_and_master_down_interval() {
         vrrp(t);
     })
     .unwrap();
-    let v = c.vrrp.unwrap();
+    let v = c.vrrp.clone().unwrap();
     assert_eq!(v.priority, 100);
     assert_eq!(v.advert_interval, Duration::from_millis(100));
     assert!(v.preempt);
     assert_eq!(v.preempt_delay, Duration::ZERO);
     assert_eq!(v.track_weight, 60);
     assert!(v.unicast_peers().is_empty());
-    // 3 x 100ms + (256 - 100) x 100ms / 256 = 300ms + 60.9375ms
-    assert_eq!(v.master_down_interval(), Duration::from_micros(360_937) + Duration::from_nanos(500));
+    // The runtime's quorum window: 3 x 100ms + (256 - 100) x 100ms / 256 = 300ms + 60.9375ms.
+    let p = lb_user::runtime::params::machine(&c);
+    assert_eq!(p.peer_timeout, Duration::from_micros(360_937) + Duration::from_nanos(500));
 }
 
 #[test]

@@ -1,9 +1,9 @@
 //! `pglb run`: the daemon.
 
 use anyhow::Result;
-use lb_user::daemon;
+use lb_user::runtime;
 
-use super::{ConfigArg, init_logging, load, runtime};
+use super::{ConfigArg, init_logging, load};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -14,6 +14,6 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let config = load(&args.config.config)?;
     init_logging();
-    runtime()?.block_on(daemon::run(config))?;
+    super::runtime()?.block_on(runtime::run(config))?;
     Ok(())
 }

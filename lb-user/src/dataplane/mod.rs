@@ -427,36 +427,82 @@ impl Dataplane {
         self.maps.write_lease(self.vip, now.max(1), grace)
     }
 
-    /// Resets every write-port flow whose backend is not `writer`: removes it from the tables
-    /// and sends its client a RST (from VIP:port, at the sequence number the client expects), so
-    /// a client waiting for an answer from a hung or replaced writer reconnects now instead of
-    /// at its own timeout. Returns how many clients were sent a RST.
+    /// Resets every write-port flow whose backend is not `writer` (see
+    /// [`Pinned::reset_stale_write_flows`]).
     pub fn reset_stale_write_flows(&mut self, writer: Option<u32>) -> Result<usize, DataplaneError> {
-        let stale = self.maps.take_stale_write_flows(writer)?;
-        if stale.is_empty() {
-            return Ok(0);
-        }
-        if self.rst_socket.is_none() {
-            self.rst_socket = Some(reset::RstSocket::open().map_err(|source| DataplaneError::RstSocket { source })?);
-        }
-        let sock = self.rst_socket.as_ref().expect("opened above");
-        let mut sent = 0;
-        for (key, flow) in &stale {
-            // A client past the handshake gets a RST at the sequence number it expects; one whose
-            // SYN the backend never answered (an unplugged primary) gets a RST that acknowledges
-            // its SYN, which aborts a connection in SYN-SENT.
-            let rst = if flow.client_next_seq != 0 {
-                reset::Rst::Established { seq: flow.client_next_seq }
-            } else {
-                reset::Rst::SynSent { ack: flow.client_syn_next }
-            };
-            match sock.send_rst(key, rst) {
-                Ok(()) => sent += 1,
-                Err(e) => tracing::warn!(error = %e, client = %std::net::Ipv4Addr::from(lb_common::ip_from_map(key.client_addr)), "sending a RST to a stale write flow's client failed"),
-            }
-        }
-        Ok(sent)
+        reset_stale(&mut self.maps, &mut self.rst_socket, writer)
     }
+}
+
+/// An instance's pinned maps opened without a program: the heavy reads and walks (counters,
+/// flows, sweeps, stale-flow resets) run through one of these off the daemon's main loop, while
+/// the [`Dataplane`] that owns the program keeps the quick writes.
+pub struct Pinned {
+    maps: Maps,
+    rst_socket: Option<reset::RstSocket>,
+}
+
+impl Pinned {
+    /// Opens the maps pinned under `pin_dir`.
+    pub fn open(pin_dir: &Path) -> Result<Self, DataplaneError> {
+        Ok(Pinned { maps: Maps::open_pinned(pin_dir)?, rst_socket: None })
+    }
+
+    /// Counters summed over CPUs.
+    pub fn counters(&self) -> Result<Counters, DataplaneError> {
+        self.maps.counters()
+    }
+
+    /// Live flows.
+    pub fn flows(&self) -> Result<Vec<FlowView>, DataplaneError> {
+        self.maps.flows()
+    }
+
+    /// Whether the lease is valid now.
+    pub fn lease_valid(&self) -> Result<bool, DataplaneError> {
+        self.maps.lease_valid()
+    }
+
+    /// See [`Dataplane::sweep`].
+    pub fn sweep(&mut self, idle: Duration, closed: Duration) -> Result<SweepStats, DataplaneError> {
+        self.maps.sweep(idle, closed)
+    }
+
+    /// Resets every write-port flow whose backend is not `writer`: removes it from the tables
+    /// and sends its client a RST (from VIP:port, at the sequence number the client expects, or
+    /// acknowledging its SYN when the backend never answered), so a client waiting for an
+    /// answer from a hung or replaced writer reconnects now instead of at its own timeout.
+    /// Returns how many clients were sent a RST.
+    pub fn reset_stale_write_flows(&mut self, writer: Option<u32>) -> Result<usize, DataplaneError> {
+        reset_stale(&mut self.maps, &mut self.rst_socket, writer)
+    }
+}
+
+fn reset_stale(maps: &mut Maps, socket: &mut Option<reset::RstSocket>, writer: Option<u32>) -> Result<usize, DataplaneError> {
+    let stale = maps.take_stale_write_flows(writer)?;
+    if stale.is_empty() {
+        return Ok(0);
+    }
+    if socket.is_none() {
+        *socket = Some(reset::RstSocket::open().map_err(|source| DataplaneError::RstSocket { source })?);
+    }
+    let sock = socket.as_ref().expect("opened above");
+    let mut sent = 0;
+    for (key, flow) in &stale {
+        // A client past the handshake gets a RST at the sequence number it expects; one whose
+        // SYN the backend never answered (an unplugged primary) gets a RST that acknowledges its
+        // SYN, which aborts a connection in SYN-SENT.
+        let rst = if flow.client_next_seq != 0 {
+            reset::Rst::Established { seq: flow.client_next_seq }
+        } else {
+            reset::Rst::SynSent { ack: flow.client_syn_next }
+        };
+        match sock.send_rst(key, rst) {
+            Ok(()) => sent += 1,
+            Err(e) => tracing::warn!(error = %e, client = %Ipv4Addr::from(lb_common::ip_from_map(key.client_addr)), "sending a RST to a stale write flow's client failed"),
+        }
+    }
+    Ok(sent)
 }
 
 /// The load-time global of the XDP object that selects `bpf_redirect` over `XDP_TX`.

@@ -109,7 +109,23 @@ impl NodeTrack {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Promotion {
     Failover { old: Option<NodeId> },
-    Switchover { from: NodeId },
+    /// `started`: when the switchover refused new writes.
+    Switchover { from: NodeId, started: Duration },
+}
+
+/// A switchover's fixed facts, as its phase holds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Switch {
+    from: NodeId,
+    to: NodeId,
+    deadline: Duration,
+    started: Duration,
+}
+
+impl Switch {
+    fn phase(self, stage: SwitchoverStage) -> Phase {
+        Phase::Switchover { from: self.from, to: self.to, stage, deadline: self.deadline, started: self.started }
+    }
 }
 
 /// The failover state machine. Feed it [`Event`]s with the current time; apply the returned
@@ -617,8 +633,8 @@ impl Machine {
                 Phase::FailingOver { old, candidate, deadline } => {
                     self.on_failing_over(old, candidate, deadline, event, now, out)
                 }
-                Phase::Switchover { from, to, stage, deadline } => {
-                    self.on_switchover(from, to, stage, deadline, event, now, out)
+                Phase::Switchover { from, to, stage, deadline, started } => {
+                    self.on_switchover(Switch { from, to, deadline, started }, stage, event, now, out)
                 }
             }
             event = None;
@@ -754,17 +770,8 @@ impl Machine {
     }
 
     /// Phase handler: a planned switchover, one stage at a time.
-    #[expect(clippy::too_many_arguments, reason = "the phase's fields, destructured")]
-    fn on_switchover(
-        &mut self,
-        from: NodeId,
-        to: NodeId,
-        stage: SwitchoverStage,
-        deadline: Duration,
-        event: Option<&Event>,
-        now: Duration,
-        out: &mut Vec<Action>,
-    ) {
+    fn on_switchover(&mut self, sw: Switch, stage: SwitchoverStage, event: Option<&Event>, now: Duration, out: &mut Vec<Action>) {
+        let Switch { from, to, deadline, .. } = sw;
         match stage {
             SwitchoverStage::CatchingUp { blocked_at, mut old_lsn } => {
                 let f = &self.nodes[from];
@@ -782,12 +789,11 @@ impl Machine {
                     let msg = format!("switchover: {} has received {lsn:#x} from {}; demoting {}", self.name(to), self.name(from), self.name(from));
                     log(out, Level::Info, msg);
                     out.push(Action::Demote { node: from, primary: to });
-                    self.phase = Phase::Switchover { from, to, stage: SwitchoverStage::Demoting, deadline };
+                    self.phase = sw.phase(SwitchoverStage::Demoting);
                 } else if now >= deadline {
                     self.abort_switchover(from, to, "the target did not catch up in time", true, now, out);
                 } else {
-                    let stage = SwitchoverStage::CatchingUp { blocked_at, old_lsn };
-                    self.phase = Phase::Switchover { from, to, stage, deadline };
+                    self.phase = sw.phase(SwitchoverStage::CatchingUp { blocked_at, old_lsn });
                 }
             }
             SwitchoverStage::Demoting => match event {
@@ -801,21 +807,21 @@ impl Machine {
                             s.in_recovery = true;
                             s.current_lsn = None;
                         }
-                        self.phase = Phase::Switchover { from, to, stage: SwitchoverStage::Demoted, deadline };
-                        self.promote_demoted_target(from, to, deadline, now, out);
+                        self.phase = sw.phase(SwitchoverStage::Demoted);
+                        self.promote_demoted_target(sw, now, out);
                     }
                     Err(e) => self.abort_switchover(from, to, &format!("demoting failed: {e}"), true, now, out),
                 },
                 _ if now >= deadline => self.abort_switchover(from, to, "demoting took too long", false, now, out),
                 _ => {}
             },
-            SwitchoverStage::Demoted => self.promote_demoted_target(from, to, deadline, now, out),
+            SwitchoverStage::Demoted => self.promote_demoted_target(sw, now, out),
             SwitchoverStage::Promoting => match event {
                 Some(Event::ActionDone { action: Action::Promote { node }, result }) if *node == to => match result {
-                    Ok(()) => self.finish_promotion(to, Promotion::Switchover { from }, now, out),
+                    Ok(()) => self.finish_promotion(to, Promotion::Switchover { from, started: sw.started }, now, out),
                     Err(e) => self.abort_switchover(from, to, &format!("promoting failed: {e}"), false, now, out),
                 },
-                _ if self.promoted_by_probe(to) => self.finish_promotion(to, Promotion::Switchover { from }, now, out),
+                _ if self.promoted_by_probe(to) => self.finish_promotion(to, Promotion::Switchover { from, started: sw.started }, now, out),
                 _ if now >= deadline => self.abort_switchover(from, to, "promoting took too long", false, now, out),
                 _ => {}
             },
@@ -825,13 +831,14 @@ impl Machine {
     /// Switchover, old primary demoted: promote the target as soon as nothing holds it back. A
     /// target whose probe blips (a timeout, a dropped connection while the old primary
     /// restarts) is waited for until the switchover's deadline rather than given up at once.
-    fn promote_demoted_target(&mut self, from: NodeId, to: NodeId, deadline: Duration, now: Duration, out: &mut Vec<Action>) {
+    fn promote_demoted_target(&mut self, sw: Switch, now: Duration, out: &mut Vec<Action>) {
+        let Switch { from, to, deadline, .. } = sw;
         match self.promote_blocker(to, now) {
             None => {
                 log(out, Level::Info, format!("switchover: {} demoted; promoting {}", self.name(from), self.name(to)));
                 self.note_promotion(to);
                 out.push(Action::Promote { node: to });
-                self.phase = Phase::Switchover { from, to, stage: SwitchoverStage::Promoting, deadline };
+                self.phase = sw.phase(SwitchoverStage::Promoting);
             }
             Some(why) if now >= deadline => {
                 self.abort_switchover(from, to, &format!("{} demoted, but {why}", self.name(from)), false, now, out);
@@ -1150,7 +1157,7 @@ impl Machine {
                 }
                 old
             }
-            Promotion::Switchover { from } => Some(from), // Demote already pointed it at `new`
+            Promotion::Switchover { from, .. } => Some(from), // Demote already pointed it at `new`
         };
         if self.is_master() {
             for n in 0..self.nodes.len() {
@@ -1174,9 +1181,10 @@ impl Machine {
                 log(out, Level::Warn, format!("failover done: {} is the writer on timeline {tl} (was {from})", self.name(new)));
                 out.push(Action::Alert(Alert::FailedOver { from: old, to: new }));
             }
-            Promotion::Switchover { from } => {
-                log(out, Level::Info, format!("switchover done: {} is the writer on timeline {tl} (was {})", self.name(new), self.name(from)));
-                out.push(Action::Alert(Alert::SwitchoverDone { from, to: new }));
+            Promotion::Switchover { from, started } => {
+                let paused = now.saturating_sub(started);
+                log(out, Level::Info, format!("switchover done: {} is the writer on timeline {tl} (was {}); writes paused for {} ms", self.name(new), self.name(from), paused.as_millis()));
+                out.push(Action::Alert(Alert::SwitchoverDone { from, to: new, paused }));
             }
         }
         for t in &mut self.nodes {
@@ -1219,7 +1227,7 @@ impl Machine {
         self.route_writer(None, out);
         self.blocked_switchover = None;
         let stage = SwitchoverStage::CatchingUp { blocked_at: now, old_lsn: None };
-        self.phase = Phase::Switchover { from, to, stage, deadline: now + self.p.switchover_timeout };
+        self.phase = Phase::Switchover { from, to, stage, deadline: now + self.p.switchover_timeout, started: now };
     }
 
     fn reject_switchover(&self, to: NodeId, reason: String, out: &mut Vec<Action>) {

@@ -704,7 +704,7 @@ fn switchover_blocks_catches_up_demotes_promotes_and_switches() {
             Action::SetWriter { node: Some(PG2) },
             Action::Repoint { node: PG3, primary: PG2 },
             Action::SetSyncStandbys { on: PG2, count: 1, names: vec!["pg1".into(), "pg3".into()] },
-            Action::Alert(Alert::SwitchoverDone { from: PG1, to: PG2 }),
+            Action::Alert(Alert::SwitchoverDone { from: PG1, to: PG2, paused: ms(30) }),
             Action::SetReaders { nodes: vec![PG2] },
         ]
     );

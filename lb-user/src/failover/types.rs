@@ -5,7 +5,6 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use crate::config::Config;
 
 /// A node's index in the config's `[[node]]` list.
 pub type NodeId = usize;
@@ -92,6 +91,8 @@ pub enum ProbeFailure {
     /// Connected, but the probe query failed.
     QueryFailed(String),
 }
+
+impl std::error::Error for ProbeFailure {}
 
 impl fmt::Display for ProbeFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -247,7 +248,9 @@ pub enum Alert {
     PromoteFailed { node: NodeId, error: String },
     RepointFailed { node: NodeId, primary: NodeId, error: String },
     SwitchoverRejected { to: NodeId, reason: String },
-    SwitchoverDone { from: NodeId, to: NodeId },
+    /// A switchover finished; new writes were refused for `paused` (from the request to the
+    /// writer switch).
+    SwitchoverDone { from: NodeId, to: NodeId, paused: Duration },
     SwitchoverAborted { from: NodeId, to: NodeId, reason: String },
     /// `rejoin_command` for a fenced former primary failed; it stays fenced and is tried again
     /// after `retry_in`.
@@ -402,8 +405,8 @@ pub enum Phase {
     WriterLost { old: Option<NodeId>, since: Duration },
     /// `candidate` is being promoted; writes are refused.
     FailingOver { old: Option<NodeId>, candidate: NodeId, deadline: Duration },
-    /// Planned change from `from` to `to`.
-    Switchover { from: NodeId, to: NodeId, stage: SwitchoverStage, deadline: Duration },
+    /// Planned change from `from` to `to`; new writes refused since `started`.
+    Switchover { from: NodeId, to: NodeId, stage: SwitchoverStage, deadline: Duration, started: Duration },
 }
 
 impl Phase {
@@ -430,7 +433,7 @@ pub struct NodeParams {
     pub read_weight: u32,
 }
 
-/// The machine's parameters, normally from [`Params::from_config`].
+/// The machine's parameters (the runtime builds them from the config).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Params {
     pub nodes: Vec<NodeParams>,
@@ -474,39 +477,6 @@ pub const REPOINT_AFTER_INTERVALS: u32 = 15;
 pub const REJOIN_BACKOFF_MAX: Duration = Duration::from_secs(300);
 
 impl Params {
-    pub fn from_config(config: &Config) -> Params {
-        let f = &config.failover;
-        Params {
-            nodes: config
-                .nodes
-                .iter()
-                .map(|n| NodeParams {
-                    name: n.name.clone(),
-                    host: n.host,
-                    port: n.port,
-                    priority: n.priority,
-                    nofailover: n.nofailover,
-                    read_weight: n.read_weight,
-                })
-                .collect(),
-            probe_interval: config.probe.interval,
-            failover_after: f.failover_after,
-            up_after: f.up_after,
-            max_lag_on_failover_bytes: f.max_lag_on_failover_bytes,
-            max_read_lag_bytes: f.max_read_lag_bytes,
-            max_read_lag: f.max_read_lag,
-            promote_timeout: f.promote_timeout,
-            switchover_timeout: f.switchover_timeout,
-            synchronous_count: config.replication.synchronous_count,
-            vrrp_enabled: config.vrrp.is_some(),
-            peers: config.vrrp.as_ref().map(|v| v.peers.clone()).unwrap_or_default(),
-            peer_timeout: config.vrrp.as_ref().map(|v| v.master_down_interval()).unwrap_or_default(),
-            track_hold: config.vrrp.as_ref().map(|v| v.master_down_interval()).unwrap_or_default(),
-            rejoin: f.rejoin_command.is_some(),
-            rejoin_backoff: f.rejoin_backoff,
-        }
-    }
-
     /// A probe result older than this counts as a failure.
     pub fn stale_after(&self) -> Duration {
         self.probe_interval * STALE_AFTER_INTERVALS

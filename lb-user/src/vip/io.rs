@@ -1,7 +1,8 @@
 //! The real-world side of VIP ownership: the VRRP raw socket, the gratuitous-ARP packet socket,
 //! the VIP address via rtnetlink, and the tokio runner that owns the sans-IO [`Vrrp`] machine,
-//! feeds it packets, timers and commands, executes its actions, publishes a [`VrrpStatus`] on a
-//! `watch` channel and keeps [`VrrpCounters`] for metrics.
+//! feeds it packets, timers and commands, executes its actions, sends [`VrrpEvent`]s (role
+//! changes, peers heard) to whoever subscribed, publishes a [`VrrpStatus`] on a `watch` channel
+//! for status pages and keeps [`VrrpCounters`] for metrics.
 //!
 //! Sockets and the netlink connection are opened in the network namespace of the thread that
 //! calls [`VrrpRunner::open`].
@@ -171,6 +172,8 @@ pub struct VrrpCounters {
     pub recv_errors: AtomicU64,
     /// Failed VIP additions or removals.
     pub vip_errors: AtomicU64,
+    /// Events dropped because the subscriber did not keep up.
+    pub events_dropped: AtomicU64,
 }
 
 impl VrrpCounters {
@@ -201,7 +204,23 @@ pub enum VrrpCommand {
     SetPriority(u8),
     /// Stop gracefully: a master drops the VIP and sends priority 0.
     Shutdown,
+    /// Stop for a restart in place: keep the VIP and, as master, send two last adverts at our
+    /// priority announcing `interval` as our advert interval, so RFC 9568 backups (pglb or
+    /// keepalived) wait 3 × `interval` + skew before they take over.
+    RestartHold { interval: Duration },
 }
+
+/// What the runner tells its subscriber, as it happens (on the runner's task, in order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VrrpEvent {
+    /// This instance became master (`true`) or stopped being master.
+    Role { master: bool },
+    /// A valid advert with a non-zero priority arrived from `peer`.
+    PeerHeard { peer: Ipv4Addr },
+}
+
+/// Events queued for a subscriber that has not read them yet; more are dropped and counted.
+const EVENT_QUEUE: usize = 1024;
 
 /// The raw IPv4 socket for protocol 112 on one interface.
 struct VrrpSocket {
@@ -412,6 +431,7 @@ pub struct VrrpRunner {
     status: watch::Sender<VrrpStatus>,
     counters: Arc<VrrpCounters>,
     netlink_task: JoinHandle<()>,
+    events: Option<mpsc::Sender<VrrpEvent>>,
 }
 
 /// A spawned runner: status, counters, commands, and the task.
@@ -457,7 +477,15 @@ impl VrrpRunner {
             status,
             counters: Arc::new(VrrpCounters::default()),
             netlink_task,
+            events: None,
         })
+    }
+
+    /// The events the runner will send ([`VrrpEvent`]); call before spawning.
+    pub fn subscribe(&mut self) -> mpsc::Receiver<VrrpEvent> {
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        self.events = Some(tx);
+        rx
     }
 
     /// A receiver of the status the runner publishes.
@@ -513,6 +541,15 @@ impl VrrpRunner {
                     Some(VrrpCommand::SetPriority(priority)) => {
                         self.apply(Event::PriorityChanged { priority }).await;
                     }
+                    Some(VrrpCommand::RestartHold { interval }) => {
+                        // Only a master announces the hold: a backup's advert at its configured
+                        // priority could make the real master step down.
+                        if self.machine.state() == VrrpState::Master {
+                            self.send_hold(interval);
+                        }
+                        self.netlink_task.abort();
+                        return Ok(());
+                    }
                     Some(VrrpCommand::Shutdown) | None => {
                         self.apply(Event::Shutdown).await;
                         self.netlink_task.abort();
@@ -551,6 +588,9 @@ impl VrrpRunner {
                         "vrrp: advert's address list differs from ours (misconfiguration?); processing it anyway"
                     );
                 }
+                if received.advert.priority > 0 {
+                    self.emit(VrrpEvent::PeerHeard { peer: received.src });
+                }
                 self.apply(Event::AdvertReceived { src: received.src, packet: received.advert }).await;
             }
         }
@@ -583,6 +623,9 @@ impl VrrpRunner {
             Action::SendGarp { count } => self.send_garps(count),
             Action::StateChanged { from, to } => {
                 VrrpCounters::bump(&self.counters.transitions[to.index()]);
+                if (from == VrrpState::Master) != (to == VrrpState::Master) {
+                    self.emit(VrrpEvent::Role { master: to == VrrpState::Master });
+                }
                 tracing::info!(
                     from = from.as_str(),
                     to = to.as_str(),
@@ -596,6 +639,36 @@ impl VrrpRunner {
                 tracing::debug!(%src, reason = reason.as_str(), "vrrp: advert ignored");
             }
         }
+    }
+
+    /// Sends an event to the subscriber, if any; never waits (a full queue drops and counts).
+    fn emit(&self, event: VrrpEvent) {
+        if let Some(tx) = &self.events
+            && tx.try_send(event).is_err()
+        {
+            VrrpCounters::bump(&self.counters.events_dropped);
+            tracing::warn!(?event, "vrrp: the daemon did not keep up with vrrp events; one dropped");
+        }
+    }
+
+    /// Two adverts at our priority announcing `interval` (see [`VrrpCommand::RestartHold`]).
+    fn send_hold(&self, interval: Duration) {
+        let mut advert = self.machine.advert(self.machine.priority());
+        advert.max_advert_int_cs = u16::try_from(interval.as_millis() / 10).unwrap_or(u16::MAX).min(packet::MAX_ADVERT_INT_CS);
+        let params = self.machine.params();
+        let destinations: &[Ipv4Addr] = if params.unicast_peers.is_empty() { &[VRRP_GROUP] } else { &params.unicast_peers };
+        for _ in 0..2 {
+            for &dst in destinations {
+                match self.sock.send(&advert.encode(params.own_address, dst), dst) {
+                    Ok(()) => VrrpCounters::bump(&self.counters.adverts_sent),
+                    Err(e) => {
+                        VrrpCounters::bump(&self.counters.send_errors);
+                        tracing::error!(error = %e, %dst, "vrrp: the restart-hold advert could not be sent: a backup may take the VIP");
+                    }
+                }
+            }
+        }
+        tracing::info!(interval_ms = interval.as_millis() as u64, "vrrp: announced a restart hold to the backups");
     }
 
     fn send_advert(&self, priority: u8) {
@@ -700,9 +773,16 @@ impl VrrpHandle {
         Arc::clone(&self.counters)
     }
 
-    /// Tells the machine that tracking changed our priority.
-    pub async fn set_priority(&self, priority: u8) -> Result<(), VipError> {
-        self.commands.send(VrrpCommand::SetPriority(priority)).await.map_err(|_| VipError::Stopped)
+    /// Tells the machine that tracking changed our priority (never waits: the command queue
+    /// holds 16, and priority changes are rare).
+    pub fn set_priority(&self, priority: u8) -> Result<(), VipError> {
+        self.commands.try_send(VrrpCommand::SetPriority(priority)).map_err(|_| VipError::Stopped)
+    }
+
+    /// Stops for a restart in place (see [`VrrpCommand::RestartHold`]) and waits for the task.
+    pub async fn restart_hold(self, interval: Duration) -> Result<(), VipError> {
+        let _ = self.commands.send(VrrpCommand::RestartHold { interval }).await;
+        self.task.await.map_err(|source| VipError::Join { source })?
     }
 
     /// Stops gracefully (a master drops the VIP, then sends priority 0) and waits for the task.

@@ -11,5 +11,5 @@ pub mod packet;
 pub mod vrrp;
 
 pub use packet::{Advert, DropReason};
-pub use io::{VipError, VrrpCommand, VrrpCounters, VrrpHandle, VrrpRunner, VrrpStatus};
+pub use io::{VipError, VrrpCommand, VrrpCounters, VrrpEvent, VrrpHandle, VrrpRunner, VrrpStatus};
 pub use vrrp::{Action, Event, ParamsError, Vrrp, VrrpParams, VrrpState};

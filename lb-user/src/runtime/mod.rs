@@ -1,0 +1,517 @@
+//! `pglb run`: the runtime that drives the sans-IO failover machine (and, through its runner,
+//! the VRRP machine).
+//!
+//! One task owns the [`Machine`] in a [`Runtime`]: every input — a probe result, a VRRP event, an
+//! action's result, an operator's command, a deadline — becomes one `Machine::handle` call, and
+//! the actions that come back are carried out in order ([`Runtime::apply`]): the state file and
+//! the data plane's maps at once, VRRP tracking as a command to the runner, PostgreSQL and host
+//! actions on their own tasks ([`executor`]), whose results come back as inputs. The IO drivers
+//! around it only feed inputs: the probe tasks ([`crate::probe`]), the VRRP runner
+//! ([`crate::vip`]), the admin socket ([`crate::admin`]) and HTTP ([`crate::http`]), which build
+//! their snapshots off this task ([`snapshot`]). The same loop renews the data plane's lease: a
+//! loop that stops turning lets it run out.
+//!
+//! ```text
+//!  probes ──Observation──┐                    ┌─ state file (Persist, first)
+//!  vrrp runner ─VrrpEvent┤                    ├─ maps: writer, readers, lease; stale-flow RSTs
+//!  executor ─ActionDone──┼─► Runtime ─handle─►├─ vrrp runner: priority (Track)
+//!  admin socket ─request─┤   (Machine)        ├─ executor: promote, re-point, demote, rejoin
+//!  deadline, lease tick ─┘        │           └─ replies to operators, logs, counts
+//!                                 └──► watch<Published> ──► snapshots for status, /metrics
+//! ```
+
+pub mod executor;
+pub mod params;
+pub mod snapshot;
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use thiserror::Error;
+use tokio::{
+    signal::unix::{Signal, SignalKind, signal},
+    sync::{mpsc, oneshot, watch},
+    time::{Instant, Interval},
+};
+use tracing::{error, info, warn};
+
+use self::{
+    executor::{Executor, SqlContext},
+    snapshot::{Counts, Published, SnapshotSource, VipView},
+};
+use crate::{
+    admin::{self, AdminRequest},
+    config::Config,
+    dataplane::{self, Dataplane, Pinned},
+    failover::{Action, AdminCommand, Alert, Event, Level, Machine, NodeId, Observation},
+    http::{self, StatsAuth},
+    probe::{self, ProbeSettings},
+    state::StateFile,
+    status::Histogram,
+    vip::{self, VrrpEvent, VrrpHandle, VrrpRunner},
+};
+
+/// How often idle and closed flows are swept from the connection table.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// A closed flow is removed this long after its last packet.
+const CLOSED_FLOW_LINGER: Duration = Duration::from_secs(10);
+/// Restart exit (SIGUSR2): the last VRRP adverts announce this interval, so an RFC 9568 backup
+/// (pglb or keepalived) declares us down only after 3 × it + skew (~7 s) instead of ~0.36 s.
+/// The next `pglb run` becomes master again within ~0.4 s of starting and keeps the VIP here;
+/// meanwhile the pinned XDP program keeps forwarding every flow.
+const RESTART_HOLD: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error(transparent)]
+    Dataplane(#[from] dataplane::DataplaneError),
+    #[error(transparent)]
+    Vip(#[from] vip::VipError),
+    #[error(transparent)]
+    Http(#[from] http::HttpError),
+    #[error(transparent)]
+    Admin(#[from] admin::AdminError),
+    #[error("cannot enable IPv4 forwarding ({path})")]
+    Forwarding {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot install the signal handler")]
+    Signal(#[source] std::io::Error),
+}
+
+/// Who owns the VIP on this instance.
+enum VipOwner {
+    Vrrp(VrrpHandle),
+    /// No `[vrrp]`: this instance is the only load balancer and holds the VIP itself.
+    Static(vip::io::StaticVip),
+}
+
+/// A switchover an operator is waiting for.
+struct PendingSwitchover {
+    to: NodeId,
+    reply: oneshot::Sender<Result<String, String>>,
+}
+
+/// How the loop ended.
+enum Exit {
+    /// SIGTERM / SIGINT: hand the VIP over.
+    Stop,
+    /// SIGUSR2: keep the VIP and the data plane for the next `pglb run`.
+    Restart,
+}
+
+/// The inputs' receivers.
+struct Inputs {
+    probes: mpsc::Receiver<Observation>,
+    vrrp: Option<mpsc::Receiver<VrrpEvent>>,
+    done: mpsc::Receiver<Event>,
+    admin: mpsc::Receiver<AdminRequest>,
+}
+
+/// The signals the loop ends on.
+struct Signals {
+    terminate: Signal,
+    interrupt: Signal,
+    restart: Signal,
+}
+
+/// The state the loop owns.
+struct Runtime {
+    config: Config,
+    since: Instant,
+    machine: Machine,
+    dataplane: Dataplane,
+    /// The heavy data-plane walks (stale-flow resets, sweeps), off this task.
+    pinned: Arc<Mutex<Pinned>>,
+    sweeping: Arc<AtomicBool>,
+    state: StateFile,
+    vip: VipOwner,
+    executor: Executor,
+    weights: Vec<u32>,
+    pending: Option<PendingSwitchover>,
+    counts: Counts,
+    latency: Vec<Histogram>,
+    published: watch::Sender<Published>,
+    lease_failing: bool,
+}
+
+pub async fn run(config: Config) -> Result<(), RuntimeError> {
+    let since = Instant::now();
+    let name = config.instance.name.clone();
+    // What an earlier run must not have forgotten, before anything is attached or routed.
+    let state = StateFile::new(config.state_dir());
+    let durable = state.load()?;
+    let spec = params::dataplane(&config);
+    enable_forwarding(&spec.interface)?;
+    let mut dataplane = Dataplane::attach(&spec)?;
+    dataplane.set_backends(&params::backends(&config))?;
+    dataplane.renew_lease(config.dataplane.lease, config.dataplane.lease_grace)?;
+    let pinned = Arc::new(Mutex::new(Pinned::open(&spec.pin_dir)?));
+    info!(instance = %name, interface = %spec.interface, pin_dir = %spec.pin_dir.display(), vip = %spec.vip, lease_ms = config.dataplane.lease.as_millis() as u64, "data plane attached; lease renewed");
+
+    let machine = match &durable {
+        Some(d) => {
+            info!(path = %state.path().display(), "state file read: fences, the last writer and its timeline are restored");
+            Machine::restore(params::machine(&config), d)
+        }
+        None => {
+            info!(path = %state.path().display(), "no state file yet: a first start");
+            Machine::new(params::machine(&config))
+        }
+    };
+
+    let settings = ProbeSettings::from_config(&config);
+    let (obs_tx, probes) = mpsc::channel(256);
+    for (i, node) in config.nodes.iter().enumerate() {
+        tokio::spawn(probe::run_node(i, node.clone(), settings.clone(), since, obs_tx.clone()));
+    }
+    drop(obs_tx);
+
+    let (vip, vrrp_events, vip_view) = match params::vrrp(&config) {
+        Some(p) => {
+            let (vrid, priority) = (p.vrid, p.priority);
+            let mut runner = VrrpRunner::open(p).await?;
+            let events = runner.subscribe();
+            let handle = runner.spawn();
+            info!(vrid, priority, "vrrp: started");
+            let view = VipView::Vrrp { status: handle.status(), counters: handle.counters() };
+            (VipOwner::Vrrp(handle), Some(events), view)
+        }
+        None => {
+            let held = vip::io::StaticVip::hold(&config.dataplane.interface, config.dataplane.vip.addr).await?;
+            info!(vip = %config.dataplane.vip.addr, "vip: no [vrrp] configured: this instance holds the VIP alone");
+            (VipOwner::Static(held), None, VipView::Static)
+        }
+    };
+
+    let (published, published_rx) = watch::channel(Published {
+        view: machine.view(),
+        counts: Counts::default(),
+        latency: vec![Histogram::default(); config.nodes.len()],
+        now: Duration::ZERO,
+    });
+    let source = SnapshotSource::new(&config, published_rx, Arc::clone(&pinned), vip_view);
+    let listener = http::bind(config.http.listen).await?;
+    let auth = match (&config.http.stats_user, &config.http.stats_password) {
+        (Some(u), Some(p)) => Some(StatsAuth::new(u, p.expose())),
+        _ => None,
+    };
+    tokio::spawn(http::serve(listener, source.clone(), auth));
+    info!(listen = %config.http.listen, "http: serving /metrics /stats /health");
+
+    let (admin_tx, admin_rx) = mpsc::channel::<AdminRequest>(16);
+    let admin_path = admin::socket_path(&name);
+    tokio::spawn(admin::serve(admin::bind(&admin_path)?, admin_tx));
+    info!(socket = %admin_path.display(), "admin socket ready");
+
+    let (done_tx, done) = mpsc::channel::<Event>(64);
+    let signals = Signals {
+        terminate: signal(SignalKind::terminate()).map_err(RuntimeError::Signal)?,
+        interrupt: signal(SignalKind::interrupt()).map_err(RuntimeError::Signal)?,
+        restart: signal(SignalKind::user_defined2()).map_err(RuntimeError::Signal)?,
+    };
+    let inputs = Inputs { probes, vrrp: vrrp_events, done, admin: admin_rx };
+    let mut rt = Runtime {
+        since,
+        machine,
+        dataplane,
+        pinned,
+        sweeping: Arc::new(AtomicBool::new(false)),
+        state,
+        vip,
+        executor: Executor::new(SqlContext::from_config(&config), done_tx),
+        weights: config.nodes.iter().map(|n| n.read_weight).collect(),
+        pending: None,
+        counts: Counts::default(),
+        latency: vec![Histogram::default(); config.nodes.len()],
+        published,
+        lease_failing: false,
+        config,
+    };
+    if let VipOwner::Static(_) = rt.vip {
+        rt.feed(Event::VrrpRole { master: true });
+    }
+    let exit = rt.run_loop(inputs, signals, source).await;
+    rt.stop(exit).await;
+    let _ = std::fs::remove_file(&admin_path);
+    Ok(())
+}
+
+impl Runtime {
+    async fn run_loop(&mut self, mut inputs: Inputs, mut signals: Signals, source: SnapshotSource) -> Exit {
+        let lease = self.config.dataplane.lease;
+        // Renewed from this loop: a loop that stops turning lets the lease run out.
+        let mut renew = tokio::time::interval(lease / 5);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sweep: Interval = tokio::time::interval(SWEEP_EVERY);
+        loop {
+            let deadline = self.machine.next_deadline().map(|d| self.since + d);
+            tokio::select! {
+                obs = inputs.probes.recv() => match obs {
+                    Some(obs) => {
+                        if let Some(h) = self.latency.get_mut(obs.node) {
+                            h.observe(obs.latency.as_secs_f64());
+                        }
+                        self.feed(Event::Probe(obs));
+                    }
+                    None => return Exit::Stop,
+                },
+                Some(ev) = recv_vrrp(&mut inputs.vrrp) => match ev {
+                    VrrpEvent::Role { master } => self.feed(Event::VrrpRole { master }),
+                    VrrpEvent::PeerHeard { peer } => self.feed(Event::PeerHeard { peer }),
+                },
+                Some(ev) = inputs.done.recv() => self.feed(ev),
+                Some(req) = inputs.admin.recv() => self.on_admin(req, &source),
+                () = sleep_until(deadline) => self.feed(Event::Tick),
+                _ = renew.tick() => self.renew_lease(),
+                _ = sweep.tick() => self.sweep(),
+                _ = signals.terminate.recv() => return Exit::Stop,
+                _ = signals.interrupt.recv() => return Exit::Stop,
+                _ = signals.restart.recv() => return Exit::Restart,
+            }
+        }
+    }
+
+    /// One event into the machine, its actions carried out, the result published.
+    fn feed(&mut self, event: Event) {
+        let now = self.since.elapsed();
+        let actions = self.machine.handle(event, now);
+        self.apply(actions);
+        self.published.send_replace(Published {
+            view: self.machine.view(),
+            counts: self.counts,
+            latency: self.latency.clone(),
+            now: self.since.elapsed(),
+        });
+    }
+
+    /// Carries out the machine's actions in order.
+    fn apply(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Persist(durable) => {
+                    if let Err(e) = self.state.store(&durable) {
+                        self.counts.state_write_errors += 1;
+                        error!(error = %crate::error_chain(&e), "state: writing the state file failed: fences and the last timeline would not survive a restart");
+                    }
+                }
+                Action::SetWriter { node } => self.set_writer(node),
+                Action::SetReaders { nodes } => {
+                    let readers: Vec<(u32, u32)> = nodes.iter().map(|n| (*n as u32, self.weights[*n].max(1))).collect();
+                    let names: Vec<&str> = nodes.iter().map(|n| self.executor.ctx().name(*n)).collect();
+                    match self.dataplane.set_readers(&readers) {
+                        Ok(()) => info!(readers = ?names, "route: read port now goes to {}", if names.is_empty() { "nobody".to_owned() } else { names.join(", ") }),
+                        Err(e) => error!(error = %crate::error_chain(&e), "route: setting the readers failed"),
+                    }
+                }
+                Action::Track { writer_reachable } => self.track(writer_reachable),
+                Action::Fence { node, reason } => {
+                    let name = self.executor.ctx().name(node);
+                    warn!(node = name, ?reason, "fence: {name} is never routed to until it rejoins");
+                }
+                Action::Alert(alert) => self.on_alert(alert),
+                Action::Log { level, message } => match level {
+                    Level::Info => info!("{message}"),
+                    Level::Warn => warn!("{message}"),
+                    Level::Error => error!("{message}"),
+                },
+                a @ (Action::Promote { .. } | Action::Repoint { .. } | Action::Demote { .. } | Action::Rejoin { .. } | Action::SetSyncStandbys { .. }) => {
+                    self.executor.spawn(a);
+                }
+            }
+        }
+    }
+
+    /// The write port's backend, in one map write; then, off this task, a RST to every client
+    /// still on the old writer (those waiting for a hung server's answer included).
+    fn set_writer(&mut self, node: Option<NodeId>) {
+        let name = node.map(|n| self.executor.ctx().name(n).to_owned());
+        let id = node.map(|n| n as u32);
+        if let Err(e) = self.dataplane.set_writer(id) {
+            error!(error = %crate::error_chain(&e), "route: setting the writer failed");
+            return;
+        }
+        info!(writer = ?name, "route: write port now goes to {}", name.as_deref().unwrap_or("nobody (writes refused)"));
+        let pinned = Arc::clone(&self.pinned);
+        tokio::task::spawn_blocking(move || {
+            let result = pinned.lock().unwrap_or_else(|p| p.into_inner()).reset_stale_write_flows(id);
+            match result {
+                Ok(0) => {}
+                Ok(n) => info!(clients = n, "route: reset the write connections still pinned to the old writer"),
+                Err(e) => warn!(error = %crate::error_chain(&e), "route: resetting stale write connections failed (they are reset on their next packet)"),
+            }
+        });
+    }
+
+    /// VRRP priority tracking: the configured priority while this instance reaches the writer,
+    /// lowered by `track_weight` while it does not.
+    fn track(&self, writer_reachable: bool) {
+        let (VipOwner::Vrrp(handle), Some(v)) = (&self.vip, &self.config.vrrp) else { return };
+        let priority = if writer_reachable { v.priority } else { v.priority.saturating_sub(v.track_weight).max(1) };
+        info!(priority, writer_reachable, "vrrp tracking: priority set");
+        if let Err(e) = handle.set_priority(priority) {
+            error!(error = %crate::error_chain(&e), "vrrp tracking: setting the priority failed");
+        }
+    }
+
+    /// Every alert in one place: counts, the waiting operator's answer, the log.
+    fn on_alert(&mut self, alert: Alert) {
+        match &alert {
+            Alert::FailedOver { .. } => self.counts.failovers += 1,
+            Alert::RejoinFailed { .. } => self.counts.rejoins_failed += 1,
+            Alert::RejoinDone { .. } => self.counts.rejoins_ok += 1,
+            Alert::SwitchoverDone { from, to, paused } => {
+                self.counts.switchovers += 1;
+                if let Some(p) = self.pending.take() {
+                    let ctx = self.executor.ctx();
+                    let text = format!("switchover done: {} -> {}; writes paused for {} ms", ctx.name(*from), ctx.name(*to), paused.as_millis());
+                    let _ = p.reply.send(Ok(text));
+                }
+            }
+            Alert::SwitchoverAborted { reason, .. } | Alert::SwitchoverRejected { reason, .. } => {
+                if let Some(p) = self.pending.take() {
+                    let _ = p.reply.send(Err(format!("switchover to {} failed: {reason}", self.executor.ctx().name(p.to))));
+                }
+            }
+            _ => {}
+        }
+        warn!(alert = ?alert, "alert");
+    }
+
+    fn on_admin(&mut self, req: AdminRequest, source: &SnapshotSource) {
+        let names = || self.config.node_names().join(", ");
+        match req {
+            AdminRequest::Status { reply } => {
+                let source = source.clone();
+                tokio::spawn(async move {
+                    let snap = source.snapshot().await;
+                    let _ = reply.send(crate::status::render_table(&snap));
+                });
+            }
+            AdminRequest::Switchover { to, reply } => match self.config.nodes.iter().position(|n| n.name == to) {
+                None => {
+                    let _ = reply.send(Err(format!("unknown node `{to}`: the nodes are {}", names())));
+                }
+                Some(_) if self.pending.is_some() => {
+                    let _ = reply.send(Err("a switchover is already running".into()));
+                }
+                Some(id) => {
+                    info!(to = %to, "admin: switchover requested");
+                    self.pending = Some(PendingSwitchover { to: id, reply });
+                    self.feed(Event::Admin(AdminCommand::Switchover { to: id }));
+                }
+            },
+            AdminRequest::Rejoined { node, reply } => match self.config.nodes.iter().position(|n| n.name == node) {
+                None => {
+                    let _ = reply.send(Err(format!("unknown node `{node}`: the nodes are {}", names())));
+                }
+                Some(id) => {
+                    let _ = reply.send(Ok(format!("{node}: fence lifted; it is routed again once probes see it streaming as a standby")));
+                    self.feed(Event::Admin(AdminCommand::Rejoined { node: id }));
+                }
+            },
+        }
+    }
+
+    fn renew_lease(&mut self) {
+        match self.dataplane.renew_lease(self.config.dataplane.lease, self.config.dataplane.lease_grace) {
+            Ok(()) if self.lease_failing => {
+                self.lease_failing = false;
+                info!("lease: renewing works again");
+            }
+            Ok(()) => {}
+            Err(e) if !self.lease_failing => {
+                self.lease_failing = true;
+                error!(error = %crate::error_chain(&e), "lease: renewing failed: the data plane stops answering ARP for the VIP and opening flows when it runs out");
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Removes idle and closed flows, off this task (a walk of the whole table); one at a time.
+    fn sweep(&self) {
+        if self.sweeping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (pinned, busy, idle) = (Arc::clone(&self.pinned), Arc::clone(&self.sweeping), self.config.dataplane.flow_idle_timeout);
+        tokio::task::spawn_blocking(move || {
+            let result = pinned.lock().unwrap_or_else(|p| p.into_inner()).sweep(idle, CLOSED_FLOW_LINGER);
+            match result {
+                Ok(s) if s.removed_idle + s.removed_closed + s.removed_orphans > 0 => {
+                    info!(idle = s.removed_idle, closed = s.removed_closed, orphans = s.removed_orphans, "flows swept");
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %crate::error_chain(&e), "sweeping flows failed"),
+            }
+            busy.store(false, Ordering::Release);
+        });
+    }
+
+    /// Leaves: a restart keeps the VIP and extends the lease over the restart; a stop hands the
+    /// VIP over and lets the lease run out.
+    async fn stop(self, exit: Exit) {
+        let (lease, grace) = (self.config.dataplane.lease, self.config.dataplane.lease_grace);
+        let mut dataplane = self.dataplane;
+        match exit {
+            Exit::Restart => {
+                if let Err(e) = dataplane.renew_lease(RESTART_HOLD * 3 + lease + Duration::from_secs(2), grace) {
+                    error!(error = %crate::error_chain(&e), "restart: extending the lease over the restart failed: the data plane may refuse new flows until the next start");
+                }
+                if let VipOwner::Vrrp(handle) = self.vip
+                    && let Err(e) = handle.restart_hold(RESTART_HOLD).await
+                {
+                    error!(error = %crate::error_chain(&e), "restart: stopping vrrp failed");
+                }
+                info!(hold_s = RESTART_HOLD.as_secs() * 3, "exiting for a restart (SIGUSR2): the VIP stays here and XDP keeps forwarding; backups hold off for the window");
+            }
+            Exit::Stop => {
+                info!("shutting down: releasing the VIP and the lease; the XDP program and maps stay pinned for the next start");
+                if let Err(e) = dataplane.expire_lease(grace) {
+                    error!(error = %crate::error_chain(&e), "letting the lease run out failed");
+                }
+                let released = match self.vip {
+                    VipOwner::Vrrp(handle) => handle.shutdown().await,
+                    VipOwner::Static(held) => held.release().await,
+                };
+                if let Err(e) = released {
+                    error!(error = %crate::error_chain(&e), "releasing the VIP failed");
+                }
+            }
+        }
+    }
+}
+
+async fn recv_vrrp(rx: &mut Option<mpsc::Receiver<VrrpEvent>>) -> Option<VrrpEvent> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `bpf_fib_lookup` (the data plane's next-hop MACs) answers "forwarding disabled" unless IPv4
+/// forwarding is on for the interface, so the daemon turns it on, saying so.
+fn enable_forwarding(interface: &str) -> Result<(), RuntimeError> {
+    let path = format!("/proc/sys/net/ipv4/conf/{interface}/forwarding");
+    let current = std::fs::read_to_string(&path).map_err(|source| RuntimeError::Forwarding { path: path.clone(), source })?;
+    if current.trim() != "1" {
+        std::fs::write(&path, "1").map_err(|source| RuntimeError::Forwarding { path: path.clone(), source })?;
+        info!(%interface, "enabled IPv4 forwarding on the interface (the XDP next-hop lookup needs it)");
+    }
+    Ok(())
+}

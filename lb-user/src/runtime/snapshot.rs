@@ -1,0 +1,184 @@
+//! Building the [`Snapshot`] that `pglb status`, `/metrics`, `/stats` and `/health` render,
+//! off the task that owns the failover machine: the runtime publishes what the machine believes
+//! ([`Published`], cheap to clone) after every event; a request reads that, the VRRP status and
+//! the data plane's counters and flows (a walk of the flow table, on a blocking thread) and
+//! assembles the snapshot. Nothing is built while nobody asks.
+
+use std::{
+    net::SocketAddrV4,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::sync::watch;
+
+use crate::{
+    config::{Config, Pool},
+    dataplane::Pinned,
+    failover::{ClusterView, NodeState},
+    status::{Histogram, NodeRow, Snapshot, Traffic},
+    vip::{self, VrrpCounters, VrrpStatus},
+};
+
+/// Counters the runtime keeps.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub failovers: u64,
+    pub switchovers: u64,
+    pub rejoins_ok: u64,
+    pub rejoins_failed: u64,
+    pub state_write_errors: u64,
+}
+
+/// What the runtime publishes after each event.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub view: ClusterView,
+    pub counts: Counts,
+    /// Probe latency per node id.
+    pub latency: Vec<Histogram>,
+    /// The runtime's clock (since start) when published.
+    pub now: Duration,
+}
+
+/// Who owns the VIP, as a snapshot sees it.
+#[derive(Clone)]
+pub enum VipView {
+    Vrrp { status: watch::Receiver<VrrpStatus>, counters: Arc<VrrpCounters> },
+    /// No `[vrrp]`: this instance holds the VIP alone.
+    Static,
+}
+
+/// Everything a snapshot is built from; cheap to clone into request handlers.
+#[derive(Clone)]
+pub struct SnapshotSource {
+    pub instance: String,
+    pub vip: String,
+    /// (name, address) by node id.
+    pub nodes: Vec<(String, SocketAddrV4)>,
+    pub write_ports: Vec<u16>,
+    pub read_ports: Vec<u16>,
+    pub published: watch::Receiver<Published>,
+    pub pinned: Arc<Mutex<Pinned>>,
+    pub vip_view: VipView,
+}
+
+impl SnapshotSource {
+    pub fn new(config: &Config, published: watch::Receiver<Published>, pinned: Arc<Mutex<Pinned>>, vip_view: VipView) -> Self {
+        let ports = |pool: Pool| config.listeners.iter().filter(|l| l.pool == pool).map(|l| l.port).collect();
+        SnapshotSource {
+            instance: config.instance.name.clone(),
+            vip: config.dataplane.vip.addr.to_string(),
+            nodes: config.nodes.iter().map(|n| (n.name.clone(), n.addr())).collect(),
+            write_ports: ports(Pool::Write),
+            read_ports: ports(Pool::Read),
+            published,
+            pinned,
+            vip_view,
+        }
+    }
+
+    /// Builds a snapshot now (the map reads on a blocking thread).
+    pub async fn snapshot(&self) -> Snapshot {
+        let source = self.clone();
+        match tokio::task::spawn_blocking(move || source.build()).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "building the status snapshot failed");
+                Snapshot { instance: self.instance.clone(), ..Snapshot::default() }
+            }
+        }
+    }
+
+    fn build(&self) -> Snapshot {
+        let published = self.published.borrow().clone();
+        let view = &published.view;
+        let (counters, flows, lease_valid) = {
+            let pinned = self.pinned.lock().unwrap_or_else(|p| p.into_inner());
+            (pinned.counters().ok(), pinned.flows().unwrap_or_default(), pinned.lease_valid().unwrap_or(false))
+        };
+        let nodes = view
+            .nodes
+            .iter()
+            .map(|n| {
+                let mut routed = Vec::new();
+                if view.writer == Some(n.id) {
+                    routed.extend(&self.write_ports);
+                }
+                if view.readers.contains(&n.id) {
+                    routed.extend(&self.read_ports);
+                }
+                let stats = counters.as_ref().and_then(|c| c.backends.iter().find(|(id, _)| *id == n.id as u32).map(|(_, s)| *s));
+                NodeRow {
+                    name: n.name.clone(),
+                    addr: self.nodes[n.id].1.to_string(),
+                    role: n.role.as_str().to_owned(),
+                    state: n.state.as_str().to_owned(),
+                    up: n.state == NodeState::Up,
+                    timeline: n.timeline,
+                    lag_bytes: n.lag_bytes,
+                    lag_seconds: n.lag.map(|d| d.as_secs_f64()),
+                    routed_ports: routed,
+                    traffic: Traffic {
+                        flows: flows.iter().filter(|f| f.backend_id == n.id as u32).count() as u64,
+                        new_flows: stats.map(|s| s.new_flows).unwrap_or(0),
+                        packets: stats.map(|s| s.to_backend_packets + s.to_client_packets).unwrap_or(0),
+                        bytes: stats.map(|s| s.to_backend_bytes + s.to_client_bytes).unwrap_or(0),
+                        rsts: stats.map(|s| s.resets).unwrap_or(0),
+                    },
+                    since_change_s: published.now.saturating_sub(n.last_change).as_secs_f64(),
+                    probe_latency: published.latency.get(n.id).cloned().unwrap_or_default(),
+                }
+            })
+            .collect();
+        let (vrrp_state, vip_held, vip_master, sent, received, dropped, transitions) = match &self.vip_view {
+            VipView::Vrrp { status, counters } => {
+                let st = status.borrow().clone();
+                let c = counters;
+                let dropped = vip::DropReason::ALL.iter().map(|r| (r.as_str().to_owned(), c.dropped(*r))).collect();
+                let transitions = vip::VrrpState::ALL.iter().map(|s| c.transitions_to(*s)).sum();
+                (
+                    st.state.as_str().to_owned(),
+                    st.master,
+                    st.master_address.filter(|_| !st.master).map(|a| a.to_string()),
+                    c.adverts_sent.load(std::sync::atomic::Ordering::Relaxed),
+                    c.adverts_received.load(std::sync::atomic::Ordering::Relaxed),
+                    dropped,
+                    transitions,
+                )
+            }
+            VipView::Static => ("none".to_owned(), true, None, 0, 0, Vec::new(), 0),
+        };
+        let c = published.counts;
+        Snapshot {
+            instance: self.instance.clone(),
+            vip: self.vip.clone(),
+            phase: view.phase.as_str().to_owned(),
+            vrrp_state,
+            vip_held,
+            vip_master,
+            forwarding: vip_held,
+            writer: view.writer.map(|w| self.nodes[w].0.clone()),
+            nodes,
+            failovers_total: c.failovers,
+            switchovers_total: c.switchovers,
+            vrrp_transitions_total: transitions,
+            adverts_sent: sent,
+            adverts_received: received,
+            adverts_dropped: dropped,
+            datapath_reasons: counters.map(|c| c.named_reasons().map(|(n, v)| (n.to_owned(), v)).collect()).unwrap_or_default(),
+            writer_reachable: view.writer_reachable,
+            rejoins_ok_total: c.rejoins_ok,
+            rejoins_failed_total: c.rejoins_failed,
+            state_write_errors_total: c.state_write_errors,
+            fenced: view.nodes.iter().filter(|n| n.fence.is_some()).map(|n| n.name.clone()).collect(),
+            lease_valid,
+        }
+    }
+}
+
+impl crate::http::SnapshotProvider for SnapshotSource {
+    fn snapshot(&self) -> impl std::future::Future<Output = Snapshot> + Send {
+        SnapshotSource::snapshot(self)
+    }
+}

@@ -35,6 +35,8 @@ struct NodeTrack {
     /// Since when this standby has not streamed from the writer.
     misdirected_since: Option<Duration>,
     last_repoint: Option<Duration>,
+    /// When a re-point of this node was last reported done.
+    repoint_done_at: Option<Duration>,
     /// A failed promotion keeps this node out of the candidates until then.
     excluded_until: Option<Duration>,
     /// Demoted by a switchover then: a "primary" answer to an older probe is out of date.
@@ -75,6 +77,7 @@ impl NodeTrack {
             last_change: Duration::ZERO,
             misdirected_since: None,
             last_repoint: None,
+            repoint_done_at: None,
             excluded_until: None,
             demoted_at: None,
             prev_received: None,
@@ -153,6 +156,8 @@ pub struct Machine {
     readers: Option<Vec<NodeId>>,
     master: bool,
     peers_heard: Vec<Option<Duration>>,
+    /// Each peer's last report, and whether the writer it said it reaches was lost here then.
+    peer_reports: Vec<Option<(PeerReport, bool)>>,
     started_at: Option<Duration>,
     /// The `now` of the last event (for [`Machine::view`] and [`Machine::next_deadline`]).
     now: Duration,
@@ -167,6 +172,8 @@ pub struct Machine {
     restore_notes: Vec<(Level, String)>,
     /// Why a demoted switchover target is not promoted yet (logged when it changes).
     blocked_switchover: Option<String>,
+    /// Settling: the standbys pointed at the candidate, whose fresh positions are awaited.
+    settling: Vec<NodeId>,
 }
 
 impl Machine {
@@ -186,6 +193,7 @@ impl Machine {
             promoting_from: None,
             readers: None,
             peers_heard: vec![None; peers],
+            peer_reports: vec![None; peers],
             started_at: None,
             now: Duration::ZERO,
             blocked: None,
@@ -194,6 +202,7 @@ impl Machine {
             tracked: None,
             restore_notes: Vec::new(),
             blocked_switchover: None,
+            settling: Vec::new(),
         }
     }
 
@@ -295,6 +304,7 @@ impl Machine {
                     self.peers_heard[i] = Some(now);
                 }
             }
+            Event::PeerReport { peer, report } => self.on_peer_report(*peer, report, &mut out),
             Event::Admin(AdminCommand::Rejoined { node }) => self.on_rejoined(*node, &mut out),
             Event::Admin(AdminCommand::Switchover { .. }) => {}
             Event::ActionDone { action, result } => self.on_action_done(action, result, now, &mut out),
@@ -361,7 +371,9 @@ impl Machine {
             Phase::Starting => next.push(started + self.p.detection_time()),
             Phase::WriterLost { old: None, since } => next.push(since + self.p.detection_time()),
             Phase::WriterLost { .. } | Phase::Steady => {}
-            Phase::FailingOver { deadline, .. } | Phase::Switchover { deadline, .. } => next.push(deadline),
+            Phase::FailingOver { deadline, .. } | Phase::Switchover { deadline, .. } | Phase::Settling { deadline, .. } => {
+                next.push(deadline)
+            }
         }
         if self.phase == Phase::Steady {
             // A misdirected standby is re-pointed once it has been off the writer for
@@ -416,7 +428,22 @@ impl Machine {
             quorum: self.quorum(self.now),
             blocked: self.blocked.clone(),
             nodes,
+            peer_reports: self.peer_reports.iter().map(|r| r.as_ref().map(|(r, _)| r.clone())).collect(),
         }
+    }
+
+    /// What this instance tells its peers ([`Event::PeerReport`]): its timeline floor, and the
+    /// writer it routes if it reaches it (its last probe answered).
+    pub fn report(&self) -> Option<PeerReport> {
+        let timeline = self.writer_timeline?;
+        let writer = self.writer.filter(|&w| self.phase == Phase::Steady && self.reaches(w)).map(|w| self.name(w).to_owned());
+        Some(PeerReport { timeline, writer })
+    }
+
+    /// `n` is up here and its last probe answered.
+    fn reaches(&self, n: NodeId) -> bool {
+        let t = &self.nodes[n];
+        t.up() && t.failures == 0
     }
 
     // ----- inputs -------------------------------------------------------------------------
@@ -432,7 +459,7 @@ impl Machine {
     /// The writer, or the writer being replaced: their failures count to `failover_after`.
     fn old_writer(&self) -> Option<NodeId> {
         match self.phase {
-            Phase::WriterLost { old, .. } | Phase::FailingOver { old, .. } => old,
+            Phase::WriterLost { old, .. } | Phase::Settling { old, .. } | Phase::FailingOver { old, .. } => old,
             Phase::Switchover { from, .. } => Some(from),
             Phase::Starting | Phase::Steady => self.writer,
         }
@@ -455,8 +482,68 @@ impl Machine {
         t.last_count_at = now;
         match &obs.result {
             Err(failure) => self.on_probe_failed(n, failure.clone(), out),
-            Ok(status) if status.in_recovery => self.on_standby_seen(n, status, obs.at, out),
-            Ok(status) => self.on_primary_seen(n, status, obs.at, out),
+            Ok(status) => {
+                // Any answer on a timeline newer than every one routed here proves that timeline
+                // exists: older primaries are history from now on, whatever their health says.
+                let newer = status.timeline > self.writer_timeline.unwrap_or(0);
+                if status.in_recovery {
+                    self.on_standby_seen(n, status, obs.at, out);
+                } else {
+                    self.on_primary_seen(n, status, obs.at, newer, out);
+                }
+                if newer {
+                    self.raise_floor(n, status.timeline, out);
+                }
+            }
+        }
+    }
+
+    /// A timeline newer than any routed here exists (`n` answered on it): it becomes the floor,
+    /// so no primary on an older one is adopted or kept (rule 1 fences the writer if it is one).
+    fn raise_floor(&mut self, n: NodeId, timeline: u32, out: &mut Vec<Action>) {
+        let before = self.writer_timeline.unwrap_or(0);
+        let ours = self.promoting_from.is_some_and(|(p, _)| p == n);
+        let quiet = before == 0 || ours;
+        self.set_floor(timeline, (!quiet).then(|| format!("{} answers on timeline {timeline}", self.name(n))), Some(n), out);
+    }
+
+    /// A peer's report. A timeline above ours is a promotion we did not see (made while this
+    /// instance was down or cut off): it becomes the floor at once, so a primary it replaced is
+    /// never adopted here, however it comes back. The writer it reaches is remembered with
+    /// whether we had lost it then ([`Blocked::PeerReachesWriter`]).
+    fn on_peer_report(&mut self, peer: std::net::Ipv4Addr, report: &PeerReport, out: &mut Vec<Action>) {
+        let Some(i) = self.p.peers.iter().position(|p| *p == peer) else {
+            log(out, Level::Warn, format!("report from {peer}, not a configured peer: ignored"));
+            return;
+        };
+        let reached = report.writer.as_deref().and_then(|name| self.p.nodes.iter().position(|n| n.name == name));
+        let lost_here = reached.is_some_and(|w| !self.reaches(w));
+        self.peer_reports[i] = Some((report.clone(), lost_here));
+        let timeline = report.timeline;
+        if timeline > self.writer_timeline.unwrap_or(0) {
+            self.set_floor(timeline, Some(format!("peer {peer} knows timeline {timeline}")), None, out);
+        }
+    }
+
+    /// The floor becomes `timeline` (`why` logged unless `None`); a writer routed here on an
+    /// older timeline is unrouted, unless `newer` (the node that showed the timeline) is a
+    /// usable primary rule 1 routes next in one map write.
+    fn set_floor(&mut self, timeline: u32, why: Option<String>, newer: Option<NodeId>, out: &mut Vec<Action>) {
+        let before = self.writer_timeline.unwrap_or(0);
+        self.writer_timeline = Some(timeline);
+        if let Some(why) = why {
+            log(out, Level::Warn, format!("{why}, newer than any routed here ({before}): primaries on older timelines get no writes"));
+        }
+        // The writer routed here (still debouncing its failures, say) is on an older timeline:
+        // it is history, whatever its health says. (A newer primary is routed by rule 1 next,
+        // in one map write.)
+        if let Some(w) = self.writer
+            && Some(w) != newer
+            && newer.is_none_or(|n| self.nodes[n].usable_primary().is_none())
+            && self.nodes[w].status.as_ref().is_some_and(|s| s.timeline < timeline)
+        {
+            log(out, Level::Warn, format!("writes refused: the writer {} is on an older timeline than {timeline}", self.name(w)));
+            self.route_writer(None, out);
         }
     }
 
@@ -476,9 +563,17 @@ impl Machine {
     }
 
     /// Role handler: the node answered as a primary. A primary above the timeline of a
-    /// promotion in flight is that promotion's outcome (or a newer one): the hold ends.
-    fn on_primary_seen(&mut self, n: NodeId, status: &NodeStatus, at: Duration, out: &mut Vec<Action>) {
-        self.count_success(n, status, at, out);
+    /// promotion in flight is that promotion's outcome (or a newer one): the hold ends. A
+    /// primary on a timeline newer than any routed here (`newer`) is the newest there is: it
+    /// counts as up at once, and a fence on it (from before its promotion, perhaps restored
+    /// from the state file) no longer applies.
+    fn on_primary_seen(&mut self, n: NodeId, status: &NodeStatus, at: Duration, newer: bool, out: &mut Vec<Action>) {
+        if newer && self.nodes[n].fence.is_some() {
+            self.lift_fence(n);
+            let msg = format!("{} is a primary on timeline {}, newer than any routed here: its fence no longer applies", self.name(n), status.timeline);
+            log(out, Level::Warn, msg);
+        }
+        self.count_success(n, status, at, newer, out);
         if self.writer == Some(n) {
             self.writer_timeline = self.writer_timeline.max(Some(status.timeline));
             self.writer_lsn = status.current_lsn.or(self.writer_lsn);
@@ -497,7 +592,7 @@ impl Machine {
     /// writer's timeline has been rejoined; the node of a promotion in flight that is still a
     /// standby on the old timeline was not promoted.
     fn on_standby_seen(&mut self, n: NodeId, status: &NodeStatus, at: Duration, out: &mut Vec<Action>) {
-        self.count_success(n, status, at, out);
+        self.count_success(n, status, at, false, out);
         if self.nodes[n].fence.is_some() && self.writer_timeline == Some(status.timeline) {
             self.lift_fence(n);
             let msg = format!("{} rejoined: in recovery on the writer's timeline {}", self.name(n), status.timeline);
@@ -513,8 +608,8 @@ impl Machine {
         }
     }
 
-    fn count_success(&mut self, n: NodeId, status: &NodeStatus, at: Duration, out: &mut Vec<Action>) {
-        let immediate = self.old_writer() == Some(n);
+    fn count_success(&mut self, n: NodeId, status: &NodeStatus, at: Duration, newest_primary: bool, out: &mut Vec<Action>) {
+        let immediate = self.old_writer() == Some(n) || newest_primary;
         let up_after = self.p.up_after;
         let t = &mut self.nodes[n];
         t.failures = 0;
@@ -580,6 +675,11 @@ impl Machine {
                     t.last_repoint = Some(now);
                 }
             }
+            (Action::Repoint { node, .. }, Ok(())) => {
+                if let Some(t) = self.nodes.get_mut(*node) {
+                    t.repoint_done_at = Some(now);
+                }
+            }
             (Action::Rejoin { node, .. }, result) if *node < self.nodes.len() => self.on_rejoin_done(*node, result, now, out),
             _ => {}
         }
@@ -630,6 +730,7 @@ impl Machine {
                 Phase::Starting => self.on_starting(now, out),
                 Phase::Steady => self.on_steady(event, now, out),
                 Phase::WriterLost { old, since } => self.on_writer_lost(old, since, now, out),
+                Phase::Settling { old, candidate, since, deadline } => self.on_settling(old, candidate, since, deadline, now, out),
                 Phase::FailingOver { old, candidate, deadline } => {
                     self.on_failing_over(old, candidate, deadline, event, now, out)
                 }
@@ -648,7 +749,10 @@ impl Machine {
     fn on_starting(&mut self, now: Duration, out: &mut Vec<Action>) {
         let started = self.started_at.unwrap_or(now);
         let all_seen = self.nodes.iter().all(|t| t.last_obs_at.is_some());
-        if !all_seen && now < started + self.p.detection_time() {
+        // A peer may know a newer timeline than the state file (a promotion made while this
+        // instance was down): hear one before choosing, unless it stays silent.
+        let peer_known = !self.p.vrrp_enabled || self.p.peers.is_empty() || self.peer_reports.iter().any(Option::is_some);
+        if !(all_seen && peer_known) && now < started + self.p.detection_time() {
             return;
         }
         match self.apply_rule1(self.last_writer, out) {
@@ -673,7 +777,9 @@ impl Machine {
     /// keep the standbys pointed at it.
     fn on_steady(&mut self, event: Option<&Event>, now: Duration, out: &mut Vec<Action>) {
         let Some(w) = self.writer else {
-            self.phase = Phase::WriterLost { old: None, since: now };
+            // Unrouted outside the phase handlers (a newer timeline showed up): the last writer
+            // is the one being replaced.
+            self.phase = Phase::WriterLost { old: self.last_writer, since: now };
             return;
         };
         if let Some(Event::Admin(AdminCommand::Switchover { to })) = event {
@@ -708,6 +814,11 @@ impl Machine {
             out.push(Action::Alert(Alert::WriterChanged { from: Some(w), to: c, timeline: tl }));
             self.route_writer(Some(c), out);
         }
+        if self.writer.is_none() {
+            // Rule 1 fenced the writer (a newer timeline exists) and nobody is usable on it yet.
+            self.phase = Phase::WriterLost { old: Some(w), since: now };
+            return;
+        }
         self.repoint_misdirected(now, out);
     }
 
@@ -730,7 +841,7 @@ impl Machine {
             return;
         }
         match self.failover_check(old, since, now) {
-            Ok(candidate) => self.start_failover(old, candidate, now, out),
+            Ok(candidate) => self.start_settling(old, candidate, now, out),
             Err(reason) => {
                 let changed = self.blocked.as_ref().is_none_or(|b| discriminant(b) != discriminant(&reason));
                 if changed {
@@ -739,6 +850,19 @@ impl Machine {
                     if !matches!(reason, Blocked::Debouncing { .. }) {
                         out.push(Action::Alert(Alert::FailoverBlocked { writer: old, reason: reason.clone() }));
                     }
+                }
+                // The old writer is down and no standby follows it: whoever can fail over (a
+                // master out of our sight among them) may be promoting. Writes stop here until
+                // a probe shows it a primary again on the newest timeline known here; it would
+                // otherwise get them the moment it comes back, stale or not.
+                if self.writer.is_some()
+                    && self.writer == old
+                    && !matches!(reason, Blocked::Debouncing { .. })
+                    && self.streaming_standby(old).is_none()
+                {
+                    let writer = old.map_or("none", |o| self.name(o));
+                    log(out, Level::Warn, format!("writes refused: the writer {writer} is down and no reachable standby streams from it"));
+                    self.route_writer(None, out);
                 }
                 self.blocked = Some(reason);
             }
@@ -861,13 +985,14 @@ impl Machine {
     fn apply_rule1(&mut self, previous: Option<NodeId>, out: &mut Vec<Action>) -> Option<NodeId> {
         let floor = self.writer_timeline.unwrap_or(0);
         let mut primaries: Vec<(NodeId, u32)> = Vec::new();
+        let mut older: Vec<(NodeId, u32)> = Vec::new();
         for n in 0..self.nodes.len() {
             if self.promoting(n) {
                 continue;
             }
             let Some(tl) = self.nodes[n].usable_primary().map(|s| s.timeline) else { continue };
             if tl < floor {
-                self.fence(n, FenceReason::OlderTimeline { timeline: tl, writer_timeline: floor }, out);
+                older.push((n, tl));
                 continue;
             }
             if let Some((p, from)) = self.promoting_from
@@ -886,6 +1011,7 @@ impl Machine {
         {
             self.route_writer(Some(w), out);
         }
+        let fences = fences.into_iter().chain(older.into_iter().map(|(n, tl)| (n, FenceReason::OlderTimeline { timeline: tl, writer_timeline: floor })));
         for (n, reason) in fences {
             self.fence(n, reason, out);
         }
@@ -987,29 +1113,36 @@ impl Machine {
         if !rules::has_quorum(votes, members) {
             return Err(Blocked::NoQuorum { votes, members });
         }
-        for (n, t) in self.nodes.iter().enumerate() {
-            let Some(s) = t.usable_standby() else { continue };
-            let streaming = match old {
-                Some(o) => s.streams_from(&self.p.nodes[o]) && self.streams_from_possible_primary(s),
-                // No known writer: a standby streaming from something not a standby means a
-                // primary we cannot see.
-                None => self.streams_from_possible_primary(s),
-            };
-            if streaming && Some(n) != old {
-                return Err(Blocked::StandbyStreaming { standby: n });
-            }
+        if let Some(standby) = self.streaming_standby(old) {
+            return Err(Blocked::StandbyStreaming { standby });
+        }
+        if let Some(o) = old
+            && let Some(i) = self.peer_reports.iter().position(|r| {
+                r.as_ref().is_some_and(|(r, lost_here)| *lost_here && r.writer.as_deref() == Some(self.name(o)))
+            })
+        {
+            return Err(Blocked::PeerReachesWriter { peer: self.p.peers[i] });
         }
         if let Some((p, _)) = self.promoting_from {
             return Err(Blocked::PromotionUnsettled { node: p });
         }
         // The synchronous standbys are every node but the old writer (`SetSyncStandbys` lists
-        // them all, fenced ones too): a fenced node that streams may hold the last commit.
-        let others = self.nodes.len().saturating_sub(1);
+        // them all, fenced ones too): a fenced node that streams may hold the last commit. A node
+        // that answers on an older timeline (a stale primary, a standby off the writer's
+        // history) holds no commit of the writer's timeline, so it does not count.
+        let floor = self.writer_timeline.unwrap_or(0);
+        let stale = |n: NodeId| {
+            let t = &self.nodes[n];
+            t.up() && t.status.as_ref().is_some_and(|s| s.timeline < floor)
+        };
+        let listed = (0..self.nodes.len()).filter(|&n| Some(n) != old && !stale(n)).count();
+        // Without a known old writer, one of the listed nodes was it.
+        let others = listed.saturating_sub(usize::from(old.is_none()));
         let visible = |n: NodeId| {
             let t = &self.nodes[n];
             t.up() && t.status.as_ref().is_some_and(|s| s.in_recovery)
         };
-        let reachable = (0..self.nodes.len()).filter(|&n| Some(n) != old && visible(n)).count();
+        let reachable = (0..self.nodes.len()).filter(|&n| Some(n) != old && visible(n) && !stale(n)).count();
         let sync_needed = rules::sync_standbys_needed(others, self.p.synchronous_count);
         if reachable < sync_needed {
             return Err(Blocked::SyncStandbysUnreachable { reachable, needed: sync_needed });
@@ -1027,9 +1160,15 @@ impl Machine {
         }
         // Rank only final positions: a standby still receiving could overtake the first.
         let on_timeline = |s: &NodeStatus| self.writer_timeline.is_none_or(|tl| s.timeline == tl);
-        let moving = (0..self.nodes.len()).filter(|&n| Some(n) != old && visible(n)).find(|&n| {
+        // A standby catching up from another visible standby (a cascade) can never pass its
+        // upstream, whose own position is checked here: its movement holds nothing back. The
+        // old writer counts as one once it answers in recovery (a switchover's demoted node).
+        let bounded_by_checked = |s: &NodeStatus| {
+            s.wal_receiver.as_ref().filter(|r| r.is_streaming()).and_then(|r| self.sender_node(r)).is_some_and(visible)
+        };
+        let moving = (0..self.nodes.len()).filter(|&n| visible(n)).find(|&n| {
             let t = &self.nodes[n];
-            t.status.as_ref().is_some_and(|s| on_timeline(s) && s.received() != t.prev_received)
+            t.status.as_ref().is_some_and(|s| on_timeline(s) && s.received() != t.prev_received && !bounded_by_checked(s))
         });
         if let Some(standby) = moving {
             return Err(Blocked::PositionsMoving { standby });
@@ -1077,9 +1216,23 @@ impl Machine {
         Ok(best.node)
     }
 
-    /// (votes, members): this instance, every reachable node, every peer heard recently.
+    /// A reachable standby that still streams from `old` (with no known old writer: from
+    /// something not a standby, a primary out of sight): the old writer is alive.
+    fn streaming_standby(&self, old: Option<NodeId>) -> Option<NodeId> {
+        (0..self.nodes.len()).find(|&n| {
+            let Some(s) = self.nodes[n].usable_standby() else { return false };
+            let streaming = match old {
+                Some(o) => s.streams_from(&self.p.nodes[o]) && self.streams_from_possible_primary(s),
+                None => self.streams_from_possible_primary(s),
+            };
+            streaming && Some(n) != old
+        })
+    }
+
+    /// (votes, members): this instance, every reachable node (up, and its last probe answered:
+    /// a node failing probes, not yet debounced down, gives no vote), every peer heard recently.
     fn quorum(&self, now: Duration) -> (usize, usize) {
-        let nodes = self.nodes.iter().filter(|t| t.up()).count();
+        let nodes = self.nodes.iter().filter(|t| t.up() && t.failures == 0).count();
         let peers = self.peers_heard.iter().flatten().filter(|&&h| now.saturating_sub(h) <= self.p.peer_timeout).count();
         (1 + nodes + peers, self.p.members())
     }
@@ -1091,33 +1244,90 @@ impl Machine {
         self.promoting_from = Some((n, from));
     }
 
-    fn start_failover(&mut self, old: Option<NodeId>, candidate: NodeId, now: Duration, out: &mut Vec<Action>) {
+    /// Failover, step one: every guard holds for `candidate`. Refuse writes (this load
+    /// balancer sends nothing more to the old writer) and point every other reachable standby at
+    /// the candidate, so none of them can acknowledge another commit of the old writer (alive
+    /// somewhere, or coming back) that the promoted node would lack. The ranking is done again
+    /// on positions probed after that ([`Self::on_settling`]).
+    fn start_settling(&mut self, old: Option<NodeId>, candidate: NodeId, now: Duration, out: &mut Vec<Action>) {
         let (votes, members) = self.quorum(now);
-        let received = self.nodes[candidate].status.as_ref().and_then(NodeStatus::received).unwrap_or_default();
         let why = match old {
             Some(o) => format!("{} failed {} consecutive probes", self.name(o), self.nodes[o].failures),
             None => format!("no primary for {:?}", self.p.detection_time()),
         };
         let msg = format!(
-            "failover: promoting {} (received {received:#x}, priority {}) because {why}; quorum {votes} of {members}; no reachable standby streams from the old writer",
-            self.name(candidate),
-            self.p.nodes[candidate].priority
+            "failover: {} is the candidate because {why}; quorum {votes} of {members}; no reachable standby streams from the old writer; writes refused and the other standbys pointed at it before the final ranking",
+            self.name(candidate)
         );
         log(out, Level::Warn, msg);
         out.push(Action::Alert(Alert::FailoverStarted { from: old, candidate }));
         if self.writer.is_some() {
             self.route_writer(None, out);
         }
+        self.settling.clear();
+        for n in 0..self.nodes.len() {
+            if n != candidate && Some(n) != old && self.nodes[n].usable_standby().is_some() {
+                out.push(Action::Repoint { node: n, primary: candidate });
+                self.nodes[n].last_repoint = Some(now);
+                self.settling.push(n);
+            }
+        }
+        self.blocked = None;
+        let deadline = now + self.p.probe_interval * SETTLE_INTERVALS;
+        self.phase = Phase::Settling { old, candidate, since: now, deadline };
+    }
+
+    /// Failover, step two: the standbys' positions as probed after they stopped following the
+    /// old writer (each one's probe taken after its re-point was done; the candidate's after the
+    /// writes were refused), or what is known at the deadline. Every guard is checked again on
+    /// them, the best candidate ranked again — it may differ — and promoted.
+    fn on_settling(&mut self, old: Option<NodeId>, candidate: NodeId, since: Duration, deadline: Duration, now: Duration, out: &mut Vec<Action>) {
+        // The old writer (or a newer primary) answering ends it, as in WriterLost.
+        if let Some(c) = self.apply_rule1(old.or(self.last_writer), out) {
+            let tl = self.writer_timeline.unwrap_or_default();
+            log(out, Level::Warn, format!("failover called off: {} is a primary on timeline {tl}: it becomes the writer", self.name(c)));
+            if Some(c) != old {
+                out.push(Action::Alert(Alert::WriterChanged { from: old, to: c, timeline: tl }));
+            }
+            self.route_writer(Some(c), out);
+            self.phase = Phase::Steady;
+            return;
+        }
+        let fresh = |n: NodeId| {
+            let t = &self.nodes[n];
+            t.repoint_done_at.is_some_and(|d| d >= since && t.status_at >= d)
+        };
+        let settled = self.nodes[candidate].status_at >= since && self.settling.iter().all(|&n| fresh(n));
+        if !settled && now < deadline {
+            return;
+        }
+        match self.failover_check(old, Duration::ZERO, now) {
+            Ok(best) => self.start_promotion(old, best, now, out),
+            Err(reason) => {
+                let writer = old.map_or("none", |o| self.name(o));
+                log(out, Level::Warn, format!("failover held back after the standbys were read again (writer was {writer}): {reason}"));
+                out.push(Action::Alert(Alert::FailoverBlocked { writer: old, reason: reason.clone() }));
+                self.blocked = Some(reason);
+                self.phase = Phase::WriterLost { old, since: now };
+            }
+        }
+    }
+
+    /// Failover, step three: promote `candidate` (durably noted first).
+    fn start_promotion(&mut self, old: Option<NodeId>, candidate: NodeId, now: Duration, out: &mut Vec<Action>) {
+        let received = self.nodes[candidate].status.as_ref().and_then(NodeStatus::received).unwrap_or_default();
+        let msg = format!("failover: promoting {} (received {received:#x}, priority {})", self.name(candidate), self.p.nodes[candidate].priority);
+        log(out, Level::Warn, msg);
         self.note_promotion(candidate);
         out.push(Action::Promote { node: candidate });
-        self.blocked = None;
         self.phase = Phase::FailingOver { old, candidate, deadline: now + self.p.promote_timeout };
     }
 
-    /// Whether a probe already shows `n` promoted: a primary on a newer timeline.
+    /// Whether a probe already shows `n` promoted: a primary above the timeline it was promoted
+    /// from.
     fn promoted_by_probe(&self, n: NodeId) -> bool {
-        let old_tl = self.writer_timeline.unwrap_or(0);
-        self.nodes[n].usable_primary().is_some_and(|s| s.timeline > old_tl)
+        let from = self.promoting_from.filter(|(p, _)| *p == n).map_or(self.writer_timeline.unwrap_or(0), |(_, tl)| tl);
+        self.nodes[n].usable_primary().is_some_and(|s| s.timeline > from)
     }
 
     /// The promotion's outcome is unknown (an error may come after the server acted): the
@@ -1136,9 +1346,9 @@ impl Machine {
     /// synchronous_standby_names meaningful (a backup only observes).
     fn finish_promotion(&mut self, new: NodeId, how: Promotion, now: Duration, out: &mut Vec<Action>) {
         let probed_tl = self.nodes[new].usable_primary().map(|s| s.timeline);
-        let before = self.writer_timeline.unwrap_or(0);
-        let tl = probed_tl.unwrap_or(before + 1).max(before + 1);
-        self.writer_timeline = Some(tl);
+        let from = self.promoting_from.filter(|(p, _)| *p == new).map_or(self.writer_timeline.unwrap_or(0), |(_, tl)| tl);
+        let tl = probed_tl.unwrap_or(from + 1).max(from + 1);
+        self.writer_timeline = self.writer_timeline.max(Some(tl));
         self.promoting_from = None;
         self.writer_lsn = self.nodes[new].status.as_ref().and_then(|s| s.current_lsn.or(s.received()));
         // The promoted node's last probe may still say "standby": it is the primary now.
@@ -1307,8 +1517,11 @@ impl Machine {
         for n in 0..self.nodes.len() {
             let t = &self.nodes[n];
             let former_primary = matches!(t.fence, Some(FenceReason::Replaced { .. } | FenceReason::OlderTimeline { .. }));
+            // Never rewind a node that is a primary on the writer's timeline or a newer one.
+            let writer_tl = self.writer_timeline.unwrap_or(0);
+            let not_older = t.status.as_ref().is_some_and(|s| !s.in_recovery && s.timeline >= writer_tl);
             let r = t.rejoin;
-            if n == w || !former_primary || !t.up() || r.in_flight || r.succeeded || r.not_before.is_some_and(|nb| now < nb) {
+            if n == w || !former_primary || not_older || !t.up() || r.in_flight || r.succeeded || r.not_before.is_some_and(|nb| now < nb) {
                 continue;
             }
             let t = &mut self.nodes[n];
@@ -1334,7 +1547,7 @@ impl Machine {
         let reachable = match self.phase {
             Phase::Starting => return,
             Phase::Steady => self.writer.is_some_and(|w| self.nodes[w].up() && self.nodes[w].failures < self.p.failover_after),
-            Phase::FailingOver { .. } | Phase::Switchover { .. } => true,
+            Phase::Settling { .. } | Phase::FailingOver { .. } | Phase::Switchover { .. } => true,
             Phase::WriterLost { since, .. } => {
                 let holding = matches!(self.blocked, Some(ref b) if !matches!(b, Blocked::Debouncing { .. }));
                 self.is_master() && !(holding && now.saturating_sub(since) >= self.p.track_hold)

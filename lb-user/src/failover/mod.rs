@@ -51,13 +51,20 @@
 //!  Steady         writer answers in recovery                      SetWriter(None)                WriterLost{w}
 //!  Steady         other primary, same timeline                    Fence(SplitBrain), Alert       Steady
 //!  Steady         other primary, older timeline                   Fence(OlderTimeline)           Steady
-//!  Steady         other primary, newer timeline                   Fence(w), SetWriter(c), Alert  Steady
+//!  Steady         other primary, newer timeline                   SetWriter(c), Fence(w), Alert  Steady
 //!  Steady         standby off the writer for repoint_after        Repoint                        Steady
 //!  Steady         Admin Switchover{to}, checks pass               SetWriter(None)                Switchover/CatchingUp
 //!  Steady         Admin Switchover{to}, checks fail               Alert(SwitchoverRejected)      Steady
 //!  WriterLost     rule 1 finds a primary (old one preferred)      SetWriter(c) if changed        Steady
-//!  WriterLost     every guard holds, candidate c                  Alert, SetWriter(None),        FailingOver
-//!                                                                 Promote(c)
+//!  WriterLost     every guard holds, candidate c                  Alert(FailoverStarted),        Settling
+//!                                                                 SetWriter(None), Repoint other
+//!                                                                 reachable standbys → c
+//!  Settling       c probed since, and each re-pointed standby     Persist(promoting), Promote(c) FailingOver
+//!                 probed after its re-point was done (or
+//!                 SETTLE_INTERVALS probe intervals passed);
+//!                 every guard holds again, best candidate c'      (c' may differ from c)
+//!  Settling       a guard holds back on the new positions         Alert(FailoverBlocked)         WriterLost
+//!  Settling       rule 1 finds a primary                          SetWriter(c) if changed        Steady
 //!  WriterLost     a guard holds back                              Log + Alert(FailoverBlocked)   WriterLost
 //!                                                                 when the reason changes
 //!  FailingOver    Promote done ok, or c probed as primary on a    SetWriter(c), Fence(old),      Steady

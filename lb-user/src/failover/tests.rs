@@ -88,8 +88,15 @@ struct H {
 }
 
 impl H {
+    /// With VRRP peers, the first peer reports timeline 1 at once, as a running peer does (a
+    /// starting machine waits for a peer's timeline; the peer tests below say otherwise).
     fn new(p: Params) -> H {
-        H { m: Machine::new(p), now: ms(1000) }
+        let peer = p.peers.first().copied().filter(|_| p.vrrp_enabled);
+        let mut h = H { m: Machine::new(p), now: ms(1000) };
+        if let Some(peer) = peer {
+            h.ev(Event::PeerReport { peer, report: PeerReport { timeline: 1, writer: None } });
+        }
+        h
     }
 
     /// One event at `now`. Every call also checks the daemon's loop contract: the next deadline
@@ -166,6 +173,31 @@ fn steady(nodes: usize) -> H {
     h
 }
 
+/// [`crash_writer`], then failover's settling step: the re-points it asked for reported done
+/// and one more round of probes; returns the actions of both (the settling round's include the
+/// `Promote`).
+fn crash_and_settle(h: &mut H, standbys: Vec<Result<NodeStatus, ProbeFailure>>) -> Vec<Action> {
+    let mut out = crash_writer(h, standbys.clone());
+    out.extend(settle(h, &out.clone(), standbys));
+    out
+}
+
+/// Reports every `Repoint` in `decided` done, then runs one round (the writer down, the
+/// standbys as given): the positions read after the re-points.
+fn settle(h: &mut H, decided: &[Action], standbys: Vec<Result<NodeStatus, ProbeFailure>>) -> Vec<Action> {
+    let mut out = Vec::new();
+    h.now += ms(30);
+    for a in decided {
+        if let Action::Repoint { .. } = a {
+            out.extend(h.done(a.clone(), Ok(())));
+        }
+    }
+    let mut results = vec![down()];
+    results.extend(standbys);
+    out.extend(h.round(results));
+    out
+}
+
 /// Brings the writer down with `failover_after` failed probes while the standbys answer
 /// `standbys`; returns the last round's actions.
 fn crash_writer(h: &mut H, standbys: Vec<Result<NodeStatus, ProbeFailure>>) -> Vec<Action> {
@@ -183,8 +215,8 @@ fn crash_writer(h: &mut H, standbys: Vec<Result<NodeStatus, ProbeFailure>>) -> V
 #[test]
 fn startup_waits_for_every_node_then_routes_the_primary() {
     let mut h = H::new(params(3));
-    assert!(h.probe(PG1, primary(1, 1000)).is_empty());
-    assert!(h.probe(PG2, standby(1, 1000, Some(PG1))).is_empty());
+    assert!(split(h.probe(PG1, primary(1, 1000))).0.is_empty());
+    assert!(split(h.probe(PG2, standby(1, 1000, Some(PG1)))).0.is_empty());
     assert_eq!(h.m.phase(), Phase::Starting);
     let (actions, _) = split(h.probe(PG3, standby(1, 1000, Some(PG1))));
     assert_eq!(actions, [Action::SetWriter { node: Some(PG1) }, Action::SetReaders { nodes: vec![PG2, PG3] }]);
@@ -300,6 +332,20 @@ fn newer_timeline_primary_takes_over_the_writer() {
 
 // ----- rule 2: failover guards ---------------------------------------------------------------
 
+/// A standby answering on a newer timeline while the writer is failing probes (not yet
+/// declared down): the writer is history, its writes are refused at once, and it stays the old
+/// writer the failover replaces.
+#[test]
+fn a_newer_timeline_on_a_standby_unroutes_a_debouncing_writer() {
+    let mut h = steady(3);
+    h.round(vec![down(), standby(1, 1000, Some(PG1)), standby(1, 1000, Some(PG1))]);
+    assert_eq!(h.m.writer(), Some(PG1), "one failed probe keeps the writer routed");
+    let (actions, logs) = split(h.probe(PG3, standby(2, 1100, None)));
+    assert!(actions.contains(&Action::SetWriter { node: None }), "{actions:?}");
+    assert_logged(&logs, "writes refused: the writer pg1 is on an older timeline than 2");
+    assert!(matches!(h.m.phase(), Phase::WriterLost { old: Some(PG1), .. }), "{:?}", h.m.phase());
+}
+
 #[test]
 fn writer_failures_are_debounced() {
     let mut h = steady(3);
@@ -319,7 +365,7 @@ fn writer_failures_are_debounced() {
 fn crash_with_streaming_standbys_cut_off_means_no_failover() {
     // The primary is cut from this load balancer but still streams to both standbys.
     let mut h = steady(3);
-    let last = crash_writer(&mut h, vec![standby(1, 1100, Some(PG1)), standby(1, 1100, Some(PG1))]);
+    let last = crash_and_settle(&mut h, vec![standby(1, 1100, Some(PG1)), standby(1, 1100, Some(PG1))]);
     let (actions, logs) = split(last);
     assert_eq!(
         actions,
@@ -335,24 +381,43 @@ fn crash_with_streaming_standbys_cut_off_means_no_failover() {
     assert_eq!(h.m.phase(), Phase::Steady);
 }
 
+/// Failover in two steps: the decision refuses writes and points the other standbys at the
+/// candidate; once their positions are read again, the best is ranked again and promoted.
 #[test]
 fn crash_promotes_the_most_advanced_standby() {
     let mut h = steady(3);
     let last = crash_writer(&mut h, vec![standby(1, 1000, None), standby(1, 1100, None)]);
-    let (actions, logs) = split(last);
+    let (actions, logs) = split(last.clone());
     assert_eq!(
         actions,
         [
             Action::Alert(Alert::FailoverStarted { from: Some(PG1), candidate: PG3 }),
             Action::SetWriter { node: None },
-            Action::Promote { node: PG3 },
-            Action::SetReaders { nodes: vec![PG2] },
+            Action::Repoint { node: PG2, primary: PG3 },
         ]
     );
     assert_logged(&logs, "pg1 is down: 3 consecutive failed probes");
+    assert_logged(&logs, "failover: pg3 is the candidate");
+    assert!(matches!(h.m.phase(), Phase::Settling { old: Some(PG1), candidate: PG3, .. }));
+    // Not before pg2's position is read after its re-point.
+    let (actions, _) = split(h.probe(PG2, standby(1, 1000, None)));
+    assert!(actions.is_empty(), "{actions:?}");
+    let (actions, logs) = split(settle(&mut h, &last, vec![standby(1, 1000, Some(PG3)), standby(1, 1100, None)]));
+    assert_eq!(actions, [Action::Promote { node: PG3 }, Action::SetReaders { nodes: vec![PG2] }]);
     assert_logged(&logs, "failover: promoting pg3");
     assert!(matches!(h.m.phase(), Phase::FailingOver { old: Some(PG1), candidate: PG3, .. }));
     assert_eq!(h.state(PG3), NodeState::Promoting);
+}
+
+/// A standby that acknowledged more of the old writer's commits before its re-point (a
+/// client of another load balancer, say) is ranked on its position read afterwards: the
+/// promotion goes to it, not to the candidate chosen before.
+#[test]
+fn the_ranking_after_the_repoints_decides() {
+    let mut h = steady(3);
+    let last = crash_writer(&mut h, vec![standby(1, 1000, None), standby(1, 1100, None)]);
+    let (actions, _) = split(settle(&mut h, &last, vec![standby(1, 1200, Some(PG3)), standby(1, 1100, None)]));
+    assert!(actions.contains(&Action::Promote { node: PG2 }), "{actions:?}");
 }
 
 #[test]
@@ -362,14 +427,14 @@ fn candidate_ties_break_on_priority_then_name() {
     p.nodes[PG2].priority = 50;
     let mut h = H::new(p);
     h.round(vec![primary(1, 1000), standby(1, 1000, Some(PG1)), standby(1, 1000, Some(PG1)), standby(1, 1000, Some(PG1))]);
-    let (actions, _) = split(crash_writer(&mut h, vec![standby(1, 1000, None); 3]));
+    let (actions, _) = split(crash_and_settle(&mut h, vec![standby(1, 1000, None); 3]));
     assert!(actions.contains(&Action::Promote { node: PG3 }), "pg3 and pg4 tie on priority 100; pg3 sorts first: {actions:?}");
 }
 
 #[test]
 fn promotion_success_switches_writer_fences_old_repoints_and_sets_sync() {
     let mut h = steady(3);
-    crash_writer(&mut h, vec![standby(1, 1000, None), standby(1, 1100, None)]);
+    crash_and_settle(&mut h, vec![standby(1, 1000, None), standby(1, 1100, None)]);
     let (actions, logs) = split(h.done(Action::Promote { node: PG3 }, Ok(())));
     assert_eq!(
         actions,
@@ -398,7 +463,7 @@ fn promotion_success_switches_writer_fences_old_repoints_and_sets_sync() {
 #[test]
 fn a_probe_showing_the_promotion_finishes_it_before_the_report() {
     let mut h = steady(3);
-    crash_writer(&mut h, vec![standby(1, 1000, None), standby(1, 1100, None)]);
+    crash_and_settle(&mut h, vec![standby(1, 1000, None), standby(1, 1100, None)]);
     let (actions, _) = split(h.probe(PG3, primary(2, 1100)));
     assert_eq!(actions[0], Action::SetWriter { node: Some(PG3) });
     assert_eq!(h.m.phase(), Phase::Steady);
@@ -412,7 +477,7 @@ fn a_probe_showing_the_promotion_finishes_it_before_the_report() {
 #[test]
 fn promotion_failure_tries_the_next_candidate_once_the_first_is_seen_unpromoted() {
     let mut h = steady(3);
-    crash_writer(&mut h, vec![standby(1, 1100, None), standby(1, 1100, None)]);
+    crash_and_settle(&mut h, vec![standby(1, 1100, None), standby(1, 1100, None)]);
     let (actions, logs) = split(h.done(Action::Promote { node: PG2 }, Err("permission denied".into())));
     assert_eq!(
         actions,
@@ -427,12 +492,10 @@ fn promotion_failure_tries_the_next_candidate_once_the_first_is_seen_unpromoted(
     assert_logged(&logs, "pg2 is still a standby on timeline 1: it was not promoted");
     assert_eq!(
         actions,
-        [
-            Action::Alert(Alert::FailoverStarted { from: Some(PG1), candidate: PG3 }),
-            Action::Promote { node: PG3 },
-            Action::SetReaders { nodes: vec![PG2] },
-        ]
+        [Action::Alert(Alert::FailoverStarted { from: Some(PG1), candidate: PG3 }), Action::Repoint { node: PG2, primary: PG3 }]
     );
+    let (actions, _) = split(settle(&mut h, &actions, vec![standby(1, 1100, Some(PG3)), standby(1, 1100, None)]));
+    assert_eq!(actions, [Action::Promote { node: PG3 }, Action::SetReaders { nodes: vec![PG2] }]);
 }
 
 /// The first candidate turns out promoted after all (its report was lost): it is the writer,
@@ -440,7 +503,7 @@ fn promotion_failure_tries_the_next_candidate_once_the_first_is_seen_unpromoted(
 #[test]
 fn a_failed_promotion_that_happened_after_all_is_adopted() {
     let mut h = steady(3);
-    crash_writer(&mut h, vec![standby(1, 1100, None), standby(1, 1100, None)]);
+    crash_and_settle(&mut h, vec![standby(1, 1100, None), standby(1, 1100, None)]);
     h.done(Action::Promote { node: PG2 }, Err("connection reset".into()));
     let (actions, _) = split(h.probe(PG2, primary(2, 1100)));
     assert!(!actions.iter().any(|a| matches!(a, Action::Promote { .. })), "{actions:?}");
@@ -451,7 +514,7 @@ fn a_failed_promotion_that_happened_after_all_is_adopted() {
 #[test]
 fn promotion_timeout_counts_as_failure() {
     let mut h = steady(3);
-    crash_writer(&mut h, vec![standby(1, 1000, None), standby(1, 1100, None)]);
+    crash_and_settle(&mut h, vec![standby(1, 1000, None), standby(1, 1100, None)]);
     let deadline = h.m.next_deadline().unwrap();
     assert!(deadline <= h.now + Duration::from_secs(30));
     h.now += Duration::from_secs(30);
@@ -465,14 +528,20 @@ fn non_master_never_promotes_until_it_becomes_master() {
     p.vrrp_enabled = true;
     let mut h = H::new(p);
     h.round(vec![primary(1, 1000), standby(1, 1000, Some(PG1)), standby(1, 1000, Some(PG1))]);
-    let (actions, _) = split(crash_writer(&mut h, vec![standby(1, 1000, None), standby(1, 1000, None)]));
+    let (actions, _) = split(crash_and_settle(&mut h, vec![standby(1, 1000, None), standby(1, 1000, None)]));
     // A backup that lost the writer also says so for tracking.
     assert_eq!(
         actions,
-        [Action::Alert(Alert::FailoverBlocked { writer: Some(PG1), reason: Blocked::NotMaster }), Action::Track { writer_reachable: false }]
+        [
+            Action::Alert(Alert::FailoverBlocked { writer: Some(PG1), reason: Blocked::NotMaster }),
+            Action::SetWriter { node: None },
+            Action::Track { writer_reachable: false }
+        ]
     );
-    let (actions, logs) = split(h.ev(Event::VrrpRole { master: true }));
+    let decided = h.ev(Event::VrrpRole { master: true });
+    let (_, logs) = split(decided.clone());
     assert_logged(&logs, "vrrp master");
+    let (actions, _) = split(settle(&mut h, &decided, vec![standby(1, 1000, None), standby(1, 1000, Some(PG2))]));
     assert!(actions.contains(&Action::Promote { node: PG2 }), "{actions:?}");
 }
 
@@ -486,34 +555,59 @@ fn no_quorum_means_no_failover_until_a_peer_is_heard() {
     h.ev(Event::VrrpRole { master: true });
     h.round(vec![primary(1, 1000), standby(1, 1000, Some(PG1)), standby(1, 1000, Some(PG1))]);
     // pg1 and pg3 gone: 1 (self) + pg2 = 2 of 5.
-    let (actions, _) = split(crash_writer(&mut h, vec![standby(1, 1000, None), down()]));
+    let (actions, _) = split(crash_and_settle(&mut h, vec![standby(1, 1000, None), down()]));
     assert_eq!(
         actions,
-        [Action::Alert(Alert::FailoverBlocked { writer: Some(PG1), reason: Blocked::NoQuorum { votes: 2, members: 5 } })]
+        [Action::Alert(Alert::FailoverBlocked { writer: Some(PG1), reason: Blocked::NoQuorum { votes: 2, members: 5 } }), Action::SetWriter { node: None }]
     );
     assert_eq!(h.m.view().quorum, (2, 5));
-    let (actions, _) = split(h.ev(Event::PeerHeard { peer: Ipv4Addr::new(172, 20, 0, 22) }));
+    let decided = h.ev(Event::PeerHeard { peer: Ipv4Addr::new(172, 20, 0, 22) });
+    assert!(decided.contains(&Action::Alert(Alert::FailoverStarted { from: Some(PG1), candidate: PG2 })), "{decided:?}");
+    h.ev(Event::PeerHeard { peer: Ipv4Addr::new(172, 20, 0, 22) });
+    let (actions, _) = split(settle(&mut h, &decided, vec![standby(1, 1000, None), down()]));
     assert!(actions.contains(&Action::Promote { node: PG2 }), "{actions:?}");
+}
+
+/// A writer that is down while no standby follows it may be being replaced by a load balancer
+/// out of sight: while failover is blocked here, it gets no writes; one good probe as a
+/// primary on the newest timeline routes it again.
+#[test]
+fn a_down_writer_nothing_follows_gets_writes_again_only_once_probed() {
+    let mut p = params(3);
+    p.vrrp_enabled = true;
+    p.synchronous_count = 0;
+    p.peers = vec![Ipv4Addr::new(172, 20, 0, 22)];
+    let mut h = H::new(p);
+    h.ev(Event::VrrpRole { master: true });
+    h.round(vec![primary(1, 1000), standby(1, 1000, Some(PG1)), standby(1, 1000, Some(PG1))]);
+    let (actions, logs) = split(crash_writer(&mut h, vec![standby(1, 1000, None), down()]));
+    assert!(actions.contains(&Action::SetWriter { node: None }), "{actions:?}");
+    assert_logged(&logs, "writes refused: the writer pg1 is down and no reachable standby streams from it");
+    assert_eq!(h.m.writer(), None);
+    let (actions, logs) = split(h.round(vec![primary(1, 1000), standby(1, 1000, Some(PG1)), down()]));
+    assert_eq!(actions, [Action::SetWriter { node: Some(PG1) }]);
+    assert_logged(&logs, "writer pg1 answers again: kept");
+    assert_eq!(h.m.phase(), Phase::Steady);
 }
 
 #[test]
 fn sync_guard_blocks_when_a_standby_that_may_hold_the_last_commit_is_unreachable() {
     let mut h = steady(4);
     // pg4 is down too: with ANY 1 over pg2..pg4 all three must be visible.
-    let (actions, _) = split(crash_writer(&mut h, vec![standby(1, 1000, None), standby(1, 1000, None), down()]));
+    let (actions, _) = split(crash_and_settle(&mut h, vec![standby(1, 1000, None), standby(1, 1000, None), down()]));
     assert_eq!(
         actions,
-        [Action::Alert(Alert::FailoverBlocked {
-            writer: Some(PG1),
-            reason: Blocked::SyncStandbysUnreachable { reachable: 2, needed: 3 }
-        })]
+        [
+            Action::Alert(Alert::FailoverBlocked { writer: Some(PG1), reason: Blocked::SyncStandbysUnreachable { reachable: 2, needed: 3 } }),
+            Action::SetWriter { node: None }
+        ]
     );
     // pg4 comes back (three good probes): failover goes ahead, to the most advanced.
-    let mut last = Vec::new();
+    let mut decided = Vec::new();
     for _ in 0..3 {
-        last = h.round(vec![down(), standby(1, 1000, None), standby(1, 1000, None), standby(1, 1050, None)]);
+        decided.extend(h.round(vec![down(), standby(1, 1000, None), standby(1, 1000, None), standby(1, 1050, None)]));
     }
-    let (actions, _) = split(last);
+    let (actions, _) = split(settle(&mut h, &decided, vec![standby(1, 1000, Some(PG4)), standby(1, 1000, Some(PG4)), standby(1, 1050, None)]));
     assert!(actions.contains(&Action::Promote { node: PG4 }), "{actions:?}");
 }
 
@@ -522,7 +616,7 @@ fn standby_beyond_the_lag_limit_is_never_a_candidate() {
     let mut h = steady(3);
     h.round(vec![primary(1, 10 * MIB), standby(1, 10 * MIB, Some(PG1)), standby(1, 10 * MIB, Some(PG1))]);
     // pg2 stays far behind, pg3 is close: pg3 despite the name order.
-    let (actions, _) = split(crash_writer(&mut h, vec![standby(1, 7 * MIB, None), standby(1, 10 * MIB - 10, None)]));
+    let (actions, _) = split(crash_and_settle(&mut h, vec![standby(1, 7 * MIB, None), standby(1, 10 * MIB - 10, None)]));
     assert!(actions.contains(&Action::Promote { node: PG3 }), "{actions:?}");
 }
 
@@ -530,8 +624,8 @@ fn standby_beyond_the_lag_limit_is_never_a_candidate() {
 fn no_candidate_when_every_standby_lags() {
     let mut h = steady(3);
     h.round(vec![primary(1, 10 * MIB), standby(1, 10 * MIB, Some(PG1)), standby(1, 10 * MIB, Some(PG1))]);
-    let (actions, _) = split(crash_writer(&mut h, vec![standby(1, 7 * MIB, None), standby(1, 8 * MIB, None)]));
-    assert_eq!(actions, [Action::Alert(Alert::FailoverBlocked { writer: Some(PG1), reason: Blocked::NoCandidate })]);
+    let (actions, _) = split(crash_and_settle(&mut h, vec![standby(1, 7 * MIB, None), standby(1, 8 * MIB, None)]));
+    assert_eq!(actions, [Action::Alert(Alert::FailoverBlocked { writer: Some(PG1), reason: Blocked::NoCandidate }), Action::SetWriter { node: None }]);
 }
 
 #[test]
@@ -540,10 +634,13 @@ fn nofailover_standby_ahead_blocks_the_failover() {
     p.nodes[PG3].nofailover = true;
     let mut h = H::new(p);
     h.round(vec![primary(1, 1000), standby(1, 1000, Some(PG1)), standby(1, 1000, Some(PG1))]);
-    let (actions, _) = split(crash_writer(&mut h, vec![standby(1, 1000, None), standby(1, 1100, None)]));
+    let (actions, _) = split(crash_and_settle(&mut h, vec![standby(1, 1000, None), standby(1, 1100, None)]));
     assert_eq!(
         actions,
-        [Action::Alert(Alert::FailoverBlocked { writer: Some(PG1), reason: Blocked::CandidateBehind { candidate: PG2, ahead: PG3 } })]
+        [
+            Action::Alert(Alert::FailoverBlocked { writer: Some(PG1), reason: Blocked::CandidateBehind { candidate: PG2, ahead: PG3 } }),
+            Action::SetWriter { node: None }
+        ]
     );
 }
 
@@ -551,17 +648,20 @@ fn nofailover_standby_ahead_blocks_the_failover() {
 fn writer_in_recovery_refuses_writes() {
     let mut h = steady(3);
     let (actions, logs) = split(h.probe(PG1, standby(1, 1000, None)));
-    // pg2 and pg3 still say they stream from pg1, a standby now (a cascade hides no primary);
-    // their positions have been probed once only: no failover yet.
+    // pg2 and pg3 still say they stream from pg1, a standby now (a cascade hides no primary,
+    // and pg1's own position bounds theirs): failover starts; the promotion waits for the
+    // positions read after the re-point.
     assert_eq!(
         actions,
         [
             Action::SetWriter { node: None },
-            Action::Alert(Alert::FailoverBlocked { writer: Some(PG1), reason: Blocked::PositionsMoving { standby: PG2 } }),
+            Action::Alert(Alert::FailoverStarted { from: Some(PG1), candidate: PG2 }),
+            Action::Repoint { node: PG3, primary: PG2 },
             Action::SetReaders { nodes: vec![PG1, PG2, PG3] },
         ]
     );
     assert_logged(&logs, "is in recovery now");
+    assert!(matches!(h.m.phase(), Phase::Settling { candidate: PG2, .. }), "{:?}", h.m.phase());
 }
 
 #[test]
@@ -571,11 +671,11 @@ fn no_primary_at_all_fails_over_after_detection_time() {
     assert!(matches!(h.m.phase(), Phase::WriterLost { old: None, .. }));
     h.round(vec![down(), standby(1, 1000, None), standby(1, 1100, None)]);
     h.round(vec![down(), standby(1, 1000, None), standby(1, 1100, None)]);
-    let (actions, _) = split(h.round(vec![down(), standby(1, 1000, None), standby(1, 1100, None)]));
-    assert_eq!(
-        actions,
-        [Action::Alert(Alert::FailoverStarted { from: None, candidate: PG3 }), Action::Promote { node: PG3 }, Action::SetReaders { nodes: vec![PG2] }]
-    );
+    let decided = h.round(vec![down(), standby(1, 1000, None), standby(1, 1100, None)]);
+    let (actions, _) = split(decided.clone());
+    assert_eq!(actions, [Action::Alert(Alert::FailoverStarted { from: None, candidate: PG3 }), Action::Repoint { node: PG2, primary: PG3 }]);
+    let (actions, _) = split(settle(&mut h, &decided, vec![standby(1, 1000, Some(PG3)), standby(1, 1100, None)]));
+    assert_eq!(actions, [Action::Promote { node: PG3 }, Action::SetReaders { nodes: vec![PG2] }]);
 }
 
 // ----- rule 5: re-pointing --------------------------------------------------------------------
@@ -600,7 +700,7 @@ fn standby_streaming_elsewhere_is_repointed_after_the_grace() {
 #[test]
 fn fenced_node_rejoins_when_it_replicates_on_the_writers_timeline() {
     let mut h = steady(3);
-    crash_writer(&mut h, vec![standby(1, 1000, None), standby(1, 1100, None)]);
+    crash_and_settle(&mut h, vec![standby(1, 1000, None), standby(1, 1100, None)]);
     h.done(Action::Promote { node: PG3 }, Ok(()));
     assert_eq!(h.state(PG1), NodeState::NeedsRejoin);
     // Rewound, on timeline 1 still: not yet.
@@ -772,7 +872,7 @@ fn silence_counts_as_failure() {
 #[test]
 fn after_a_failover_the_deadline_moves_on() {
     let mut h = steady(3);
-    crash_writer(&mut h, vec![standby(1, 1000, None), standby(1, 1100, None)]);
+    crash_and_settle(&mut h, vec![standby(1, 1000, None), standby(1, 1100, None)]);
     h.done(Action::Promote { node: PG3 }, Ok(()));
     // pg2 follows pg3; pg1 stays dead. Every call checks next_deadline > now (H::ev).
     for _ in 0..40 {
@@ -891,14 +991,15 @@ fn switchover_target_lost_after_the_demote_fails_over_once_it_is_back() {
 #[test]
 fn a_restart_with_the_state_file_never_adopts_a_stale_primary() {
     let mut h = steady(3);
-    crash_writer(&mut h, vec![standby(1, 1000, None), standby(1, 1100, None)]);
+    crash_and_settle(&mut h, vec![standby(1, 1000, None), standby(1, 1100, None)]);
     let actions = h.done(Action::Promote { node: PG3 }, Ok(()));
     let Some(Action::Persist(durable)) = actions.first() else { panic!("a failover persists first: {actions:?}") };
     assert_eq!(durable.writer.as_deref(), Some("pg3"));
     assert_eq!(durable.timeline, 2);
     assert_eq!(durable.fences, [DurableFence { node: "pg1".into(), reason: "replaced".into(), timeline: 1, writer: Some("pg3".into()) }]);
-    // The hazard, without memory: pg1 restarted without a rejoin, pg3 unreachable.
-    let stale = vec![primary(1, 1500), standby(2, 1100, None), down()];
+    // The hazard, without memory: pg1 restarted without a rejoin, pg2 and pg3 out of sight (a
+    // standby seen on timeline 2 would have told even a fresh machine that timeline 1 is over).
+    let stale = vec![primary(1, 1500), down(), down()];
     let mut fresh = H::new(params(3));
     fresh.round(stale.clone());
     assert_eq!(fresh.m.writer(), Some(PG1), "without the state file the stale primary is adopted");
@@ -911,7 +1012,7 @@ fn a_restart_with_the_state_file_never_adopts_a_stale_primary() {
     assert_eq!(restored.state(PG1), NodeState::NeedsRejoin);
     assert_eq!(restored.m.view().writer_timeline, Some(2), "the timeline never goes backwards");
     // pg3 comes back: it is the writer again.
-    let (actions, _) = split(restored.round(vec![primary(1, 1500), standby(2, 1100, Some(PG3)), primary(2, 1100)]));
+    let (actions, _) = split(restored.round(vec![primary(1, 1500), down(), primary(2, 1100)]));
     assert!(actions.contains(&Action::SetWriter { node: Some(PG3) }), "{actions:?}");
 }
 
@@ -952,14 +1053,22 @@ fn a_promotion_in_flight_at_a_restart_holds_the_old_timeline_back() {
 fn persist_is_write_ahead_and_only_on_change() {
     let mut h = H::new(params(3));
     let actions = h.round(vec![primary(1, 1000), standby(1, 1000, Some(PG1)), standby(1, 1000, Some(PG1))]);
-    assert_eq!(actions[0], Action::Persist(Durable { writer: Some("pg1".into()), timeline: 1, fences: vec![], promoting: None }));
+    // The first answer on timeline 1 is durable at once; the writer when it is chosen.
+    let persisted: Vec<&Action> = actions.iter().filter(|a| matches!(a, Action::Persist(_))).collect();
+    assert_eq!(
+        persisted,
+        [
+            &Action::Persist(Durable { writer: None, timeline: 1, fences: vec![], promoting: None }),
+            &Action::Persist(Durable { writer: Some("pg1".into()), timeline: 1, fences: vec![], promoting: None })
+        ]
+    );
     let actions = h.round(vec![primary(1, 1000), standby(1, 1000, Some(PG1)), standby(1, 1000, Some(PG1))]);
     assert!(!actions.iter().any(|a| matches!(a, Action::Persist(_))), "nothing changed: {actions:?}");
     // The promotion is durable before the Promote goes out.
-    let actions = crash_writer(&mut h, vec![standby(1, 1000, None), standby(1, 1100, None)]);
-    let Some(Action::Persist(d)) = actions.first() else { panic!("{actions:?}") };
-    assert_eq!(d.promoting, Some(DurablePromotion { node: "pg3".into(), from_timeline: 1 }));
-    assert!(actions.contains(&Action::Promote { node: PG3 }));
+    let actions = crash_and_settle(&mut h, vec![standby(1, 1000, None), standby(1, 1100, None)]);
+    let persisted = actions.iter().position(|a| matches!(a, Action::Persist(d) if d.promoting == Some(DurablePromotion { node: "pg3".into(), from_timeline: 1 })));
+    let promoted = actions.iter().position(|a| *a == Action::Promote { node: PG3 });
+    assert!(matches!((persisted, promoted), (Some(d), Some(p)) if d < p), "the promotion must be persisted before the Promote: {actions:?}");
 }
 
 fn vrrp_params(nodes: usize) -> Params {
@@ -1008,9 +1117,11 @@ fn a_backup_never_repoints() {
 fn a_promotion_finished_as_backup_repoints_nothing() {
     let mut h = master_h(vrrp_params(3));
     round_with_peer(&mut h, vec![primary(1, 1000), standby(1, 1000, Some(PG1)), standby(1, 1000, Some(PG1))]);
+    let mut decided = Vec::new();
     for _ in 0..3 {
-        round_with_peer(&mut h, vec![down(), standby(1, 1000, None), standby(1, 1100, None)]);
+        decided = round_with_peer(&mut h, vec![down(), standby(1, 1000, None), standby(1, 1100, None)]);
     }
+    settle(&mut h, &decided, vec![standby(1, 1000, Some(PG3)), standby(1, 1100, None)]);
     assert!(matches!(h.m.phase(), Phase::FailingOver { candidate: PG3, .. }), "{:?}", h.m.phase());
     h.ev(Event::VrrpRole { master: false });
     let (actions, logs) = split(h.done(Action::Promote { node: PG3 }, Ok(())));
@@ -1065,7 +1176,9 @@ fn a_master_with_no_peer_heard_fails_over_only_with_the_whole_cluster_in_view() 
     // pg5 ahead. Both have quorum (themselves and 4 of 7 members).
     let mut a_actions = Vec::new();
     let mut b_actions = Vec::new();
-    for _ in 0..5 {
+    // Detection takes 3 rounds; settling (no re-point reported done) ends at its deadline 3
+    // rounds later.
+    for _ in 0..7 {
         a_actions.extend(split(a.round(vec![down(), standby(1, 1000, None), standby(1, 1000, None), standby(1, 1000, None), down()])).0);
         let b_view = vec![down(), standby(1, 1000, None), standby(1, 1000, None), standby(1, 1000, None), standby(1, 1100, None)];
         b_actions.extend(split(b.round(b_view)).0);
@@ -1090,7 +1203,7 @@ fn two_masters_with_the_same_view_promote_the_same_node() {
     // pg1 dies while pg3 still receives its last WAL: when A's third failed probe of pg1
     // completes the detection, A's latest probe of pg3 says 1150 (up from 1100; final 1300,
     // ahead of pg2). B's probes of pg3 all came after and say 1300.
-    for r in 0..5 {
+    for r in 0..7 {
         let pg3 = match r {
             0 => 1100,
             1 => 1150,
@@ -1152,9 +1265,12 @@ fn a_crash_failover_keeps_the_masters_priority() {
     let mut h = master_h(vrrp_params(3));
     round_with_peer(&mut h, vec![primary(1, 1000), standby(1, 1000, Some(PG1)), standby(1, 1000, Some(PG1))]);
     let mut all = Vec::new();
+    let mut decided = Vec::new();
     for _ in 0..3 {
-        all.extend(split(round_with_peer(&mut h, vec![down(), standby(1, 1000, None), standby(1, 1100, None)])).0);
+        decided = round_with_peer(&mut h, vec![down(), standby(1, 1000, None), standby(1, 1100, None)]);
+        all.extend(split(decided.clone()).0);
     }
+    all.extend(split(settle(&mut h, &decided, vec![standby(1, 1000, Some(PG3)), standby(1, 1100, None)])).0);
     all.extend(split(h.done(Action::Promote { node: PG3 }, Ok(()))).0);
     assert!(all.contains(&Action::Promote { node: PG3 }));
     assert!(!all.iter().any(|a| matches!(a, Action::Track { writer_reachable: false })), "{all:?}");
@@ -1173,7 +1289,7 @@ fn rejoin_params() -> Params {
 fn a_returning_former_primary_is_rejoined_once_with_backoff_on_failure() {
     let mut h = H::new(rejoin_params());
     h.round(vec![primary(1, 1000), standby(1, 1000, Some(PG1)), standby(1, 1000, Some(PG1))]);
-    crash_writer(&mut h, vec![standby(1, 1000, None), standby(1, 1100, None)]);
+    crash_and_settle(&mut h, vec![standby(1, 1000, None), standby(1, 1100, None)]);
     h.done(Action::Promote { node: PG3 }, Ok(()));
     let back = [primary(1, 1000), standby(2, 1100, Some(PG3)), primary(2, 1200)];
     let actions = rounds(&mut h, 4, &back);
@@ -1225,4 +1341,127 @@ fn rejoin_is_the_masters_and_never_for_a_split_brain() {
     let actions = rounds(&mut sb, 5, &[primary(1, 1000), primary(1, 1000), standby(1, 1000, Some(PG1))]);
     assert!(actions.iter().any(|a| matches!(a, Action::Fence { node: PG2, reason: FenceReason::SplitBrain { .. } })));
     assert!(!actions.iter().any(|a| matches!(a, Action::Rejoin { .. })), "split brain: {actions:?}");
+}
+
+// ----- peer timelines ----------------------------------------------------------------------
+
+const PEER: Ipv4Addr = Ipv4Addr::new(172, 20, 0, 22);
+
+fn report(peer: Ipv4Addr, timeline: u32, writer: Option<&str>) -> Event {
+    Event::PeerReport { peer, report: PeerReport { timeline, writer: writer.map(str::to_owned) } }
+}
+
+/// What a machine reports: its floor, and the writer only while it routes and reaches it.
+#[test]
+fn the_report_names_the_writer_only_while_it_is_reached() {
+    let mut h = steady(3);
+    assert_eq!(h.m.report(), Some(PeerReport { timeline: 1, writer: Some("pg1".into()) }));
+    h.round(vec![down(), standby(1, 1000, Some(PG1)), standby(1, 1000, Some(PG1))]);
+    assert_eq!(h.m.report(), Some(PeerReport { timeline: 1, writer: None }), "one failed probe: not reached");
+    assert_eq!(H::new(params(3)).m.report(), None, "nothing known yet");
+}
+
+/// The VIP holder's peer was cut from the writer (its priority lowered, the holder kept the
+/// VIP and the writer); then the two lose each other (a two-master split) and the writer
+/// loses its standbys. The peer, master now, does not promote: the holder's last word was that
+/// it reaches the writer this one had lost, so the writer is alive and may take writes.
+#[test]
+fn a_writer_the_silent_peer_last_reached_is_not_failed_over() {
+    let mut p = vrrp_params(3);
+    p.synchronous_count = 0;
+    let mut h = H::new(p);
+    h.ev(Event::VrrpRole { master: false });
+    h.round(vec![primary(1, 1000), standby(1, 1000, Some(PG1)), standby(1, 1000, Some(PG1))]);
+    h.ev(report(PEER, 1, Some("pg1")));
+    // Cut from pg1 here; the peer still reaches it and says so.
+    for _ in 0..4 {
+        h.ev(Event::PeerHeard { peer: PEER });
+        h.ev(report(PEER, 1, Some("pg1")));
+        h.round(vec![down(), standby(1, 1000, Some(PG1)), standby(1, 1000, Some(PG1))]);
+    }
+    // The link to the peer goes; this one is master; the standbys lose pg1 too.
+    h.ev(Event::VrrpRole { master: true });
+    let mut all = Vec::new();
+    for _ in 0..10 {
+        all.extend(split(h.round(vec![down(), standby(1, 1000, None), standby(1, 1000, None)])).0);
+    }
+    assert!(!all.iter().any(|a| matches!(a, Action::Promote { .. } | Action::Alert(Alert::FailoverStarted { .. }))), "{all:?}");
+    assert_eq!(h.m.view().blocked, Some(Blocked::PeerReachesWriter { peer: PEER }));
+    // The peer is heard again and has lost pg1 too: failover goes on.
+    h.ev(Event::PeerHeard { peer: PEER });
+    let (actions, _) = split(h.ev(report(PEER, 1, None)));
+    assert!(actions.contains(&Action::Alert(Alert::FailoverStarted { from: Some(PG1), candidate: PG2 })), "{actions:?}");
+}
+
+/// A peer that reached the writer while this instance did too, and then went silent (killed),
+/// blocks nothing: the writer failing afterwards is failed over.
+#[test]
+fn a_peer_killed_while_both_reached_the_writer_blocks_nothing() {
+    let mut p = vrrp_params(3);
+    p.synchronous_count = 0;
+    let mut h = master_h(p);
+    h.round(vec![primary(1, 1000), standby(1, 1000, Some(PG1)), standby(1, 1000, Some(PG1))]);
+    h.ev(report(PEER, 1, Some("pg1")));
+    let (actions, _) = split(crash_writer(&mut h, vec![standby(1, 1000, None), standby(1, 1000, None)]));
+    assert!(actions.contains(&Action::Alert(Alert::FailoverStarted { from: Some(PG1), candidate: PG2 })), "{actions:?}");
+}
+
+/// A load balancer restarted from a state file older than a promotion its peer made (it was
+/// down meanwhile) waits for the peer's timeline before choosing a writer: the old primary,
+/// back on the old timeline, is fenced instead of adopted.
+#[test]
+fn a_restart_hears_the_peers_timeline_before_choosing() {
+    let p = vrrp_params(3);
+    let durable = Durable { writer: Some("pg1".into()), timeline: 1, fences: vec![], promoting: None };
+    let mut h = H { m: Machine::restore(p, &durable), now: ms(1000) };
+    h.ev(Event::VrrpRole { master: true });
+    // pg1 is back on timeline 1; pg2 (promoted to timeline 2 by the peer) is out of sight; pg3
+    // never followed it.
+    let stale = vec![primary(1, 1500), down(), standby(1, 1400, None)];
+    let (actions, _) = split(h.round(stale.clone()));
+    assert!(!actions.iter().any(|a| matches!(a, Action::SetWriter { .. })), "decided before hearing the peer: {actions:?}");
+    assert_eq!(h.m.phase(), Phase::Starting);
+    let (actions, logs) = split(h.ev(report(PEER, 2, None)));
+    assert_logged(&logs, "peer 172.20.0.22 knows timeline 2, newer than any routed here (1)");
+    assert!(actions.contains(&Action::SetWriter { node: None }), "{actions:?}");
+    assert!(actions.iter().any(|a| matches!(a, Action::Fence { node: PG1, reason: FenceReason::OlderTimeline { .. } })), "{actions:?}");
+    assert_eq!(h.m.view().writer_timeline, Some(2));
+    assert_eq!(h.m.view().peer_reports, [Some(PeerReport { timeline: 2, writer: None })]);
+    h.round(stale);
+    assert_eq!(h.m.writer(), None, "the stale primary never gets writes");
+}
+
+/// A silent peer (dead, or the link cut) delays the start by the detection time at most.
+#[test]
+fn a_silent_peer_delays_the_start_by_the_detection_time_at_most() {
+    let p = vrrp_params(3);
+    let detection = p.detection_time();
+    let mut h = H { m: Machine::new(p), now: ms(1000) };
+    let healthy = vec![primary(1, 1000), standby(1, 1000, Some(PG1)), standby(1, 1000, Some(PG1))];
+    h.round(healthy.clone());
+    assert_eq!(h.m.phase(), Phase::Starting);
+    let started = h.now - ms(200);
+    while h.now < started + detection {
+        h.round(healthy.clone());
+    }
+    h.round(healthy);
+    assert_eq!(h.m.writer(), Some(PG1));
+    assert_eq!(h.m.phase(), Phase::Steady);
+}
+
+/// A peer's newer timeline unroutes a writer on an older one at once, and a report from an
+/// address that is not a peer changes nothing.
+#[test]
+fn a_peers_newer_timeline_unroutes_an_older_writer() {
+    let mut h = master_h(vrrp_params(3));
+    h.round(vec![primary(1, 1000), standby(1, 1000, Some(PG1)), standby(1, 1000, Some(PG1))]);
+    assert_eq!(h.m.writer(), Some(PG1));
+    let (actions, logs) = split(h.ev(report(Ipv4Addr::new(10, 0, 0, 9), 7, None)));
+    assert!(actions.is_empty(), "{actions:?}");
+    assert_logged(&logs, "report from 10.0.0.9, not a configured peer: ignored");
+    let (actions, _) = split(h.ev(report(PEER, 1, None)));
+    assert!(actions.is_empty(), "the same timeline changes nothing: {actions:?}");
+    let (actions, logs) = split(h.ev(report(PEER, 2, None)));
+    assert_eq!(actions[0], Action::SetWriter { node: None }, "{actions:?}");
+    assert_logged(&logs, "writes refused: the writer pg1 is on an older timeline than 2");
 }

@@ -114,11 +114,24 @@ pub enum Event {
     VrrpRole { master: bool },
     /// A VRRP advert from another load balancer arrived.
     PeerHeard { peer: Ipv4Addr },
+    /// Another load balancer's report ([`crate::failover::Machine::report`]) arrived.
+    PeerReport { peer: Ipv4Addr, report: PeerReport },
     Admin(AdminCommand),
     /// The executor finished a [`Action::Promote`], [`Action::Repoint`], [`Action::Demote`] or
     /// [`Action::Rejoin`] (echo the action; other actions need no report). `Err` carries the
     /// reason.
     ActionDone { action: Action, result: Result<(), String> },
+}
+
+/// What one load balancer tells its peers, every advert interval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerReport {
+    /// Its newest known timeline (its durable floor): a promotion it made or saw while the
+    /// receiver was down, cut off or restarting is known to the receiver too.
+    pub timeline: u32,
+    /// The writer it routes and reaches right now (its last probe answered), by node name: a
+    /// writer the receiver lost is alive behind it.
+    pub writer: Option<String>,
 }
 
 /// Operator commands (`pglb switchover`, `pglb node rejoin`).
@@ -284,6 +297,10 @@ pub enum Blocked {
     /// A promotion was sent (or restored from the state file) and no probe has shown its
     /// outcome yet: promoting another node could make two primaries.
     PromotionUnsettled { node: NodeId },
+    /// The last report of `peer` said it reaches the old writer, lost here at that time (this
+    /// instance is cut from it, not the peer): the old writer is alive, and the peer may still
+    /// route writes to it. Held while that is the peer's last word.
+    PeerReachesWriter { peer: Ipv4Addr },
     /// No VRRP peer is heard (they may be masters too) and `unseen` is not a visible standby: a
     /// peer that sees it might rank it first. Fail over only with the whole cluster in view.
     PartialView { unseen: NodeId },
@@ -311,6 +328,10 @@ impl fmt::Display for Blocked {
             Blocked::PromotionUnsettled { node } => {
                 write!(f, "the promotion of node #{node} is not settled: waiting for a probe to show whether it is a primary")
             }
+            Blocked::PeerReachesWriter { peer } => write!(
+                f,
+                "peer {peer} last said it reaches the old writer, which this instance had lost: the writer is alive and may still get writes through it"
+            ),
             Blocked::PartialView { unseen } => write!(
                 f,
                 "no vrrp peer is heard and node #{unseen} is not a visible standby: another master may see it (failover needs the whole cluster in view)"
@@ -403,6 +424,9 @@ pub enum Phase {
     /// No healthy writer: `old` (still routed, if it is) failed or vanished; failover is
     /// evaluated on every event.
     WriterLost { old: Option<NodeId>, since: Duration },
+    /// Failover decided for `candidate`: writes refused since `since`, the other standbys pointed
+    /// at it; waiting for their positions read again (at the latest until `deadline`).
+    Settling { old: Option<NodeId>, candidate: NodeId, since: Duration, deadline: Duration },
     /// `candidate` is being promoted; writes are refused.
     FailingOver { old: Option<NodeId>, candidate: NodeId, deadline: Duration },
     /// Planned change from `from` to `to`; new writes refused since `started`.
@@ -415,6 +439,7 @@ impl Phase {
             Phase::Starting => "starting",
             Phase::Steady => "steady",
             Phase::WriterLost { .. } => "writer-lost",
+            Phase::Settling { .. } => "settling",
             Phase::FailingOver { .. } => "failing-over",
             Phase::Switchover { .. } => "switchover",
         }
@@ -473,6 +498,8 @@ pub const STANDBY_DOWN_AFTER: u32 = 1;
 pub const STALE_AFTER_INTERVALS: u32 = 3;
 /// A standby not streaming from the writer for this many probe intervals is re-pointed (again).
 pub const REPOINT_AFTER_INTERVALS: u32 = 15;
+/// Settling waits at most this many probe intervals for the standbys' fresh positions.
+pub const SETTLE_INTERVALS: u32 = 3;
 /// The longest wait between two attempts to rejoin a fenced former primary.
 pub const REJOIN_BACKOFF_MAX: Duration = Duration::from_secs(300);
 
@@ -533,4 +560,7 @@ pub struct ClusterView {
     /// Why failover is held back, while the writer is lost.
     pub blocked: Option<Blocked>,
     pub nodes: Vec<NodeView>,
+    /// Each configured peer's last report ([`Event::PeerReport`]), in `peers` order; `None`
+    /// until one arrives.
+    pub peer_reports: Vec<Option<PeerReport>>,
 }

@@ -64,6 +64,12 @@ fn http_endpoints_and_vrrp_tracking() {
         .sum();
     assert!(new_flows >= 2, "two connections went through the VIP, new flows counted: {new_flows}");
     assert!(metrics.contains("pglb_probe_latency_seconds_count{instance_name=\"lb1\",node=\"pg1\"}"));
+    // Peer reports: lb1 hears lb2's timeline and that lb2 reaches the writer.
+    wait_until(Duration::from_secs(5), "lb1 to show lb2's report in /metrics", || {
+        let (_, m) = http_get("lb1", "/metrics");
+        m.lines().any(|l| l == "pglb_peer_timeline{instance_name=\"lb1\",peer=\"172.20.0.22\"} 1")
+            && m.lines().any(|l| l == "pglb_peer_reaches_writer{instance_name=\"lb1\",peer=\"172.20.0.22\"} 1")
+    });
     let (code, page) = http_get("lb1", "/stats");
     assert_eq!(code, "200");
     assert!(page.contains("<title>pglb lb1</title>") && page.matches("<tr class=").count() == 3, "{page}");

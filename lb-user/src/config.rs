@@ -314,6 +314,10 @@ pub struct VrrpConfig {
     /// machine's `Track` verdict). Must be below `priority`. Default 60.
     #[serde(default = "defaults::track_weight")]
     pub track_weight: u8,
+    /// UDP port of the peer reports (timeline floor, writer reached) sent to every peer each
+    /// advert interval. Default 3002; the same on every peer.
+    #[serde(default = "defaults::report_port")]
+    pub report_port: u16,
 }
 
 impl VrrpConfig {
@@ -416,6 +420,9 @@ mod defaults {
     }
     pub fn vrrp_priority() -> u8 {
         100
+    }
+    pub fn report_port() -> u16 {
+        3002
     }
     pub fn advert_interval() -> Duration {
         Duration::from_millis(100)
@@ -613,6 +620,8 @@ pub enum ConfigError {
     VrrpAdvertInterval { interval: Human },
     #[error("[vrrp] track_weight {weight} must be below priority {priority}")]
     VrrpTrackWeight { weight: u8, priority: u8 },
+    #[error("[vrrp] report_port must not be 0")]
+    VrrpReportPort,
     #[error("[vrrp] peer {peer} is listed twice")]
     DuplicatePeer { peer: Ipv4Addr },
     #[error("[vrrp] peer {peer} is this load balancer's own address or the vip")]
@@ -852,6 +861,9 @@ impl Config {
         check_duration("[vrrp] preempt_delay", v.preempt_delay, Duration::ZERO, VRRP_PREEMPT_DELAY_MAX)?;
         if v.track_weight >= v.priority {
             return Err(ConfigError::VrrpTrackWeight { weight: v.track_weight, priority: v.priority });
+        }
+        if v.report_port == 0 {
+            return Err(ConfigError::VrrpReportPort);
         }
         let mut seen = HashSet::new();
         for &peer in &v.peers {

@@ -97,6 +97,17 @@ pub struct Snapshot {
     pub fenced: Vec<String>,
     /// Whether the data plane's lease (dead-man switch) is valid.
     pub lease_valid: bool,
+    /// Each VRRP peer's last report.
+    pub peers: Vec<PeerRow>,
+}
+
+/// A VRRP peer's last report: its timeline floor and the writer it reaches (`None` before the
+/// first report).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PeerRow {
+    pub addr: String,
+    pub timeline: Option<u32>,
+    pub writer: Option<String>,
 }
 
 fn opt<T: ToString>(v: Option<T>) -> String {
@@ -162,6 +173,14 @@ pub fn render_table(s: &Snapshot) -> String {
     let _ = writeln!(out, "-{}-", rule.join("-+-"));
     for r in &rows {
         let _ = writeln!(out, "{}", line(r.iter().map(String::as_str).collect()));
+    }
+    for p in &s.peers {
+        let said = match (&p.timeline, &p.writer) {
+            (None, _) => "no report yet".to_owned(),
+            (Some(tl), Some(w)) => format!("timeline {tl}, reaches writer {w}"),
+            (Some(tl), None) => format!("timeline {tl}, reaches no writer"),
+        };
+        let _ = writeln!(out, "peer {}: {said}", p.addr);
     }
     out
 }
@@ -257,6 +276,16 @@ pub fn render_metrics(s: &Snapshot) -> String {
     if let Some(r) = s.writer_reachable {
         family(&mut o, "pglb_writer_reachable", "gauge", "1 when this instance reaches the writer (VRRP tracking keeps its full priority).");
         let _ = writeln!(o, "pglb_writer_reachable{{instance_name=\"{inst}\"}} {}", u8::from(r));
+    }
+    if s.peers.iter().any(|p| p.timeline.is_some()) {
+        family(&mut o, "pglb_peer_timeline", "gauge", "The newest timeline a VRRP peer last reported (its floor).");
+        for p in s.peers.iter().filter(|p| p.timeline.is_some()) {
+            let _ = writeln!(o, "pglb_peer_timeline{{instance_name=\"{inst}\",peer=\"{}\"}} {}", escape_label(&p.addr), opt(p.timeline));
+        }
+        family(&mut o, "pglb_peer_reaches_writer", "gauge", "1 when a VRRP peer last reported that it routes and reaches a writer.");
+        for p in s.peers.iter().filter(|p| p.timeline.is_some()) {
+            let _ = writeln!(o, "pglb_peer_reaches_writer{{instance_name=\"{inst}\",peer=\"{}\"}} {}", escape_label(&p.addr), u8::from(p.writer.is_some()));
+        }
     }
     family(&mut o, "pglb_lease_valid", "gauge", "1 while the data plane's lease from this control plane is valid (dead-man switch).");
     let _ = writeln!(o, "pglb_lease_valid{{instance_name=\"{inst}\"}} {}", u8::from(s.lease_valid));

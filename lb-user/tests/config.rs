@@ -121,6 +121,7 @@ fn vrrp_defaults_and_master_down_interval() {
     assert!(v.preempt);
     assert_eq!(v.preempt_delay, Duration::ZERO);
     assert_eq!(v.track_weight, 60);
+    assert_eq!(v.report_port, 3002);
     assert!(v.unicast_peers().is_empty());
     // The runtime's quorum window: 3 x 100ms + (256 - 100) x 100ms / 256 = 300ms + 60.9375ms.
     let p = lb_user::runtime::params::machine(&c);
@@ -476,6 +477,13 @@ fn bad_configs_are_rejected_with_the_right_variant() {
                 vrrp(t).insert("track_weight".into(), Value::Integer(100));
             }),
             |e| matches!(e, ConfigError::VrrpTrackWeight { weight: 100, priority: 100 }),
+        ),
+        (
+            "report port 0",
+            Box::new(|t| {
+                vrrp(t).insert("report_port".into(), Value::Integer(0));
+            }),
+            |e| matches!(e, ConfigError::VrrpReportPort),
         ),
         (
             "peer twice",

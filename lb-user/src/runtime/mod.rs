@@ -15,6 +15,7 @@
 //!  probes ──Observation──┐                    ┌─ state file (Persist, first)
 //!  vrrp runner ─VrrpEvent┤                    ├─ maps: writer, readers, lease; stale-flow RSTs
 //!  executor ─ActionDone──┼─► Runtime ─handle─►├─ vrrp runner: priority (Track)
+//!  peer reports ─report──┤                    ├─ peer reports out (timeline, writer reached)
 //!  admin socket ─request─┤   (Machine)        ├─ executor: promote, re-point, demote, rejoin
 //!  deadline, lease tick ─┘        │           └─ replies to operators, logs, counts
 //!                                 └──► watch<Published> ──► snapshots for status, /metrics
@@ -53,7 +54,7 @@ use crate::{
     probe::{self, ProbeSettings},
     state::StateFile,
     status::Histogram,
-    vip::{self, VrrpEvent, VrrpHandle, VrrpRunner},
+    vip::{self, VrrpEvent, VrrpHandle, VrrpRunner, report::ReportLink},
 };
 
 /// How often idle and closed flows are swept from the connection table.
@@ -81,6 +82,12 @@ pub enum RuntimeError {
     #[error("cannot enable IPv4 forwarding ({path})")]
     Forwarding {
         path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot bind the peer report socket on UDP port {port} ([vrrp] report_port)")]
+    ReportBind {
+        port: u16,
         #[source]
         source: std::io::Error,
     },
@@ -115,6 +122,9 @@ struct Inputs {
     vrrp: Option<mpsc::Receiver<VrrpEvent>>,
     done: mpsc::Receiver<Event>,
     admin: mpsc::Receiver<AdminRequest>,
+    /// Peer reports in and out (with `[vrrp] peers`), sent every advert interval.
+    reports: Option<ReportLink>,
+    report_every: Option<Interval>,
 }
 
 /// The signals the loop ends on.
@@ -193,6 +203,17 @@ pub async fn run(config: Config) -> Result<(), RuntimeError> {
         }
     };
 
+    let (reports, report_every) = match &config.vrrp {
+        Some(v) if !v.peers.is_empty() => {
+            let link = ReportLink::bind(v.report_port, v.peers.clone()).await.map_err(|source| RuntimeError::ReportBind { port: v.report_port, source })?;
+            let mut every = tokio::time::interval(v.advert_interval);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            info!(port = v.report_port, peers = ?v.peers, "peer reports: timeline and writer reached, every advert interval");
+            (Some(link), Some(every))
+        }
+        _ => (None, None),
+    };
+
     let (published, published_rx) = watch::channel(Published {
         view: machine.view(),
         counts: Counts::default(),
@@ -219,7 +240,7 @@ pub async fn run(config: Config) -> Result<(), RuntimeError> {
         interrupt: signal(SignalKind::interrupt()).map_err(RuntimeError::Signal)?,
         restart: signal(SignalKind::user_defined2()).map_err(RuntimeError::Signal)?,
     };
-    let inputs = Inputs { probes, vrrp: vrrp_events, done, admin: admin_rx };
+    let inputs = Inputs { probes, vrrp: vrrp_events, done, admin: admin_rx, reports, report_every };
     let mut rt = Runtime {
         since,
         machine,
@@ -270,6 +291,12 @@ impl Runtime {
                     VrrpEvent::PeerHeard { peer } => self.feed(Event::PeerHeard { peer }),
                 },
                 Some(ev) = inputs.done.recv() => self.feed(ev),
+                (peer, report) = recv_report(&inputs.reports) => self.feed(Event::PeerReport { peer, report }),
+                () = tick(&mut inputs.report_every) => {
+                    if let (Some(link), Some(report)) = (&inputs.reports, self.machine.report()) {
+                        link.send(&report);
+                    }
+                }
                 Some(req) = inputs.admin.recv() => self.on_admin(req, &source),
                 () = sleep_until(deadline) => self.feed(Event::Tick),
                 _ = renew.tick() => self.renew_lease(),
@@ -493,6 +520,22 @@ impl Runtime {
 async fn recv_vrrp(rx: &mut Option<mpsc::Receiver<VrrpEvent>>) -> Option<VrrpEvent> {
     match rx {
         Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_report(reports: &Option<ReportLink>) -> (std::net::Ipv4Addr, crate::failover::PeerReport) {
+    match reports {
+        Some(link) => link.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn tick(every: &mut Option<Interval>) {
+    match every {
+        Some(every) => {
+            every.tick().await;
+        }
         None => std::future::pending().await,
     }
 }

@@ -58,6 +58,8 @@ pub struct SnapshotSource {
     pub nodes: Vec<(String, SocketAddrV4)>,
     pub write_ports: Vec<u16>,
     pub read_ports: Vec<u16>,
+    /// `[vrrp] peers`, in order.
+    pub peers: Vec<String>,
     pub published: watch::Receiver<Published>,
     pub pinned: Arc<Mutex<Pinned>>,
     pub vip_view: VipView,
@@ -72,6 +74,7 @@ impl SnapshotSource {
             nodes: config.nodes.iter().map(|n| (n.name.clone(), n.addr())).collect(),
             write_ports: ports(Pool::Write),
             read_ports: ports(Pool::Read),
+            peers: config.vrrp.iter().flat_map(|v| v.peers.iter().map(ToString::to_string)).collect(),
             published,
             pinned,
             vip_view,
@@ -173,6 +176,16 @@ impl SnapshotSource {
             state_write_errors_total: c.state_write_errors,
             fenced: view.nodes.iter().filter(|n| n.fence.is_some()).map(|n| n.name.clone()).collect(),
             lease_valid,
+            peers: self
+                .peers
+                .iter()
+                .zip(&view.peer_reports)
+                .map(|(addr, r)| crate::status::PeerRow {
+                    addr: addr.clone(),
+                    timeline: r.as_ref().map(|r| r.timeline),
+                    writer: r.as_ref().and_then(|r| r.writer.clone()),
+                })
+                .collect(),
         }
     }
 }

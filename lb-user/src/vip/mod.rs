@@ -3,11 +3,13 @@
 //! - [`vrrp`]: the sans-IO VRRPv3 state machine (RFC 9568) with its transition table;
 //! - [`packet`]: the advertisement on the wire, checksum and receive checks;
 //! - [`garp`]: gratuitous ARP frames;
-//! - [`io`]: sockets, netlink and the tokio runner that drives the machine.
+//! - [`io`]: sockets, netlink and the tokio runner that drives the machine;
+//! - [`report`]: the peer reports (timeline floor, writer reached) beside the adverts.
 
 pub mod garp;
 pub mod io;
 pub mod packet;
+pub mod report;
 pub mod vrrp;
 
 pub use packet::{Advert, DropReason};

@@ -2,9 +2,12 @@
 //! hard timeout. A connection that stops answering is dropped and the node reported as failed:
 //! a hung server is down, however healthy its TCP connection looks.
 
-use std::{net::SocketAddrV4, time::Duration};
+use std::{net::SocketAddrV4, sync::Arc, time::Duration};
 
-use tokio::{sync::mpsc, time::Instant};
+use tokio::{
+    sync::{Notify, mpsc},
+    time::Instant,
+};
 use tokio_postgres::{Client, NoTls, Row};
 use tracing::{debug, info};
 
@@ -150,14 +153,16 @@ fn status_from_row(row: &Row) -> Result<NodeStatus, ProbeFailure> {
     })
 }
 
-/// Probes one node forever, sending one observation per round. `since` is the daemon's clock
-/// origin; `at` of each observation is measured from it.
+/// Probes one node forever, sending one observation per round, and one more whenever `now` is
+/// notified (the failover machine's `Action::Probe`; the round then starts again from it).
+/// `since` is the daemon's clock origin; `at` of each observation is measured from it.
 pub async fn run_node(
     node: NodeId,
     config: NodeConfig,
     settings: ProbeSettings,
     since: Instant,
     out: mpsc::Sender<Observation>,
+    now: Arc<Notify>,
 ) {
     let pg = settings.pg_config(config.addr(), settings.connect_timeout);
     let mut client: Option<Client> = None;
@@ -166,7 +171,10 @@ pub async fn run_node(
     let mut last_ok: Option<bool> = None;
     let mut standby_timeline = 0u32;
     loop {
-        ticker.tick().await;
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = now.notified() => ticker.reset(),
+        }
         let started = Instant::now();
         let mut result = probe_once(&pg, &settings, &mut client).await;
         if let Ok(s) = &mut result {

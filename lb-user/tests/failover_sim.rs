@@ -363,6 +363,8 @@ struct Lb {
     retired: HashSet<usize>,
     reach: Vec<bool>,
     flapping: Vec<bool>,
+    /// `Action::Probe` asked for a probe of the node out of its round (done at the next step).
+    probe_now: Vec<bool>,
     /// Probe failures to hand out before real answers, per node.
     blips: Vec<Vec<ProbeFailure>>,
     track_down: bool,
@@ -399,6 +401,7 @@ impl Lb {
             retired: HashSet::new(),
             reach: vec![true; NODES],
             flapping: vec![false; NODES],
+            probe_now: vec![false; NODES],
             blips: vec![Vec::new(); NODES],
             track_down: false,
             master: false,
@@ -1519,6 +1522,7 @@ impl Sim {
                 Alert::SwitchoverAborted { .. } => self.coverage.switchovers_aborted += 1,
                 _ => {}
             },
+            Action::Probe { node } => self.lbs[lb].probe_now[node] = true,
             Action::Log { .. } => {}
         }
         let Some(sent) = sent else { return false };
@@ -1857,7 +1861,8 @@ impl Sim {
         for lb in 0..self.lbs.len() {
             for n in 0..NODES {
                 let offset = Duration::from_millis(50 * ((n + 2 * lb) % 4) as u64);
-                let due = self.now >= offset && (self.now - offset).as_millis().is_multiple_of(PROBE.as_millis());
+                let round = self.now >= offset && (self.now - offset).as_millis().is_multiple_of(PROBE.as_millis());
+                let due = round || std::mem::take(&mut self.lbs[lb].probe_now[n]);
                 if !due || !self.lbs[lb].running() {
                     continue;
                 }

@@ -679,6 +679,11 @@ impl Machine {
                 if let Some(t) = self.nodes.get_mut(*node) {
                     t.repoint_done_at = Some(now);
                 }
+                // Settling waits for this node's position after the re-point: ask for it now
+                // rather than at the next round.
+                if matches!(self.phase, Phase::Settling { .. }) && self.settling.contains(node) {
+                    out.push(Action::Probe { node: *node });
+                }
             }
             (Action::Rejoin { node, .. }, result) if *node < self.nodes.len() => self.on_rejoin_done(*node, result, now, out),
             _ => {}
@@ -1272,6 +1277,8 @@ impl Machine {
                 self.settling.push(n);
             }
         }
+        // The candidate's position after the writes were refused.
+        out.push(Action::Probe { node: candidate });
         self.blocked = None;
         let deadline = now + self.p.probe_interval * SETTLE_INTERVALS;
         self.phase = Phase::Settling { old, candidate, since: now, deadline };

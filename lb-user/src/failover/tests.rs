@@ -394,6 +394,7 @@ fn crash_promotes_the_most_advanced_standby() {
             Action::Alert(Alert::FailoverStarted { from: Some(PG1), candidate: PG3 }),
             Action::SetWriter { node: None },
             Action::Repoint { node: PG2, primary: PG3 },
+            Action::Probe { node: PG3 },
         ]
     );
     assert_logged(&logs, "pg1 is down: 3 consecutive failed probes");
@@ -403,7 +404,7 @@ fn crash_promotes_the_most_advanced_standby() {
     let (actions, _) = split(h.probe(PG2, standby(1, 1000, None)));
     assert!(actions.is_empty(), "{actions:?}");
     let (actions, logs) = split(settle(&mut h, &last, vec![standby(1, 1000, Some(PG3)), standby(1, 1100, None)]));
-    assert_eq!(actions, [Action::Promote { node: PG3 }, Action::SetReaders { nodes: vec![PG2] }]);
+    assert_eq!(actions, [Action::Probe { node: PG2 }, Action::Promote { node: PG3 }, Action::SetReaders { nodes: vec![PG2] }]);
     assert_logged(&logs, "failover: promoting pg3");
     assert!(matches!(h.m.phase(), Phase::FailingOver { old: Some(PG1), candidate: PG3, .. }));
     assert_eq!(h.state(PG3), NodeState::Promoting);
@@ -492,10 +493,10 @@ fn promotion_failure_tries_the_next_candidate_once_the_first_is_seen_unpromoted(
     assert_logged(&logs, "pg2 is still a standby on timeline 1: it was not promoted");
     assert_eq!(
         actions,
-        [Action::Alert(Alert::FailoverStarted { from: Some(PG1), candidate: PG3 }), Action::Repoint { node: PG2, primary: PG3 }]
+        [Action::Alert(Alert::FailoverStarted { from: Some(PG1), candidate: PG3 }), Action::Repoint { node: PG2, primary: PG3 }, Action::Probe { node: PG3 }]
     );
     let (actions, _) = split(settle(&mut h, &actions, vec![standby(1, 1100, Some(PG3)), standby(1, 1100, None)]));
-    assert_eq!(actions, [Action::Promote { node: PG3 }, Action::SetReaders { nodes: vec![PG2] }]);
+    assert_eq!(actions, [Action::Probe { node: PG2 }, Action::Promote { node: PG3 }, Action::SetReaders { nodes: vec![PG2] }]);
 }
 
 /// The first candidate turns out promoted after all (its report was lost): it is the writer,
@@ -657,6 +658,7 @@ fn writer_in_recovery_refuses_writes() {
             Action::SetWriter { node: None },
             Action::Alert(Alert::FailoverStarted { from: Some(PG1), candidate: PG2 }),
             Action::Repoint { node: PG3, primary: PG2 },
+            Action::Probe { node: PG2 },
             Action::SetReaders { nodes: vec![PG1, PG2, PG3] },
         ]
     );
@@ -673,9 +675,12 @@ fn no_primary_at_all_fails_over_after_detection_time() {
     h.round(vec![down(), standby(1, 1000, None), standby(1, 1100, None)]);
     let decided = h.round(vec![down(), standby(1, 1000, None), standby(1, 1100, None)]);
     let (actions, _) = split(decided.clone());
-    assert_eq!(actions, [Action::Alert(Alert::FailoverStarted { from: None, candidate: PG3 }), Action::Repoint { node: PG2, primary: PG3 }]);
+    assert_eq!(
+        actions,
+        [Action::Alert(Alert::FailoverStarted { from: None, candidate: PG3 }), Action::Repoint { node: PG2, primary: PG3 }, Action::Probe { node: PG3 }]
+    );
     let (actions, _) = split(settle(&mut h, &decided, vec![standby(1, 1000, Some(PG3)), standby(1, 1100, None)]));
-    assert_eq!(actions, [Action::Promote { node: PG3 }, Action::SetReaders { nodes: vec![PG2] }]);
+    assert_eq!(actions, [Action::Probe { node: PG2 }, Action::Promote { node: PG3 }, Action::SetReaders { nodes: vec![PG2] }]);
 }
 
 // ----- rule 5: re-pointing --------------------------------------------------------------------

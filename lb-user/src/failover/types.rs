@@ -166,6 +166,9 @@ pub enum Action {
     /// `ALTER SYSTEM SET synchronous_standby_names = 'ANY <count> ("<names>", …)'` and reload
     /// on `on` (names empty or count 0: set it to '').
     SetSyncStandbys { on: NodeId, count: u32, names: Vec<String> },
+    /// Probe `node` now, out of its round: the machine waits for its answer (failover's
+    /// settling step reads the positions after the re-points). No report.
+    Probe { node: NodeId },
     /// Never route to `node` until it rejoins; report it as `needs-rejoin` (or `fenced`).
     Fence { node: NodeId, reason: FenceReason },
     /// Make the fenced former primary `node` a standby of `primary` with `[failover]

@@ -36,7 +36,7 @@ use std::{
 use thiserror::Error;
 use tokio::{
     signal::unix::{Signal, SignalKind, signal},
-    sync::{mpsc, oneshot, watch},
+    sync::{Notify, mpsc, oneshot, watch},
     time::{Instant, Interval},
 };
 use tracing::{error, info, warn};
@@ -152,6 +152,8 @@ struct Runtime {
     latency: Vec<Histogram>,
     published: watch::Sender<Published>,
     lease_failing: bool,
+    /// One per node: wakes its probe task for a probe out of its round.
+    probe_now: Vec<Arc<Notify>>,
 }
 
 pub async fn run(config: Config) -> Result<(), RuntimeError> {
@@ -181,8 +183,9 @@ pub async fn run(config: Config) -> Result<(), RuntimeError> {
 
     let settings = ProbeSettings::from_config(&config);
     let (obs_tx, probes) = mpsc::channel(256);
+    let probe_now: Vec<Arc<Notify>> = config.nodes.iter().map(|_| Arc::new(Notify::new())).collect();
     for (i, node) in config.nodes.iter().enumerate() {
-        tokio::spawn(probe::run_node(i, node.clone(), settings.clone(), since, obs_tx.clone()));
+        tokio::spawn(probe::run_node(i, node.clone(), settings.clone(), since, obs_tx.clone(), Arc::clone(&probe_now[i])));
     }
     drop(obs_tx);
 
@@ -256,6 +259,7 @@ pub async fn run(config: Config) -> Result<(), RuntimeError> {
         latency: vec![Histogram::default(); config.nodes.len()],
         published,
         lease_failing: false,
+        probe_now,
         config,
     };
     if let VipOwner::Static(_) = rt.vip {
@@ -341,6 +345,11 @@ impl Runtime {
                     }
                 }
                 Action::Track { writer_reachable } => self.track(writer_reachable),
+                Action::Probe { node } => {
+                    if let Some(n) = self.probe_now.get(node) {
+                        n.notify_one();
+                    }
+                }
                 Action::Fence { node, reason } => {
                     let name = self.executor.ctx().name(node);
                     warn!(node = name, ?reason, "fence: {name} is never routed to until it rejoins");

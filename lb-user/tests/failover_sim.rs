@@ -2137,6 +2137,10 @@ const FIXED_MACHINE_BUGS: &[(u64, &str)] = &[
     (55223, "promotes while the silent peer reaches the writer"),
     // A switchover promoted with the old primary's failing probes counted as a quorum vote.
     (148946, "quorum counted a failing node"),
+    // A restarted daemon, waiting for a peer's report, left the previous run's pinned writer
+    // routed although its first probe had failed; it came back on the old timeline.
+    (231227, "restart keeps a failed writer routed"),
+    (233081, "restart keeps a failed writer routed"),
 ];
 
 /// The seeds to run: `SIM_SEEDS` of them (default 500) from `SIM_FIRST_SEED` (default 0).

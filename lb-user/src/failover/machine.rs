@@ -752,6 +752,20 @@ impl Machine {
 
     /// Phase handler: wait for every node's first probe (or the grace), then apply rule 1.
     fn on_starting(&mut self, now: Duration, out: &mut Vec<Action>) {
+        // The data plane may still route what the previous run routed (a restart: the pinned
+        // map, the state file's writer). Until the choice below, keep it only while nothing
+        // says it is wrong.
+        if !self.writer_emitted
+            && let Some(w) = self.last_writer
+        {
+            let t = &self.nodes[w];
+            let floor = self.writer_timeline.unwrap_or(0);
+            let unusable = t.fence.is_some() || t.failures > 0 || t.status.as_ref().is_some_and(|s| s.in_recovery || s.timeline < floor);
+            if unusable {
+                log(out, Level::Warn, format!("startup: writes refused until the writer is chosen: {}, the last writer, is not usable now", self.name(w)));
+                self.route_writer(None, out);
+            }
+        }
         let started = self.started_at.unwrap_or(now);
         let all_seen = self.nodes.iter().all(|t| t.last_obs_at.is_some());
         // A peer may know a newer timeline than the state file (a promotion made while this

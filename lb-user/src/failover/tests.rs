@@ -1470,3 +1470,18 @@ fn a_peers_newer_timeline_unroutes_an_older_writer() {
     assert_eq!(actions[0], Action::SetWriter { node: None }, "{actions:?}");
     assert_logged(&logs, "writes refused: the writer pg1 is on an older timeline than 2");
 }
+
+/// A restart keeps the previous run's routing (the pinned map) while the machine waits for
+/// every node and a peer's report — but only while nothing says the last writer is wrong: its
+/// first failed probe refuses writes at once.
+#[test]
+fn a_restart_refuses_writes_as_soon_as_the_last_writer_fails() {
+    let durable = Durable { writer: Some("pg1".into()), timeline: 1, fences: vec![], promoting: None };
+    let mut h = H { m: Machine::restore(vrrp_params(3), &durable), now: ms(1000) };
+    let (actions, _) = split(h.probe(PG2, standby(1, 1000, Some(PG1))));
+    assert!(actions.is_empty(), "nothing against pg1 yet: {actions:?}");
+    let (actions, logs) = split(h.probe(PG1, down()));
+    assert_eq!(actions, [Action::SetWriter { node: None }]);
+    assert_logged(&logs, "startup: writes refused until the writer is chosen: pg1, the last writer, is not usable now");
+    assert_eq!(h.m.phase(), Phase::Starting, "still waiting for a peer's report");
+}

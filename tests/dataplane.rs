@@ -7,7 +7,6 @@
 
 use std::{
     collections::BTreeMap,
-    fs,
     io::{BufRead as _, BufReader, Write as _},
     process::{Child, ChildStdin, Command, Stdio},
     sync::{
@@ -19,18 +18,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pglb_tests::{Lab, STATE_DIR, ok, wait_until};
+use pglb_tests::{Lab, holds_vip, lb_config, ok, pglb_bin, pglb_pid, pglb_pids, process_gone, signal, start_pglb, wait_until};
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// [`pglb_tests::VIP`] as text, for command lines.
 const VIP: &str = "172.20.0.100";
 const PG1: &str = "172.20.0.10";
 const STANDBYS: [&str; 2] = ["172.20.0.11", "172.20.0.12"];
 const PGPASS: &str = "/run/pglb-lab/secrets/client.pgpass";
-
-/// lb1's config, as `lab up` passes it to pglb.
-fn lab_config() -> String {
-    format!("{}/../config/lab.toml", env!("CARGO_MANIFEST_DIR"))
-}
 
 #[test]
 fn dataplane_end_to_end() {
@@ -175,27 +170,10 @@ impl Drop for Session {
     }
 }
 
-/// The pid of `pglb run` in pgha-lb1.
-fn lb1_pglb_pid() -> Option<i32> {
-    let out = Command::new("ip").args(["netns", "pids", "pgha-lb1"]).output().expect("running ip netns pids");
-    String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse::<i32>().ok()).find(|pid| {
-        fs::read(format!("/proc/{pid}/cmdline"))
-            .is_ok_and(|c| {
-                let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
-                args.first().is_some_and(|a| a.ends_with(b"pglb")) && args.get(1) == Some(&&b"run"[..])
-            })
-    })
-}
-
-fn holds_vip(ns: &str) -> bool {
-    let out = Command::new("ip").args(["-n", ns, "-4", "-o", "addr", "show", "dev", "eth0"]).output().expect("running ip addr");
-    String::from_utf8_lossy(&out.stdout).contains(&format!("inet {VIP}/"))
-}
-
 fn map_dump() -> String {
-    let bin = std::env::var("PGLB_BIN").expect("PGLB_BIN is not set: run the end-to-end tests with `cargo xtask test`");
-    let out = Command::new(&bin)
-        .args(["map", "dump", "--config", &lab_config()])
+    let out = Command::new(pglb_bin())
+        .args(["map", "dump", "--config"])
+        .arg(lb_config("lb1"))
         .output()
         .expect("running pglb map dump");
     assert!(out.status.success(), "pglb map dump failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -216,23 +194,12 @@ fn pg1_packets(dump: &str) -> u64 {
 /// the pinned XDP program), `while_down` runs with no pglb process on lb1, then the same
 /// command line as `lab up` starts it again.
 fn restart_lb1_pglb(while_down: impl FnOnce()) {
-    let pid = lb1_pglb_pid().expect("no `pglb run` process in pgha-lb1");
-    // SAFETY: kill(2) on a pid just read from /proc; at worst it is gone already.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGUSR2) }, 0, "could not signal pglb ({pid})");
-    wait_until(Duration::from_secs(10), "the old pglb on lb1 to exit", || !std::path::Path::new(&format!("/proc/{pid}")).exists());
+    let pid = pglb_pid("lb1");
+    signal(pid, libc::SIGUSR2);
+    wait_until(Duration::from_secs(10), "the old pglb on lb1 to exit", || process_gone(pid));
     while_down();
-    let bin = std::env::var("PGLB_BIN").expect("PGLB_BIN is not set");
-    let log = fs::OpenOptions::new().append(true).open(format!("{STATE_DIR}/lb1/pglb.log")).expect("opening lb1's pglb.log");
-    // `setsid -f` detaches the new pglb (its own session, not our child), as `lab up` does.
-    let status = Command::new("setsid")
-        .args(["-f", "nsenter", "--net=/run/netns/pgha-lb1", &bin, "run", "--config", &lab_config()])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log handle"))
-        .stderr(log)
-        .status()
-        .expect("starting pglb on lb1 again");
-    assert!(status.success(), "setsid nsenter pglb failed: {status}");
-    wait_until(Duration::from_secs(10), "the new pglb on lb1 to run", || lb1_pglb_pid().is_some_and(|p| p != pid));
+    start_pglb("lb1");
+    wait_until(Duration::from_secs(10), "the new pglb on lb1 to run", || pglb_pids("lb1").iter().any(|p| *p != pid));
 }
 
 fn held_session_shows_in_map_dump_and_survives_a_pglb_restart() {
@@ -259,7 +226,7 @@ fn held_session_shows_in_map_dump_and_survives_a_pglb_restart() {
             let mut lb1_missing = Duration::ZERO;
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                let (lb1, lb2) = (holds_vip("pgha-lb1"), holds_vip("pgha-lb2"));
+                let (lb1, lb2) = (holds_vip("lb1"), holds_vip("lb2"));
                 thread::sleep(Duration::from_millis(10));
                 if lb2 {
                     lb2_held += t.elapsed();
@@ -276,7 +243,9 @@ fn held_session_shows_in_map_dump_and_survives_a_pglb_restart() {
         let during = session.query("SELECT pg_backend_pid()");
         assert_eq!(during, before_pid, "with no pglb process on lb1, the pinned XDP program must keep the session forwarding");
     });
-    wait_until(Duration::from_secs(20), "lb1 to hold the VIP after the restart", || holds_vip("pgha-lb1") && !holds_vip("pgha-lb2"));
+    wait_until(Duration::from_secs(20), "lb1 to hold the VIP after the restart", || holds_vip("lb1") && !holds_vip("lb2"));
+    // The thing tested: the VIP stays on lb1 for 1 s more (over two of lb2's Master_Down_Intervals),
+    // while the watcher keeps looking.
     thread::sleep(Duration::from_secs(1));
     stop.store(true, Ordering::Relaxed);
     let (lb2_held, lb1_missing) = watcher.join().expect("vip watcher");

@@ -3,22 +3,13 @@
 //! `cargo xtask drill`, whose writer inserts every 10 ms through VIP:3000 and records every
 //! acknowledgement. Plus bad configs, which need no lab.
 
-use std::{
-    fs,
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::{fs, path::Path, process::Command};
 
-use pglb_tests::{Lab, assert_failover, assert_no_loss, assert_root, assert_switchback_lost_nothing, drill, ok, stderr};
+use pglb_tests::{Lab, assert_failover, assert_no_loss, assert_root, assert_switchback_lost_nothing, drill, ok, pglb_bin, stderr};
 use serde_json::Value;
 
 fn drill_run(scenario: &str) -> Value {
     drill(scenario, env!("CARGO_BIN_EXE_drill_client"))
-}
-
-/// The pglb binary under test.
-fn pglb_bin() -> PathBuf {
-    PathBuf::from(std::env::var_os("PGLB_BIN").expect("PGLB_BIN is not set: run the end-to-end tests with `cargo xtask test`"))
 }
 
 /// Issue 6's short drill, part of `cargo xtask test`: one primary crash, RPO 0, bounded RTO;

@@ -1,10 +1,6 @@
 //! The lab itself: replication, idempotent up/down, cleanup after an interrupted up, bad input.
 
-use std::{
-    fs,
-    thread,
-    time::{Duration, Instant},
-};
+use std::{fs, time::Duration};
 
 use pglb_tests::{
     Lab, STATE_DIR, app_sql, assert_lab_gone, assert_root, ok, run, stderr, stdout, superuser_sql, wait_until, xtask,
@@ -71,12 +67,13 @@ fn down_after_a_killed_up_removes_everything() {
     ok(&["lab", "down"]);
     let mut up = xtask(&["lab", "up"]).spawn().expect("starting lab up");
     // Kill it once PostgreSQL is running on pg1 but before the lab is complete.
-    let started = Instant::now();
-    while !fs::metadata(format!("{STATE_DIR}/pg1/data/postmaster.pid")).is_ok() {
-        assert!(started.elapsed() < Duration::from_secs(60), "pg1 never started during lab up");
+    wait_until(Duration::from_secs(60), "pg1 to start during lab up", || {
+        if fs::metadata(format!("{STATE_DIR}/pg1/data/postmaster.pid")).is_ok() {
+            return true;
+        }
         assert!(up.try_wait().expect("polling lab up").is_none(), "lab up ended before it could be killed");
-        thread::sleep(Duration::from_millis(50));
-    }
+        false
+    });
     up.kill().expect("killing lab up");
     up.wait().expect("reaping lab up");
     let status = ok(&["lab", "status"]);

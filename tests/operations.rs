@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use pglb_tests::{Lab, ok, run, stdout, wait_until};
+use pglb_tests::{Lab, holds_vip, ok, pglb_log, run, stdout, wait_until};
+use serde_json::Value;
 
 /// `curl` inside a load balancer's namespace: (HTTP status, body).
 fn http_get(host: &str, path: &str) -> (String, String) {
@@ -16,13 +17,11 @@ fn http_get(host: &str, path: &str) -> (String, String) {
     (code.trim().to_owned(), body.to_owned())
 }
 
-fn holds_vip(host: &str) -> bool {
-    let out = ok(&["lab", "exec", host, "--", "ip", "-4", "-o", "addr", "show", "dev", "eth0"]);
-    out.contains("inet 172.20.0.100/")
-}
-
-fn lb_log(host: &str) -> String {
-    std::fs::read_to_string(format!("/run/pglb-lab/{host}/pglb.log")).unwrap_or_default()
+/// `/health` of a load balancer: (HTTP status, the JSON body parsed).
+fn health(host: &str) -> (String, Value) {
+    let (code, body) = http_get(host, "/health");
+    let doc = serde_json::from_str(&body).unwrap_or_else(|e| panic!("/health on {host} is not JSON ({e}): {body:?}"));
+    (code, doc)
 }
 
 const PG_HOSTS: [&str; 3] = ["172.20.0.10", "172.20.0.11", "172.20.0.12"];
@@ -36,12 +35,12 @@ fn http_endpoints_and_vrrp_tracking() {
     ok(&["lab", "psql", "--", "-Atc", "SELECT 1"]);
     ok(&["lab", "psql", "--port", "3001", "--", "-Atc", "SELECT 1"]);
 
-    let (code, body) = http_get("lb1", "/health");
+    let (code, body) = health("lb1");
     assert_eq!(code, "200", "the VIP holder forwards: /health must be 200, got {body}");
-    assert!(body.contains("\"forwarding\":true") && body.contains("\"writer\":\"pg1\""), "{body}");
-    let (code, body) = http_get("lb2", "/health");
+    assert_eq!((&body["forwarding"], &body["writer"]), (&Value::from(true), &Value::from("pg1")), "/health on lb1: {body}");
+    let (code, body) = health("lb2");
     assert_eq!(code, "503", "the backup does not forward: /health must be 503, got {body}");
-    assert!(body.contains("\"forwarding\":false"), "{body}");
+    assert_eq!(body["forwarding"], false, "/health on lb2: {body}");
 
     let (code, metrics) = http_get("lb1", "/metrics");
     assert_eq!(code, "200");
@@ -83,7 +82,7 @@ fn http_endpoints_and_vrrp_tracking() {
     wait_until(Duration::from_secs(15), "lb2 to take the VIP from an lb1 that reaches no PostgreSQL node", || {
         holds_vip("lb2") && !holds_vip("lb1")
     });
-    assert!(lb_log("lb1").contains("tracking: this instance does not reach the writer: lowering its vrrp priority"), "lb1's log:\n{}", lb_log("lb1"));
+    assert!(pglb_log("lb1").contains("tracking: this instance does not reach the writer: lowering its vrrp priority"), "lb1's log:\n{}", pglb_log("lb1"));
     assert_eq!(
         ok(&["lab", "psql", "--", "-Atc", "SELECT inet_server_addr()"]).trim(),
         "172.20.0.10",
@@ -93,8 +92,8 @@ fn http_endpoints_and_vrrp_tracking() {
         ok(&["lab", "exec", "lb1", "--", "ip", "route", "del", "blackhole", &format!("{addr}/32")]);
     }
     wait_until(Duration::from_secs(15), "lb1 to preempt again once it reaches the nodes", || holds_vip("lb1") && !holds_vip("lb2"));
-    assert!(lb_log("lb1").contains("priority set priority=150 writer_reachable=true"), "lb1's log:\n{}", lb_log("lb1"));
-    for log in [lb_log("lb1"), lb_log("lb2")] {
+    assert!(pglb_log("lb1").contains("priority set priority=150 writer_reachable=true"), "lb1's log:\n{}", pglb_log("lb1"));
+    for log in [pglb_log("lb1"), pglb_log("lb2")] {
         assert!(!log.contains("failover: promoting"), "nobody may promote during the cut:\n{log}");
     }
     assert_eq!(ok(&["lab", "psql", "--", "-Atc", "SELECT pg_is_in_recovery()"]).trim(), "f");
@@ -112,7 +111,11 @@ fn short_drill_lb_crash() {
     assert_eq!((run["scenario"].as_str(), run["from"].as_str(), run["to"].as_str()), (Some("lb-crash"), Some("lb1"), Some("lb2")), "{text}");
     let taken = run["vip_taken_ms"].as_f64().unwrap_or_else(|| panic!("vip_taken_ms missing in {text}"));
     let first = run["first_connection_ms"].as_f64().unwrap_or_else(|| panic!("first_connection_ms missing in {text}"));
-    assert!(taken < 1000.0, "lb2 took the VIP {taken} ms after the crash (goal ≤ 1 s):\n{out}");
-    assert!(first < 2000.0, "first new connection via lb2 {first} ms after the crash:\n{out}");
+    eprintln!("lb-crash: lb2 took the VIP {taken:.0} ms after the crash, first new connection via lb2 after {first:.0} ms");
+    // Generous bounds (the goal is 1 s; docs/DRILLS.md has the measured figures): lb2 takes over
+    // when its Master_Down_Interval (361 ms) after lb1's last advert runs out, so only a fault,
+    // not a busy machine, gets this far.
+    assert!(taken < 3000.0, "lb2 took the VIP only {taken} ms after the crash:\n{out}");
+    assert!(first < 3000.0, "first new connection via lb2 only {first} ms after the crash:\n{out}");
     assert!(out.contains("restored: pglb on lb1 holds the VIP again"), "{out}");
 }

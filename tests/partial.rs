@@ -19,14 +19,14 @@ fn promotions(run: &Value) -> Vec<String> {
 fn partial_failures_keep_one_writer_and_lose_nothing() {
     let _lab = Lab::up();
 
-    // The VIP holder cut from the primary only: the VIP moves to lb2, which reaches it, within
-    // 2 s; writes go on through lb2; nobody fails over.
+    // The VIP holder cut from the primary only: the VIP moves to lb2, which reaches it; writes
+    // go on through lb2; nobody fails over. How fast the VIP moved is the drill's to judge: it
+    // records a failure past its goal (2 s), which `assert_no_loss` checks; printed here.
     let cut = drill_run("lb-cut-from-primary");
     assert_no_loss(&cut);
     assert_eq!(cut["winner"], "pg1", "no failover when only lb1 lost pg1: {cut:#}");
     assert!(promotions(&cut).is_empty(), "{cut:#}");
-    let moved = num(&cut, "vip_moved_ms");
-    assert!(moved <= 2000.0, "the VIP moved to lb2 after {moved} ms (goal 2 s): {cut:#}");
+    eprintln!("lb-cut-from-primary: the VIP moved to lb2 after {:.0} ms", num(&cut, "vip_moved_ms"));
 
     // VRRP cut between the load balancers (both masters), then the primary dies: whoever
     // promotes, they promote the same node, and one primary is left.

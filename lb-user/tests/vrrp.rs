@@ -2,13 +2,18 @@
 //! joined by a veth pair, elect one master, move the VIP on a crash, preempt on restart and hand
 //! over on a graceful stop; and the same against keepalived (VRRPv3) as the peer, in both
 //! priority orders. Nothing is added to the root namespace; the namespaces (and keepalived) are
-//! removed by guards even when an assertion fails. Needs root, `ip` and `keepalived`.
+//! removed by guards even when an assertion fails. Needs root, `ip` and `keepalived`: without
+//! them the tests fail (they never skip).
+//!
+//! What is checked is what the protocol promises, not how fast a busy machine delivers it: a
+//! graceful handover is proven by the backup forgetting the leaving master (it does so only on a
+//! priority-0 advert), stability by adverts counted rather than time slept. Takeover times are
+//! printed; the waits around them are generous limits, not goals.
 
-use std::fs::File;
+mod support;
+
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -16,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use lb_user::vip::packet::DropReason;
 use lb_user::vip::{VrrpCounters, VrrpParams, VrrpRunner, VrrpState, VrrpStatus};
+use support::keepalived::{Instance, Keepalived};
+use support::{TempDir, enter_netns, require_program, require_root, wait_for};
 use tokio::sync::{oneshot, watch};
 
 const NS_A: &str = "pglbt-vrrp-a";
@@ -26,12 +33,28 @@ const ADDR_B: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
 /// 10 cs: Master_Down_Interval is 341 ms for priority 150 and 361 ms for 100.
 const ADVERT_CS: u16 = 10;
+/// The limit of every wait: far above any VRRP timer here (the longest is 361 ms) and above
+/// keepalived's start-up, so that only a fault, not a busy machine, reaches it.
+const LIMIT: Duration = Duration::from_secs(10);
+/// Adverts a state must survive to count as stable: more than Master_Down_Interval (3.6
+/// adverts at priority 100), after which a backup that heard nothing would take over.
+const STABLE_ADVERTS: u64 = 5;
 
 /// Both tests use the same namespace names, so they run one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Fails (never skips) unless the test can run: root, iproute2 and, for the interop test,
+/// keepalived.
+fn require_privileges(needs_keepalived: bool) {
+    require_root();
+    require_program("ip", &["-V"]);
+    if needs_keepalived {
+        require_program("keepalived", &["--version"]);
+    }
 }
 
 /// Runs `ip` with `args`, panicking with its stderr on failure.
@@ -90,14 +113,6 @@ struct Node {
     thread: Option<JoinHandle<()>>,
 }
 
-fn enter_netns(name: &str) {
-    let ns = File::open(format!("/run/netns/{name}")).unwrap_or_else(|e| panic!("open netns {name}: {e}"));
-    // SAFETY: `ns` is an open network-namespace descriptor; setns changes only this thread's
-    // namespace, and the thread was spawned for this runner alone.
-    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns into {name}: {}", std::io::Error::last_os_error());
-}
-
 impl Node {
     fn start(ns: &'static str, own: Ipv4Addr, priority: u8) -> Node {
         Node::start_vrid(ns, own, priority, 42)
@@ -142,6 +157,26 @@ impl Node {
         self.status.borrow().state
     }
 
+    fn adverts_received(&self) -> u64 {
+        self.counters.adverts_received.load(Ordering::Relaxed)
+    }
+
+    fn adverts_sent(&self) -> u64 {
+        self.counters.adverts_sent.load(Ordering::Relaxed)
+    }
+
+    /// Whether `peer` is among the peers this node has heard. A peer that sent priority 0 (a
+    /// master leaving gracefully) is forgotten at once; one that went silent is not.
+    fn remembers(&self, peer: Ipv4Addr) -> bool {
+        self.status.borrow().peers_heard.iter().any(|(p, _)| *p == peer)
+    }
+
+    /// Waits until this node has received `n` more adverts than now.
+    fn wait_adverts_received(&self, n: u64, what: &str) {
+        let from = self.adverts_received();
+        wait_for(&format!("{what} ({n} adverts received)"), LIMIT, || self.adverts_received() >= from + n);
+    }
+
     fn stop(mut self, how: Stop) {
         let _ = self.stop.take().expect("stopped once").send(how);
         self.thread.take().expect("joined once").join().expect("runner thread panicked");
@@ -159,263 +194,158 @@ impl Drop for Node {
     }
 }
 
-/// Polls `cond` every 5 ms; returns how long it took, or panics with `what` after `limit`.
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    loop {
-        if cond() {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn privileged(needs_keepalived: bool) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let has_ip = Command::new("ip").arg("-V").output().is_ok_and(|o| o.status.success());
-    let has_keepalived =
-        !needs_keepalived || Command::new("keepalived").arg("--version").output().is_ok_and(|o| o.status.success());
-    if root && has_ip && has_keepalived {
-        return true;
-    }
-    let why = format!(
-        "needs root, iproute2 and keepalived (`cargo xtask setup` installs them) \
-         (root: {root}, ip: {has_ip}, keepalived: {has_keepalived})"
-    );
-    assert!(std::env::var_os("CI").is_none(), "vrrp netns test cannot run in CI: {why}");
-    eprintln!("skipping the vrrp netns test outside CI: {why}");
-    false
-}
-
 #[test]
 fn two_runners_elect_take_over_preempt_and_hand_over() {
-    if !privileged(false) {
-        return;
-    }
+    require_privileges(false);
     let _serial = serial();
     let _lab = Lab::up();
 
     // B alone becomes master.
     let b = Node::start(NS_B, ADDR_B, 100);
-    wait_for("b master alone", Duration::from_secs(3), || b.state() == VrrpState::Master);
-    wait_for("vip on b", Duration::from_secs(1), || Lab::has_vip(NS_B));
+    wait_for("b master alone", LIMIT, || b.state() == VrrpState::Master);
+    wait_for("vip on b", LIMIT, || Lab::has_vip(NS_B));
 
     // A (150) starts, preempts, and B steps down and drops the VIP.
     let a = Node::start(NS_A, ADDR_A, 150);
-    wait_for("a preempts", Duration::from_secs(3), || a.state() == VrrpState::Master);
-    wait_for("b steps down", Duration::from_secs(1), || b.state() == VrrpState::Backup);
-    wait_for("vip moves to a", Duration::from_secs(1), || Lab::has_vip(NS_A) && !Lab::has_vip(NS_B));
+    wait_for("a preempts", LIMIT, || a.state() == VrrpState::Master);
+    wait_for("b steps down", LIMIT, || b.state() == VrrpState::Backup);
+    wait_for("vip moves to a", LIMIT, || Lab::has_vip(NS_A) && !Lab::has_vip(NS_B));
     {
         let st = b.status.borrow();
         assert_eq!(st.master_address, Some(ADDR_A), "b knows who holds the vip");
         assert!(st.peers_heard.iter().any(|(p, _)| *p == ADDR_A), "b heard a: {:?}", st.peers_heard);
     }
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!((a.state(), b.state()), (VrrpState::Master, VrrpState::Backup), "stable after 5 adverts");
-    assert!(a.counters.adverts_sent.load(Ordering::Relaxed) >= 5, "a advertises");
-    assert!(b.counters.adverts_received.load(Ordering::Relaxed) >= 5, "b receives a's adverts");
+    // Stable over more adverts than Master_Down_Interval: nobody changes state.
+    let b_masters = b.counters.transitions_to(VrrpState::Master);
+    b.wait_adverts_received(STABLE_ADVERTS, "b hearing a while a stays master");
+    assert_eq!((a.state(), b.state()), (VrrpState::Master, VrrpState::Backup), "stable over {STABLE_ADVERTS} adverts");
+    assert_eq!(b.counters.transitions_to(VrrpState::Master), b_masters, "b did not become master meanwhile");
+    assert!(a.adverts_sent() >= STABLE_ADVERTS, "a advertises");
     for reason in DropReason::ALL {
         assert_eq!(b.counters.dropped(reason), 0, "b dropped a packet of a: {reason:?}");
         assert_eq!(a.counters.dropped(reason), 0, "a dropped a packet of b: {reason:?}");
     }
-    assert!(a.counters.garps_sent.load(Ordering::Relaxed) >= 4, "a sent its garp burst");
+    wait_for("a's gratuitous ARP burst", LIMIT, || a.counters.garps_sent.load(Ordering::Relaxed) >= 4);
 
-    // Crash A: B takes over within Master_Down_Interval (361 ms) plus scheduling slack.
+    // Crash A: B takes over when its Master_Down_Interval (361 ms) runs out, having heard no
+    // priority 0 (so it still remembers A).
     a.stop(Stop::Crash);
-    let crash_takeover = wait_for("b takes over after a crash", Duration::from_secs(2), || b.state() == VrrpState::Master);
-    wait_for("vip on b after crash", Duration::from_secs(1), || Lab::has_vip(NS_B));
-    assert!(crash_takeover < Duration::from_millis(800), "crash takeover took {crash_takeover:?}");
-    eprintln!("crash takeover at 10 cs adverts: {crash_takeover:?}");
+    let crash_takeover = wait_for("b takes over after a crash", LIMIT, || b.state() == VrrpState::Master);
+    eprintln!("crash takeover at 10 cs adverts: {crash_takeover:?} (Master_Down_Interval 361 ms after a's last advert)");
+    assert!(b.remembers(ADDR_A), "a crashed runner sends no priority 0, yet b forgot a");
+    wait_for("vip on b after crash", LIMIT, || Lab::has_vip(NS_B));
 
     // A restarts: removes its stale VIP, preempts; B drops the VIP.
     let a = Node::start(NS_A, ADDR_A, 150);
-    wait_for("a preempts again", Duration::from_secs(3), || a.state() == VrrpState::Master);
-    wait_for("b steps down again", Duration::from_secs(1), || b.state() == VrrpState::Backup);
-    wait_for("vip only on a", Duration::from_secs(1), || Lab::has_vip(NS_A) && !Lab::has_vip(NS_B));
+    wait_for("a preempts again", LIMIT, || a.state() == VrrpState::Master);
+    wait_for("b steps down again", LIMIT, || b.state() == VrrpState::Backup);
+    wait_for("vip only on a", LIMIT, || Lab::has_vip(NS_A) && !Lab::has_vip(NS_B));
 
-    // Graceful stop of A: priority 0 makes B take over after Skew_Time (61 ms), well before
-    // Master_Down_Interval (361 ms).
+    // Graceful stop of A: its priority 0 makes B forget A and take over after Skew_Time (61 ms)
+    // instead of Master_Down_Interval (361 ms).
     let t0 = Instant::now();
     a.stop(Stop::Graceful);
-    wait_for("b takes over after a graceful stop", Duration::from_secs(2), || b.state() == VrrpState::Master);
+    wait_for("b takes over after a graceful stop", LIMIT, || b.state() == VrrpState::Master);
     let handover = t0.elapsed();
-    assert!(handover < Duration::from_millis(300), "graceful handover took {handover:?}");
-    eprintln!("graceful handover at 10 cs adverts: {handover:?}");
-    wait_for("vip only on b after graceful stop", Duration::from_secs(1), || Lab::has_vip(NS_B) && !Lab::has_vip(NS_A));
+    eprintln!("graceful handover at 10 cs adverts: {handover:?} (Skew_Time 61 ms)");
+    assert!(!b.remembers(ADDR_A), "b took over without a's priority 0 (it still remembers a): a timeout, not a handover");
+    wait_for("vip only on b after graceful stop", LIMIT, || Lab::has_vip(NS_B) && !Lab::has_vip(NS_A));
 
     b.stop(Stop::Graceful);
     assert!(!Lab::has_vip(NS_B), "graceful stop of the master removes the vip");
 }
 
-/// keepalived's VRRP subsystem in a namespace, as a VRRPv3 peer; stopped (SIGTERM, so it sends
-/// priority 0) and its files removed on drop.
-struct Keepalived {
-    child: Option<Child>,
-    dir: PathBuf,
-}
-
-impl Keepalived {
-    fn start(ns: &str, priority: u8) -> Keepalived {
-        let dir = std::env::temp_dir().join(format!("pglbt-vrrp-keepalived-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-        let conf = dir.join("keepalived.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "global_defs {{\n  router_id pglbt_{ns}\n  vrrp_version 3\n}}\n\
-                 vrrp_instance pglbt {{\n  state BACKUP\n  interface {IFACE}\n  virtual_router_id 42\n  \
-                 priority {priority}\n  advert_int 0.1\n  virtual_ipaddress {{\n    {VIP}/32\n  }}\n}}\n"
-            ),
-        )
-        .expect("write keepalived.conf");
-        let log = File::create(dir.join("keepalived.log")).expect("create keepalived.log");
-        let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, "keepalived", "--dont-fork", "--log-console", "--vrrp"])
-            .args(["--use-file", &path("keepalived.conf")])
-            .args(["--pid", &path("keepalived.pid"), "--vrrp_pid", &path("vrrp.pid"), "--checkers_pid", &path("checkers.pid")])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn keepalived");
-        Keepalived { child: Some(child), dir }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("keepalived.log")).unwrap_or_default()
-    }
-
-    /// SIGTERM (graceful: keepalived sends priority 0 and removes the VIP), without waiting.
-    fn terminate(&self) {
-        let Some(child) = &self.child else { return };
-        let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
-        // SAFETY: kill has no memory preconditions; `pid` is our own child (ip netns exec
-        // executes keepalived in place), not yet reaped, so it cannot be a recycled pid.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-    }
-
-    /// [`terminate`](Keepalived::terminate), then waits for it to exit (killing it after 5 s).
-    fn stop(&mut self) {
-        self.terminate();
-        let Some(mut child) = self.child.take() else { return };
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(5) {
-            if child.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        // Last resort: the VRRP child first (it would survive its parent), then the parent.
-        if let Ok(vrrp_pid) = std::fs::read_to_string(self.dir.join("vrrp.pid"))
-            && let Ok(vrrp_pid) = vrrp_pid.trim().parse::<libc::pid_t>()
-        {
-            // SAFETY: as above; the pid comes from keepalived's own pid file for this run.
-            unsafe { libc::kill(vrrp_pid, libc::SIGKILL) };
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
-impl Drop for Keepalived {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// keepalived at `priority` in namespace A, files in `dir`.
+fn keepalived(dir: &TempDir, priority: u8) -> Keepalived {
+    let vip = format!("{VIP}/32");
+    Keepalived::start(NS_A, &dir.0, &Instance { router_id: "pglbt_vrrp_a", interface: IFACE, vrid: 42, priority, vip: &vip })
 }
 
 #[test]
 fn interoperates_with_keepalived_in_both_priority_orders() {
-    if !privileged(true) {
-        return;
-    }
+    require_privileges(true);
     let _serial = serial();
     let _lab = Lab::up();
+    let dir = TempDir::new("vrrp-keepalived");
 
     // keepalived (150) in A is master; pglb (100) in B stays backup and accepts its adverts.
-    let mut ka = Keepalived::start(NS_A, 150);
-    wait_for("keepalived master with the vip", Duration::from_secs(5), || Lab::has_vip(NS_A));
+    let mut ka = keepalived(&dir, 150);
+    wait_for("keepalived master with the vip", LIMIT, || Lab::has_vip(NS_A));
     let b = Node::start(NS_B, ADDR_B, 100);
-    wait_for("pglb hears keepalived", Duration::from_secs(2), || b.status.borrow().master_address == Some(ADDR_A));
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for("pglb hears keepalived", LIMIT, || b.status.borrow().master_address == Some(ADDR_A));
+    b.wait_adverts_received(STABLE_ADVERTS, "pglb hearing keepalived");
     assert_eq!(b.state(), VrrpState::Backup, "pglb must stay backup under keepalived at 150; keepalived log:\n{}", ka.log());
     assert_eq!(b.counters.transitions_to(VrrpState::Master), 0, "pglb never became master");
     assert!(!Lab::has_vip(NS_B), "backup pglb must not hold the vip");
-    assert!(b.counters.adverts_received.load(Ordering::Relaxed) >= 5, "pglb accepts keepalived's adverts");
     for reason in DropReason::ALL {
         assert_eq!(b.counters.dropped(reason), 0, "pglb dropped a keepalived advert: {reason:?}");
     }
 
-    // keepalived stops gracefully: pglb takes over after Skew_Time.
+    // keepalived stops gracefully: its priority 0 makes pglb forget it and take over after
+    // Skew_Time.
     let t0 = Instant::now();
     ka.terminate();
-    wait_for("pglb takes over from keepalived", Duration::from_secs(2), || b.state() == VrrpState::Master);
+    wait_for("pglb takes over from keepalived", LIMIT, || b.state() == VrrpState::Master);
     let handover = t0.elapsed();
-    wait_for("vip moves to pglb", Duration::from_secs(1), || Lab::has_vip(NS_B) && !Lab::has_vip(NS_A));
-    eprintln!("keepalived -> pglb graceful handover: {handover:?}");
-    assert!(handover < Duration::from_millis(300), "graceful handover from keepalived took {handover:?}");
+    eprintln!("keepalived -> pglb graceful handover: {handover:?} (Skew_Time 61 ms)");
+    assert!(!b.remembers(ADDR_A), "pglb took over without keepalived's priority 0 (a timeout, not a handover); keepalived log:\n{}", ka.log());
+    wait_for("vip moves to pglb", LIMIT, || Lab::has_vip(NS_B) && !Lab::has_vip(NS_A));
     ka.stop();
     drop(ka);
 
     // keepalived (150) comes back and preempts pglb (100), which drops the VIP.
-    let ka = Keepalived::start(NS_A, 150);
-    wait_for("keepalived preempts pglb", Duration::from_secs(5), || b.state() == VrrpState::Backup);
-    wait_for("vip moves to keepalived", Duration::from_secs(1), || Lab::has_vip(NS_A) && !Lab::has_vip(NS_B));
+    let ka = keepalived(&dir, 150);
+    wait_for("keepalived preempts pglb", LIMIT, || b.state() == VrrpState::Backup);
+    wait_for("vip moves to keepalived", LIMIT, || Lab::has_vip(NS_A) && !Lab::has_vip(NS_B));
     b.stop(Stop::Graceful);
 
     // pglb at 200 preempts keepalived (150), which drops the VIP and stays backup.
     let b = Node::start(NS_B, ADDR_B, 200);
-    wait_for("pglb preempts keepalived", Duration::from_secs(3), || b.state() == VrrpState::Master);
-    wait_for("vip moves to pglb", Duration::from_secs(2), || Lab::has_vip(NS_B) && !Lab::has_vip(NS_A));
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for("pglb preempts keepalived", LIMIT, || b.state() == VrrpState::Master);
+    wait_for("vip moves to pglb", LIMIT, || Lab::has_vip(NS_B) && !Lab::has_vip(NS_A));
+    // Stable over more of pglb's adverts than keepalived's Master_Down_Interval.
+    let b_backups = b.counters.transitions_to(VrrpState::Backup);
+    let from = b.adverts_sent();
+    wait_for("pglb to advertise as master", LIMIT, || b.adverts_sent() >= from + STABLE_ADVERTS);
     assert_eq!(b.state(), VrrpState::Master, "keepalived must accept pglb at 200; keepalived log:\n{}", ka.log());
+    assert_eq!(b.counters.transitions_to(VrrpState::Backup), b_backups, "pglb stepped down meanwhile; keepalived log:\n{}", ka.log());
     assert!(!Lab::has_vip(NS_A), "keepalived must stay backup without the vip; log:\n{}", ka.log());
     for reason in DropReason::ALL {
         assert_eq!(b.counters.dropped(reason), 0, "pglb dropped a keepalived advert: {reason:?}");
     }
 
-    // pglb stops gracefully: keepalived takes the VIP.
+    // pglb stops gracefully: keepalived takes the VIP after its Skew_Time (41 ms at 150) on
+    // pglb's priority 0; the figure is printed, the wait is only a limit.
     let t0 = Instant::now();
     b.stop(Stop::Graceful);
-    wait_for("keepalived takes over from pglb", Duration::from_secs(2), || Lab::has_vip(NS_A));
+    wait_for("keepalived takes over from pglb", LIMIT, || Lab::has_vip(NS_A));
     eprintln!("pglb -> keepalived graceful handover (vip seen on keepalived): {:?}", t0.elapsed());
-    assert!(
-        t0.elapsed() < Duration::from_millis(400),
-        "keepalived should take over after skew time on pglb's priority 0, took {:?}; log:\n{}",
-        t0.elapsed(),
-        ka.log()
-    );
     drop(ka);
 }
 
 #[test]
 fn unicast_peers_elect_and_hand_over() {
-    if !privileged(false) {
-        return;
-    }
+    require_privileges(false);
     let _serial = serial();
     let _lab = Lab::up();
     let unicast = |own, peer, priority| VrrpParams { unicast_peers: vec![peer], ..Node::params(own, priority, 42) };
     let a = Node::start_with(NS_A, unicast(ADDR_A, ADDR_B, 150));
     let b = Node::start_with(NS_B, unicast(ADDR_B, ADDR_A, 100));
-    wait_for("a master over unicast", Duration::from_secs(3), || a.state() == VrrpState::Master);
-    wait_for("b backup hearing a", Duration::from_secs(2), || {
+    wait_for("a master over unicast", LIMIT, || a.state() == VrrpState::Master);
+    wait_for("b backup hearing a", LIMIT, || {
         b.state() == VrrpState::Backup && b.status.borrow().master_address == Some(ADDR_A)
     });
-    wait_for("vip only on a", Duration::from_secs(1), || Lab::has_vip(NS_A) && !Lab::has_vip(NS_B));
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(b.counters.adverts_received.load(Ordering::Relaxed) >= 3, "b receives unicast adverts");
+    wait_for("vip only on a", LIMIT, || Lab::has_vip(NS_A) && !Lab::has_vip(NS_B));
+    b.wait_adverts_received(3, "b hearing a's unicast adverts");
     assert_eq!(b.counters.legacy_checksum.load(Ordering::Relaxed), 0, "unicast checksum uses the real destination");
     for reason in DropReason::ALL {
         assert_eq!(b.counters.dropped(reason), 0, "b dropped a unicast advert: {reason:?}");
     }
     let t0 = Instant::now();
     a.stop(Stop::Graceful);
-    wait_for("b takes over over unicast", Duration::from_secs(2), || b.state() == VrrpState::Master);
-    assert!(t0.elapsed() < Duration::from_millis(300), "unicast graceful handover took {:?}", t0.elapsed());
-    wait_for("vip only on b", Duration::from_secs(1), || Lab::has_vip(NS_B) && !Lab::has_vip(NS_A));
+    wait_for("b takes over over unicast", LIMIT, || b.state() == VrrpState::Master);
+    eprintln!("unicast graceful handover: {:?} (Skew_Time 61 ms)", t0.elapsed());
+    assert!(!b.remembers(ADDR_A), "b took over without a's unicast priority 0 (a timeout, not a handover)");
+    wait_for("vip only on b", LIMIT, || Lab::has_vip(NS_B) && !Lab::has_vip(NS_A));
     b.stop(Stop::Graceful);
 }

@@ -3,11 +3,19 @@
 //! the XDP ns/packet figures of the `xdp_cost` example.
 //!
 //! Every run is `pgbench -c 8 -j 2 -T SECONDS` from pgha-client. The order of the targets
-//! rotates each round so that no target always runs first or last. CPU: the lab is one kernel,
-//! so the load balancer's cost is read as the machine's busy time per transaction (user,
-//! system and softirq from /proc/stat — pglb's XDP program runs in softirq) next to the same
-//! figure for the direct runs, plus the CPU time of the load balancer's own processes (haproxy,
-//! or pglb's control plane) from /proc/PID/stat.
+//! rotates each round so that no target always runs first or last.
+//!
+//! Throughput against direct is paired by round: a target's tps in round N ÷ the direct tps of
+//! round N (same workload), because the machine's background load drifts between rounds more
+//! than between the runs of one round. The table and the JSON give each round's ratio and their
+//! median and range (min–max); a ratio of medians would pair runs from different rounds. Failed
+//! transactions are pgbench's "number of failed transactions", per run and in total; a run
+//! whose output lacks the line is an error, not a zero.
+//!
+//! CPU: the lab is one kernel, so the load balancer's cost is read as the machine's busy time
+//! per transaction (user, system and softirq from /proc/stat — pglb's XDP program runs in
+//! softirq) next to the same figure for the direct runs, plus the CPU time of the load
+//! balancer's own processes (haproxy, or pglb's control plane) from /proc/PID/stat.
 
 use std::{
     fmt::Write as _,
@@ -19,6 +27,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use serde::Serialize;
 
 use crate::{
     lab::{
@@ -38,10 +47,10 @@ const ROUNDS: usize = 3;
 /// report it (the daemon idles under 2 %; the data plane runs in the kernel, not in it).
 const LB_PROCESS_CPU_LIMIT_PCT: f64 = 2.0;
 /// pgbench clients and threads.
-const CLIENTS: &str = "8";
-const THREADS: &str = "2";
+const CLIENTS: u32 = 8;
+const THREADS: u32 = 2;
 /// pgbench scale of the benchmark tables.
-const SCALE: &str = "10";
+const SCALE: u32 = 10;
 /// HAProxy's listener (tcp mode, one backend: pg1).
 const HAPROXY_ADDR: &str = "172.20.0.20";
 const HAPROXY_PORT: &str = "3000";
@@ -108,10 +117,13 @@ const WORKLOADS: [Workload; 3] = [
 ];
 
 /// One pgbench run and the CPU it cost.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, Serialize)]
 struct Run {
+    /// The round it ran in, from 1.
+    round: usize,
     tps: f64,
     transactions: u64,
+    /// pgbench's "number of failed transactions".
     failed: u64,
     /// Machine-wide CPU seconds during the run, from /proc/stat.
     user_s: f64,
@@ -125,6 +137,13 @@ impl Run {
     fn busy_us_per_tx(&self) -> f64 {
         (self.user_s + self.system_s + self.softirq_s) * 1e6 / self.transactions.max(1) as f64
     }
+}
+
+/// The runs of one workload against one target, in round order.
+struct Series {
+    workload: Workload,
+    target: Target,
+    runs: Vec<Run>,
 }
 
 pub fn bench(json: Option<&Path>) -> Result<()> {
@@ -146,17 +165,18 @@ pub fn bench(json: Option<&Path>) -> Result<()> {
     init_tables()?;
     let haproxy = Haproxy::start()?;
     let started = Instant::now();
-    let mut results: Vec<(Workload, Target, Vec<Run>)> =
-        WORKLOADS.iter().flat_map(|w| Target::ALL.iter().map(move |t| (*w, *t, Vec::new()))).collect();
-    for round in 0..ROUNDS {
-        for (wi, w) in WORKLOADS.iter().enumerate() {
+    let mut results: Vec<Series> = WORKLOADS
+        .iter()
+        .flat_map(|w| Target::ALL.iter().map(move |t| Series { workload: *w, target: *t, runs: Vec::new() }))
+        .collect();
+    for round in 1..=ROUNDS {
+        for w in &WORKLOADS {
             for k in 0..Target::ALL.len() {
-                let target = Target::ALL[(k + round) % Target::ALL.len()];
-                let run = pgbench(target, w, seconds)
-                    .with_context(|| format!("pgbench {} against {} (round {})", w.name, target.name(), round + 1))?;
+                let target = Target::ALL[(k + round - 1) % Target::ALL.len()];
+                let run = pgbench(target, w, seconds, round)
+                    .with_context(|| format!("pgbench {} against {} (round {round})", w.name, target.name()))?;
                 println!(
-                    "bench: round {}/{ROUNDS} {:<34} {:<14} {:>9.0} tps, {} failed, {:.1} µs CPU/tx, lb process {:.2} s",
-                    round + 1,
+                    "bench: round {round}/{ROUNDS} {:<34} {:<14} {:>9.0} tps, {} failed, {:.1} µs CPU/tx, lb process {:.2} s",
                     w.name,
                     target.name(),
                     run.tps,
@@ -174,17 +194,23 @@ pub fn bench(json: Option<&Path>) -> Result<()> {
                         target.name()
                     );
                 }
-                let slot = wi * Target::ALL.len() + Target::ALL.iter().position(|t| *t == target).unwrap_or(0);
-                results[slot].2.push(run);
+                results
+                    .iter_mut()
+                    .find(|s| s.workload.key == w.key && s.target == target)
+                    .expect("a series for every workload and target")
+                    .runs
+                    .push(run);
             }
         }
     }
     drop(haproxy);
-    println!("bench: {} runs in {:.0} s\n", results.iter().map(|r| r.2.len()).sum::<usize>(), started.elapsed().as_secs_f64());
-    let table = render_table(&results, seconds);
-    println!("{table}");
+    println!("bench: {} runs in {:.0} s\n", results.iter().map(|r| r.runs.len()).sum::<usize>(), started.elapsed().as_secs_f64());
+    let summaries = summarise(&results);
+    println!("{}", render_table(&summaries, seconds));
     if let Some(path) = json {
-        fs::write(path, render_json(&results, seconds, &xdp)).with_context(|| format!("writing {}", path.display()))?;
+        let doc = BenchJson { clients: CLIENTS, threads: THREADS, seconds, scale: SCALE, rounds: ROUNDS, xdp_cost: &xdp, results: summaries };
+        let text = serde_json::to_string_pretty(&doc).context("encoding the bench results as JSON")?;
+        fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
         println!("bench: results written to {}", path.display());
     }
     Ok(())
@@ -208,13 +234,14 @@ fn client_cmd(program: &str, args: &[&str]) -> Command {
 fn init_tables() -> Result<()> {
     println!("bench: pgbench -i -s {SCALE} on pg1");
     let pgbench = format!("{PG_BIN}/pgbench");
-    sh::run(&mut client_cmd(&pgbench, &["-h", "172.20.0.10", "-p", "5432", "-U", APP_USER, "-i", "-s", SCALE, "-q", APP_DB]))
+    let scale = SCALE.to_string();
+    sh::run(&mut client_cmd(&pgbench, &["-h", "172.20.0.10", "-p", "5432", "-U", APP_USER, "-i", "-s", &scale, "-q", APP_DB]))
         .context("initialising the pgbench tables on pg1")?;
     let psql = format!("{PG_BIN}/psql");
     wait_for(Duration::from_secs(60), "the pgbench tables to reach the standbys", || {
         for addr in ["172.20.0.11", "172.20.0.12"] {
             let out = sh::capture(&mut client_cmd(&psql, &["-X", "-h", addr, "-U", APP_USER, "-d", APP_DB, "-Atc", "SELECT count(*) FROM pgbench_branches"]))?;
-            if String::from_utf8_lossy(&out.stdout).trim() != SCALE {
+            if String::from_utf8_lossy(&out.stdout).trim() != scale {
                 return Ok(false);
             }
         }
@@ -298,10 +325,10 @@ fn clock_ticks() -> f64 {
     if t > 0 { t as f64 } else { 100.0 }
 }
 
-fn pgbench(target: Target, w: &Workload, seconds: u64) -> Result<Run> {
+fn pgbench(target: Target, w: &Workload, seconds: u64, round: usize) -> Result<Run> {
     let (addr, port) = target.addr();
-    let secs = seconds.to_string();
-    let mut args = vec!["-h", addr, "-p", port, "-U", APP_USER, "-c", CLIENTS, "-j", THREADS, "-T", &secs, "-n"];
+    let (clients, threads, secs) = (CLIENTS.to_string(), THREADS.to_string(), seconds.to_string());
+    let mut args = vec!["-h", addr, "-p", port, "-U", APP_USER, "-c", &clients, "-j", &threads, "-T", &secs, "-n"];
     args.extend_from_slice(w.args);
     args.push(APP_DB);
     let pgbench = format!("{PG_BIN}/pgbench");
@@ -318,15 +345,17 @@ fn pgbench(target: Target, w: &Workload, seconds: u64) -> Result<Run> {
     let transactions = field("number of transactions actually processed:")
         .and_then(|s| s.split('/').next().and_then(|n| n.trim().parse().ok()))
         .with_context(|| format!("no transaction count in pgbench's output:\n{text}"))?;
+    // pgbench 15 always prints this line; without it a failure count of 0 would be a guess.
     let failed = field("number of failed transactions:")
         .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
-        .unwrap_or(0);
+        .with_context(|| format!("no failed-transaction count in pgbench's output:\n{text}"))?;
     let tps = field("tps =")
         .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
         .with_context(|| format!("no tps in pgbench's output:\n{text}"))?;
     let hz = clock_ticks();
     thread::sleep(Duration::from_millis(500)); // let connections close before the next run
     Ok(Run {
+        round,
         tps,
         transactions,
         failed,
@@ -346,67 +375,230 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn summary(runs: &[Run]) -> (f64, f64, f64, f64, u64) {
-    (
-        median(runs.iter().map(|r| r.tps).collect()),
-        median(runs.iter().map(Run::busy_us_per_tx).collect()),
-        median(runs.iter().map(|r| r.softirq_s).collect()),
-        median(runs.iter().map(|r| r.lb_process_s).collect()),
-        runs.iter().map(|r| r.failed).sum(),
-    )
+/// The median and range of one figure over rounds.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+struct Spread {
+    median: f64,
+    min: f64,
+    max: f64,
 }
 
-fn render_table(results: &[(Workload, Target, Vec<Run>)], seconds: u64) -> String {
+impl Spread {
+    /// `None` for no values.
+    fn of(values: &[f64]) -> Option<Spread> {
+        let min = values.iter().copied().reduce(f64::min)?;
+        let max = values.iter().copied().reduce(f64::max)?;
+        Some(Spread { median: median(values.to_vec()), min, max })
+    }
+}
+
+/// Each round's `tps ÷ direct tps` of the same round, as (round, ratio) in the order of
+/// `target`'s runs. A round without a direct run, or whose direct run did nothing, has no ratio.
+fn paired_ratios(target: &[Run], direct: &[Run]) -> Vec<(usize, f64)> {
+    target
+        .iter()
+        .filter_map(|t| {
+            let d = direct.iter().find(|d| d.round == t.round)?;
+            (d.tps > 0.0).then(|| (t.round, t.tps / d.tps))
+        })
+        .collect()
+}
+
+/// What the table and the JSON report for one workload against one target.
+#[derive(Debug, Serialize)]
+struct Summary {
+    workload: &'static str,
+    #[serde(skip)]
+    workload_name: &'static str,
+    target: &'static str,
+    #[serde(skip)]
+    target_name: &'static str,
+    #[serde(skip)]
+    is_direct: bool,
+    median_tps: f64,
+    /// Each round's tps ÷ the direct tps of that round: median and range; `null` for direct.
+    ratio_to_direct: Option<Spread>,
+    failed_total: u64,
+    median_cpu_us_per_tx: f64,
+    median_softirq_s: f64,
+    median_lb_process_s: f64,
+    runs: Vec<RoundResult>,
+}
+
+/// One run with its paired ratio.
+#[derive(Debug, Serialize)]
+struct RoundResult {
+    #[serde(flatten)]
+    run: Run,
+    /// tps ÷ the direct tps of the same round; `null` for direct (or no direct run that round).
+    ratio_to_direct: Option<f64>,
+}
+
+/// Everything `--json` writes.
+#[derive(Serialize)]
+struct BenchJson<'a> {
+    clients: u32,
+    threads: u32,
+    seconds: u64,
+    scale: u32,
+    rounds: usize,
+    /// The table lines of the `xdp_cost` example.
+    xdp_cost: &'a str,
+    results: Vec<Summary>,
+}
+
+fn summarise(results: &[Series]) -> Vec<Summary> {
+    results
+        .iter()
+        .map(|s| {
+            let direct = results
+                .iter()
+                .find(|d| d.workload.key == s.workload.key && d.target == Target::Direct)
+                .map_or(&[][..], |d| &d.runs[..]);
+            let ratios = if s.target == Target::Direct { Vec::new() } else { paired_ratios(&s.runs, direct) };
+            let of = |f: fn(&Run) -> f64| median(s.runs.iter().map(f).collect());
+            Summary {
+                workload: s.workload.key,
+                workload_name: s.workload.name,
+                target: s.target.key(),
+                target_name: s.target.name(),
+                is_direct: s.target == Target::Direct,
+                median_tps: of(|r| r.tps),
+                ratio_to_direct: Spread::of(&ratios.iter().map(|(_, r)| *r).collect::<Vec<_>>()),
+                failed_total: s.runs.iter().map(|r| r.failed).sum(),
+                median_cpu_us_per_tx: of(Run::busy_us_per_tx),
+                median_softirq_s: of(|r| r.softirq_s),
+                median_lb_process_s: of(|r| r.lb_process_s),
+                runs: s
+                    .runs
+                    .iter()
+                    .map(|r| RoundResult { run: *r, ratio_to_direct: ratios.iter().find(|(n, _)| *n == r.round).map(|(_, v)| *v) })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+fn render_table(summaries: &[Summary], seconds: u64) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "pgbench -c {CLIENTS} -j {THREADS} -T {seconds}, scale {SCALE}, {ROUNDS} rounds (medians)\n");
-    let _ = writeln!(s, "| workload | target | tps (median) | ÷ direct | tps per round | failed | machine CPU µs/tx | softirq s/run | LB process CPU s/run |");
-    let _ = writeln!(s, "|---|---|---:|---:|---|---:|---:|---:|---:|");
-    for (w, t, runs) in results {
-        let direct = results.iter().find(|(w2, t2, _)| w2.key == w.key && *t2 == Target::Direct).map(|r| summary(&r.2).0).unwrap_or(0.0);
-        let (tps, us, softirq, lbp, failed) = summary(runs);
-        let per_round: Vec<String> = runs.iter().map(|r| format!("{:.0}", r.tps)).collect();
-        let lb = if *t == Target::Direct { "–".to_owned() } else { format!("{lbp:.2}") };
+    let _ = writeln!(s, "pgbench -c {CLIENTS} -j {THREADS} -T {seconds}, scale {SCALE}, {ROUNDS} rounds; tps and CPU are medians over the rounds;");
+    let _ = writeln!(s, "÷ direct is each round's tps over the direct tps of the same round, then their median (min–max)\n");
+    let _ = writeln!(
+        s,
+        "| workload | target | tps (median) | tps per round | ÷ direct per round | ÷ direct: median (min–max) | failed per run (total) | machine CPU µs/tx | softirq s/run | LB process CPU s/run |"
+    );
+    let _ = writeln!(s, "|---|---|---:|---|---|---:|---|---:|---:|---:|");
+    for m in summaries {
+        let per_round = |f: &dyn Fn(&RoundResult) -> String| m.runs.iter().map(f).collect::<Vec<_>>().join(" / ");
+        let tps = per_round(&|r| format!("{:.0}", r.run.tps));
+        let (ratios, ratio) = match m.ratio_to_direct {
+            None => ("–".to_owned(), "–".to_owned()),
+            Some(Spread { median, min, max }) => (
+                per_round(&|r| r.ratio_to_direct.map_or_else(|| "–".to_owned(), |v| format!("{v:.3}"))),
+                format!("{median:.3} ({min:.3}–{max:.3})"),
+            ),
+        };
+        let failed = format!("{} ({})", per_round(&|r| r.run.failed.to_string()), m.failed_total);
+        let lb = if m.is_direct { "–".to_owned() } else { format!("{:.2}", m.median_lb_process_s) };
         let _ = writeln!(
             s,
-            "| {} | {} | {tps:.0} | {:.3} | {} | {failed} | {us:.1} | {softirq:.2} | {lb} |",
-            w.name,
-            t.name(),
-            if direct > 0.0 { tps / direct } else { 0.0 },
-            per_round.join(" / ")
+            "| {} | {} | {:.0} | {tps} | {ratios} | {ratio} | {failed} | {:.1} | {:.2} | {lb} |",
+            m.workload_name, m.target_name, m.median_tps, m.median_cpu_us_per_tx, m.median_softirq_s
         );
     }
     s
 }
 
-fn render_json(results: &[(Workload, Target, Vec<Run>)], seconds: u64, xdp: &str) -> String {
-    let mut s = String::from("{\n");
-    let _ = writeln!(s, "  \"clients\": {CLIENTS}, \"threads\": {THREADS}, \"seconds\": {seconds}, \"scale\": {SCALE}, \"rounds\": {ROUNDS},");
-    let _ = writeln!(s, "  \"xdp_cost\": {:?},", xdp);
-    s.push_str("  \"results\": [\n");
-    let rows: Vec<String> = results
-        .iter()
-        .map(|(w, t, runs)| {
-            let direct = results.iter().find(|(w2, t2, _)| w2.key == w.key && *t2 == Target::Direct).map(|r| summary(&r.2).0).unwrap_or(0.0);
-            let (tps, us, softirq, lbp, failed) = summary(runs);
-            let per: Vec<String> = runs
-                .iter()
-                .map(|r| {
-                    format!(
-                        "{{\"tps\": {:.1}, \"transactions\": {}, \"failed\": {}, \"user_s\": {:.2}, \"system_s\": {:.2}, \"softirq_s\": {:.2}, \"lb_process_s\": {:.2}}}",
-                        r.tps, r.transactions, r.failed, r.user_s, r.system_s, r.softirq_s, r.lb_process_s
-                    )
-                })
-                .collect();
-            format!(
-                "    {{\"workload\": \"{}\", \"target\": \"{}\", \"median_tps\": {tps:.1}, \"ratio_to_direct\": {:.4}, \"failed\": {failed}, \"median_cpu_us_per_tx\": {us:.2}, \"median_softirq_s\": {softirq:.2}, \"median_lb_process_s\": {lbp:.2}, \"runs\": [{}]}}",
-                w.key,
-                t.key(),
-                if direct > 0.0 { tps / direct } else { 0.0 },
-                per.join(", ")
-            )
-        })
-        .collect();
-    s.push_str(&rows.join(",\n"));
-    s.push_str("\n  ]\n}\n");
-    s
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(round: usize, tps: f64) -> Run {
+        Run { round, tps, transactions: 1000, failed: 0, user_s: 1.0, system_s: 1.0, softirq_s: 0.5, lb_process_s: 0.1 }
+    }
+
+    fn series(workload: Workload, target: Target, tps: &[f64]) -> Series {
+        Series { workload, target, runs: tps.iter().enumerate().map(|(i, t)| run(i + 1, *t)).collect() }
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9
+    }
+
+    #[test]
+    fn ratios_pair_runs_of_the_same_round() {
+        // The second-quiet-run figures of docs/BENCHMARKS.md (select-only, persistent).
+        let direct = [run(1, 28328.0), run(2, 29502.0), run(3, 29884.0)];
+        let pglb = [run(1, 24725.0), run(2, 21736.0), run(3, 25370.0)];
+        let ratios = paired_ratios(&pglb, &direct);
+        let want = [(1, 24725.0 / 28328.0), (2, 21736.0 / 29502.0), (3, 25370.0 / 29884.0)];
+        assert_eq!(ratios.len(), 3);
+        for ((round, got), (want_round, want)) in ratios.iter().zip(want) {
+            assert_eq!(*round, want_round);
+            assert!(close(*got, want), "round {round}: {got} != {want}");
+        }
+    }
+
+    #[test]
+    fn ratios_follow_the_round_not_the_position() {
+        // Runs listed out of round order still pair by round; a round without a direct run, or
+        // with a direct run of 0 tps, has no ratio.
+        let direct = [run(2, 200.0), run(1, 100.0), run(4, 0.0)];
+        let target = [run(1, 90.0), run(2, 150.0), run(3, 80.0), run(4, 70.0)];
+        assert_eq!(paired_ratios(&target, &direct), vec![(1, 0.9), (2, 0.75)]);
+    }
+
+    #[test]
+    fn spread_is_median_min_and_max() {
+        assert_eq!(Spread::of(&[]), None);
+        assert_eq!(Spread::of(&[0.8]), Some(Spread { median: 0.8, min: 0.8, max: 0.8 }));
+        assert_eq!(Spread::of(&[0.9, 0.7, 0.8]), Some(Spread { median: 0.8, min: 0.7, max: 0.9 }));
+        assert_eq!(Spread::of(&[0.75, 0.25, 0.5, 1.0]), Some(Spread { median: 0.625, min: 0.25, max: 1.0 }));
+    }
+
+    #[test]
+    fn paired_median_differs_from_the_ratio_of_medians() {
+        // Round 2 ran on a busier machine (direct 500 tps). Paired, pglb kept 0.6, 0.9 and 0.95
+        // of direct: median 0.9. The ratio of medians takes pglb's median from round 1 and
+        // direct's from round 3: 600 / 800 = 0.75, a figure no round showed.
+        let w = WORKLOADS[0];
+        let results = [series(w, Target::Direct, &[1000.0, 500.0, 800.0]), series(w, Target::Pglb, &[600.0, 450.0, 760.0])];
+        let summaries = summarise(&results);
+        let pglb = &summaries[1];
+        let spread = pglb.ratio_to_direct.expect("a ratio for pglb");
+        assert!(close(spread.median, 0.9) && close(spread.min, 0.6) && close(spread.max, 0.95), "{spread:?}");
+        assert!(close(pglb.median_tps / summaries[0].median_tps, 0.75), "the unpaired figure this replaces");
+        assert_eq!(summaries[0].ratio_to_direct, None, "direct has no ratio to itself");
+    }
+
+    #[test]
+    fn failed_transactions_are_reported_per_run_and_in_total() {
+        let w = WORKLOADS[2];
+        let mut s = series(w, Target::Haproxy, &[100.0, 100.0, 100.0]);
+        s.runs[0].failed = 2;
+        s.runs[2].failed = 5;
+        let results = [series(w, Target::Direct, &[100.0, 100.0, 100.0]), s];
+        let summaries = summarise(&results);
+        assert_eq!(summaries[1].failed_total, 7);
+        let table = render_table(&summaries, 10);
+        assert!(table.contains("| 2 / 0 / 5 (7) |"), "{table}");
+        assert!(table.contains("| 0 / 0 / 0 (0) |"), "{table}");
+    }
+
+    #[test]
+    fn json_has_the_paired_ratios_and_failures() {
+        let w = WORKLOADS[0];
+        let results = [series(w, Target::Direct, &[100.0, 200.0]), series(w, Target::Pglb, &[50.0, 150.0])];
+        let doc = BenchJson { clients: CLIENTS, threads: THREADS, seconds: 10, scale: SCALE, rounds: 2, xdp_cost: "| x |", results: summarise(&results) };
+        let v: serde_json::Value = serde_json::from_str(&serde_json::to_string(&doc).expect("encodes")).expect("decodes");
+        let pglb = &v["results"][1];
+        assert_eq!(pglb["target"], "pglb");
+        assert_eq!(pglb["ratio_to_direct"], serde_json::json!({ "median": 0.625, "min": 0.5, "max": 0.75 }));
+        assert_eq!(pglb["runs"][1]["round"], 2);
+        assert_eq!(pglb["runs"][1]["ratio_to_direct"], 0.75);
+        assert_eq!(pglb["runs"][1]["failed"], 0);
+        assert_eq!(pglb["failed_total"], 0);
+        assert_eq!(v["results"][0]["ratio_to_direct"], serde_json::Value::Null);
+        assert_eq!(v["xdp_cost"], "| x |");
+    }
 }

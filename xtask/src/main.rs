@@ -44,8 +44,11 @@ enum Command {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
-    /// pgbench direct, through pglb and through HAProxy, alternated; plus XDP ns/packet.
+    /// pgbench direct, through pglb and through HAProxy, alternated over rounds; throughput ÷
+    /// direct paired by round (median and range), failed transactions per run; plus XDP
+    /// ns/packet.
     Bench {
+        /// Also write the results as JSON to this file.
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },

@@ -1,6 +1,8 @@
-//! Shared fixtures for the data plane tests: root check, a pin-directory guard, a
-//! `pglbt-` network namespace with a veth and static neighbours, and an independent packet
-//! builder whose checksums are computed from scratch (not with lb-common's code).
+//! Shared fixtures for lb-user's privileged tests (the data plane's packet fixtures and the
+//! VRRP runners in network namespaces): root and program checks that fail rather than skip, a
+//! readiness poll, a pin-directory guard, a `pglbt-` network namespace with a veth and static
+//! neighbours, an independent packet builder whose checksums are computed from scratch (not with
+//! lb-common's code), and the keepalived harness shared with the end-to-end tests.
 
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
@@ -11,13 +13,63 @@ use std::{
     path::PathBuf,
     process::Command,
     sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
 };
 
-/// Fails (never skips) when not root: these tests need BPF and network namespaces.
+/// keepalived as a VRRP peer; the file is the end-to-end tests' (`pglb_tests::keepalived`), so
+/// both packages drive keepalived the same way.
+#[path = "../../../tests/keepalived.rs"]
+pub mod keepalived;
+
+/// Fails (never skips) when not root: these tests load BPF programs or create network
+/// namespaces.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "the data plane tests load BPF programs and create network namespaces: run them as root (CI does)");
+    assert_eq!(euid, 0, "this test loads BPF programs or creates network namespaces: run it as root (`sudo cargo xtask test`, as CI does)");
+}
+
+/// Fails (never skips) when `program` does not run with `args` (a version flag).
+pub fn require_program(program: &str, args: &[&str]) {
+    let out = Command::new(program).args(args).output();
+    assert!(
+        out.as_ref().is_ok_and(|o| o.status.success()),
+        "this test needs `{program}`, which does not run here ({}): `cargo xtask setup` installs it",
+        match &out {
+            Ok(o) => format!("`{program} {}` exited with {}", args.join(" "), o.status),
+            Err(e) => e.to_string(),
+        }
+    );
+}
+
+/// Polls `check` every 5 ms until it holds; returns how long that took. Panics naming `what`
+/// after `limit`, which is generous: the figure, not the limit, is what a caller measures.
+pub fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if check() {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A folder under the system's temporary folder, removed with its contents on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> Self {
+        let dir = std::env::temp_dir().join(unique(prefix));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -100,11 +152,17 @@ impl Netns {
     /// Moves the calling thread into the namespace (only this thread; call it in a thread
     /// spawned for the purpose).
     pub fn enter(&self) {
-        let f = File::open(format!("/run/netns/{}", self.name)).expect("opening the namespace handle");
-        // SAFETY: a valid namespace fd; affects only the calling thread's network namespace.
-        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns into {}: {}", self.name, std::io::Error::last_os_error());
+        enter_netns(&self.name);
     }
+}
+
+/// Moves the calling thread into the network namespace `/run/netns/NAME` (only this thread;
+/// call it in a thread spawned for the purpose).
+pub fn enter_netns(name: &str) {
+    let f = File::open(format!("/run/netns/{name}")).unwrap_or_else(|e| panic!("opening the namespace handle of {name}: {e}"));
+    // SAFETY: a valid namespace fd; affects only the calling thread's network namespace.
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns into {name}: {}", std::io::Error::last_os_error());
 }
 
 impl Drop for Netns {

@@ -1,9 +1,10 @@
 //! The pglb XDP data plane: one-arm full NAT of VIP listeners to PostgreSQL backends.
 //!
-//! Per packet: parse and validate Ethernet, IPv4 (any IHL) and TCP; a packet to a VIP listener
-//! is a client packet (open a flow on SYN, forward a known flow, RST anything else), a packet
-//! from a backend to a NAT port of a known flow is a reply; everything else goes to the kernel
-//! untouched. Forwarded packets are rewritten in place (MACs, addresses, ports, incremental
+//! Per packet: parse and validate Ethernet, IPv4 (any IHL) and TCP through the `network-types`
+//! header structs (`EthHdr`, `Ipv4Hdr`, `TcpHdr`; `ArpHdr` for ARP); a packet to a VIP
+//! listener is a client packet (open a flow on SYN, forward a known flow, RST anything else), a
+//! packet from a backend to a NAT port of a known flow is a reply; everything else goes to the
+//! kernel untouched. Forwarded packets are rewritten in place (MACs, addresses, ports, incremental
 //! checksums) and sent back out with `XDP_TX`. Every packet increments exactly one per-CPU
 //! reason counter (`lb_common::reason`), whose code also decides the verdict.
 //!
@@ -17,6 +18,15 @@
 //! arrived and deletes the flow; the other side's next packet then finds no flow: a client
 //! gets a RST (unknown flow), a backend's packet goes to the kernel, which answers it with a
 //! RST because no socket owns VIP:nat_port.
+//!
+//! Logging (`aya-log-ebpf`, read by the control plane's `dataplane::kernel_log`): rare events
+//! only, never on the per-packet path. A SYN dropped because the flow table refused its flow or
+//! no NAT port was free is logged at warn, each stale-writer reset at debug. Each record is
+//! written by a non-inlined function (`log_*`, a BPF-to-BPF call on the rare branch only), so
+//! the record-writing code stays out of `pglb_xdp` and its stack frame (inlined, the program
+//! grows by ~1600 instructions and 56 bytes of stack; docs/DECISIONS.md). The control plane
+//! loads the program with `AYA_LOG_LEVEL` set to its own log level, so a record it would
+//! discard is not written at all.
 #![no_std]
 #![no_main]
 
@@ -27,6 +37,8 @@ use aya_ebpf::{
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
+use aya_log_ebpf::{debug, warn};
+use core::net::Ipv4Addr;
 use lb_common::{
     BACKEND_F_ACTIVE, BACKEND_NONE, Backend, BackendStats, Flow, FlowKey, LEASE_PAST_GRACE,
     LEASE_VALID, Lease, Listener, ListenerKey, ListenerStats, MAGLEV_SIZE, MAX_BACKENDS, MAX_FLOWS,
@@ -37,6 +49,13 @@ use lb_common::{
     port_to_map,
     reason::*,
     tcp::{DIR_TO_BACKEND, DIR_TO_CLIENT, STATE_SYN_SENT, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, next_state, rst_for},
+};
+use network_types::{
+    arp::ArpHdr,
+    bitfield::BitfieldU16,
+    eth::{EthHdr, EtherType},
+    ip::{IpProto, Ipv4Hdr},
+    tcp::TcpHdr,
 };
 
 /// VIP listeners: (VIP, port) → pool and stats index. Written by the control plane.
@@ -74,21 +93,40 @@ static REASONS: PerCpuArray<u64, { REASON_COUNT as usize }> = PerCpuArray::new()
 #[btf_map(name = "lease")]
 static LEASE: Array<Lease, 1> = Array::new();
 
-const ETH_HLEN: usize = 14;
-const IPV4_HLEN: usize = 20;
-const TCP_HLEN: usize = 20;
-const ETH_P_IP_WIRE: [u8; 2] = [0x08, 0x00];
-const ETH_P_ARP_WIRE: [u8; 2] = [0x08, 0x06];
-/// An Ethernet/IPv4 ARP packet: htype, ptype, hlen 6, plen 4, operation, two address pairs.
-const ARP_LEN: usize = 28;
-const ARP_OP_REQUEST: [u8; 2] = [0x00, 0x01];
-const IPPROTO_TCP: u8 = 6;
+/// ARP operation "request" (RFC 826), as `ArpHdr::oper` returns it (host order).
+const ARP_OP_REQUEST: u16 = 1;
+/// The IPv4 "more fragments" and "don't fragment" bits within `Ipv4Hdr::frag_flags` (reserved,
+/// DF, MF).
+const IP_MF: u8 = 0b001;
+const IP_DF: u8 = 0b010;
 /// Look the next hop up as a packet sent from this host out of the ingress interface (one arm).
 /// The kernel still requires IPv4 forwarding on the interface (else FWD_DISABLED); the control
 /// plane turns it on when it attaches.
 const BPF_FIB_LOOKUP_OUTPUT: u32 = 1 << 1;
 const AF_INET: u8 = 2;
-const RST_FRAME_LEN: usize = ETH_HLEN + IPV4_HLEN + TCP_HLEN;
+
+/// The Ethernet and option-less IPv4 headers as one unit, so that code touching both (the
+/// rewrite) needs one bounds check for the 34 bytes. Alignment 2 (`EthHdr::ether_type` is a
+/// `u16`), which the packet does not guarantee: never make a reference to it, only raw-pointer
+/// field projections and unaligned copies.
+#[repr(C)]
+struct EthIpv4 {
+    eth: EthHdr,
+    ip: Ipv4Hdr,
+}
+
+/// The whole RST frame `reset_sender` writes: Ethernet, IPv4 and TCP headers, no options.
+#[repr(C)]
+struct RstFrame {
+    eth: EthHdr,
+    ip: Ipv4Hdr,
+    tcp: TcpHdr,
+}
+
+// No padding: the structs are exactly the wire headers back to back.
+const _: () = assert!(core::mem::size_of::<EthIpv4>() == EthHdr::LEN + Ipv4Hdr::LEN);
+const _: () = assert!(core::mem::size_of::<RstFrame>() == EthHdr::LEN + Ipv4Hdr::LEN + TcpHdr::LEN);
+const _: () = assert!(EthHdr::LEN == 14 && Ipv4Hdr::LEN == 20 && TcpHdr::LEN == 20 && ArpHdr::LEN == 28);
 
 /// Set at load time by the control plane (non-zero on a veth): send rewritten packets back out
 /// with `bpf_redirect` to the ingress interface instead of `XDP_TX`. A veth delivers `XDP_TX`
@@ -189,79 +227,105 @@ fn try_pglb_xdp(ctx: &XdpContext) -> Result<u32, u32> {
 /// Validates Ethernet, IPv4 and TCP headers. `Err` carries the pass/drop reason.
 #[inline(always)]
 fn parse(ctx: &XdpContext) -> Result<Packet, u32> {
-    let eth: *const [u8; ETH_HLEN] = ptr_at(ctx, 0, DROP_TRUNC_ETH)?;
-    // SAFETY: ptr_at checked that 14 bytes are inside the packet.
-    let eth = unsafe { &*eth };
-    if [eth[12], eth[13]] == ETH_P_ARP_WIRE {
+    let eth: *const EthHdr = ptr_at(ctx, 0, DROP_TRUNC_ETH)?;
+    // SAFETY: ptr_at checked that the 14 bytes are inside the packet. Read through a raw field
+    // pointer, unaligned: the frame need not start 2-byte aligned, and EthHdr has alignment 2
+    // (the u16 `ether_type`), so neither a reference to it nor a place read through it is sound.
+    // The MACs are read the same way at the end, once the packet is known to be TCP/IPv4: not
+    // copied out here, where they would only stay live (spilled) through the checks.
+    let ether_type = unsafe { (&raw const (*eth).ether_type).read_unaligned() };
+    // EtherType's discriminants are in network byte order, as `ether_type` is.
+    if ether_type == EtherType::Arp as u16 {
         return Err(arp_verdict(ctx));
     }
-    if [eth[12], eth[13]] != ETH_P_IP_WIRE {
+    if ether_type != EtherType::Ipv4 as u16 {
         return Err(PASS_NOT_IPV4);
     }
-    let ip: *const [u8; IPV4_HLEN] = ptr_at(ctx, ETH_HLEN, DROP_TRUNC_IPV4)?;
-    // SAFETY: ptr_at checked that 20 bytes are inside the packet.
+    let ip: *const Ipv4Hdr = ptr_at(ctx, EthHdr::LEN, DROP_TRUNC_IPV4)?;
+    // SAFETY: ptr_at checked that the 20 bytes are inside the packet; Ipv4Hdr is made of bytes
+    // and byte arrays only (alignment 1), so a reference is aligned wherever it points.
     let ip = unsafe { &*ip };
-    if ip[0] >> 4 != 4 {
+    if ip.version() != 4 {
         return Err(DROP_BAD_IP_VERSION);
     }
-    let ip_hlen = ((ip[0] & 0x0f) as usize) * 4;
-    if ip_hlen < IPV4_HLEN {
+    let ip_hlen = usize::from(ip.ihl());
+    if ip_hlen < Ipv4Hdr::LEN {
         return Err(DROP_BAD_IHL);
     }
     let pkt_len = ctx.data_end() - ctx.data();
-    if ETH_HLEN + ip_hlen > pkt_len {
+    if EthHdr::LEN + ip_hlen > pkt_len {
         return Err(DROP_BAD_IHL);
     }
-    let ip_len = u16::from_be_bytes([ip[2], ip[3]]);
-    if (ip_len as usize) < ip_hlen || ETH_HLEN + ip_len as usize > pkt_len {
+    let ip_len = ip.tot_len();
+    if (ip_len as usize) < ip_hlen || EthHdr::LEN + ip_len as usize > pkt_len {
         return Err(DROP_BAD_IP_LEN);
     }
-    if ip[9] != IPPROTO_TCP {
+    if ip.proto != IpProto::Tcp as u8 {
         return Err(PASS_NOT_TCP);
     }
-    // More-fragments flag or a fragment offset.
-    if (ip[6] & 0x3f) != 0 || ip[7] != 0 {
+    if ip.frag_flags() & IP_MF != 0 || ip.frag_offset() != 0 {
         return Err(PASS_FRAGMENT);
     }
-    if (ip_len as usize) < ip_hlen + TCP_HLEN {
+    if (ip_len as usize) < ip_hlen + TcpHdr::LEN {
         return Err(DROP_TRUNC_TCP);
     }
-    let tcp_off = ETH_HLEN + ip_hlen;
-    let tcp: *const [u8; TCP_HLEN] = ptr_at(ctx, tcp_off, DROP_TRUNC_TCP)?;
-    // SAFETY: ptr_at checked that 20 bytes are inside the packet.
+    let tcp_off = EthHdr::LEN + ip_hlen;
+    let tcp: *const TcpHdr = ptr_at(ctx, tcp_off, DROP_TRUNC_TCP)?;
+    // SAFETY: ptr_at checked that the 20 bytes are inside the packet; TcpHdr has alignment 1.
     let tcp = unsafe { &*tcp };
-    let tcp_hlen = ((tcp[12] >> 4) as usize) * 4;
-    if tcp_hlen < TCP_HLEN || ip_hlen + tcp_hlen > ip_len as usize {
+    let (offset, flags) = tcp_offset_and_flags(tcp);
+    let tcp_hlen = usize::from(offset >> 4) * 4;
+    if tcp_hlen < TcpHdr::LEN || ip_hlen + tcp_hlen > ip_len as usize {
         return Err(DROP_BAD_DOFF);
     }
+    // SAFETY: as for `ether_type` above. Unaligned reads although `[u8; 6]` has alignment 1:
+    // rustc takes a field read's alignment from the struct it projects from (2 here).
+    let (eth_dst, eth_src) =
+        unsafe { ((&raw const (*eth).dst_addr).read_unaligned(), (&raw const (*eth).src_addr).read_unaligned()) };
     Ok(Packet {
-        src: u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]),
-        dst: u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]),
-        sport: u16::from_ne_bytes([tcp[0], tcp[1]]),
-        dport: u16::from_ne_bytes([tcp[2], tcp[3]]),
-        seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
-        ack: u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]),
-        flags: tcp[13],
+        src: u32::from_ne_bytes(ip.src_addr),
+        dst: u32::from_ne_bytes(ip.dst_addr),
+        sport: u16::from_ne_bytes(tcp.source),
+        dport: u16::from_ne_bytes(tcp.dest),
+        seq: u32::from_be_bytes(tcp.seq),
+        ack: u32::from_be_bytes(tcp.ack_seq),
+        flags,
         ip_len,
         tcp_off,
         payload_len: (ip_len as usize - ip_hlen - tcp_hlen) as u32,
-        eth_dst: [eth[0], eth[1], eth[2], eth[3], eth[4], eth[5]],
-        eth_src: [eth[6], eth[7], eth[8], eth[9], eth[10], eth[11]],
+        eth_dst,
+        eth_src,
     })
+}
+
+/// The TCP header's data-offset byte and flags byte (wire bytes 12 and 13).
+///
+/// `TcpHdr` has them only as a bindgen bitfield (`_bitfield_1`, storage private) whose
+/// accessors (`doff()`, `syn()`, ..., `get(8, 8)`) assemble a value bit by bit in a loop over
+/// `get_bit`. The bitfield is a `#[repr(C)]` wrapper of its two storage bytes, which are the
+/// wire bytes themselves, so copying it out as `[u8; 2]` gives both with two byte loads and no
+/// bit assembly, the code the byte-offset parser had.
+#[inline(always)]
+fn tcp_offset_and_flags(tcp: &TcpHdr) -> (u8, u8) {
+    // SAFETY: BitfieldU16 is `#[repr(C)] struct { storage: [u8; 2] }` (network-types 0.2.0,
+    // bitfield.rs); every bit pattern is a valid `[u8; 2]`, and transmute checks the size.
+    let [offset, flags]: [u8; 2] = unsafe { core::mem::transmute(tcp._bitfield_1) };
+    (offset, flags)
 }
 
 /// ARP: a request for the VIP is dropped once the lease has run out; everything else passes.
 #[inline(always)]
 fn arp_verdict(ctx: &XdpContext) -> u32 {
-    let Ok(arp) = ptr_at::<[u8; ARP_LEN]>(ctx, ETH_HLEN, PASS_NOT_IPV4) else {
+    let Ok(arp) = ptr_at::<ArpHdr>(ctx, EthHdr::LEN, PASS_NOT_IPV4) else {
         return PASS_NOT_IPV4;
     };
-    // SAFETY: ptr_at checked that 28 bytes are inside the packet.
+    // SAFETY: ptr_at checked that the 28 bytes are inside the packet; ArpHdr is made of bytes
+    // and byte arrays only (alignment 1).
     let arp = unsafe { &*arp };
-    if [arp[6], arp[7]] != ARP_OP_REQUEST {
+    if arp.oper() != ARP_OP_REQUEST {
         return PASS_NOT_IPV4;
     }
-    let target = u32::from_ne_bytes([arp[24], arp[25], arp[26], arp[27]]);
+    let target = u32::from_ne_bytes(arp.tpa);
     let lease = current_lease();
     if target == lease.vip && lease.state(bpf_ktime_get_ns_safe()) != LEASE_VALID {
         DROP_ARP_LEASE_EXPIRED
@@ -320,6 +384,7 @@ fn client_packet(ctx: &XdpContext, pkt: &Packet, listener: &Listener) -> Result<
             count_backend_reset(backend_id);
             count_listener_reset(listener.index);
             let why = if lease == LEASE_PAST_GRACE { TX_RST_LEASE_EXPIRED } else { TX_RST_STALE_CLIENT };
+            log_stale_reset(pkt.src, pkt.sport, backend_id, why);
             return reset_sender(ctx, pkt, why);
         }
         f.state = next_state(f.state, DIR_TO_BACKEND, pkt.flags);
@@ -384,7 +449,7 @@ fn new_flow(ctx: &XdpContext, pkt: &Packet, listener: &Listener, fkey: &FlowKey,
     // SAFETY: bpf_fib_lookup is plain integers and unions of integers; all-zero is valid.
     let mut fib: FibParams = unsafe { core::mem::zeroed() };
     fib.family = AF_INET;
-    fib.l4_protocol = IPPROTO_TCP;
+    fib.l4_protocol = IpProto::Tcp as u8;
     fib.sport = 0;
     fib.dport = backend.port;
     fib.__bindgen_anon_1.tot_len = pkt.ip_len; // host order: compared with the MTU
@@ -414,6 +479,7 @@ fn new_flow(ctx: &XdpContext, pkt: &Packet, listener: &Listener, fkey: &FlowKey,
         }
     }
     if !claimed {
+        log_ports_exhausted(pkt.src, pkt.sport, backend_id);
         return Ok(DROP_PORTS_EXHAUSTED);
     }
     let flow = Flow {
@@ -435,6 +501,7 @@ fn new_flow(ctx: &XdpContext, pkt: &Packet, listener: &Listener, fkey: &FlowKey,
     };
     if FLOWS.insert(fkey, &flow, BPF_ANY as u64).is_err() {
         let _ = NAT.remove(&nkey);
+        log_flow_table_refused(pkt.src, pkt.sport, backend_id);
         return Ok(DROP_FLOW_TABLE);
     }
     to_backend(ctx, pkt, &flow)?;
@@ -461,6 +528,7 @@ fn backend_packet(ctx: &XdpContext, pkt: &Packet, nkey: &NatKey, fkey: &FlowKey)
             return Ok(DROP_RST_UNKNOWN_FLOW);
         }
         count_backend_reset(backend_id);
+        log_stale_reset(fkey.client_addr, fkey.client_port, backend_id, TX_RST_STALE_BACKEND);
         return reset_sender(ctx, pkt, TX_RST_STALE_BACKEND);
     }
     f.state = next_state(f.state, DIR_TO_CLIENT, pkt.flags);
@@ -503,22 +571,27 @@ fn rewrite(
     sport: u16,
     dport: u16,
 ) -> Result<(), u32> {
-    let eth: *mut [u8; ETH_HLEN + IPV4_HLEN] = ptr_at(ctx, 0, DROP_INTERNAL)?;
-    let tcp: *mut [u8; TCP_HLEN] = ptr_at(ctx, pkt.tcp_off, DROP_INTERNAL)?;
-    // SAFETY: ptr_at checked both ranges; nothing else references the packet now.
-    let (hdr, tcp) = unsafe { (&mut *eth, &mut *tcp) };
+    let hdr: *mut EthIpv4 = ptr_at(ctx, 0, DROP_INTERNAL)?;
+    let tcp: *mut TcpHdr = ptr_at(ctx, pkt.tcp_off, DROP_INTERNAL)?;
+    // SAFETY: ptr_at checked both ranges, and nothing else references the packet now. The MACs
+    // are written through raw field pointers, unaligned, never through a reference to the
+    // EthHdr, whose alignment 2 the frame does not guarantee (and rustc would assume it for a
+    // plain write to a field of it). Ipv4Hdr and TcpHdr have alignment 1, so references to them
+    // are sound.
+    let (ip, tcp) = unsafe {
+        (&raw mut (*hdr).eth.dst_addr).write_unaligned(dmac);
+        (&raw mut (*hdr).eth.src_addr).write_unaligned(smac);
+        (&mut *(&raw mut (*hdr).ip), &mut *tcp)
+    };
     let addr = CsumDelta::new().add_u32(pkt.src, src).add_u32(pkt.dst, dst);
     let ports = addr.add_u16(pkt.sport, sport).add_u16(pkt.dport, dport);
-    hdr[0..6].copy_from_slice(&dmac);
-    hdr[6..12].copy_from_slice(&smac);
-    let ip_check = addr.apply(u16::from_ne_bytes([hdr[24], hdr[25]]));
-    hdr[24..26].copy_from_slice(&ip_check.to_ne_bytes());
-    hdr[26..30].copy_from_slice(&src.to_ne_bytes());
-    hdr[30..34].copy_from_slice(&dst.to_ne_bytes());
-    let tcp_check = ports.apply(u16::from_ne_bytes([tcp[16], tcp[17]]));
-    tcp[0..2].copy_from_slice(&sport.to_ne_bytes());
-    tcp[2..4].copy_from_slice(&dport.to_ne_bytes());
-    tcp[16..18].copy_from_slice(&tcp_check.to_ne_bytes());
+    // Checksums stay wire words (lb_common::csum): the raw fields, not the host-order getters.
+    ip.check = addr.apply(u16::from_ne_bytes(ip.check)).to_ne_bytes();
+    ip.src_addr = src.to_ne_bytes();
+    ip.dst_addr = dst.to_ne_bytes();
+    tcp.check = ports.apply(u16::from_ne_bytes(tcp.check)).to_ne_bytes();
+    tcp.source = sport.to_ne_bytes();
+    tcp.dest = dport.to_ne_bytes();
     Ok(())
 }
 
@@ -528,44 +601,55 @@ fn rewrite(
 fn reset_sender(ctx: &XdpContext, pkt: &Packet, reason: u32) -> Result<u32, u32> {
     let (seq, ack, flags) = rst_for(pkt.seq, pkt.ack, pkt.flags, pkt.payload_len);
     let pkt_len = ctx.data_end() - ctx.data();
-    let shrink = RST_FRAME_LEN as i32 - pkt_len as i32;
+    let shrink = core::mem::size_of::<RstFrame>() as i32 - pkt_len as i32;
     if shrink != 0 {
-        // SAFETY: shrinking an XDP frame that is at least RST_FRAME_LEN long (the parser
-        // checked Ethernet + 20-byte IPv4 + 20-byte TCP headers are present).
+        // SAFETY: shrinking an XDP frame that is at least a RstFrame long (the parser checked
+        // Ethernet + 20-byte IPv4 + 20-byte TCP headers are present).
         if unsafe { bpf_xdp_adjust_tail(ctx.ctx, shrink) } != 0 {
             return Err(DROP_INTERNAL);
         }
     }
-    let frame: *mut [u8; RST_FRAME_LEN] = ptr_at(ctx, 0, DROP_INTERNAL)?;
-    // SAFETY: ptr_at checked the range after the resize; no other reference exists.
-    let frame = unsafe { &mut *frame };
-    frame[0..6].copy_from_slice(&pkt.eth_src);
-    frame[6..12].copy_from_slice(&pkt.eth_dst);
-    frame[12..14].copy_from_slice(&ETH_P_IP_WIRE);
+    let frame: *mut RstFrame = ptr_at(ctx, 0, DROP_INTERNAL)?;
 
-    let mut ip = [0u8; IPV4_HLEN];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&(IPV4_HLEN as u16 + TCP_HLEN as u16).to_be_bytes());
-    ip[6] = 0x40; // DF
-    ip[8] = 64; // TTL
-    ip[9] = IPPROTO_TCP;
-    ip[12..16].copy_from_slice(&pkt.dst.to_ne_bytes());
-    ip[16..20].copy_from_slice(&pkt.src.to_ne_bytes());
-    let ip_check = !fold(sum_fixed(&ip, 0));
-    ip[10..12].copy_from_slice(&ip_check.to_ne_bytes());
+    let mut ip = Ipv4Hdr {
+        vihl: (4 << 4) | (Ipv4Hdr::LEN / 4) as u8,
+        tos: 0,
+        tot_len: ((Ipv4Hdr::LEN + TcpHdr::LEN) as u16).to_be_bytes(),
+        id: [0; 2],
+        frags: ((IP_DF as u16) << 13).to_be_bytes(),
+        ttl: 64,
+        proto: IpProto::Tcp as u8,
+        check: [0; 2],
+        src_addr: pkt.dst.to_ne_bytes(),
+        dst_addr: pkt.src.to_ne_bytes(),
+    };
+    // SAFETY: Ipv4Hdr is `#[repr(C)]` bytes and byte arrays, 20 bytes without padding; any such
+    // value is a valid `[u8; 20]` (transmute checks the size).
+    let ip_bytes: [u8; Ipv4Hdr::LEN] = unsafe { core::mem::transmute(ip) };
+    ip.check = (!fold(sum_fixed(&ip_bytes, 0))).to_ne_bytes();
 
-    let mut tcp = [0u8; TCP_HLEN];
-    tcp[0..2].copy_from_slice(&pkt.dport.to_ne_bytes());
-    tcp[2..4].copy_from_slice(&pkt.sport.to_ne_bytes());
-    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
-    tcp[8..12].copy_from_slice(&ack.to_be_bytes());
-    tcp[12] = (TCP_HLEN as u8 / 4) << 4;
-    tcp[13] = flags;
-    let tcp_check = !fold(sum_fixed(&tcp, pseudo_header_sum(pkt.dst, pkt.src, TCP_HLEN as u16)));
-    tcp[16..18].copy_from_slice(&tcp_check.to_ne_bytes());
+    let mut tcp = TcpHdr {
+        source: pkt.dport.to_ne_bytes(),
+        dest: pkt.sport.to_ne_bytes(),
+        seq: seq.to_be_bytes(),
+        ack_seq: ack.to_be_bytes(),
+        _bitfield_align_1: [],
+        // The storage bytes are the wire bytes: data offset << 4, then the flags (see
+        // tcp_offset_and_flags); `new_bitfield_1` would set them bit by bit.
+        _bitfield_1: BitfieldU16::new([((TcpHdr::LEN / 4) as u8) << 4, flags]),
+        window: [0; 2],
+        check: [0; 2],
+        urg_ptr: [0; 2],
+    };
+    // SAFETY: TcpHdr is `#[repr(C)]` bytes, byte arrays and the two-byte bitfield, 20 bytes
+    // without padding; any such value is a valid `[u8; 20]` (transmute checks the size).
+    let tcp_bytes: [u8; TcpHdr::LEN] = unsafe { core::mem::transmute(tcp) };
+    tcp.check = (!fold(sum_fixed(&tcp_bytes, pseudo_header_sum(pkt.dst, pkt.src, TcpHdr::LEN as u16)))).to_ne_bytes();
 
-    frame[ETH_HLEN..ETH_HLEN + IPV4_HLEN].copy_from_slice(&ip);
-    frame[ETH_HLEN + IPV4_HLEN..].copy_from_slice(&tcp);
+    let eth = EthHdr { dst_addr: pkt.eth_src, src_addr: pkt.eth_dst, ether_type: EtherType::Ipv4 as u16 };
+    // SAFETY: ptr_at checked the range after the resize; no other reference exists. An unaligned
+    // write: RstFrame has EthHdr's alignment 2, which the frame does not guarantee.
+    unsafe { frame.write_unaligned(RstFrame { eth, ip, tcp }) };
     Ok(reason)
 }
 
@@ -604,6 +688,39 @@ fn count_listener_reset(index: u32) {
     if let Some(s) = LISTENER_STATS.get_ptr_mut(index) {
         // SAFETY: this CPU's slot of a per-CPU array.
         unsafe { (*s).resets += 1 };
+    }
+}
+
+// The program's log records (see the crate doc). Arguments are wire-order addresses and ports,
+// as in `Packet` and the map keys; `AYA_LOG_LEVEL` is checked inside, so a disabled level costs
+// the call and one load, on these rare branches only.
+
+/// Warn: the flow table refused a new flow (`bpf_map_update_elem` failed; an LRU map only does
+/// so when it cannot allocate), so the SYN was dropped.
+#[inline(never)]
+fn log_flow_table_refused(client_addr: u32, client_port: u16, backend_id: u32) {
+    let client = Ipv4Addr::from(client_addr.to_ne_bytes());
+    warn!(&(), "xdp: the flow table refused a new flow; SYN from {:i}:{} to backend {} dropped", client, u16::from_be(client_port), backend_id);
+}
+
+/// Warn: every NAT port probed toward the backend was taken (or the NAT table refused the
+/// insert), so the SYN was dropped.
+#[inline(never)]
+fn log_ports_exhausted(client_addr: u32, client_port: u16, backend_id: u32) {
+    let client = Ipv4Addr::from(client_addr.to_ne_bytes());
+    warn!(&(), "xdp: no free NAT port toward backend {} after {} probes; SYN from {:i}:{} dropped", backend_id, NAT_PORT_PROBES, client, u16::from_be(client_port));
+}
+
+/// Debug: a write flow found stale (its backend is no longer the writer, or the lease is past
+/// its grace) was deleted and the sender of the packet reset. `why` is the reason code counted.
+#[inline(never)]
+fn log_stale_reset(client_addr: u32, client_port: u16, backend_id: u32, why: u32) {
+    let client = Ipv4Addr::from(client_addr.to_ne_bytes());
+    let port = u16::from_be(client_port);
+    match why {
+        TX_RST_STALE_BACKEND => debug!(&(), "xdp: stale write flow of {:i}:{} on backend {} deleted, RST sent to the backend", client, port, backend_id),
+        TX_RST_LEASE_EXPIRED => debug!(&(), "xdp: write flow of {:i}:{} on backend {} deleted (lease past its grace), RST sent to the client", client, port, backend_id),
+        _ => debug!(&(), "xdp: stale write flow of {:i}:{} on backend {} deleted (not the writer), RST sent to the client", client, port, backend_id),
     }
 }
 

@@ -31,6 +31,8 @@ const PG_PORT: u16 = 5432;
 struct Harness {
     dp: Dataplane,
     ifindex: u32,
+    /// Where the maps are pinned.
+    pin_dir: std::path::PathBuf,
 }
 
 /// What the output frame must be.
@@ -67,7 +69,7 @@ impl Harness {
         // SAFETY: a valid C string.
         let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
         assert_ne!(ifindex, 0, "{IFACE} must exist in the test namespace");
-        Self { dp, ifindex }
+        Self { dp, ifindex, pin_dir: pin.0.clone() }
     }
 
     /// Runs the program once on `input` as if received on the test veth.
@@ -463,6 +465,103 @@ fn stale_write_flows_are_reset_actively() {
     });
 }
 
+/// The log records the XDP program wrote, as the `log` crate's logger received them.
+static KERNEL_LOG: std::sync::Mutex<Vec<(log::Level, String, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// Collects every `log` record in [`KERNEL_LOG`]: (level, target, message).
+struct CaptureLog;
+
+impl log::Log for CaptureLog {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        let entry = (record.level(), record.target().to_owned(), record.args().to_string());
+        KERNEL_LOG.lock().unwrap_or_else(|e| e.into_inner()).push(entry);
+    }
+    fn flush(&self) {}
+}
+
+/// Installs [`CaptureLog`] at debug, once per test process. Must run before the data plane is
+/// loaded: the program is loaded with the `log` crate's maximum level (0, nothing, while no
+/// logger is set) and its log reader writes to the logger set at that moment.
+fn capture_kernel_log() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        log::set_logger(&CaptureLog).expect("no other logger in this test binary");
+        log::set_max_level(log::LevelFilter::Debug);
+    });
+}
+
+/// The records from the program (target `lb_ebpf`) that mention `needle`.
+fn kernel_records(needle: &str) -> Vec<(log::Level, String)> {
+    KERNEL_LOG
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter(|(_, target, msg)| target == "lb_ebpf" && msg.contains(needle))
+        .map(|(level, _, msg)| (*level, msg.clone()))
+        .collect()
+}
+
+/// The program's rare events reach the userspace reader through aya-log: stale-writer resets
+/// (debug) on both sides, and a SYN dropped because every NAT port toward the writer is taken
+/// (warn). The NAT ports are taken by writing the 16 candidates into the pinned NAT map.
+#[test]
+fn rare_events_are_logged() {
+    capture_kernel_log();
+    in_test_ns(|mut h| {
+        // Client side: the writer moves away from a flow's backend.
+        let c = (CLIENT, 48000);
+        let nat0 = nat_port(c, 3000, backend(0).0);
+        let syn = Tcp::new(c, (VIP, 3000), SYN);
+        h.check(&Case { what: "SYN to the writer".into(), input: syn.build(), verdict: XDP_TX, out: Out::Bytes(to_backend(&syn, 0, nat0)), reason: reason::TX_NEW_FLOW });
+        h.dp.set_writer(Some(1)).expect("moving the writer");
+        let data = Tcp { payload: b"x".to_vec(), ..Tcp::new(c, (VIP, 3000), ACK | PSH) };
+        h.check(&Case { what: "stale client packet".into(), input: data.build(), verdict: XDP_TX, out: Out::Bytes(data.expected_rst()), reason: reason::TX_RST_STALE_CLIENT });
+        // Backend side: a flow on backend 1, the writer moves back to 0, backend 1 answers.
+        let c2 = (CLIENT, 48001);
+        let nat1 = nat_port(c2, 3000, backend(1).0);
+        let syn = Tcp::new(c2, (VIP, 3000), SYN);
+        h.check(&Case { what: "SYN to the new writer".into(), input: syn.build(), verdict: XDP_TX, out: Out::Bytes(to_backend(&syn, 1, nat1)), reason: reason::TX_NEW_FLOW });
+        h.dp.set_writer(Some(0)).expect("moving the writer back");
+        let reply = from_backend(1, nat1, SYN | ACK);
+        h.check(&Case { what: "stale backend reply".into(), input: reply.build(), verdict: XDP_TX, out: Out::Bytes(reply.expected_rst()), reason: reason::TX_RST_STALE_BACKEND });
+
+        // Every NAT port the allocation rule tries for this client toward backend 0 is taken.
+        let c3 = (CLIENT, 48002);
+        let (b0, _) = backend(0);
+        let hash = flow_hash(ip_to_map(c3.0.octets()), port_to_map(c3.1), ip_to_map(VIP.octets()), port_to_map(3000));
+        let seed = nat_port_seed(hash, ip_to_map(b0.octets()), port_to_map(PG_PORT));
+        {
+            let data = aya::maps::MapData::from_pin(h.pin_dir.join(lb_common::MAP_NAT)).expect("opening the pinned NAT map");
+            let map = aya::maps::Map::from_map_data(data).expect("the NAT map");
+            let mut nat: aya::maps::HashMap<_, lb_common::NatKey, lb_common::FlowKey> =
+                aya::maps::HashMap::try_from(map).expect("the NAT map is a hash map");
+            let other = lb_common::FlowKey { client_addr: ip_to_map([172, 31, 0, 99]), vip: ip_to_map(VIP.octets()), client_port: port_to_map(1), listener_port: port_to_map(3000) };
+            for attempt in 0..lb_common::nat::NAT_PORT_PROBES {
+                let key = lb_common::NatKey {
+                    backend_addr: ip_to_map(b0.octets()),
+                    vip: ip_to_map(VIP.octets()),
+                    backend_port: port_to_map(PG_PORT),
+                    nat_port: port_to_map(nat_port_candidate(seed, attempt)),
+                };
+                nat.insert(key, other, 0).expect("taking a NAT port");
+            }
+        }
+        let syn = Tcp::new(c3, (VIP, 3000), SYN);
+        h.check(&Case { what: "SYN with every NAT port taken".into(), input: syn.build(), verdict: XDP_DROP, out: Out::Same, reason: reason::DROP_PORTS_EXHAUSTED });
+
+        h.dp.flush_log();
+        let client = kernel_records(&format!("{CLIENT}:48000"));
+        assert_eq!(client, vec![(log::Level::Debug, format!("xdp: stale write flow of {CLIENT}:48000 on backend 0 deleted (not the writer), RST sent to the client"))], "the client-side stale reset");
+        let backend_side = kernel_records(&format!("{CLIENT}:48001"));
+        assert_eq!(backend_side, vec![(log::Level::Debug, format!("xdp: stale write flow of {CLIENT}:48001 on backend 1 deleted, RST sent to the backend"))], "the backend-side stale reset");
+        let exhausted = kernel_records(&format!("{CLIENT}:48002"));
+        assert_eq!(exhausted, vec![(log::Level::Warn, format!("xdp: no free NAT port toward backend 0 after 16 probes; SYN from {CLIENT}:48002 dropped"))], "NAT port exhaustion");
+    });
+}
+
 #[test]
 fn pass_and_garbage_fixtures() {
     in_test_ns(|h| {
@@ -549,6 +648,7 @@ fn every_truncation_is_counted_never_forwarded() {
 #[test]
 fn pinned_maps_survive_a_reload_and_attach_replaces_atomically() {
     require_root();
+    capture_kernel_log();
     let ns = Netns::new();
     let pin = PinDir::new();
     let (name, dir) = (ns.name.clone(), pin.0.clone());
@@ -569,6 +669,22 @@ fn pinned_maps_survive_a_reload_and_attach_replaces_atomically() {
         assert!(shown.contains("xdp") && shown.contains("pglb_xdp"), "pglb_xdp attached in driver mode:\n{shown}");
         let prog_id = |s: &str| s.split_whitespace().skip_while(|w| *w != "id").nth(1).map(str::to_owned);
         let id1 = prog_id(&shown).expect("program id in ip output");
+        // A stale-writer reset logged by the first program and not read before it exits: the
+        // restart forwards it (from the replaced program's ring buffer).
+        let name = std::ffi::CString::new(IFACE).expect("interface name");
+        // SAFETY: a valid C string.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        first.renew_lease(Duration::from_secs(3600), Duration::from_secs(10)).expect("renewing the lease");
+        let c = (CLIENT, 48100);
+        let syn = Tcp::new(c, (VIP, 3000), SYN);
+        let (verdict, _) = Harness::run_on(first.program(), ifindex, &syn.build()).expect("running the SYN");
+        // Attached to a veth, the program sends with bpf_redirect (XDP_REDIRECT, 4).
+        assert_eq!(verdict, 4, "the SYN opens a flow to the writer");
+        first.set_writer(None).expect("clearing the writer");
+        let data = Tcp { payload: b"x".to_vec(), ..Tcp::new(c, (VIP, 3000), ACK | PSH) };
+        let (verdict, _) = Harness::run_on(first.program(), ifindex, &data.build()).expect("running the stale packet");
+        assert_eq!(verdict, 4, "the stale flow's packet gets a RST");
+        first.set_writer(Some(0)).expect("writer");
         drop(first);
         let shown = ip(&["-d", "link", "show", "dev", IFACE]);
         assert!(shown.contains("pglb_xdp"), "program stays attached after the control plane exits:\n{shown}");
@@ -578,6 +694,11 @@ fn pinned_maps_survive_a_reload_and_attach_replaces_atomically() {
         let shown = ip(&["-d", "link", "show", "dev", IFACE]);
         let id2 = prog_id(&shown).expect("program id after restart");
         assert_ne!(id1, id2, "the restart replaced the program:\n{shown}");
+        assert_eq!(
+            kernel_records(&format!("{CLIENT}:48100")),
+            vec![(log::Level::Debug, format!("xdp: stale write flow of {CLIENT}:48100 on backend 0 deleted (not the writer), RST sent to the client"))],
+            "the replaced program's record, forwarded by the restart"
+        );
         let dump = lb_user::dataplane::dump(&dir).expect("read-only dump of the pins");
         assert_eq!(dump.writer, Some(0), "the writer survived the restart");
         assert_eq!(dump.backends.len(), 1, "the backends survived the restart");

@@ -17,7 +17,11 @@
 //!
 //! Dropping a [`Dataplane`] leaves the program attached and the maps pinned; only [`remove`]
 //! takes them away.
+//!
+//! The program's own log records (rare events only) are forwarded into the daemon's log by
+//! [`kernel_log`]; the program is loaded with its log level set to the daemon's.
 
+mod kernel_log;
 mod maps;
 mod reset;
 mod view;
@@ -43,7 +47,10 @@ use thiserror::Error;
 // One vocabulary with the config: a listener's pool and the attach mode.
 pub use crate::config::{Pool, XdpMode};
 pub use self::view::{BackendView, Counters, FlowView, LeaseView, ListenerView, MapDump, ReaderSummary, SweepStats};
-use self::maps::Maps;
+use self::{
+    kernel_log::{KernelLog, ReplacedLog},
+    maps::Maps,
+};
 
 /// The XDP program attached to the load balancer's interface.
 pub const PROGRAM: &str = "pglb_xdp";
@@ -231,6 +238,13 @@ pub enum DataplaneError {
         #[source]
         source: std::io::Error,
     },
+    /// The XDP program's log (its `AYA_LOGS` ring buffer) could not be opened.
+    #[error("opening the XDP program's log")]
+    KernelLog {
+        /// The cause.
+        #[source]
+        source: Box<aya_log::Error>,
+    },
     /// Reading the monotonic clock failed.
     #[error("reading CLOCK_MONOTONIC")]
     Clock {
@@ -249,6 +263,8 @@ pub struct Dataplane {
     vip: Ipv4Addr,
     /// Opened on the first stale-flow reset.
     rst_socket: Option<reset::RstSocket>,
+    /// The program's log records, forwarded to the `log` crate's logger.
+    log: KernelLog,
 }
 
 impl std::fmt::Debug for Dataplane {
@@ -290,6 +306,7 @@ impl Dataplane {
         let mut dp = Self::load_with(&spec.pin_dir, spec.vip, redirect)?;
         dp.maps.write_listeners(spec.vip, &spec.listeners.iter().map(|l| (l.port, pool_code(l.pool))).collect::<Vec<_>>())?;
         attach_program(&mut dp._ebpf, spec)?;
+        dp.log.forward();
         Ok(dp)
     }
 
@@ -306,6 +323,9 @@ impl Dataplane {
         let mut loader = EbpfLoader::new();
         let tx_redirect = u32::from(tx_redirect);
         loader.override_global(TX_REDIRECT_GLOBAL, &tx_redirect, true);
+        // The program writes only the records the daemon's log lets through.
+        let log_level = kernel_log::program_level();
+        loader.override_global(aya_log::LEVEL, &log_level, true);
         for name in lb_common::ALL_MAPS {
             loader.map_pin_path(name, pin_dir.join(name));
         }
@@ -320,11 +340,20 @@ impl Dataplane {
                 .ok_or(DataplaneError::MissingProgram { name })?;
             prog.load().map_err(|source| DataplaneError::ProgramLoad { name, source: Box::new(source) })?;
         }
+        let log = KernelLog::open(&mut ebpf)?;
         let mut maps = Maps::take(&mut ebpf)?;
         if fresh {
             maps.init_fresh()?;
         }
-        Ok(Self { _ebpf: ebpf, maps, pin_dir: pin_dir.to_owned(), vip, rst_socket: None })
+        Ok(Self { _ebpf: ebpf, maps, pin_dir: pin_dir.to_owned(), vip, rst_socket: None, log })
+    }
+
+    /// Forwards what the program logged since the last call to the `log` crate's logger now.
+    /// Only needed without a tokio runtime (tests, benchmarks): `attach` inside one forwards
+    /// records as they arrive. The program writes records at the `log` crate's maximum level
+    /// (`log::max_level()`) when it was loaded, and none when that was `Off`.
+    pub fn flush_log(&mut self) {
+        self.log.flush();
     }
 
     /// The loaded main XDP program (for `BPF_PROG_TEST_RUN` in tests and benchmarks).
@@ -547,14 +576,23 @@ fn attach_program(ebpf: &mut Ebpf, spec: &DataplaneSpec) -> Result<(), Dataplane
         .program_mut(PROGRAM)
         .and_then(|p| p.try_into().ok())
         .ok_or(DataplaneError::MissingProgram { name: PROGRAM })?;
+    // The log of the program a restart replaces, drained once the new program is attached.
+    let mut replaced_log: Option<ReplacedLog> = None;
     if link_path.exists() {
         let pinned = PinnedLink::from_pin(&link_path)
             .map_err(|source| DataplaneError::OpenLink { path: link_path.clone(), source })?;
-        let link = XdpLink::try_from(FdLink::from(pinned))
+        let fd_link = FdLink::from(pinned);
+        // The old program's log, opened while the old program still lives: records it wrote
+        // since the last daemon exited are forwarded once it is replaced.
+        replaced_log = ReplacedLog::open(&fd_link);
+        let link = XdpLink::try_from(fd_link)
             .map_err(|source| DataplaneError::OpenLink { path: link_path.clone(), source })?;
         match prog.attach_to_link(link) {
             Ok(_) => {
                 tracing::info!(interface = %spec.interface, link = %link_path.display(), "replaced the XDP program behind the pinned link");
+                if let Some(replaced_log) = replaced_log {
+                    replaced_log.drain();
+                }
                 return Ok(());
             }
             Err(error) => {
@@ -586,6 +624,9 @@ fn attach_program(ebpf: &mut Ebpf, spec: &DataplaneSpec) -> Result<(), Dataplane
         .pin(&link_path)
         .map_err(|source| DataplaneError::PinLink { path: link_path.clone(), source: Box::new(source) })?;
     tracing::info!(interface = %spec.interface, link = %link_path.display(), "attached XDP and pinned the link");
+    if let Some(replaced_log) = replaced_log {
+        replaced_log.drain();
+    }
     Ok(())
 }
 

@@ -26,7 +26,7 @@ use std::{
     collections::BTreeSet,
     fs,
     path::{Path, PathBuf},
-    process::{Child, Stdio},
+    process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -444,19 +444,26 @@ impl Drill {
 
     fn spawn_client(&self, mode: &str, port: u16, run: i32) -> Result<(Child, PathBuf)> {
         let out = self.dir.join(format!("run-{run}-{mode}.log"));
-        let _ = fs::remove_file(&out);
-        fs::write(&out, "").with_context(|| format!("creating {}", out.display()))?;
+        let child = self
+            .client_command(mode, port, run, &out)?
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting the drill {mode} client"))?;
+        Ok((child, out))
+    }
+
+    /// The drill client in pgha-client in `mode` against VIP:`port`, logging to `out` (created
+    /// empty now); stdout discarded, stderr to this terminal, stdin left to the caller.
+    fn client_command(&self, mode: &str, port: u16, run: i32, out: &Path) -> Result<Command> {
+        let _ = fs::remove_file(out);
+        fs::write(out, "").with_context(|| format!("creating {}", out.display()))?;
         let client = host("client")?;
         let pw = secret_path("app");
-        let child = ns_cmd(&client.ns(), self.client.to_str().unwrap(), [
+        let mut c = ns_cmd(&client.ns(), self.client.to_str().unwrap(), [
             mode, VIP, &port.to_string(), pw.to_str().unwrap(), &run.to_string(), out.to_str().unwrap(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("starting the drill {mode} client"))?;
-        Ok((child, out))
+        ]);
+        c.stdout(Stdio::null()).stderr(Stdio::inherit());
+        Ok(c)
     }
 
     fn postmaster_pid(&self, node: &str) -> Result<i32> {

@@ -15,8 +15,11 @@
 //! the command fails when any check failed, after printing and writing everything.
 //!
 //! Modules: [`scenarios`] injects the faults, [`measure`] reads the client logs, [`report`]
-//! prints and serializes, [`lb`] runs the VIP takeover drills.
+//! prints and serializes, [`lb`] runs the VIP takeover drills, [`flood`] the `syn-flood` drill
+//! (its figures and report in [`flood_report`]).
 
+mod flood;
+mod flood_report;
 pub mod lb;
 mod measure;
 mod report;
@@ -26,7 +29,7 @@ use std::{
     collections::BTreeSet,
     fs,
     path::{Path, PathBuf},
-    process::{Child, Stdio},
+    process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -35,6 +38,7 @@ use anyhow::{Context as _, Result, bail};
 
 use self::{
     lb::{LbStop, LbTakeover},
+    flood_report::{SynFlood, print_flood, summarise_flood},
     measure::{History, Line, read_client_log},
     report::{Cpu, DrillJson, RunResult, print_run, summarise},
 };
@@ -51,7 +55,8 @@ use crate::{
 };
 
 /// The PostgreSQL and partial-failure scenarios `all` runs, in order; `all` then runs the
-/// load-balancer takeover drills `lb-crash` and `lb-graceful` ([`lb`]).
+/// load-balancer takeover drills `lb-crash` and `lb-graceful` ([`lb`]), and last `syn-flood`
+/// ([`flood`]).
 pub const SCENARIOS: &[&str] = &[
     "primary-crash",
     "primary-hang",
@@ -85,12 +90,13 @@ const NODES: [&str; 3] = ["pg1", "pg2", "pg3"];
 
 pub fn drill(scenario: &str, runs: u32, json: Option<&Path>) -> Result<()> {
     sh::require_root("drill")?;
-    let (scenarios, lb_stops): (Vec<&str>, Vec<LbStop>) = match scenario {
-        "all" => (SCENARIOS.to_vec(), vec![LbStop::Crash, LbStop::Graceful]),
-        "lb-crash" => (vec![], vec![LbStop::Crash]),
-        "lb-graceful" => (vec![], vec![LbStop::Graceful]),
-        s if SCENARIOS.contains(&s) => (vec![s], vec![]),
-        other => bail!("unknown drill scenario `{other}`: one of {}, lb-crash, lb-graceful, all", SCENARIOS.join(", ")),
+    let (scenarios, lb_stops, syn_flood): (Vec<&str>, Vec<LbStop>, bool) = match scenario {
+        "all" => (SCENARIOS.to_vec(), vec![LbStop::Crash, LbStop::Graceful], true),
+        "lb-crash" => (vec![], vec![LbStop::Crash], false),
+        "lb-graceful" => (vec![], vec![LbStop::Graceful], false),
+        "syn-flood" => (vec![], vec![], true),
+        s if SCENARIOS.contains(&s) => (vec![s], vec![], false),
+        other => bail!("unknown drill scenario `{other}`: one of {}, lb-crash, lb-graceful, syn-flood, all", SCENARIOS.join(", ")),
     };
     let runs = runs.max(1);
     if lab::state()? != LabState::Up {
@@ -113,17 +119,22 @@ pub fn drill(scenario: &str, runs: u32, json: Option<&Path>) -> Result<()> {
         }
     }
     let lb_results = lb_drills(&lb_stops, runs)?;
+    let floods = if syn_flood { d.flood_drills(runs)? } else { Vec::new() };
     if !results.is_empty() {
         print!("{}", summarise(&results));
     }
+    if !floods.is_empty() {
+        print!("{}", summarise_flood(&floods, flood::AFTER_LIMIT.as_secs()));
+    }
     if let Some(path) = json {
-        let text = serde_json::to_string_pretty(&DrillJson { failover: &results, lb: &lb_results })?;
+        let text = serde_json::to_string_pretty(&DrillJson { failover: &results, lb: &lb_results, syn_flood: &floods })?;
         fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
         println!("drill: results written to {}", path.display());
     }
     let failed: Vec<String> = results
         .iter()
         .flat_map(|r| r.failures.iter().map(move |f| format!("{} run {}: {f}", r.scenario, r.run)))
+        .chain(floods.iter().flat_map(|r| r.failures.iter().map(move |f| format!("{} run {}: {f}", r.scenario, r.run))))
         .collect();
     if !failed.is_empty() {
         bail!("{} failed checks:\n  {}", failed.len(), failed.join("\n  "));
@@ -444,19 +455,26 @@ impl Drill {
 
     fn spawn_client(&self, mode: &str, port: u16, run: i32) -> Result<(Child, PathBuf)> {
         let out = self.dir.join(format!("run-{run}-{mode}.log"));
-        let _ = fs::remove_file(&out);
-        fs::write(&out, "").with_context(|| format!("creating {}", out.display()))?;
+        let child = self
+            .client_command(mode, port, run, &out)?
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting the drill {mode} client"))?;
+        Ok((child, out))
+    }
+
+    /// The drill client in pgha-client in `mode` against VIP:`port`, logging to `out` (created
+    /// empty now); stdout discarded, stderr to this terminal, stdin left to the caller.
+    fn client_command(&self, mode: &str, port: u16, run: i32, out: &Path) -> Result<Command> {
+        let _ = fs::remove_file(out);
+        fs::write(out, "").with_context(|| format!("creating {}", out.display()))?;
         let client = host("client")?;
         let pw = secret_path("app");
-        let child = ns_cmd(&client.ns(), self.client.to_str().unwrap(), [
+        let mut c = ns_cmd(&client.ns(), self.client.to_str().unwrap(), [
             mode, VIP, &port.to_string(), pw.to_str().unwrap(), &run.to_string(), out.to_str().unwrap(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("starting the drill {mode} client"))?;
-        Ok((child, out))
+        ]);
+        c.stdout(Stdio::null()).stderr(Stdio::inherit());
+        Ok(c)
     }
 
     fn postmaster_pid(&self, node: &str) -> Result<i32> {
@@ -506,6 +524,20 @@ impl Drill {
         }
         r.check_cpu();
         Ok(())
+    }
+
+    /// `syn-flood` `runs` times, each from a healthy cluster and followed by a return to it.
+    fn flood_drills(&self, runs: u32) -> Result<Vec<SynFlood>> {
+        let mut out = Vec::new();
+        for i in 1..=runs {
+            self.ensure_healthy().with_context(|| format!("bringing the cluster back to healthy before syn-flood run {i}"))?;
+            println!("drill: syn-flood run {i}/{runs} ({} s flood against {VIP}:{WRITE_PORT} and :{READ_PORT})", flood::FLOOD.as_secs());
+            let r = flood::flood_drill(self, i).with_context(|| format!("drill syn-flood run {i}"))?;
+            print_flood(&r, flood::AFTER_LIMIT.as_secs());
+            self.ensure_healthy().with_context(|| format!("bringing the cluster back to healthy after syn-flood run {i}"))?;
+            out.push(r);
+        }
+        Ok(out)
     }
 
     fn run_one(&self, scenario: &str, run: i32) -> Result<RunResult> {

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::lb::LbTakeover;
+use super::{flood_report::SynFlood, lb::LbTakeover};
 
 /// One load balancer's CPU: over the run (while the fault and recovery happened) and idle
 /// afterwards (the cluster healthy again, no client running).
@@ -225,4 +225,5 @@ pub fn summarise(results: &[RunResult]) -> String {
 pub struct DrillJson<'a> {
     pub failover: &'a [RunResult],
     pub lb: &'a [LbTakeover],
+    pub syn_flood: &'a [SynFlood],
 }

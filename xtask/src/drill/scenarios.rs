@@ -15,6 +15,7 @@
 //! | `lb-kill-then-failover` | `kill -9` of lb1's pglb, then `kill -9` of pg1, pg1 restarted, clients re-ARP | lb1's data plane opens no flow after its lease ran out; no write on pg1 |
 //! | `restart-with-stale-primary` | pg1 crash and failover; both pglb killed; pg1 restarted without a rejoin while the writer is out of the load balancers' sight; both pglb restarted | pg1 never gets a write; writes resume once the writer is seen |
 //! | `switchover-probe-blip` | `pglb switchover --to pg2`; lb1 cut from pg2 for 1.5 s while pg1 is demoted | exactly one writer afterwards; no write lost |
+//! | `syn-flood` ([`super::flood`], not injected here) | two hping3 `-S --flood --rand-source` from `pgha-client` against VIP:3000 and VIP:3001 for 10 s, under pgbench with persistent connections and one idle session | no established flow broken; the idle session answers afterwards; 0 failed pgbench transactions; new connections succeed during the flood; flood end → first new connection ≤ 1 s on both ports |
 
 use std::{
     path::{Path, PathBuf},

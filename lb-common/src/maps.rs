@@ -9,8 +9,14 @@
 pub const MAX_BACKENDS: u32 = 64;
 /// Most VIP listeners.
 pub const MAX_LISTENERS: u32 = 16;
-/// Capacity of each connection-table map (forward and reverse).
+/// Capacity of each established-flow map (`flows` and `nat`). Plain hash maps: an entry leaves
+/// only when the control plane sweeps it or the data plane sees the connection end; the kernel
+/// never evicts one to make room, so an idle pooled connection survives any flood.
 pub const MAX_FLOWS: u32 = 65536;
+/// Capacity of each half-open map (`half_open` and `half_nat`). LRU: under a SYN flood the
+/// oldest half-open flows are reclaimed for new SYNs, so new clients always get an entry and a
+/// NAT port, and half-open flows can never hold more than this many of a backend's NAT ports.
+pub const MAX_HALF_OPEN: u32 = 16384;
 /// Slots in one Maglev table (prime). The `maglev` map holds two tables (double buffering).
 pub const MAGLEV_SIZE: u32 = 4093;
 /// "No backend" in the writer entry and in Maglev slots.
@@ -31,6 +37,13 @@ pub const MAP_MAGLEV: &str = "maglev";
 pub const MAP_FLOWS: &str = "flows";
 /// See [`NatKey`].
 pub const MAP_NAT: &str = "nat";
+/// Half-open flows: [`FlowKey`] → [`Flow`] in SYN_SENT or SYN_RECV, an LRU hash of
+/// [`MAX_HALF_OPEN`] entries. A flow moves to `flows` when the client completes the handshake.
+pub const MAP_HALF_OPEN: &str = "half_open";
+/// The NAT ports of half-open flows: [`NatKey`] → [`FlowKey`], an LRU hash of
+/// [`MAX_HALF_OPEN`] entries. A half-open flow is valid only while this entry still points back
+/// at it (either entry may be reclaimed first).
+pub const MAP_HALF_NAT: &str = "half_nat";
 /// See [`BackendStats`].
 pub const MAP_BACKEND_STATS: &str = "backend_stats";
 /// See [`ListenerStats`].
@@ -40,7 +53,7 @@ pub const MAP_REASONS: &str = "reasons";
 /// See [`Lease`].
 pub const MAP_LEASE: &str = "lease";
 /// Every map name, in a stable order.
-pub const ALL_MAPS: [&str; 11] = [
+pub const ALL_MAPS: [&str; 13] = [
     MAP_LISTENERS,
     MAP_BACKENDS,
     MAP_WRITER,
@@ -48,6 +61,8 @@ pub const ALL_MAPS: [&str; 11] = [
     MAP_MAGLEV,
     MAP_FLOWS,
     MAP_NAT,
+    MAP_HALF_OPEN,
+    MAP_HALF_NAT,
     MAP_BACKEND_STATS,
     MAP_LISTENER_STATS,
     MAP_REASONS,
@@ -138,7 +153,8 @@ pub struct ReaderCtl {
 }
 const _: () = assert!(core::mem::size_of::<ReaderCtl>() == 8);
 
-/// Key of the `flows` LRU hash (forward direction): a client connection to a VIP listener.
+/// Key of the `flows` and `half_open` hashes (forward direction): a client connection to a VIP
+/// listener.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {
@@ -153,9 +169,10 @@ pub struct FlowKey {
 }
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 12);
 
-/// Value of the `flows` LRU hash: where a client connection goes and how it is doing.
-/// Written by the XDP program (insert on SYN, state and timestamp on every packet, shared by
-/// all CPUs), read and swept by the control plane.
+/// Value of the `flows` and `half_open` hashes: where a client connection goes and how it is
+/// doing. Written by the XDP program (into `half_open` on SYN, moved to `flows` when the
+/// handshake completes, state and timestamp on every packet, shared by all CPUs), read and swept
+/// by the control plane.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Flow {
@@ -185,8 +202,10 @@ pub struct Flow {
     pub _pad: [u8; 2],
     /// The sequence number the client expects next from the backend side (the end of the
     /// newest backend segment forwarded, SYN and FIN counting one), **host byte order**; 0
-    /// until the backend's first segment. The control plane uses it to reset a client whose
-    /// backend is no longer the writer without waiting for the client's next packet.
+    /// until the backend's first segment. In SYN_RECV it is the backend's initial sequence
+    /// number + 1, which the client's ACK must acknowledge to complete the handshake. The control
+    /// plane uses it to reset a client whose backend is no longer the writer without waiting for
+    /// the client's next packet.
     pub client_next_seq: u32,
     /// The client's initial sequence number + 1 (what a RST must acknowledge to abort a
     /// connection still in SYN-SENT), **host byte order**, from its SYN.
@@ -196,9 +215,10 @@ pub struct Flow {
 }
 const _: () = assert!(core::mem::size_of::<Flow>() == 56);
 
-/// Key of the `nat` LRU hash (reverse direction): a backend's reply to a NAT source port.
-/// The value is the [`FlowKey`] of the client connection. Written by the XDP program
-/// (claimed with `BPF_NOEXIST` when a SYN allocates the port), swept by the control plane.
+/// Key of the `nat` and `half_nat` hashes (reverse direction): a backend's reply to a NAT
+/// source port. The value is the [`FlowKey`] of the client connection. Written by the XDP
+/// program (a SYN claims a port in `half_nat` with `BPF_NOEXIST`, after checking `nat` does not
+/// hold it; the completed handshake moves it to `nat`), swept by the control plane.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct NatKey {

@@ -45,19 +45,34 @@ pub const TX_RST_NO_READER: u32 = 18;
 pub const TX_RST_LEASE_EXPIRED: u32 = 19;
 /// A RST of an unknown flow: dropped (never answer a RST with a RST).
 pub const DROP_RST_UNKNOWN_FLOW: u32 = 20;
-/// No free NAT source port for the backend within the probe budget.
+/// No free NAT source port for the backend within the probe budget (every candidate held by an
+/// established flow or a half-open one).
 pub const DROP_PORTS_EXHAUSTED: u32 = 21;
 /// No MAC address for the backend (FIB/neighbour lookup failed and none configured).
 pub const DROP_NO_NEIGH: u32 = 22;
-/// The flow table refused an insert.
+/// The half-open table refused an insert (an LRU map does so only on an internal error: it
+/// reclaims its oldest entry instead).
 pub const DROP_FLOW_TABLE: u32 = 23;
 /// An internal error (a helper failed); should stay at zero.
 pub const DROP_INTERNAL: u32 = 24;
 /// An ARP request for the VIP while the control plane's lease has run out: dropped, so this
 /// host stops answering for the VIP and clients resolve it to the load balancer that holds it.
 pub const DROP_ARP_LEASE_EXPIRED: u32 = 25;
+/// The client's ACK of the backend's SYN: the flow moved from the half-open table to the
+/// established one and the ACK was forwarded.
+pub const TX_HANDSHAKE_DONE: u32 = 26;
+/// The client completed a handshake but the established table refused the flow (full): RST to
+/// the client (the backend's half-open connection is answered with RST by this host's kernel
+/// when it retransmits its SYN+ACK). No established flow is ever evicted to make room.
+pub const TX_RST_FLOW_TABLE_FULL: u32 = 27;
+/// SYN+FIN or SYN+RST to a listener: dropped.
+pub const DROP_BAD_TCP_FLAGS: u32 = 28;
+/// A backend's reply to the NAT port of a half-open flow that was reclaimed (LRU, under a SYN
+/// flood) or swept: passed to the kernel, which answers with RST (no socket owns VIP:port), so
+/// the backend frees its half-open connection.
+pub const PASS_HALF_OPEN_RECLAIMED: u32 = 29;
 /// Number of reason codes; the `REASONS` map has this many entries.
-pub const REASON_COUNT: u32 = 26;
+pub const REASON_COUNT: u32 = 30;
 
 /// The packet goes up to the kernel stack.
 pub const VERDICT_PASS: u8 = 0;
@@ -70,8 +85,8 @@ pub const VERDICT_TX: u8 = 2;
 #[inline(always)]
 pub const fn verdict_of(reason: u32) -> u8 {
     match reason {
-        PASS_NOT_IPV4 | PASS_NOT_TCP | PASS_NOT_VIP | PASS_FRAGMENT => VERDICT_PASS,
-        TX_NEW_FLOW..=TX_RST_LEASE_EXPIRED => VERDICT_TX,
+        PASS_NOT_IPV4 | PASS_NOT_TCP | PASS_NOT_VIP | PASS_FRAGMENT | PASS_HALF_OPEN_RECLAIMED => VERDICT_PASS,
+        TX_NEW_FLOW..=TX_RST_LEASE_EXPIRED | TX_HANDSHAKE_DONE | TX_RST_FLOW_TABLE_FULL => VERDICT_TX,
         _ => VERDICT_DROP,
     }
 }
@@ -104,6 +119,10 @@ pub const REASON_NAMES: [&str; REASON_COUNT as usize] = [
     "drop_flow_table",
     "drop_internal",
     "drop_arp_lease_expired",
+    "tx_handshake_done",
+    "tx_rst_flow_table_full",
+    "drop_bad_tcp_flags",
+    "pass_half_open_reclaimed",
 ];
 
 #[cfg(test)]

@@ -14,6 +14,13 @@
 //! and after the lease's grace packets of write-port flows get a RST too: a dead control plane
 //! cannot keep attracting clients to a frozen writer.
 //!
+//! Handshakes are tracked as conntrack does: a SYN opens a flow in the half-open table (an LRU
+//! of `MAX_HALF_OPEN` entries, with its NAT port in `half_nat`), the backend's SYN+ACK moves it
+//! to SYN_RECV, and only the client's ACK of that SYN moves it to the established tables
+//! (`flows`, `nat`: plain hashes the kernel never evicts from). A SYN flood therefore churns
+//! the half-open table only: it cannot take an established flow's entry or NAT port, and it
+//! cannot hold more than `MAX_HALF_OPEN` of a backend's NAT ports, so new clients still get both.
+//!
 //! One XDP invocation can emit one packet, so a stale-writer flow resets the side whose packet
 //! arrived and deletes the flow; the other side's next packet then finds no flow: a client
 //! gets a RST (unknown flow), a backend's packet goes to the kernel, which answers it with a
@@ -32,7 +39,7 @@
 
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST, bpf_fib_lookup as FibParams, xdp_action},
-    btf_maps::{Array, LruHashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
     helpers::{bpf_fib_lookup, bpf_ktime_get_ns, bpf_redirect, bpf_xdp_adjust_tail},
     macros::{btf_map, xdp},
     programs::XdpContext,
@@ -42,13 +49,16 @@ use core::net::Ipv4Addr;
 use lb_common::{
     BACKEND_F_ACTIVE, BACKEND_NONE, Backend, BackendStats, Flow, FlowKey, LEASE_PAST_GRACE,
     LEASE_VALID, Lease, Listener, ListenerKey, ListenerStats, MAGLEV_SIZE, MAX_BACKENDS, MAX_FLOWS,
-    MAX_LISTENERS, NatKey, POOL_WRITE, ReaderCtl, Writer,
+    MAX_HALF_OPEN, MAX_LISTENERS, NatKey, POOL_WRITE, ReaderCtl, Writer,
     csum::{CsumDelta, fold, pseudo_header_sum, sum_fixed},
     hash::flow_hash,
     nat::{NAT_PORT_PROBES, nat_port_candidate, nat_port_seed},
     port_to_map,
     reason::*,
-    tcp::{DIR_TO_BACKEND, DIR_TO_CLIENT, STATE_SYN_SENT, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, next_state, rst_for},
+    tcp::{
+        DIR_TO_BACKEND, DIR_TO_CLIENT, STATE_CLOSED, STATE_CLOSING, STATE_ESTABLISHED, STATE_SYN_SENT, TCP_ACK, TCP_FIN,
+        TCP_RST, TCP_SYN, bad_syn, completes_handshake, next_state, rst_for,
+    },
 };
 use network_types::{
     arp::ArpHdr,
@@ -60,8 +70,7 @@ use network_types::{
 
 /// VIP listeners: (VIP, port) → pool and stats index. Written by the control plane.
 #[btf_map(name = "listeners")]
-static LISTENERS: aya_ebpf::btf_maps::HashMap<ListenerKey, Listener, { MAX_LISTENERS as usize }> =
-    aya_ebpf::btf_maps::HashMap::new();
+static LISTENERS: HashMap<ListenerKey, Listener, { MAX_LISTENERS as usize }> = HashMap::new();
 /// Backends by id. Written by the control plane.
 #[btf_map(name = "backends")]
 static BACKENDS: Array<Backend, { MAX_BACKENDS as usize }> = Array::new();
@@ -74,12 +83,20 @@ static READER_CTL: Array<ReaderCtl, 1> = Array::new();
 /// Two Maglev tables of backend ids (double buffered).
 #[btf_map(name = "maglev")]
 static MAGLEV: Array<u32, { 2 * MAGLEV_SIZE as usize }> = Array::new();
-/// Forward connection table, shared by all CPUs (replies may land on another CPU).
+/// Established flows (forward direction), shared by all CPUs (replies may land on another
+/// CPU). A plain hash: nothing is evicted from it to make room.
 #[btf_map(name = "flows")]
-static FLOWS: LruHashMap<FlowKey, Flow, { MAX_FLOWS as usize }> = LruHashMap::new();
+static FLOWS: HashMap<FlowKey, Flow, { MAX_FLOWS as usize }> = HashMap::new();
 /// Reverse connection table: (backend, VIP, NAT port) → client flow key.
 #[btf_map(name = "nat")]
-static NAT: LruHashMap<NatKey, FlowKey, { MAX_FLOWS as usize }> = LruHashMap::new();
+static NAT: HashMap<NatKey, FlowKey, { MAX_FLOWS as usize }> = HashMap::new();
+/// Half-open flows (SYN_SENT, SYN_RECV), forward direction. LRU: a flood reclaims its own oldest
+/// entries, never an established flow's.
+#[btf_map(name = "half_open")]
+static HALF_OPEN: LruHashMap<FlowKey, Flow, { MAX_HALF_OPEN as usize }> = LruHashMap::new();
+/// The NAT ports of half-open flows (reverse direction), LRU like `half_open`.
+#[btf_map(name = "half_nat")]
+static HALF_NAT: LruHashMap<NatKey, FlowKey, { MAX_HALF_OPEN as usize }> = LruHashMap::new();
 /// Per-CPU counters per backend id.
 #[btf_map(name = "backend_stats")]
 static BACKEND_STATS: PerCpuArray<BackendStats, { MAX_BACKENDS as usize }> = PerCpuArray::new();
@@ -221,6 +238,11 @@ fn try_pglb_xdp(ctx: &XdpContext) -> Result<u32, u32> {
         let fkey = *fkey;
         return backend_packet(ctx, &pkt, &nkey, &fkey);
     }
+    // SAFETY: as above.
+    if let Some(fkey) = unsafe { HALF_NAT.get(&nkey) } {
+        let fkey = *fkey;
+        return half_open_reply(ctx, &pkt, &nkey, &fkey);
+    }
     Ok(PASS_NOT_VIP)
 }
 
@@ -353,40 +375,27 @@ fn current_writer() -> u32 {
 /// A packet from a client to a VIP listener.
 #[inline(always)]
 fn client_packet(ctx: &XdpContext, pkt: &Packet, listener: &Listener) -> Result<u32, u32> {
+    if bad_syn(pkt.flags) {
+        return Ok(DROP_BAD_TCP_FLAGS);
+    }
     let fkey = FlowKey { client_addr: pkt.src, vip: pkt.dst, client_port: pkt.sport, listener_port: pkt.dport };
     let is_syn = pkt.flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
     let now = bpf_ktime_get_ns_safe();
     let lease = current_lease().state(now);
     if let Some(flow) = FLOWS.get_ptr_mut(&fkey) {
-        // SAFETY: a live LRU value; concurrent writers only store plain integers into it.
+        // SAFETY: a live map value; concurrent writers only store plain integers into it.
         let f = unsafe { &mut *flow };
         let stale = f.pool == POOL_WRITE && (f.backend_id != current_writer() || lease == LEASE_PAST_GRACE);
-        if is_syn && !(f.state == STATE_SYN_SENT && !stale) {
-            // A new connection reusing the client port of an old one (or of a stale flow):
-            // forget the old flow and open a new one.
-            let old = NatKey { backend_addr: f.backend_addr, vip: pkt.dst, backend_port: f.backend_port, nat_port: f.nat_port };
-            let _ = NAT.remove(&old);
-            let _ = FLOWS.remove(&fkey);
-            if lease != LEASE_VALID {
-                count_listener_reset(listener.index);
-                return reset_sender(ctx, pkt, TX_RST_LEASE_EXPIRED);
-            }
-            return new_flow(ctx, pkt, listener, &fkey, now);
-        }
-        if stale {
+        if stale || (is_syn && (f.state == STATE_CLOSING || f.state == STATE_CLOSED)) {
+            let nkey = nat_key(f, pkt.dst);
             let backend_id = f.backend_id;
-            let old = NatKey { backend_addr: f.backend_addr, vip: pkt.dst, backend_port: f.backend_port, nat_port: f.nat_port };
-            let _ = NAT.remove(&old);
+            let _ = NAT.remove(&nkey);
             let _ = FLOWS.remove(&fkey);
-            if pkt.flags & TCP_RST != 0 {
-                return Ok(DROP_RST_UNKNOWN_FLOW);
-            }
-            count_backend_reset(backend_id);
-            count_listener_reset(listener.index);
-            let why = if lease == LEASE_PAST_GRACE { TX_RST_LEASE_EXPIRED } else { TX_RST_STALE_CLIENT };
-            log_stale_reset(pkt.src, pkt.sport, backend_id, why);
-            return reset_sender(ctx, pkt, why);
+            return reopen_or_reset(ctx, pkt, listener, &fkey, now, lease, stale.then_some(backend_id));
         }
+        // A SYN on a live established flow is forwarded like any segment: the backend answers
+        // it with a challenge ACK (RFC 5961 section 4), to which a client that really lost the
+        // connection answers with RST, closing the flow; a spoofed SYN changes nothing.
         f.state = next_state(f.state, DIR_TO_BACKEND, pkt.flags);
         f.last_seen_ns = now;
         let f = *f;
@@ -394,6 +403,64 @@ fn client_packet(ctx: &XdpContext, pkt: &Packet, listener: &Listener) -> Result<
         count_to_backend(&f, pkt.ip_len, false);
         return Ok(TX_TO_BACKEND);
     }
+    if let Some(flow) = HALF_OPEN.get_ptr_mut(&fkey) {
+        // SAFETY: as above.
+        let f = unsafe { &mut *flow };
+        let nkey = nat_key(f, pkt.dst);
+        // Either half of a half-open flow may have been reclaimed first: it is live only while
+        // its NAT port still points back at it.
+        // SAFETY: the value is compared at once.
+        let port_held = matches!(unsafe { HALF_NAT.get(&nkey) }, Some(k) if *k == fkey);
+        let stale = f.pool == POOL_WRITE && (f.backend_id != current_writer() || lease == LEASE_PAST_GRACE);
+        if !port_held || stale {
+            let backend_id = f.backend_id;
+            let _ = HALF_OPEN.remove(&fkey);
+            if port_held {
+                let _ = HALF_NAT.remove(&nkey);
+            }
+            if stale {
+                return reopen_or_reset(ctx, pkt, listener, &fkey, now, lease, Some(backend_id));
+            }
+        } else if completes_handshake(f.state, pkt.flags, pkt.ack, f.client_next_seq) {
+            let mut est = *f;
+            est.state = STATE_ESTABLISHED;
+            est.last_seen_ns = now;
+            return complete_handshake(ctx, pkt, listener, &fkey, &nkey, &est);
+        } else {
+            // A retransmitted SYN keeps its flow and NAT port; anything else during the handshake
+            // (a wrong ACK, a RST, data) goes to the backend, which judges it.
+            if is_syn {
+                f.client_syn_next = pkt.seq.wrapping_add(1);
+            }
+            f.state = next_state(f.state, DIR_TO_BACKEND, pkt.flags);
+            f.last_seen_ns = now;
+            let f = *f;
+            if pkt.flags & TCP_RST != 0 {
+                let _ = HALF_NAT.remove(&nkey);
+                let _ = HALF_OPEN.remove(&fkey);
+            }
+            to_backend(ctx, pkt, &f)?;
+            count_to_backend(&f, pkt.ip_len, false);
+            return Ok(TX_TO_BACKEND);
+        }
+    }
+    reopen_or_reset(ctx, pkt, listener, &fkey, now, lease, None)
+}
+
+/// A client packet with no (more) flow: a SYN opens a new one, a RST is dropped, anything else
+/// is answered with RST. `stale` is the backend of the flow just removed because it no longer
+/// is the writer (the RST then says so).
+#[inline(always)]
+fn reopen_or_reset(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    listener: &Listener,
+    fkey: &FlowKey,
+    now: u64,
+    lease: u8,
+    stale: Option<u32>,
+) -> Result<u32, u32> {
+    let is_syn = pkt.flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
     if pkt.flags & TCP_RST != 0 {
         return Ok(DROP_RST_UNKNOWN_FLOW);
     }
@@ -402,10 +469,57 @@ fn client_packet(ctx: &XdpContext, pkt: &Packet, listener: &Listener) -> Result<
             count_listener_reset(listener.index);
             return reset_sender(ctx, pkt, TX_RST_LEASE_EXPIRED);
         }
-        return new_flow(ctx, pkt, listener, &fkey, now);
+        return new_flow(ctx, pkt, listener, fkey, now);
     }
     count_listener_reset(listener.index);
-    reset_sender(ctx, pkt, TX_RST_UNKNOWN_FLOW)
+    match stale {
+        Some(backend_id) => {
+            count_backend_reset(backend_id);
+            let why = if lease == LEASE_PAST_GRACE { TX_RST_LEASE_EXPIRED } else { TX_RST_STALE_CLIENT };
+            log_stale_reset(pkt.src, pkt.sport, backend_id, why);
+            reset_sender(ctx, pkt, why)
+        }
+        None => reset_sender(ctx, pkt, TX_RST_UNKNOWN_FLOW),
+    }
+}
+
+/// The reverse-table key of a flow to the VIP `vip`.
+#[inline(always)]
+fn nat_key(f: &Flow, vip: u32) -> NatKey {
+    NatKey { backend_addr: f.backend_addr, vip, backend_port: f.backend_port, nat_port: f.nat_port }
+}
+
+/// The client acknowledged the backend's SYN: move the flow (`est`, already ESTABLISHED) from
+/// the half-open tables to the established ones, keeping its NAT port, and forward the ACK. A
+/// full established table refuses the newcomer (RST to the client); it never evicts anyone.
+#[inline(always)]
+fn complete_handshake(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    listener: &Listener,
+    fkey: &FlowKey,
+    nkey: &NatKey,
+    est: &Flow,
+) -> Result<u32, u32> {
+    let moved = if FLOWS.insert(fkey, est, BPF_NOEXIST as u64).is_err() {
+        false
+    } else if NAT.insert(nkey, fkey, BPF_NOEXIST as u64).is_err() {
+        let _ = FLOWS.remove(fkey);
+        false
+    } else {
+        true
+    };
+    // Removed only after `nat` holds the port: a SYN claiming ports checks `nat` first and
+    // `half_nat` second, so the port is never free in between.
+    let _ = HALF_NAT.remove(nkey);
+    let _ = HALF_OPEN.remove(fkey);
+    if !moved {
+        count_listener_reset(listener.index);
+        return reset_sender(ctx, pkt, TX_RST_FLOW_TABLE_FULL);
+    }
+    to_backend(ctx, pkt, est)?;
+    count_to_backend(est, pkt.ip_len, false);
+    Ok(TX_HANDSHAKE_DONE)
 }
 
 #[inline(always)]
@@ -414,8 +528,8 @@ fn bpf_ktime_get_ns_safe() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
-/// A SYN to a listener with no flow: choose a backend, allocate a NAT port, insert both
-/// directions, rewrite and send.
+/// A SYN to a listener with no flow: choose a backend, claim a NAT port, insert both directions
+/// into the half-open tables, rewrite and send.
 #[inline(always)]
 fn new_flow(ctx: &XdpContext, pkt: &Packet, listener: &Listener, fkey: &FlowKey, now: u64) -> Result<u32, u32> {
     let hash = flow_hash(pkt.src, pkt.sport, pkt.dst, pkt.dport);
@@ -473,7 +587,13 @@ fn new_flow(ctx: &XdpContext, pkt: &Packet, listener: &Listener, fkey: &FlowKey,
     let mut claimed = false;
     for attempt in 0..NAT_PORT_PROBES {
         nkey.nat_port = port_to_map(nat_port_candidate(seed, attempt));
-        if NAT.insert(&nkey, fkey, BPF_NOEXIST as u64).is_ok() {
+        // A port is free when no established flow holds it and no half-open one does; the
+        // half-open claim is the atomic step.
+        // SAFETY: only tested for presence.
+        if unsafe { NAT.get(&nkey) }.is_some() {
+            continue;
+        }
+        if HALF_NAT.insert(&nkey, fkey, BPF_NOEXIST as u64).is_ok() {
             claimed = true;
             break;
         }
@@ -499,8 +619,8 @@ fn new_flow(ctx: &XdpContext, pkt: &Packet, listener: &Listener, fkey: &FlowKey,
         client_syn_next: pkt.seq.wrapping_add(1),
         _pad2: 0,
     };
-    if FLOWS.insert(fkey, &flow, BPF_ANY as u64).is_err() {
-        let _ = NAT.remove(&nkey);
+    if HALF_OPEN.insert(fkey, &flow, BPF_ANY as u64).is_err() {
+        let _ = HALF_NAT.remove(&nkey);
         log_flow_table_refused(pkt.src, pkt.sport, backend_id);
         return Ok(DROP_FLOW_TABLE);
     }
@@ -509,7 +629,7 @@ fn new_flow(ctx: &XdpContext, pkt: &Packet, listener: &Listener, fkey: &FlowKey,
     Ok(TX_NEW_FLOW)
 }
 
-/// A packet from a backend to a NAT port of a known flow.
+/// A packet from a backend to the NAT port of an established flow.
 #[inline(always)]
 fn backend_packet(ctx: &XdpContext, pkt: &Packet, nkey: &NatKey, fkey: &FlowKey) -> Result<u32, u32> {
     let Some(flow) = FLOWS.get_ptr_mut(fkey) else {
@@ -543,6 +663,55 @@ fn backend_packet(ctx: &XdpContext, pkt: &Packet, nkey: &NatKey, fkey: &FlowKey)
         f.client_next_seq = end;
     }
     let f = *f;
+    to_client(ctx, pkt, &f, fkey)
+}
+
+/// A packet from a backend to the NAT port of a half-open flow: the SYN+ACK (or a RST) of a
+/// handshake in progress.
+#[inline(always)]
+fn half_open_reply(ctx: &XdpContext, pkt: &Packet, nkey: &NatKey, fkey: &FlowKey) -> Result<u32, u32> {
+    let Some(flow) = HALF_OPEN.get_ptr_mut(fkey) else {
+        // Reclaimed under pressure or swept: let the kernel answer with RST, so the backend
+        // frees its side at once.
+        let _ = HALF_NAT.remove(nkey);
+        return Ok(PASS_HALF_OPEN_RECLAIMED);
+    };
+    // SAFETY: a live map value; concurrent writers only store plain integers into it.
+    let f = unsafe { &mut *flow };
+    if f.nat_port != nkey.nat_port || f.backend_addr != nkey.backend_addr || f.backend_port != nkey.backend_port {
+        // The flow key was reused by a newer half-open flow with another port.
+        let _ = HALF_NAT.remove(nkey);
+        return Ok(PASS_HALF_OPEN_RECLAIMED);
+    }
+    let now = bpf_ktime_get_ns_safe();
+    if f.pool == POOL_WRITE && (f.backend_id != current_writer() || current_lease().state(now) == LEASE_PAST_GRACE) {
+        let backend_id = f.backend_id;
+        let _ = HALF_NAT.remove(nkey);
+        let _ = HALF_OPEN.remove(fkey);
+        if pkt.flags & TCP_RST != 0 {
+            return Ok(DROP_RST_UNKNOWN_FLOW);
+        }
+        count_backend_reset(backend_id);
+        log_stale_reset(fkey.client_addr, fkey.client_port, backend_id, TX_RST_STALE_BACKEND);
+        return reset_sender(ctx, pkt, TX_RST_STALE_BACKEND);
+    }
+    f.state = next_state(f.state, DIR_TO_CLIENT, pkt.flags);
+    f.last_seen_ns = now;
+    if pkt.flags & TCP_SYN != 0 {
+        // What the client's ACK must acknowledge to complete the handshake.
+        f.client_next_seq = pkt.seq.wrapping_add(1);
+    }
+    let f = *f;
+    if pkt.flags & TCP_RST != 0 {
+        let _ = HALF_NAT.remove(nkey);
+        let _ = HALF_OPEN.remove(fkey);
+    }
+    to_client(ctx, pkt, &f, fkey)
+}
+
+/// Rewrites a backend's packet towards the client and counts it.
+#[inline(always)]
+fn to_client(ctx: &XdpContext, pkt: &Packet, f: &Flow, fkey: &FlowKey) -> Result<u32, u32> {
     rewrite(ctx, pkt, f.client_mac, f.lb_mac, fkey.vip, fkey.client_addr, fkey.listener_port, fkey.client_port)?;
     if let Some(s) = BACKEND_STATS.get_ptr_mut(f.backend_id) {
         // SAFETY: this CPU's slot of a per-CPU array.

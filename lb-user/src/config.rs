@@ -102,9 +102,15 @@ pub struct DataplaneConfig {
     /// `native` (default) or `generic` (SKB mode, for drivers without XDP support).
     #[serde(default)]
     pub xdp_mode: XdpMode,
-    /// A flow with no packet for this long may be evicted. Default 1h.
+    /// An established flow with no packet for this long is removed by the sweeper. Default 1h.
+    /// Nothing else removes an idle established flow: not a full table, not a flood.
     #[serde(default = "defaults::flow_idle_timeout", with = "humantime_serde")]
     pub flow_idle_timeout: Duration,
+    /// A half-open flow (SYN forwarded, the client's ACK of the backend's SYN not seen yet)
+    /// older than this is removed by the sweeper. Under a SYN flood the half-open table
+    /// reclaims its oldest entries long before. Default 5s.
+    #[serde(default = "defaults::half_open_timeout", with = "humantime_serde")]
+    pub half_open_timeout: Duration,
     /// The dead-man switch: the running control plane renews a lease in the data plane five
     /// times per `lease`; once it runs out (pglb killed or hung) the XDP program drops ARP
     /// requests for the VIP and resets new connections, so clients move to the load balancer
@@ -372,6 +378,9 @@ mod defaults {
     }
     pub fn flow_idle_timeout() -> Duration {
         Duration::from_secs(3600)
+    }
+    pub fn half_open_timeout() -> Duration {
+        Duration::from_secs(5)
     }
     pub fn pg_port() -> u16 {
         5432
@@ -722,6 +731,7 @@ impl Config {
             return Err(ConfigError::VipIsNodeAddress { vip, node: node.name.clone() });
         }
         check_duration("[dataplane] flow_idle_timeout", dp.flow_idle_timeout, Duration::from_secs(1), Duration::from_secs(7 * 86400))?;
+        check_duration("[dataplane] half_open_timeout", dp.half_open_timeout, Duration::from_secs(1), Duration::from_secs(120))?;
         check_duration("[dataplane] lease", dp.lease, Duration::from_millis(200), Duration::from_secs(60))?;
         check_duration("[dataplane] lease_grace", dp.lease_grace, Duration::ZERO, LONG_TIMEOUT_MAX)?;
         Ok(())

@@ -85,6 +85,9 @@ pub struct Snapshot {
     pub adverts_dropped: Vec<(String, u64)>,
     /// Data-plane counters by pass/drop reason.
     pub datapath_reasons: Vec<(String, u64)>,
+    /// Live flows in the established table and in the half-open table.
+    pub flows_established: u64,
+    pub flows_half_open: u64,
     /// The last VRRP tracking verdict: does this instance reach the writer (`None` before the
     /// first verdict, or without VRRP).
     pub writer_reachable: Option<bool>,
@@ -246,6 +249,9 @@ pub fn render_metrics(s: &Snapshot) -> String {
     for (reason, v) in &s.datapath_reasons {
         let _ = writeln!(o, "pglb_datapath_packets_total{{instance_name=\"{inst}\",reason=\"{}\"}} {v}", escape_label(reason));
     }
+    family(&mut o, "pglb_flows", "gauge", "Live flows by table: established (never evicted) and half_open (handshake not completed; the oldest reclaimed first under a SYN flood).");
+    let _ = writeln!(o, "pglb_flows{{instance_name=\"{inst}\",table=\"established\"}} {}", s.flows_established);
+    let _ = writeln!(o, "pglb_flows{{instance_name=\"{inst}\",table=\"half_open\"}} {}", s.flows_half_open);
     family(&mut o, "pglb_failovers_total", "counter", "Automatic failovers performed by this instance.");
     let _ = writeln!(o, "pglb_failovers_total{{instance_name=\"{inst}\"}} {}", s.failovers_total);
     family(&mut o, "pglb_switchovers_total", "counter", "Planned switchovers performed by this instance.");

@@ -88,6 +88,7 @@ fn base_parses_with_documented_defaults() {
     assert_eq!(c.dataplane.vip, "172.20.0.100/16".parse::<Ipv4Cidr>().unwrap());
     assert_eq!(c.dataplane.xdp_mode, XdpMode::Native);
     assert_eq!(c.dataplane.flow_idle_timeout, Duration::from_secs(3600));
+    assert_eq!(c.dataplane.half_open_timeout, Duration::from_secs(5));
     assert_eq!(c.pin_path(), PathBuf::from("/sys/fs/bpf/pglb/lb1"));
     assert_eq!(c.listeners.len(), 2);
     assert_eq!(c.listeners[0].pool, Pool::Write);
@@ -298,6 +299,13 @@ fn bad_configs_are_rejected_with_the_right_variant() {
                 section(t, "dataplane").insert("lease".into(), s("50ms"));
             }),
             |e| matches!(e, ConfigError::DurationOutOfRange { key: "[dataplane] lease", .. }),
+        ),
+        (
+            "half-open timeout too long",
+            Box::new(|t| {
+                section(t, "dataplane").insert("half_open_timeout".into(), s("10m"));
+            }),
+            |e| matches!(e, ConfigError::DurationOutOfRange { key: "[dataplane] half_open_timeout", .. }),
         ),
         (
             "empty rejoin_command",

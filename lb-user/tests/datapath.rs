@@ -14,6 +14,7 @@ use std::{net::Ipv4Addr, time::Duration};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use lb_common::{
     MAGLEV_SIZE, ip_to_map,
+    tcp::Timeouts,
     hash::flow_hash,
     nat::{nat_port_candidate, nat_port_seed},
     port_to_map,
@@ -204,6 +205,9 @@ fn forwarding_fixtures() {
         let nat1 = nat_port(c1, 3000, backend(0).0);
         let syn = Tcp { tcp_opts: vec![2, 4, 5, 0xb4, 1, 1, 4, 2], ..Tcp::new(c1, (VIP, 3000), SYN) };
         let synack = from_backend(0, nat1, SYN | ACK);
+        let early_ack = Tcp { seq: 1001, ack: 7001, ..Tcp::new(c1, (VIP, 3000), ACK) };
+        let wrong_ack = Tcp { seq: 1001, ack: 7002, ..Tcp::new(c1, (VIP, 3000), ACK) };
+        let ack = Tcp { seq: 1001, ack: 7001, ..Tcp::new(c1, (VIP, 3000), ACK) };
         let data = Tcp { payload: b"SELECT 1;".to_vec(), ..Tcp::new(c1, (VIP, 3000), ACK | PSH) };
         let reply = Tcp { payload: b"1 row".to_vec(), ..from_backend(0, nat1, ACK | PSH) };
 
@@ -225,7 +229,11 @@ fn forwarding_fixtures() {
         let cases = vec![
             Case { what: "SYN to :3000 goes to the writer".into(), input: syn.build(), verdict: XDP_TX, out: Out::Bytes(to_backend(&syn, 0, nat1)), reason: reason::TX_NEW_FLOW },
             Case { what: "retransmitted SYN keeps its NAT port".into(), input: syn.build(), verdict: XDP_TX, out: Out::Bytes(to_backend(&syn, 0, nat1)), reason: reason::TX_TO_BACKEND },
+            Case { what: "an ACK before any SYN-ACK goes to the writer and completes nothing".into(), input: early_ack.build(), verdict: XDP_TX, out: Out::Bytes(to_backend(&early_ack, 0, nat1)), reason: reason::TX_TO_BACKEND },
             Case { what: "SYN-ACK from the writer goes back to the client".into(), input: synack.build(), verdict: XDP_TX, out: Out::Bytes(to_client(&synack, c1, 3000)), reason: reason::TX_TO_CLIENT },
+            Case { what: "an ACK of something else than the backend's SYN completes nothing".into(), input: wrong_ack.build(), verdict: XDP_TX, out: Out::Bytes(to_backend(&wrong_ack, 0, nat1)), reason: reason::TX_TO_BACKEND },
+            Case { what: "a SYN retransmitted after the SYN-ACK keeps its NAT port".into(), input: syn.build(), verdict: XDP_TX, out: Out::Bytes(to_backend(&syn, 0, nat1)), reason: reason::TX_TO_BACKEND },
+            Case { what: "the client's ACK of the backend's SYN completes the handshake".into(), input: ack.build(), verdict: XDP_TX, out: Out::Bytes(to_backend(&ack, 0, nat1)), reason: reason::TX_HANDSHAKE_DONE },
             Case { what: "established data to the writer".into(), input: data.build(), verdict: XDP_TX, out: Out::Bytes(to_backend(&data, 0, nat1)), reason: reason::TX_TO_BACKEND },
             Case { what: "backend reply rewritten back to the client".into(), input: reply.build(), verdict: XDP_TX, out: Out::Bytes(to_client(&reply, c1, 3000)), reason: reason::TX_TO_CLIENT },
             Case { what: format!("SYN to :3001 goes to reader {reader}"), input: rsyn.build(), verdict: XDP_TX, out: Out::Bytes(to_backend(&rsyn, reader, nat2)), reason: reason::TX_NEW_FLOW },
@@ -237,15 +245,16 @@ fn forwarding_fixtures() {
 
         let flows = h.dp.flows().expect("listing flows");
         let f1 = flows.iter().find(|f| f.client.port() == 40000).expect("flow of client port 40000");
-        assert_eq!((f1.backend_id, f1.nat_port, f1.state, f1.pool), (0, nat1, "ESTABLISHED", "write"), "flow 1 after the handshake");
+        assert_eq!((f1.backend_id, f1.nat_port, f1.state, f1.pool, f1.half_open), (0, nat1, "ESTABLISHED", "write", false), "flow 1 after the handshake");
         assert_eq!(f1.client_next_seq, 7005, "the client expects the end of the backend's last segment (7000 + 5 bytes)");
         let f2 = flows.iter().find(|f| f.client.port() == 40001).expect("flow of client port 40001");
-        assert_eq!((f2.backend_id, f2.state, f2.pool), (reader, "SYN_SENT", "read"), "flow 2 after its SYN");
+        assert_eq!((f2.backend_id, f2.state, f2.pool, f2.half_open), (reader, "SYN_SENT", "read", true), "flow 2 after its SYN");
+        assert_eq!(flows.iter().filter(|f| f.client.port() == 40000).count(), 1, "retransmitted SYNs opened no second flow");
         let counters = h.dp.counters().expect("counters");
         let b0 = counters.backends.iter().find(|(id, _)| *id == 0).expect("backend 0 counters").1;
-        assert_eq!((b0.new_flows, b0.to_backend_packets, b0.to_client_packets), (2, 4, 2), "backend 0 counters");
+        assert_eq!((b0.new_flows, b0.to_backend_packets, b0.to_client_packets), (2, 8, 2), "backend 0 counters");
         let l3000 = counters.listeners.iter().find(|(l, _)| l.port == 3000).expect("listener 3000").1;
-        assert_eq!((l3000.new_flows, l3000.packets), (2, 4), "listener 3000 counters");
+        assert_eq!((l3000.new_flows, l3000.packets), (2, 8), "listener 3000 counters");
 
         // The dump shows all of it.
         let dump = h.dp.dump().expect("dump").to_string();
@@ -253,7 +262,9 @@ fn forwarding_fixtures() {
             "writer: #0 172.31.0.10:5432",
             "172.31.0.50:40000     -> 172.31.0.100:3000",
             "ESTABLISHED",
+            "flows: 1 established of 65536, 2 half-open of 16384",
             "tx_new_flow",
+            "tx_handshake_done",
             "readers: 2 in table",
         ] {
             assert!(dump.contains(needle), "dump lacks {needle:?}:\n{dump}");
@@ -265,11 +276,12 @@ fn forwarding_fixtures() {
         let bfin = from_backend(0, nat1, FIN | ACK);
         h.check(&Case { what: "backend FIN".into(), input: bfin.build(), verdict: XDP_TX, out: Out::Bytes(to_client(&bfin, c1, 3000)), reason: reason::TX_TO_CLIENT });
         let mut dp = h.dp;
-        let stats = dp.sweep(Duration::from_secs(3600), Duration::ZERO).expect("sweeping");
-        assert_eq!((stats.removed_closed, stats.removed_idle), (1, 0), "sweep removes exactly the closed flow: {stats:?}");
+        let hour = 3_600_000_000_000;
+        let stats = dp.sweep(&Timeouts { idle_ns: hour, closed_ns: 0, half_open_ns: hour }).expect("sweeping");
+        assert_eq!((stats.removed_closed, stats.removed_idle, stats.removed_half_open), (1, 0, 0), "sweep removes exactly the closed flow: {stats:?}");
         assert!(dp.flows().expect("flows").iter().all(|f| f.client.port() != 40000), "closed flow gone");
-        let stats = dp.sweep(Duration::ZERO, Duration::ZERO).expect("sweeping idle");
-        assert_eq!(stats.removed_idle, 2, "a zero idle timeout removes the other two flows: {stats:?}");
+        let stats = dp.sweep(&Timeouts { idle_ns: hour, closed_ns: hour, half_open_ns: 0 }).expect("sweeping half-open");
+        assert_eq!((stats.removed_half_open, stats.removed_idle), (2, 0), "a zero half-open timeout removes the two half-open flows: {stats:?}");
         assert!(dp.flows().expect("flows").is_empty(), "no flows left");
     });
 }
@@ -346,6 +358,8 @@ fn open_flows(h: &Harness, base_port: u16) -> ((Ipv4Addr, u16), u16, (Ipv4Addr, 
     h.check(&Case { what: "write SYN".into(), input: syn.build(), verdict: XDP_TX, out: Out::Bytes(to_backend(&syn, 0, nat_w)), reason: reason::TX_NEW_FLOW });
     let synack = from_backend(0, nat_w, SYN | ACK);
     h.check(&Case { what: "write SYN-ACK".into(), input: synack.build(), verdict: XDP_TX, out: Out::Bytes(to_client(&synack, w, 3000)), reason: reason::TX_TO_CLIENT });
+    let ack = Tcp { seq: 1001, ack: 7001, ..Tcp::new(w, (VIP, 3000), ACK) };
+    h.check(&Case { what: "write handshake ACK".into(), input: ack.build(), verdict: XDP_TX, out: Out::Bytes(to_backend(&ack, 0, nat_w)), reason: reason::TX_HANDSHAKE_DONE });
     let r = (CLIENT, base_port + 1);
     let mut table = vec![0u32; MAGLEV_SIZE as usize];
     lb_common::maglev::build(&[(1, 1), (2, 1)], &mut table).expect("building the expected table");
@@ -354,6 +368,10 @@ fn open_flows(h: &Harness, base_port: u16) -> ((Ipv4Addr, u16), u16, (Ipv4Addr, 
     let nat_r = nat_port(r, 3001, backend(reader).0);
     let rsyn = Tcp::new(r, (VIP, 3001), SYN);
     h.check(&Case { what: "read SYN".into(), input: rsyn.build(), verdict: XDP_TX, out: Out::Bytes(to_backend(&rsyn, reader, nat_r)), reason: reason::TX_NEW_FLOW });
+    let rsynack = from_backend(reader, nat_r, SYN | ACK);
+    h.check(&Case { what: "read SYN-ACK".into(), input: rsynack.build(), verdict: XDP_TX, out: Out::Bytes(to_client(&rsynack, r, 3001)), reason: reason::TX_TO_CLIENT });
+    let rack = Tcp { seq: 1001, ack: 7001, ..Tcp::new(r, (VIP, 3001), ACK) };
+    h.check(&Case { what: "read handshake ACK".into(), input: rack.build(), verdict: XDP_TX, out: Out::Bytes(to_backend(&rack, reader, nat_r)), reason: reason::TX_HANDSHAKE_DONE });
     (w, nat_w, r, reader, nat_r)
 }
 
@@ -405,13 +423,16 @@ fn lease_dead_man_switch() {
     });
 }
 
-/// SYN+RST and SYN+RST+ACK to a listener are RSTs: dropped, never a flow.
+/// SYN+RST, SYN+RST+ACK and SYN+FIN to a listener are no way to open a connection: dropped,
+/// never a flow, never an answer.
 #[test]
-fn syn_with_rst_opens_nothing() {
+fn bad_syn_flags_open_nothing() {
     in_test_ns(|h| {
-        for (flags, what) in [(SYN | RST, "SYN+RST"), (SYN | RST | ACK, "SYN+RST+ACK")] {
-            let p = Tcp::new((CLIENT, 46000), (VIP, 3000), flags);
-            h.check(&Case { what: what.into(), input: p.build(), verdict: XDP_DROP, out: Out::Same, reason: reason::DROP_RST_UNKNOWN_FLOW });
+        for (flags, what) in [(SYN | RST, "SYN+RST"), (SYN | RST | ACK, "SYN+RST+ACK"), (SYN | FIN, "SYN+FIN"), (SYN | FIN | ACK, "SYN+FIN+ACK")] {
+            for port in [3000, 3001] {
+                let p = Tcp::new((CLIENT, 46000), (VIP, port), flags);
+                h.check(&Case { what: format!("{what} to :{port}"), input: p.build(), verdict: XDP_DROP, out: Out::Same, reason: reason::DROP_BAD_TCP_FLAGS });
+            }
         }
         assert!(h.dp.flows().expect("flows").is_empty(), "no flow opened");
     });
@@ -559,6 +580,137 @@ fn rare_events_are_logged() {
         assert_eq!(backend_side, vec![(log::Level::Debug, format!("xdp: stale write flow of {CLIENT}:48001 on backend 1 deleted, RST sent to the backend"))], "the backend-side stale reset");
         let exhausted = kernel_records(&format!("{CLIENT}:48002"));
         assert_eq!(exhausted, vec![(log::Level::Warn, format!("xdp: no free NAT port toward backend 0 after 16 probes; SYN from {CLIENT}:48002 dropped"))], "NAT port exhaustion");
+    });
+}
+
+/// Opens one of the harness's pinned hash maps directly.
+fn pinned_hash<K: aya::Pod, V: aya::Pod>(h: &Harness, name: &str) -> aya::maps::HashMap<aya::maps::MapData, K, V> {
+    let data = aya::maps::MapData::from_pin(h.pin_dir.join(name)).unwrap_or_else(|e| panic!("opening the pinned {name}: {e}"));
+    aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data))
+        .or_else(|_| {
+            let data = aya::maps::MapData::from_pin(h.pin_dir.join(name)).expect("reopening");
+            aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data))
+        })
+        .unwrap_or_else(|e| panic!("{name} as a hash map: {e}"))
+}
+
+/// Bad and hostile TCP against the listeners, one fixture each: a SYN with payload, a RST storm
+/// on unknown flows, a SYN on an established flow, a reply to a reclaimed half-open flow, and a
+/// full established table.
+#[test]
+fn hostile_tcp_fixtures() {
+    in_test_ns(|h| {
+        // A SYN with payload is a SYN (TCP allows data on a SYN; PostgreSQL's kernel keeps or
+        // drops it): a flow, the payload carried through untouched.
+        let c = (CLIENT, 48000);
+        let nat = nat_port(c, 3000, backend(0).0);
+        let syn_data = Tcp { payload: b"GET / HTTP/1.0\r\n\r\n".to_vec(), ..Tcp::new(c, (VIP, 3000), SYN) };
+        h.check(&Case { what: "SYN with payload".into(), input: syn_data.build(), verdict: XDP_TX, out: Out::Bytes(to_backend(&syn_data, 0, nat)), reason: reason::TX_NEW_FLOW });
+
+        // A RST storm on unknown flows: every one dropped, none answered, no flow.
+        let before = h.reasons();
+        for i in 0..500u16 {
+            let src = Ipv4Addr::new(10, 9, (i >> 8) as u8, i as u8);
+            let rst = Tcp { seq: 12345 + u32::from(i), ..Tcp::new((src, 30000 + i), (VIP, 3000 + (i % 2)), RST) };
+            let (verdict, out) = h.run(&rst.build()).expect("running a RST");
+            assert_eq!((verdict, out), (XDP_DROP, rst.build()), "RST {i} of the storm");
+        }
+        let after = h.reasons();
+        assert_eq!(after[reason::DROP_RST_UNKNOWN_FLOW as usize] - before[reason::DROP_RST_UNKNOWN_FLOW as usize], 500, "500 RSTs counted");
+        let moved = (0..after.len()).filter(|&i| after[i] != before[i]).count();
+        assert_eq!(moved, 1, "the storm moved one counter only");
+        assert_eq!(h.dp.flows().expect("flows").len(), 1, "the storm opened no flow");
+
+        // An established flow; a SYN on it (spoofed, or a client that lost it) is forwarded for
+        // the backend's challenge ACK and changes nothing: same flow, same port.
+        let (w, nat_w, ..) = open_flows(&h, 48100);
+        let spoofed = Tcp { seq: 999_999, ..Tcp::new(w, (VIP, 3000), SYN) };
+        h.check(&Case { what: "SYN on an established flow goes to its backend".into(), input: spoofed.build(), verdict: XDP_TX, out: Out::Bytes(to_backend(&spoofed, 0, nat_w)), reason: reason::TX_TO_BACKEND });
+        let fw = h.dp.flows().expect("flows").into_iter().find(|f| f.client.port() == w.1).expect("the established flow");
+        assert_eq!((fw.state, fw.nat_port, fw.half_open), ("ESTABLISHED", nat_w, false), "the established flow is untouched");
+
+        // A half-open flow whose forward entry was reclaimed: the backend's SYN-ACK goes to the
+        // kernel (which resets it), counted as such.
+        let c = (CLIENT, 48200);
+        let nat = nat_port(c, 3000, backend(0).0);
+        let syn = Tcp::new(c, (VIP, 3000), SYN);
+        h.check(&Case { what: "SYN of a flow about to be reclaimed".into(), input: syn.build(), verdict: XDP_TX, out: Out::Bytes(to_backend(&syn, 0, nat)), reason: reason::TX_NEW_FLOW });
+        let mut half_open = pinned_hash::<lb_common::FlowKey, lb_common::Flow>(&h, lb_common::MAP_HALF_OPEN);
+        let key = lb_common::FlowKey { client_addr: ip_to_map(CLIENT.octets()), vip: ip_to_map(VIP.octets()), client_port: port_to_map(c.1), listener_port: port_to_map(3000) };
+        half_open.remove(&key).expect("reclaiming the half-open flow");
+        let synack = from_backend(0, nat, SYN | ACK);
+        h.check(&Case { what: "SYN-ACK of a reclaimed half-open flow".into(), input: synack.build(), verdict: XDP_PASS, out: Out::Same, reason: reason::PASS_HALF_OPEN_RECLAIMED });
+        h.check(&Case { what: "its retransmission finds nothing at all".into(), input: synack.build(), verdict: XDP_PASS, out: Out::Same, reason: reason::PASS_NOT_VIP });
+
+        // The established table full: a completed handshake is refused with a RST to the client;
+        // no established flow is evicted for it.
+        let mut flows = pinned_hash::<lb_common::FlowKey, lb_common::Flow>(&h, lb_common::MAP_FLOWS);
+        let mut filler = 0u32;
+        loop {
+            let k = lb_common::FlowKey { client_addr: ip_to_map([10, 200, 0, 0]) ^ filler.to_be(), vip: 1, client_port: 1, listener_port: 1 };
+            match flows.insert(k, lb_common::Flow::default(), 0) {
+                Ok(()) => filler += 1,
+                Err(_) => break,
+            }
+        }
+        let full = flows.keys().count();
+        assert_eq!(full, lb_common::MAX_FLOWS as usize, "the established table is full");
+        let c = (CLIENT, 48300);
+        let nat = nat_port(c, 3000, backend(0).0);
+        let syn = Tcp::new(c, (VIP, 3000), SYN);
+        h.check(&Case { what: "SYN while the established table is full still opens a half-open flow".into(), input: syn.build(), verdict: XDP_TX, out: Out::Bytes(to_backend(&syn, 0, nat)), reason: reason::TX_NEW_FLOW });
+        let synack = from_backend(0, nat, SYN | ACK);
+        h.check(&Case { what: "its SYN-ACK".into(), input: synack.build(), verdict: XDP_TX, out: Out::Bytes(to_client(&synack, c, 3000)), reason: reason::TX_TO_CLIENT });
+        let ack = Tcp { seq: 1001, ack: 7001, ..Tcp::new(c, (VIP, 3000), ACK) };
+        h.check(&Case { what: "the completing ACK with the established table full gets a RST".into(), input: ack.build(), verdict: XDP_TX, out: Out::Bytes(ack.expected_rst()), reason: reason::TX_RST_FLOW_TABLE_FULL });
+        assert_eq!(flows.keys().count(), full, "no established flow was evicted");
+        let data = Tcp { payload: b"SELECT 1".to_vec(), ..Tcp::new(w, (VIP, 3000), ACK | PSH) };
+        h.check(&Case { what: "the established flow still forwards".into(), input: data.build(), verdict: XDP_TX, out: Out::Bytes(to_backend(&data, 0, nat_w)), reason: reason::TX_TO_BACKEND });
+    });
+}
+
+/// A SYN flood from random sources, more SYNs than the half-open table holds: an established
+/// flow opened before it keeps forwarding, new clients still open flows and complete their
+/// handshakes, the half-open table stays within its size, the established table holds only
+/// completed handshakes.
+#[test]
+fn syn_flood_leaves_established_flows_and_new_clients_alone() {
+    in_test_ns(|h| {
+        let (w, nat_w, ..) = open_flows(&h, 49000);
+        let flood = lb_common::MAX_HALF_OPEN + 4000;
+        let before = h.reasons();
+        for i in 0..flood {
+            let src = Ipv4Addr::from(0x0a00_0000u32 | i);
+            let syn = Tcp { seq: i, ..Tcp::new((src, 1024 + (i % 60000) as u16), (VIP, 3000 + (i % 2) as u16), SYN) };
+            let (verdict, _) = h.run(&syn.build()).expect("running a flood SYN");
+            assert_eq!(verdict, XDP_TX, "flood SYN {i} is forwarded (the backend's SYN cookies answer it)");
+        }
+        let after = h.reasons();
+        let delta = |r: u32| after[r as usize] - before[r as usize];
+        assert_eq!(delta(reason::TX_NEW_FLOW), u64::from(flood), "every flood SYN got a half-open flow");
+        assert_eq!((delta(reason::DROP_PORTS_EXHAUSTED), delta(reason::DROP_FLOW_TABLE)), (0, 0), "nothing refused");
+        let flows = h.dp.flows().expect("flows");
+        let half_open = flows.iter().filter(|f| f.half_open).count();
+        assert!(half_open <= lb_common::MAX_HALF_OPEN as usize, "{half_open} half-open flows, at most {}", lb_common::MAX_HALF_OPEN);
+        assert_eq!(flows.iter().filter(|f| !f.half_open).count(), 2, "only the two completed handshakes are established");
+
+        let data = Tcp { payload: b"SELECT 1".to_vec(), ..Tcp::new(w, (VIP, 3000), ACK | PSH) };
+        h.check(&Case { what: "the established flow forwards after the flood".into(), input: data.build(), verdict: XDP_TX, out: Out::Bytes(to_backend(&data, 0, nat_w)), reason: reason::TX_TO_BACKEND });
+
+        // A new client during the flood: a port is free in the first probes as the flood holds
+        // at most MAX_HALF_OPEN of the backend's ports; which one depends on the flood's.
+        let c = (CLIENT, 49500);
+        let syn = Tcp::new(c, (VIP, 3000), SYN);
+        let (verdict, out) = h.run(&syn.build()).expect("the new client's SYN");
+        assert_eq!(verdict, XDP_TX, "the new client's SYN is forwarded");
+        let nat = u16::from_be_bytes([out[34], out[35]]);
+        assert_eq!(out, to_backend(&syn, 0, nat), "the new client's SYN, rewritten with NAT port {nat}");
+        let synack = from_backend(0, nat, SYN | ACK);
+        h.check(&Case { what: "the new client's SYN-ACK".into(), input: synack.build(), verdict: XDP_TX, out: Out::Bytes(to_client(&synack, c, 3000)), reason: reason::TX_TO_CLIENT });
+        let ack = Tcp { seq: 1001, ack: 7001, ..Tcp::new(c, (VIP, 3000), ACK) };
+        h.check(&Case { what: "the new client completes its handshake".into(), input: ack.build(), verdict: XDP_TX, out: Out::Bytes(to_backend(&ack, 0, nat)), reason: reason::TX_HANDSHAKE_DONE });
+        let dump = h.dp.dump().expect("dump").to_string();
+        assert!(dump.contains("flows: 3 established of 65536"), "the dump counts the tables:\n{}", dump.lines().find(|l| l.starts_with("flows:")).unwrap_or(""));
     });
 }
 

@@ -12,16 +12,16 @@ use aya::{
 };
 use lb_common::{
     BACKEND_F_ACTIVE, BACKEND_NONE, Backend, BackendStats, Flow, FlowKey, Lease, Listener, ListenerKey, ListenerStats,
-    MAGLEV_SIZE, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_FLOWS, MAP_LEASE, MAP_LISTENER_STATS, MAP_LISTENERS, MAP_MAGLEV,
-    MAP_NAT, MAP_READER_CTL, MAP_REASONS, MAP_WRITER, MAX_BACKENDS, NatKey, POOL_WRITE, ReaderCtl, Writer, ip_from_map,
+    MAGLEV_SIZE, MAX_FLOWS, MAX_HALF_OPEN, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_FLOWS, MAP_LEASE, MAP_LISTENER_STATS, MAP_LISTENERS, MAP_MAGLEV,
+    MAP_HALF_NAT, MAP_HALF_OPEN, MAP_NAT, MAP_READER_CTL, MAP_REASONS, MAP_WRITER, MAX_BACKENDS, NatKey, POOL_WRITE, ReaderCtl, Writer, ip_from_map,
     ip_to_map, port_from_map, port_to_map,
     reason::REASON_COUNT,
-    tcp::{STATE_CLOSED, STATE_CLOSING, flow_expired, state_name},
+    tcp::{STATE_CLOSED, STATE_CLOSING, Timeouts, flow_expired, is_half_open, state_name},
 };
 
 use super::{
     BackendSpec, DataplaneError,
-    view::{BackendView, Counters, FlowView, LeaseView, ListenerView, MapDump, ReaderSummary, SweepStats},
+    view::{BackendView, Counters, FlowCapacity, FlowView, LeaseView, ListenerView, MapDump, ReaderSummary, SweepStats},
 };
 
 /// Every map of one instance.
@@ -33,6 +33,8 @@ pub(super) struct Maps {
     maglev: Map,
     flows: Map,
     nat: Map,
+    half_open: Map,
+    half_nat: Map,
     backend_stats: Map,
     listener_stats: Map,
     reasons: Map,
@@ -86,6 +88,8 @@ impl Maps {
             maglev: take(MAP_MAGLEV)?,
             flows: take(MAP_FLOWS)?,
             nat: take(MAP_NAT)?,
+            half_open: take(MAP_HALF_OPEN)?,
+            half_nat: take(MAP_HALF_NAT)?,
             backend_stats: take(MAP_BACKEND_STATS)?,
             listener_stats: take(MAP_LISTENER_STATS)?,
             reasons: take(MAP_REASONS)?,
@@ -110,6 +114,8 @@ impl Maps {
             maglev: open(MAP_MAGLEV)?,
             flows: open(MAP_FLOWS)?,
             nat: open(MAP_NAT)?,
+            half_open: open(MAP_HALF_OPEN)?,
+            half_nat: open(MAP_HALF_NAT)?,
             backend_stats: open(MAP_BACKEND_STATS)?,
             listener_stats: open(MAP_LISTENER_STATS)?,
             reasons: open(MAP_REASONS)?,
@@ -225,23 +231,21 @@ impl Maps {
         })
     }
 
-    /// Write-port flows whose backend is not `writer` and that are not closed, with the
-    /// addresses a RST to their client needs; they are removed from both tables.
+    /// Write-port flows (established or half-open) whose backend is not `writer` and that are
+    /// not closed, with the addresses a RST to their client needs; they are removed from their
+    /// tables.
     pub(super) fn take_stale_write_flows(&mut self, writer: Option<u32>) -> Result<Vec<(FlowKey, Flow)>, DataplaneError> {
-        let stale: Vec<(FlowKey, Flow)> = self
-            .raw_flows()?
-            .into_iter()
-            .filter(|(_, f)| f.pool == POOL_WRITE && Some(f.backend_id) != writer && !matches!(f.state, STATE_CLOSED | STATE_CLOSING))
-            .collect();
-        let mut flows: HashMap<&mut MapData, FlowKey, Flow> =
-            HashMap::try_from(&mut self.flows).map_err(map_err(MAP_FLOWS, "opening"))?;
-        let mut nat: HashMap<&mut MapData, NatKey, FlowKey> =
-            HashMap::try_from(&mut self.nat).map_err(map_err(MAP_NAT, "opening"))?;
-        for (key, f) in &stale {
-            let _ = flows.remove(key);
-            let _ = nat.remove(&NatKey { backend_addr: f.backend_addr, vip: key.vip, backend_port: f.backend_port, nat_port: f.nat_port });
-        }
-        Ok(stale)
+        let stale_in = |table: Vec<(FlowKey, Flow)>| -> Vec<(FlowKey, Flow)> {
+            table
+                .into_iter()
+                .filter(|(_, f)| f.pool == POOL_WRITE && Some(f.backend_id) != writer && !matches!(f.state, STATE_CLOSED | STATE_CLOSING))
+                .collect()
+        };
+        let established = stale_in(raw_entries(&self.flows, MAP_FLOWS)?);
+        let half_open = stale_in(raw_entries(&self.half_open, MAP_HALF_OPEN)?);
+        remove_flows(&mut self.flows, &mut self.nat, (MAP_FLOWS, MAP_NAT), &established)?;
+        remove_flows(&mut self.half_open, &mut self.half_nat, (MAP_HALF_OPEN, MAP_HALF_NAT), &half_open)?;
+        Ok(established.into_iter().chain(half_open).collect())
     }
 
     fn writer_id(&self) -> Result<Option<u32>, DataplaneError> {
@@ -348,18 +352,11 @@ impl Maps {
         Ok(Counters { reasons, backends, listeners })
     }
 
+    /// Every flow, established and half-open.
     fn raw_flows(&self) -> Result<Vec<(FlowKey, Flow)>, DataplaneError> {
-        let map: HashMap<&MapData, FlowKey, Flow> = HashMap::try_from(&self.flows).map_err(map_err(MAP_FLOWS, "opening"))?;
-        let mut out = Vec::new();
-        for item in map.iter() {
-            match item {
-                Ok(kv) => out.push(kv),
-                // An entry removed by the data plane between key and value lookups.
-                Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_err(MAP_FLOWS, "iterating")(e)),
-            }
-        }
-        Ok(out)
+        let mut all = raw_entries(&self.flows, MAP_FLOWS)?;
+        all.extend(raw_entries(&self.half_open, MAP_HALF_OPEN)?);
+        Ok(all)
     }
 
     pub(super) fn flows(&self) -> Result<Vec<FlowView>, DataplaneError> {
@@ -368,6 +365,7 @@ impl Maps {
             .raw_flows()?
             .into_iter()
             .map(|(k, f)| FlowView {
+                half_open: is_half_open(f.state),
                 client: SocketAddrV4::new(ip_from_map(k.client_addr).into(), port_from_map(k.client_port)),
                 vip: SocketAddrV4::new(ip_from_map(k.vip).into(), port_from_map(k.listener_port)),
                 nat_port: port_from_map(f.nat_port),
@@ -383,43 +381,28 @@ impl Maps {
         Ok(out)
     }
 
-    pub(super) fn sweep(&mut self, idle: Duration, closed: Duration) -> Result<SweepStats, DataplaneError> {
+    /// Removes expired flows from both pairs of tables, and reverse entries whose forward entry
+    /// is gone or belongs to another port.
+    pub(super) fn sweep(&mut self, timeouts: &Timeouts) -> Result<SweepStats, DataplaneError> {
         let now = monotonic_ns()?;
         let mut stats = SweepStats::default();
-        let all = self.raw_flows()?;
-        let mut flows: HashMap<&mut MapData, FlowKey, Flow> =
-            HashMap::try_from(&mut self.flows).map_err(map_err(MAP_FLOWS, "opening"))?;
-        let mut nat: HashMap<&mut MapData, NatKey, FlowKey> =
-            HashMap::try_from(&mut self.nat).map_err(map_err(MAP_NAT, "opening"))?;
-        for (key, f) in &all {
-            stats.examined += 1;
-            let age = now.saturating_sub(f.last_seen_ns);
-            if !flow_expired(f.state, age, idle.as_nanos() as u64, closed.as_nanos() as u64) {
-                continue;
+        for (forward, reverse, names) in [
+            (&mut self.flows, &mut self.nat, (MAP_FLOWS, MAP_NAT)),
+            (&mut self.half_open, &mut self.half_nat, (MAP_HALF_OPEN, MAP_HALF_NAT)),
+        ] {
+            let all = raw_entries(forward, names.0)?;
+            stats.examined += all.len();
+            let expired: Vec<(FlowKey, Flow)> =
+                all.into_iter().filter(|(_, f)| flow_expired(f.state, now.saturating_sub(f.last_seen_ns), timeouts)).collect();
+            for (_, f) in &expired {
+                match f.state {
+                    STATE_CLOSED | STATE_CLOSING => stats.removed_closed += 1,
+                    s if is_half_open(s) => stats.removed_half_open += 1,
+                    _ => stats.removed_idle += 1,
+                }
             }
-            let _ = flows.remove(key);
-            let _ = nat.remove(&NatKey {
-                backend_addr: f.backend_addr,
-                vip: key.vip,
-                backend_port: f.backend_port,
-                nat_port: f.nat_port,
-            });
-            if matches!(f.state, STATE_CLOSED | STATE_CLOSING) {
-                stats.removed_closed += 1;
-            } else {
-                stats.removed_idle += 1;
-            }
-        }
-        let nat_entries: Vec<(NatKey, FlowKey)> = nat.iter().filter_map(Result::ok).collect();
-        for (nkey, fkey) in nat_entries {
-            let live = match flows.get(&fkey, 0) {
-                Ok(f) => f.nat_port == nkey.nat_port && f.backend_addr == nkey.backend_addr,
-                Err(_) => false,
-            };
-            if !live {
-                let _ = nat.remove(&nkey);
-                stats.removed_orphans += 1;
-            }
+            remove_flows(forward, reverse, names, &expired)?;
+            stats.removed_orphans += remove_orphans(forward, reverse, names)?;
         }
         Ok(stats)
     }
@@ -431,8 +414,60 @@ impl Maps {
             readers: self.reader_summary()?,
             listeners: self.listener_views()?,
             flows: self.flows()?,
+            capacity: FlowCapacity { established: MAX_FLOWS, half_open: MAX_HALF_OPEN },
             counters: self.counters()?,
             lease: self.lease_view()?,
         })
     }
+}
+
+/// Every entry of a flow table (`flows` or `half_open`).
+fn raw_entries(map: &Map, name: &'static str) -> Result<Vec<(FlowKey, Flow)>, DataplaneError> {
+    let map: HashMap<&MapData, FlowKey, Flow> = HashMap::try_from(map).map_err(map_err(name, "opening"))?;
+    let mut out = Vec::new();
+    for item in map.iter() {
+        match item {
+            Ok(kv) => out.push(kv),
+            // An entry removed by the data plane between key and value lookups.
+            Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(map_err(name, "iterating")(e)),
+        }
+    }
+    Ok(out)
+}
+
+/// Removes `flows` from a forward table and their NAT ports from its reverse table. An entry
+/// already gone (the data plane closed it meanwhile) is not an error.
+fn remove_flows(
+    forward: &mut Map,
+    reverse: &mut Map,
+    (fname, rname): (&'static str, &'static str),
+    flows: &[(FlowKey, Flow)],
+) -> Result<(), DataplaneError> {
+    let mut fmap: HashMap<&mut MapData, FlowKey, Flow> = HashMap::try_from(forward).map_err(map_err(fname, "opening"))?;
+    let mut rmap: HashMap<&mut MapData, NatKey, FlowKey> = HashMap::try_from(reverse).map_err(map_err(rname, "opening"))?;
+    for (key, f) in flows {
+        let _ = fmap.remove(key);
+        let _ = rmap.remove(&NatKey { backend_addr: f.backend_addr, vip: key.vip, backend_port: f.backend_port, nat_port: f.nat_port });
+    }
+    Ok(())
+}
+
+/// Removes reverse entries whose forward entry is gone or holds another port; returns how many.
+fn remove_orphans(forward: &mut Map, reverse: &mut Map, (fname, rname): (&'static str, &'static str)) -> Result<usize, DataplaneError> {
+    let fmap: HashMap<&MapData, FlowKey, Flow> = HashMap::try_from(&*forward).map_err(map_err(fname, "opening"))?;
+    let mut rmap: HashMap<&mut MapData, NatKey, FlowKey> = HashMap::try_from(reverse).map_err(map_err(rname, "opening"))?;
+    let entries: Vec<(NatKey, FlowKey)> = rmap.iter().filter_map(Result::ok).collect();
+    let mut removed = 0;
+    for (nkey, fkey) in entries {
+        let live = match fmap.get(&fkey, 0) {
+            Ok(f) => f.nat_port == nkey.nat_port && f.backend_addr == nkey.backend_addr && f.backend_port == nkey.backend_port,
+            Err(_) => false,
+        };
+        if !live {
+            let _ = rmap.remove(&nkey);
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }

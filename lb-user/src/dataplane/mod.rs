@@ -41,12 +41,12 @@ use aya::{
         xdp::XdpLink,
     },
 };
-use lb_common::{MAX_BACKENDS, MAX_LISTENERS, POOL_READ, POOL_WRITE, nat::in_nat_range};
+use lb_common::{MAX_BACKENDS, MAX_LISTENERS, POOL_READ, POOL_WRITE, nat::in_nat_range, tcp::Timeouts};
 use thiserror::Error;
 
 // One vocabulary with the config: a listener's pool and the attach mode.
 pub use crate::config::{Pool, XdpMode};
-pub use self::view::{BackendView, Counters, FlowView, LeaseView, ListenerView, MapDump, ReaderSummary, SweepStats};
+pub use self::view::{BackendView, Counters, FlowCapacity, FlowView, LeaseView, ListenerView, MapDump, ReaderSummary, SweepStats};
 use self::{
     kernel_log::{KernelLog, ReplacedLog},
     maps::Maps,
@@ -426,10 +426,11 @@ impl Dataplane {
         self.maps.flows()
     }
 
-    /// Removes flows idle for `idle`, closed (RST or both FINs) flows quiet for `closed`, and
-    /// reverse entries whose forward entry is gone.
-    pub fn sweep(&mut self, idle: Duration, closed: Duration) -> Result<SweepStats, DataplaneError> {
-        self.maps.sweep(idle, closed)
+    /// Removes established flows idle for `timeouts.idle_ns`, closed (RST or both FINs) flows
+    /// quiet for `closed_ns`, half-open flows older than `half_open_ns`, and reverse entries
+    /// whose forward entry is gone.
+    pub fn sweep(&mut self, timeouts: &Timeouts) -> Result<SweepStats, DataplaneError> {
+        self.maps.sweep(timeouts)
     }
 
     /// Everything `dump` shows, from this instance's maps.
@@ -493,8 +494,8 @@ impl Pinned {
     }
 
     /// See [`Dataplane::sweep`].
-    pub fn sweep(&mut self, idle: Duration, closed: Duration) -> Result<SweepStats, DataplaneError> {
-        self.maps.sweep(idle, closed)
+    pub fn sweep(&mut self, timeouts: &Timeouts) -> Result<SweepStats, DataplaneError> {
+        self.maps.sweep(timeouts)
     }
 
     /// Resets every write-port flow whose backend is not `writer`: removes it from the tables

@@ -64,6 +64,9 @@ pub struct FlowView {
     pub pool: &'static str,
     /// TCP state name (`lb_common::tcp`).
     pub state: &'static str,
+    /// In the half-open table (SYN_SENT or SYN_RECV): the client has not completed the
+    /// handshake.
+    pub half_open: bool,
     /// Time since the last packet.
     pub idle: Duration,
     /// The sequence number the client expects next from the backend side (0: none seen).
@@ -102,6 +105,8 @@ pub struct SweepStats {
     pub removed_idle: usize,
     /// Removed after RST or both FINs.
     pub removed_closed: usize,
+    /// Half-open flows removed after the half-open timeout.
+    pub removed_half_open: usize,
     /// Reverse entries without a forward entry.
     pub removed_orphans: usize,
 }
@@ -135,6 +140,15 @@ impl fmt::Display for LeaseView {
     }
 }
 
+/// How many flows each table holds at most (`lb_common::MAX_FLOWS`, `MAX_HALF_OPEN`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowCapacity {
+    /// Established flows (a plain hash: full means new handshakes are refused).
+    pub established: u32,
+    /// Half-open flows (an LRU: full means the oldest half-open flow is reclaimed).
+    pub half_open: u32,
+}
+
 /// Everything in the maps, for `pglb map dump`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MapDump {
@@ -148,6 +162,8 @@ pub struct MapDump {
     pub listeners: Vec<ListenerView>,
     /// Live flows.
     pub flows: Vec<FlowView>,
+    /// Sizes of the flow tables.
+    pub capacity: FlowCapacity,
     /// Counters.
     pub counters: Counters,
     /// The control plane's lease.
@@ -192,7 +208,14 @@ impl fmt::Display for MapDump {
                 writeln!(f, "  {:<28} {slots:>5} slots {share:5.1}%", backend_name(&self.backends, *id))?;
             }
         }
-        writeln!(f, "flows: {}", self.flows.len())?;
+        let half_open = self.flows.iter().filter(|fl| fl.half_open).count();
+        writeln!(
+            f,
+            "flows: {} established of {}, {half_open} half-open of {} (oldest reclaimed first)",
+            self.flows.len() - half_open,
+            self.capacity.established,
+            self.capacity.half_open
+        )?;
         for fl in &self.flows {
             writeln!(
                 f,

@@ -39,7 +39,8 @@ use tokio::{
     sync::{Notify, mpsc, oneshot, watch},
     time::{Instant, Interval},
 };
-use tracing::{error, info, warn};
+use lb_common::tcp::Timeouts;
+use tracing::{debug, error, info, warn};
 
 use self::{
     executor::{Executor, SqlContext},
@@ -478,12 +479,21 @@ impl Runtime {
         if self.sweeping.swap(true, Ordering::AcqRel) {
             return;
         }
-        let (pinned, busy, idle) = (Arc::clone(&self.pinned), Arc::clone(&self.sweeping), self.config.dataplane.flow_idle_timeout);
+        let dp = &self.config.dataplane;
+        let timeouts = Timeouts {
+            idle_ns: dp.flow_idle_timeout.as_nanos() as u64,
+            closed_ns: CLOSED_FLOW_LINGER.as_nanos() as u64,
+            half_open_ns: dp.half_open_timeout.as_nanos() as u64,
+        };
+        let (pinned, busy) = (Arc::clone(&self.pinned), Arc::clone(&self.sweeping));
         tokio::task::spawn_blocking(move || {
-            let result = pinned.lock().unwrap_or_else(|p| p.into_inner()).sweep(idle, CLOSED_FLOW_LINGER);
+            let result = pinned.lock().unwrap_or_else(|p| p.into_inner()).sweep(&timeouts);
             match result {
                 Ok(s) if s.removed_idle + s.removed_closed + s.removed_orphans > 0 => {
-                    info!(idle = s.removed_idle, closed = s.removed_closed, orphans = s.removed_orphans, "flows swept");
+                    info!(idle = s.removed_idle, closed = s.removed_closed, orphans = s.removed_orphans, half_open = s.removed_half_open, "flows swept");
+                }
+                Ok(s) if s.removed_half_open > 0 => {
+                    debug!(half_open = s.removed_half_open, "half-open flows swept");
                 }
                 Ok(_) => {}
                 Err(e) => warn!(error = %crate::error_chain(&e), "sweeping flows failed"),

@@ -169,6 +169,8 @@ impl SnapshotSource {
             adverts_sent: sent,
             adverts_received: received,
             adverts_dropped: dropped,
+            flows_established: flows.iter().filter(|f| !f.half_open).count() as u64,
+            flows_half_open: flows.iter().filter(|f| f.half_open).count() as u64,
             datapath_reasons: counters.map(|c| c.named_reasons().map(|(n, v)| (n.to_owned(), v)).collect()).unwrap_or_default(),
             writer_reachable: view.writer_reachable,
             rejoins_ok_total: c.rejoins_ok,

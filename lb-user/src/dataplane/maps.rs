@@ -308,6 +308,12 @@ impl Maps {
         Ok(ReaderSummary { active_table: ctl.active & 1, readers: ctl.readers, slots, table_size: MAGLEV_SIZE })
     }
 
+    /// One reason counter summed over CPUs.
+    pub(super) fn reason_total(&self, code: u32) -> Result<u64, DataplaneError> {
+        let map: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(&self.reasons).map_err(map_err(MAP_REASONS, "opening"))?;
+        Ok(map.get(&code, 0).map_err(map_err(MAP_REASONS, "reading"))?.iter().sum())
+    }
+
     pub(super) fn counters(&self) -> Result<Counters, DataplaneError> {
         let reasons_map: PerCpuArray<&MapData, u64> =
             PerCpuArray::try_from(&self.reasons).map_err(map_err(MAP_REASONS, "opening"))?;

@@ -21,6 +21,7 @@
 //! The program's own log records (rare events only) are forwarded into the daemon's log by
 //! [`kernel_log`]; the program is loaded with its log level set to the daemon's.
 
+mod flood;
 mod kernel_log;
 mod maps;
 mod reset;
@@ -46,6 +47,7 @@ use thiserror::Error;
 
 // One vocabulary with the config: a listener's pool and the attach mode.
 pub use crate::config::{Pool, XdpMode};
+pub use self::flood::FloodMeter;
 pub use self::view::{BackendView, Counters, FlowCapacity, FlowView, LeaseView, ListenerView, MapDump, ReaderSummary, SweepStats};
 use self::{
     kernel_log::{KernelLog, ReplacedLog},
@@ -433,6 +435,12 @@ impl Dataplane {
         self.maps.sweep(timeouts)
     }
 
+    /// Half-open flows opened and handshakes completed since the maps were created (two reason
+    /// counters, for [`FloodMeter`]).
+    pub fn handshake_totals(&self) -> Result<(u64, u64), DataplaneError> {
+        Ok((self.maps.reason_total(lb_common::reason::TX_NEW_FLOW)?, self.maps.reason_total(lb_common::reason::TX_HANDSHAKE_DONE)?))
+    }
+
     /// Everything `dump` shows, from this instance's maps.
     pub fn dump(&self) -> Result<MapDump, DataplaneError> {
         self.maps.dump()
@@ -518,6 +526,7 @@ fn reset_stale(maps: &mut Maps, socket: &mut Option<reset::RstSocket>, writer: O
     }
     let sock = socket.as_ref().expect("opened above");
     let mut sent = 0;
+    let mut failed: Option<(usize, String)> = None;
     for (key, flow) in &stale {
         // A client past the handshake gets a RST at the sequence number it expects; one whose
         // SYN the backend never answered (an unplugged primary) gets a RST that acknowledges its
@@ -529,8 +538,16 @@ fn reset_stale(maps: &mut Maps, socket: &mut Option<reset::RstSocket>, writer: O
         };
         match sock.send_rst(key, rst) {
             Ok(()) => sent += 1,
-            Err(e) => tracing::warn!(error = %e, client = %Ipv4Addr::from(lb_common::ip_from_map(key.client_addr)), "sending a RST to a stale write flow's client failed"),
+            // One line for all of them: under a SYN flood thousands of half-open flows from
+            // spoofed addresses may be stale at once.
+            Err(e) => {
+                let (n, _) = failed.get_or_insert_with(|| (0, format!("{e} (client {})", Ipv4Addr::from(lb_common::ip_from_map(key.client_addr)))));
+                *n += 1;
+            }
         }
+    }
+    if let Some((n, first)) = failed {
+        tracing::warn!(failed = n, sent, first_error = %first, "sending RSTs to stale write flows' clients failed for some");
     }
     Ok(sent)
 }

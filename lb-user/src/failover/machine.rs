@@ -168,6 +168,8 @@ pub struct Machine {
     persisted: Durable,
     /// The last `Track` (VRRP tracking); `None` before the first verdict.
     tracked: Option<bool>,
+    /// This instance's data plane sees a SYN flood ([`Event::Flood`]).
+    flood: bool,
     /// Said once at the first event: what the restored state file held.
     restore_notes: Vec<(Level, String)>,
     /// Why a demoted switchover target is not promoted yet (logged when it changes).
@@ -200,6 +202,7 @@ impl Machine {
             ambiguous: Vec::new(),
             persisted: Durable::default(),
             tracked: None,
+            flood: false,
             restore_notes: Vec::new(),
             blocked_switchover: None,
             settling: Vec::new(),
@@ -305,6 +308,7 @@ impl Machine {
                 }
             }
             Event::PeerReport { peer, report } => self.on_peer_report(*peer, report, &mut out),
+            Event::Flood { active } => self.flood = *active,
             Event::Admin(AdminCommand::Rejoined { node }) => self.on_rejoined(*node, &mut out),
             Event::Admin(AdminCommand::Switchover { .. }) => {}
             Event::ActionDone { action, result } => self.on_action_done(action, result, now, &mut out),
@@ -870,14 +874,19 @@ impl Machine {
                         out.push(Action::Alert(Alert::FailoverBlocked { writer: old, reason: reason.clone() }));
                     }
                 }
-                // The old writer is down and no standby follows it: whoever can fail over (a
-                // master out of our sight among them) may be promoting. Writes stop here until
-                // a probe shows it a primary again on the newest timeline known here; it would
-                // otherwise get them the moment it comes back, stale or not.
+                // The old writer is down and a standby that answers does not follow it: whoever
+                // can fail over (a master out of our sight among them) may be promoting. Writes
+                // stop here until a probe shows it a primary again on the newest timeline known
+                // here; it would otherwise get them the moment it comes back, stale or not. When
+                // no other node answers either, nothing says the writer is gone rather than this
+                // instance blind (starved by a flood, say): it stays routed, and its clients'
+                // connections are not reset.
                 if self.writer.is_some()
                     && self.writer == old
                     && !matches!(reason, Blocked::Debouncing { .. })
                     && self.streaming_standby(old).is_none()
+                    && (0..self.nodes.len()).any(|n| Some(n) != old && self.reaches(n))
+                    && !self.flood
                 {
                     let writer = old.map_or("none", |o| self.name(o));
                     log(out, Level::Warn, format!("writes refused: the writer {writer} is down and no reachable standby streams from it"));
@@ -1560,13 +1569,16 @@ impl Machine {
     /// that lost the writer says no at once; the master says no only when failover has been
     /// held back by a guard for `track_hold` (while it is failing over or switching over it
     /// keeps its priority), so that when only this instance lost the writer a peer that still
-    /// reaches it takes the VIP, and when everyone lost it nothing flips.
+    /// reaches it takes the VIP, and when everyone lost it nothing flips. Under a SYN flood
+    /// ([`Event::Flood`]) it says yes: its probes fail in its own congestion, and the VIP would
+    /// take the flood to the peer and leave every established connection behind.
     fn reconcile_tracking(&mut self, now: Duration, out: &mut Vec<Action>) {
         if !self.p.vrrp_enabled {
             return;
         }
         let reachable = match self.phase {
             Phase::Starting => return,
+            _ if self.flood => true,
             Phase::Steady => self.writer.is_some_and(|w| self.nodes[w].up() && self.nodes[w].failures < self.p.failover_after),
             Phase::Settling { .. } | Phase::FailingOver { .. } | Phase::Switchover { .. } => true,
             Phase::WriterLost { since, .. } => {

@@ -591,6 +591,57 @@ fn a_down_writer_nothing_follows_gets_writes_again_only_once_probed() {
     assert_eq!(h.m.phase(), Phase::Steady);
 }
 
+/// Every node stops answering at once (this instance starved by a SYN flood, or cut off): no
+/// quorum, so no failover; and as no standby answers to say it no longer follows the writer,
+/// the writer stays routed, so its clients' established connections are not reset.
+#[test]
+fn a_writer_down_while_nothing_else_answers_stays_routed() {
+    let mut p = params(3);
+    p.vrrp_enabled = true;
+    p.synchronous_count = 0;
+    p.peers = vec![Ipv4Addr::new(172, 20, 0, 22)];
+    let mut h = H::new(p);
+    h.ev(Event::VrrpRole { master: true });
+    h.round(vec![primary(1, 1000), standby(1, 1000, Some(PG1)), standby(1, 1000, Some(PG1))]);
+    let (actions, logs) = split(crash_writer(&mut h, vec![down(), down()]));
+    assert!(!actions.iter().any(|a| matches!(a, Action::SetWriter { .. } | Action::Promote { .. })), "{actions:?}");
+    assert!(!logs.iter().any(|l| l.contains("writes refused")), "{logs:?}");
+    assert_eq!(h.m.writer(), Some(PG1));
+    let (actions, _) = split(h.round(vec![primary(1, 1000), standby(1, 1000, Some(PG1)), standby(1, 1000, Some(PG1))]));
+    assert!(!actions.iter().any(|a| matches!(a, Action::SetWriter { .. })), "{actions:?}");
+    assert_eq!(h.m.writer(), Some(PG1));
+}
+
+/// Under a SYN flood the master's own probes fail in its congestion: it keeps the writer routed
+/// and its VRRP priority (the VIP would take the flood to the peer and leave every established
+/// connection behind); once the flood is over, probe results count again.
+#[test]
+fn under_a_flood_the_master_keeps_the_vip_and_the_writer() {
+    let mut p = params(3);
+    p.vrrp_enabled = true;
+    p.synchronous_count = 0;
+    p.peers = vec![Ipv4Addr::new(172, 20, 0, 22)];
+    let mut h = H::new(p);
+    h.ev(Event::VrrpRole { master: true });
+    h.round(vec![primary(1, 1000), standby(1, 1000, Some(PG1)), standby(1, 1000, Some(PG1))]);
+    h.ev(Event::Flood { active: true });
+    let mut actions = crash_writer(&mut h, vec![standby(1, 1000, None), down()]);
+    for _ in 0..10 {
+        actions.extend(h.round(vec![down(), standby(1, 1000, None), down()]));
+    }
+    let (actions, _) = split(actions);
+    assert!(!actions.iter().any(|a| matches!(a, Action::SetWriter { .. } | Action::Track { writer_reachable: false })), "{actions:?}");
+    assert_eq!(h.m.writer(), Some(PG1));
+    // The flood is over and pg1 still fails: the writer is unrouted and the priority lowered.
+    let mut actions = h.ev(Event::Flood { active: false });
+    for _ in 0..10 {
+        actions.extend(h.round(vec![down(), standby(1, 1000, None), down()]));
+    }
+    let (actions, _) = split(actions);
+    assert!(actions.contains(&Action::SetWriter { node: None }), "{actions:?}");
+    assert!(actions.contains(&Action::Track { writer_reachable: false }), "{actions:?}");
+}
+
 #[test]
 fn sync_guard_blocks_when_a_standby_that_may_hold_the_last_commit_is_unreachable() {
     let mut h = steady(4);

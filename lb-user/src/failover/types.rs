@@ -116,6 +116,12 @@ pub enum Event {
     PeerHeard { peer: Ipv4Addr },
     /// Another load balancer's report ([`crate::failover::Machine::report`]) arrived.
     PeerReport { peer: Ipv4Addr, report: PeerReport },
+    /// This instance's data plane started or stopped seeing a SYN flood (half-open flows opened
+    /// faster than `crate::dataplane::FloodMeter`'s threshold). Under a flood this instance's
+    /// own probes time out in the congestion, not because the writer is gone: it keeps the VIP
+    /// and the writer routed (moving the VIP would move the flood and drop every established
+    /// connection with it).
+    Flood { active: bool },
     Admin(AdminCommand),
     /// The executor finished a [`Action::Promote`], [`Action::Repoint`], [`Action::Demote`] or
     /// [`Action::Rejoin`] (echo the action; other actions need no report). `Err` carries the

@@ -49,7 +49,7 @@ use self::{
 use crate::{
     admin::{self, AdminRequest},
     config::Config,
-    dataplane::{self, Dataplane, Pinned},
+    dataplane::{self, Dataplane, FloodMeter, Pinned},
     failover::{Action, AdminCommand, Alert, Event, Level, Machine, NodeId, Observation},
     http::{self, StatsAuth},
     probe::{self, ProbeSettings},
@@ -153,6 +153,8 @@ struct Runtime {
     latency: Vec<Histogram>,
     published: watch::Sender<Published>,
     lease_failing: bool,
+    /// SYN flood detection, read at every lease renewal.
+    flood: FloodMeter,
     /// One per node: wakes its probe task for a probe out of its round.
     probe_now: Vec<Arc<Notify>>,
 }
@@ -260,6 +262,7 @@ pub async fn run(config: Config) -> Result<(), RuntimeError> {
         latency: vec![Histogram::default(); config.nodes.len()],
         published,
         lease_failing: false,
+        flood: FloodMeter::default(),
         probe_now,
         config,
     };
@@ -304,7 +307,10 @@ impl Runtime {
                 }
                 Some(req) = inputs.admin.recv() => self.on_admin(req, &source),
                 () = sleep_until(deadline) => self.feed(Event::Tick),
-                _ = renew.tick() => self.renew_lease(),
+                _ = renew.tick() => {
+                    self.renew_lease();
+                    self.measure_flood();
+                }
                 _ = sweep.tick() => self.sweep(),
                 _ = signals.terminate.recv() => return Exit::Stop,
                 _ = signals.interrupt.recv() => return Exit::Stop,
@@ -471,6 +477,26 @@ impl Runtime {
                 error!(error = %crate::error_chain(&e), "lease: renewing failed: the data plane stops answering ARP for the VIP and opening flows when it runs out");
             }
             Err(_) => {}
+        }
+    }
+
+    /// Reads the half-open and handshake counters and tells the machine when a SYN flood
+    /// starts or ends (see [`FloodMeter`]).
+    fn measure_flood(&mut self) {
+        let (opened, completed) = match self.dataplane.handshake_totals() {
+            Ok(t) => t,
+            Err(e) => {
+                debug!(error = %crate::error_chain(&e), "flood meter: reading the counters failed");
+                return;
+            }
+        };
+        if let Some(active) = self.flood.observe(self.since.elapsed(), opened, completed) {
+            if active {
+                warn!(half_open_per_s = self.flood.rate as u64, "SYN flood: half-open connections pile up; this instance keeps the VIP and the writer routed while it lasts (its own probes may time out in the congestion)");
+            } else {
+                info!("SYN flood over: probe results count again for VRRP tracking");
+            }
+            self.feed(Event::Flood { active });
         }
     }
 

@@ -709,16 +709,11 @@ impl Drill {
     }
 }
 
-/// The drill client: next to this xtask binary (built with it by `cargo xtask test`), else
-/// built now.
+/// The drill client (`PGLB_DRILL_CLIENT`, else built now: a no-op when it is current, and never
+/// a stale copy whose modes lag behind the drill's).
 fn client_binary() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("PGLB_DRILL_CLIENT") {
         return Ok(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe()?;
-    let beside = exe.parent().context("xtask has a folder")?.join("drill_client");
-    if beside.exists() {
-        return Ok(beside);
     }
     let mut build = sh::cmd("cargo", ["build", "-q", "-p", "pglb-tests", "--bin", "drill_client"]);
     build.current_dir(lab_lb::workspace());

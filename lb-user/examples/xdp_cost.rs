@@ -91,12 +91,22 @@ fn main() {
             panic!("{:?}; counters: {moved:?}", p.downcast_ref::<String>());
         });
 
-        // Established: data on one flow opened above (client port 10000).
+        // Established: one flow opened above (client port 10000) through the whole handshake
+        // (the backend's SYN+ACK, the client's ACK of it), so that it sits in the established
+        // table; then data on it.
+        let nat = dp.flows().expect("flows").into_iter().find(|f| f.client.port() == 10_000).expect("flow 10000").nat_port;
+        let synack = Tcp { eth_src: BACKENDS[0].2, seq: 7000, ack: 1001, ..Tcp::new((BACKENDS[0].1, PG_PORT), (VIP, nat), SYN | ACK) }.build();
+        let ack = Tcp { seq: 1001, ack: 7001, ..Tcp::new((CLIENT, 10_000), (VIP, 3000), ACK) }.build();
+        for (what, pkt) in [("syn-ack", &synack), ("handshake ack", &ack)] {
+            let (verdict, _) = run(prog, ifindex, pkt, 1);
+            assert_eq!(verdict, 3, "{what} forwarded");
+        }
+        let est_flow = dp.flows().expect("flows").into_iter().find(|f| f.client.port() == 10_000).expect("flow 10000");
+        assert!(!est_flow.half_open && est_flow.state == "ESTABLISHED", "flow 10000 is established: {est_flow:?}");
         let data = Tcp { payload: vec![b'x'; 64], ..Tcp::new((CLIENT, 10_000), (VIP, 3000), ACK | PSH) }.build();
         let (n_est, est) = mean_single(prog, ifindex, std::iter::repeat_n(data.as_slice(), runs), 3, "established");
 
         // Reply: the backend's packet to that flow's NAT port.
-        let nat = dp.flows().expect("flows").into_iter().find(|f| f.client.port() == 10_000).expect("flow 10000").nat_port;
         let reply = Tcp {
             eth_src: BACKENDS[0].2,
             payload: vec![b'y'; 64],

@@ -75,7 +75,11 @@ fn read_port_spreads_new_connections_over_the_standbys() {
     }
     for standby in STANDBYS {
         let n = per_node.get(&format!("{standby}|t")).copied().unwrap_or(0);
-        assert!((40..=60).contains(&n), "{standby} got {n} of 100 new read connections, outside 50 ± 20 %: {per_node:?}");
+        // Each connection is a fair coin between two equal readers: 100 of them give 50 ± 5
+        // (one standard deviation). 40..=60 (2σ) failed about one run in thirty by chance
+        // alone; 30..=70 (4σ) fails one in 16,000, while a reader left out or a skewed table
+        // still fails it.
+        assert!((30..=70).contains(&n), "{standby} got {n} of 100 new read connections, outside 50 ± 20 (4σ): {per_node:?}");
     }
     eprintln!("read port split over 100 new connections: {per_node:?}");
 }
@@ -208,8 +212,9 @@ fn held_session_shows_in_map_dump_and_survives_a_pglb_restart() {
     assert!(before_pid.parse::<u32>().is_ok(), "psql through VIP:3000 answered {before_pid:?}");
 
     let dump = map_dump();
-    let flows = dump.lines().find_map(|l| l.strip_prefix("flows: ")).and_then(|n| n.trim().parse::<usize>().ok());
-    assert!(flows.is_some_and(|n| n >= 1), "no live flow in the map dump during a held session:\n{dump}");
+    // "flows: N established of M, K half-open of L (...)"
+    let flows = dump.lines().find_map(|l| l.strip_prefix("flows: ")).and_then(|n| n.split_whitespace().next()?.parse::<usize>().ok());
+    assert!(flows.is_some_and(|n| n >= 1), "no live established flow in the map dump during a held session:\n{dump}");
     assert!(dump.lines().any(|l| l.contains(&format!("{VIP}:3000")) && l.contains(&format!("{PG1}:5432")) && l.contains("ESTABLISHED")),
         "the held session's flow (client -> {VIP}:3000 -> {PG1}:5432, ESTABLISHED) is missing:\n{dump}");
     let packets_before = pg1_packets(&dump);

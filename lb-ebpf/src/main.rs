@@ -385,7 +385,7 @@ fn client_packet(ctx: &XdpContext, pkt: &Packet, listener: &Listener) -> Result<
     if let Some(flow) = FLOWS.get_ptr_mut(&fkey) {
         // SAFETY: a live map value; concurrent writers only store plain integers into it.
         let f = unsafe { &mut *flow };
-        let stale = f.pool == POOL_WRITE && (f.backend_id != current_writer() || lease == LEASE_PAST_GRACE);
+        let stale = stale_write_flow(f, lease);
         if stale || (is_syn && (f.state == STATE_CLOSING || f.state == STATE_CLOSED)) {
             let nkey = nat_key(f, pkt.dst);
             let backend_id = f.backend_id;
@@ -411,7 +411,7 @@ fn client_packet(ctx: &XdpContext, pkt: &Packet, listener: &Listener) -> Result<
         // its NAT port still points back at it.
         // SAFETY: the value is compared at once.
         let port_held = matches!(unsafe { HALF_NAT.get(&nkey) }, Some(k) if *k == fkey);
-        let stale = f.pool == POOL_WRITE && (f.backend_id != current_writer() || lease == LEASE_PAST_GRACE);
+        let stale = stale_write_flow(f, lease);
         if !port_held || stale {
             let backend_id = f.backend_id;
             let _ = HALF_OPEN.remove(&fkey);
@@ -629,6 +629,25 @@ fn new_flow(ctx: &XdpContext, pkt: &Packet, listener: &Listener, fkey: &FlowKey,
     Ok(TX_NEW_FLOW)
 }
 
+/// A write flow whose backend is no longer the writer, or any write flow once the lease is past
+/// its grace (`lease`: this packet's [`Lease::state`]).
+#[inline(always)]
+fn stale_write_flow(f: &Flow, lease: u8) -> bool {
+    f.pool == POOL_WRITE && (f.backend_id != current_writer() || lease == LEASE_PAST_GRACE)
+}
+
+/// A backend's packet for a stale write flow (just removed by the caller): a RST to the backend,
+/// never to a RST.
+#[inline(always)]
+fn reset_stale_backend(ctx: &XdpContext, pkt: &Packet, fkey: &FlowKey, backend_id: u32) -> Result<u32, u32> {
+    if pkt.flags & TCP_RST != 0 {
+        return Ok(DROP_RST_UNKNOWN_FLOW);
+    }
+    count_backend_reset(backend_id);
+    log_stale_reset(fkey.client_addr, fkey.client_port, backend_id, TX_RST_STALE_BACKEND);
+    reset_sender(ctx, pkt, TX_RST_STALE_BACKEND)
+}
+
 /// A packet from a backend to the NAT port of an established flow.
 #[inline(always)]
 fn backend_packet(ctx: &XdpContext, pkt: &Packet, nkey: &NatKey, fkey: &FlowKey) -> Result<u32, u32> {
@@ -637,19 +656,14 @@ fn backend_packet(ctx: &XdpContext, pkt: &Packet, nkey: &NatKey, fkey: &FlowKey)
         let _ = NAT.remove(nkey);
         return Ok(PASS_NOT_VIP);
     };
-    // SAFETY: a live LRU value; concurrent writers only store plain integers into it.
+    // SAFETY: a live map value; concurrent writers only store plain integers into it.
     let f = unsafe { &mut *flow };
     let now = bpf_ktime_get_ns_safe();
-    if f.pool == POOL_WRITE && (f.backend_id != current_writer() || current_lease().state(now) == LEASE_PAST_GRACE) {
+    if stale_write_flow(f, current_lease().state(now)) {
         let backend_id = f.backend_id;
         let _ = NAT.remove(nkey);
         let _ = FLOWS.remove(fkey);
-        if pkt.flags & TCP_RST != 0 {
-            return Ok(DROP_RST_UNKNOWN_FLOW);
-        }
-        count_backend_reset(backend_id);
-        log_stale_reset(fkey.client_addr, fkey.client_port, backend_id, TX_RST_STALE_BACKEND);
-        return reset_sender(ctx, pkt, TX_RST_STALE_BACKEND);
+        return reset_stale_backend(ctx, pkt, fkey, backend_id);
     }
     f.state = next_state(f.state, DIR_TO_CLIENT, pkt.flags);
     f.last_seen_ns = now;
@@ -684,16 +698,11 @@ fn half_open_reply(ctx: &XdpContext, pkt: &Packet, nkey: &NatKey, fkey: &FlowKey
         return Ok(PASS_HALF_OPEN_RECLAIMED);
     }
     let now = bpf_ktime_get_ns_safe();
-    if f.pool == POOL_WRITE && (f.backend_id != current_writer() || current_lease().state(now) == LEASE_PAST_GRACE) {
+    if stale_write_flow(f, current_lease().state(now)) {
         let backend_id = f.backend_id;
         let _ = HALF_NAT.remove(nkey);
         let _ = HALF_OPEN.remove(fkey);
-        if pkt.flags & TCP_RST != 0 {
-            return Ok(DROP_RST_UNKNOWN_FLOW);
-        }
-        count_backend_reset(backend_id);
-        log_stale_reset(fkey.client_addr, fkey.client_port, backend_id, TX_RST_STALE_BACKEND);
-        return reset_sender(ctx, pkt, TX_RST_STALE_BACKEND);
+        return reset_stale_backend(ctx, pkt, fkey, backend_id);
     }
     f.state = next_state(f.state, DIR_TO_CLIENT, pkt.flags);
     f.last_seen_ns = now;

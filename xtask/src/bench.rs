@@ -341,15 +341,8 @@ fn pgbench(target: Target, w: &Workload, seconds: u64, round: usize) -> Result<R
     if !out.status.success() {
         bail!("pgbench exited with {}:\n{text}", out.status);
     }
-    let field = |prefix: &str| text.lines().find_map(|l| l.trim().strip_prefix(prefix)).map(|r| r.trim().to_owned());
-    let transactions = field("number of transactions actually processed:")
-        .and_then(|s| s.split('/').next().and_then(|n| n.trim().parse().ok()))
-        .with_context(|| format!("no transaction count in pgbench's output:\n{text}"))?;
-    // pgbench 15 always prints this line; without it a failure count of 0 would be a guess.
-    let failed = field("number of failed transactions:")
-        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
-        .with_context(|| format!("no failed-transaction count in pgbench's output:\n{text}"))?;
-    let tps = field("tps =")
+    let (transactions, failed) = pgbench_counts(&text)?;
+    let tps = pgbench_field(&text, "tps =")
         .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
         .with_context(|| format!("no tps in pgbench's output:\n{text}"))?;
     let hz = clock_ticks();
@@ -601,4 +594,21 @@ mod tests {
         assert_eq!(v["results"][0]["ratio_to_direct"], serde_json::Value::Null);
         assert_eq!(v["xdp_cost"], "| x |");
     }
+}
+
+/// The value after `prefix` on the first line of pgbench's output that starts with it.
+pub fn pgbench_field(text: &str, prefix: &str) -> Option<String> {
+    text.lines().find_map(|l| l.trim().strip_prefix(prefix)).map(|r| r.trim().to_owned())
+}
+
+/// pgbench's (transactions processed, failed transactions). pgbench 15 always prints both
+/// lines; without them a count of 0 would be a guess, so their absence is an error.
+pub fn pgbench_counts(text: &str) -> Result<(u64, u64)> {
+    let transactions = pgbench_field(text, "number of transactions actually processed:")
+        .and_then(|s| s.split('/').next().and_then(|n| n.trim().parse().ok()))
+        .with_context(|| format!("no transaction count in pgbench's output:\n{text}"))?;
+    let failed = pgbench_field(text, "number of failed transactions:")
+        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .with_context(|| format!("no failed-transaction count in pgbench's output:\n{text}"))?;
+    Ok((transactions, failed))
 }

@@ -179,13 +179,7 @@ pub struct PgbenchOutcome {
 /// Parses pgbench's output (stdout and stderr together). The transaction and failed-transaction
 /// counts must be there: without them a 0 would be a guess.
 pub fn parse_pgbench(text: &str) -> Result<PgbenchOutcome> {
-    let field = |prefix: &str| text.lines().find_map(|l| l.trim().strip_prefix(prefix)).map(|r| r.trim().to_owned());
-    let transactions = field("number of transactions actually processed:")
-        .and_then(|s| s.split('/').next().and_then(|n| n.trim().parse().ok()))
-        .with_context(|| format!("no transaction count in pgbench's output:\n{text}"))?;
-    let failed = field("number of failed transactions:")
-        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
-        .with_context(|| format!("no failed-transaction count in pgbench's output:\n{text}"))?;
+    let (transactions, failed) = crate::bench::pgbench_counts(text)?;
     let lowest_tps = text
         .lines()
         .filter_map(|l| l.trim().strip_prefix("progress:")?.split(',').nth(1)?.trim().strip_suffix(" tps")?.parse::<f64>().ok())
@@ -454,7 +448,7 @@ mod tests {
 
     #[test]
     fn reasons_are_read_by_name_and_deltas_keep_changes_only() {
-        let dump = "lease: valid\nflows: 1\n  1.2.3.4:5 -> x\ncounters per reason:\n  pass_not_ipv4            3\n  tx_new_flow              10\n  drop_flow_table          0\n";
+        let dump = "lease: valid\nflows: 1 established of 65536, 0 half-open of 16384 (oldest reclaimed first)\n  1.2.3.4:5 -> x\ncounters per reason:\n  pass_not_ipv4            3\n  tx_new_flow              10\n  drop_flow_table          0\n";
         let before = parse_reasons(dump).unwrap();
         assert_eq!(before.get("tx_new_flow"), Some(&10));
         let after = parse_reasons(&dump.replace("10\n", "5010\n").replace("table          0", "table          7").replace("pass_not_ipv4            3\n", "") ).unwrap();

@@ -34,6 +34,9 @@ const APT_PACKAGES: &[&str] = &[
     "nftables",
     // SYN floods against the VIP (the syn-flood drill).
     "hping3",
+    // promtool: `cargo xtask test` checks config/prometheus and runs the alert rules' unit tests.
+    // (On a systemd host the package also enables a Prometheus server on :9090.)
+    "prometheus",
 ];
 
 /// Where the LLVM folder for bpf-linker lives; bpf-linker finds libLLVM through it at run time,
@@ -70,10 +73,13 @@ pub fn setup() -> Result<()> {
             bail!("{} is missing after installing postgresql-15: check `apt-cache policy postgresql-15`", path.display());
         }
     }
+    if !promtool_works() {
+        bail!("promtool does not run after installing prometheus: check `apt-cache policy prometheus`");
+    }
 
     let secs = started.elapsed().as_secs_f64();
     if done.is_empty() {
-        println!("setup: everything already in place (apt packages, nightly rust-src, bpf-linker, bpffs) [{secs:.1}s]");
+        println!("setup: everything already in place (apt packages, promtool, nightly rust-src, bpf-linker, bpffs) [{secs:.1}s]");
     } else {
         for line in &done {
             println!("setup: {line}");
@@ -91,7 +97,16 @@ pub fn is_complete() -> bool {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    apt_ok && linker_ok && rust_src_installed().unwrap_or(false) && bpffs_mounted()
+    apt_ok && linker_ok && promtool_works() && rust_src_installed().unwrap_or(false) && bpffs_mounted()
+}
+
+/// promtool (package `prometheus`) answers `--version`.
+fn promtool_works() -> bool {
+    Command::new("promtool")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }
 
 fn missing_apt_packages() -> Result<Vec<&'static str>> {

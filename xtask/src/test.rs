@@ -2,10 +2,12 @@
 //!
 //! Tier 1–4 (unit, state-machine, simulation, BPF packet fixtures) run with `cargo test` over the
 //! default members; tier 5 (network-namespace end-to-end with PostgreSQL) runs the `pglb-tests`
-//! crate one test at a time, since those tests share the lab. The closing line counts every test
-//! of both runs.
+//! crate one test at a time, since those tests share the lab. Between them, promtool checks the
+//! Prometheus alert rules and the example scrape config and runs the rules' unit tests
+//! (config/prometheus). The closing line counts every test of every run.
 
 use std::{
+    fs,
     io::{BufRead as _, BufReader},
     process::{Command, ExitCode, Stdio},
     time::Instant,
@@ -45,6 +47,11 @@ pub fn test(filter: Option<&str>) -> Result<ExitCode> {
     }
     run_counted("unit, state machine, simulation and datapath fixtures", &mut unit, &mut tally)?;
 
+    // No lab needed; a filter runs it only when it names it ("prometheus", "alert", ...).
+    if filter.is_none_or(|f| PROMETHEUS_TIER.contains(f)) {
+        prometheus_rules(&mut tally)?;
+    }
+
     let mut e2e = sh::cmd("cargo", ["test", "-p", "pglb-tests", "--no-fail-fast", "--"]);
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
@@ -78,6 +85,22 @@ pub fn test(filter: Option<&str>) -> Result<ExitCode> {
 /// Runs a `cargo test` command, echoing its output and adding up its `test result:` lines.
 fn run_counted(name: &str, cmd: &mut Command, tally: &mut Tally) -> Result<()> {
     println!("\n=== test tier: {name}\n$ {}", sh::display(cmd));
+    let status = stream_stdout(cmd, |line| {
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            tally.passed += count(rest, " passed");
+            tally.failed += count(rest, " failed");
+            tally.ignored += count(rest, " ignored");
+        }
+    })?;
+    if !status.success() {
+        tally.runs_failed.push(format!("{name} ({status})"));
+    }
+    Ok(())
+}
+
+/// Runs `cmd` with stdout piped, echoing each line and handing it to `on_line`; stderr goes to
+/// this terminal.
+fn stream_stdout(cmd: &mut Command, mut on_line: impl FnMut(&str)) -> Result<std::process::ExitStatus> {
     let mut child = cmd
         .stdout(Stdio::piped())
         .spawn()
@@ -86,17 +109,85 @@ fn run_counted(name: &str, cmd: &mut Command, tally: &mut Tally) -> Result<()> {
     for line in BufReader::new(stdout).lines() {
         let line = line.context("reading test output")?;
         println!("{line}");
-        if let Some(rest) = line.strip_prefix("test result: ") {
-            tally.passed += count(rest, " passed");
-            tally.failed += count(rest, " failed");
-            tally.ignored += count(rest, " ignored");
+        on_line(&line);
+    }
+    Ok(child.wait()?)
+}
+
+const PROMETHEUS_TIER: &str = "prometheus alert rules";
+/// Relative to the workspace.
+const PROMETHEUS_DIR: &str = "config/prometheus";
+
+/// `promtool check rules` and `promtool check config` (one test each), then `promtool test
+/// rules` over every `*.test.yml` of config/prometheus (one test per file: promtool reports a
+/// file, not its test groups). promtool comes with the `prometheus` package (setup).
+fn prometheus_rules(tally: &mut Tally) -> Result<()> {
+    let dir = lab::lb::workspace().join(PROMETHEUS_DIR);
+    println!("\n=== test tier: {PROMETHEUS_TIER}");
+    for args in [["check", "rules", "pglb-rules.yml"], ["check", "config", "prometheus.yml"]] {
+        let mut check = sh::cmd("promtool", args);
+        check.current_dir(&dir);
+        println!("$ (cd {PROMETHEUS_DIR} && {})", sh::display(&check));
+        match check.status() {
+            Ok(status) if status.success() => tally.passed += 1,
+            outcome => {
+                let why = outcome.map_or_else(|e| format!("could not start: {e}; run `cargo xtask setup`"), |s| s.to_string());
+                tally.failed += 1;
+                tally.runs_failed.push(format!("{PROMETHEUS_TIER}: promtool {} ({why})", args.join(" ")));
+            }
         }
     }
-    let status = child.wait()?;
-    if !status.success() {
-        tally.runs_failed.push(format!("{name} ({status})"));
+
+    let mut files: Vec<String> = fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".test.yml"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        tally.runs_failed.push(format!("{PROMETHEUS_TIER}: no *.test.yml in {PROMETHEUS_DIR}"));
+        return Ok(());
+    }
+    let mut unit = sh::cmd("promtool", ["test", "rules"]);
+    unit.args(&files).current_dir(&dir);
+    println!("$ (cd {PROMETHEUS_DIR} && {})", sh::display(&unit));
+    let mut counts = PromtoolCounts::default();
+    match stream_stdout(&mut unit, |line| counts.line(line)) {
+        Ok(status) => {
+            // A file promtool announced but did not pass failed (its FAILED details go to
+            // stderr); no file announced at all (promtool refused its arguments): all failed.
+            let failed = if counts.files == 0 { files.len() as u64 } else { counts.files.saturating_sub(counts.passed) };
+            tally.passed += counts.passed;
+            tally.failed += failed;
+            if !status.success() || failed > 0 {
+                tally.runs_failed.push(format!("{PROMETHEUS_TIER}: promtool test rules ({status})"));
+            }
+        }
+        Err(e) => {
+            tally.failed += files.len() as u64;
+            tally.runs_failed.push(format!("{PROMETHEUS_TIER}: promtool test rules ({e:#}); run `cargo xtask setup`"));
+        }
     }
     Ok(())
+}
+
+/// Counts in `promtool test rules` stdout: each file opens with `Unit Testing:  FILE` and, when
+/// every test group in it passed, a `  SUCCESS` line follows.
+#[derive(Default, Debug, PartialEq)]
+struct PromtoolCounts {
+    files: u64,
+    passed: u64,
+}
+
+impl PromtoolCounts {
+    fn line(&mut self, line: &str) {
+        if line.starts_with("Unit Testing:") {
+            self.files += 1;
+        } else if line.trim() == "SUCCESS" {
+            self.passed += 1;
+        }
+    }
 }
 
 /// Reads `N` in "ok. N passed; M failed; …" style summaries.
@@ -110,7 +201,7 @@ fn count(summary: &str, label: &str) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::count;
+    use super::{PromtoolCounts, count};
 
     #[test]
     fn counts_cargo_test_summary() {
@@ -119,5 +210,15 @@ mod tests {
         assert_eq!(count(s, " failed"), 1);
         assert_eq!(count(s, " ignored"), 3);
         assert_eq!(count("FAILED. 0 passed; 2 failed; 0 ignored", " failed"), 2);
+    }
+
+    #[test]
+    fn counts_promtool_test_rules_output() {
+        // promtool 2.42: a passing file prints SUCCESS; a failing one only a blank line on
+        // stdout (FAILED and the details go to stderr).
+        let out = "Unit Testing:  a.test.yml\n  SUCCESS\n\nUnit Testing:  b.test.yml\n\n\nUnit Testing:  c.test.yml\n  SUCCESS\n\n";
+        let mut c = PromtoolCounts::default();
+        out.lines().for_each(|l| c.line(l));
+        assert_eq!(c, PromtoolCounts { files: 3, passed: 2 });
     }
 }

@@ -174,24 +174,32 @@ impl Drop for Session {
     }
 }
 
-fn map_dump() -> String {
+/// `pglb map dump --json` of lb1 (schema `pglb.map-dump/1`, docs/JSON.md).
+fn map_dump() -> serde_json::Value {
     let out = Command::new(pglb_bin())
-        .args(["map", "dump", "--config"])
+        .args(["map", "dump", "--json", "--config"])
         .arg(lb_config("lb1"))
         .output()
-        .expect("running pglb map dump");
-    assert!(out.status.success(), "pglb map dump failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
+        .expect("running pglb map dump --json");
+    assert!(out.status.success(), "pglb map dump --json failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let dump: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("pglb map dump --json printed no JSON ({e}):\n{text}"));
+    assert_eq!(dump["schema"], "pglb.map-dump/1", "{dump:#}");
+    dump
 }
 
-/// `to backend N pkts` of pg1 in a map dump.
-fn pg1_packets(dump: &str) -> u64 {
-    dump.lines()
-        .find(|l| l.contains(&format!("{PG1}:5432")) && l.contains("to backend"))
-        .and_then(|l| l.split("to backend ").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no per-backend counters for pg1 in the map dump:\n{dump}"))
+/// The live flows of a map dump.
+fn flows(dump: &serde_json::Value) -> &[serde_json::Value] {
+    dump["flows"].as_array().map(Vec::as_slice).unwrap_or_else(|| panic!("no flows array in the map dump:\n{dump:#}"))
+}
+
+/// Packets forwarded to pg1 (its per-backend `to_backend_packets`) in a map dump.
+fn pg1_packets(dump: &serde_json::Value) -> u64 {
+    dump["counters"]["backends"]
+        .as_array()
+        .and_then(|b| b.iter().find(|b| b["addr"] == format!("{PG1}:5432").as_str()))
+        .and_then(|b| b["to_backend_packets"].as_u64())
+        .unwrap_or_else(|| panic!("no per-backend counters for pg1 in the map dump:\n{dump:#}"))
 }
 
 /// Restarts pglb on lb1 as an operator would for an upgrade: SIGUSR2 (exit keeping the VIP and
@@ -212,11 +220,10 @@ fn held_session_shows_in_map_dump_and_survives_a_pglb_restart() {
     assert!(before_pid.parse::<u32>().is_ok(), "psql through VIP:3000 answered {before_pid:?}");
 
     let dump = map_dump();
-    // "flows: N established of M, K half-open of L (...)"
-    let flows = dump.lines().find_map(|l| l.strip_prefix("flows: ")).and_then(|n| n.split_whitespace().next()?.parse::<usize>().ok());
-    assert!(flows.is_some_and(|n| n >= 1), "no live established flow in the map dump during a held session:\n{dump}");
-    assert!(dump.lines().any(|l| l.contains(&format!("{VIP}:3000")) && l.contains(&format!("{PG1}:5432")) && l.contains("ESTABLISHED")),
-        "the held session's flow (client -> {VIP}:3000 -> {PG1}:5432, ESTABLISHED) is missing:\n{dump}");
+    let established = flows(&dump).iter().filter(|f| f["half_open"] == false).count();
+    assert!(established >= 1, "no live established flow in the map dump during a held session:\n{dump:#}");
+    assert!(flows(&dump).iter().any(|f| f["vip"] == format!("{VIP}:3000").as_str() && f["backend"] == format!("{PG1}:5432").as_str() && f["state"] == "ESTABLISHED"),
+        "the held session's flow (client -> {VIP}:3000 -> {PG1}:5432, ESTABLISHED) is missing:\n{dump:#}");
     let packets_before = pg1_packets(&dump);
     assert_eq!(session.query("SELECT count(*) FROM generate_series(1, 1000)"), "1000");
     let packets_after = pg1_packets(&map_dump());
@@ -260,5 +267,6 @@ fn held_session_shows_in_map_dump_and_survives_a_pglb_restart() {
     let after_pid = session.query("SELECT pg_backend_pid()");
     assert_eq!(after_pid, before_pid, "the held session through the VIP did not survive the pglb restart (same backend pid expected)");
     assert_eq!(session.query("SELECT inet_server_addr()"), PG1);
-    assert!(map_dump().contains(&format!("{PG1}:5432")), "the restarted pglb lost the flows");
+    let dump = map_dump();
+    assert!(flows(&dump).iter().any(|f| f["backend"] == format!("{PG1}:5432").as_str()), "the restarted pglb lost the flows:\n{dump:#}");
 }

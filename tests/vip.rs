@@ -93,9 +93,38 @@ fn neigh_of_vip(host: &str) -> Option<String> {
     text.split_whitespace().skip_while(|w| *w != "lladdr").nth(1).map(str::to_owned)
 }
 
-fn status_of(host: &str) -> String {
-    let out = Command::new(pglb_bin()).arg("status").arg("--config").arg(lb_config(host)).output().expect("pglb status");
-    format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr))
+/// `pglb status --json` of a load balancer (schema `pglb.status/1`, docs/JSON.md), or what it
+/// printed when it failed.
+fn status_of(host: &str) -> Result<serde_json::Value, String> {
+    let out = Command::new(pglb_bin()).args(["status", "--json", "--config"]).arg(lb_config(host)).output().expect("pglb status --json");
+    let text = stdout(&out);
+    if !out.status.success() {
+        return Err(format!("{text}{}", String::from_utf8_lossy(&out.stderr)));
+    }
+    match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(v) if v["schema"] == "pglb.status/1" => Ok(v),
+        _ => Err(format!("not a pglb.status/1 object: {text}")),
+    }
+}
+
+/// A status that says: this instance holds the VIP, VRRP master (the table's
+/// `VIP … held here | vrrp master`).
+fn held_here(st: &Result<serde_json::Value, String>) -> bool {
+    matches!(st, Ok(v) if v["vip"] == VIP.to_string().as_str() && v["vip_held"] == true && v["vrrp_state"] == "master")
+}
+
+/// A status that says: `master` holds the VIP, this instance is VRRP backup (the table's
+/// `VIP … held by MASTER | vrrp backup`).
+fn held_by(st: &Result<serde_json::Value, String>, master: &str) -> bool {
+    matches!(st, Ok(v) if v["vip"] == VIP.to_string().as_str() && v["vip_held"] == false && v["vip_master"] == master && v["vrrp_state"] == "backup")
+}
+
+/// A status for an assertion message.
+fn show(st: &Result<serde_json::Value, String>) -> String {
+    match st {
+        Ok(v) => format!("{v:#}"),
+        Err(e) => e.clone(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -232,7 +261,7 @@ fn wait_lb1_master(what: &str) {
 /// its advert interval) since lb1 became master.
 fn wait_lb2_follows_lb1(what: &str) {
     wait_until(LIMIT, &format!("{what}: pglb status on lb2 to name lb1 as the VIP holder"), || {
-        status_of("lb2").contains(&format!("VIP {VIP} held by {LB1_ADDR} | vrrp backup"))
+        held_by(&status_of("lb2"), LB1_ADDR)
     });
 }
 
@@ -247,7 +276,7 @@ fn takeover_after_crash_preemption_and_graceful_stop() {
     wait_lb1_master("after lab up");
     wait_lb2_follows_lb1("after lab up");
     let st1 = status_of("lb1");
-    assert!(st1.contains(&format!("VIP {VIP} held here | vrrp master")), "pglb status on lb1:\n{st1}");
+    assert!(held_here(&st1), "pglb status on lb1:\n{}", show(&st1));
     assert_eq!(psql_vip(WRITE_PORT, "SELECT pg_is_in_recovery()"), "f", "VIP:3000 reaches the primary");
 
     let mut crash_vip = Vec::new();
@@ -300,7 +329,7 @@ fn takeover_after_crash_preemption_and_graceful_stop() {
             assert_eq!(psql_vip(READ_PORT, "SELECT 1"), "1", "round {round}: after the crash VIP:3001 answers via lb2");
         }
         assert_eq!(neigh_of_vip("client").map(|m| m.to_lowercase()), Some(lb2_mac.to_lowercase()), "round {round}: client's ARP for the VIP after the crash");
-        wait_until(LIMIT, "pglb status on lb2 to say it holds the VIP", || status_of("lb2").contains(&format!("VIP {VIP} held here | vrrp master")));
+        wait_until(LIMIT, "pglb status on lb2 to say it holds the VIP", || held_here(&status_of("lb2")));
 
         // --- lb1 back: preempts, no window with both holding longer than one advert --------------
         let epoch = Instant::now();
@@ -427,7 +456,7 @@ fn interoperates_with_keepalived_in_both_priority_orders() {
     assert!(holds_vip("lb1") && !holds_vip("lb2"), "pglb (150) stays master over keepalived (100)\nkeepalived log:\n{}", ka.log());
     assert!(!ka.log().contains("Entering MASTER STATE"), "keepalived (100) must not become master under pglb (150):\n{}", ka.log());
     let st = status_of("lb1");
-    assert!(st.contains("held here | vrrp master"), "pglb status on lb1:\n{st}");
+    assert!(held_here(&st), "pglb status on lb1:\n{}", show(&st));
     assert_eq!(psql_vip(WRITE_PORT, "SELECT pg_is_in_recovery()"), "f");
 
     // pglb stops gracefully → keepalived takes over on its priority 0 (printed, not bounded).
@@ -463,7 +492,7 @@ fn interoperates_with_keepalived_in_both_priority_orders() {
     thread::sleep(Duration::from_millis(1000));
     assert!(holds_vip("lb2") && !holds_vip("lb1"), "one master: keepalived (200)\nkeepalived log:\n{}", ka.log());
     let st = status_of("lb1");
-    assert!(st.contains(&format!("VIP {VIP} held by {LB2_ADDR} | vrrp backup")), "pglb status on lb1 names keepalived's lb2 as the holder:\n{st}");
+    assert!(held_by(&st, LB2_ADDR), "pglb status on lb1 names keepalived's lb2 as the holder:\n{}", show(&st));
 
     // keepalived stops gracefully (priority 0) → pglb takes over after its Skew_Time at 150
     // (41 ms; printed, not bounded).
@@ -477,5 +506,5 @@ fn interoperates_with_keepalived_in_both_priority_orders() {
     wait_lb1_master("pglb master after keepalived stopped");
     assert!(ka.log().contains("Entering MASTER STATE"), "keepalived (200) was master:\n{}", ka.log());
     let st = status_of("lb1");
-    assert!(st.contains("held here | vrrp master"), "pglb status on lb1:\n{st}");
+    assert!(held_here(&st), "pglb status on lb1:\n{}", show(&st));
 }

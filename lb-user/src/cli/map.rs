@@ -8,18 +8,31 @@ use super::{ConfigArg, load};
 #[derive(clap::Subcommand)]
 pub enum Command {
     /// Backends, writer, reader table, live flows, counters and the lease, from the pinned maps.
-    Dump(ConfigArg),
+    Dump(DumpArgs),
     /// Detach XDP and remove every pinned map of this instance (the daemon must be stopped).
     Remove(ConfigArg),
+}
+
+#[derive(clap::Args)]
+pub struct DumpArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// One JSON object (schema `pglb.map-dump/1`, docs/JSON.md) instead of the text.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(command: Command) -> Result<()> {
     match command {
         Command::Dump(args) => {
-            let config = load(&args.config)?;
+            let config = load(&args.config.config)?;
             let dump = dataplane::dump(&config.pin_path())
                 .context("reading the pinned maps: is `pglb run` running (or has it run) with this config?")?;
-            print!("{dump}");
+            if args.json {
+                print!("{}", dump.to_json());
+            } else {
+                print!("{dump}");
+            }
         }
         Command::Remove(args) => {
             let config = load(&args.config)?;

@@ -258,3 +258,363 @@ impl fmt::Display for MapDump {
         Ok(())
     }
 }
+
+/// The `schema` of `pglb map dump --json` (docs/JSON.md): additive changes keep it, renames and
+/// removals bump it.
+pub const MAP_DUMP_SCHEMA: &str = "pglb.map-dump/1";
+
+/// `pglb map dump --json`: one JSON object (docs/JSON.md), built from explicit structs so the
+/// field names are the schema's and not the Rust types'.
+mod json {
+    use serde::{Serialize, Serializer, ser::SerializeMap as _};
+
+    use super::{BackendView, FlowView, MAP_DUMP_SCHEMA, MapDump};
+
+    #[derive(Serialize)]
+    pub struct Dump {
+        schema: &'static str,
+        lease: Lease,
+        listeners: Vec<Listener>,
+        backends: Vec<Backend>,
+        writer: Option<BackendRef>,
+        readers: Readers,
+        flows: Vec<Flow>,
+        capacity: Capacity,
+        counters: Counters,
+    }
+
+    #[derive(Serialize)]
+    struct Lease {
+        state: &'static str,
+        remaining_ms: u64,
+        expired_for_ms: Option<u64>,
+        grace_ms: u64,
+    }
+
+    #[derive(Serialize)]
+    struct Listener {
+        vip: String,
+        pool: &'static str,
+    }
+
+    #[derive(Serialize)]
+    struct Backend {
+        id: u32,
+        addr: String,
+        fallback_mac: Option<String>,
+    }
+
+    #[derive(Serialize)]
+    struct BackendRef {
+        id: u32,
+        addr: Option<String>,
+    }
+
+    #[derive(Serialize)]
+    struct Readers {
+        table: u32,
+        readers: u32,
+        table_size: u32,
+        slots: Vec<ReaderSlots>,
+    }
+
+    #[derive(Serialize)]
+    struct ReaderSlots {
+        id: u32,
+        addr: Option<String>,
+        slots: u32,
+    }
+
+    #[derive(Serialize)]
+    struct Flow {
+        client: String,
+        vip: String,
+        backend: String,
+        backend_id: u32,
+        nat_port: u16,
+        pool: &'static str,
+        state: &'static str,
+        half_open: bool,
+        idle_s: f64,
+    }
+
+    #[derive(Serialize)]
+    struct Capacity {
+        established: u32,
+        half_open: u32,
+    }
+
+    #[derive(Serialize)]
+    struct Counters {
+        reasons: Reasons,
+        backends: Vec<BackendCounters>,
+        listeners: Vec<ListenerCounters>,
+    }
+
+    /// Reason name → count, in reason-code order.
+    struct Reasons(Vec<(&'static str, u64)>);
+
+    impl Serialize for Reasons {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut map = s.serialize_map(Some(self.0.len()))?;
+            for (name, n) in &self.0 {
+                map.serialize_entry(name, n)?;
+            }
+            map.end()
+        }
+    }
+
+    #[derive(Serialize)]
+    struct BackendCounters {
+        id: u32,
+        addr: Option<String>,
+        to_backend_packets: u64,
+        to_backend_bytes: u64,
+        to_client_packets: u64,
+        to_client_bytes: u64,
+        new_flows: u64,
+        resets: u64,
+    }
+
+    #[derive(Serialize)]
+    struct ListenerCounters {
+        vip: String,
+        pool: &'static str,
+        packets: u64,
+        bytes: u64,
+        new_flows: u64,
+        resets: u64,
+    }
+
+    fn addr_of(backends: &[BackendView], id: u32) -> Option<String> {
+        backends.iter().find(|b| b.id == id).map(|b| format!("{}:{}", b.addr, b.port))
+    }
+
+    fn millis(d: std::time::Duration) -> u64 {
+        u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn flow(f: &FlowView) -> Flow {
+        Flow {
+            client: f.client.to_string(),
+            vip: f.vip.to_string(),
+            backend: f.backend.to_string(),
+            backend_id: f.backend_id,
+            nat_port: f.nat_port,
+            pool: f.pool,
+            state: f.state,
+            half_open: f.half_open,
+            idle_s: f.idle.as_secs_f64(),
+        }
+    }
+
+    impl From<&MapDump> for Dump {
+        fn from(d: &MapDump) -> Dump {
+            let b = &d.backends;
+            let lease_state = match (d.lease.state, d.lease.expired_for) {
+                (lb_common::LEASE_VALID, _) => "valid",
+                (_, None) => "never_written",
+                (lb_common::LEASE_EXPIRED, Some(_)) => "expired",
+                (_, Some(_)) => "past_grace",
+            };
+            Dump {
+                schema: MAP_DUMP_SCHEMA,
+                lease: Lease {
+                    state: lease_state,
+                    remaining_ms: millis(d.lease.remaining),
+                    expired_for_ms: d.lease.expired_for.map(millis),
+                    grace_ms: millis(d.lease.grace),
+                },
+                listeners: d.listeners.iter().map(|l| Listener { vip: format!("{}:{}", l.vip, l.port), pool: l.pool }).collect(),
+                backends: b
+                    .iter()
+                    .map(|v| Backend {
+                        id: v.id,
+                        addr: format!("{}:{}", v.addr, v.port),
+                        fallback_mac: v.mac.map(|m| {
+                            format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+                        }),
+                    })
+                    .collect(),
+                writer: d.writer.map(|id| BackendRef { id, addr: addr_of(b, id) }),
+                readers: Readers {
+                    table: d.readers.active_table,
+                    readers: d.readers.readers,
+                    table_size: d.readers.table_size,
+                    slots: d.readers.slots.iter().map(|&(id, slots)| ReaderSlots { id, addr: addr_of(b, id), slots }).collect(),
+                },
+                flows: d.flows.iter().map(flow).collect(),
+                capacity: Capacity { established: d.capacity.established, half_open: d.capacity.half_open },
+                counters: Counters {
+                    reasons: Reasons(d.counters.named_reasons().collect()),
+                    backends: d
+                        .counters
+                        .backends
+                        .iter()
+                        .map(|(id, s)| BackendCounters {
+                            id: *id,
+                            addr: addr_of(b, *id),
+                            to_backend_packets: s.to_backend_packets,
+                            to_backend_bytes: s.to_backend_bytes,
+                            to_client_packets: s.to_client_packets,
+                            to_client_bytes: s.to_client_bytes,
+                            new_flows: s.new_flows,
+                            resets: s.resets,
+                        })
+                        .collect(),
+                    listeners: d
+                        .counters
+                        .listeners
+                        .iter()
+                        .map(|(l, s)| ListenerCounters {
+                            vip: format!("{}:{}", l.vip, l.port),
+                            pool: l.pool,
+                            packets: s.packets,
+                            bytes: s.bytes,
+                            new_flows: s.new_flows,
+                            resets: s.resets,
+                        })
+                        .collect(),
+                },
+            }
+        }
+    }
+}
+
+impl MapDump {
+    /// `pglb map dump --json`: one pretty-printed JSON object with `"schema": "pglb.map-dump/1"`
+    /// (docs/JSON.md), ending with a newline.
+    pub fn to_json(&self) -> String {
+        let mut text = serde_json::to_string_pretty(&json::Dump::from(self)).expect("a map dump serializes");
+        text.push('\n');
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lb_common::{BackendStats, ListenerStats, reason::REASON_NAMES};
+
+    use super::*;
+
+    fn sample() -> MapDump {
+        let vip = Ipv4Addr::new(172, 20, 0, 100);
+        let pg1 = Ipv4Addr::new(172, 20, 0, 10);
+        let write = ListenerView { vip, port: 3000, pool: "write", index: 0 };
+        let mut reasons = [0; REASON_COUNT as usize];
+        reasons[1] = 7;
+        MapDump {
+            backends: vec![BackendView { id: 0, addr: pg1, port: 5432, mac: Some([0x02, 0, 0, 0, 0, 0x0a]) }],
+            writer: Some(0),
+            readers: ReaderSummary { active_table: 1, readers: 1, slots: vec![(0, 256), (5, 1)], table_size: 257 },
+            listeners: vec![write],
+            flows: vec![
+                FlowView {
+                    client: SocketAddrV4::new(Ipv4Addr::new(172, 20, 0, 2), 40000),
+                    vip: SocketAddrV4::new(vip, 3000),
+                    nat_port: 61000,
+                    backend: SocketAddrV4::new(pg1, 5432),
+                    backend_id: 0,
+                    pool: "write",
+                    state: "ESTABLISHED",
+                    half_open: false,
+                    idle: Duration::from_millis(1500),
+                    client_next_seq: 1,
+                },
+                FlowView {
+                    client: SocketAddrV4::new(Ipv4Addr::new(172, 20, 0, 2), 40001),
+                    half_open: true,
+                    state: "SYN_SENT",
+                    idle: Duration::ZERO,
+                    ..sample_flow_placeholder(vip, pg1)
+                },
+            ],
+            capacity: FlowCapacity { established: 65536, half_open: 16384 },
+            counters: Counters {
+                reasons,
+                backends: vec![(0, BackendStats { to_backend_packets: 10, to_backend_bytes: 640, new_flows: 2, ..Default::default() })],
+                listeners: vec![(write, ListenerStats { packets: 10, bytes: 640, new_flows: 2, resets: 1 })],
+            },
+            lease: LeaseView {
+                state: lb_common::LEASE_EXPIRED,
+                remaining: Duration::ZERO,
+                expired_for: Some(Duration::from_millis(2500)),
+                grace: Duration::from_secs(10),
+            },
+        }
+    }
+
+    fn sample_flow_placeholder(vip: Ipv4Addr, pg1: Ipv4Addr) -> FlowView {
+        FlowView {
+            client: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+            vip: SocketAddrV4::new(vip, 3000),
+            nat_port: 61001,
+            backend: SocketAddrV4::new(pg1, 5432),
+            backend_id: 0,
+            pool: "write",
+            state: "",
+            half_open: false,
+            idle: Duration::ZERO,
+            client_next_seq: 0,
+        }
+    }
+
+    #[test]
+    fn json_has_the_schema_and_the_documented_fields() {
+        let text = sample().to_json();
+        assert!(text.ends_with("}\n"), "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["schema"], "pglb.map-dump/1");
+        assert_eq!(v["lease"]["state"], "expired");
+        assert_eq!(v["lease"]["expired_for_ms"], 2500);
+        assert_eq!(v["lease"]["grace_ms"], 10000);
+        assert_eq!(v["listeners"][0]["vip"], "172.20.0.100:3000");
+        assert_eq!(v["listeners"][0]["pool"], "write");
+        assert_eq!(v["backends"][0]["addr"], "172.20.0.10:5432");
+        assert_eq!(v["backends"][0]["fallback_mac"], "02:00:00:00:00:0a");
+        assert_eq!(v["writer"]["id"], 0);
+        assert_eq!(v["writer"]["addr"], "172.20.0.10:5432");
+        assert_eq!(v["readers"]["slots"][1]["addr"], serde_json::Value::Null, "an unconfigured id has no address");
+        assert_eq!(v["readers"]["slots"][0]["slots"], 256);
+        let flow = &v["flows"][0];
+        assert_eq!(flow["client"], "172.20.0.2:40000");
+        assert_eq!(flow["vip"], "172.20.0.100:3000");
+        assert_eq!(flow["backend"], "172.20.0.10:5432");
+        assert_eq!(flow["nat_port"], 61000);
+        assert_eq!(flow["state"], "ESTABLISHED");
+        assert_eq!(flow["half_open"], false);
+        assert_eq!(flow["idle_s"], 1.5);
+        assert_eq!(v["flows"][1]["half_open"], true);
+        assert_eq!(v["capacity"]["established"], 65536);
+        assert_eq!(v["capacity"]["half_open"], 16384);
+        let reasons = v["counters"]["reasons"].as_object().unwrap();
+        assert_eq!(reasons.len(), REASON_NAMES.len(), "every reason, zero or not");
+        assert_eq!(reasons[REASON_NAMES[1]], 7);
+        assert_eq!(reasons[REASON_NAMES[0]], 0);
+        assert_eq!(v["counters"]["backends"][0]["addr"], "172.20.0.10:5432");
+        assert_eq!(v["counters"]["backends"][0]["to_backend_packets"], 10);
+        assert_eq!(v["counters"]["listeners"][0]["resets"], 1);
+        // Round trip: what a consumer parses prints back to the same object.
+        let again: serde_json::Value = serde_json::from_str(&serde_json::to_string(&v).unwrap()).unwrap();
+        assert_eq!(again, v);
+    }
+
+    #[test]
+    fn json_names_every_lease_state() {
+        let state = |state, expired_for| {
+            let d = MapDump { lease: LeaseView { state, expired_for, ..sample().lease }, ..sample() };
+            serde_json::from_str::<serde_json::Value>(&d.to_json()).unwrap()["lease"]["state"].as_str().unwrap().to_owned()
+        };
+        assert_eq!(state(lb_common::LEASE_VALID, None), "valid");
+        assert_eq!(state(lb_common::LEASE_EXPIRED, Some(Duration::from_secs(1))), "expired");
+        assert_eq!(state(lb_common::LEASE_PAST_GRACE, Some(Duration::from_secs(11))), "past_grace");
+        assert_eq!(state(lb_common::LEASE_EXPIRED, None), "never_written");
+    }
+
+    #[test]
+    fn json_writer_none_is_null() {
+        let d = MapDump { writer: None, ..sample() };
+        let v: serde_json::Value = serde_json::from_str(&d.to_json()).unwrap();
+        assert!(v["writer"].is_null());
+    }
+}

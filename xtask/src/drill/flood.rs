@@ -295,7 +295,7 @@ fn client_tx_packets() -> Result<u64> {
 
 /// Every data-plane reason counter of `lb`, by name.
 fn reasons(d: &Drill, lb: &Host) -> Result<std::collections::BTreeMap<String, u64>> {
-    flood_report::parse_reasons(&d.map_dump(lb)?).with_context(|| format!("reading {}'s reason counters", lb.name))
+    super::pglb_json::reasons(&d.map_dump(lb)?).with_context(|| format!("reading {}'s reason counters", lb.name))
 }
 
 /// The table pgbench inserts into, emptied for the run.

@@ -1,7 +1,8 @@
 //! The `syn-flood` drill's outcome ([`SynFlood`]): the parsers of what its processes print
-//! (connect-probe logs, pgbench, hping3, `pglb map dump`), the figures computed from them, the
-//! checks against the goals, the printed report and the summary table. Pure functions
-//! over text, tested here; [`super::flood`] runs the drill.
+//! (connect-probe logs, pgbench, hping3; `pglb map dump --json` is read by
+//! [`super::pglb_json`]), the figures computed from them, the checks against the goals,
+//! the printed report and the summary table. Pure functions over text, tested here;
+//! [`super::flood`] runs the drill.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -127,27 +128,6 @@ pub fn first_after(probes: &[Probe], end_us: u128) -> Option<f64> {
 /// The count of hping3's closing "N packets transmitted, M packets received, …" line.
 pub fn hping_transmitted(output: &str) -> Option<u64> {
     output.lines().find_map(|l| l.trim().split_once(" packets transmitted").and_then(|(n, _)| n.trim().parse().ok()))
-}
-
-/// The "counters per reason:" section of `pglb map dump`, by name: every reason the data plane
-/// has, whatever they are called in this build.
-pub fn parse_reasons(dump: &str) -> Result<BTreeMap<String, u64>> {
-    let mut lines = dump.lines().skip_while(|l| l.trim() != "counters per reason:");
-    if lines.next().is_none() {
-        bail!("no \"counters per reason:\" section in `pglb map dump`");
-    }
-    let mut out = BTreeMap::new();
-    for l in lines.take_while(|l| l.starts_with("  ")) {
-        let mut f = l.split_whitespace();
-        let (Some(name), Some(n), None) = (f.next(), f.next(), f.next()) else {
-            bail!("unexpected reason counter line {l:?} in `pglb map dump`");
-        };
-        out.insert(name.to_owned(), n.parse().with_context(|| format!("bad count in {l:?}"))?);
-    }
-    if out.is_empty() {
-        bail!("no reason counters under \"counters per reason:\" in `pglb map dump`");
-    }
-    Ok(out)
 }
 
 /// `after − before` of every reason whose count changed (a reason absent on one side counts 0
@@ -447,13 +427,10 @@ mod tests {
     }
 
     #[test]
-    fn reasons_are_read_by_name_and_deltas_keep_changes_only() {
-        let dump = "lease: valid\nflows: 1 established of 65536, 0 half-open of 16384 (oldest reclaimed first)\n  1.2.3.4:5 -> x\ncounters per reason:\n  pass_not_ipv4            3\n  tx_new_flow              10\n  drop_flow_table          0\n";
-        let before = parse_reasons(dump).unwrap();
-        assert_eq!(before.get("tx_new_flow"), Some(&10));
-        let after = parse_reasons(&dump.replace("10\n", "5010\n").replace("table          0", "table          7").replace("pass_not_ipv4            3\n", "") ).unwrap();
-        let mut after = after;
-        after.insert("pass_half_open_reclaimed".into(), 4);
+    fn reason_deltas_keep_changes_only() {
+        let before: BTreeMap<String, u64> = [("pass_not_ipv4", 3), ("tx_new_flow", 10), ("drop_flow_table", 0)].map(|(n, c)| (n.to_owned(), c)).into();
+        let after: BTreeMap<String, u64> =
+            [("tx_new_flow", 5010), ("drop_flow_table", 7), ("pass_half_open_reclaimed", 4)].map(|(n, c)| (n.to_owned(), c)).into();
         let d = reason_deltas(&before, &after);
         assert_eq!(d.into_iter().collect::<Vec<_>>(), [
             ("drop_flow_table".to_owned(), 7),
@@ -461,9 +438,6 @@ mod tests {
             ("pass_not_ipv4".to_owned(), -3),
             ("tx_new_flow".to_owned(), 5000),
         ]);
-        assert!(parse_reasons("lease: valid\n").is_err());
-        assert!(parse_reasons("counters per reason:\n").is_err());
-        assert!(parse_reasons("counters per reason:\n  tx_new_flow x\n").is_err());
     }
 
     #[test]

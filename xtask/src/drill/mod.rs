@@ -22,6 +22,7 @@ mod flood;
 mod flood_report;
 pub mod lb;
 mod measure;
+mod pglb_json;
 mod report;
 mod scenarios;
 
@@ -40,6 +41,7 @@ use self::{
     lb::{LbStop, LbTakeover},
     flood_report::{SynFlood, print_flood, summarise_flood},
     measure::{History, Line, read_client_log},
+    pglb_json::StatusRow,
     report::{Cpu, DrillJson, RunResult, print_run, summarise},
 };
 use crate::{
@@ -171,14 +173,6 @@ fn lb_drills(stops: &[LbStop], runs: u32) -> Result<Vec<LbTakeover>> {
     Ok(out)
 }
 
-/// One row of `pglb status`.
-#[derive(Debug, Clone)]
-struct StatusRow {
-    node: String,
-    state: String,
-    routed: String,
-}
-
 /// What a PostgreSQL node says about itself (superuser over its socket).
 #[derive(Debug, Clone)]
 struct NodeView {
@@ -297,18 +291,8 @@ impl Drill {
 
     fn status_of(&self, lb: &Host) -> Result<Vec<StatusRow>> {
         let config = lab_lb::config_path(lb);
-        let out = sh::output(&mut sh::cmd(self.pglb.to_str().unwrap(), ["status", "--config", config.to_str().unwrap()]))?;
-        Ok(out
-            .lines()
-            .filter_map(|l| {
-                let f: Vec<&str> = l.split('|').map(str::trim).collect();
-                (f.len() == 9 && f[0].starts_with("pg")).then(|| StatusRow {
-                    node: f[0].to_owned(),
-                    state: f[3].to_owned(),
-                    routed: f[7].to_owned(),
-                })
-            })
-            .collect())
+        let out = sh::output(&mut sh::cmd(self.pglb.to_str().unwrap(), ["status", "--json", "--config", config.to_str().unwrap()]))?;
+        pglb_json::status_rows(&out).with_context(|| format!("reading {}'s pglb status", lb.name))
     }
 
     fn status(&self) -> Result<Vec<StatusRow>> {
@@ -681,18 +665,15 @@ impl Drill {
         Ok(stale == 0)
     }
 
-    /// `pglb map dump` of a load balancer's pinned maps (no daemon needed).
+    /// `pglb map dump --json` of a load balancer's pinned maps (no daemon needed); read it with
+    /// [`pglb_json`].
     fn map_dump(&self, lb: &Host) -> Result<String> {
-        self.pglb_cmd(&["map", "dump", "--config", lab_lb::config_path(lb).to_str().unwrap()])
+        self.pglb_cmd(&["map", "dump", "--json", "--config", lab_lb::config_path(lb).to_str().unwrap()])
     }
 
     /// A reason counter of a load balancer's data plane.
     fn reason_count(&self, lb: &Host, reason: &str) -> Result<u64> {
-        let dump = self.map_dump(lb)?;
-        dump.lines()
-            .map(str::trim)
-            .find_map(|l| l.strip_prefix(reason).and_then(|rest| rest.trim().parse().ok()))
-            .with_context(|| format!("no counter {reason} in {}'s map dump", lb.name))
+        pglb_json::reason(&self.map_dump(lb)?, reason).with_context(|| format!("reading {}'s map dump", lb.name))
     }
 
     /// Waits until pglb routes writes to a node other than pg1 and a write sent after the fault

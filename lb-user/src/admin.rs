@@ -60,7 +60,8 @@ pub enum AdminError {
 
 /// A request from the CLI, with where the answer goes.
 pub enum AdminRequest {
-    Status { reply: oneshot::Sender<String> },
+    /// The status table, or with `json` the `pglb.status/1` object (docs/JSON.md).
+    Status { json: bool, reply: oneshot::Sender<String> },
     Switchover { to: String, reply: oneshot::Sender<Result<String, String>> },
     Rejoined { node: String, reply: oneshot::Sender<Result<String, String>> },
 }
@@ -104,16 +105,16 @@ async fn answer(stream: UnixStream, to_daemon: &mpsc::Sender<AdminRequest>) -> s
     BufReader::new(read.take(1024)).read_line(&mut line).await?;
     let words: Vec<&str> = line.split_whitespace().collect();
     let reply: Result<String, String> = match words.as_slice() {
-        ["status"] => {
+        ["status"] | ["status", "json"] => {
             let (tx, rx) = oneshot::channel();
-            match to_daemon.send(AdminRequest::Status { reply: tx }).await {
+            match to_daemon.send(AdminRequest::Status { json: words.len() == 2, reply: tx }).await {
                 Ok(()) => rx.await.map_err(|_| "the daemon is shutting down".to_owned()),
                 Err(_) => Err("the daemon is shutting down".to_owned()),
             }
         }
         ["switchover", to] => ask(to_daemon, |reply| AdminRequest::Switchover { to: (*to).to_owned(), reply }).await,
         ["rejoined", node] => ask(to_daemon, |reply| AdminRequest::Rejoined { node: (*node).to_owned(), reply }).await,
-        _ => Err(format!("unknown request {:?}: expected `status`, `switchover NODE` or `rejoined NODE`", line.trim())),
+        _ => Err(format!("unknown request {:?}: expected `status`, `status json`, `switchover NODE` or `rejoined NODE`", line.trim())),
     };
     let text = match reply {
         Ok(t) => format!("ok\n{t}"),

@@ -436,6 +436,20 @@ failovers {fo} &middot; switchovers {so}</p><table><tr><th>node</th><th>address<
 mod tests {
     use super::*;
 
+    #[test]
+    fn status_json_has_the_schema_and_every_node() {
+        let v: serde_json::Value = serde_json::from_str(&render_json(&sample())).expect("valid JSON");
+        assert_eq!(v["schema"], STATUS_SCHEMA);
+        assert_eq!(v["instance"], "lb1");
+        assert_eq!(v["vip_held"], true);
+        let nodes = v["nodes"].as_array().expect("nodes");
+        assert_eq!(nodes.len(), 2);
+        assert_eq!(nodes[0]["name"], "pg1");
+        assert_eq!(nodes[0]["routed_ports"], serde_json::json!([3000]));
+        assert_eq!(nodes[0]["flows"], 3);
+        assert_eq!(nodes[1]["state"], "down");
+    }
+
     fn sample() -> Snapshot {
         let mut h = Histogram::default();
         h.observe(0.0008);

@@ -433,11 +433,12 @@ impl Runtime {
     fn on_admin(&mut self, req: AdminRequest, source: &SnapshotSource) {
         let names = || self.config.node_names().join(", ");
         match req {
-            AdminRequest::Status { reply } => {
+            AdminRequest::Status { json, reply } => {
                 let source = source.clone();
                 tokio::spawn(async move {
                     let snap = source.snapshot().await;
-                    let _ = reply.send(crate::status::render_table(&snap));
+                    let text = if json { crate::status::render_json(&snap) } else { crate::status::render_table(&snap) };
+                    let _ = reply.send(text);
                 });
             }
             AdminRequest::Switchover { to, reply } => match self.config.nodes.iter().position(|n| n.name == to) {

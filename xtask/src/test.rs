@@ -2,8 +2,9 @@
 //!
 //! Tier 1–4 (unit, state-machine, simulation, BPF packet fixtures) run with `cargo test` over the
 //! default members; tier 5 (network-namespace end-to-end with PostgreSQL) runs the `pglb-tests`
-//! crate one test at a time, since those tests share the lab. The closing line counts every test
-//! of both runs.
+//! crate one test at a time, since those tests share the lab. Between them, the package stage
+//! builds the Debian package and checks it (contents, unit, the packaged binary on the packaged
+//! config). The closing line counts every test of every run.
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -13,7 +14,7 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-use crate::{lab, setup, sh};
+use crate::{lab, package, setup, sh};
 
 #[derive(Default)]
 struct Tally {
@@ -44,6 +45,8 @@ pub fn test(filter: Option<&str>) -> Result<ExitCode> {
         unit.args(["--", f]);
     }
     run_counted("unit, state machine, simulation and datapath fixtures", &mut unit, &mut tally)?;
+
+    package_stage(filter, &mut tally);
 
     let mut e2e = sh::cmd("cargo", ["test", "-p", "pglb-tests", "--no-fail-fast", "--"]);
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -97,6 +100,60 @@ fn run_counted(name: &str, cmd: &mut Command, tally: &mut Tally) -> Result<()> {
         tally.runs_failed.push(format!("{name} ({status})"));
     }
     Ok(())
+}
+
+/// The Debian package: built with cargo-deb, its files listed, its unit verified, its binary run
+/// on its config in a scratch root. Each check counts as one test (a failed build fails the
+/// checks after it too); the checks whose names do not contain `filter` are not run.
+fn package_stage(filter: Option<&str>, tally: &mut Tally) {
+    const CHECKS: [&str; 4] = [
+        "package::builds",
+        "package::contents_list_binary_config_unit",
+        "package::systemd_analyze_verify_accepts_the_unit",
+        "package::packaged_binary_checks_packaged_config",
+    ];
+    let wanted: Vec<&str> = CHECKS.into_iter().filter(|c| filter.is_none_or(|f| c.contains(f))).collect();
+    if wanted.is_empty() {
+        return;
+    }
+    println!("\n=== test tier: debian package (cargo xtask package)");
+    let started = Instant::now();
+    let scratch = std::env::temp_dir().join(format!("pglb-package-test-{}", std::process::id()));
+    let root = scratch.join("root");
+    let mut report = |name: &str, result: Result<String>| {
+        if !wanted.contains(&name) {
+            return;
+        }
+        match result {
+            Ok(detail) => {
+                tally.passed += 1;
+                println!("test {name} ... ok{}", if detail.is_empty() { String::new() } else { format!(": {}", detail.trim()) });
+            }
+            Err(e) => {
+                tally.failed += 1;
+                println!("test {name} ... FAILED: {e:#}");
+            }
+        }
+    };
+    let deb = package::build();
+    let ready = deb.as_ref().map_err(|e| anyhow::anyhow!("{e:#}")).and_then(|deb| {
+        let _ = std::fs::remove_dir_all(&scratch);
+        std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+        package::extract(deb, &root)?;
+        Ok(deb.clone())
+    });
+    report(CHECKS[0], deb.as_ref().map(|d| d.display().to_string()).map_err(|e| anyhow::anyhow!("{e:#}")));
+    let contents = ready.as_ref().map_err(|e| anyhow::anyhow!("{e:#}")).and_then(|deb| {
+        let paths = package::contents(deb)?;
+        package::check_contents(&paths)?;
+        package::check_conffiles(deb, &scratch)?;
+        Ok(format!("{}, {} (conffile), {}", package::BINARY, package::CONFIG, package::UNIT))
+    });
+    report(CHECKS[1], contents);
+    report(CHECKS[2], ready.as_ref().map_err(|e| anyhow::anyhow!("{e:#}")).and_then(|_| package::verify_unit(&root).map(|_| String::new())));
+    report(CHECKS[3], ready.as_ref().map_err(|e| anyhow::anyhow!("{e:#}")).and_then(|_| package::check_config(&root)));
+    let _ = std::fs::remove_dir_all(&scratch);
+    println!("package stage: {:.0}s", started.elapsed().as_secs_f64());
 }
 
 /// Reads `N` in "ok. N passed; M failed; …" style summaries.

@@ -85,9 +85,14 @@ pub fn extract(deb: &Path, root: &Path) -> Result<()> {
 
 /// `systemd-analyze verify` on the extracted unit. Its ExecStart names /usr/bin/pglb, which is
 /// checked to exist, so the check runs with `--root` at the extracted tree: the unit and the
-/// binary it starts both come from the package.
+/// binary it starts both come from the package. Under `--root` the targets the unit depends on
+/// (sysinit.target, network-online.target, ...) are looked up in the tree too, so the host's
+/// unit files are copied in first, never over the package's own (`cp -n`).
 pub fn verify_unit(root: &Path) -> Result<String> {
     let unit = root.join(UNIT.trim_start_matches("./"));
+    let units = unit.parent().expect("the unit has a folder");
+    sh::run(sh::cmd("cp", ["-an", "/usr/lib/systemd/system/."]).arg(units))
+        .context("copying the host's unit files into the scratch root")?;
     let mut cmd = sh::cmd("systemd-analyze", ["verify", "--man=no"]);
     cmd.arg(format!("--root={}", root.display())).arg(&unit);
     let out = sh::capture(&mut cmd)?;

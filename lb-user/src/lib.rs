@@ -7,6 +7,7 @@ pub mod dataplane;
 pub mod failover;
 pub mod http;
 pub mod node;
+pub mod notify;
 pub mod probe;
 pub mod runtime;
 pub mod state;

@@ -4,6 +4,7 @@
 mod bench;
 mod drill;
 mod lab;
+mod package;
 mod run;
 mod setup;
 mod sh;
@@ -52,6 +53,8 @@ enum Command {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
+    /// Build the Debian package of pglb (cargo-deb, release build) and print its path.
+    Package,
     /// The network-namespace lab (DESIGN.md topology).
     Lab {
         #[command(subcommand)]
@@ -101,6 +104,7 @@ fn main() -> ExitCode {
         Command::Run => run::run().map(|()| ExitCode::SUCCESS),
         Command::Test { filter } => test::test(filter.as_deref()),
         Command::Drill { scenario, runs, json } => drill::drill(&scenario, runs, json.as_deref()).map(|()| ExitCode::SUCCESS),
+        Command::Package => package::package().map(|()| ExitCode::SUCCESS),
         Command::Bench { json } => bench::bench(json.as_deref()).map(|()| ExitCode::SUCCESS),
         Command::Lab { command } => match command {
             LabCommand::Up { fresh, keep_on_failure } => lab::up(fresh, keep_on_failure).map(|()| ExitCode::SUCCESS),

@@ -46,6 +46,9 @@ pub const LLVM_PREFIX: &str = "/usr/local/lib/pglb-llvm";
 /// The bpf-linker release that fits the pinned aya crates and nightly's LLVM 22.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
+/// The cargo-deb release `cargo xtask package` builds the Debian package with (Rust >= 1.85).
+const CARGO_DEB_VERSION: &str = "3.8.0";
+
 /// The PostgreSQL 15 server binaries the lab runs.
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
@@ -64,6 +67,9 @@ pub fn setup() -> Result<()> {
     if bpf_linker()? {
         done.push(format!("built bpf-linker {BPF_LINKER_VERSION} against nightly's LLVM"));
     }
+    if cargo_deb()? {
+        done.push(format!("installed cargo-deb {CARGO_DEB_VERSION}"));
+    }
     if bpffs()? {
         done.push("mounted bpffs at /sys/fs/bpf".to_owned());
     }
@@ -79,7 +85,7 @@ pub fn setup() -> Result<()> {
 
     let secs = started.elapsed().as_secs_f64();
     if done.is_empty() {
-        println!("setup: everything already in place (apt packages, promtool, nightly rust-src, bpf-linker, bpffs) [{secs:.1}s]");
+        println!("setup: everything already in place (apt packages, promtool, nightly rust-src, bpf-linker, cargo-deb, bpffs) [{secs:.1}s]");
     } else {
         for line in &done {
             println!("setup: {line}");
@@ -97,7 +103,7 @@ pub fn is_complete() -> bool {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    apt_ok && linker_ok && promtool_works() && rust_src_installed().unwrap_or(false) && bpffs_mounted()
+    apt_ok && linker_ok && promtool_works() && cargo_deb_installed() && rust_src_installed().unwrap_or(false) && bpffs_mounted()
 }
 
 /// promtool (package `prometheus`) answers `--version`.
@@ -107,6 +113,22 @@ fn promtool_works() -> bool {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false)
+}
+
+/// Whether `cargo deb` runs (`cargo xtask package` needs it).
+pub fn cargo_deb_installed() -> bool {
+    Command::new("cargo").args(["deb", "--version"]).output().map(|o| o.status.success()).unwrap_or(false)
+}
+
+/// Installs cargo-deb (the Debian package builder of `cargo xtask package`) unless it runs.
+fn cargo_deb() -> Result<bool> {
+    if cargo_deb_installed() {
+        return Ok(false);
+    }
+    println!("setup: building cargo-deb {CARGO_DEB_VERSION} (a few minutes)");
+    sh::run_inherit(&mut sh::cmd("cargo", ["install", "cargo-deb", "--version", CARGO_DEB_VERSION, "--locked"]))
+        .context("cargo install cargo-deb failed (see the output above)")?;
+    Ok(true)
 }
 
 fn missing_apt_packages() -> Result<Vec<&'static str>> {

@@ -4,7 +4,9 @@
 //! default members; tier 5 (network-namespace end-to-end with PostgreSQL) runs the `pglb-tests`
 //! crate one test at a time, since those tests share the lab. Between them, promtool checks the
 //! Prometheus alert rules and the example scrape config and runs the rules' unit tests
-//! (config/prometheus). The closing line counts every test of every run.
+//! (config/prometheus), and the package stage builds the Debian package and checks it (contents,
+//! unit, the packaged binary on the packaged config). The closing line counts every test of
+//! every run.
 
 use std::{
     fs,
@@ -15,7 +17,7 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-use crate::{lab, setup, sh};
+use crate::{lab, package, setup, sh};
 
 #[derive(Default)]
 struct Tally {
@@ -51,6 +53,7 @@ pub fn test(filter: Option<&str>) -> Result<ExitCode> {
     if filter.is_none_or(|f| PROMETHEUS_TIER.contains(f)) {
         prometheus_rules(&mut tally)?;
     }
+    package_stage(filter, &mut tally);
 
     let mut e2e = sh::cmd("cargo", ["test", "-p", "pglb-tests", "--no-fail-fast", "--"]);
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -188,6 +191,60 @@ impl PromtoolCounts {
             self.passed += 1;
         }
     }
+}
+
+/// The Debian package: built with cargo-deb, its files listed, its unit verified, its binary run
+/// on its config in a scratch root. Each check counts as one test (a failed build fails the
+/// checks after it too); the checks whose names do not contain `filter` are not run.
+fn package_stage(filter: Option<&str>, tally: &mut Tally) {
+    const CHECKS: [&str; 4] = [
+        "package::builds",
+        "package::contents_list_binary_config_unit",
+        "package::systemd_analyze_verify_accepts_the_unit",
+        "package::packaged_binary_checks_packaged_config",
+    ];
+    let wanted: Vec<&str> = CHECKS.into_iter().filter(|c| filter.is_none_or(|f| c.contains(f))).collect();
+    if wanted.is_empty() {
+        return;
+    }
+    println!("\n=== test tier: debian package (cargo xtask package)");
+    let started = Instant::now();
+    let scratch = std::env::temp_dir().join(format!("pglb-package-test-{}", std::process::id()));
+    let root = scratch.join("root");
+    let mut report = |name: &str, result: Result<String>| {
+        if !wanted.contains(&name) {
+            return;
+        }
+        match result {
+            Ok(detail) => {
+                tally.passed += 1;
+                println!("test {name} ... ok{}", if detail.is_empty() { String::new() } else { format!(": {}", detail.trim()) });
+            }
+            Err(e) => {
+                tally.failed += 1;
+                println!("test {name} ... FAILED: {e:#}");
+            }
+        }
+    };
+    let deb = package::build();
+    let ready = deb.as_ref().map_err(|e| anyhow::anyhow!("{e:#}")).and_then(|deb| {
+        let _ = std::fs::remove_dir_all(&scratch);
+        std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+        package::extract(deb, &root)?;
+        Ok(deb.clone())
+    });
+    report(CHECKS[0], deb.as_ref().map(|d| d.display().to_string()).map_err(|e| anyhow::anyhow!("{e:#}")));
+    let contents = ready.as_ref().map_err(|e| anyhow::anyhow!("{e:#}")).and_then(|deb| {
+        let paths = package::contents(deb)?;
+        package::check_contents(&paths)?;
+        package::check_conffiles(deb, &scratch)?;
+        Ok(format!("{}, {} (conffile), {}", package::BINARY, package::CONFIG, package::UNIT))
+    });
+    report(CHECKS[1], contents);
+    report(CHECKS[2], ready.as_ref().map_err(|e| anyhow::anyhow!("{e:#}")).and_then(|_| package::verify_unit(&root).map(|_| String::new())));
+    report(CHECKS[3], ready.as_ref().map_err(|e| anyhow::anyhow!("{e:#}")).and_then(|_| package::check_config(&root)));
+    let _ = std::fs::remove_dir_all(&scratch);
+    println!("package stage: {:.0}s", started.elapsed().as_secs_f64());
 }
 
 /// Reads `N` in "ok. N passed; M failed; …" style summaries.

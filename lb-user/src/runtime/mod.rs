@@ -269,7 +269,12 @@ pub async fn run(config: Config) -> Result<(), RuntimeError> {
     if let VipOwner::Static(_) = rt.vip {
         rt.feed(Event::VrrpRole { master: true });
     }
+    crate::notify::ready(&format!("instance {name}: data plane attached on {}, vip {}", spec.interface, spec.vip));
     let exit = rt.run_loop(inputs, signals, source).await;
+    crate::notify::stopping(match exit {
+        Exit::Stop => "stopping: releasing the VIP and the lease",
+        Exit::Restart => "restarting: the VIP stays here, XDP keeps forwarding",
+    });
     rt.stop(exit).await;
     let _ = std::fs::remove_file(&admin_path);
     Ok(())
@@ -278,8 +283,9 @@ pub async fn run(config: Config) -> Result<(), RuntimeError> {
 impl Runtime {
     async fn run_loop(&mut self, mut inputs: Inputs, mut signals: Signals, source: SnapshotSource) -> Exit {
         let lease = self.config.dataplane.lease;
-        // Renewed from this loop: a loop that stops turning lets the lease run out.
-        let mut renew = tokio::time::interval(lease / 5);
+        // Renewed from this loop: a loop that stops turning lets the lease run out, and stops
+        // systemd's watchdog pings (which restarts the daemon).
+        let mut renew = tokio::time::interval(crate::notify::loop_tick(lease / 5));
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sweep: Interval = tokio::time::interval(SWEEP_EVERY);
         loop {
@@ -308,6 +314,7 @@ impl Runtime {
                 Some(req) = inputs.admin.recv() => self.on_admin(req, &source),
                 () = sleep_until(deadline) => self.feed(Event::Tick),
                 _ = renew.tick() => {
+                    crate::notify::watchdog();
                     self.renew_lease();
                     self.measure_flood();
                 }

@@ -546,8 +546,9 @@ fn non_master_never_promotes_until_it_becomes_master() {
     assert!(actions.contains(&Action::Promote { node: PG2 }), "{actions:?}");
 }
 
-#[test]
-fn no_quorum_means_no_failover_until_a_peer_is_heard() {
+/// Three nodes (pg1 the primary, both standbys streaming from it), VRRP on with one peer
+/// (172.20.0.22, not heard yet), this instance the master, asynchronous replication.
+fn vrrp_master_of_three() -> H {
     let mut p = params(3);
     p.vrrp_enabled = true;
     p.synchronous_count = 0;
@@ -555,6 +556,12 @@ fn no_quorum_means_no_failover_until_a_peer_is_heard() {
     let mut h = H::new(p);
     h.ev(Event::VrrpRole { master: true });
     h.round(vec![primary(1, 1000), standby(1, 1000, Some(PG1)), standby(1, 1000, Some(PG1))]);
+    h
+}
+
+#[test]
+fn no_quorum_means_no_failover_until_a_peer_is_heard() {
+    let mut h = vrrp_master_of_three();
     // pg1 and pg3 gone: 1 (self) + pg2 = 2 of 5.
     let (actions, _) = split(crash_and_settle(&mut h, vec![standby(1, 1000, None), down()]));
     assert_eq!(
@@ -574,13 +581,7 @@ fn no_quorum_means_no_failover_until_a_peer_is_heard() {
 /// primary on the newest timeline routes it again.
 #[test]
 fn a_down_writer_nothing_follows_gets_writes_again_only_once_probed() {
-    let mut p = params(3);
-    p.vrrp_enabled = true;
-    p.synchronous_count = 0;
-    p.peers = vec![Ipv4Addr::new(172, 20, 0, 22)];
-    let mut h = H::new(p);
-    h.ev(Event::VrrpRole { master: true });
-    h.round(vec![primary(1, 1000), standby(1, 1000, Some(PG1)), standby(1, 1000, Some(PG1))]);
+    let mut h = vrrp_master_of_three();
     let (actions, logs) = split(crash_writer(&mut h, vec![standby(1, 1000, None), down()]));
     assert!(actions.contains(&Action::SetWriter { node: None }), "{actions:?}");
     assert_logged(&logs, "writes refused: the writer pg1 is down and no reachable standby streams from it");
@@ -596,13 +597,7 @@ fn a_down_writer_nothing_follows_gets_writes_again_only_once_probed() {
 /// the writer stays routed, so its clients' established connections are not reset.
 #[test]
 fn a_writer_down_while_nothing_else_answers_stays_routed() {
-    let mut p = params(3);
-    p.vrrp_enabled = true;
-    p.synchronous_count = 0;
-    p.peers = vec![Ipv4Addr::new(172, 20, 0, 22)];
-    let mut h = H::new(p);
-    h.ev(Event::VrrpRole { master: true });
-    h.round(vec![primary(1, 1000), standby(1, 1000, Some(PG1)), standby(1, 1000, Some(PG1))]);
+    let mut h = vrrp_master_of_three();
     let (actions, logs) = split(crash_writer(&mut h, vec![down(), down()]));
     assert!(!actions.iter().any(|a| matches!(a, Action::SetWriter { .. } | Action::Promote { .. })), "{actions:?}");
     assert!(!logs.iter().any(|l| l.contains("writes refused")), "{logs:?}");
@@ -617,13 +612,7 @@ fn a_writer_down_while_nothing_else_answers_stays_routed() {
 /// connection behind); once the flood is over, probe results count again.
 #[test]
 fn under_a_flood_the_master_keeps_the_vip_and_the_writer() {
-    let mut p = params(3);
-    p.vrrp_enabled = true;
-    p.synchronous_count = 0;
-    p.peers = vec![Ipv4Addr::new(172, 20, 0, 22)];
-    let mut h = H::new(p);
-    h.ev(Event::VrrpRole { master: true });
-    h.round(vec![primary(1, 1000), standby(1, 1000, Some(PG1)), standby(1, 1000, Some(PG1))]);
+    let mut h = vrrp_master_of_three();
     h.ev(Event::Flood { active: true });
     let mut actions = crash_writer(&mut h, vec![standby(1, 1000, None), down()]);
     for _ in 0..10 {

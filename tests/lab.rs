@@ -39,6 +39,15 @@ fn lab_replicates_through_slots_with_quorum_sync_and_down_removes_everything() {
         for expected in ["pg1", "primary", "pg2", "standby", "streaming from 172.20.0.10", "sync to pg2 quorum, pg3 quorum"] {
             assert!(status.contains(expected), "lab status lacks {expected:?}:\n{status}");
         }
+        // The client host needs no password setup: `lab exec client` gives psql and pgbench the
+        // app role's pgpass and the VIP's write port as libpq defaults.
+        let who = ok(&["lab", "exec", "client", "--", "/usr/lib/postgresql/15/bin/psql", "-XAt", "-c", "SELECT current_user, inet_server_addr()"]);
+        assert_eq!(who.trim(), "app|172.20.0.10", "psql on the client host with no options: the app role through VIP:3000 to pg1");
+        let script = std::env::temp_dir().join("pglb-e2e-select1.sql");
+        fs::write(&script, "SELECT 1;\n").expect("writing a pgbench script");
+        let bench = ok(&["lab", "exec", "client", "--", "/usr/lib/postgresql/15/bin/pgbench", "-n", "-t", "5", "-f", &script.display().to_string()]);
+        let _ = fs::remove_file(&script);
+        assert!(bench.contains("number of transactions actually processed: 5/5"), "pgbench on the client host with no options:\n{bench}");
         let secrets = fs::metadata(format!("{STATE_DIR}/secrets/app.password")).expect("app password file");
         assert_eq!(std::os::unix::fs::PermissionsExt::mode(&secrets.permissions()) & 0o777, 0o600);
     }

@@ -275,8 +275,30 @@ pub fn exec(host_name: &str, command: &[String]) -> Result<ExitCode> {
     let Some((program, args)) = command.split_first() else {
         bail!("`lab exec {host_name}` needs a command after `--`, e.g. `cargo xtask lab exec {host_name} -- ip addr`");
     };
-    let status = net::ns_cmd(&ns, program, args).status().with_context(|| format!("running {program} in {ns}"))?;
+    let mut cmd = net::ns_cmd(&ns, program, args);
+    if host_name == "client" {
+        // psql and pgbench on the client host connect with no setup: the app role's pgpass, and
+        // the VIP's write port, role and database as defaults (each left alone when the caller
+        // set it).
+        for (key, value) in client_pg_env() {
+            if std::env::var_os(key).is_none() {
+                cmd.env(key, value);
+            }
+        }
+    }
+    let status = cmd.status().with_context(|| format!("running {program} in {ns}"))?;
     Ok(exit_code(status))
+}
+
+/// The libpq environment `lab exec client` gives its command.
+fn client_pg_env() -> [(&'static str, String); 5] {
+    [
+        ("PGPASSFILE", client_pgpass().display().to_string()),
+        ("PGHOST", VIP.to_owned()),
+        ("PGPORT", WRITE_PORT.to_string()),
+        ("PGUSER", APP_USER.to_owned()),
+        ("PGDATABASE", APP_DB.to_owned()),
+    ]
 }
 
 fn exit_code(status: std::process::ExitStatus) -> ExitCode {
@@ -290,7 +312,8 @@ pub fn connect_help() -> String {
   cargo xtask lab psql                # psql as {APP_USER} to {VIP}:{WRITE_PORT} (the primary)
   cargo xtask lab psql --port {READ_PORT}    # the read port (standbys)
   cargo xtask lab psql --node {INITIAL_PRIMARY}      # straight to a node, bypassing the VIP
-  cargo xtask lab exec client -- CMD  # any command on the client host
+  cargo xtask lab exec client -- CMD  # any command on the client host, with PGPASSFILE, PGHOST={VIP},
+                                      # PGPORT={WRITE_PORT}, PGUSER={APP_USER}, PGDATABASE={APP_DB} set (pgbench, psql)
 JDBC:
   jdbc:postgresql://{VIP}:{WRITE_PORT}/{APP_DB}?user={APP_USER}
   jdbc:postgresql://{VIP}:{READ_PORT}/{APP_DB}?user={APP_USER}&readOnly=true

@@ -652,7 +652,7 @@ fn reset_stale_backend(ctx: &XdpContext, pkt: &Packet, fkey: &FlowKey, backend_i
 #[inline(always)]
 fn backend_packet(ctx: &XdpContext, pkt: &Packet, nkey: &NatKey, fkey: &FlowKey) -> Result<u32, u32> {
     let Some(flow) = FLOWS.get_ptr_mut(fkey) else {
-        // The forward entry was evicted or swept: drop the orphan and let the kernel RST it.
+        // The forward entry was swept or removed: drop the orphan and let the kernel RST it.
         let _ = NAT.remove(nkey);
         return Ok(PASS_NOT_VIP);
     };

@@ -45,10 +45,13 @@ enum Command {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
-    /// pgbench direct, through pglb and through HAProxy, alternated over rounds; throughput ÷
-    /// direct paired by round (median and range), failed transactions per run; plus XDP
-    /// ns/packet.
+    /// pgbench direct, routed through lb1 (the one-arm limit), through pglb and through HAProxy,
+    /// alternated over rounds; throughput ÷ direct and ÷ routed hop paired by round (median and
+    /// range), failed transactions per run; plus XDP ns/packet.
     Bench {
+        /// Rounds over which the targets alternate.
+        #[arg(long, default_value_t = bench::DEFAULT_ROUNDS)]
+        rounds: usize,
         /// Also write the results as JSON to this file.
         #[arg(long)]
         json: Option<std::path::PathBuf>,
@@ -105,7 +108,7 @@ fn main() -> ExitCode {
         Command::Test { filter } => test::test(filter.as_deref()),
         Command::Drill { scenario, runs, json } => drill::drill(&scenario, runs, json.as_deref()).map(|()| ExitCode::SUCCESS),
         Command::Package => package::package().map(|()| ExitCode::SUCCESS),
-        Command::Bench { json } => bench::bench(json.as_deref()).map(|()| ExitCode::SUCCESS),
+        Command::Bench { rounds, json } => bench::bench(rounds, json.as_deref()).map(|()| ExitCode::SUCCESS),
         Command::Lab { command } => match command {
             LabCommand::Up { fresh, keep_on_failure } => lab::up(fresh, keep_on_failure).map(|()| ExitCode::SUCCESS),
             LabCommand::Down => lab::down().map(|()| ExitCode::SUCCESS),

@@ -415,7 +415,10 @@ impl RoutedHop {
     fn install() -> Result<RoutedHop> {
         let mut hop = RoutedHop { sysctls: Vec::new() };
         for (ns, key, value) in [
-            (ROUTER_NS, "net.ipv4.ip_forward", "1"),
+            // Not net.ipv4.ip_forward: writing it rewrites every interface's forwarding flag, and
+            // putting it back to 0 would turn off eth0's, which pglb's XDP program needs (its FIB
+            // lookups answer "forwarding disabled" without it).
+            (ROUTER_NS, "net.ipv4.conf.eth0.forwarding", "1"),
             (ROUTER_NS, "net.ipv4.conf.all.send_redirects", "0"),
             (ROUTER_NS, "net.ipv4.conf.eth0.send_redirects", "0"),
             ("pgha-client", "net.ipv4.conf.all.accept_redirects", "0"),

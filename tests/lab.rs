@@ -1,10 +1,65 @@
 //! The lab itself: replication, idempotent up/down, cleanup after an interrupted up, bad input.
 
-use std::{fs, time::Duration};
+use std::{fs, os::unix::fs::PermissionsExt as _, path::Path, time::Duration};
 
 use pglb_tests::{
-    Lab, STATE_DIR, app_sql, assert_lab_gone, assert_root, ok, run, stderr, stdout, superuser_sql, wait_until, xtask,
+    Lab, STATE_DIR, app_sql, assert_lab_gone, assert_root, lb_config, lb_root, ok, pglb_bin, pglb_pids, run, stderr, stdout,
+    superuser_sql, wait_until, xtask,
 };
+
+/// A file's permission bits.
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode() & 0o7777
+}
+
+#[test]
+fn lab_installs_pglb_in_the_deploy_guide_layout() {
+    let _lab = Lab::up();
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent");
+    for (lb, source) in [("lb1", "config/lab.toml"), ("lb2", "config/lab-lb2.toml")] {
+        let root = lb_root(lb);
+        // docs/DEPLOY.md (vagrant/provision/lb.sh): /etc/pglb 0755 with the config 0644 and the
+        // secrets 0600; the unit's StateDirectory /var/lib/pglb 0750.
+        assert_eq!(lb_config(lb), root.join("etc/pglb/pglb.toml"));
+        assert_eq!(mode(&root.join("etc/pglb")), 0o755, "{lb}: etc/pglb");
+        assert_eq!(mode(&lb_config(lb)), 0o644, "{lb}: pglb.toml");
+        for secret in ["pglb.password", "replicator.password"] {
+            assert_eq!(mode(&root.join("etc/pglb").join(secret)), 0o600, "{lb}: {secret}");
+        }
+        assert_eq!(mode(&root.join("var/lib/pglb")), 0o750, "{lb}: var/lib/pglb");
+        assert!(!root.join("etc/pglb/pglb.toml.new").exists(), "{lb}: the staged config is moved into place");
+        assert_eq!(
+            fs::read_to_string(lb_config(lb)).expect("the installed config"),
+            fs::read_to_string(workspace.join(source)).expect("the repository's config"),
+            "{lb}: the installed config is the repository's {source}"
+        );
+        // The running pglb reads the installed config, not the repository's.
+        let pids = pglb_pids(lb);
+        assert_eq!(pids.len(), 1, "{lb}: one pglb");
+        let cmdline = fs::read_to_string(format!("/proc/{}/cmdline", pids[0])).expect("pglb's cmdline").replace('\0', " ");
+        assert!(cmdline.contains(&format!("run --config {}", lb_config(lb).display())), "{lb}: {cmdline}");
+        // Its state file is where the config says: <root>/var/lib/pglb/<name>/state.json.
+        let state = root.join(format!("var/lib/pglb/{lb}/state.json"));
+        wait_until(Duration::from_secs(10), &format!("{lb}'s state file {}", state.display()), || {
+            fs::read_to_string(&state).is_ok_and(|s| s.contains("\"version\": 1") || s.contains("\"version\":1"))
+        });
+        // The operator's commands work against the installed config.
+        let out = std::process::Command::new(pglb_bin())
+            .args(["check", "--config"])
+            .arg(lb_config(lb))
+            .env("PGLB_LOG", "warn")
+            .output()
+            .expect("pglb check");
+        assert!(out.status.success(), "{lb}: pglb check: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let status = std::process::Command::new(pglb_bin())
+        .args(["status", "--json", "--config"])
+        .arg(lb_config("lb1"))
+        .output()
+        .expect("pglb status");
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success() && text.contains("pglb.status/1") && text.contains("\"pg1\""), "pglb status --json: {text}");
+}
 
 #[test]
 fn lab_replicates_through_slots_with_quorum_sync_and_down_removes_everything() {

@@ -182,13 +182,15 @@ pub fn pglb_bin() -> PathBuf {
     PathBuf::from(std::env::var_os("PGLB_BIN").expect("PGLB_BIN is not set: run the end-to-end tests with `cargo xtask test`"))
 }
 
-/// The config a load balancer runs with: config/lab.toml for lb1, config/lab-HOST.toml else.
+/// The config a load balancer runs with, as the lab installed it in docs/DEPLOY.md's layout
+/// (from config/lab.toml for lb1, config/lab-HOST.toml else).
 pub fn lb_config(host: &str) -> PathBuf {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent");
-    match host {
-        "lb1" => workspace.join("config/lab.toml"),
-        other => workspace.join(format!("config/lab-{other}.toml")),
-    }
+    lb_root(host).join("etc/pglb/pglb.toml")
+}
+
+/// A load balancer's stand-in for `/`: `etc/pglb` and `var/lib/pglb` as on a real host.
+pub fn lb_root(host: &str) -> PathBuf {
+    Path::new(STATE_DIR).join(host).join("root")
 }
 
 /// pglb's log on a load balancer (everything so far).

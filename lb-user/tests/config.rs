@@ -669,10 +669,15 @@ fn shipped_configs_parse_and_validate() {
     assert_eq!(lb2.vrrp.as_ref().unwrap().peers, [lb1.dataplane.address.addr]);
     assert_eq!(lb1.vrrp.as_ref().unwrap().vrid, lb2.vrrp.as_ref().unwrap().vrid);
 
-    // The lab's password files live in the lab state folder.
-    let text = std::fs::read_to_string(repo_file("config/lab.toml")).unwrap();
-    assert!(text.contains("/run/pglb-lab/secrets/pglb.password"));
-    assert!(text.contains("/run/pglb-lab/secrets/replicator.password"));
+    // The lab installs each load balancer in docs/DEPLOY.md's layout under its own root:
+    // <root>/etc/pglb for the secrets, <root>/var/lib/pglb/<name> for the state.
+    for (rel, name, c) in [("config/lab.toml", "lb1", &lb1), ("config/lab-lb2.toml", "lb2", &lb2)] {
+        let root = format!("/run/pglb-lab/{name}/root");
+        let text = std::fs::read_to_string(repo_file(rel)).unwrap();
+        assert!(text.contains(&format!("password_file = \"{root}/etc/pglb/pglb.password\"")), "{rel}");
+        assert!(text.contains(&format!("password_file = \"{root}/etc/pglb/replicator.password\"")), "{rel}");
+        assert_eq!(c.state_dir(), Path::new(&format!("{root}/var/lib/pglb/{name}")), "{rel}");
+    }
 }
 
 #[test]

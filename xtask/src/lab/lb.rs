@@ -1,5 +1,11 @@
 //! pglb on the lab's load balancers: lb1 with `config/lab.toml`, lb2 with `config/lab-lb2.toml`.
 //!
+//! Each load balancer gets the layout docs/DEPLOY.md installs on a real host, under its own
+//! root folder (`/run/pglb-lab/<lb>/root`): the config at `etc/pglb/pglb.toml` (0644), the
+//! probe and replication passwords beside it (0600), the state under `var/lib/pglb/<lb>` (0750,
+//! the unit's `StateDirectory`). `lab up` installs them as `vagrant/provision/lb.sh` does —
+//! copy, `pglb check`, then start — and pglb runs with `--config <root>/etc/pglb/pglb.toml`.
+//!
 //! pglb is started with `nsenter --net` rather than `ip netns exec`: the latter mounts a fresh
 //! sysfs, which hides the root bpffs at /sys/fs/bpf where pglb pins its maps and XDP link.
 
@@ -42,10 +48,82 @@ pub fn pglb_binary() -> Result<PathBuf> {
     Ok(target.join("debug/pglb"))
 }
 
-/// The config file of a load balancer host.
-pub fn config_path(lb: &Host) -> PathBuf {
+/// The config file in the repository a load balancer host is installed from.
+pub fn source_config(lb: &Host) -> PathBuf {
     let file = if lb.name == "lb1" { "lab.toml".to_owned() } else { format!("lab-{}.toml", lb.name) };
     workspace().join("config").join(file)
+}
+
+/// The load balancer's stand-in for `/`: its `etc/pglb` and `var/lib/pglb`.
+pub fn root(lb: &Host) -> PathBuf {
+    lb.dir().join("root")
+}
+
+/// The installed config pglb runs with: `<root>/etc/pglb/pglb.toml`.
+pub fn config_path(lb: &Host) -> PathBuf {
+    root(lb).join("etc/pglb/pglb.toml")
+}
+
+/// The secrets a load balancer needs, as (lab secret role, installed file name).
+const LB_SECRETS: [(&str, &str); 2] = [("pglb", "pglb.password"), ("replicator", "replicator.password")];
+
+/// Installs a load balancer as docs/DEPLOY.md does on a real host (vagrant/provision/lb.sh):
+/// `etc/pglb` with the secrets (0600) and the config (0644, written aside, checked with
+/// `pglb check`, then moved into place), and the state folder `var/lib/pglb` (0750). The config
+/// must point at these files: a config naming anything outside the host's root is refused.
+pub fn install(lb: &Host, pglb: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let root = root(lb);
+    let etc = root.join("etc/pglb");
+    let state = root.join("var/lib/pglb");
+    for (dir, mode) in [(&etc, 0o755), (&state, 0o750)] {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode))?;
+    }
+    for (role, file) in LB_SECRETS {
+        let to = etc.join(file);
+        let secret = super::postgres::read_secret(role)?;
+        fs::write(&to, secret + "\n").with_context(|| format!("writing {}", to.display()))?;
+        fs::set_permissions(&to, fs::Permissions::from_mode(0o600))?;
+    }
+    let source = source_config(lb);
+    let text = fs::read_to_string(&source).with_context(|| format!("reading {}", source.display()))?;
+    check_layout(&text, &root).with_context(|| format!("{} does not follow the install layout", source.display()))?;
+    let config = config_path(lb);
+    let staged = config.with_extension("toml.new");
+    fs::write(&staged, &text).with_context(|| format!("writing {}", staged.display()))?;
+    fs::set_permissions(&staged, fs::Permissions::from_mode(0o644))?;
+    let staged_str = staged.to_str().context("a UTF-8 path")?;
+    let mut check = sh::cmd(pglb.to_str().context("a UTF-8 path")?, ["check", "--config", staged_str]);
+    check.env("PGLB_LOG", "warn");
+    sh::run(&mut check).with_context(|| format!("pglb check --config {staged_str}"))?;
+    fs::rename(&staged, &config).with_context(|| format!("moving {} into place", staged.display()))?;
+    Ok(())
+}
+
+/// The lab config's own files (`state_dir`, `password_file`s) must be under the host's root, the
+/// way the guide's config names `/etc/pglb/…` and `/var/lib/pglb/…`: otherwise the lab would
+/// quietly test some other layout.
+fn check_layout(config: &str, root: &Path) -> Result<()> {
+    let root = root.to_str().context("a UTF-8 path")?;
+    let mut seen = 0;
+    for line in config.lines().map(str::trim).filter(|l| !l.starts_with('#')) {
+        let Some((key, value)) = line.split_once('=') else { continue };
+        let key = key.trim();
+        if !(key == "state_dir" || key.ends_with("password_file")) {
+            continue;
+        }
+        let value = value.trim().trim_matches('"');
+        let want = if key == "state_dir" { format!("{root}/var/lib/pglb/") } else { format!("{root}/etc/pglb/") };
+        if !value.starts_with(&want) {
+            bail!("{key} = {value:?} is not under {want}");
+        }
+        seen += 1;
+    }
+    if seen < 3 {
+        bail!("expected state_dir and the probe and replication password_file keys, found {seen} of them");
+    }
+    Ok(())
 }
 
 pub fn log_path(lb: &Host) -> PathBuf {
@@ -94,6 +172,7 @@ pub fn vip_answers(port: u16) -> Result<bool> {
 pub fn start_all(pglb: &Path) -> Result<()> {
     link_binary(pglb)?;
     for lb in super::topology::HOSTS.iter().filter(|h| h.kind == super::topology::Kind::LoadBalancer) {
+        install(lb, pglb).with_context(|| format!("installing pglb on {}", lb.name))?;
         start(lb, pglb)?;
     }
     let lb1 = host("lb1")?;

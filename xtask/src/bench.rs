@@ -120,7 +120,7 @@ impl Target {
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 struct Workload {
     key: &'static str,
     name: &'static str,
@@ -165,11 +165,28 @@ struct Series {
     runs: Vec<Run>,
 }
 
-pub fn bench(rounds: usize, json: Option<&Path>) -> Result<()> {
+/// The workloads `--workload` names (all when none is named); an unknown name is an error.
+fn chosen_workloads(names: &[String]) -> Result<Vec<Workload>> {
+    if names.is_empty() {
+        return Ok(WORKLOADS.to_vec());
+    }
+    names
+        .iter()
+        .map(|n| {
+            WORKLOADS.iter().copied().find(|w| w.key == n.as_str()).with_context(|| {
+                let known: Vec<&str> = WORKLOADS.iter().map(|w| w.key).collect();
+                format!("unknown workload {n:?}: known are {}", known.join(", "))
+            })
+        })
+        .collect()
+}
+
+pub fn bench(rounds: usize, workloads: &[String], json: Option<&Path>) -> Result<()> {
     sh::require_root("bench")?;
     if rounds == 0 {
         bail!("--rounds must be at least 1");
     }
+    let workloads = chosen_workloads(workloads)?;
     let seconds: u64 = match std::env::var("PGLB_BENCH_SECONDS") {
         Ok(s) => s.parse().with_context(|| format!("PGLB_BENCH_SECONDS={s} is not a whole number of seconds"))?,
         Err(_) => 10,
@@ -187,12 +204,12 @@ pub fn bench(rounds: usize, json: Option<&Path>) -> Result<()> {
     init_tables()?;
     let haproxy = Haproxy::start()?;
     let started = Instant::now();
-    let mut results: Vec<Series> = WORKLOADS
+    let mut results: Vec<Series> = workloads
         .iter()
         .flat_map(|w| Target::ALL.iter().map(move |t| Series { workload: *w, target: *t, runs: Vec::new() }))
         .collect();
     for round in 1..=rounds {
-        for w in &WORKLOADS {
+        for w in &workloads {
             for k in 0..Target::ALL.len() {
                 let target = Target::ALL[(k + round - 1) % Target::ALL.len()];
                 let run = pgbench(target, w, seconds, round)
@@ -762,6 +779,15 @@ mod tests {
         assert!(headline.contains("haproxy ÷ direct 0.600 (0.600–0.600)"), "{headline}");
         let table = render_table(&summaries, 10, 2);
         assert!(table.contains("| routed via lb1 | 600 | 800 / 400 | 0.800 / 0.800 | 0.800 (0.800–0.800) | – | – |"), "{table}");
+    }
+
+    #[test]
+    fn workloads_are_chosen_by_key() {
+        assert_eq!(chosen_workloads(&[]).expect("all").len(), WORKLOADS.len());
+        let one = chosen_workloads(&["select_only".to_owned()]).expect("known");
+        assert_eq!(one.iter().map(|w| w.key).collect::<Vec<_>>(), ["select_only"]);
+        let err = chosen_workloads(&["selectonly".to_owned()]).expect_err("unknown").to_string();
+        assert!(err.contains("unknown workload \"selectonly\"") && err.contains("select_only, select_only_connect, tpcb_like"), "{err}");
     }
 
     #[test]

@@ -52,6 +52,9 @@ enum Command {
         /// Rounds over which the targets alternate.
         #[arg(long, default_value_t = bench::DEFAULT_ROUNDS)]
         rounds: usize,
+        /// Only this workload (repeatable): select_only, select_only_connect, tpcb_like.
+        #[arg(long = "workload")]
+        workloads: Vec<String>,
         /// Also write the results as JSON to this file.
         #[arg(long)]
         json: Option<std::path::PathBuf>,
@@ -108,7 +111,7 @@ fn main() -> ExitCode {
         Command::Test { filter } => test::test(filter.as_deref()),
         Command::Drill { scenario, runs, json } => drill::drill(&scenario, runs, json.as_deref()).map(|()| ExitCode::SUCCESS),
         Command::Package => package::package().map(|()| ExitCode::SUCCESS),
-        Command::Bench { rounds, json } => bench::bench(rounds, json.as_deref()).map(|()| ExitCode::SUCCESS),
+        Command::Bench { rounds, workloads, json } => bench::bench(rounds, &workloads, json.as_deref()).map(|()| ExitCode::SUCCESS),
         Command::Lab { command } => match command {
             LabCommand::Up { fresh, keep_on_failure } => lab::up(fresh, keep_on_failure).map(|()| ExitCode::SUCCESS),
             LabCommand::Down => lab::down().map(|()| ExitCode::SUCCESS),

@@ -9,6 +9,7 @@
 //! [`port_to_map`] and [`port_from_map`] to convert.
 #![no_std]
 
+pub mod agent;
 pub mod csum;
 pub mod hash;
 pub mod maglev;

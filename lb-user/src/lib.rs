@@ -2,6 +2,7 @@
 //! data plane's maps, owns the VIP and serves metrics.
 
 pub mod admin;
+pub mod agent;
 pub mod config;
 pub mod dataplane;
 pub mod failover;
@@ -16,6 +17,9 @@ pub mod vip;
 
 /// The compiled XDP object (lb-ebpf), embedded at build time by `build.rs`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));
+/// The compiled agent object (lb-ebpf `src/agent.rs`, the cgroup `connect4` program), embedded at
+/// build time by `build.rs`.
+pub static AGENT_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-agent-ebpf"));
 
 /// An error and its whole `source()` chain on one line, `outer: inner: innermost`. Errors in
 /// this crate keep their cause out of their own message and in a `#[source]` field, so this is

@@ -2,6 +2,7 @@
 //! Shared here: the default config path, reading a config, the async runtime, logging, and
 //! requests to a running daemon over its admin socket.
 
+mod agent;
 mod check;
 mod map;
 mod node;
@@ -40,6 +41,8 @@ enum Command {
         #[command(subcommand)]
         command: map::Command,
     },
+    /// On an application host: rewrite connects to the VIP straight to the writer or a reader.
+    Agent(agent::Args),
     /// On a PostgreSQL host: make or re-make a standby.
     Node {
         #[command(subcommand)]
@@ -51,6 +54,7 @@ enum Command {
 pub fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Agent(args) => agent::run(args),
         Command::Check(args) => check::run(args),
         Command::Status(args) => status::run(args),
         Command::Switchover(args) => switchover::run(args),

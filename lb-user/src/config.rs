@@ -71,6 +71,29 @@ pub struct Config {
     pub vrrp: Option<VrrpConfig>,
     #[serde(default)]
     pub http: HttpConfig,
+    /// Absent: no agent channel (`pglb agent` hosts cannot learn the routing from here).
+    #[serde(default)]
+    pub agent: Option<AgentChannelConfig>,
+}
+
+/// `[agent]`: the authenticated UDP channel `pglb agent` on application hosts learns the routing
+/// from (`crate::agent::publisher`). Only the VRRP master's answers route; a backup answers as
+/// a backup.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentChannelConfig {
+    /// UDP port agents send their subscribes to, on every address of the load balancer.
+    pub listen_port: u16,
+    /// The key shared with the agents (HMAC-SHA256), at least 16 bytes; the file must not be
+    /// readable by group or others.
+    pub key_file: PathBuf,
+    /// How long a subscribe keeps an agent in the push list. Default 5s (agents re-subscribe
+    /// every 250 ms by default).
+    #[serde(default = "defaults::subscriber_ttl", with = "humantime_serde")]
+    pub subscriber_ttl: Duration,
+    /// Filled in by [`Config::load`] from `key_file`.
+    #[serde(skip)]
+    pub key: Option<crate::agent::proto::Key>,
 }
 
 /// `[instance]`
@@ -442,6 +465,10 @@ mod defaults {
     pub fn track_weight() -> u8 {
         60
     }
+    pub fn subscriber_ttl() -> Duration {
+        Duration::from_secs(5)
+    }
+
     pub fn http_listen() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 8404))
     }
@@ -635,6 +662,10 @@ pub enum ConfigError {
     DuplicatePeer { peer: Ipv4Addr },
     #[error("[vrrp] peer {peer} is this load balancer's own address or the vip")]
     PeerIsSelf { peer: Ipv4Addr },
+    #[error("[agent] listen_port {port}: {what}")]
+    AgentPort { port: u16, what: &'static str },
+    #[error(transparent)]
+    AgentKey(#[from] crate::agent::proto::KeyError),
     #[error("[http] listen {listen} is not loopback, so stats_user and stats_password_file (or stats_password_env) are required")]
     StatsCredentialsMissing { listen: SocketAddr },
 }
@@ -687,6 +718,9 @@ impl Config {
             self.validate_vrrp(vrrp)?;
         }
         self.validate_http()?;
+        if let Some(agent) = &self.agent {
+            self.validate_agent(agent)?;
+        }
         Ok(())
     }
 
@@ -887,6 +921,19 @@ impl Config {
         Ok(())
     }
 
+    fn validate_agent(&self, a: &AgentChannelConfig) -> Result<(), ConfigError> {
+        if a.listen_port == 0 {
+            return Err(ConfigError::AgentPort { port: 0, what: "0 is not a port" });
+        }
+        if self.vrrp.as_ref().is_some_and(|v| v.report_port == a.listen_port) {
+            return Err(ConfigError::AgentPort { port: a.listen_port, what: "it is [vrrp] report_port" });
+        }
+        if a.key_file.as_os_str().is_empty() {
+            return Err(ConfigError::EmptyValue { section: "agent", key: "key_file" });
+        }
+        check_duration("[agent] subscriber_ttl", a.subscriber_ttl, Duration::from_secs(1), LONG_TIMEOUT_MAX)
+    }
+
     fn validate_http(&self) -> Result<(), ConfigError> {
         let h = &self.http;
         let has_password = h.stats_password_file.is_some() || h.stats_password_env.is_some();
@@ -908,6 +955,9 @@ impl Config {
         let h = &self.http;
         if h.stats_password_file.is_some() || h.stats_password_env.is_some() {
             self.http.stats_password = Some(read_secret("http", &h.stats_password_file, &h.stats_password_env, &env)?);
+        }
+        if let Some(a) = &mut self.agent {
+            a.key = Some(crate::agent::proto::Key::from_file(&a.key_file)?);
         }
         Ok(())
     }

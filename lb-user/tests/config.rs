@@ -494,6 +494,32 @@ fn bad_configs_are_rejected_with_the_right_variant() {
             |e| matches!(e, ConfigError::VrrpReportPort),
         ),
         (
+            "agent port 0",
+            Box::new(|t| {
+                section(t, "agent").insert("listen_port".into(), Value::Integer(0));
+                section(t, "agent").insert("key_file".into(), s("/k"));
+            }),
+            |e| matches!(e, ConfigError::AgentPort { port: 0, .. }),
+        ),
+        (
+            "agent port is the report port",
+            Box::new(|t| {
+                vrrp(t);
+                section(t, "agent").insert("listen_port".into(), Value::Integer(3002));
+                section(t, "agent").insert("key_file".into(), s("/k"));
+            }),
+            |e| matches!(e, ConfigError::AgentPort { port: 3002, .. }),
+        ),
+        (
+            "agent subscriber ttl too short",
+            Box::new(|t| {
+                section(t, "agent").insert("listen_port".into(), Value::Integer(3003));
+                section(t, "agent").insert("key_file".into(), s("/k"));
+                section(t, "agent").insert("subscriber_ttl".into(), s("10ms"));
+            }),
+            |e| matches!(e, ConfigError::DurationOutOfRange { key: "[agent] subscriber_ttl", .. }),
+        ),
+        (
             "peer twice",
             Box::new(|t| {
                 vrrp(t).insert("peers".into(), Value::Array(vec![s("172.20.0.22"), s("172.20.0.22")]));
@@ -635,6 +661,11 @@ fn load_shipped(rel: &str, dir: &TempDir) -> Config {
     let repl = dir.write("replicator.password", "repl-secret\r\n");
     section(&mut table, "probe").insert("password_file".into(), s(probe.to_str().unwrap()));
     section(&mut table, "replication").insert("password_file".into(), s(repl.to_str().unwrap()));
+    if table.contains_key("agent") {
+        let key = dir.write("agent.key", "0123456789abcdef0123\n");
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        section(&mut table, "agent").insert("key_file".into(), s(key.to_str().unwrap()));
+    }
     let path = dir.write(&rel.replace('/', "_"), &toml::to_string(&table).unwrap());
     // The shipped file itself must parse and validate (secrets aside).
     Config::parse(&text, &repo_file(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
@@ -669,6 +700,12 @@ fn shipped_configs_parse_and_validate() {
     assert_eq!(lb2.vrrp.as_ref().unwrap().peers, [lb1.dataplane.address.addr]);
     assert_eq!(lb1.vrrp.as_ref().unwrap().vrid, lb2.vrrp.as_ref().unwrap().vrid);
 
+    for c in [&lb1, &lb2] {
+        let a = c.agent.as_ref().expect("the lab serves the agent channel");
+        assert_eq!((a.listen_port, a.subscriber_ttl), (3003, Duration::from_secs(5)), "[agent] port and default ttl");
+        assert!(a.key.is_some(), "the agent key is read at load");
+    }
+
     // The lab installs each load balancer in docs/DEPLOY.md's layout under its own root:
     // <root>/etc/pglb for the secrets, <root>/var/lib/pglb/<name> for the state.
     for (rel, name, c) in [("config/lab.toml", "lb1", &lb1), ("config/lab-lb2.toml", "lb2", &lb2)] {
@@ -677,6 +714,7 @@ fn shipped_configs_parse_and_validate() {
         assert!(text.contains(&format!("password_file = \"{root}/etc/pglb/pglb.password\"")), "{rel}");
         assert!(text.contains(&format!("password_file = \"{root}/etc/pglb/replicator.password\"")), "{rel}");
         assert_eq!(c.state_dir(), Path::new(&format!("{root}/var/lib/pglb/{name}")), "{rel}");
+        assert!(text.contains(&format!("key_file = \"{root}/etc/pglb/agent.key\"")), "{rel}");
     }
 }
 

@@ -19,6 +19,8 @@
 //!  admin socket ─request─┤   (Machine)        ├─ executor: promote, re-point, demote, rejoin
 //!  deadline, lease tick ─┘        │           └─ replies to operators, logs, counts
 //!                                 └──► watch<Published> ──► snapshots for status, /metrics
+//!                                                       └─► agent channel ([agent]: routing to
+//!                                                           `pglb agent` hosts, pushed on change)
 //! ```
 
 pub mod executor;
@@ -88,6 +90,12 @@ pub enum RuntimeError {
     },
     #[error("cannot bind the peer report socket on UDP port {port} ([vrrp] report_port)")]
     ReportBind {
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot bind the agent channel on UDP port {port} ([agent] listen_port)")]
+    AgentBind {
         port: u16,
         #[source]
         source: std::io::Error,
@@ -226,6 +234,14 @@ pub async fn run(config: Config) -> Result<(), RuntimeError> {
         latency: vec![Histogram::default(); config.nodes.len()],
         now: Duration::ZERO,
     });
+    if let Some(a) = &config.agent {
+        let port = a.listen_port;
+        let socket = tokio::net::UdpSocket::bind(("0.0.0.0", port)).await.map_err(|source| RuntimeError::AgentBind { port, source })?;
+        let key = a.key.clone().expect("Config::load read the agent key");
+        let nodes = config.nodes.iter().map(|n| (n.name.clone(), n.addr(), n.read_weight)).collect();
+        tokio::spawn(crate::agent::publisher::serve(socket, key, name.clone(), nodes, a.subscriber_ttl, published_rx.clone()));
+        info!(port, "agent channel: serving subscribes; routing pushed on every change");
+    }
     let source = SnapshotSource::new(&config, published_rx, Arc::clone(&pinned), vip_view);
     let listener = http::bind(config.http.listen).await?;
     let auth = match (&config.http.stats_user, &config.http.stats_password) {

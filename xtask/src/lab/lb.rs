@@ -64,8 +64,9 @@ pub fn config_path(lb: &Host) -> PathBuf {
     root(lb).join("etc/pglb/pglb.toml")
 }
 
-/// The secrets a load balancer needs, as (lab secret role, installed file name).
-const LB_SECRETS: [(&str, &str); 2] = [("pglb", "pglb.password"), ("replicator", "replicator.password")];
+/// The secrets a load balancer needs, as (file in the lab's secrets folder, installed name).
+const LB_SECRETS: [(&str, &str); 3] =
+    [("pglb.password", "pglb.password"), ("replicator.password", "replicator.password"), ("agent.key", "agent.key")];
 
 /// Installs a load balancer as docs/DEPLOY.md does on a real host (vagrant/provision/lb.sh):
 /// `etc/pglb` with the secrets (0600) and the config (0644, written aside, checked with
@@ -80,10 +81,10 @@ pub fn install(lb: &Host, pglb: &Path) -> Result<()> {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         fs::set_permissions(dir, fs::Permissions::from_mode(mode))?;
     }
-    for (role, file) in LB_SECRETS {
+    for (from, file) in LB_SECRETS {
+        let from = super::topology::secrets_dir().join(from);
         let to = etc.join(file);
-        let secret = super::postgres::read_secret(role)?;
-        fs::write(&to, secret + "\n").with_context(|| format!("writing {}", to.display()))?;
+        fs::copy(&from, &to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
         fs::set_permissions(&to, fs::Permissions::from_mode(0o600))?;
     }
     let source = source_config(lb);
@@ -101,7 +102,7 @@ pub fn install(lb: &Host, pglb: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The lab config's own files (`state_dir`, `password_file`s) must be under the host's root, the
+/// The lab config's own files (`state_dir`, `password_file`s, `key_file`) must be under the host's root, the
 /// way the guide's config names `/etc/pglb/…` and `/var/lib/pglb/…`: otherwise the lab would
 /// quietly test some other layout.
 fn check_layout(config: &str, root: &Path) -> Result<()> {
@@ -110,7 +111,7 @@ fn check_layout(config: &str, root: &Path) -> Result<()> {
     for line in config.lines().map(str::trim).filter(|l| !l.starts_with('#')) {
         let Some((key, value)) = line.split_once('=') else { continue };
         let key = key.trim();
-        if !(key == "state_dir" || key.ends_with("password_file")) {
+        if !(key == "state_dir" || key.ends_with("password_file") || key == "key_file") {
             continue;
         }
         let value = value.trim().trim_matches('"');
@@ -120,8 +121,8 @@ fn check_layout(config: &str, root: &Path) -> Result<()> {
         }
         seen += 1;
     }
-    if seen < 3 {
-        bail!("expected state_dir and the probe and replication password_file keys, found {seen} of them");
+    if seen < 4 {
+        bail!("expected state_dir, the probe and replication password_file keys and the agent key_file, found {seen} of them");
     }
     Ok(())
 }

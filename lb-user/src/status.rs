@@ -431,7 +431,7 @@ pub fn render_html(s: &Snapshot) -> String {
 <title>pglb {inst}</title><style>body{{font-family:sans-serif;font-size:13px}}table{{border-collapse:collapse}}\
 td,th{{border:1px solid #999;padding:2px 8px;text-align:right}}th{{background:#446;color:#fff}}\
 td.l{{text-align:left}}tr.up td{{background:#cfc}}tr.down td{{background:#fcc}}tr.fenced td{{background:#fc9}}tr.master td{{background:#cdf}}\
-h3{{margin:14px 0 4px}}</style></head><body>\
+h3{{margin:14px 0 4px}}p.note{{color:#555;font-size:11px;margin:2px 0}}</style></head><body>\
 <h2>pglb {inst}</h2><p>VIP {vip} ({held}) &middot; VRRP {vrrp} &middot; phase {phase} &middot; forwarding {fwd} &middot; \
 failovers {fo} &middot; switchovers {so}</p><table id=\"nodes\"><tr><th>node</th><th>address</th><th>role</th><th>state</th>\
 <th>timeline</th><th>lag bytes</th><th>lag s</th><th>routed</th><th>flows</th><th>new flows</th><th>packets</th>\
@@ -532,6 +532,10 @@ fn render_peers(o: &mut String, s: &Snapshot) {
         );
     }
     o.push_str("</table>");
+    if !s.peers.is_empty() {
+        o.push_str("<p class=\"note\">A peer's priority is the one in its last VRRP advert: only the master sends \
+adverts. Whether a peer sees the writer, and its timeline, come from the report it sends every advert interval.</p>");
+    }
 }
 
 fn duration_text(seconds: f64) -> String {
@@ -617,6 +621,10 @@ pub fn chart_svg(title: &str, series: &[(&str, &[f64])], window: usize, every_s:
                 })
                 .collect();
             let _ = write!(o, "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\" points=\"{}\"/>", points.join(" "));
+            // The newest sample as a dot: visible also while the line has one point.
+            if let Some((x, y)) = points.last().and_then(|p| p.split_once(',')) {
+                let _ = write!(o, "<circle cx=\"{x}\" cy=\"{y}\" r=\"2.5\" fill=\"{colour}\"/>");
+            }
         }
         let last = values.last().map(|v| if *v >= 100.0 { format!("{v:.0}") } else { format!("{v:.1}") }).unwrap_or_else(|| "-".into());
         let _ = write!(
@@ -734,7 +742,7 @@ mod tests {
     }
 
     #[test]
-    fn html_escapes_names_and_refreshes() {
+    fn stats_page_escapes_names_and_refreshes() {
         let h = render_html(&sample());
         assert!(h.contains("http-equiv=\"refresh\""));
         assert!(h.contains("pg&lt;2&gt;") && !h.contains("pg<2>"), "{h}");
@@ -760,7 +768,7 @@ mod tests {
     }
 
     #[test]
-    fn chart_svg_is_well_formed_with_one_point_per_sample() {
+    fn stats_chart_svg_is_well_formed_with_one_point_per_sample() {
         let a = [1.0, 2.0, 3.0];
         let b = [0.0, 10.0, 20.0, 30.0, 40.0];
         let svg = chart_svg("new connections per second", &[("pg1", &a), ("pg<2>", &b), ("pg3", &[])], 60, 5.0);
@@ -772,6 +780,7 @@ mod tests {
             .map(|p| p.split('"').next().unwrap().split(' ').count())
             .collect();
         assert_eq!(points, [3, 5], "one polyline per backend with samples, one point per sample: {svg}");
+        assert_eq!(svg.matches("<circle").count(), 2, "a dot on each newest sample: {svg}");
         assert!(svg.contains("pg&lt;2&gt; 40.0/s") && !svg.contains("pg<2>"), "{svg}");
         // The newest sample sits on the right edge, the highest one below the top.
         let last_point = svg.split("points=\"").nth(2).unwrap().split('"').next().unwrap().rsplit(' ').next().unwrap();
@@ -786,7 +795,7 @@ mod tests {
     }
 
     #[test]
-    fn html_shows_load_balancers_events_and_charts() {
+    fn stats_page_shows_load_balancers_events_and_charts() {
         let s = Snapshot {
             vrrp_priority: Some(90),
             vrrp_priority_configured: Some(150),

@@ -205,7 +205,7 @@ mod tests {
     }
 
     #[test]
-    fn ring_keeps_the_newest_and_ends_ongoing_events() {
+    fn stats_event_ring_keeps_the_newest_and_ends_ongoing_events() {
         let mut log = EventLog::new(3);
         let flood = log.begin(at(0), EventKind::Flood, "SYN flood");
         log.record(at(1), EventKind::Vrrp, "became master", None);
@@ -230,7 +230,7 @@ mod tests {
     }
 
     #[test]
-    fn rates_from_counter_deltas_with_a_reset() {
+    fn stats_rates_from_counter_deltas_with_a_reset() {
         let mut h = TrafficHistory::new(2, 4);
         let s = Duration::from_secs;
         h.observe(s(0), &[(0, 10, 1000), (1, 0, 0)]);

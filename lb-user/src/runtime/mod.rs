@@ -464,9 +464,6 @@ impl Runtime {
                 let text = format!("writer changed: {} -> {} (timeline {timeline}), routed", from_name(*from), name(*to));
                 self.end_writer_lost(text);
             }
-            Alert::SplitBrain { kept, fenced, timeline } => {
-                self.record(EventKind::Fence, format!("split brain on timeline {timeline}: {} kept, {} fenced", name(*kept), name(*fenced)));
-            }
             Alert::RejoinFailed { node, attempt, .. } => {
                 self.counts.rejoins_failed += 1;
                 self.record(EventKind::Fence, format!("rejoin of {} failed (attempt {attempt}): it stays fenced", name(*node)));

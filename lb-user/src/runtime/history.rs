@@ -126,6 +126,40 @@ impl EventLog {
     }
 }
 
+/// Times a failover: from the machine's detection of the writer's loss (phase `writer-lost`)
+/// to a new writer routed, or to the machine steady again without one (the writer came back).
+#[derive(Debug, Default)]
+pub struct WriterLoss {
+    open: Option<(EventId, String)>,
+}
+
+impl WriterLoss {
+    /// The machine's phase after an event: `lost` (when the loss was detected, and what was
+    /// lost) while it is `writer-lost`, `steady` while it is steady; other phases change nothing.
+    pub fn phase(&mut self, log: &mut EventLog, lost: Option<(SystemTime, String)>, steady: bool, now: SystemTime) {
+        match (lost, steady) {
+            (Some((detected, what)), _) if self.open.is_none() => {
+                self.open = Some((log.begin(detected, EventKind::Failover, what.clone()), what));
+            }
+            (None, true) => {
+                if let Some((id, what)) = self.open.take() {
+                    log.end(id, now, Some(format!("{what}, then steady again without a failover")));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A new writer is routed: the open event ends with `text`; without one (this instance
+    /// never saw the loss), an event of its own.
+    pub fn routed(&mut self, log: &mut EventLog, now: SystemTime, text: String) {
+        match self.open.take() {
+            Some((id, _)) => log.end(id, now, Some(text)),
+            None => log.record(now, EventKind::Failover, text, None),
+        }
+    }
+}
+
 /// One rate sample of one backend.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Rate {
@@ -227,6 +261,33 @@ mod tests {
         log.end(fo, at(40), None);
         assert!(log.newest_first().all(|e| e.kind != EventKind::Failover));
         assert_eq!(rfc3339(at(0)), "2027-01-15T08:00:00Z");
+    }
+
+    #[test]
+    fn stats_failover_lasts_from_detection_to_the_new_writer() {
+        let mut log = EventLog::default();
+        let mut loss = WriterLoss::default();
+        loss.phase(&mut log, Some((at(10), "writer pg1 lost".into())), false, at(11));
+        loss.phase(&mut log, Some((at(11), "writer pg1 lost".into())), false, at(12)); // still lost: one event
+        loss.phase(&mut log, None, false, at(12)); // settling, failing over
+        assert_eq!(log.len(), 1);
+        assert!(log.newest_first().next().unwrap().ongoing);
+        loss.routed(&mut log, at(13), "failover: pg1 -> pg2, the new writer is routed".into());
+        loss.phase(&mut log, None, true, at(13));
+        let e = log.newest_first().next().unwrap();
+        assert_eq!((e.kind, e.started, e.duration, e.ongoing), (EventKind::Failover, at(10), Some(Duration::from_secs(3)), false));
+        assert_eq!(e.text, "failover: pg1 -> pg2, the new writer is routed");
+
+        // Lost, then back without a failover.
+        loss.phase(&mut log, Some((at(20), "writer pg2 lost".into())), false, at(20));
+        loss.phase(&mut log, None, true, at(21));
+        let e = log.newest_first().next().unwrap();
+        assert_eq!((e.duration, e.text.as_str()), (Some(Duration::from_secs(1)), "writer pg2 lost, then steady again without a failover"));
+        // A new writer this instance never saw lost (a backup following the master).
+        loss.routed(&mut log, at(30), "writer changed: pg2 -> pg3 (timeline 4), routed".into());
+        let e = log.newest_first().next().unwrap();
+        assert_eq!((e.started, e.duration, e.ongoing), (at(30), None, false));
+        assert_eq!(log.len(), 3);
     }
 
     #[test]

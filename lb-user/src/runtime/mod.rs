@@ -50,7 +50,7 @@ use tracing::{debug, error, info, warn};
 
 use self::{
     executor::{Executor, SqlContext},
-    history::{EventId, EventKind},
+    history::{EventId, EventKind, WriterLoss},
     snapshot::{Counts, Published, Recent, SnapshotSource, VipView},
 };
 use crate::{
@@ -169,8 +169,8 @@ struct Runtime {
     /// Recent events for `/stats`, and the wall clock at `since` to date them.
     recent: Arc<Recent>,
     since_wall: SystemTime,
-    /// The ongoing "writer lost" and SYN flood events.
-    writer_lost: Option<EventId>,
+    /// The ongoing "writer lost" event and SYN flood event.
+    writer_loss: WriterLoss,
     flood_event: Option<EventId>,
 }
 
@@ -284,7 +284,7 @@ pub async fn run(config: Config) -> Result<(), RuntimeError> {
         probe_now,
         recent,
         since_wall,
-        writer_lost: None,
+        writer_loss: WriterLoss::default(),
         flood_event: None,
         config,
     };
@@ -582,11 +582,8 @@ impl Runtime {
 
     /// An event that goes on from now.
     fn begin(&self, kind: EventKind, text: impl Into<String>) -> EventId {
-        self.begin_at(self.since.elapsed(), kind, text)
-    }
-
-    fn begin_at(&self, at: Duration, kind: EventKind, text: impl Into<String>) -> EventId {
-        self.recent.events.lock().unwrap_or_else(|p| p.into_inner()).begin(self.wall(at), kind, text)
+        let now = self.wall(self.since.elapsed());
+        self.recent.events.lock().unwrap_or_else(|p| p.into_inner()).begin(now, kind, text)
     }
 
     fn end_event(&self, id: EventId, text: String) {
@@ -599,30 +596,23 @@ impl Runtime {
         self.recent.events.lock().unwrap_or_else(|p| p.into_inner()).end(id, now, None);
     }
 
-    /// A new writer is routed: the "writer lost" event ends with `text` (its duration from the
-    /// detection to now); without one (the loss was never seen here), an event of its own.
+    /// A new writer is routed: ends the failover's event (see [`WriterLoss`]).
     fn end_writer_lost(&mut self, text: String) {
-        match self.writer_lost.take() {
-            Some(id) => self.end_event(id, text),
-            None => self.record(EventKind::Failover, text),
-        }
+        let now = self.wall(self.since.elapsed());
+        self.writer_loss.routed(&mut self.recent.events.lock().unwrap_or_else(|p| p.into_inner()), now, text);
     }
 
-    /// Opens the "writer lost" event when the machine detects the loss; ends it when the machine
-    /// is steady again without a new writer (the old one came back).
+    /// Follows the machine's phase for the failover's event (see [`WriterLoss`]).
     fn note_phase(&mut self, phase: &Phase) {
-        match phase {
-            Phase::WriterLost { old, since } if self.writer_lost.is_none() => {
-                let who = old.map_or_else(|| "no primary".to_owned(), |o| format!("writer {} lost", self.executor.ctx().name(o)));
-                self.writer_lost = Some(self.begin_at(*since, EventKind::Failover, format!("{who}: failing over")));
+        let lost = match phase {
+            Phase::WriterLost { old, since } => {
+                let what = old.map_or_else(|| "no primary routed".to_owned(), |o| format!("writer {} lost", self.executor.ctx().name(o)));
+                Some((self.wall(*since), what))
             }
-            Phase::Steady => {
-                if let Some(id) = self.writer_lost.take() {
-                    self.end_event(id, "writer lost, then back without a failover".to_owned());
-                }
-            }
-            _ => {}
-        }
+            _ => None,
+        };
+        let now = self.wall(self.since.elapsed());
+        self.writer_loss.phase(&mut self.recent.events.lock().unwrap_or_else(|p| p.into_inner()), lost, *phase == Phase::Steady, now);
     }
 
     /// Removes idle and closed flows, off this task (a walk of the whole table); one at a time.

@@ -37,6 +37,10 @@ const APT_PACKAGES: &[&str] = &[
     // promtool: `cargo xtask test` checks config/prometheus and runs the alert rules' unit tests.
     // (On a systemd host the package also enables a Prometheus server on :9090.)
     "prometheus",
+    // A headless browser: the e2e test of the /stats page renders it and takes a screenshot
+    // (fonts-liberation: chromium only recommends it, and setup installs no recommends).
+    "chromium",
+    "fonts-liberation",
 ];
 
 /// Where the LLVM folder for bpf-linker lives; bpf-linker finds libLLVM through it at run time,
@@ -85,7 +89,7 @@ pub fn setup() -> Result<()> {
 
     let secs = started.elapsed().as_secs_f64();
     if done.is_empty() {
-        println!("setup: everything already in place (apt packages, promtool, nightly rust-src, bpf-linker, cargo-deb, bpffs) [{secs:.1}s]");
+        println!("setup: everything already in place (apt packages, chromium, promtool, nightly rust-src, bpf-linker, cargo-deb, bpffs) [{secs:.1}s]");
     } else {
         for line in &done {
             println!("setup: {line}");

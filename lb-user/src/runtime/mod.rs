@@ -18,12 +18,18 @@
 //!  peer reports ─report──┤                    ├─ peer reports out (timeline, writer reached)
 //!  admin socket ─request─┤   (Machine)        ├─ executor: promote, re-point, demote, rejoin
 //!  deadline, lease tick ─┘        │           └─ replies to operators, logs, counts
-//!                                 └──► watch<Published> ──► snapshots for status, /metrics
-//!                                                       └─► agent channel ([agent]: routing to
-//!                                                           `pglb agent` hosts, pushed on change)
+//!                                 ├──► watch<Published> ──► snapshots for status, /metrics
+//!                                 │                     └─► agent channel ([agent]: routing to
+//!                                 │                         `pglb agent` hosts, pushed on change)
+//!  traffic sampler ───────────────┴──► Recent (events, rates) ──► snapshots for /stats
 //! ```
+//!
+//! The runtime also writes down what an operator wants to see on `/stats` as it happens: the
+//! failovers, switchovers, fences, VRRP role changes and SYN floods ([`history::EventLog`]);
+//! a task of its own samples the per-backend counters for the traffic charts.
 
 pub mod executor;
+pub mod history;
 pub mod params;
 pub mod snapshot;
 
@@ -32,7 +38,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use thiserror::Error;
@@ -46,13 +52,14 @@ use tracing::{debug, error, info, warn};
 
 use self::{
     executor::{Executor, SqlContext},
-    snapshot::{Counts, Published, SnapshotSource, VipView},
+    history::{EventId, EventKind, WriterLoss},
+    snapshot::{Counts, Published, Recent, SnapshotSource, VipView},
 };
 use crate::{
     admin::{self, AdminRequest},
     config::Config,
     dataplane::{self, Dataplane, FloodMeter, Pinned},
-    failover::{Action, AdminCommand, Alert, Event, Level, Machine, NodeId, Observation},
+    failover::{Action, AdminCommand, Alert, Event, FenceReason, Level, Machine, NodeId, Observation, Phase},
     http::{self, StatsAuth},
     probe::{self, ProbeSettings},
     state::StateFile,
@@ -115,6 +122,8 @@ enum VipOwner {
 struct PendingSwitchover {
     to: NodeId,
     reply: oneshot::Sender<Result<String, String>>,
+    /// Its entry in the recent events, ended when it is done.
+    event: EventId,
 }
 
 /// How the loop ended.
@@ -165,10 +174,17 @@ struct Runtime {
     flood: FloodMeter,
     /// One per node: wakes its probe task for a probe out of its round.
     probe_now: Vec<Arc<Notify>>,
+    /// Recent events for `/stats`, and the wall clock at `since` to date them.
+    recent: Arc<Recent>,
+    since_wall: SystemTime,
+    /// The ongoing "writer lost" event and SYN flood event.
+    writer_loss: WriterLoss,
+    flood_event: Option<EventId>,
 }
 
 pub async fn run(config: Config) -> Result<(), RuntimeError> {
     let since = Instant::now();
+    let since_wall = SystemTime::now();
     let name = config.instance.name.clone();
     // What an earlier run must not have forgotten, before anything is attached or routed.
     let state = StateFile::new(config.state_dir());
@@ -242,7 +258,9 @@ pub async fn run(config: Config) -> Result<(), RuntimeError> {
         tokio::spawn(crate::agent::publisher::serve(socket, key, name.clone(), nodes, a.subscriber_ttl, published_rx.clone()));
         info!(port, "agent channel: serving subscribes; routing pushed on every change");
     }
-    let source = SnapshotSource::new(&config, published_rx, Arc::clone(&pinned), vip_view);
+    let recent = Arc::new(Recent::new(config.nodes.len()));
+    tokio::spawn(sample_traffic(Arc::clone(&pinned), Arc::clone(&recent), since));
+    let source = SnapshotSource::new(&config, published_rx, Arc::clone(&pinned), vip_view, Arc::clone(&recent));
     let listener = http::bind(config.http.listen).await?;
     let auth = match (&config.http.stats_user, &config.http.stats_password) {
         (Some(u), Some(p)) => Some(StatsAuth::new(u, p.expose())),
@@ -280,9 +298,14 @@ pub async fn run(config: Config) -> Result<(), RuntimeError> {
         lease_failing: false,
         flood: FloodMeter::default(),
         probe_now,
+        recent,
+        since_wall,
+        writer_loss: WriterLoss::default(),
+        flood_event: None,
         config,
     };
     if let VipOwner::Static(_) = rt.vip {
+        rt.record(EventKind::Vrrp, "no [vrrp]: this instance holds the VIP alone");
         rt.feed(Event::VrrpRole { master: true });
     }
     crate::notify::ready(&format!("instance {name}: data plane attached on {}, vip {}", spec.interface, spec.vip));
@@ -317,7 +340,11 @@ impl Runtime {
                     None => return Exit::Stop,
                 },
                 Some(ev) = recv_vrrp(&mut inputs.vrrp) => match ev {
-                    VrrpEvent::Role { master } => self.feed(Event::VrrpRole { master }),
+                    VrrpEvent::Role { master } => {
+                        let text = if master { "this instance became VRRP master: it holds the VIP" } else { "this instance left VRRP master: it released the VIP" };
+                        self.record(EventKind::Vrrp, text);
+                        self.feed(Event::VrrpRole { master });
+                    }
                     VrrpEvent::PeerHeard { peer } => self.feed(Event::PeerHeard { peer }),
                 },
                 Some(ev) = inputs.done.recv() => self.feed(ev),
@@ -347,8 +374,10 @@ impl Runtime {
         let now = self.since.elapsed();
         let actions = self.machine.handle(event, now);
         self.apply(actions);
+        let view = self.machine.view();
+        self.note_phase(&view.phase);
         self.published.send_replace(Published {
-            view: self.machine.view(),
+            view,
             counts: self.counts,
             latency: self.latency.clone(),
             now: self.since.elapsed(),
@@ -381,8 +410,15 @@ impl Runtime {
                     }
                 }
                 Action::Fence { node, reason } => {
-                    let name = self.executor.ctx().name(node);
+                    let name = self.executor.ctx().name(node).to_owned();
                     warn!(node = name, ?reason, "fence: {name} is never routed to until it rejoins");
+                    let ctx = self.executor.ctx();
+                    let why = match &reason {
+                        FenceReason::SplitBrain { writer, timeline } => format!("a second primary beside {} on timeline {timeline}", ctx.name(*writer)),
+                        FenceReason::OlderTimeline { timeline, writer_timeline } => format!("a primary on timeline {timeline}, older than the writer's {writer_timeline}"),
+                        FenceReason::Replaced { by } => format!("the former writer, replaced by {}", ctx.name(*by)),
+                    };
+                    self.record(EventKind::Fence, format!("{name} fenced ({why}): never routed until it rejoins"));
                 }
                 Action::Alert(alert) => self.on_alert(alert),
                 Action::Log { level, message } => match level {
@@ -429,23 +465,42 @@ impl Runtime {
         }
     }
 
-    /// Every alert in one place: counts, the waiting operator's answer, the log.
+    /// Every alert in one place: counts, the waiting operator's answer, the recent events, the
+    /// log.
     fn on_alert(&mut self, alert: Alert) {
+        let name = |n: NodeId| self.executor.ctx().name(n).to_owned();
+        let from_name = |n: Option<NodeId>| n.map_or_else(|| "none".to_owned(), name);
         match &alert {
-            Alert::FailedOver { .. } => self.counts.failovers += 1,
-            Alert::RejoinFailed { .. } => self.counts.rejoins_failed += 1,
-            Alert::RejoinDone { .. } => self.counts.rejoins_ok += 1,
+            Alert::FailedOver { from, to } => {
+                self.counts.failovers += 1;
+                let text = format!("failover: {} -> {}, the new writer is routed", from_name(*from), name(*to));
+                self.end_writer_lost(text);
+            }
+            Alert::WriterChanged { from, to, timeline } => {
+                let text = format!("writer changed: {} -> {} (timeline {timeline}), routed", from_name(*from), name(*to));
+                self.end_writer_lost(text);
+            }
+            Alert::RejoinFailed { node, attempt, .. } => {
+                self.counts.rejoins_failed += 1;
+                self.record(EventKind::Fence, format!("rejoin of {} failed (attempt {attempt}): it stays fenced", name(*node)));
+            }
+            Alert::RejoinDone { node, .. } => {
+                self.counts.rejoins_ok += 1;
+                self.record(EventKind::Fence, format!("{} rejoined (rejoin_command succeeded)", name(*node)));
+            }
             Alert::SwitchoverDone { from, to, paused } => {
                 self.counts.switchovers += 1;
+                let text = format!("switchover done: {} -> {}; writes paused for {} ms", name(*from), name(*to), paused.as_millis());
                 if let Some(p) = self.pending.take() {
-                    let ctx = self.executor.ctx();
-                    let text = format!("switchover done: {} -> {}; writes paused for {} ms", ctx.name(*from), ctx.name(*to), paused.as_millis());
+                    self.end_event(p.event, text.clone());
                     let _ = p.reply.send(Ok(text));
                 }
             }
             Alert::SwitchoverAborted { reason, .. } | Alert::SwitchoverRejected { reason, .. } => {
                 if let Some(p) = self.pending.take() {
-                    let _ = p.reply.send(Err(format!("switchover to {} failed: {reason}", self.executor.ctx().name(p.to))));
+                    let text = format!("switchover to {} failed: {reason}", name(p.to));
+                    self.end_event(p.event, text.clone());
+                    let _ = p.reply.send(Err(text));
                 }
             }
             _ => {}
@@ -473,7 +528,8 @@ impl Runtime {
                 }
                 Some(id) => {
                     info!(to = %to, "admin: switchover requested");
-                    self.pending = Some(PendingSwitchover { to: id, reply });
+                    let event = self.begin(EventKind::Switchover, format!("switchover to {to} requested"));
+                    self.pending = Some(PendingSwitchover { to: id, reply, event });
                     self.feed(Event::Admin(AdminCommand::Switchover { to: id }));
                 }
             },
@@ -517,11 +573,62 @@ impl Runtime {
         if let Some(active) = self.flood.observe(self.since.elapsed(), opened, completed) {
             if active {
                 warn!(half_open_per_s = self.flood.rate as u64, "SYN flood: half-open connections pile up; this instance keeps the VIP and the writer routed while it lasts (its own probes may time out in the congestion)");
+                let text = format!("SYN flood defence: {} half-open connections/s; VIP and writer kept", self.flood.rate as u64);
+                self.flood_event = Some(self.begin(EventKind::Flood, text));
             } else {
                 info!("SYN flood over: probe results count again for VRRP tracking");
+                if let Some(id) = self.flood_event.take() {
+                    self.end_event_keeping_text(id);
+                }
             }
             self.feed(Event::Flood { active });
         }
+    }
+
+    /// The wall clock at a time on the runtime's clock (since start).
+    fn wall(&self, at: Duration) -> SystemTime {
+        self.since_wall + at
+    }
+
+    /// An event without an end, now.
+    fn record(&self, kind: EventKind, text: impl Into<String>) {
+        let now = self.wall(self.since.elapsed());
+        self.recent.events.lock().unwrap_or_else(|p| p.into_inner()).record(now, kind, text, None);
+    }
+
+    /// An event that goes on from now.
+    fn begin(&self, kind: EventKind, text: impl Into<String>) -> EventId {
+        let now = self.wall(self.since.elapsed());
+        self.recent.events.lock().unwrap_or_else(|p| p.into_inner()).begin(now, kind, text)
+    }
+
+    fn end_event(&self, id: EventId, text: String) {
+        let now = self.wall(self.since.elapsed());
+        self.recent.events.lock().unwrap_or_else(|p| p.into_inner()).end(id, now, Some(text));
+    }
+
+    fn end_event_keeping_text(&self, id: EventId) {
+        let now = self.wall(self.since.elapsed());
+        self.recent.events.lock().unwrap_or_else(|p| p.into_inner()).end(id, now, None);
+    }
+
+    /// A new writer is routed: ends the failover's event (see [`WriterLoss`]).
+    fn end_writer_lost(&mut self, text: String) {
+        let now = self.wall(self.since.elapsed());
+        self.writer_loss.routed(&mut self.recent.events.lock().unwrap_or_else(|p| p.into_inner()), now, text);
+    }
+
+    /// Follows the machine's phase for the failover's event (see [`WriterLoss`]).
+    fn note_phase(&mut self, phase: &Phase) {
+        let lost = match phase {
+            Phase::WriterLost { old, since } => {
+                let what = old.map_or_else(|| "no primary routed".to_owned(), |o| format!("writer {} lost", self.executor.ctx().name(o)));
+                Some((self.wall(*since), what))
+            }
+            _ => None,
+        };
+        let now = self.wall(self.since.elapsed());
+        self.writer_loss.phase(&mut self.recent.events.lock().unwrap_or_else(|p| p.into_inner()), lost, *phase == Phase::Steady, now);
     }
 
     /// Removes idle and closed flows, off this task (a walk of the whole table); one at a time.
@@ -583,6 +690,29 @@ impl Runtime {
                 }
             }
         }
+    }
+}
+
+/// Samples the per-backend counters every [`history::SAMPLE_EVERY`] for the traffic charts of
+/// `/stats` (the counter reads on a blocking thread).
+async fn sample_traffic(pinned: Arc<Mutex<Pinned>>, recent: Arc<Recent>, since: Instant) {
+    let mut every = tokio::time::interval(history::SAMPLE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let pinned = Arc::clone(&pinned);
+        let read = tokio::task::spawn_blocking(move || pinned.lock().unwrap_or_else(|p| p.into_inner()).counters()).await;
+        let counters = match read {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                debug!(error = %crate::error_chain(&e), "traffic sampler: reading the counters failed");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let totals: Vec<(usize, u64, u64)> =
+            counters.backends.iter().map(|(id, s)| (*id as usize, s.new_flows, s.to_backend_packets + s.to_client_packets)).collect();
+        recent.traffic.lock().unwrap_or_else(|p| p.into_inner()).observe(since.elapsed(), &totals);
     }
 }
 

@@ -2,7 +2,8 @@
 //! off the task that owns the failover machine: the runtime publishes what the machine believes
 //! ([`Published`], cheap to clone) after every event; a request reads that, the VRRP status and
 //! the data plane's counters and flows (a walk of the flow table, on a blocking thread) and
-//! assembles the snapshot. Nothing is built while nobody asks.
+//! assembles the snapshot, with the recent events and traffic rates the runtime keeps
+//! ([`Recent`]). Nothing is built while nobody asks.
 
 use std::{
     net::SocketAddrV4,
@@ -12,13 +13,27 @@ use std::{
 
 use tokio::sync::watch;
 
+use super::history::{self, EventLog, TrafficHistory};
 use crate::{
     config::{Config, Pool},
     dataplane::Pinned,
     failover::{ClusterView, NodeState},
-    status::{Histogram, NodeRow, Snapshot, Traffic},
+    status::{EventRow, Histogram, NodeRow, RateSeries, Snapshot, Traffic},
     vip::{self, VrrpCounters, VrrpStatus},
 };
+
+/// What the runtime remembers for the stats page: it writes, snapshots read.
+#[derive(Debug)]
+pub struct Recent {
+    pub events: Mutex<EventLog>,
+    pub traffic: Mutex<TrafficHistory>,
+}
+
+impl Recent {
+    pub fn new(backends: usize) -> Self {
+        Recent { events: Mutex::new(EventLog::default()), traffic: Mutex::new(TrafficHistory::new(backends, history::SAMPLES_KEPT)) }
+    }
+}
 
 /// Counters the runtime keeps.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -63,10 +78,13 @@ pub struct SnapshotSource {
     pub published: watch::Receiver<Published>,
     pub pinned: Arc<Mutex<Pinned>>,
     pub vip_view: VipView,
+    /// `[vrrp] priority` (`None` without VRRP).
+    pub configured_priority: Option<u8>,
+    pub recent: Arc<Recent>,
 }
 
 impl SnapshotSource {
-    pub fn new(config: &Config, published: watch::Receiver<Published>, pinned: Arc<Mutex<Pinned>>, vip_view: VipView) -> Self {
+    pub fn new(config: &Config, published: watch::Receiver<Published>, pinned: Arc<Mutex<Pinned>>, vip_view: VipView, recent: Arc<Recent>) -> Self {
         let ports = |pool: Pool| config.listeners.iter().filter(|l| l.pool == pool).map(|l| l.port).collect();
         SnapshotSource {
             instance: config.instance.name.clone(),
@@ -78,6 +96,8 @@ impl SnapshotSource {
             published,
             pinned,
             vip_view,
+            configured_priority: config.vrrp.as_ref().map(|v| v.priority),
+            recent,
         }
     }
 
@@ -134,9 +154,11 @@ impl SnapshotSource {
                 }
             })
             .collect();
+        let mut vrrp_status = None;
         let (vrrp_state, vip_held, vip_master, sent, received, dropped, transitions) = match &self.vip_view {
             VipView::Vrrp { status, counters } => {
                 let st = status.borrow().clone();
+                vrrp_status = Some(st.clone());
                 let c = counters;
                 let dropped = vip::DropReason::ALL.iter().map(|r| (r.as_str().to_owned(), c.dropped(*r))).collect();
                 let transitions = vip::VrrpState::ALL.iter().map(|s| c.transitions_to(*s)).sum();
@@ -153,6 +175,38 @@ impl SnapshotSource {
             VipView::Static => ("none".to_owned(), true, None, 0, 0, Vec::new(), 0),
         };
         let c = published.counts;
+        let events = {
+            let log = self.recent.events.lock().unwrap_or_else(|p| p.into_inner());
+            log.newest_first()
+                .map(|e| EventRow {
+                    at: history::rfc3339(e.started),
+                    kind: e.kind.as_str().to_owned(),
+                    text: e.text.clone(),
+                    duration_s: e.duration.map(|d| d.as_secs_f64()),
+                    ongoing: e.ongoing,
+                })
+                .collect()
+        };
+        let (rates, rate_window) = {
+            let traffic = self.recent.traffic.lock().unwrap_or_else(|p| p.into_inner());
+            let rates = self
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(id, (name, _))| {
+                    let r = traffic.rates(id);
+                    RateSeries { node: name.clone(), conns_per_s: r.iter().map(|r| r.conns_per_s).collect(), packets_per_s: r.iter().map(|r| r.packets_per_s).collect() }
+                })
+                .collect();
+            (rates, traffic.kept())
+        };
+        // A peer's last advert: its priority and age, on the VRRP runner's clock.
+        let advert = |addr: &str| -> (Option<u8>, Option<f64>) {
+            let Some(st) = &vrrp_status else { return (None, None) };
+            let priority = st.peer_priorities.iter().find(|(a, _)| a.to_string() == addr).map(|(_, p)| *p);
+            let age = st.peers_heard.iter().find(|(a, _)| a.to_string() == addr).map(|(_, h)| st.as_of.saturating_sub(*h).as_secs_f64());
+            (priority, age)
+        };
         Snapshot {
             instance: self.instance.clone(),
             vip: self.vip.clone(),
@@ -182,12 +236,23 @@ impl SnapshotSource {
                 .peers
                 .iter()
                 .zip(&view.peer_reports)
-                .map(|(addr, r)| crate::status::PeerRow {
-                    addr: addr.clone(),
-                    timeline: r.as_ref().map(|r| r.timeline),
-                    writer: r.as_ref().and_then(|r| r.writer.clone()),
+                .map(|(addr, r)| {
+                    let (advert_priority, advert_age_s) = advert(addr);
+                    crate::status::PeerRow {
+                        addr: addr.clone(),
+                        timeline: r.as_ref().map(|r| r.timeline),
+                        writer: r.as_ref().and_then(|r| r.writer.clone()),
+                        advert_priority,
+                        advert_age_s,
+                    }
                 })
                 .collect(),
+            vrrp_priority: vrrp_status.as_ref().map(|st| st.priority),
+            vrrp_priority_configured: self.configured_priority,
+            events,
+            rates,
+            rate_every_s: history::SAMPLE_EVERY.as_secs_f64(),
+            rate_window,
         }
     }
 }

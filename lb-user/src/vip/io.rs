@@ -122,6 +122,8 @@ pub struct VrrpStatus {
     /// Peers heard from and when, on the runner's clock (see `as_of`); a peer that sent priority
     /// 0 is dropped.
     pub peers_heard: Vec<(Ipv4Addr, Duration)>,
+    /// The priority each of those peers sent in its last advert (for the stats page).
+    pub peer_priorities: Vec<(Ipv4Addr, u8)>,
     /// The runner's clock when this status was published (time since the runner opened).
     pub as_of: Duration,
     /// Master_Down_Interval: the window a peer counts as heard for the quorum rule.
@@ -141,6 +143,7 @@ impl VrrpStatus {
             priority,
             master_address: None,
             peers_heard: Vec::new(),
+            peer_priorities: Vec::new(),
             as_of: Duration::ZERO,
             master_down_interval: Duration::ZERO,
         }
@@ -712,6 +715,7 @@ impl VrrpRunner {
             priority: machine.priority(),
             master_address: machine.master_address(),
             peers_heard: machine.peers().map(|(a, p)| (a, p.last_heard)).collect(),
+            peer_priorities: machine.peers().map(|(a, p)| (a, p.priority)).collect(),
             as_of: self.now(),
             master_down_interval: machine.master_down_interval(),
         };

@@ -155,7 +155,11 @@ pub fn assert_lab_gone() {
     assert_eq!(lab_namespaces(), Vec::<String>::new(), "lab namespaces left behind");
     assert_eq!(lab_processes(), Vec::<String>::new(), "lab processes left behind");
     assert!(!std::path::Path::new(STATE_DIR).exists(), "{STATE_DIR} left behind");
+    assert!(!std::path::Path::new(AGENT_CGROUP).exists(), "{AGENT_CGROUP} left behind");
 }
+
+/// The cgroup of the client's workloads, where `pglb agent` rewrites connects (`lab up` makes it).
+pub const AGENT_CGROUP: &str = "/sys/fs/cgroup/unified/pglb-lab-client";
 
 // ----- the VIP, pglb's processes, clients -------------------------------------------------
 

@@ -98,9 +98,25 @@ enum LabCommand {
     /// Run a command in a lab host: pg1 pg2 pg3 haproxy lb1 lb2 client (or sw, the switch).
     Exec {
         host: String,
+        /// Run it in the client's cgroup, where `pglb agent` rewrites connects to the VIP.
+        #[arg(long)]
+        agent: bool,
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// `pglb agent` on the client host (docs/AGENT.md): the zero-hop path for its cgroup.
+    Agent {
+        #[command(subcommand)]
+        command: AgentCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AgentCommand {
+    /// Start `pglb agent` on the client host and wait for its first route.
+    Start,
+    /// Stop it: connections from the client's cgroup take the VIP again.
+    Stop,
 }
 
 fn main() -> ExitCode {
@@ -117,7 +133,8 @@ fn main() -> ExitCode {
             LabCommand::Down => lab::down().map(|()| ExitCode::SUCCESS),
             LabCommand::Status => lab::status().map(|()| ExitCode::SUCCESS),
             LabCommand::Psql { port, node, args } => lab::psql(port, node.as_deref(), &args),
-            LabCommand::Exec { host, command } => lab::exec(&host, &command),
+            LabCommand::Exec { host, agent, command } => lab::exec(&host, agent, &command),
+            LabCommand::Agent { command } => lab::agent_command(matches!(command, AgentCommand::Start)).map(|()| ExitCode::SUCCESS),
         },
     };
     match result {

@@ -1,5 +1,6 @@
 //! `cargo xtask lab up|down|status|psql|exec`: the reference topology in network namespaces.
 
+pub mod agent;
 pub mod fault;
 pub mod lb;
 pub mod net;
@@ -34,7 +35,7 @@ pub enum LabState {
 
 pub fn state() -> Result<LabState> {
     let namespaces = net::lab_namespaces()?;
-    let state_dir = Path::new(STATE_DIR).exists();
+    let state_dir = Path::new(STATE_DIR).exists() || Path::new(agent::CGROUP).exists();
     Ok(if namespaces.is_empty() && !state_dir {
         LabState::Down
     } else if up_marker().exists() && namespaces.len() == HOSTS.len() + 1 {
@@ -119,6 +120,7 @@ fn build() -> Result<()> {
     postgres::create_cluster(&pglb)?;
     println!("lab: pglb on lb1 and lb2 (VRRP for the VIP); waiting for {VIP}:{WRITE_PORT} and :{READ_PORT} to answer");
     lb::start_all(&pglb)?;
+    agent::install().context("installing pglb agent's config and cgroup on the client host")?;
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     fs::write(up_marker(), format!("{stamp}\n"))?;
     Ok(())
@@ -174,6 +176,7 @@ fn down_quiet() -> Result<String> {
         }
         Ok(true)
     })?;
+    agent::remove_cgroup()?;
     let removed = net::delete_all()?;
     if Path::new(BPF_PIN_ROOT).exists() {
         fs::remove_dir_all(BPF_PIN_ROOT).with_context(|| format!("removing BPF pins under {BPF_PIN_ROOT}"))?;
@@ -267,15 +270,26 @@ pub fn psql(port: u16, node: Option<&str>, args: &[String]) -> Result<ExitCode> 
     Ok(exit_code(status))
 }
 
-/// `lab exec HOST -- CMD`: runs a command inside a lab host's namespace.
-pub fn exec(host_name: &str, command: &[String]) -> Result<ExitCode> {
+/// `lab exec HOST [--agent] -- CMD`: runs a command inside a lab host's namespace; with
+/// `--agent` (client only) inside the client's cgroup, where `pglb agent` rewrites its connects.
+pub fn exec(host_name: &str, in_agent_cgroup: bool, command: &[String]) -> Result<ExitCode> {
     sh::require_root("lab exec")?;
     let ns = if host_name == "sw" { SWITCH_NS.to_owned() } else { host(host_name)?.ns() };
     require_up()?;
     let Some((program, args)) = command.split_first() else {
         bail!("`lab exec {host_name}` needs a command after `--`, e.g. `cargo xtask lab exec {host_name} -- ip addr`");
     };
-    let mut cmd = net::ns_cmd(&ns, program, args);
+    let mut cmd = if in_agent_cgroup {
+        if host_name != "client" {
+            bail!("--agent runs a command in the client host's cgroup: use `lab exec client --agent -- CMD`");
+        }
+        if agent::pids().is_empty() {
+            eprintln!("lab: pglb agent is not running (`cargo xtask lab agent start`): connections take the VIP");
+        }
+        agent::in_cgroup(&ns, program, args)
+    } else {
+        net::ns_cmd(&ns, program, args)
+    };
     if host_name == "client" {
         // psql and pgbench on the client host connect with no setup: the app role's pgpass, and
         // the VIP's write port, role and database as defaults (each left alone when the caller
@@ -288,6 +302,13 @@ pub fn exec(host_name: &str, command: &[String]) -> Result<ExitCode> {
     }
     let status = cmd.status().with_context(|| format!("running {program} in {ns}"))?;
     Ok(exit_code(status))
+}
+
+/// `lab agent start|stop`: `pglb agent` on the client host.
+pub fn agent_command(start: bool) -> Result<()> {
+    sh::require_root("lab agent")?;
+    require_up()?;
+    if start { agent::start(&lb::stable_binary()) } else { agent::stop() }
 }
 
 /// The libpq environment `lab exec client` gives its command.
@@ -314,6 +335,8 @@ pub fn connect_help() -> String {
   cargo xtask lab psql --node {INITIAL_PRIMARY}      # straight to a node, bypassing the VIP
   cargo xtask lab exec client -- CMD  # any command on the client host, with PGPASSFILE, PGHOST={VIP},
                                       # PGPORT={WRITE_PORT}, PGUSER={APP_USER}, PGDATABASE={APP_DB} set (pgbench, psql)
+  cargo xtask lab agent start         # pglb agent on the client host (docs/AGENT.md), then:
+  cargo xtask lab exec client --agent -- CMD   # CMD in the agent's cgroup: VIP connects go straight to PostgreSQL
 JDBC:
   jdbc:postgresql://{VIP}:{WRITE_PORT}/{APP_DB}?user={APP_USER}
   jdbc:postgresql://{VIP}:{READ_PORT}/{APP_DB}?user={APP_USER}&readOnly=true

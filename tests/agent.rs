@@ -1,0 +1,131 @@
+//! `pglb agent` on the lab's client host (docs/AGENT.md): connects from its cgroup go straight
+//! to PostgreSQL, follow a switchover (the session on the old writer is destroyed), fall back
+//! to the VIP when the load balancers cannot be heard for a lease, and when the agent stops.
+
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use pglb_tests::{AGENT_CGROUP, Lab, STATE_DIR, lb_config, ok, pglb_bin, poll_until, stderr, stdout, superuser_sql, wait_until, xtask};
+
+const PSQL: &str = "/usr/lib/postgresql/15/bin/psql";
+/// The lab's `[agent] listen_port` (config/lab*.toml).
+const CHANNEL_PORT: u16 = 3003;
+
+/// (server address, client address) of a new connection to VIP:`port` from the client host, in
+/// the agent's cgroup or not. Through the VIP, PostgreSQL sees the VIP as the client (full NAT);
+/// through the agent, the client host itself.
+fn connect(port: u16, in_cgroup: bool) -> (String, String) {
+    let mut args = vec!["lab", "exec", "client"];
+    if in_cgroup {
+        args.push("--agent");
+    }
+    let port = port.to_string();
+    args.extend(["--", PSQL, "-X", "-p", &port, "-Atc", "SELECT host(inet_server_addr()) || ' ' || host(inet_client_addr())"]);
+    let out = ok(&args);
+    let (server, client) = out.trim().split_once(' ').unwrap_or_else(|| panic!("unexpected psql output {out:?}"));
+    (server.to_owned(), client.to_owned())
+}
+
+fn agent_log() -> String {
+    std::fs::read_to_string(format!("{STATE_DIR}/client/agent.log")).unwrap_or_default()
+}
+
+/// A bridge-family nftables table in the switch that drops the agent channel's datagrams.
+struct ChannelCut;
+
+impl ChannelCut {
+    fn install() -> ChannelCut {
+        let script = format!(
+            "table bridge pglbcut_agent {{\n  chain cut {{\n    type filter hook forward priority 0;\n    udp dport {CHANNEL_PORT} drop\n    udp sport {CHANNEL_PORT} drop\n  }}\n}}\n"
+        );
+        let file = std::env::temp_dir().join("pglb-test-agent-cut.nft");
+        std::fs::write(&file, script).expect("writing the nft script");
+        ok(&["lab", "exec", "sw", "--", "nft", "-f", file.to_str().unwrap()]);
+        ChannelCut
+    }
+}
+
+impl Drop for ChannelCut {
+    fn drop(&mut self) {
+        let _ = xtask(&["lab", "exec", "sw", "--", "nft", "delete", "table", "bridge", "pglbcut_agent"]).output();
+    }
+}
+
+#[test]
+fn agent_routes_connects_directly_follows_a_switchover_and_falls_back_to_the_vip() {
+    let _lab = Lab::up();
+    assert!(std::path::Path::new(AGENT_CGROUP).is_dir(), "lab up creates the client's cgroup");
+
+    // Without the agent, the cgroup changes nothing: the VIP, NATed by lb1 (the VIP is the source PostgreSQL sees).
+    assert_eq!(connect(3000, true), ("172.20.0.10".into(), "172.20.0.100".into()), "cgroup without an agent: the VIP");
+    ok(&["lab", "agent", "start"]);
+    assert!(agent_log().contains("agent: route: writes to pg1"), "{}", agent_log());
+
+    // With it: writes straight to pg1, reads straight to a standby; outside the cgroup, the VIP.
+    assert_eq!(connect(3000, true), ("172.20.0.10".into(), "172.20.0.50".into()), "agent: straight to the writer");
+    assert_eq!(connect(3000, false), ("172.20.0.10".into(), "172.20.0.100".into()), "outside the cgroup: the VIP");
+    let mut readers = std::collections::BTreeSet::new();
+    for _ in 0..12 {
+        let (server, client) = connect(3001, true);
+        assert_eq!(client, "172.20.0.50", "reads straight from the client host");
+        assert!(server == "172.20.0.11" || server == "172.20.0.12", "a read reached {server}");
+        readers.insert(server);
+    }
+    assert_eq!(readers.len(), 2, "12 read connects reach both standbys: {readers:?}");
+
+    // A session open on pg1 through the agent, then a switchover to pg2: the agent destroys the
+    // session's socket (ECONNABORTED) and the next connect goes to pg2.
+    let mut session = xtask(&["lab", "exec", "client", "--agent", "--", PSQL, "-X", "-Atc", "SELECT pg_sleep(60)"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting a long session");
+    wait_until(Duration::from_secs(10), "the session to run on pg1 from the client host", || {
+        superuser_sql("pg1", "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND host(client_addr) = '172.20.0.50'") == "1"
+    });
+    let destroyed_before = agent_log().matches("destroyed the sockets connected to the old writer").count();
+    let started = Instant::now();
+    let out = Command::new(pglb_bin())
+        .args(["switchover", "--to", "pg2", "--config"])
+        .arg(lb_config("lb1"))
+        .env("PGLB_LOG", "warn")
+        .output()
+        .expect("pglb switchover");
+    assert!(out.status.success() && stdout(&out).contains("switchover done: pg1 -> pg2"), "{}{}", stdout(&out), stderr(&out));
+    poll_until(Duration::from_secs(10), Duration::from_millis(20), "the session on the old writer to end", || {
+        session.try_wait().expect("waiting for the session").is_some()
+    });
+    let ended = started.elapsed();
+    let out = session.wait_with_output().expect("the session's output");
+    let err = String::from_utf8_lossy(&out.stderr);
+    println!("session ended {} ms after the switchover began: {}", ended.as_millis(), err.trim());
+    assert!(!out.status.success(), "the session on the old writer must not finish its 60 s");
+    assert!(err.contains("Software caused connection abort"), "the agent destroyed the socket (ECONNABORTED), not the server: {err}");
+    let log = agent_log();
+    assert!(
+        log.matches("destroyed the sockets connected to the old writer").count() > destroyed_before
+            && log.contains("addr=172.20.0.10:5432"),
+        "the agent logs the destroy:\n{log}"
+    );
+    poll_until(Duration::from_secs(10), Duration::from_millis(100), "the agent to route writes to pg2", || {
+        agent_log().contains("agent: route: writes to pg2")
+    });
+    assert_eq!(connect(3000, true), ("172.20.0.11".into(), "172.20.0.50".into()), "agent: straight to the new writer");
+
+    // The load balancers unheard for longer than the lease (1 s): the route goes, connects take
+    // the VIP (now to pg2 through lb1); heard again: straight again.
+    {
+        let _cut = ChannelCut::install();
+        poll_until(Duration::from_secs(5), Duration::from_millis(100), "the agent to lose its lease", || agent_log().contains("lease lost"));
+        assert_eq!(connect(3000, true), ("172.20.0.11".into(), "172.20.0.100".into()), "lease lost: the VIP");
+    }
+    poll_until(Duration::from_secs(10), Duration::from_millis(200), "the agent to route again once it hears the masters", || {
+        connect(3000, true) == ("172.20.0.11".into(), "172.20.0.50".into())
+    });
+
+    // Agent stopped: its program goes with it, the cgroup's connects take the VIP.
+    ok(&["lab", "agent", "stop"]);
+    assert_eq!(connect(3000, true), ("172.20.0.11".into(), "172.20.0.100".into()), "agent stopped: the VIP");
+}

@@ -1,0 +1,220 @@
+//! `pglb agent` on the lab's client host (docs/AGENT.md): the cgroup its programs join, its
+//! config installed as on an application host, and starting and stopping it.
+//!
+//! `lab up` creates the cgroup [`CGROUP`] and installs the agent's config and key under the
+//! client's root (`/run/pglb-lab/client/root/etc/pglb/`), but does not start the agent: the VIP
+//! stays what every client uses unless it asks. `cargo xtask lab agent start` starts it in
+//! pgha-client's namespace; `lab exec client --agent -- CMD` (and the drills' `--client agent`,
+//! the bench's `agent` target) run their command inside the cgroup. `lab down` kills everything
+//! in the cgroup and removes it.
+
+use std::{
+    fs,
+    os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use super::{
+    net::namespace_pids,
+    postgres::wait_for,
+    topology::{HOSTS, Kind, READ_PORT, STATE_DIR, VIP, WRITE_PORT, host, secrets_dir},
+};
+
+/// The cgroup v2 directory of the client's workloads (cgroup v2 is mounted at
+/// /sys/fs/cgroup/unified on this machine).
+pub const CGROUP: &str = "/sys/fs/cgroup/unified/pglb-lab-client";
+/// The UDP port of the load balancers' `[agent]` channel (config/lab*.toml).
+pub const CHANNEL_PORT: u16 = 3003;
+
+fn root() -> PathBuf {
+    PathBuf::from(STATE_DIR).join("client/root")
+}
+
+pub fn config_path() -> PathBuf {
+    root().join("etc/pglb/agent.toml")
+}
+
+pub fn log_path() -> PathBuf {
+    PathBuf::from(STATE_DIR).join("client/agent.log")
+}
+
+/// The agent's config: the client's cgroup, the VIP's ports, both load balancers.
+fn config_text(key: &Path) -> String {
+    let lbs: Vec<String> = HOSTS
+        .iter()
+        .filter(|h| h.kind == Kind::LoadBalancer)
+        .map(|h| format!("\"{}:{CHANNEL_PORT}\"", h.addr))
+        .collect();
+    format!(
+        "# pglb agent on pgha-client, installed by `cargo xtask lab up` (docs/AGENT.md).\n\
+         name = \"client\"\n\
+         cgroup = \"{CGROUP}\"\n\
+         vip = \"{VIP}\"\n\
+         write_ports = [{WRITE_PORT}]\n\
+         read_ports = [{READ_PORT}]\n\
+         load_balancers = [{}]\n\
+         key_file = \"{}\"\n\
+         lease = \"1s\"\n\
+         subscribe_interval = \"250ms\"\n",
+        lbs.join(", "),
+        key.display()
+    )
+}
+
+/// Creates the cgroup and installs the agent's key (0600) and config (0644); the agent validates
+/// the config when it starts.
+pub fn install() -> Result<()> {
+    let etc = root().join("etc/pglb");
+    fs::create_dir_all(&etc).with_context(|| format!("creating {}", etc.display()))?;
+    fs::set_permissions(&etc, fs::Permissions::from_mode(0o755))?;
+    let key = etc.join("agent.key");
+    fs::copy(secrets_dir().join("agent.key"), &key).with_context(|| format!("installing {}", key.display()))?;
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600))?;
+    fs::write(config_path(), config_text(&key)).with_context(|| format!("writing {}", config_path().display()))?;
+    fs::set_permissions(config_path(), fs::Permissions::from_mode(0o644))?;
+    if !Path::new(CGROUP).exists() {
+        fs::create_dir(CGROUP).with_context(|| format!("creating the client's cgroup {CGROUP} (cgroup v2 at /sys/fs/cgroup/unified?)"))?;
+    }
+    Ok(())
+}
+
+/// Pids of `pglb agent` processes on the client host.
+pub fn pids() -> Vec<i32> {
+    let Ok(client) = host("client") else { return Vec::new() };
+    namespace_pids(&client.ns())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|pid| {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            args.len() > 1 && args[0].ends_with(b"pglb") && args[1] == b"agent"
+        })
+        .collect()
+}
+
+/// Whether the agent has a route: its log's last route line is newer than its last lease loss.
+fn has_route(log: &str) -> bool {
+    let route = log.rfind("agent: route:");
+    let lost = log.rfind("lease lost");
+    match (route, lost) {
+        (Some(_), None) => true,
+        (Some(r), Some(l)) => r > l,
+        (None, _) => false,
+    }
+}
+
+/// Starts `pglb agent` in pgha-client (detached, in its own session, appending to its log) and
+/// waits until it has a route from the VRRP master. A running agent is left as it is.
+pub fn start(pglb: &Path) -> Result<()> {
+    if !pids().is_empty() {
+        println!("lab: the agent already runs on the client host");
+        return Ok(());
+    }
+    if !config_path().exists() {
+        bail!("{} is missing: is the lab up (`cargo xtask lab up`)?", config_path().display());
+    }
+    let client = host("client")?;
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path())
+        .with_context(|| format!("opening {}", log_path().display()))?;
+    let offset = fs::metadata(log_path()).map(|m| m.len() as usize).unwrap_or(0);
+    // nsenter --net, not `ip netns exec`: the latter mounts a fresh sysfs, hiding the cgroup.
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{}", client.ns()))
+        .arg(pglb)
+        .args(["agent", "--config"])
+        .arg(config_path())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid() in the child before exec touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    cmd.spawn().context("starting pglb agent on the client host")?;
+    wait_for(Duration::from_secs(15), "the agent's first route from the VRRP master", || {
+        let text = fs::read_to_string(log_path()).unwrap_or_default();
+        let new = text.get(offset..).unwrap_or_default();
+        if pids().is_empty() {
+            bail!("pglb agent exited:\n{new}");
+        }
+        Ok(has_route(new))
+    })
+    .with_context(|| format!("agent log: {}", log_path().display()))?;
+    println!("lab: pglb agent runs on the client host (cgroup {CGROUP}, log {})", log_path().display());
+    Ok(())
+}
+
+/// Stops the agent (SIGTERM) and waits for it to exit; its program detaches with it.
+pub fn stop() -> Result<()> {
+    let pids = pids();
+    for pid in &pids {
+        // SAFETY: kill(2) with a pid just read from the client's namespace.
+        unsafe { libc::kill(*pid, libc::SIGTERM) };
+    }
+    wait_for(Duration::from_secs(10), "pglb agent to exit", || Ok(self::pids().is_empty()))?;
+    if !pids.is_empty() {
+        println!("lab: pglb agent stopped");
+    }
+    Ok(())
+}
+
+/// `program args…` in `ns`, started inside the client's cgroup: the shell joins the cgroup,
+/// then execs `ip netns exec` (cgroup membership survives the exec and the namespace change).
+pub fn in_cgroup<I, S>(ns: &str, program: &str, args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut c = Command::new("sh");
+    c.args(["-c", "echo $$ > \"$0/cgroup.procs\" && exec \"$@\"", CGROUP, "ip", "netns", "exec", ns, program]);
+    c.args(args);
+    c
+}
+
+/// Kills whatever is left in the cgroup and removes it (`lab down`).
+pub fn remove_cgroup() -> Result<()> {
+    let dir = Path::new(CGROUP);
+    if !dir.exists() {
+        return Ok(());
+    }
+    let procs = || -> Vec<i32> {
+        fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default().split_whitespace().filter_map(|p| p.parse().ok()).collect()
+    };
+    for pid in procs() {
+        // SAFETY: kill(2) with a pid the cgroup lists; at worst the process is gone.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    wait_for(Duration::from_secs(10), "the client cgroup's processes to exit", || Ok(procs().is_empty()))?;
+    fs::remove_dir(dir).with_context(|| format!("removing the client cgroup {CGROUP}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_route_counts_until_a_later_lease_loss() {
+        assert!(!has_route(""));
+        assert!(has_route("x agent: route: writes to pg1 epoch=1.1\n"));
+        assert!(!has_route("agent: route: writes to pg1\nagent: lease lost after 1s\n"));
+        assert!(has_route("agent: route: a\nagent: lease lost\nagent: route: b\n"));
+    }
+
+    #[test]
+    fn the_config_names_both_load_balancers_and_the_cgroup() {
+        let text = config_text(Path::new("/k"));
+        assert!(text.contains("load_balancers = [\"172.20.0.21:3003\", \"172.20.0.22:3003\"]"), "{text}");
+        assert!(text.contains(&format!("cgroup = \"{CGROUP}\"")), "{text}");
+        assert!(text.contains("write_ports = [3000]") && text.contains("read_ports = [3001]"), "{text}");
+    }
+}

@@ -12,6 +12,11 @@
 //! passes as the VIP, and no load balancing at all. The routes exist only during that target's
 //! runs; lb1's forwarded-datagram counter proves each run went through it.
 //!
+//! "agent" is the zero-hop path (docs/AGENT.md): pgbench runs in the client's cgroup with
+//! `pglb agent` running, so its connects to VIP:3000 are rewritten to pg1 and its packets go
+//! straight there. The bench starts the agent before the rounds and stops it after; lb1's
+//! data-plane counters prove each agent run bypassed the VIP (and each VIP run used it).
+//!
 //! Throughput is paired by round: a target's tps in round N ÷ the direct (or routed) tps of
 //! round N (same workload), because the machine's background load drifts between rounds more
 //! than between the runs of one round. The table and the JSON give each round's ratio and their
@@ -74,10 +79,12 @@ enum Target {
     Routed,
     Pglb,
     Haproxy,
+    /// VIP:3000 from the client's cgroup, rewritten by `pglb agent` to pg1 at connect().
+    Agent,
 }
 
 impl Target {
-    const ALL: [Target; 4] = [Target::Direct, Target::Routed, Target::Pglb, Target::Haproxy];
+    const ALL: [Target; 5] = [Target::Direct, Target::Routed, Target::Pglb, Target::Haproxy, Target::Agent];
 
     fn name(self) -> &'static str {
         match self {
@@ -85,6 +92,7 @@ impl Target {
             Target::Routed => "routed via lb1",
             Target::Pglb => "pglb VIP:3000",
             Target::Haproxy => "haproxy",
+            Target::Agent => "pglb agent (zero-hop)",
         }
     }
 
@@ -94,13 +102,14 @@ impl Target {
             Target::Routed => "routed",
             Target::Pglb => "pglb",
             Target::Haproxy => "haproxy",
+            Target::Agent => "agent",
         }
     }
 
     fn addr(self) -> (&'static str, &'static str) {
         match self {
             Target::Direct | Target::Routed => (PG1_ADDR, "5432"),
-            Target::Pglb => (VIP, "3000"),
+            Target::Pglb | Target::Agent => (VIP, "3000"),
             Target::Haproxy => (HAPROXY_ADDR, HAPROXY_PORT),
         }
     }
@@ -113,7 +122,7 @@ impl Target {
     fn lb_namespace(self) -> Option<&'static str> {
         match self {
             // The router's work is the kernel's (softirq); pglb's process in lb1 does nothing for it.
-            Target::Direct | Target::Routed => None,
+            Target::Direct | Target::Routed | Target::Agent => None,
             Target::Pglb => Some("pgha-lb1"),
             Target::Haproxy => Some("pgha-haproxy"),
         }
@@ -203,6 +212,7 @@ pub fn bench(rounds: usize, workloads: &[String], json: Option<&Path>) -> Result
     println!("{xdp}");
     init_tables()?;
     let haproxy = Haproxy::start()?;
+    let agent = AgentRunning::start()?;
     let started = Instant::now();
     let mut results: Vec<Series> = workloads
         .iter()
@@ -242,6 +252,7 @@ pub fn bench(rounds: usize, workloads: &[String], json: Option<&Path>) -> Result
             }
         }
     }
+    drop(agent);
     drop(haproxy);
     println!("bench: {} runs in {:.0} s\n", results.iter().map(|r| r.runs.len()).sum::<usize>(), started.elapsed().as_secs_f64());
     let summaries = summarise(&results);
@@ -268,6 +279,41 @@ fn client_cmd(program: &str, args: &[&str]) -> Command {
     let mut c = ns_cmd(&host("client").map(|h| h.ns()).unwrap_or_else(|_| "pgha-client".into()), program, args);
     c.env("PGPASSFILE", client_pgpass()).env("PGCONNECT_TIMEOUT", "5");
     c
+}
+
+/// [`client_cmd`] inside the client's cgroup, where `pglb agent` rewrites connects.
+fn agent_client_cmd(program: &str, args: &[&str]) -> Command {
+    let mut c = lab::agent::in_cgroup(&host("client").map(|h| h.ns()).unwrap_or_else(|_| "pgha-client".into()), program, args);
+    c.env("PGPASSFILE", client_pgpass()).env("PGCONNECT_TIMEOUT", "5");
+    c
+}
+
+/// Packets lb1's data plane rewrote and sent (the `tx_*` reasons of `pglb map dump --json`).
+fn lb1_tx_packets() -> Result<u64> {
+    let lb1 = host("lb1")?;
+    let config = lab::lb::config_path(lb1);
+    let mut c = sh::cmd(lab::lb::stable_binary().to_str().context("a UTF-8 path")?, ["map", "dump", "--json", "--config"]);
+    c.arg(&config).env("PGLB_LOG", "warn");
+    let text = sh::output(&mut c).context("pglb map dump --json on lb1")?;
+    Ok(crate::drill::pglb_json::reasons(&text)?.iter().filter(|(k, _)| k.starts_with("tx_")).map(|(_, v)| v).sum())
+}
+
+/// `pglb agent` on the client host for the bench's agent runs; stopped when dropped.
+struct AgentRunning;
+
+impl AgentRunning {
+    fn start() -> Result<AgentRunning> {
+        lab::agent::start(&lab::lb::stable_binary()).context("starting pglb agent on the client host")?;
+        Ok(AgentRunning)
+    }
+}
+
+impl Drop for AgentRunning {
+    fn drop(&mut self) {
+        if let Err(e) = lab::agent::stop() {
+            eprintln!("bench: stopping pglb agent: {e:#}");
+        }
+    }
 }
 
 /// Creates the pgbench tables on pg1 (scale [`SCALE`]) and waits for both standbys to have them.
@@ -374,12 +420,15 @@ fn pgbench(target: Target, w: &Workload, seconds: u64, round: usize) -> Result<R
     let pgbench = format!("{PG_BIN}/pgbench");
     let hop = if target == Target::Routed { Some(RoutedHop::install()?) } else { None };
     let forwarded0 = forwarded_datagrams(ROUTER_NS)?;
+    let tx0 = lb1_tx_packets()?;
     let stat0 = proc_stat()?;
     let lb0 = namespace_cpu(target.lb_namespace());
-    let out = sh::capture(&mut client_cmd(&pgbench, &args))?;
+    let mut cmd = if target == Target::Agent { agent_client_cmd(&pgbench, &args) } else { client_cmd(&pgbench, &args) };
+    let out = sh::capture(&mut cmd)?;
     let stat1 = proc_stat()?;
     let lb1 = namespace_cpu(target.lb_namespace());
     let router_forwarded = forwarded_datagrams(ROUTER_NS)?.saturating_sub(forwarded0);
+    let vip_tx = lb1_tx_packets()?.saturating_sub(tx0);
     drop(hop);
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     if !out.status.success() {
@@ -393,9 +442,21 @@ fn pgbench(target: Target, w: &Workload, seconds: u64, round: usize) -> Result<R
         Target::Routed if router_forwarded < 2 * transactions => bail!(
             "the routed-hop run sent {transactions} transactions but lb1 forwarded only {router_forwarded} datagrams: the traffic did not go through lb1"
         ),
-        Target::Direct | Target::Pglb | Target::Haproxy if router_forwarded > transactions / 100 + 100 => bail!(
+        Target::Direct | Target::Pglb | Target::Haproxy | Target::Agent if router_forwarded > transactions / 100 + 100 => bail!(
             "lb1's kernel forwarded {router_forwarded} datagrams during the {} run: a routed-hop route was left behind",
             target.name()
+        ),
+        _ => {}
+    }
+    // The VIP's runs go through lb1's data plane (a query and its answer at least); the agent's
+    // must not: its connects were rewritten to pg1 before the SYN left.
+    match target {
+        Target::Pglb if vip_tx < 2 * transactions => {
+            bail!("the VIP run sent {transactions} transactions but lb1's data plane sent only {vip_tx} packets")
+        }
+        Target::Agent if vip_tx > transactions / 10 => bail!(
+            "the agent run sent {transactions} transactions and lb1's data plane sent {vip_tx} packets: the connects went through the VIP, not straight to pg1 (agent log: {})",
+            lab::agent::log_path().display()
         ),
         _ => {}
     }
@@ -646,7 +707,7 @@ fn render_table(summaries: &[Summary], seconds: u64, rounds: usize) -> String {
         let (direct_ratios, direct_ratio) = ratio_cells(m.ratio_to_direct, |r| r.ratio_to_direct);
         let (routed_ratios, routed_ratio) = ratio_cells(m.ratio_to_routed, |r| r.ratio_to_routed);
         let failed = format!("{} ({})", per_round(&|r| r.run.failed.to_string()), m.failed_total);
-        let lb = if m.is_direct || m.target == "routed" { "–".to_owned() } else { format!("{:.2}", m.median_lb_process_s) };
+        let lb = if m.is_direct || m.target == "routed" || m.target == "agent" { "–".to_owned() } else { format!("{:.2}", m.median_lb_process_s) };
         let _ = writeln!(
             s,
             "| {} | {} | {:.0} | {tps} | {direct_ratios} | {direct_ratio} | {routed_ratios} | {routed_ratio} | {failed} | {:.1} | {:.2} | {lb} |",
@@ -666,11 +727,13 @@ fn headline(summaries: &[Summary]) -> String {
         let (Some(pglb), Some(routed), Some(haproxy)) = (find(Target::Pglb), find(Target::Routed), find(Target::Haproxy)) else {
             continue;
         };
+        let agent = find(Target::Agent).and_then(|a| a.ratio_to_direct);
         let _ = writeln!(
             s,
-            "  {:<34} pglb ÷ routed hop {}   (routed ÷ direct {}, pglb ÷ direct {}, haproxy ÷ direct {})",
+            "  {:<34} pglb ÷ routed hop {}   agent ÷ direct {}   (routed ÷ direct {}, pglb ÷ direct {}, haproxy ÷ direct {})",
             w.name,
             fmt(pglb.ratio_to_routed),
+            fmt(agent),
             fmt(routed.ratio_to_direct),
             fmt(pglb.ratio_to_direct),
             fmt(haproxy.ratio_to_direct)

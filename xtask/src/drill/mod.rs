@@ -22,7 +22,7 @@ mod flood;
 mod flood_report;
 pub mod lb;
 mod measure;
-mod pglb_json;
+pub(crate) mod pglb_json;
 mod report;
 mod scenarios;
 

@@ -3,6 +3,7 @@
 //! requests to a running daemon over its admin socket.
 
 mod check;
+mod export;
 mod map;
 mod node;
 mod run;
@@ -40,6 +41,11 @@ enum Command {
         #[command(subcommand)]
         command: map::Command,
     },
+    /// Write the cluster in another tool's format (pgAdmin's servers.json).
+    Export {
+        #[command(subcommand)]
+        command: export::Command,
+    },
     /// On a PostgreSQL host: make or re-make a standby.
     Node {
         #[command(subcommand)]
@@ -55,6 +61,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Status(args) => status::run(args),
         Command::Switchover(args) => switchover::run(args),
         Command::Map { command } => map::run(command),
+        Command::Export { command } => export::run(command),
         Command::Node { command } => node::run(command),
     }
 }

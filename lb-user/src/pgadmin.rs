@@ -104,8 +104,11 @@ mod tests {
         "ConnectionParameters", "Tags", "PostConnectionSQL", "SSLMode",
     ];
 
+    /// A JSON type check, `Value::is_string` and the like.
+    type IsType = fn(&Value) -> bool;
+
     /// The page's required keys with the JSON type pgAdmin checks (Port must be an integer).
-    const REQUIRED: &[(&str, fn(&Value) -> bool)] = &[
+    const REQUIRED: &[(&str, IsType)] = &[
         ("Name", Value::is_string),
         ("Group", Value::is_string),
         ("Port", Value::is_u64),

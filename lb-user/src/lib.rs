@@ -9,6 +9,7 @@ pub mod failover;
 pub mod http;
 pub mod node;
 pub mod notify;
+pub mod pgadmin;
 pub mod probe;
 pub mod runtime;
 pub mod state;

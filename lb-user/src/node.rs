@@ -4,6 +4,12 @@
 //! `rejoin` rewinds a former primary (pg_rewind, which needs `wal_log_hints=on`) onto the new
 //! primary's timeline. Both finish the same way: `standby.signal`, `primary_conninfo` with the
 //! node's `application_name`, `primary_slot_name`, and the server started.
+//!
+//! When the former primary's configuration has a `restore_command` (a WAL archive), `rejoin`
+//! passes `--restore-target-wal`: pg_rewind then fetches the old primary's own WAL that a
+//! checkpoint since the fork recycled from the archive, and the restarted standby replays what
+//! the new primary no longer keeps from there too. Without a `restore_command` the flag would
+//! make pg_rewind refuse to start, so it is left out and only `pg_wal` is read.
 
 use std::{
     fs,
@@ -223,11 +229,32 @@ pub fn rejoin(spec: &StandbySpec, source_conninfo: &str) -> Result<(), NodeError
         .arg(format!("--source-server={source_conninfo}"))
         .arg("--progress")
         .env("PGPASSFILE", &spec.passfile);
+    if target_restore_command(spec)?.is_some() {
+        tracing::info!(data_dir = %spec.data_dir.display(), "the target has a restore_command: pg_rewind --restore-target-wal (WAL recycled since the fork comes from the archive)");
+        rewind.arg("--restore-target-wal");
+    } else {
+        tracing::info!(data_dir = %spec.data_dir.display(), "the target has no restore_command: pg_rewind reads pg_wal only (set one to rewind after WAL was recycled)");
+    }
     // A node that never diverged has nothing to rewind: pg_rewind says so and exits 0.
     run(rewind, "pg_rewind")?;
     ensure_slot(spec, source_conninfo)?;
     write_standby_settings(spec)?;
     start(spec)
+}
+
+/// The `restore_command` of the data directory's configuration (`postgres -C`, the way
+/// pg_rewind reads it for `--restore-target-wal`), `None` when unset or empty.
+fn target_restore_command(spec: &StandbySpec) -> Result<Option<String>, NodeError> {
+    let mut c = spec.tool("postgres");
+    c.arg("-D").arg(&spec.data_dir).args(["-C", "restore_command"]);
+    let value = run(c, "postgres -C restore_command")?;
+    Ok(restore_command_value(&value))
+}
+
+/// `postgres -C restore_command` prints the value and a newline; an empty line means unset.
+fn restore_command_value(output: &str) -> Option<String> {
+    let value = output.trim();
+    (!value.is_empty()).then(|| value.to_owned())
 }
 
 /// Creates the node's physical slot on the primary unless it is there: a promoted standby
@@ -274,6 +301,16 @@ mod tests {
         );
         assert!(dir.join("standby.signal").exists());
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn restore_target_wal_only_with_a_restore_command() {
+        assert_eq!(restore_command_value("\n"), None);
+        assert_eq!(restore_command_value(""), None);
+        assert_eq!(
+            restore_command_value("cp /run/pglb-lab/archive/%f %p\n").as_deref(),
+            Some("cp /run/pglb-lab/archive/%f %p")
+        );
     }
 
     #[test]

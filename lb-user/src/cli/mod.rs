@@ -4,6 +4,7 @@
 
 mod agent;
 mod check;
+mod export;
 mod map;
 mod node;
 mod run;
@@ -43,6 +44,11 @@ enum Command {
     },
     /// On an application host: rewrite connects to the VIP straight to the writer or a reader.
     Agent(agent::Args),
+    /// Write the cluster in another tool's format (pgAdmin's servers.json).
+    Export {
+        #[command(subcommand)]
+        command: export::Command,
+    },
     /// On a PostgreSQL host: make or re-make a standby.
     Node {
         #[command(subcommand)]
@@ -59,6 +65,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Status(args) => status::run(args),
         Command::Switchover(args) => switchover::run(args),
         Command::Map { command } => map::run(command),
+        Command::Export { command } => export::run(command),
         Command::Node { command } => node::run(command),
     }
 }

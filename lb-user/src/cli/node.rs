@@ -43,7 +43,8 @@ pub enum Command {
         #[command(flatten)]
         args: StandbyArgs,
     },
-    /// Bring a former primary back as a standby of the new primary (pg_rewind).
+    /// Bring a former primary back as a standby of the new primary (pg_rewind; with
+    /// --restore-target-wal when the node's configuration has a restore_command).
     Rejoin {
         /// The new primary's address.
         #[arg(long)]

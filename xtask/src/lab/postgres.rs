@@ -14,7 +14,7 @@ use anyhow::{Context as _, Result, bail};
 
 use super::{
     net::ns_cmd,
-    topology::{APP_DB, APP_USER, Host, INITIAL_PRIMARY, host, postgres_hosts, secret_path},
+    topology::{APP_DB, APP_USER, Host, INITIAL_PRIMARY, archive_dir, host, postgres_hosts, secret_path},
 };
 use crate::{setup::PG_BIN, sh};
 
@@ -39,6 +39,16 @@ wal_receiver_status_interval = 1s
 # checkpoint before the fork; a shutdown checkpoint after the fork would otherwise have recycled
 # it (pg_rewind: could not find previous WAL record). Production keeps it in a WAL archive too.
 wal_keep_size = 256MB
+# The WAL archive, shared by every node in /run/pglb-lab/archive (lab up creates it). Only the
+# primary archives (archive_mode = on; docs/DECISIONS.md says why not 'always'): each finished
+# segment, the timeline history and the old timeline's .partial at a promotion. The copy is
+# atomic (temporary name, then mv) and never overwrites: a segment already archived with the
+# same contents counts as done, different contents fail and the archiver retries.
+archive_mode = on
+archive_command = 'if [ -f /run/pglb-lab/archive/%f ]; then cmp -s %p /run/pglb-lab/archive/%f; else cp %p /run/pglb-lab/archive/.%f.tmp && mv /run/pglb-lab/archive/.%f.tmp /run/pglb-lab/archive/%f; fi'
+# A standby, and a former primary that pglb node rejoin rewinds (pg_rewind
+# --restore-target-wal reads this), fetch what pg_wal lacks from the archive.
+restore_command = 'cp /run/pglb-lab/archive/%f %p'
 # A hung primary must stop looking like a live upstream within a second (failover rule 2):
 # the standbys' receivers ping an upstream silent for half of this and give it up after it.
 wal_sender_timeout = 1s
@@ -280,6 +290,10 @@ fn clone_standby(node: &Host, primary: &Host, pglb: &Path) -> Result<()> {
 /// Builds the whole cluster and waits until both standbys stream with `sync_state = quorum`.
 pub fn create_cluster(pglb: &Path) -> Result<()> {
     let primary = host(INITIAL_PRIMARY)?;
+    let archive = archive_dir();
+    fs::create_dir_all(&archive).with_context(|| format!("creating the WAL archive {}", archive.display()))?;
+    chown_postgres(&archive)?;
+    fs::set_permissions(&archive, fs::Permissions::from_mode(0o700))?;
     init_primary(primary)?;
     for node in postgres_hosts().filter(|h| h.name != primary.name) {
         clone_standby(node, primary, pglb)?;

@@ -90,6 +90,13 @@ pub fn secret_path(role: &str) -> PathBuf {
     secrets_dir().join(format!("{role}.password"))
 }
 
+/// The WAL archive every PostgreSQL node shares (owned by postgres): the primary's
+/// `archive_command` copies finished segments here, `restore_command` reads them back. Kept in
+/// step with `archive_command`/`restore_command` in postgres.rs's BASE_CONF.
+pub fn archive_dir() -> PathBuf {
+    PathBuf::from(STATE_DIR).join("archive")
+}
+
 /// The pgpass file the client host's psql and pgbench use (app user).
 pub fn client_pgpass() -> PathBuf {
     secrets_dir().join("client.pgpass")

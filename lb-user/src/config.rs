@@ -77,7 +77,7 @@ pub struct Config {
 }
 
 /// `[agent]`: the authenticated UDP channel `pglb agent` on application hosts learns the routing
-/// from (`crate::agent::publisher`). Only the VRRP master's answers route; a backup answers as
+/// from (`crate::runtime::agent_channel`). Only the VRRP master's answers route; a backup answers as
 /// a backup.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -93,7 +93,7 @@ pub struct AgentChannelConfig {
     pub subscriber_ttl: Duration,
     /// Filled in by [`Config::load`] from `key_file`.
     #[serde(skip)]
-    pub key: Option<crate::agent::proto::Key>,
+    pub key: Option<crate::channel::Key>,
 }
 
 /// `[instance]`
@@ -665,7 +665,7 @@ pub enum ConfigError {
     #[error("[agent] listen_port {port}: {what}")]
     AgentPort { port: u16, what: &'static str },
     #[error(transparent)]
-    AgentKey(#[from] crate::agent::proto::KeyError),
+    AgentKey(#[from] crate::channel::KeyError),
     #[error("[http] listen {listen} is not loopback, so stats_user and stats_password_file (or stats_password_env) are required")]
     StatsCredentialsMissing { listen: SocketAddr },
 }
@@ -957,7 +957,7 @@ impl Config {
             self.http.stats_password = Some(read_secret("http", &h.stats_password_file, &h.stats_password_env, &env)?);
         }
         if let Some(a) = &mut self.agent {
-            a.key = Some(crate::agent::proto::Key::from_file(&a.key_file)?);
+            a.key = Some(crate::channel::Key::from_file(&a.key_file)?);
         }
         Ok(())
     }

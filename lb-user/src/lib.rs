@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod channel;
 pub mod config;
 pub mod dataplane;
 pub mod failover;

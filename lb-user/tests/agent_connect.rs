@@ -19,11 +19,9 @@ use std::{
 };
 
 use lb_common::agent::{AGENT_R_NO_ROUTE, AGENT_R_READ, AGENT_R_WRITE};
-use lb_user::agent::{
-    bpf::AgentProgram,
-    destroy::destroy_connected_to,
-    monotonic,
-    proto::{Epoch, Reader, Role, Route, Target},
+use lb_user::{
+    agent::{bpf::AgentProgram, destroy::destroy_connected_to, monotonic},
+    channel::{Epoch, Reader, Role, Route, Target},
 };
 use support::require_root;
 

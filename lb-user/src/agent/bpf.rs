@@ -23,7 +23,7 @@ use lb_common::{
 };
 use thiserror::Error;
 
-use super::proto::Route;
+use crate::channel::Route;
 
 /// The program's name in the object.
 pub const PROGRAM: &str = "pglb_connect4";

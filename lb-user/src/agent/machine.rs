@@ -21,7 +21,7 @@
 
 use std::{collections::VecDeque, net::SocketAddrV4, time::Duration};
 
-use super::proto::{Epoch, Role, Route};
+use crate::channel::{Epoch, Role, Route};
 
 /// How many recent request nonces an answer may echo.
 pub const NONCE_WINDOW: usize = 8;
@@ -175,7 +175,7 @@ impl Machine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::proto::{Reader, Target};
+    use crate::channel::{Reader, Target};
 
     const LEASE: Duration = Duration::from_secs(1);
 

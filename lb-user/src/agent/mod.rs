@@ -19,8 +19,6 @@ pub mod bpf;
 pub mod config;
 pub mod destroy;
 pub mod machine;
-pub mod proto;
-pub mod publisher;
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -35,8 +33,8 @@ use self::{
     bpf::{AgentBpfError, AgentProgram},
     config::AgentConfig,
     machine::{Action, Event, Machine},
-    proto::{Key, KeyError, MAX_DATAGRAM, Message, Subscribe},
 };
+use crate::channel::{Key, KeyError, MAX_DATAGRAM, Message, Subscribe};
 
 #[derive(Debug, Error)]
 pub enum AgentError {
@@ -143,7 +141,7 @@ fn apply(prog: &mut AgentProgram, actions: Vec<Action>) {
     for action in actions {
         match action {
             Action::Apply { route, expires } => {
-                let names = |r: &[proto::Reader]| r.iter().map(|r| r.target.name.as_str()).collect::<Vec<_>>().join(", ");
+                let names = |r: &[crate::channel::Reader]| r.iter().map(|r| r.target.name.as_str()).collect::<Vec<_>>().join(", ");
                 match prog.apply(&route, expires.as_nanos() as u64) {
                     Ok(()) => info!(
                         epoch = %route.epoch, lb = %route.lb, writer = ?route.writer.as_ref().map(|w| w.addr), readers = %names(&route.readers),

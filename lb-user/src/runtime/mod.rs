@@ -28,6 +28,7 @@
 //! failovers, switchovers, fences, VRRP role changes and SYN floods ([`history::EventLog`]);
 //! a task of its own samples the per-backend counters for the traffic charts.
 
+pub mod agent_channel;
 pub mod executor;
 pub mod history;
 pub mod params;
@@ -255,7 +256,7 @@ pub async fn run(config: Config) -> Result<(), RuntimeError> {
         let socket = tokio::net::UdpSocket::bind(("0.0.0.0", port)).await.map_err(|source| RuntimeError::AgentBind { port, source })?;
         let key = a.key.clone().expect("Config::load read the agent key");
         let nodes = config.nodes.iter().map(|n| (n.name.clone(), n.addr(), n.read_weight)).collect();
-        tokio::spawn(crate::agent::publisher::serve(socket, key, name.clone(), nodes, a.subscriber_ttl, published_rx.clone()));
+        tokio::spawn(agent_channel::serve(socket, key, name.clone(), nodes, a.subscriber_ttl, published_rx.clone()));
         info!(port, "agent channel: serving subscribes; routing pushed on every change");
     }
     let recent = Arc::new(Recent::new(config.nodes.len()));

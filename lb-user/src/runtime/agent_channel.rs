@@ -12,8 +12,11 @@ use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::{net::UdpSocket, sync::watch, time::Instant};
 use tracing::{debug, info, warn};
 
-use super::proto::{Epoch, Key, MAX_DATAGRAM, Message, Reader, Role, Route, Subscribe, Target};
-use crate::{failover::ClusterView, runtime::snapshot::Published};
+use super::snapshot::Published;
+use crate::{
+    channel::{Epoch, Key, MAX_DATAGRAM, Message, Reader, Role, Route, Subscribe, Target},
+    failover::ClusterView,
+};
 
 /// The most agents one load balancer keeps subscribed (the oldest expiring are dropped first).
 pub const MAX_SUBSCRIBERS: usize = 4096;

@@ -1,4 +1,4 @@
-//! The agent channel's messages: their text form, their HMAC-SHA256 and the epoch order.
+//! The agent channel (load balancer ↔ `pglb agent`): its messages, their text form, their HMAC-SHA256 and the epoch order.
 //!
 //! Two messages, each one UDP datagram of one line, authenticated with HMAC-SHA256 over a key
 //! both sides read from a file (`[agent] key_file` on a load balancer, `key_file` in the agent's

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pglb_tests::{AGENT_CGROUP, Lab, STATE_DIR, lb_config, ok, pglb_bin, poll_until, stderr, stdout, superuser_sql, wait_until, xtask};
+use pglb_tests::{AGENT_CGROUP, Lab, STATE_DIR, assert_failover, drill_with, lb_config, ok, pglb_bin, poll_until, stderr, stdout, superuser_sql, wait_until, xtask};
 
 const PSQL: &str = "/usr/lib/postgresql/15/bin/psql";
 /// The lab's `[agent] listen_port` (config/lab*.toml).
@@ -128,4 +128,18 @@ fn agent_routes_connects_directly_follows_a_switchover_and_falls_back_to_the_vip
     // Agent stopped: its program goes with it, the cgroup's connects take the VIP.
     ok(&["lab", "agent", "stop"]);
     assert_eq!(connect(3000, true), ("172.20.0.11".into(), "172.20.0.100".into()), "agent stopped: the VIP");
+}
+
+/// `cargo xtask drill primary-crash --client agent`: the drill's writer and reader run in the
+/// agent's cgroup, so their connects go straight to PostgreSQL; the crash is found by the load
+/// balancers, the agent follows their new routing, and nothing acknowledged is lost.
+#[test]
+fn agent_drill_primary_crash_loses_nothing() {
+    let _lab = Lab::up();
+    let run = drill_with("primary-crash", &["--client", "agent"], env!("CARGO_BIN_EXE_drill_client"));
+    assert_failover(&run, 5000.0);
+    let log = agent_log();
+    assert!(log.contains("agent: route: writes to pg1"), "the drill's writes went straight to pg1:\n{log}");
+    let winner = run["winner"].as_str().expect("a winner");
+    assert!(log.contains(&format!("agent: route: writes to {winner}")), "the agent followed the failover to {winner}:\n{log}");
 }

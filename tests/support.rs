@@ -340,8 +340,15 @@ pub fn connect_until_via(port: u16, via_mac: String, epoch: Instant, limit: Dura
 /// Runs `xtask drill SCENARIO --runs 1 --json …` with the drill client `drill_client` (the
 /// test binary's `env!("CARGO_BIN_EXE_drill_client")`); returns the run's JSON object.
 pub fn drill(scenario: &str, drill_client: &str) -> Value {
+    drill_with(scenario, &[], drill_client)
+}
+
+/// [`drill`] with more arguments for `cargo xtask drill` (e.g. `--client agent`).
+pub fn drill_with(scenario: &str, extra: &[&str], drill_client: &str) -> Value {
     let json = std::env::temp_dir().join(format!("pglb-drill-{scenario}-{}.json", std::process::id()));
-    let out = xtask(&["drill", scenario, "--runs", "1", "--json", json.to_str().unwrap()])
+    let mut args = vec!["drill", scenario, "--runs", "1", "--json", json.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = xtask(&args)
         .env("PGLB_DRILL_CLIENT", drill_client)
         .output()
         .expect("running xtask drill");

@@ -41,6 +41,9 @@ enum Command {
         /// How many runs (each from a healthy cluster, returned to healthy after).
         #[arg(long, default_value_t = 1)]
         runs: u32,
+        /// How the drill clients connect: through the VIP, or through `pglb agent` (zero-hop).
+        #[arg(long, value_enum, default_value = "vip")]
+        client: drill::ClientMode,
         /// Also write the results as JSON to this file.
         #[arg(long)]
         json: Option<std::path::PathBuf>,
@@ -125,7 +128,7 @@ fn main() -> ExitCode {
         Command::Setup => setup::setup().map(|()| ExitCode::SUCCESS),
         Command::Run => run::run().map(|()| ExitCode::SUCCESS),
         Command::Test { filter } => test::test(filter.as_deref()),
-        Command::Drill { scenario, runs, json } => drill::drill(&scenario, runs, json.as_deref()).map(|()| ExitCode::SUCCESS),
+        Command::Drill { scenario, runs, json, client } => drill::drill(&scenario, runs, json.as_deref(), client).map(|()| ExitCode::SUCCESS),
         Command::Package => package::package().map(|()| ExitCode::SUCCESS),
         Command::Bench { rounds, workloads, json } => bench::bench(rounds, &workloads, json.as_deref()).map(|()| ExitCode::SUCCESS),
         Command::Lab { command } => match command {

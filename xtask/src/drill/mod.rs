@@ -90,9 +90,48 @@ const PRIMARY: &str = "pg1";
 const SWITCHBACK_RUN: i32 = 1_000_000;
 const NODES: [&str; 3] = ["pg1", "pg2", "pg3"];
 
-pub fn drill(scenario: &str, runs: u32, json: Option<&Path>) -> Result<()> {
+/// How the drill clients reach PostgreSQL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClientMode {
+    /// Through the VIP and the load balancers' XDP data plane.
+    Vip,
+    /// From the client's cgroup with `pglb agent` running: connects to the VIP are rewritten to
+    /// the writer (or a reader) and go straight to PostgreSQL (docs/AGENT.md).
+    Agent,
+}
+
+impl ClientMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientMode::Vip => "vip",
+            ClientMode::Agent => "agent",
+        }
+    }
+}
+
+/// `pglb agent` on the client host for an agent-mode drill; stopped when dropped.
+struct AgentRunning;
+
+impl Drop for AgentRunning {
+    fn drop(&mut self) {
+        if let Err(e) = lab::agent::stop() {
+            eprintln!("drill: stopping pglb agent: {e:#}");
+        }
+    }
+}
+
+pub fn drill(scenario: &str, runs: u32, json: Option<&Path>, client: ClientMode) -> Result<()> {
     sh::require_root("drill")?;
     let (scenarios, lb_stops, syn_flood): (Vec<&str>, Vec<LbStop>, bool) = match scenario {
+        // The takeover and flood drills measure the VIP itself: with the agent they would
+        // measure nothing of it, so `all` runs the failover scenarios only, and says so.
+        "all" if client == ClientMode::Agent => {
+            println!("drill: --client agent: running the PostgreSQL and partial-failure scenarios; lb-crash, lb-graceful and syn-flood measure the VIP and are not run in this mode");
+            (SCENARIOS.to_vec(), vec![], false)
+        }
+        "lb-crash" | "lb-graceful" | "syn-flood" if client == ClientMode::Agent => {
+            bail!("`{scenario}` measures the VIP and its data plane: run it with `--client vip` (the default)")
+        }
         "all" => (SCENARIOS.to_vec(), vec![LbStop::Crash, LbStop::Graceful], true),
         "lb-crash" => (vec![], vec![LbStop::Crash], false),
         "lb-graceful" => (vec![], vec![LbStop::Graceful], false),
@@ -105,7 +144,14 @@ pub fn drill(scenario: &str, runs: u32, json: Option<&Path>) -> Result<()> {
         println!("drill: the lab is not up; bringing it up");
         lab::up(false, false)?;
     }
-    let d = Drill::new()?;
+    let _agent = match client {
+        ClientMode::Agent => {
+            lab::agent::start(&lab_lb::stable_binary()).context("starting pglb agent on the client host")?;
+            Some(AgentRunning)
+        }
+        ClientMode::Vip => None,
+    };
+    let d = Drill::new(client)?;
     d.prepare()?;
     let mut results = Vec::new();
     for s in &scenarios {
@@ -129,7 +175,7 @@ pub fn drill(scenario: &str, runs: u32, json: Option<&Path>) -> Result<()> {
         print!("{}", summarise_flood(&floods, flood::AFTER_LIMIT.as_secs()));
     }
     if let Some(path) = json {
-        let text = serde_json::to_string_pretty(&DrillJson { failover: &results, lb: &lb_results, syn_flood: &floods })?;
+        let text = serde_json::to_string_pretty(&DrillJson { client: client.name(), failover: &results, lb: &lb_results, syn_flood: &floods })?;
         fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
         println!("drill: results written to {}", path.display());
     }
@@ -194,6 +240,7 @@ struct Drill {
     pglb: PathBuf,
     client: PathBuf,
     dir: PathBuf,
+    mode: ClientMode,
 }
 
 fn now_us() -> u128 {
@@ -234,10 +281,10 @@ fn ticks_per_second() -> f64 {
 }
 
 impl Drill {
-    fn new() -> Result<Self> {
+    fn new(mode: ClientMode) -> Result<Self> {
         let dir = PathBuf::from(STATE_DIR).join("drill");
         fs::create_dir_all(&dir)?;
-        Ok(Drill { pglb: lab_lb::stable_binary(), client: client_binary()?, dir })
+        Ok(Drill { pglb: lab_lb::stable_binary(), client: client_binary()?, dir, mode })
     }
 
     /// SQL as the superuser over `node`'s Unix socket on database `db`.
@@ -454,9 +501,12 @@ impl Drill {
         fs::write(out, "").with_context(|| format!("creating {}", out.display()))?;
         let client = host("client")?;
         let pw = secret_path("app");
-        let mut c = ns_cmd(&client.ns(), self.client.to_str().unwrap(), [
-            mode, VIP, &port.to_string(), pw.to_str().unwrap(), &run.to_string(), out.to_str().unwrap(),
-        ]);
+        let args = [mode, VIP, &port.to_string(), pw.to_str().unwrap(), &run.to_string(), out.to_str().unwrap()];
+        let mut c = match self.mode {
+            ClientMode::Vip => ns_cmd(&client.ns(), self.client.to_str().unwrap(), args),
+            // In the agent's cgroup: the same VIP address and port, rewritten at connect().
+            ClientMode::Agent => lab::agent::in_cgroup(&client.ns(), self.client.to_str().unwrap(), args),
+        };
         c.stdout(Stdio::null()).stderr(Stdio::inherit());
         Ok(c)
     }

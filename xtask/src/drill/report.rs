@@ -223,6 +223,9 @@ pub fn summarise(results: &[RunResult]) -> String {
 /// Everything a drill command measured, for `--json`.
 #[derive(Debug, Serialize)]
 pub struct DrillJson<'a> {
+    /// How the drill clients connected: `vip` (through the load balancers' data plane) or
+    /// `agent` (from the client's cgroup, rewritten by `pglb agent` at connect()).
+    pub client: &'static str,
     pub failover: &'a [RunResult],
     pub lb: &'a [LbTakeover],
     pub syn_flood: &'a [SynFlood],

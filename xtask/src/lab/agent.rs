@@ -8,18 +8,12 @@
 //! the bench's `agent` target) run their command inside the cgroup. `lab down` kills everything
 //! in the cgroup and removes it.
 
-use std::{
-    fs,
-    os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{ffi::OsStr, fs, os::unix::fs::PermissionsExt as _, path::{Path, PathBuf}, process::Command, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
 
 use super::{
-    net::namespace_pids,
+    net::{namespace_pids, spawn_detached},
     postgres::wait_for,
     topology::{HOSTS, Kind, READ_PORT, STATE_DIR, VIP, WRITE_PORT, host, secrets_dir},
 };
@@ -118,29 +112,10 @@ pub fn start(pglb: &Path) -> Result<()> {
         bail!("{} is missing: is the lab up (`cargo xtask lab up`)?", config_path().display());
     }
     let client = host("client")?;
-    let log = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log_path())
-        .with_context(|| format!("opening {}", log_path().display()))?;
     let offset = fs::metadata(log_path()).map(|m| m.len() as usize).unwrap_or(0);
-    // nsenter --net, not `ip netns exec`: the latter mounts a fresh sysfs, hiding the cgroup.
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net=/run/netns/{}", client.ns()))
-        .arg(pglb)
-        .args(["agent", "--config"])
-        .arg(config_path())
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    // SAFETY: setsid() in the child before exec touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    cmd.spawn().context("starting pglb agent on the client host")?;
+    let config = config_path();
+    spawn_detached(&client.ns(), pglb, [OsStr::new("agent"), OsStr::new("--config"), config.as_os_str()], &log_path())
+        .context("starting pglb agent on the client host")?;
     wait_for(Duration::from_secs(15), "the agent's first route from the VRRP master", || {
         let text = fs::read_to_string(log_path()).unwrap_or_default();
         let new = text.get(offset..).unwrap_or_default();

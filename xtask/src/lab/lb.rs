@@ -10,10 +10,9 @@
 //! sysfs, which hides the root bpffs at /sys/fs/bpf where pglb pins its maps and XDP link.
 
 use std::{
+    ffi::OsStr,
     fs,
-    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
     time::Duration,
 };
 
@@ -134,29 +133,9 @@ pub fn log_path(lb: &Host) -> PathBuf {
 /// Starts `pglb run` inside the host's network namespace, detached, appending to its log.
 pub fn start(lb: &Host, pglb: &Path) -> Result<u32> {
     fs::create_dir_all(lb.dir())?;
-    let log = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log_path(lb))
-        .with_context(|| format!("opening {}", log_path(lb).display()))?;
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net=/run/netns/{}", lb.ns()))
-        .arg(pglb)
-        .args(["run", "--config"])
-        .arg(config_path(lb))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    // SAFETY: setsid() in the child before exec touches no memory of the parent; it puts pglb
-    // in its own session so a Ctrl-C aimed at xtask does not reach it.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    let child = cmd.spawn().with_context(|| format!("starting pglb on {}", lb.name))?;
-    Ok(child.id())
+    let config = config_path(lb);
+    super::net::spawn_detached(&lb.ns(), pglb, [OsStr::new("run"), OsStr::new("--config"), config.as_os_str()], &log_path(lb))
+        .with_context(|| format!("starting pglb on {}", lb.name))
 }
 
 /// Succeeds when a new connection through the VIP on `port` runs a query.

@@ -2,7 +2,13 @@
 //! pair. Nothing is created in the root namespace: each veth is made inside the switch namespace
 //! with its peer placed straight into the host's namespace.
 
-use std::process::Command;
+use std::{
+    ffi::OsStr,
+    fs,
+    os::unix::process::CommandExt as _,
+    path::Path,
+    process::{Command, Stdio},
+};
 
 use anyhow::{Context as _, Result};
 
@@ -18,6 +24,34 @@ where
     let mut c = sh::cmd("ip", ["netns", "exec", ns, program]);
     c.args(args);
     c
+}
+
+/// Starts `program args…` in `ns`'s network namespace, detached in its own session (a Ctrl-C
+/// aimed at xtask does not reach it), appending stdout and stderr to `log`; returns its pid.
+/// `nsenter --net`, not `ip netns exec`: the latter mounts a fresh sysfs in a private mount
+/// namespace, which hides the machine's bpffs (`/sys/fs/bpf`) and cgroup tree.
+pub fn spawn_detached<I, S>(ns: &str, program: &Path, args: I, log: &Path) -> Result<u32>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let out = fs::OpenOptions::new().create(true).append(true).open(log).with_context(|| format!("opening {}", log.display()))?;
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{ns}"))
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out);
+    // SAFETY: setsid() in the child before exec touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().with_context(|| format!("starting {} in {ns}", program.display()))?;
+    Ok(child.id())
 }
 
 /// The lab namespaces that exist now.

@@ -212,7 +212,7 @@ pub fn bench(rounds: usize, workloads: &[String], json: Option<&Path>) -> Result
     println!("{xdp}");
     init_tables()?;
     let haproxy = Haproxy::start()?;
-    let agent = AgentRunning::start()?;
+    let agent = lab::agent::Running::start(&lab::lb::stable_binary())?;
     let started = Instant::now();
     let mut results: Vec<Series> = workloads
         .iter()
@@ -296,24 +296,6 @@ fn lb1_tx_packets() -> Result<u64> {
     c.arg(&config).env("PGLB_LOG", "warn");
     let text = sh::output(&mut c).context("pglb map dump --json on lb1")?;
     Ok(crate::drill::pglb_json::reasons(&text)?.iter().filter(|(k, _)| k.starts_with("tx_")).map(|(_, v)| v).sum())
-}
-
-/// `pglb agent` on the client host for the bench's agent runs; stopped when dropped.
-struct AgentRunning;
-
-impl AgentRunning {
-    fn start() -> Result<AgentRunning> {
-        lab::agent::start(&lab::lb::stable_binary()).context("starting pglb agent on the client host")?;
-        Ok(AgentRunning)
-    }
-}
-
-impl Drop for AgentRunning {
-    fn drop(&mut self) {
-        if let Err(e) = lab::agent::stop() {
-            eprintln!("bench: stopping pglb agent: {e:#}");
-        }
-    }
 }
 
 /// Creates the pgbench tables on pg1 (scale [`SCALE`]) and waits for both standbys to have them.

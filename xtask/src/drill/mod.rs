@@ -109,17 +109,6 @@ impl ClientMode {
     }
 }
 
-/// `pglb agent` on the client host for an agent-mode drill; stopped when dropped.
-struct AgentRunning;
-
-impl Drop for AgentRunning {
-    fn drop(&mut self) {
-        if let Err(e) = lab::agent::stop() {
-            eprintln!("drill: stopping pglb agent: {e:#}");
-        }
-    }
-}
-
 pub fn drill(scenario: &str, runs: u32, json: Option<&Path>, client: ClientMode) -> Result<()> {
     sh::require_root("drill")?;
     let (scenarios, lb_stops, syn_flood): (Vec<&str>, Vec<LbStop>, bool) = match scenario {
@@ -145,10 +134,7 @@ pub fn drill(scenario: &str, runs: u32, json: Option<&Path>, client: ClientMode)
         lab::up(false, false)?;
     }
     let _agent = match client {
-        ClientMode::Agent => {
-            lab::agent::start(&lab_lb::stable_binary()).context("starting pglb agent on the client host")?;
-            Some(AgentRunning)
-        }
+        ClientMode::Agent => Some(lab::agent::Running::start(&lab_lb::stable_binary())?),
         ClientMode::Vip => None,
     };
     let d = Drill::new(client)?;

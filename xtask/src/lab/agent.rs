@@ -156,6 +156,25 @@ where
     c
 }
 
+/// `pglb agent` running on the client host for as long as this lives (the bench's agent runs,
+/// `drill --client agent`): started by [`Running::start`], stopped when dropped.
+pub struct Running(());
+
+impl Running {
+    pub fn start(pglb: &Path) -> Result<Running> {
+        start(pglb).context("starting pglb agent on the client host")?;
+        Ok(Running(()))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Err(e) = stop() {
+            eprintln!("stopping pglb agent: {e:#}");
+        }
+    }
+}
+
 /// Kills whatever is left in the cgroup and removes it (`lab down`).
 pub fn remove_cgroup() -> Result<()> {
     let dir = Path::new(CGROUP);

@@ -597,9 +597,9 @@ impl VrrpRunner {
         self.apply(Event::PriorityChanged { priority }).await
     }
 
-    /// Whether this instance may hold the VIP, and whether it reaches the writer.
-    pub async fn set_ready(&mut self, ready: bool, reaches_writer: bool) -> Vec<VrrpEvent> {
-        self.apply(Event::Ready { ready, reaches_writer }).await
+    /// Whether this instance may hold the VIP.
+    pub async fn set_ready(&mut self, ready: bool) -> Vec<VrrpEvent> {
+        self.apply(Event::Ready { ready }).await
     }
 
     /// Stops gracefully: a master drops the VIP, then sends priority 0.

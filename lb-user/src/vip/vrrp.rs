@@ -68,14 +68,15 @@
 //! can neither make a master step down nor keep a backup from taking over. Two more inputs come
 //! from the instance that runs the machine ([`Event::Ready`]): whether its view is fresh enough
 //! to hold the VIP (after a start, or a stall of its main loop, it is not until it has probed
-//! again and heard its peers: a backup then waits, a master resigns), and whether it reaches the
-//! writer itself.
+//! again and heard its peers: a backup then waits, a master resigns).
 //!
 //! **Preemption** of a lower-priority master follows `preempt` and `preempt_delay` for plain
 //! peers. For a pglb peer, with `preempt` off (the default, keepalived's `nopreempt`) a backup
-//! takes over from a lower-priority master only when that master's report says it does not
-//! reach the writer while this instance does: a returning load balancer never takes the VIP
-//! from a healthy master (which would reset every connection that master forwards).
+//! takes over from a lower-priority master only when that master's report says it is not
+//! healthy — its tracking does not reach the writer, or it cannot write its state file (the
+//! priorities, lowered by tracking, then decide as ever): a
+//! returning load balancer never takes the VIP from a healthy master (which would reset every
+//! connection that master forwards).
 //!
 //! Departures from the RFC text, all deliberate:
 //! - `preempt_delay` (keepalived's option, not in the RFC): a backup that would preempt a
@@ -278,12 +279,10 @@ pub enum Event {
         vouch: Vouch,
     },
     /// Whether this instance may hold the VIP (its view is fresh: after a start or a stall it
-    /// probed again and heard its peers), and whether it reaches the writer itself.
+    /// probed again and heard its peers).
     Ready {
         /// May be master.
         ready: bool,
-        /// Reaches the writer (a pglb master that does not may be preempted; see "Trust").
-        reaches_writer: bool,
     },
     /// The caller's clock reached (or passed) [`Vrrp::next_deadline`].
     TimerExpired,
@@ -300,10 +299,10 @@ pub enum Vouch {
     /// A plain VRRPv3 peer (keepalived), believed as the RFC says.
     Plain,
     /// A pglb peer whose fresh authenticated report confirms the advertised priority; and
-    /// whether that report says it reaches the writer.
+    /// whether that report says it is healthy (it reaches the writer and can write its state).
     Confirmed {
-        /// The peer reaches the writer (a healthy master is not preempted).
-        reaches_writer: bool,
+        /// A healthy master is not preempted.
+        healthy: bool,
     },
     /// A pglb peer's address, but no fresh report confirms it (forged, or the peer's reports
     /// do not arrive): not believed.
@@ -442,8 +441,6 @@ pub struct Vrrp {
     peers: BTreeMap<Ipv4Addr, PeerInfo>,
     /// May be master ([`Event::Ready`]); true until told otherwise.
     ready: bool,
-    /// Reaches the writer ([`Event::Ready`]).
-    reaches_writer: bool,
 }
 
 /// Converts centiseconds to a [`Duration`].
@@ -465,7 +462,7 @@ pub fn master_down_interval(priority: u8, master_adver_interval: Duration) -> Du
 impl Vrrp {
     /// A machine in Initialize. `params` should have passed [`VrrpParams::validate`].
     pub fn new(params: VrrpParams) -> Self {
-        Vrrp { priority: params.priority, params, role: Role::Initialize, peers: BTreeMap::new(), ready: true, reaches_writer: true }
+        Vrrp { priority: params.priority, params, role: Role::Initialize, peers: BTreeMap::new(), ready: true }
     }
 
     /// The current state.
@@ -551,8 +548,8 @@ impl Vrrp {
         if let Event::PriorityChanged { priority } = event {
             return self.change_priority(priority, now);
         }
-        if let Event::Ready { ready, reaches_writer } = event {
-            return self.set_ready(ready, reaches_writer, now);
+        if let Event::Ready { ready } = event {
+            return self.set_ready(ready, now);
         }
         match self.role {
             Role::Initialize => self.on_initialize(event, now),
@@ -611,8 +608,7 @@ impl Vrrp {
         }
     }
 
-    fn set_ready(&mut self, ready: bool, reaches_writer: bool, now: Duration) -> Vec<Action> {
-        self.reaches_writer = reaches_writer;
+    fn set_ready(&mut self, ready: bool, now: Duration) -> Vec<Action> {
         if self.ready == ready {
             return Vec::new();
         }
@@ -686,9 +682,8 @@ impl Vrrp {
                 let by_config = self.params.preempt && !preempt_deferred;
                 let may_preempt = match vouch {
                     Vouch::Plain | Vouch::Unconfirmed => by_config,
-                    // nopreempt for pglb peers: only a master that lost the writer, and only by
-                    // an instance that reaches it.
-                    Vouch::Confirmed { reaches_writer } => by_config || (!reaches_writer && self.reaches_writer),
+                    // nopreempt for pglb peers: only a master that is not healthy.
+                    Vouch::Confirmed { healthy } => by_config || !healthy,
                 };
                 if packet.priority >= self.priority || !may_preempt {
                     backup.master_adver_interval = centiseconds(packet.max_advert_int_cs);
@@ -1184,7 +1179,7 @@ mod tests {
             m.handle(forged.clone(), t + Duration::from_millis(100 * i));
         }
         assert_eq!(m.state(), VrrpState::Master, "30 forged adverts at 254 move nothing");
-        let real = vouched(HIGHER, 200, 10, Vouch::Confirmed { reaches_writer: true });
+        let real = vouched(HIGHER, 200, 10, Vouch::Confirmed { healthy: true });
         assert_eq!(
             m.handle(real, t + secs(4)),
             vec![Action::StateChanged { from: VrrpState::Master, to: VrrpState::Backup }, Action::RemoveVip]
@@ -1206,7 +1201,7 @@ mod tests {
     #[test]
     fn nopreempt_keeps_a_returning_higher_priority_backup_off_a_healthy_master() {
         let mut b = backup_with(guarded(150));
-        let healthy = vouched(LOWER, 100, 10, Vouch::Confirmed { reaches_writer: true });
+        let healthy = vouched(LOWER, 100, 10, Vouch::Confirmed { healthy: true });
         for i in 1..=50 {
             let now = Duration::from_millis(100 * i);
             assert_eq!(b.handle(healthy.clone(), now), vec![], "advert {i}");
@@ -1214,20 +1209,19 @@ mod tests {
         }
         assert_eq!(b.state(), VrrpState::Backup, "a healthy master keeps the VIP");
         assert_eq!(b.master_address(), Some(LOWER));
-        // The master loses the writer (its report says so) while we reach it: we take over.
-        let lost = vouched(LOWER, 100, 10, Vouch::Confirmed { reaches_writer: false });
+        // The master's tracking loses the writer (its report says so): the priorities decide.
+        let lost = vouched(LOWER, 40, 10, Vouch::Confirmed { healthy: false });
         let held = b.next_deadline().expect("timer");
         assert_eq!(b.handle(lost.clone(), secs(6)), vec![], "discarded: the timer runs out");
         assert_eq!(b.next_deadline(), Some(held));
         assert_eq!(b.handle(Event::TimerExpired, held), to_master(VrrpState::Backup, 150, 5));
-        // ... but not when we do not reach it either.
-        let mut c = backup_with(guarded(150));
-        c.handle(Event::Ready { ready: true, reaches_writer: false }, Duration::ZERO);
+        // ... a lower priority (ours lowered by tracking too, below the master's) does not.
+        let mut c = backup_with(guarded(30));
         c.handle(lost.clone(), secs(1));
         assert_eq!(
             c.next_deadline(),
-            Some(secs(1) + master_down_interval(150, Duration::from_millis(100))),
-            "held off: neither of us reaches the writer"
+            Some(secs(1) + master_down_interval(30, Duration::from_millis(100))),
+            "held off: the master's priority is higher"
         );
         // preempt = true keeps RFC 9568's preemption for pglb peers too.
         let mut d = backup_with(VrrpParams { preempt: true, ..guarded(150) });
@@ -1239,19 +1233,19 @@ mod tests {
     #[test]
     fn a_backup_that_is_not_ready_waits_and_takes_over_once_ready() {
         let mut b = backup_with(guarded(150));
-        assert_eq!(b.handle(Event::Ready { ready: false, reaches_writer: false }, Duration::ZERO), vec![]);
+        assert_eq!(b.handle(Event::Ready { ready: false }, Duration::ZERO), vec![]);
         let at = b.next_deadline().expect("down timer");
         assert_eq!(b.handle(Event::TimerExpired, at), vec![], "not ready: no takeover");
         assert_eq!(b.state(), VrrpState::Backup);
         assert_eq!(b.next_deadline(), None, "waiting for readiness, not for a timer");
-        assert_eq!(b.handle(Event::Ready { ready: true, reaches_writer: true }, at + secs(1)), to_master(VrrpState::Backup, 150, 5));
+        assert_eq!(b.handle(Event::Ready { ready: true }, at + secs(1)), to_master(VrrpState::Backup, 150, 5));
         // A master heard while waiting ends the wait.
         let mut c = backup_with(guarded(150));
-        c.handle(Event::Ready { ready: false, reaches_writer: false }, Duration::ZERO);
+        c.handle(Event::Ready { ready: false }, Duration::ZERO);
         let at = c.next_deadline().expect("down timer");
         c.handle(Event::TimerExpired, at);
-        c.handle(vouched(HIGHER, 200, 10, Vouch::Confirmed { reaches_writer: true }), at + us(1));
-        assert_eq!(c.handle(Event::Ready { ready: true, reaches_writer: true }, at + us(2)), vec![], "a master is heard");
+        c.handle(vouched(HIGHER, 200, 10, Vouch::Confirmed { healthy: true }), at + us(1));
+        assert_eq!(c.handle(Event::Ready { ready: true }, at + us(2)), vec![], "a master is heard");
         assert_eq!(c.state(), VrrpState::Backup);
     }
 
@@ -1259,7 +1253,7 @@ mod tests {
     fn a_master_that_is_no_longer_ready_resigns() {
         let (mut m, t) = master_with(guarded(150));
         assert_eq!(
-            m.handle(Event::Ready { ready: false, reaches_writer: true }, t + us(1)),
+            m.handle(Event::Ready { ready: false }, t + us(1)),
             vec![
                 Action::StateChanged { from: VrrpState::Master, to: VrrpState::Backup },
                 Action::RemoveVip,
@@ -1267,7 +1261,7 @@ mod tests {
             ]
         );
         assert_eq!(m.state(), VrrpState::Backup);
-        assert_eq!(m.handle(Event::Ready { ready: false, reaches_writer: true }, t + us(2)), vec![], "once");
+        assert_eq!(m.handle(Event::Ready { ready: false }, t + us(2)), vec![], "once");
     }
 
     #[test]

@@ -117,9 +117,6 @@ struct PeerWord {
     lost_here: bool,
 }
 
-/// How soon a failed state-file write is tried again.
-pub const RECORD_RETRY: Duration = Duration::from_millis(500);
-
 /// Promotion after a failover or a switchover: they differ in who gets fenced and re-pointed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Promotion {
@@ -706,10 +703,12 @@ impl Machine {
         // The writer routed here (still debouncing its failures, say) is on an older timeline:
         // it is history, whatever its health says. (A newer primary is routed by rule 1 next,
         // in one map write.)
+        // A writer not probed since a (re)start was routed on the floor before, at most.
+        let routes_next = self.phase != Phase::Starting && newer.is_some_and(|n| self.nodes[n].usable_primary().is_some());
         if let Some(w) = self.writer
             && Some(w) != newer
-            && newer.is_none_or(|n| self.nodes[n].usable_primary().is_none())
-            && self.nodes[w].status.as_ref().is_some_and(|s| s.timeline < timeline)
+            && !routes_next
+            && self.nodes[w].status.as_ref().map_or(before < timeline, |s| s.timeline < timeline)
         {
             log(out, Level::Warn, format!("writes refused: the writer {} is on an older timeline than {timeline}", self.name(w)));
             self.route_writer(None, out);

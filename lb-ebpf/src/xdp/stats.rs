@@ -49,6 +49,10 @@ pub(crate) fn count_listener_reset(index: u32) {
     }
 }
 
+/// The records' target, whatever module writes them: the control plane's log shows them as
+/// `lb_ebpf` (`PGLB_LOG=info,lb_ebpf=debug`).
+const LOG_TARGET: &str = "lb_ebpf";
+
 // The program's log records (see the crate doc). Arguments are wire-order addresses and ports,
 // as in `Packet` and the map keys; `AYA_LOG_LEVEL` is checked inside, so a disabled level costs
 // the call and one load, on these rare branches only.
@@ -58,7 +62,7 @@ pub(crate) fn count_listener_reset(index: u32) {
 #[inline(never)]
 pub(crate) fn log_flow_table_refused(client_addr: u32, client_port: u16, backend_id: u32) {
     let client = Ipv4Addr::from(client_addr.to_ne_bytes());
-    warn!(&(), "xdp: the flow table refused a new flow; SYN from {:i}:{} to backend {} dropped", client, u16::from_be(client_port), backend_id);
+    warn!(&(), target: LOG_TARGET, "xdp: the flow table refused a new flow; SYN from {:i}:{} to backend {} dropped", client, u16::from_be(client_port), backend_id);
 }
 
 /// Warn: every NAT port probed toward the backend was taken (or the NAT table refused the
@@ -66,7 +70,7 @@ pub(crate) fn log_flow_table_refused(client_addr: u32, client_port: u16, backend
 #[inline(never)]
 pub(crate) fn log_ports_exhausted(client_addr: u32, client_port: u16, backend_id: u32) {
     let client = Ipv4Addr::from(client_addr.to_ne_bytes());
-    warn!(&(), "xdp: no free NAT port toward backend {} after {} probes; SYN from {:i}:{} dropped", backend_id, NAT_PORT_PROBES, client, u16::from_be(client_port));
+    warn!(&(), target: LOG_TARGET, "xdp: no free NAT port toward backend {} after {} probes; SYN from {:i}:{} dropped", backend_id, NAT_PORT_PROBES, client, u16::from_be(client_port));
 }
 
 /// Debug: a write flow found stale (its backend is no longer the writer, or the lease is past
@@ -76,8 +80,8 @@ pub(crate) fn log_stale_reset(client_addr: u32, client_port: u16, backend_id: u3
     let client = Ipv4Addr::from(client_addr.to_ne_bytes());
     let port = u16::from_be(client_port);
     match why {
-        TX_RST_STALE_BACKEND => debug!(&(), "xdp: stale write flow of {:i}:{} on backend {} deleted, RST sent to the backend", client, port, backend_id),
-        TX_RST_LEASE_EXPIRED => debug!(&(), "xdp: write flow of {:i}:{} on backend {} deleted (lease past its grace), RST sent to the client", client, port, backend_id),
-        _ => debug!(&(), "xdp: stale write flow of {:i}:{} on backend {} deleted (not the writer), RST sent to the client", client, port, backend_id),
+        TX_RST_STALE_BACKEND => debug!(&(), target: LOG_TARGET, "xdp: stale write flow of {:i}:{} on backend {} deleted, RST sent to the backend", client, port, backend_id),
+        TX_RST_LEASE_EXPIRED => debug!(&(), target: LOG_TARGET, "xdp: write flow of {:i}:{} on backend {} deleted (lease past its grace), RST sent to the client", client, port, backend_id),
+        _ => debug!(&(), target: LOG_TARGET, "xdp: stale write flow of {:i}:{} on backend {} deleted (not the writer), RST sent to the client", client, port, backend_id),
     }
 }

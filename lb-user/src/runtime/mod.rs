@@ -133,7 +133,7 @@ enum VipOwner {
     /// VRRP, driven from this loop.
     Vrrp(Box<VrrpRunner>),
     /// No `[vrrp]`: this instance is the only load balancer and holds the VIP itself.
-    Static(vip::io::StaticVip),
+    Static(vip::address::StaticVip),
 }
 
 /// What this loop last told the VRRP machine.
@@ -276,7 +276,7 @@ pub async fn run(config: Config) -> Result<(), RuntimeError> {
             (VipOwner::Vrrp(Box::new(runner)), Some(rx), view)
         }
         None => {
-            let held = vip::io::StaticVip::hold(&config.dataplane.interface, config.dataplane.vip.addr).await?;
+            let held = vip::address::StaticVip::hold(&config.dataplane.interface, config.dataplane.vip.addr).await?;
             info!(vip = %config.dataplane.vip.addr, "vip: no [vrrp] configured: this instance holds the VIP alone");
             (VipOwner::Static(held), None, VipView::Static)
         }

@@ -162,7 +162,9 @@ mod tests {
     #[test]
     fn decisions() {
         let route = AgentRoute { expires_ns: 100, writer_addr: 1, writer_port: 2, readers: 2, ..AgentRoute::default() };
-        let table: &[(&str, Option<u8>, Option<AgentRoute>, u64, u32)] = &[
+        /// (what, the listener's pool, the route, now, the expected code)
+        type Row = (&'static str, Option<u8>, Option<AgentRoute>, u64, u32);
+        let table: &[Row] = &[
             ("not a vip listener", None, Some(route), 1, AGENT_R_OTHER),
             ("no route written", Some(POOL_WRITE), None, 1, AGENT_R_NO_ROUTE),
             ("lease ran out", Some(POOL_WRITE), Some(route), 100, AGENT_R_NO_ROUTE),

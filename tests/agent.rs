@@ -47,6 +47,16 @@ fn agent_pids() -> Vec<String> {
         .collect()
 }
 
+/// `kill -9` of the agent (by pid), until it is gone.
+fn kill_agent() {
+    let pids = agent_pids();
+    assert!(!pids.is_empty(), "the agent runs");
+    for pid in pids {
+        assert!(Command::new("kill").args(["-KILL", &pid]).status().expect("kill").success(), "kill -9 {pid}");
+    }
+    poll_until(Duration::from_secs(5), Duration::from_millis(20), "the agent to die", || agent_pids().is_empty());
+}
+
 /// A session through the agent (`SELECT pg_sleep(60)` from the cgroup), once `server` shows it.
 fn long_session(server: &str) -> std::process::Child {
     let session = xtask(&["lab", "exec", "client", "--agent", "--", PSQL, "-X", "-Atc", "SELECT pg_sleep(60)"])
@@ -169,10 +179,7 @@ fn agent_routes_connects_directly_follows_a_switchover_and_falls_back_to_the_vip
     // Killed: the session outlives the process until the supervisor's cleanup runs.
     ok(&["lab", "agent", "start"]);
     let session = long_session("pg2");
-    for pid in agent_pids() {
-        assert!(Command::new("kill").args(["-KILL", &pid]).status().expect("kill").success(), "kill -9 {pid}");
-    }
-    poll_until(Duration::from_secs(5), Duration::from_millis(20), "the agent to die", || agent_pids().is_empty());
+    kill_agent();
     let mut session = session;
     std::thread::sleep(Duration::from_secs(1));
     assert!(session.try_wait().expect("waiting").is_none(), "with no supervisor yet, the session stays (the window docs/AGENT.md states)");
@@ -185,10 +192,7 @@ fn agent_routes_connects_directly_follows_a_switchover_and_falls_back_to_the_vip
     // Killed, and started again with no cleanup in between: the start closes what was left.
     ok(&["lab", "agent", "start"]);
     let session = long_session("pg2");
-    for pid in agent_pids() {
-        assert!(Command::new("kill").args(["-KILL", &pid]).status().expect("kill").success(), "kill -9 {pid}");
-    }
-    poll_until(Duration::from_secs(5), Duration::from_millis(20), "the agent to die", || agent_pids().is_empty());
+    kill_agent();
     ok(&["lab", "agent", "start"]);
     aborted(session, "the killed agent's session after the next start");
     assert!(agent_log().contains("the previous agent run did not stop cleanly"), "{}", agent_log());

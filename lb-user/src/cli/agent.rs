@@ -33,7 +33,7 @@ enum Command {
 }
 
 #[derive(clap::Args)]
-#[group(required = true, multiple = false, args = ["signing_key", "client_key"])]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["signing_key", "client_key"])))]
 struct KeygenArgs {
     /// Write the load balancers' Ed25519 signing key here (0600; copy it to every load balancer's
     /// [agent] signing_key_file) and its public key beside it (`.pub`, 0644; for the agents'

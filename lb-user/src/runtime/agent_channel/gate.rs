@@ -82,8 +82,10 @@ impl Gate {
         self.dropped.get(&why).copied().unwrap_or(0)
     }
 
-    /// Rules 1-3 for one datagram from `from` at `now` (this process's monotonic time).
-    pub fn admit(&mut self, datagram: &[u8], from: SocketAddr, now: Duration) -> Admission {
+    /// Rules 1-3 for one datagram from `from` at `now` (this process's monotonic time); `unix`
+    /// is the wall clock (since the Unix epoch), which numbers the cookie periods alike on every
+    /// load balancer.
+    pub fn admit(&mut self, datagram: &[u8], from: SocketAddr, now: Duration, unix: Duration) -> Admission {
         let sub = match Subscribe::decode(datagram, |agent| self.clients.get(agent)) {
             Ok(sub) => sub,
             Err(ProtoError::UnknownAgent { .. }) => return self.drop(Dropped::UnknownAgent),
@@ -97,7 +99,7 @@ impl Gate {
             return self.drop(Dropped::Replay);
         }
         self.last.insert(sub.agent.clone(), (sub.time, now));
-        let period = now.as_secs() / COOKIE_PERIOD.as_secs();
+        let period = unix.as_secs() / COOKIE_PERIOD.as_secs();
         let valid = |p: u64| sub.cookie == Some(self.cookie(&sub.agent, from, p));
         if valid(period) || (period > 0 && valid(period - 1)) {
             return Admission::Subscribe(sub);
@@ -149,7 +151,7 @@ mod tests {
 
     /// The cookie `g` gives `from` (by asking without one).
     fn cookie_for(g: &mut Gate, from: &str, time: u64, now: Duration) -> Cookie {
-        match g.admit(sub(time, None).encode(&key()).as_bytes(), from.parse().unwrap(), now) {
+        match g.admit(sub(time, None).encode(&key()).as_bytes(), from.parse().unwrap(), now, now) {
             Admission::Cookie(reply) => match ToAgent::decode(reply.as_bytes(), &crate::channel::SigningKey::from_seed([1; 32]).public()) {
                 Ok(ToAgent::Cookie(c)) => c.cookie,
                 other => panic!("not a cookie: {other:?}"),
@@ -162,11 +164,11 @@ mod tests {
     fn a_first_subscribe_gets_a_cookie_no_longer_than_itself_and_the_next_is_admitted() {
         let mut g = gate();
         let first = sub(1, None).encode(&key());
-        let Admission::Cookie(reply) = g.admit(first.as_bytes(), AGENT.parse().unwrap(), at(10)) else { panic!("a cookie first") };
+        let Admission::Cookie(reply) = g.admit(first.as_bytes(), AGENT.parse().unwrap(), at(10), at(10)) else { panic!("a cookie first") };
         assert!(reply.len() < first.len(), "{} bytes answer {} bytes", reply.len(), first.len());
         let cookie = cookie_for(&mut g, AGENT, 2, at(10));
         let with = sub(3, Some(cookie));
-        assert_eq!(g.admit(with.encode(&key()).as_bytes(), AGENT.parse().unwrap(), at(11)), Admission::Subscribe(with));
+        assert_eq!(g.admit(with.encode(&key()).as_bytes(), AGENT.parse().unwrap(), at(11), at(11)), Admission::Subscribe(with));
     }
 
     /// Issue 18: a recorded subscribe replayed from a forged source address used to be answered
@@ -176,9 +178,9 @@ mod tests {
         let mut g = gate();
         let cookie = cookie_for(&mut g, AGENT, 1, at(10));
         let wire = sub(2, Some(cookie)).encode(&key());
-        assert!(matches!(g.admit(wire.as_bytes(), AGENT.parse().unwrap(), at(10)), Admission::Subscribe(_)), "the original");
+        assert!(matches!(g.admit(wire.as_bytes(), AGENT.parse().unwrap(), at(10), at(10)), Admission::Subscribe(_)), "the original");
         for (what, from, now) in [("forged source", FORGED, at(11)), ("same source", AGENT, at(11)), ("a minute later", FORGED, at(70))] {
-            assert_eq!(g.admit(wire.as_bytes(), from.parse().unwrap(), now), Admission::Dropped(Dropped::Replay), "{what}");
+            assert_eq!(g.admit(wire.as_bytes(), from.parse().unwrap(), now, now), Admission::Dropped(Dropped::Replay), "{what}");
         }
         assert_eq!(g.dropped(Dropped::Replay), 3);
     }
@@ -189,7 +191,7 @@ mod tests {
         let cookie = cookie_for(&mut g, AGENT, 1, at(10));
         // An attacker who saw the cookie and races a fresh-looking copy from elsewhere.
         let wire = sub(5, Some(cookie)).encode(&key());
-        match g.admit(wire.as_bytes(), FORGED.parse().unwrap(), at(10)) {
+        match g.admit(wire.as_bytes(), FORGED.parse().unwrap(), at(10), at(10)) {
             Admission::Cookie(reply) => assert!(reply.len() < wire.len(), "never more bytes than received"),
             other => panic!("the cookie is bound to the address: {other:?}"),
         }
@@ -201,9 +203,19 @@ mod tests {
         let cookie = cookie_for(&mut g, AGENT, 1, at(59));
         let table = [(2, at(60), true), (3, at(119), true), (4, at(120), false)];
         for (time, now, admitted) in table {
-            let got = g.admit(sub(time, Some(cookie)).encode(&key()).as_bytes(), AGENT.parse().unwrap(), now);
+            let got = g.admit(sub(time, Some(cookie)).encode(&key()).as_bytes(), AGENT.parse().unwrap(), now, now);
             assert_eq!(matches!(got, Admission::Subscribe(_)), admitted, "at {now:?}: {got:?}");
         }
+    }
+
+    #[test]
+    fn a_cookie_from_one_load_balancer_is_good_at_another() {
+        let (mut lb1, mut lb2) = (gate(), gate());
+        let cookie = cookie_for(&mut lb1, AGENT, 1, at(10));
+        let with = sub(2, Some(cookie));
+        // lb2 started at another moment: its monotonic clock differs, the wall clock does not.
+        let got = lb2.admit(with.encode(&key()).as_bytes(), AGENT.parse().unwrap(), at(500), at(10));
+        assert_eq!(got, Admission::Subscribe(with), "cookie periods follow the wall clock");
     }
 
     #[test]
@@ -218,7 +230,7 @@ mod tests {
         ];
         for (what, datagram, why) in table {
             let mut g = gate();
-            assert_eq!(g.admit(&datagram, from, at(1)), Admission::Dropped(why), "{what}");
+            assert_eq!(g.admit(&datagram, from, at(1), at(1)), Admission::Dropped(why), "{what}");
             assert_eq!(g.dropped(why), 1, "{what} counted");
         }
     }
@@ -227,8 +239,8 @@ mod tests {
     fn an_agent_whose_clock_stepped_back_is_let_in_after_the_replay_memory() {
         let mut g = gate();
         let from: SocketAddr = AGENT.parse().unwrap();
-        assert!(matches!(g.admit(sub(1_000, None).encode(&key()).as_bytes(), from, at(1)), Admission::Cookie(_)));
-        assert_eq!(g.admit(sub(10, None).encode(&key()).as_bytes(), from, at(100)), Admission::Dropped(Dropped::Replay), "below the last time");
-        assert!(matches!(g.admit(sub(11, None).encode(&key()).as_bytes(), from, at(121)), Admission::Cookie(_)), "forgotten after REPLAY_MEMORY");
+        assert!(matches!(g.admit(sub(1_000, None).encode(&key()).as_bytes(), from, at(1), at(1)), Admission::Cookie(_)));
+        assert_eq!(g.admit(sub(10, None).encode(&key()).as_bytes(), from, at(100), at(100)), Admission::Dropped(Dropped::Replay), "below the last time");
+        assert!(matches!(g.admit(sub(11, None).encode(&key()).as_bytes(), from, at(121), at(121)), Admission::Cookie(_)), "forgotten after REPLAY_MEMORY");
     }
 }

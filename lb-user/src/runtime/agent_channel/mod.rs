@@ -88,7 +88,8 @@ pub async fn serve(mut c: Channel) {
             got = c.socket.recv_from(&mut buf) => match got {
                 Ok((n, from)) => {
                     let now = since.elapsed();
-                    match c.gate.admit(&buf[..n], from, now) {
+                    let unix = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+                    match c.gate.admit(&buf[..n], from, now, unix) {
                         Admission::Subscribe(sub) => {
                             debug!(agent = %sub.agent, %from, seen = %sub.seen, "agent channel: subscribe");
                             sign(&c.signing, c.publisher.on_subscribe(from, &sub, now))

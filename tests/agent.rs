@@ -184,9 +184,16 @@ fn agent_routes_connects_directly_follows_a_switchover_and_falls_back_to_the_vip
     std::thread::sleep(Duration::from_secs(1));
     assert!(session.try_wait().expect("waiting").is_none(), "with no supervisor yet, the session stays (the window docs/AGENT.md states)");
     assert_eq!(connect(3000, true), ("172.20.0.11".into(), "172.20.0.100".into()), "killed: new connects take the VIP at once");
-    let pglb = pglb_bin();
-    let cleanup = ok(&["lab", "exec", "client", "--", pglb.to_str().unwrap(), "agent", "cleanup", "--config", AGENT_CONFIG]);
-    println!("{cleanup}");
+    // As a supervisor runs it: in the agent's namespaces (`nsenter --net`, as the lab starts the
+    // agent; `ip netns exec` would hide the machine's bpffs behind a fresh sysfs).
+    let cleanup = Command::new("nsenter")
+        .arg("--net=/run/netns/pgha-client")
+        .arg(pglb_bin())
+        .args(["agent", "cleanup", "--config", AGENT_CONFIG])
+        .output()
+        .expect("pglb agent cleanup");
+    assert!(cleanup.status.success() && stderr(&cleanup).contains("agent cleanup: closed"), "{}", stderr(&cleanup));
+    println!("{}", stderr(&cleanup).trim());
     aborted(session, "the killed agent's session after `pglb agent cleanup`");
 
     // Killed, and started again with no cleanup in between: the start closes what was left.

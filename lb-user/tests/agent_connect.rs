@@ -285,6 +285,11 @@ fn agent_sockets_sent_to_the_writer_are_closed_when_the_agent_stops_or_dies() {
     assert!(err.contains("Software caused connection abort"), "{err}");
     assert!(!pins.0.join(bpf::REWRITTEN_PIN).exists(), "the pin is removed");
     assert_eq!(bpf::cleanup_pinned(&pins.0).expect("a second cleanup"), None, "nothing left to do");
+    let elsewhere = std::env::temp_dir().join("pglb-agent-not-bpffs");
+    assert!(
+        matches!(bpf::cleanup_pinned(&elsewhere), Err(bpf::AgentBpfError::NotBpffs { .. })),
+        "a pin path off bpffs is an error, not \"nothing pinned\""
+    );
 
     direct.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
     let still = direct.read(&mut [0u8; 1]).expect_err("no data on the direct connection");

@@ -73,6 +73,8 @@ pub enum AgentBpfError {
     ReaderId { id: u32 },
     #[error("cannot build the readers' maglev table: {source}")]
     Maglev { source: lb_common::maglev::MaglevError },
+    #[error("{} is not on a bpffs mount in this mount namespace, so the agent's record of rewritten sockets cannot be there (mount bpffs at /sys/fs/bpf; `ip netns exec` hides it behind a fresh sysfs, `nsenter --net` does not)", path.display())]
+    NotBpffs { path: PathBuf },
     #[error("cannot create the pin directory {} (is bpffs mounted at /sys/fs/bpf?)", path.display())]
     PinDir {
         path: PathBuf,
@@ -225,6 +227,7 @@ impl AgentProgram {
     /// Pins `agent_rewritten` at `<dir>/rewritten` (creating `dir`); returns the pin's path.
     /// A pin left there must have been cleaned up first ([`cleanup_pinned`]).
     pub fn pin_rewritten(&self, dir: &Path) -> Result<PathBuf, AgentBpfError> {
+        require_bpffs(dir)?;
         std::fs::create_dir_all(dir).map_err(|source| AgentBpfError::PinDir { path: dir.to_owned(), source })?;
         let path = dir.join(REWRITTEN_PIN);
         let map = self.ebpf.map(MAP_AGENT_REWRITTEN).expect("the object has agent_rewritten");
@@ -253,6 +256,7 @@ impl AgentProgram {
 /// After an agent was killed: closes the sockets recorded in the map it pinned under `dir` and
 /// removes the pin. `None`: nothing was pinned there (the last agent stopped cleanly, or none ran).
 pub fn cleanup_pinned(dir: &Path) -> Result<Option<Destroyed>, AgentBpfError> {
+    require_bpffs(dir)?;
     let path = dir.join(REWRITTEN_PIN);
     if !path.exists() {
         return Ok(None);
@@ -263,6 +267,22 @@ pub fn cleanup_pinned(dir: &Path) -> Result<Option<Destroyed>, AgentBpfError> {
     let done = destroy_recorded(&map)?;
     unpin(dir)?;
     Ok(Some(done))
+}
+
+/// Fails unless the nearest existing directory of `dir` is on bpffs: a pin looked for anywhere
+/// else would be "nothing pinned" without a word.
+fn require_bpffs(dir: &Path) -> Result<(), AgentBpfError> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let existing = dir.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
+    let c = std::ffi::CString::new(existing.as_os_str().as_bytes()).map_err(|_| AgentBpfError::NotBpffs { path: dir.to_owned() })?;
+    // SAFETY: an all-zero statfs is a valid value to be overwritten.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a writable statfs.
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    if rc != 0 || st.f_type != libc::BPF_FS_MAGIC {
+        return Err(AgentBpfError::NotBpffs { path: dir.to_owned() });
+    }
+    Ok(())
 }
 
 /// Removes the pin under `dir` (and `dir`, when that leaves it empty).

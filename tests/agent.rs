@@ -57,15 +57,18 @@ fn kill_agent() {
     poll_until(Duration::from_secs(5), Duration::from_millis(20), "the agent to die", || agent_pids().is_empty());
 }
 
-/// A session through the agent (`SELECT pg_sleep(60)` from the cgroup), once `server` shows it.
-fn long_session(server: &str) -> std::process::Child {
-    let session = xtask(&["lab", "exec", "client", "--agent", "--", PSQL, "-X", "-Atc", "SELECT pg_sleep(60)"])
+/// A session through the agent (`SELECT pg_sleep(60)` from the cgroup, marked with `tag`), once
+/// `server` shows it. The tag tells it from an earlier session whose socket the agent destroyed:
+/// a destroy sends nothing, so that session's server side still sleeps.
+fn long_session(server: &str, tag: &str) -> std::process::Child {
+    let query = format!("SELECT pg_sleep(60), '{tag}'");
+    let session = xtask(&["lab", "exec", "client", "--agent", "--", PSQL, "-X", "-Atc", &query])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("starting a long session");
-    wait_until(Duration::from_secs(10), &format!("the session to run on {server} from the client host"), || {
-        superuser_sql(server, "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND host(client_addr) = '172.20.0.50'") == "1"
+    wait_until(Duration::from_secs(10), &format!("the session {tag} to run on {server} from the client host"), || {
+        superuser_sql(server, &format!("SELECT count(*) FROM pg_stat_activity WHERE query = $q${query}$q$ AND host(client_addr) = '172.20.0.50'")) == "1"
     });
     session
 }
@@ -127,7 +130,7 @@ fn agent_routes_connects_directly_follows_a_switchover_and_falls_back_to_the_vip
 
     // A session open on pg1 through the agent, then a switchover to pg2: the agent destroys the
     // session's socket (ECONNABORTED) and the next connect goes to pg2.
-    let mut session = long_session("pg1");
+    let mut session = long_session("pg1", "switchover");
     let destroyed_before = agent_log().matches("destroyed the sockets connected to the old writer").count();
     let started = Instant::now();
     let out = Command::new(pglb_bin())
@@ -170,7 +173,7 @@ fn agent_routes_connects_directly_follows_a_switchover_and_falls_back_to_the_vip
 
     // Agent stopped: its program goes with it, the cgroup's connects take the VIP, and the
     // session it sent straight to pg2 is closed (nothing would close it when the writer changes).
-    let session = long_session("pg2");
+    let session = long_session("pg2", "stop");
     ok(&["lab", "agent", "stop"]);
     aborted(session, "the session the stopped agent had sent to pg2");
     assert!(agent_log().contains("stopping: closed the sockets sent straight to a writer"), "{}", agent_log());
@@ -178,7 +181,7 @@ fn agent_routes_connects_directly_follows_a_switchover_and_falls_back_to_the_vip
 
     // Killed: the session outlives the process until the supervisor's cleanup runs.
     ok(&["lab", "agent", "start"]);
-    let session = long_session("pg2");
+    let session = long_session("pg2", "kill-cleanup");
     kill_agent();
     let mut session = session;
     std::thread::sleep(Duration::from_secs(1));
@@ -198,7 +201,7 @@ fn agent_routes_connects_directly_follows_a_switchover_and_falls_back_to_the_vip
 
     // Killed, and started again with no cleanup in between: the start closes what was left.
     ok(&["lab", "agent", "start"]);
-    let session = long_session("pg2");
+    let session = long_session("pg2", "kill-start");
     kill_agent();
     ok(&["lab", "agent", "start"]);
     aborted(session, "the killed agent's session after the next start");

@@ -9,6 +9,11 @@ impl Sim {
         if l.p.vrrp_enabled && !l.master {
             self.fail(&format!("{}: promotion by a load balancer that is not the vrrp master", l.name));
         }
+        // No action without its record: the state file (its last successful write) names it.
+        let recorded = l.disk.persisted.as_ref().and_then(|d| d.promoting.as_ref());
+        if recorded.is_none_or(|p| p.node != l.p.nodes[cand].name) {
+            self.fail(&format!("{}: promotes pg{} while its state file records {recorded:?}", l.name, cand + 1));
+        }
         let fresh = |(at, r): &(Duration, Result<NodeStatus, ProbeFailure>)| {
             r.is_ok() && self.now.saturating_sub(*at) < l.p.stale_after()
         };
@@ -49,6 +54,8 @@ impl Sim {
 
     pub fn check_step(&mut self) {
         for lb in 0..self.lbs.len() {
+            self.check_lease(lb);
+            self.check_facts(lb);
             let l = &self.lbs[lb];
             let Some(m) = &l.m else { continue };
             let view = m.view();
@@ -64,23 +71,24 @@ impl Sim {
             // once, forever (a busy loop).
             if let Some(d) = m.next_deadline()
                 && d <= self.now
+                && l.frozen.is_none()
             {
                 self.fail(&format!("{}: next_deadline {d:?} is not after now: the daemon would spin", l.name));
             }
             let tl = view.writer_timeline.unwrap_or(0);
-            // Rule 6 against what this machine knows: never a primary older than its timeline
-            // floor; and a VIP holder (clients write through it) never one older than a
-            // primary its probes have shown.
+            // Rule 6 against what this machine knows, once it has decided (until then the map is
+            // a leftover the expired lease keeps from new flows): never a primary older than its
+            // timeline floor; and while clients write through it, never one older than any
+            // timeline its probes have answered on since it started or woke (rule 1 + the floor).
             if let Some(x) = l.routed.filter(|&x| l.routed_by_current && self.nodes[x].running_primary()) {
                 let xt = self.nodes[x].timeline;
-                if xt < tl {
+                if xt < tl && (m.ready() || l.carries_writes(self.now, self.pair)) {
                     self.fail(&format!("{}: routes writes to pg{}, a primary on timeline {xt}, below its timeline {tl}", l.name, x + 1));
                 }
-                let holder = if self.pair { l.master } else { !l.p.vrrp_enabled || l.master };
-                if holder && xt < l.seen_tl {
+                if l.carries_writes(self.now, self.pair) && xt < l.seen_tl {
                     let seen = l.seen_tl;
                     self.fail(&format!(
-                        "{}, the vip holder, routes writes to pg{}, a primary on timeline {xt}, after probing a primary on timeline {seen}",
+                        "{} routes client writes to pg{}, a primary on timeline {xt}, after probing timeline {seen} since it woke",
                         l.name,
                         x + 1
                     ));
@@ -91,11 +99,14 @@ impl Sim {
             }
             self.lbs[lb].tl_floor = tl;
         }
-        // One writer for clients: two VIP holders never send writes to two running primaries.
+        // One writer for clients: two VIP holders whose daemons turn never send writes to two
+        // running primaries. (A frozen or killed one's route is a leftover its lease bounds,
+        // `check_lease`; what it lets through is judged by "no acknowledged write lost".)
         let holders = self.vip_holders();
         if self.pair && holders.len() > 1 {
             self.coverage.two_master_steps += 1;
-            let routes: Vec<usize> = holders.iter().filter_map(|&lb| self.lbs[lb].routed).collect();
+            let turning = holders.iter().filter(|&&lb| self.lbs[lb].running() && self.lbs[lb].frozen.is_none());
+            let routes: Vec<usize> = turning.filter_map(|&lb| self.lbs[lb].routed).collect();
             if let [a, b] = routes[..]
                 && a != b
                 && self.nodes[a].running_primary()
@@ -118,12 +129,63 @@ impl Sim {
         }
         // LbCutFromPrimary: writes continue wherever some load balancer still reaches it.
         if let Some((cut, heal)) = self.handover_window
-            && self.now >= cut + handover_bound(&self.lbs[0].p)
+            && self.now >= cut + self.handover_bound()
             && self.now < heal
             && !holders.iter().any(|&lb| self.lbs[lb].routed == Some(0) && self.lb_reaches(lb, 0))
         {
             self.fail("no vip holder routes writes to the primary although one load balancer reaches it");
         }
+    }
+
+    /// The lease: a running, unfrozen instance whose machine is not ready opens no new write
+    /// flow; a frozen or killed one none once a lease has passed since its last ready turn.
+    fn check_lease(&self, lb: usize) {
+        let l = &self.lbs[lb];
+        if self.now >= l.lease_until || l.live_and_ready() {
+            return;
+        }
+        if l.running() && l.frozen.is_none() {
+            self.fail(&format!("{}: its machine is not ready, yet its data plane's lease runs until {:?}", l.name, l.lease_until));
+        }
+        if l.ready_turn.is_none_or(|t| self.now >= t + LEASE) {
+            self.fail(&format!("{}: frozen or down, its lease outlived its last ready turn {:?}", l.name, l.ready_turn));
+        }
+    }
+
+    /// Trust: what a machine holds as fact (its durable floor, its state file's, the timelines
+    /// its fences name) is a timeline some node really has, never one only a forged report
+    /// told it.
+    fn check_facts(&self, lb: usize) {
+        let l = &self.lbs[lb];
+        let file = l.disk.persisted.as_ref().map_or(0, |d| d.timeline);
+        if file > self.max_tl {
+            self.fail(&format!("{}: its state file's floor {file} is above every timeline a node has ({})", l.name, self.max_tl));
+        }
+        let Some(m) = &l.m else { return };
+        let floor = m.durable().timeline;
+        if floor > self.max_tl {
+            self.fail(&format!("{}: its durable floor {floor} is above every timeline a node has ({})", l.name, self.max_tl));
+        }
+        for (n, node) in m.view().nodes.iter().enumerate() {
+            if let Some(reason) = &node.fence
+                && let Err(e) = self.fence_is_real(reason)
+            {
+                self.fail(&format!("{}: pg{} is fenced: {e}", l.name, n + 1));
+            }
+        }
+    }
+
+    /// Whether a fence rests on a timeline some node has.
+    pub fn fence_is_real(&self, reason: &FenceReason) -> Result<(), String> {
+        let newer = match *reason {
+            FenceReason::OlderTimeline { writer_timeline, .. } => writer_timeline,
+            FenceReason::SplitBrain { timeline, .. } => timeline,
+            FenceReason::Replaced { .. } => return Ok(()),
+        };
+        if newer > self.max_tl {
+            return Err(format!("{reason:?} names timeline {newer}, which no node has (newest {})", self.max_tl));
+        }
+        Ok(())
     }
 
     /// Exactly one writer: one running primary on the highest timeline, routed by the VIP
@@ -136,17 +198,18 @@ impl Sim {
             return Err(format!("{} running primaries on the highest timeline {top}, not one", writers.len()));
         };
         let holders: Vec<usize> = if self.pair {
-            self.vip_holders()
+            (0..self.lbs.len()).filter(|&lb| self.lbs[lb].vip).collect()
         } else {
             let l = &self.lbs[0];
             if !l.p.vrrp_enabled || l.master { vec![0] } else { Vec::new() }
         };
         if self.pair && holders.len() != 1 {
-            return Err(format!("{} vrrp masters, not one", holders.len()));
+            return Err(format!("{} vip holders, not one", holders.len()));
         }
         for lb in holders {
-            if self.lbs[lb].routed != Some(w) {
-                return Err(format!("the vip holder {} does not route writes to the writer pg{}", self.lbs[lb].name, w + 1));
+            let l = &self.lbs[lb];
+            if l.routed != Some(w) || !l.carries_writes(self.now, self.pair) {
+                return Err(format!("the vip holder {} does not open write flows to the writer pg{}", l.name, w + 1));
             }
         }
         for l in &self.lbs {
@@ -166,7 +229,7 @@ impl Sim {
             Ok(()) => {
                 self.settled_at.get_or_insert(self.now);
             }
-            Err(e) if self.now >= self.heal_at + liveness_bound(&self.lbs[0].p) => {
+            Err(e) if self.now >= self.heal_at + self.liveness_bound() => {
                 self.fail(&format!("liveness: {e}, {:?} after every fault healed", self.now - self.heal_at));
             }
             Err(_) => self.settled_at = None,

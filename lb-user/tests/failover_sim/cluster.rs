@@ -121,17 +121,6 @@ impl Sim {
         self.nodes[n].alive && self.lbs[lb].reach[n]
     }
 
-    /// The load balancers clients write through: single, the one (whatever VRRP says, as
-    /// before); pair, every VRRP master.
-    pub fn vip_holders(&self) -> Vec<usize> {
-        if self.pair { (0..self.lbs.len()).filter(|&i| self.lbs[i].running() && self.lbs[i].master).collect() } else { vec![0] }
-    }
-
-    /// The VIP holder's route (the first master's in a split).
-    pub fn vip_route(&self) -> Option<usize> {
-        self.vip_holders().first().and_then(|&lb| self.lbs[lb].routed)
-    }
-
     /// The running primary on the highest timeline, if exactly one.
     pub fn top_primary(&self) -> Option<usize> {
         let top = (0..NODES).filter(|&n| self.nodes[n].running_primary()).map(|n| self.nodes[n].timeline).max()?;
@@ -230,11 +219,14 @@ impl Sim {
         self.armed.clear();
         self.report_lost = false;
         self.lb_link = true;
+        self.forgeries.clear();
+        let now = self.now;
         for l in &mut self.lbs {
             l.reach = vec![true; NODES];
             l.flapping = vec![false; NODES];
             l.blips = vec![Vec::new(); NODES];
             l.restart_at = None;
+            l.disk.fails_until = l.disk.fails_until.min(now);
         }
         self.peers_alive.iter_mut().for_each(|p| *p = true);
         for n in 0..NODES {
@@ -244,6 +236,7 @@ impl Sim {
             x.repl_link = true;
         }
         for lb in 0..self.lbs.len() {
+            self.resume(lb);
             self.restart_daemon(lb);
         }
         // A second primary on a shared timeline (a tainted fault) needs `pglb node rejoin`:
@@ -265,7 +258,7 @@ impl Sim {
     pub fn operator_rejoin(&mut self, n: usize, onto: usize) {
         self.rewind(n, onto);
         for lb in 0..self.lbs.len() {
-            self.call(lb, Event::Admin(AdminCommand::Rejoined { node: n }));
+            self.input(lb, Input::Admin(AdminCommand::Rejoined { node: n }));
         }
     }
 

@@ -11,32 +11,9 @@ pub struct Pending {
 }
 
 impl Sim {
-    // ----- the executor --------------------------------------------------------------------
-
-    pub fn call(&mut self, lb: usize, event: Event) {
-        let now = self.now;
-        let Some(m) = self.lbs[lb].m.as_mut() else { return };
-        let actions = m.handle(event, now);
-        if actions.len() > MAX_ACTIONS_PER_CALL {
-            self.fail(&format!("{} actions for one event", actions.len()));
-        }
-        let mut written = None;
-        for a in actions {
-            if let Action::Persist(d) = &a {
-                written = Some(d.clone());
-            }
-            if self.act(lb, a) {
-                return;
-            }
-        }
-        // The state file is written at once (a fast disk); its answer follows the actions.
-        if let Some(state) = written {
-            self.call(lb, Event::Persisted { state, result: Ok(()) });
-        }
-    }
-
-    /// Applies one action of `lb`'s machine. Returns whether an armed trigger killed the
-    /// daemon right after it (the rest of the list is never applied).
+    /// Applies one action of `lb`'s machine (as `Runtime::apply` and the executor do). Returns
+    /// whether an armed trigger killed the daemon right after it (the rest of the list is never
+    /// applied).
     pub fn act(&mut self, lb: usize, action: Action) -> bool {
         let name = self.lbs[lb].name;
         match &action {
@@ -54,12 +31,12 @@ impl Sim {
         let now = self.now;
         let due = |after: Duration| now + after;
         match action {
-            Action::Persist(d) => self.lbs[lb].persisted = Some(d),
-            Action::Track { writer_reachable } => {
-                let l = &mut self.lbs[lb];
-                l.advert_due |= l.track_down == writer_reachable;
-                l.track_down = !writer_reachable;
+            Action::Persist(d) => {
+                if self.persist(lb, d) {
+                    return true;
+                }
             }
+            Action::Track { writer_reachable } => self.lbs[lb].tracked_reachable = writer_reachable,
             Action::SetWriter { node } => self.set_writer(lb, node),
             Action::SetReaders { nodes } => {
                 let view = self.lbs[lb].m.as_ref().expect("acting for a running daemon").view();
@@ -85,29 +62,63 @@ impl Sim {
                     x.sync_names = ids;
                 }
             }
-            Action::Fence { node, .. } => {
+            Action::Fence { node, reason } => {
                 let l = &self.lbs[lb];
                 if l.routed_by_current && l.routed == Some(node) {
                     self.fail(&format!("{name}: fenced the routed writer without unrouting it first"));
+                }
+                if let Err(e) = self.fence_is_real(&reason) {
+                    self.fail(&format!("{name}: fenced pg{}: {e}", node + 1));
                 }
             }
             Action::Alert(alert) => match alert {
                 Alert::FailedOver { .. } => self.coverage.failovers_done += 1,
                 Alert::SwitchoverDone { .. } => self.coverage.switchovers_done += 1,
                 Alert::SwitchoverAborted { .. } => self.coverage.switchovers_aborted += 1,
+                Alert::FailoverBlocked { reason: Blocked::StateNotRecorded, .. } => self.coverage.blocked_unrecorded += 1,
+                Alert::FailoverBlocked { reason: Blocked::PeerTimelineUnconfirmed { .. }, .. } => self.coverage.blocked_by_hint += 1,
                 _ => {}
             },
             Action::Probe { node } => self.lbs[lb].probe_now[node] = true,
             Action::Log { .. } => {}
         }
-        let Some(sent) = sent else { return false };
-        let hit = self.armed.iter().position(|a| {
-            a.trigger == Trigger::Sent(sent) && a.lb.is_none_or(|l| l == lb) && matches!(a.effect, Effect::Kill { .. })
-        });
-        let Some(i) = hit else { return false };
-        let Effect::Kill { down_for } = self.armed.remove(i).effect else { unreachable!("filtered on Kill") };
-        self.kill_daemon(lb, Some(down_for));
-        true
+        sent.is_some_and(|sent| self.fire_armed(lb, Trigger::Sent(sent), None))
+    }
+
+    /// Fires every trigger armed for `lb` reaching `trigger` (`roles`: the stage's nodes, for
+    /// probe blips). Returns whether one killed the daemon.
+    pub fn fire_armed(&mut self, lb: usize, trigger: Trigger, roles: Option<[usize; 3]>) -> bool {
+        while let Some(i) = self.armed.iter().position(|a| a.trigger == trigger && a.lb.is_none_or(|l| l == lb)) {
+            let armed = self.armed.remove(i);
+            let name = self.lbs[lb].name;
+            match armed.effect {
+                Effect::Kill { down_for } => {
+                    self.note(format!("{name}: at {trigger:?}"));
+                    self.kill_daemon(lb, Some(down_for));
+                    return true;
+                }
+                Effect::Freeze { length, probes_go_on } => {
+                    self.note(format!("{name}: at {trigger:?}"));
+                    self.freeze(lb, length, probes_go_on);
+                }
+                Effect::DiskFails { length } => {
+                    self.note(format!("{name}: at {trigger:?}: the state file cannot be written for {} ms", length.as_millis()));
+                    self.lbs[lb].disk.fails_until = self.now + length;
+                    self.coverage.disk_faults += 1;
+                }
+                Effect::Blip { other_lb, role, count, timeout } => {
+                    let (Trigger::Stage(stage), Some(roles)) = (trigger, roles) else { continue };
+                    let target = if other_lb && self.pair { 1 - lb } else { lb };
+                    let node = roles[role];
+                    let failure = if timeout { ProbeFailure::Timeout } else { ProbeFailure::Unreachable("connection reset".into()) };
+                    self.coverage.blips[stage as usize] += 1;
+                    let to = self.lbs[target].name;
+                    self.note(format!("{name} at stage {stage:?}: the next {count} probes of pg{} by {to} fail: {failure}", node + 1));
+                    self.lbs[target].blips[node].extend(std::iter::repeat_n(failure, count as usize));
+                }
+            }
+        }
+        false
     }
 
     pub fn set_writer(&mut self, lb: usize, node: Option<usize>) {
@@ -135,7 +146,7 @@ impl Sim {
             let l = &self.lbs[p.lb];
             if l.running() && l.generation == p.generation {
                 self.note(format!("{}: done: {:?} -> {result:?}", l.name, p.action));
-                self.call(p.lb, Event::ActionDone { action: p.action, result });
+                self.input(p.lb, Input::Done(Event::ActionDone { action: p.action, result }));
             } else {
                 self.note(format!("{}: done while its daemon was down: {:?} -> {result:?} (report lost)", l.name, p.action));
             }

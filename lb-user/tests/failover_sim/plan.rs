@@ -78,6 +78,8 @@ pub enum Trigger {
     Stage(Stage),
     /// A machine just emitted this action (the executor sent it).
     Sent(Sent),
+    /// A machine handed out the state that records a promotion (`Persist` naming it).
+    Recording,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +90,10 @@ pub enum Effect {
     /// the other). `role` picks the node from the stage: 0 the old writer (switchover: `from`),
     /// 1 the candidate (switchover: `to`), 2 the third node.
     Blip { other_lb: bool, role: usize, count: u32, timeout: bool },
+    /// Freeze the daemon of the load balancer that triggered (see [`Freeze`]).
+    Freeze { length: Duration, probes_go_on: bool },
+    /// Its state file cannot be written for `length` (the write at hand fails too).
+    DiskFails { length: Duration },
 }
 
 /// A one-shot trigger: `lb` (or any) reaching `trigger` causes `effect`.
@@ -140,6 +146,13 @@ pub enum Fault {
     Arm(Armed),
     /// The next promotion succeeds on the server but the executor reports an error.
     PromoteReportLost,
+    /// Forged reports to `lb` in the name of its peer `peer` for `length`: a timeline `above`
+    /// the newest one any node has, and/or a wrong writer (see `peers`).
+    Forge { lb: usize, peer: usize, length: Duration, above: Option<u32>, writer: Option<ForgedWriter> },
+    /// A load balancer's daemon stands still for `length` (see [`Freeze`]).
+    Freeze { lb: usize, length: Duration, probes_go_on: bool },
+    /// A load balancer's state file cannot be written for `length`.
+    DiskFails { lb: usize, length: Duration },
     /// Everything heals: links, nodes, daemons, peers; armed triggers are dropped.
     HealAll,
 }
@@ -148,6 +161,8 @@ impl Sim {
     /// Schedules the scenario's faults, then the heal of everything and the end of the run.
     pub fn plan(&mut self) {
         let has_peers = !self.peers_alive.is_empty();
+        let peers = if self.pair { 1 } else { self.peers_alive.len() };
+        let pair = self.pair;
         let r = &mut self.rng;
         let standby = 1 + r.below(2) as usize;
         let other = 3 - standby;
@@ -221,7 +236,8 @@ impl Sim {
                     let n = r.below(NODES as u64) as usize;
                     let at = r.ms(1000, 25000);
                     let heal = at + r.ms(300, 6000);
-                    let (fault, repair) = match r.below(9) {
+                    let (fault, repair) = match r.below(11) {
+                        9 | 10 => (trust_fault(r, false, peers, true).0, None),
                         0 => (Fault::Crash(n), Some(Fault::Restart(n))),
                         1 => (Fault::Hang(n), Some(Fault::Resume(n))),
                         2 => (Fault::CutLb(n), Some(Fault::HealLb(n))),
@@ -380,7 +396,8 @@ impl Sim {
                     let lb = r.lb();
                     let at = r.ms(1000, 25000);
                     let heal = at + r.ms(300, 6000);
-                    let (fault, repair) = match r.below(17) {
+                    let (fault, repair) = match r.below(20) {
+                        17..=19 => (trust_fault(r, true, 1, true).0, None),
                         0 => (Fault::Crash(n), Some(Fault::Restart(n))),
                         1 => (Fault::Hang(n), Some(Fault::Resume(n))),
                         2 => (Fault::CutLbFrom { lb, node: n }, Some(Fault::HealLbFrom { lb, node: n })),
@@ -413,14 +430,38 @@ impl Sim {
                 }
             }
         }
-        f.sort_by_key(|(t, _)| *t);
-        let last = f.last().map_or(Duration::ZERO, |(t, _)| *t);
-        // The heal may cut a failover, a switchover or a restart short; scenarios whose own
-        // checks time what the fault causes let it play out first.
+        // The scenarios whose own checks time what their fault causes.
         let timed = matches!(
             self.scenario,
             Scenario::Crash | Scenario::Hang | Scenario::LaggingStandby | Scenario::Switchover | Scenario::LbCutFromPrimary
         );
+        let mixed = !matches!(self.scenario, Scenario::Chaos | Scenario::PairChaos);
+        if mixed && r.chance(40) {
+            // The faults of the trust model mixed in: anywhere in most scenarios; before the
+            // timed ones, which then start once they have played out (3 s after the last).
+            let mut extra = Vec::new();
+            let mut end = Duration::from_secs(1);
+            for _ in 0..(1 + r.below(2)) {
+                let at = if timed { end + r.ms(0, 1000) } else { r.ms(1000, (t + Duration::from_secs(6)).as_millis() as u64) };
+                let (fault, length) = trust_fault(r, pair, peers, !timed);
+                extra.push((at, fault));
+                end = end.max(at + length);
+            }
+            if timed {
+                let first = f.iter().map(|&(t, _)| t).min().unwrap_or(t);
+                let shift = (end + Duration::from_secs(3)).saturating_sub(first);
+                f.iter_mut().for_each(|(t, _)| *t += shift);
+                if let Some((cut, heal)) = &mut self.handover_window {
+                    *cut += shift;
+                    *heal += shift;
+                }
+            }
+            f.extend(extra);
+        }
+        f.sort_by_key(|(t, _)| *t);
+        let last = f.last().map_or(Duration::ZERO, |(t, _)| *t);
+        // The heal may cut a failover, a switchover or a restart short; scenarios whose own
+        // checks time what the fault causes let it play out first.
         let heal_at = last + if timed { r.ms(3000, 8000) } else { r.ms(0, 8000) };
         // Half the mixtures heal in the middle of things: faults still active, a failover, a
         // switchover or a restart under way; what comes after the heal never happens.
@@ -435,7 +476,7 @@ impl Sim {
         f.retain(|(t, _)| *t < heal_at);
         f.push((heal_at, Fault::HealAll));
         self.heal_at = heal_at;
-        self.end = heal_at + liveness_bound(&self.lbs[0].p) + LIVENESS_WATCH;
+        self.end = heal_at + self.liveness_bound() + LIVENESS_WATCH;
         self.all_faults = f.clone();
         self.faults = f;
     }
@@ -527,14 +568,77 @@ impl Sim {
                 }
             }
             Fault::Switchover(n) => {
-                let lb = self.vip_holders().first().copied().unwrap_or(0);
-                self.call(lb, Event::Admin(AdminCommand::Switchover { to: n }));
+                let lb = self.vrrp_master();
+                self.input(lb, Input::Admin(AdminCommand::Switchover { to: n }));
+            }
+            Fault::Forge { lb, peer, length, above, writer } => {
+                let timeline = above.map(|k| self.max_tl + k);
+                self.forgeries.push(Forgery { lb, peer, until: self.now + length, timeline, writer });
+            }
+            Fault::Freeze { lb, length, probes_go_on } => self.freeze(lb, length, probes_go_on),
+            Fault::DiskFails { lb, length } => {
+                self.lbs[lb].disk.fails_until = self.now + length;
+                self.coverage.disk_faults += 1;
             }
             Fault::KillDaemon(lb) => self.kill_daemon(lb, None),
             Fault::RestartDaemon(lb) => self.restart_daemon(lb),
             Fault::Arm(a) => self.armed.push(a),
             Fault::PromoteReportLost => self.report_lost = true,
             Fault::HealAll => self.heal_all(),
+        }
+    }
+}
+
+/// One fault of the trust model (issue 18), and how long it lasts: reports forged in a peer's
+/// name (not without peers), a freeze of a daemon (a third of them shorter than the lease), a
+/// state file that cannot be written, or (`armed`) one of the last two at a moment: the
+/// recording of a promotion, a `Promote` or `Demote` sent, a failover or switchover stage.
+pub fn trust_fault(r: &mut Rng, pair: bool, peers: usize, armed: bool) -> (Fault, Duration) {
+    let lb = if pair { r.lb() } else { 0 };
+    let freeze = |r: &mut Rng| {
+        let length = if r.chance(30) { r.ms(200, 1000) } else { r.ms(1050, 10_000) };
+        (length, r.chance(50))
+    };
+    match r.below(if armed { 5 } else { 4 }) {
+        0 if peers > 0 => {
+            let length = r.ms(300, 6000);
+            let above = r.chance(70).then(|| 1 + r.below(100) as u32);
+            let writer = (above.is_none() || r.chance(50)).then(|| match r.below(4) {
+                0 | 1 => ForgedWriter::Node(r.below(NODES as u64) as usize),
+                2 => ForgedWriter::Nobody,
+                _ => ForgedWriter::Stranger,
+            });
+            let peer = if pair { 1 - lb } else { r.below(peers as u64) as usize };
+            (Fault::Forge { lb, peer, length, above, writer }, length)
+        }
+        0..=2 => {
+            let (length, probes_go_on) = freeze(r);
+            (Fault::Freeze { lb, length, probes_go_on }, length)
+        }
+        3 => {
+            let length = r.ms(300, 5000);
+            (Fault::DiskFails { lb, length }, length)
+        }
+        _ => {
+            let triggers = [
+                Trigger::Recording,
+                Trigger::Recording,
+                Trigger::Sent(Sent::Promote),
+                Trigger::Sent(Sent::Demote),
+                Trigger::Stage(Stage::FailingOver),
+                Trigger::Stage(Stage::Debouncing),
+                Trigger::Stage(Stage::Demoting),
+                Trigger::Stage(Stage::Promoting),
+            ];
+            let trigger = triggers[r.below(triggers.len() as u64) as usize];
+            let effect = if trigger == Trigger::Recording || r.chance(30) {
+                Effect::DiskFails { length: r.ms(300, 5000) }
+            } else {
+                let (length, probes_go_on) = freeze(r);
+                Effect::Freeze { length, probes_go_on }
+            };
+            let lb = (pair && r.chance(50)).then(|| r.lb());
+            (Fault::Arm(Armed { lb, trigger, effect }), Duration::ZERO)
         }
     }
 }

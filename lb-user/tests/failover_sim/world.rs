@@ -17,6 +17,24 @@ pub struct Coverage {
     pub failovers_done: u32,
     pub switchovers_done: u32,
     pub switchovers_aborted: u32,
+    pub freezes: u32,
+    /// Freezes longer than the lease: the machine woke humble.
+    pub stalls: u32,
+    /// An `ActionDone` queued behind a stall.
+    pub late_action_reports: u32,
+    pub disk_faults: u32,
+    pub writes_failed: u32,
+    /// `FailoverBlocked { StateNotRecorded }`.
+    pub blocked_unrecorded: u32,
+    pub forged_reports: u32,
+    /// `FailoverBlocked { PeerTimelineUnconfirmed }`.
+    pub blocked_by_hint: u32,
+    /// Peer reports the freshness guard refused.
+    pub reports_refused: u32,
+    /// Adverts no fresh report vouched for.
+    pub adverts_unconfirmed: u32,
+    /// A VRRP master that resigned because its machine was not ready.
+    pub resigned_not_ready: u32,
 }
 
 impl Coverage {
@@ -24,17 +42,32 @@ impl Coverage {
         for (a, b) in self.blips.iter_mut().zip(o.blips) {
             *a += b;
         }
-        self.kills += o.kills;
-        self.kills_with_promote_in_flight += o.kills_with_promote_in_flight;
-        self.reports_lost += o.reports_lost;
-        self.stale_primary_returns += o.stale_primary_returns;
-        self.stale_while_lb_down += o.stale_while_lb_down;
-        self.rejoins_ok += o.rejoins_ok;
-        self.rejoins_failed += o.rejoins_failed;
-        self.two_master_steps += o.two_master_steps;
-        self.failovers_done += o.failovers_done;
-        self.switchovers_done += o.switchovers_done;
-        self.switchovers_aborted += o.switchovers_aborted;
+        let Coverage { blips: _, kills, kills_with_promote_in_flight, reports_lost, stale_primary_returns, stale_while_lb_down, rejoins_ok,
+            rejoins_failed, two_master_steps, failovers_done, switchovers_done, switchovers_aborted, freezes, stalls, late_action_reports,
+            disk_faults, writes_failed, blocked_unrecorded, forged_reports, blocked_by_hint, reports_refused, adverts_unconfirmed,
+            resigned_not_ready } = *o;
+        self.kills += kills;
+        self.kills_with_promote_in_flight += kills_with_promote_in_flight;
+        self.reports_lost += reports_lost;
+        self.stale_primary_returns += stale_primary_returns;
+        self.stale_while_lb_down += stale_while_lb_down;
+        self.rejoins_ok += rejoins_ok;
+        self.rejoins_failed += rejoins_failed;
+        self.two_master_steps += two_master_steps;
+        self.failovers_done += failovers_done;
+        self.switchovers_done += switchovers_done;
+        self.switchovers_aborted += switchovers_aborted;
+        self.freezes += freezes;
+        self.stalls += stalls;
+        self.late_action_reports += late_action_reports;
+        self.disk_faults += disk_faults;
+        self.writes_failed += writes_failed;
+        self.blocked_unrecorded += blocked_unrecorded;
+        self.forged_reports += forged_reports;
+        self.blocked_by_hint += blocked_by_hint;
+        self.reports_refused += reports_refused;
+        self.adverts_unconfirmed += adverts_unconfirmed;
+        self.resigned_not_ready += resigned_not_ready;
     }
 }
 
@@ -44,14 +77,15 @@ pub struct Sim {
     pub rng: Rng,
     pub now: Duration,
     pub pair: bool,
-    /// Pair: only the VRRP master sends adverts (RFC 9568); otherwise both do.
-    pub silent_backups: bool,
     pub nodes: Vec<PgNode>,
     pub lbs: Vec<Lb>,
     /// Single: the modelled peers.
     pub peers_alive: Vec<bool>,
-    /// Pair: the LB↔LB link.
+    /// Pair: the LB↔LB link, and what is on it.
     pub lb_link: bool,
+    pub wire: VecDeque<Wire>,
+    /// Forged reports under way.
+    pub forgeries: Vec<Forgery>,
     /// timeline -> (parent timeline, fork LSN)
     pub forks: BTreeMap<u32, (u32, u64)>,
     /// Children promoted by pglb actions, per parent timeline.
@@ -103,24 +137,25 @@ impl Sim {
             }
         };
         let rejoin = rng.chance(if scenario == RestartWithStalePrimary { 50 } else { 30 });
-        let silent_backups = pair && rng.chance(30);
+        // The state file's disk: a write ends within the step, or one step later.
+        let disk_takes = if rng.chance(30) { DT } else { Duration::ZERO };
         let nofailover = (scenario == Chaos && rng.chance(30)).then(|| 1 + rng.below(2) as usize);
         let lbs: Vec<Lb> = if pair {
             (0..2)
                 .map(|i| {
-                    let mut p = params(vec![lb_addr(1 - i)], true, rejoin);
+                    let mut p = params(vec![lb_addr(1 - i)], true, rejoin, LB_PRIORITY[i]);
                     if let Some(n) = nofailover {
                         p.nodes[n].nofailover = true;
                     }
-                    Lb::new(i, p)
+                    Lb::new(i, p, disk_takes)
                 })
                 .collect()
         } else {
-            let mut p = params((0..peers).map(|i| Ipv4Addr::new(172, 20, 0, 22 + i as u8)).collect(), vrrp, rejoin);
+            let mut p = params((0..peers).map(|i| Ipv4Addr::new(172, 20, 0, 22 + i as u8)).collect(), vrrp, rejoin, LB_PRIORITY[0]);
             if let Some(n) = nofailover {
                 p.nodes[n].nofailover = true;
             }
-            vec![Lb::new(0, p)]
+            vec![Lb::new(0, p, disk_takes)]
         };
         let nodes = (0..NODES)
             .map(|i| PgNode {
@@ -145,11 +180,12 @@ impl Sim {
             rng,
             now: Duration::ZERO,
             pair,
-            silent_backups,
             nodes,
             lbs,
             peers_alive: vec![true; if pair { 0 } else { peers }],
             lb_link: true,
+            wire: VecDeque::new(),
+            forgeries: Vec::new(),
             forks: BTreeMap::new(),
             pglb_children: BTreeMap::new(),
             max_tl: 1,
@@ -170,15 +206,22 @@ impl Sim {
             trace: Vec::new(),
             trace_nodes: std::env::var("SIM_TRACE_NODES").is_ok(),
         };
-        if pair {
-            // The cluster ran before: lb1 is master, and each has heard the other's adverts.
-            sim.lbs[1].heard = Some((Duration::ZERO, LB_PRIORITY[0]));
-            if !silent_backups {
-                sim.lbs[0].heard = Some((Duration::ZERO, LB_PRIORITY[1]));
-            }
+        // Every daemon starts with the cluster: no state file, nothing routed, nothing decided.
+        for lb in 0..sim.lbs.len() {
+            sim.restart_daemon(lb);
         }
         sim.plan();
         sim
+    }
+
+    /// [`liveness_bound`] with the longest master-down interval of the load balancers.
+    pub fn liveness_bound(&self) -> Duration {
+        self.lbs.iter().map(|l| liveness_bound(&l.p)).max().expect("load balancers")
+    }
+
+    /// [`handover_bound`] with the longest master-down interval of the load balancers.
+    pub fn handover_bound(&self) -> Duration {
+        self.lbs.iter().map(|l| handover_bound(&l.p)).max().expect("load balancers")
     }
 
     pub fn note(&mut self, line: String) {
@@ -191,14 +234,18 @@ impl Sim {
         let mut lbs = String::new();
         for l in &self.lbs {
             lbs.push_str(&format!(
-                "{}: running {} master {} priority {} routed {:?} reach {:?} persisted timeline {:?}\n",
+                "{}: running {} frozen {:?} master {} vip {} lease until {:?} ready {} routed {:?} reach {:?} state file {:?} writes fail until {:?}\n",
                 l.name,
                 l.running(),
+                l.frozen.as_ref().map(|f| (f.since, f.until)),
                 l.master,
-                l.priority(),
+                l.vip,
+                l.lease_until,
+                l.ready,
                 l.routed,
                 l.reach,
-                l.persisted.as_ref().map(|d| d.timeline)
+                l.disk.persisted,
+                l.disk.fails_until,
             ));
             if let Some(m) = &l.m {
                 lbs.push_str(&format!("{} view: {:#?}\n", l.name, m.view()));
@@ -206,11 +253,11 @@ impl Sim {
         }
         let nodes: Vec<String> = (0..NODES).map(|n| self.describe_node(n)).collect();
         panic!(
-            "seed {} ({:?}, {}{}, rejoin {}) at {}ms: {what}\nfaults: {:?}\nheal at {:?}\nforks: {:?}\nacked: {:?}\n{}\n{}\ntrace:\n{}",
+            "seed {} ({:?}, {}, disk {:?}, rejoin {}) at {}ms: {what}\nfaults: {:?}\nheal at {:?}\nforks: {:?}\nacked: {:?}\n{}\n{}\ntrace:\n{}",
             self.seed,
             self.scenario,
             if self.pair { "pair" } else { "single" },
-            if self.silent_backups { ", silent backups" } else { "" },
+            self.lbs[0].disk.takes,
             self.lbs[0].p.rejoin,
             self.now.as_millis(),
             self.all_faults,
@@ -276,27 +323,8 @@ impl Sim {
             return;
         }
         for lb in 0..self.lbs.len() {
-            let Some((stage, roles)) = self.stage_of(lb) else { continue };
-            while let Some(i) =
-                self.armed.iter().position(|a| a.trigger == Trigger::Stage(stage) && a.lb.is_none_or(|l| l == lb))
-            {
-                let armed = self.armed.remove(i);
-                match armed.effect {
-                    Effect::Kill { down_for } => {
-                        self.note(format!("{}: at stage {stage:?}", self.lbs[lb].name));
-                        self.kill_daemon(lb, Some(down_for));
-                        break;
-                    }
-                    Effect::Blip { other_lb, role, count, timeout } => {
-                        let target = if other_lb && self.pair { 1 - lb } else { lb };
-                        let node = roles[role];
-                        let failure = if timeout { ProbeFailure::Timeout } else { ProbeFailure::Unreachable("connection reset".into()) };
-                        self.coverage.blips[stage as usize] += 1;
-                        let (by, to) = (self.lbs[lb].name, self.lbs[target].name);
-                        self.note(format!("{by} at stage {stage:?}: the next {count} probes of pg{} by {to} fail: {failure}", node + 1));
-                        self.lbs[target].blips[node].extend(std::iter::repeat_n(failure, count as usize));
-                    }
-                }
+            if let Some((stage, roles)) = self.stage_of(lb) {
+                self.fire_armed(lb, Trigger::Stage(stage), Some(roles));
             }
         }
     }
@@ -315,6 +343,9 @@ impl Sim {
             if self.lbs[lb].restart_at.is_some_and(|t| t <= self.now) {
                 self.restart_daemon(lb);
             }
+            if self.lbs[lb].frozen.as_ref().is_some_and(|f| f.until <= self.now) {
+                self.resume(lb);
+            }
         }
         for n in 0..NODES {
             self.nodes[n].lag_budget = 8_000; // a third of the average write rate
@@ -327,6 +358,9 @@ impl Sim {
             }
         }
         self.complete_pending();
+        for lb in 0..self.lbs.len() {
+            self.finish_writes(lb);
+        }
         self.replicate();
         self.client_write();
         self.replicate();
@@ -336,40 +370,44 @@ impl Sim {
             let acked = format!("{:?}", self.acked);
             self.note(format!("model: {} acked {acked}", line.join("; ")));
         }
-        self.vrrp_step();
+        self.peers_speak();
         for lb in 0..self.lbs.len() {
-            for n in 0..NODES {
-                let offset = Duration::from_millis(50 * ((n + 2 * lb) % 4) as u64);
-                let round = self.now >= offset && (self.now - offset).as_millis().is_multiple_of(PROBE.as_millis());
-                let due = round || std::mem::take(&mut self.lbs[lb].probe_now[n]);
-                if !due || !self.lbs[lb].running() {
-                    continue;
-                }
-                let result = self.status(lb, n);
-                if let Ok(s) = result.as_ref()
-                    && !s.in_recovery
-                {
-                    self.lbs[lb].seen_tl = self.lbs[lb].seen_tl.max(s.timeline);
-                }
-                self.lbs[lb].last_obs[n] = Some((self.now, result.clone()));
-                let obs = Observation { node: n, at: self.now, latency: Duration::from_millis(1), result };
-                self.call(lb, Event::Probe(obs));
-            }
+            self.input(lb, Input::VrrpTimer);
         }
+        self.deliver_wire();
+        self.probe_step();
         for lb in 0..self.lbs.len() {
-            let due = self.lbs[lb].m.as_ref().and_then(Machine::next_deadline).is_some_and(|d| d <= self.now);
-            if due {
-                self.call(lb, Event::Tick);
-            }
+            self.input(lb, Input::Tick);
+            self.input(lb, Input::Renew);
         }
+        self.deliver_wire();
         self.fire_stage_triggers();
-        let vip = if self.pair { self.vip_route() } else { self.lbs[0].routed };
+        let vip = self.vip_route();
         if self.vip_changes.last().is_none_or(|&(_, v)| v != vip) {
             self.vip_changes.push((self.now, vip));
         }
         self.check_step();
         self.check_liveness();
         self.now += DT;
+    }
+
+    /// The probe tasks: every node each probe interval (staggered), or at once when asked. A
+    /// frozen process takes none; a frozen loop's answers queue.
+    fn probe_step(&mut self) {
+        for lb in 0..self.lbs.len() {
+            for n in 0..NODES {
+                let offset = Duration::from_millis(50 * ((n + 2 * lb) % 4) as u64);
+                let round = self.now >= offset && (self.now - offset).as_millis().is_multiple_of(PROBE.as_millis());
+                let due = round || std::mem::take(&mut self.lbs[lb].probe_now[n]);
+                let l = &self.lbs[lb];
+                if !due || !l.running() || l.frozen.as_ref().is_some_and(|f| !f.probes_go_on) {
+                    continue;
+                }
+                let result = self.status(lb, n);
+                let obs = Observation { node: n, at: self.now, latency: Duration::from_millis(1), result };
+                self.input(lb, Input::Probe(obs));
+            }
+        }
     }
 
     pub fn run(mut self) -> Sim {

@@ -253,8 +253,9 @@ impl Sim {
                     other => self.fail(&format!("no new writer within {bound:?} of the crash at {t:?}: {other:?}")),
                 }
                 if self.scenario == Scenario::LaggingStandby {
-                    let lagging = self.nodes.iter().position(|n| n.lagging).expect("a lagging standby");
-                    if self.promotions.iter().any(|&(_, _, n)| n == lagging) {
+                    let lagging = self.all_faults.iter().find_map(|&(_, f)| if let Fault::Lag(n) = f { Some(n) } else { None });
+                    let lagging = lagging.expect("a lagging standby");
+                    if self.promotions.iter().any(|&(at, _, n)| n == lagging && at < self.heal_at) {
                         self.fail("the lagging standby was promoted");
                     }
                 }

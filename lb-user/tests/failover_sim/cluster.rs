@@ -234,6 +234,7 @@ impl Sim {
             let x = &mut self.nodes[n];
             x.hung = false;
             x.repl_link = true;
+            x.lagging = false;
         }
         for lb in 0..self.lbs.len() {
             self.resume(lb);
@@ -257,6 +258,11 @@ impl Sim {
     /// lifted on every load balancer.
     pub fn operator_rejoin(&mut self, n: usize, onto: usize) {
         self.rewind(n, onto);
+        // The operator's word: `onto` is the primary (whichever node a load balancer took for
+        // the writer meanwhile).
+        for l in &mut self.lbs {
+            l.retired.remove(&onto);
+        }
         for lb in 0..self.lbs.len() {
             self.input(lb, Input::Admin(AdminCommand::Rejoined { node: n }));
         }

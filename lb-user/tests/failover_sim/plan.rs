@@ -153,7 +153,8 @@ pub enum Fault {
     Freeze { lb: usize, length: Duration, probes_go_on: bool },
     /// A load balancer's state file cannot be written for `length`.
     DiskFails { lb: usize, length: Duration },
-    /// Everything heals: links, nodes, daemons, peers; armed triggers are dropped.
+    /// Everything heals: links, nodes (a lagging standby too), daemons (a frozen one resumes),
+    /// disks and peers; forgeries stop and armed triggers are dropped.
     HealAll,
 }
 
@@ -435,29 +436,8 @@ impl Sim {
             self.scenario,
             Scenario::Crash | Scenario::Hang | Scenario::LaggingStandby | Scenario::Switchover | Scenario::LbCutFromPrimary
         );
-        let mixed = !matches!(self.scenario, Scenario::Chaos | Scenario::PairChaos);
-        if mixed && r.chance(40) {
-            // The faults of the trust model mixed in: anywhere in most scenarios; before the
-            // timed ones, which then start once they have played out (3 s after the last).
-            let mut extra = Vec::new();
-            let mut end = Duration::from_secs(1);
-            for _ in 0..(1 + r.below(2)) {
-                let at = if timed { end + r.ms(0, 1000) } else { r.ms(1000, (t + Duration::from_secs(6)).as_millis() as u64) };
-                let (fault, length) = trust_fault(r, pair, peers, !timed);
-                extra.push((at, fault));
-                end = end.max(at + length);
-            }
-            if timed {
-                let first = f.iter().map(|&(t, _)| t).min().unwrap_or(t);
-                let shift = (end + Duration::from_secs(3)).saturating_sub(first);
-                f.iter_mut().for_each(|(t, _)| *t += shift);
-                if let Some((cut, heal)) = &mut self.handover_window {
-                    *cut += shift;
-                    *heal += shift;
-                }
-            }
-            f.extend(extra);
-        }
+        self.mix_trust_faults(&mut f, t, timed);
+        let r = &mut self.rng;
         f.sort_by_key(|(t, _)| *t);
         let last = f.last().map_or(Duration::ZERO, |(t, _)| *t);
         // The heal may cut a failover, a switchover or a restart short; scenarios whose own
@@ -479,6 +459,35 @@ impl Sim {
         self.end = heal_at + self.liveness_bound() + LIVENESS_WATCH;
         self.all_faults = f.clone();
         self.faults = f;
+    }
+
+    /// The faults of the trust model mixed into 40 % of the scenarios (Chaos and PairChaos draw
+    /// them themselves): one or two, anywhere up to 6 s after the scenario's time `t`; before a
+    /// timed scenario's faults, which then start once they have played out (3 s after the last).
+    fn mix_trust_faults(&mut self, f: &mut Vec<(Duration, Fault)>, t: Duration, timed: bool) {
+        let (pair, peers) = (self.pair, if self.pair { 1 } else { self.peers_alive.len() });
+        let r = &mut self.rng;
+        if matches!(self.scenario, Scenario::Chaos | Scenario::PairChaos) || !r.chance(40) {
+            return;
+        }
+        let mut extra = Vec::new();
+        let mut end = Duration::from_secs(1);
+        for _ in 0..(1 + r.below(2)) {
+            let at = if timed { end + r.ms(0, 1000) } else { r.ms(1000, (t + Duration::from_secs(6)).as_millis() as u64) };
+            let (fault, length) = trust_fault(r, pair, peers, !timed);
+            extra.push((at, fault));
+            end = end.max(at + length);
+        }
+        if timed {
+            let first = f.iter().map(|&(t, _)| t).min().unwrap_or(t);
+            let shift = (end + Duration::from_secs(3)).saturating_sub(first);
+            f.iter_mut().for_each(|(t, _)| *t += shift);
+            if let Some((cut, heal)) = &mut self.handover_window {
+                *cut += shift;
+                *heal += shift;
+            }
+        }
+        f.extend(extra);
     }
 
     pub fn apply_fault(&mut self, fault: Fault) {

@@ -92,8 +92,8 @@
 //!   loop turns.
 //!
 //! **Liveness**: every seed ends with all faults healed at once (all links up, all daemons and
-//! nodes running and unfrozen, disks writable, no forgery; a stale primary counts as healed: it
-//! is fenced or rejoined, never routed), after its last fault or, in half the mixtures, in the
+//! nodes running and unfrozen, no standby lagging, disks writable, no forgery; a stale primary
+//! counts as healed: it is fenced or rejoined, never routed), after its last fault or, in half the mixtures, in the
 //! middle of them (a failover, a switchover, a restart or a freeze under way; later faults
 //! never happen). From the heal plus [`liveness_bound`] (14.595 s) to the end, at every step:
 //! exactly one node is a running primary on the highest timeline, the VIP holder opens write
@@ -145,7 +145,15 @@
 //!     cargo test --release -p lb-user --test failover_sim simulation_holds -- --nocapture
 //! ```
 //!
-//! SWEEP_NUMBERS
+//! The sweep of 0..70000 (seven chunks of 10000, about three minutes in a release build on
+//! two cores) passes but for the 112 seeds of [`OPEN_MACHINE_BUGS`], which it skips: 69,888
+//! runs, 2.1 million seconds of virtual time; 39,531 promotions (25,464 failovers, 11,551
+//! switchovers), 9,073 daemons killed, 18,211 freezes (12,434 woke humble; 198 delivered an
+//! action's report after the stall), 3,650 VRRP masters resigned for not being ready, 121,206
+//! peer reports refused as stale, 199,083 forged reports (a forged timeline held a failover back
+//! 6,495 times), 9,290 disk faults (5,028 writes failed; a failover held back unrecorded 665
+//! times). One writer held at most 9.15 s after the heal (seed 43950, a switchover waiting out
+//! its deadline), within the bound.
 //!
 //! # Layout
 //!

@@ -163,7 +163,6 @@ impl Sim {
     pub fn plan(&mut self) {
         let has_peers = !self.peers_alive.is_empty();
         let peers = if self.pair { 1 } else { self.peers_alive.len() };
-        let pair = self.pair;
         let r = &mut self.rng;
         let standby = 1 + r.below(2) as usize;
         let other = 3 - standby;

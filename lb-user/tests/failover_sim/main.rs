@@ -93,15 +93,14 @@
 //!
 //! **Liveness**: every seed ends with all faults healed at once (all links up, all daemons and
 //! nodes running and unfrozen, no standby lagging, disks writable, no forgery; a stale primary
-//! counts as healed: it is fenced or rejoined, never routed), after its last fault or, in half the mixtures, in the
-//! middle of them (a failover, a switchover, a restart or a freeze under way; later faults
-//! never happen). From the heal plus [`liveness_bound`] (14.595 s) to the end, at every step:
-//! exactly one node is a running primary on the highest timeline, the VIP holder opens write
-//! flows to it and no load balancer routes writes to any other node. The summary prints how
+//! counts as healed: it is fenced or rejoined, never routed), after its last fault or, in half the
+//! mixtures, in the middle of them (a failover, a switchover, a restart or a freeze under way;
+//! later faults never happen). From the heal plus [`liveness_bound`] (14.595 s) to the end, at
+//! every step: exactly one node is a running primary on the highest timeline, the VIP holder opens
+//! write flows to it and no load balancer routes writes to any other node. The summary prints how
 //! soon after the heal that held (and held on) at the latest. Scenario checks add: a new writer
 //! within a bound after a crash or hang, a switchover done in 2 s, no promotion where none may
-//! happen, and the VIP moving to a load balancer that reaches the primary when one is cut from
-//! it.
+//! happen, and the VIP moving to a load balancer that reaches the primary when one is cut from it.
 //!
 //! # Machine bugs
 //!
@@ -109,7 +108,9 @@
 //! the bug; `former_machine_bugs_stay_fixed` replays them (most lie beyond the default sweep;
 //! the model has changed since most were found, so they now replay other runs). The seeds on
 //! which today's machine breaks one are in [`OPEN_MACHINE_BUGS`] (reported, not fixed here):
-//! sweeps skip them, and `open_machine_bugs_still_fail` (ignored) replays them.
+//! sweeps skip them, and `open_machine_bugs_still_fail` (ignored) replays them. The model's
+//! runtime differs from `runtime/mod.rs` in one place, the order of a wake after a stall (see
+//! `Sim::check_stall`): the runtime's order breaks the lease invariant (reported).
 //!
 //! # Scenarios
 //!
@@ -133,12 +134,12 @@
 //!
 //! # Running it
 //!
-//! `cargo test -p lb-user --test failover_sim` runs the default seeds (0..2000, about ten seconds in
-//! a debug build). `SIM_SEEDS=n` and `SIM_FIRST_SEED=k` choose the seeds; `SIM_KEEP_GOING=1`
-//! goes on past failures and lists them at the end; `SIM_PRINT_TRACE=1` prints every seed's
-//! trace (with `--nocapture`), `SIM_TRACE_NODES=1` adds the cluster model to it at every step,
-//! and `SIM_TRACE_TAIL=n` sets how much of it a failure shows (default 80 lines). A sweep, in
-//! chunks of a release build:
+//! `cargo test -p lb-user --test failover_sim` runs the default seeds (0..2000, about ten seconds
+//! in a debug build). `SIM_SEEDS=n` and `SIM_FIRST_SEED=k` choose the seeds; `SIM_KEEP_GOING=1`
+//! goes on past failures and lists them at the end; `SIM_PRINT_TRACE=1` prints every seed's trace
+//! (with `--nocapture`), `SIM_TRACE_NODES=1` adds the cluster model to it at every step, and
+//! `SIM_TRACE_TAIL=n` sets how much of it a failure shows (default 80 lines). A sweep, in chunks of
+//! a release build:
 //!
 //! ```text
 //! SIM_KEEP_GOING=1 SIM_FIRST_SEED=0 SIM_SEEDS=10000 \

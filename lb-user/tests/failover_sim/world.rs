@@ -42,10 +42,14 @@ impl Coverage {
         for (a, b) in self.blips.iter_mut().zip(o.blips) {
             *a += b;
         }
-        let Coverage { blips: _, kills, kills_with_promote_in_flight, reports_lost, stale_primary_returns, stale_while_lb_down, rejoins_ok,
-            rejoins_failed, two_master_steps, failovers_done, switchovers_done, switchovers_aborted, freezes, stalls, late_action_reports,
-            disk_faults, writes_failed, blocked_unrecorded, forged_reports, blocked_by_hint, reports_refused, adverts_unconfirmed,
-            resigned_not_ready } = *o;
+        // Taken apart, so that a counter added to the struct cannot be left out of the sum.
+        let Coverage {
+            blips: _,
+            kills, kills_with_promote_in_flight, reports_lost, stale_primary_returns, stale_while_lb_down,
+            rejoins_ok, rejoins_failed, two_master_steps, failovers_done, switchovers_done, switchovers_aborted,
+            freezes, stalls, late_action_reports, disk_faults, writes_failed, blocked_unrecorded,
+            forged_reports, blocked_by_hint, reports_refused, adverts_unconfirmed, resigned_not_ready,
+        } = *o;
         self.kills += kills;
         self.kills_with_promote_in_flight += kills_with_promote_in_flight;
         self.reports_lost += reports_lost;
@@ -108,7 +112,7 @@ pub struct Sim {
     /// Since when one writer has held without a break (after the heal).
     pub settled_at: Option<Duration>,
     pub promotions: Vec<(Duration, usize, usize)>,
-    /// The VIP holder's route whenever it changes (single: the load balancer's route).
+    /// The route clients write through (the first VIP holder's) whenever it changes.
     pub vip_changes: Vec<(Duration, Option<usize>)>,
     pub coverage: Coverage,
     pub trace: Vec<String>,

@@ -30,7 +30,8 @@
 //!
 //! # Waking humble
 //!
-//! At start, and after any gap between two turns of this loop longer than the lease (a freeze, a
+//! At start, and after any gap between two turns of this loop longer than the lease — or than
+//! the master-down interval, after which a pglb peer may have taken the VIP and acted (a freeze, a
 //! suspended VM, a blocked call; measured on the monotonic clock), the instance trusts nothing
 //! it remembers: the lease is expired (established write flows go on for the grace, new ones get
 //! a RST), a stale VIP is removed, the VRRP machine may not be master, and the failover machine
@@ -533,18 +534,19 @@ impl Runtime {
         None
     }
 
-    /// A gap since the last turn longer than the lease: everything this instance believes may
+    /// A gap since the last turn longer than the lease or the master-down interval
+    /// (`RunParams::stall_after`): everything this instance believes may
     /// be stale. Wake humble (see the module doc).
     async fn check_stall(&mut self) {
         let now = Instant::now();
         let gap = now.saturating_duration_since(self.last_turn);
         self.last_turn = now;
-        if gap <= self.p.lease.period {
+        if gap <= self.p.stall_after {
             return;
         }
         self.counts.loop_stalls += 1;
-        warn!(gap_ms = gap.as_millis() as u64, lease_ms = self.p.lease.period.as_millis() as u64,
-            "the main loop stood still longer than the lease: waking humble (lease expired, VIP released, writes refused until fresh probes and peer reports)");
+        warn!(gap_ms = gap.as_millis() as u64, stall_after_ms = self.p.stall_after.as_millis() as u64,
+            "the main loop stood still longer than its lease or its peer's master-down interval: waking humble (lease expired, VIP released, writes refused until fresh probes and peer reports)");
         self.record(EventKind::Vrrp, format!("main loop stood still for {} ms: woke humble", gap.as_millis()));
         // The machine first: nothing it believed before may act again (not even on the VRRP
         // role change that follows), and `ready` falls with it.

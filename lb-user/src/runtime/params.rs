@@ -121,6 +121,9 @@ pub struct RunParams {
     pub dataplane: DataplaneSpec,
     pub backends: Vec<BackendSpec>,
     pub lease: LeaseParams,
+    /// A gap between two turns of the main loop longer than this is a stall (the instance wakes
+    /// humble): the lease, or the master-down interval when pglb peers may take over sooner.
+    pub stall_after: Duration,
     pub flows: FlowTimeouts,
     pub nodes: Vec<NodeSpec>,
     pub machine: Params,
@@ -142,6 +145,7 @@ pub fn from_config(config: &Config) -> RunParams {
         dataplane: dataplane(config),
         backends: backends(config),
         lease: LeaseParams { period: config.dataplane.lease, grace: config.dataplane.lease_grace },
+        stall_after: stall_after(config),
         flows: FlowTimeouts { idle: config.dataplane.flow_idle_timeout, half_open: config.dataplane.half_open_timeout },
         machine: machine(config),
         sql: sql(config, probe.clone()),
@@ -187,6 +191,16 @@ pub fn machine(config: &Config) -> Params {
         track_hold: master_down,
         rejoin: f.rejoin_command.is_some(),
         rejoin_backoff: f.rejoin_backoff,
+    }
+}
+
+/// The lease, or the master-down interval if shorter and a pglb peer may take the VIP (and
+/// decide) while this loop stands still: after such a gap nothing this instance saw is current.
+fn stall_after(config: &Config) -> Duration {
+    let lease = config.dataplane.lease;
+    match &config.vrrp {
+        Some(v) if !v.peers.is_empty() => lease.min(master_down_interval(v.priority, v.advert_interval)),
+        _ => lease,
     }
 }
 

@@ -90,7 +90,6 @@ pub struct Disk {
 pub struct VrrpWord {
     pub priority: u8,
     pub ready: bool,
-    pub reaches_writer: bool,
 }
 
 /// One load balancer.
@@ -110,6 +109,9 @@ pub struct Lb {
     pub word: Option<VrrpWord>,
     /// The machine's last `Track`.
     pub tracked_reachable: bool,
+    /// The machine's last state is on disk (`ClusterView::recorded`): the report says healthy,
+    /// and the priority is the configured one, only then.
+    pub recorded: bool,
     /// The machine was ready after the last turn (the runtime's copy).
     pub ready: bool,
     pub last_turn: Duration,
@@ -169,9 +171,10 @@ impl Lb {
             vrrp: None,
             word: None,
             tracked_reachable: false,
+            recorded: true,
             ready: false,
             last_turn: Duration::ZERO,
-            fresh: Freshness::new(0, 1),
+            fresh: Freshness::new(0, 1, REPORT_MAX_AGE),
             frozen: None,
             awake_since: Duration::ZERO,
             master: false,
@@ -244,20 +247,18 @@ impl Sim {
         self.tell_vrrp(lb);
     }
 
-    /// `Runtime::check_stall`: a gap since the last turn longer than the lease wakes the
-    /// instance humble: the lease expired, [`Event::Stalled`], then VRRP told it is not ready.
-    ///
-    /// `runtime/mod.rs` tells VRRP first: a master's resignation is then fed to a machine that
-    /// has not seen the stall yet and is still ready, so `Runtime::feed` renews the lease it
-    /// has just expired, and the data plane opens write flows for a lease while the machine
-    /// decides nothing (the lease invariant breaks on the first stall of a master). The model
-    /// keeps the order that holds it (reported, not changed here).
+    /// `Runtime::check_stall`: a gap since the last turn longer than the lease, or than the
+    /// master-down interval (the peer may have taken over and acted meanwhile), wakes the
+    /// instance humble: [`Event::Stalled`], the lease expired, then VRRP told it is not ready
+    /// (in that order: a master's resignation fed to a machine that has not seen the stall would
+    /// renew the lease it has just expired).
     fn check_stall(&mut self, lb: usize) {
         let now = self.now;
         let l = &mut self.lbs[lb];
         let gap = now.saturating_sub(l.last_turn);
         l.last_turn = now;
-        if gap <= LEASE {
+        let stall_after = if l.p.vrrp_enabled && !l.p.peers.is_empty() { LEASE.min(l.p.peer_timeout) } else { LEASE };
+        if gap <= stall_after {
             return;
         }
         self.coverage.stalls += 1;
@@ -320,6 +321,7 @@ impl Sim {
             }
         }
         let l = &mut self.lbs[lb];
+        l.recorded = l.m.as_ref().is_none_or(|m| m.view().recorded);
         let ready = l.m.as_ref().is_some_and(Machine::ready);
         if ready != l.ready {
             l.ready = ready;
@@ -463,14 +465,14 @@ impl Sim {
         l.tl_floor = tl;
         l.last_obs = vec![None; NODES];
         l.last_peer = vec![None; l.p.peers.len()];
-        l.fresh = Freshness::new(u64::from(l.generation) + 1, 1);
+        l.fresh = Freshness::new(u64::from(l.generation) + 1, 1, REPORT_MAX_AGE);
         l.words = PeerWords::new(&l.p.peers, &[], l.p.peer_timeout);
         let mut actions = Vec::new();
         if pair {
             let mut v = Vrrp::new(vrrp_params(lb));
-            actions.extend(v.handle(vrrp::Event::Ready { ready: false, reaches_writer: false }, now));
+            actions.extend(v.handle(vrrp::Event::Ready { ready: false }, now));
             actions.extend(v.handle(vrrp::Event::Startup, now));
-            l.word = Some(VrrpWord { priority: l.base_priority, ready: false, reaches_writer: false });
+            l.word = Some(VrrpWord { priority: l.base_priority, ready: false });
             l.vrrp = Some(v);
         }
         let floor = l.disk.persisted.as_ref().map_or(0, |d| d.timeline);

@@ -97,6 +97,7 @@ impl Sim {
             echo: l.fresh.echo(0),
             role: v.state(),
             priority: v.priority(),
+            healthy: l.tracked_reachable && l.recorded,
             body: m.report(),
         };
         self.wire.push_back(Wire::Report { from: lb, report });
@@ -107,25 +108,25 @@ impl Sim {
         let peer = self.lbs[0].p.peers[i];
         self.input(0, Input::Advert { src: peer, priority: 100 });
         let Some(body) = self.lbs[0].m.as_ref().map(Machine::report) else { return };
-        let report = Report { from: peer, id: ReportId { boot: 0, seq: 0 }, echo: None, role: VrrpState::Backup, priority: 100, body };
+        let report = Report { from: peer, id: ReportId { boot: 0, seq: 0 }, echo: None, role: VrrpState::Backup, priority: 100, healthy: true, body };
         self.input(0, Input::Believed(report));
     }
 
     /// One forged report of `f`, if the real peer's reports reach the target now.
     fn forge(&mut self, f: Forgery) {
-        let (real, priority, role) = if self.pair {
+        let (real, priority, role, healthy) = if self.pair {
             let peer = &self.lbs[f.peer];
             let (Some(m), Some(v)) = (&peer.m, &peer.vrrp) else { return };
             if peer.frozen.is_some() || !self.lb_link {
                 return;
             }
-            (m.report(), v.priority(), v.state())
+            (m.report(), v.priority(), v.state(), peer.tracked_reachable && peer.recorded)
         } else {
             if !self.peers_alive[f.peer] {
                 return;
             }
             let Some(m) = &self.lbs[0].m else { return };
-            (m.report(), 100, VrrpState::Backup)
+            (m.report(), 100, VrrpState::Backup, true)
         };
         let writer = match f.writer {
             None => real.writer,
@@ -135,7 +136,7 @@ impl Sim {
         };
         let body = PeerReport { timeline: f.timeline.unwrap_or(real.timeline), writer };
         let from = if self.pair { self.lbs[f.peer].addr } else { self.lbs[0].p.peers[f.peer] };
-        let report = Report { from, id: ReportId { boot: 0, seq: 0 }, echo: None, role, priority, body };
+        let report = Report { from, id: ReportId { boot: 0, seq: 0 }, echo: None, role, priority, healthy, body };
         self.coverage.forged_reports += 1;
         self.input(f.lb, Input::Believed(report));
     }
@@ -218,8 +219,16 @@ impl Sim {
             let l = &mut self.lbs[lb];
             let Some(v) = l.vrrp.as_mut() else { return };
             let lowered = l.base_priority.saturating_sub(TRACK_WEIGHT).max(1);
-            let priority = if l.tracked_reachable || !l.ready { l.base_priority } else { lowered };
-            let want = VrrpWord { priority, ready: l.ready, reaches_writer: l.tracked_reachable };
+            let priority = if !l.ready {
+                l.base_priority
+            } else if !l.recorded {
+                1
+            } else if l.tracked_reachable {
+                l.base_priority
+            } else {
+                lowered
+            };
+            let want = VrrpWord { priority, ready: l.ready };
             let Some(had) = l.word.replace(want) else { return };
             if had == want {
                 return;
@@ -228,8 +237,8 @@ impl Sim {
             if had.priority != want.priority {
                 actions.extend(v.handle(vrrp::Event::PriorityChanged { priority }, now));
             }
-            if (had.ready, had.reaches_writer) != (want.ready, want.reaches_writer) {
-                actions.extend(v.handle(vrrp::Event::Ready { ready: want.ready, reaches_writer: want.reaches_writer }, now));
+            if had.ready != want.ready {
+                actions.extend(v.handle(vrrp::Event::Ready { ready: want.ready }, now));
             }
             self.vrrp_actions(lb, actions);
         }

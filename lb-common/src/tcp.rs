@@ -248,7 +248,9 @@ mod tests {
 
     #[test]
     fn rst_numbers() {
-        let table: &[(&str, (u32, u32, u8, u32), (u32, u32, u8))] = &[
+        /// (what, (seq, ack, flags, payload length) in, (seq, ack, flags) of the RST out)
+        type Case = (&'static str, (u32, u32, u8, u32), (u32, u32, u8));
+        let table: &[Case] = &[
             ("ack segment", (100, 555, TCP_ACK | TCP_PSH, 10), (555, 0, TCP_RST)),
             ("bare syn", (1000, 0, TCP_SYN, 0), (0, 1001, TCP_RST | TCP_ACK)),
             ("data without ack", (7, 0, TCP_PSH, 5), (0, 12, TCP_RST | TCP_ACK)),

@@ -724,6 +724,24 @@ fn headline(summaries: &[Summary]) -> String {
     s
 }
 
+
+/// The value after `prefix` on the first line of pgbench's output that starts with it.
+pub fn pgbench_field(text: &str, prefix: &str) -> Option<String> {
+    text.lines().find_map(|l| l.trim().strip_prefix(prefix)).map(|r| r.trim().to_owned())
+}
+
+/// pgbench's (transactions processed, failed transactions). pgbench 15 always prints both
+/// lines; without them a count of 0 would be a guess, so their absence is an error.
+pub fn pgbench_counts(text: &str) -> Result<(u64, u64)> {
+    let transactions = pgbench_field(text, "number of transactions actually processed:")
+        .and_then(|s| s.split('/').next().and_then(|n| n.trim().parse().ok()))
+        .with_context(|| format!("no transaction count in pgbench's output:\n{text}"))?;
+    let failed = pgbench_field(text, "number of failed transactions:")
+        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .with_context(|| format!("no failed-transaction count in pgbench's output:\n{text}"))?;
+    Ok((transactions, failed))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -863,21 +881,4 @@ mod tests {
         assert_eq!(v["results"][0]["ratio_to_direct"], serde_json::Value::Null);
         assert_eq!(v["xdp_cost"], "| x |");
     }
-}
-
-/// The value after `prefix` on the first line of pgbench's output that starts with it.
-pub fn pgbench_field(text: &str, prefix: &str) -> Option<String> {
-    text.lines().find_map(|l| l.trim().strip_prefix(prefix)).map(|r| r.trim().to_owned())
-}
-
-/// pgbench's (transactions processed, failed transactions). pgbench 15 always prints both
-/// lines; without them a count of 0 would be a guess, so their absence is an error.
-pub fn pgbench_counts(text: &str) -> Result<(u64, u64)> {
-    let transactions = pgbench_field(text, "number of transactions actually processed:")
-        .and_then(|s| s.split('/').next().and_then(|n| n.trim().parse().ok()))
-        .with_context(|| format!("no transaction count in pgbench's output:\n{text}"))?;
-    let failed = pgbench_field(text, "number of failed transactions:")
-        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
-        .with_context(|| format!("no failed-transaction count in pgbench's output:\n{text}"))?;
-    Ok((transactions, failed))
 }

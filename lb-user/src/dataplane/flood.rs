@@ -31,7 +31,7 @@ impl FloodMeter {
     /// One reading at `now` of the totals of half-open flows `opened` and handshakes
     /// `completed`. Returns `Some(active)` when the verdict changes.
     pub fn observe(&mut self, now: Duration, opened: u64, completed: u64) -> Option<bool> {
-        let Some((then, o0, c0)) = self.last.replace((now, opened, completed)) else { return None };
+        let (then, o0, c0) = self.last.replace((now, opened, completed))?;
         let dt = now.saturating_sub(then).as_secs_f64();
         if dt <= 0.0 || opened < o0 || completed < c0 {
             // The same instant, or counters that went back (new maps): no rate from this pair.

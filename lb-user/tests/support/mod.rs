@@ -238,7 +238,7 @@ impl Tcp {
     }
 
     pub fn build(&self) -> Vec<u8> {
-        assert!(self.ip_opts.len() % 4 == 0 && self.tcp_opts.len() % 4 == 0, "options must be 32-bit aligned");
+        assert!(self.ip_opts.len().is_multiple_of(4) && self.tcp_opts.len().is_multiple_of(4), "options must be 32-bit aligned");
         let ihl = 5 + self.ip_opts.len() / 4;
         let doff = 5 + self.tcp_opts.len() / 4;
         let tcp_len = doff * 4 + self.payload.len();

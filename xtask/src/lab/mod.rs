@@ -205,7 +205,7 @@ pub fn status() -> Result<()> {
 
 fn print_status() -> Result<()> {
     let primary_lag = postgres_hosts()
-        .map(|h| postgres::standby_lag(h))
+        .map(postgres::standby_lag)
         .find(|lags| !lags.is_empty())
         .unwrap_or_default();
     let mut rows = vec![["host", "namespace", "address", "role", "timeline", "replication", "lag"].map(String::from)];

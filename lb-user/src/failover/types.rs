@@ -334,6 +334,13 @@ pub enum Blocked {
     /// may have happened out of its sight. Nothing is promoted until a probe confirms it or
     /// the peer stops saying it.
     PeerTimelineUnconfirmed { peer: Ipv4Addr, timeline: u32 },
+    /// The lost writer answers again, but no pglb peer is heard and no standby probed since
+    /// streams from it: a peer out of hearing may be replacing it. Writes wait for a standby to
+    /// follow it, or for a peer's report.
+    ReturnUnconfirmed { writer: NodeId },
+    /// A standby answered on `timeline`, newer than any primary seen here: its primary is out
+    /// of sight. Failover waits until every node (`unprobed` first) has been probed since.
+    NewerPrimaryUnseen { timeline: u32, unprobed: NodeId },
 }
 
 impl fmt::Display for Blocked {
@@ -370,6 +377,14 @@ impl fmt::Display for Blocked {
             Blocked::PeerTimelineUnconfirmed { peer, timeline } => {
                 write!(f, "peer {peer} reports timeline {timeline}, which no probe here has confirmed yet")
             }
+            Blocked::ReturnUnconfirmed { writer } => write!(
+                f,
+                "the writer #{writer} answers again, but no vrrp peer is heard and no standby probed since streams from it: a peer may be replacing it (writes wait for a standby to follow it or a peer's report)"
+            ),
+            Blocked::NewerPrimaryUnseen { timeline, unprobed } => write!(
+                f,
+                "a standby answers on timeline {timeline}, whose primary has not been seen here: waiting for every node to be probed again (node #{unprobed} not yet)"
+            ),
         }
     }
 }

@@ -324,10 +324,13 @@ fn read_state(p: &RunParams) -> Result<(StateFile, Option<Durable>), RuntimeErro
     Ok((state, durable))
 }
 
+/// The attached data plane, its pinned maps, and the writer they route.
+type Attached = (Dataplane, Arc<Mutex<Pinned>>, Option<NodeId>);
+
 /// Attaches (or re-attaches to) the XDP program and its pinned maps. Wake humble: whatever an
 /// earlier run left (a restart in place extends its lease) routes no new flow until this run
 /// has decided; established flows go on for the grace. Returns the writer the pinned map routes.
-fn attach_dataplane(p: &RunParams) -> Result<(Dataplane, Arc<Mutex<Pinned>>, Option<NodeId>), RuntimeError> {
+fn attach_dataplane(p: &RunParams) -> Result<Attached, RuntimeError> {
     let spec = &p.dataplane;
     enable_forwarding(&spec.interface)?;
     let mut dataplane = Dataplane::attach(spec)?;

@@ -7,8 +7,16 @@ impl Machine {
     /// Phase handler: no healthy writer. Re-adopt a primary by rule 1, or fail over when every
     /// guard of rule 2 holds.
     pub(super) fn on_writer_lost(&mut self, old: Option<NodeId>, since: Duration, now: Duration, out: &mut Vec<Action>) {
-        // The old writer counts as a primary again as soon as it answers as one.
+        // The old writer counts as a primary again as soon as it answers as one (unless a peer
+        // out of hearing may be replacing it: `return_unconfirmed`).
         if let Some(c) = self.apply_rule1(old.or(self.last_writer), out) {
+            if let Some(reason) = self.return_unconfirmed(old, c) {
+                if self.blocked.as_ref() != Some(&reason) {
+                    log(out, Level::Warn, format!("no writer: {reason}"));
+                }
+                self.blocked = Some(reason);
+                return;
+            }
             let tl = self.writer_timeline.unwrap_or_default();
             if Some(c) == old {
                 log(out, Level::Info, format!("writer {} answers again: kept", self.name(c)));
@@ -54,6 +62,27 @@ impl Machine {
                 self.blocked = Some(reason);
             }
         }
+    }
+
+    /// Why the lost writer `old`, answering again as the primary `c` on the newest timeline,
+    /// may not be taken back yet. With pglb peers and none heard within `peer_timeout` (a
+    /// split, or a peer that is down), a peer may be failing over out of hearing: it may have
+    /// re-pointed the standbys and be promoting one this very moment. The writer is taken back
+    /// once a standby probed since it answers again streams from it — a standby the peer sees
+    /// too, so the peer's own rule 2 holds its failover back (`StandbyStreaming`) — or once a
+    /// peer is heard again. Meanwhile writes are refused (neither primary gets them).
+    pub(super) fn return_unconfirmed(&self, old: Option<NodeId>, c: NodeId) -> Option<Blocked> {
+        let peer_heard = self.peers_heard.iter().flatten().any(|&h| self.now.saturating_sub(h) <= self.p.peer_timeout);
+        if old != Some(c) || !self.p.vrrp_enabled || self.p.peers.is_empty() || peer_heard {
+            return None;
+        }
+        let back = self.nodes[c].answering_since;
+        let followed = (0..self.nodes.len()).any(|n| {
+            n != c
+                && self.nodes[n].status_at >= back
+                && self.nodes[n].usable_standby().is_some_and(|s| s.streams_from(&self.p.nodes[c]))
+        });
+        (!followed).then_some(Blocked::ReturnUnconfirmed { writer: c })
     }
 
     /// Rule 2's guards, then rule 3's candidate.
@@ -153,7 +182,9 @@ impl Machine {
     /// them, the best candidate ranked again — it may differ — and promoted.
     pub(super) fn on_settling(&mut self, old: Option<NodeId>, candidate: NodeId, since: Duration, deadline: Duration, now: Duration, out: &mut Vec<Action>) {
         // The old writer (or a newer primary) answering ends it, as in WriterLost.
-        if let Some(c) = self.apply_rule1(old.or(self.last_writer), out) {
+        if let Some(c) = self.apply_rule1(old.or(self.last_writer), out)
+            && self.return_unconfirmed(old, c).is_none()
+        {
             let tl = self.writer_timeline.unwrap_or_default();
             log(out, Level::Warn, format!("failover called off: {} is a primary on timeline {tl}: it becomes the writer", self.name(c)));
             if Some(c) != old {

@@ -16,7 +16,7 @@ pub(super) struct Check {
 type Guard = fn(&Machine, &Check) -> Result<(), Blocked>;
 
 /// Rule 2, in order.
-pub(super) const GUARDS: [Guard; 11] = [
+pub(super) const GUARDS: [Guard; 12] = [
     writer_gone,
     master,
     recorded,
@@ -24,6 +24,7 @@ pub(super) const GUARDS: [Guard; 11] = [
     no_standby_streams,
     no_peer_reaches_writer,
     no_unconfirmed_timeline,
+    newest_primary_looked_for,
     no_promotion_unsettled,
     sync_standbys_in_view,
     whole_cluster_in_view,
@@ -93,6 +94,18 @@ fn no_peer_reaches_writer(m: &Machine, c: &Check) -> Result<(), Blocked> {
 fn no_unconfirmed_timeline(m: &Machine, _: &Check) -> Result<(), Blocked> {
     match m.hint() {
         Some((timeline, peer)) => Err(Blocked::PeerTimelineUnconfirmed { peer, timeline }),
+        None => Ok(()),
+    }
+}
+
+/// A standby answered on a timeline newer than any primary seen here: a primary on it exists
+/// (or did) out of sight, perhaps promoted by a peer a moment ago, and that standby may be its
+/// follower. Every node is probed once more first: the new primary, if it answers, is adopted
+/// by rule 1 rather than forked by promoting one of its standbys.
+pub(super) fn newest_primary_looked_for(m: &Machine, _: &Check) -> Result<(), Blocked> {
+    let Some((at, timeline, by)) = m.floor_raised_by_standby else { return Ok(()) };
+    match (0..m.nodes.len()).find(|&n| n != by && m.nodes[n].last_obs_at.is_none_or(|o| o <= at)) {
+        Some(unprobed) => Err(Blocked::NewerPrimaryUnseen { timeline, unprobed }),
         None => Ok(()),
     }
 }

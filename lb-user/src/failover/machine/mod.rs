@@ -58,6 +58,8 @@ struct NodeTrack {
     excluded_until: Option<Duration>,
     /// Demoted by a switchover then: a "primary" answer to an older probe is out of date.
     demoted_at: Option<Duration>,
+    /// When the current run of good probes began (the first answer after failures).
+    answering_since: Duration,
     /// The received position of the successful probe before the last one: a standby whose
     /// position still moves is not ranked yet (every load balancer must rank the same one).
     prev_received: Option<u64>,
@@ -97,6 +99,7 @@ impl NodeTrack {
             repoint_done_at: None,
             excluded_until: None,
             demoted_at: None,
+            answering_since: Duration::ZERO,
             prev_received: None,
             rejoin: RejoinTrack::default(),
         }
@@ -191,6 +194,10 @@ pub struct Machine {
     started_at: Option<Duration>,
     /// The end of the last stall: probes started before it are stale.
     stale_before: Duration,
+    /// When a standby last answered on a timeline newer than the floor: a primary on it exists
+    /// (or did) that this instance has not seen; failover waits for a probe of every node
+    /// taken since ([`Blocked::NewerPrimaryUnseen`]).
+    floor_raised_by_standby: Option<(Duration, u32, NodeId)>,
     /// The `now` of the last event (for [`Machine::view`] and [`Machine::next_deadline`]).
     now: Duration,
     blocked: Option<Blocked>,
@@ -239,6 +246,7 @@ impl Machine {
             peer_reports: vec![None; peers],
             started_at: None,
             stale_before: Duration::ZERO,
+            floor_raised_by_standby: None,
             now: Duration::ZERO,
             blocked: None,
             ambiguous: Vec::new(),
@@ -386,6 +394,7 @@ impl Machine {
         self.note_state_changes(now);
         // What must survive a restart is written as soon as it changes (again and again while
         // writes fail); a promotion waits for its record.
+        self.release_promotion(now, &mut out);
         let durable = self.durable();
         let retry_due = self.record_retry_at.is_none_or(|t| now >= t);
         if (durable != self.sent && !self.record_failing) || (self.record_failing && retry_due) {
@@ -393,7 +402,6 @@ impl Machine {
             self.record_retry_at = self.record_failing.then_some(now + RECORD_RETRY);
             out.insert(0, Action::Persist(durable));
         }
-        self.release_promotion(&mut out);
         out
     }
 
@@ -421,14 +429,36 @@ impl Machine {
         }
     }
 
-    /// Sends the held `Promote` once the state file names its promotion.
-    fn release_promotion(&mut self, out: &mut Vec<Action>) {
+    /// Sends the held `Promote` once the state file names its promotion — if the decision still
+    /// holds then. The record may land long after the decision (a slow disk, a freeze with the
+    /// probes' answers queued behind it), and a promotion is made on the view of the moment it
+    /// is sent: this instance master, a quorum, the target a usable standby on the newest
+    /// timeline known, no peer's word of a newer one ([`Self::promote_blocker`]). When it no
+    /// longer holds, the promotion is withdrawn (never sent) and its phase steps back: a
+    /// failover to `WriterLost` (decided again from the current view), a switchover to
+    /// `Demoted` (waiting for the target until its deadline).
+    fn release_promotion(&mut self, now: Duration, out: &mut Vec<Action>) {
         let Some(n) = self.held else { return };
-        if self.recorded.promoting.as_ref().is_some_and(|p| p.node == self.p.nodes[n].name) {
-            self.held = None;
-            log(out, Level::Info, format!("the promotion of {} is recorded in the state file: promoting", self.name(n)));
-            out.push(Action::Promote { node: n });
+        if self.recorded.promoting.as_ref().is_none_or(|p| p.node != self.p.nodes[n].name) {
+            return;
         }
+        if let Some(why) = self.promote_blocker(n, now) {
+            let msg = format!("the promotion of {} is recorded, but it no longer holds: {why}; not promoting", self.name(n));
+            log(out, Level::Warn, msg);
+            self.cancel_held();
+            self.phase = match self.phase {
+                Phase::FailingOver { old, .. } => Phase::WriterLost { old, since: now },
+                Phase::Switchover { from, to, deadline, started, .. } => {
+                    self.blocked_switchover = Some(why);
+                    Switch { from, to, deadline, started }.phase(SwitchoverStage::Demoted)
+                }
+                other => other,
+            };
+            return;
+        }
+        self.held = None;
+        log(out, Level::Info, format!("the promotion of {} is recorded in the state file: promoting", self.name(n)));
+        out.push(Action::Promote { node: n });
     }
 
     /// The write that was to record the promotion of `n` failed: it is not made. (It was never

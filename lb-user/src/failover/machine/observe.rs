@@ -35,6 +35,9 @@ impl Machine {
                     self.on_primary_seen(n, status, obs.at, newer, out);
                 }
                 if newer {
+                    if status.in_recovery && self.writer_timeline.is_some() {
+                        self.floor_raised_by_standby = Some((obs.at, status.timeline, n));
+                    }
                     self.raise_floor(n, status.timeline, out);
                 }
             }
@@ -192,6 +195,9 @@ impl Machine {
         let t = &mut self.nodes[n];
         t.failures = 0;
         t.successes = t.successes.saturating_add(1);
+        if t.successes == 1 {
+            t.answering_since = at;
+        }
         t.last_error = None;
         t.prev_received = t.status.as_ref().and_then(NodeStatus::received);
         t.status = Some(status.clone());

@@ -45,17 +45,23 @@ impl Machine {
         out.push(Action::Alert(Alert::SwitchoverRejected { to, reason }));
     }
 
-    /// Why a switchover may not promote `to` now (the same guards a failover has).
+    /// Why `to` may not be promoted now (a switchover's target, or a held promotion about to
+    /// be sent): it is a reachable standby on the newest timeline known here, this instance is
+    /// master with a quorum, and no peer reports a newer timeline.
     pub(super) fn promote_blocker(&self, to: NodeId, now: Duration) -> Option<String> {
         let (votes, members) = self.quorum(now);
-        if self.nodes[to].usable_standby().is_none() {
-            Some(format!("{} is not a reachable standby", self.name(to)))
-        } else if !self.is_master() {
-            Some("this load balancer is no longer the vrrp master".to_owned())
-        } else if !rules::has_quorum(votes, members) {
-            Some(format!("no quorum: {votes} of {members} members visible"))
-        } else {
-            None
+        let floor = self.writer_timeline.unwrap_or(0);
+        match self.nodes[to].usable_standby() {
+            None => Some(format!("{} is not a reachable standby", self.name(to))),
+            Some(s) if s.timeline < floor => {
+                Some(format!("{} is on timeline {}, older than the newest known here ({floor})", self.name(to), s.timeline))
+            }
+            Some(_) if !self.is_master() => Some("this load balancer is no longer the vrrp master".to_owned()),
+            Some(_) if !rules::has_quorum(votes, members) => Some(format!("no quorum: {votes} of {members} members visible")),
+            Some(_) => match self.hint() {
+                Some((tl, peer)) => Some(format!("peer {peer} reports timeline {tl}, not confirmed here")),
+                None => guards::newest_primary_looked_for(self, &guards::Check { old: None, since: now, now }).err().map(|b| b.to_string()),
+            },
         }
     }
 
@@ -114,7 +120,10 @@ impl Machine {
                             s.current_lsn = None;
                         }
                         self.phase = sw.phase(SwitchoverStage::Demoted);
-                        self.promote_demoted_target(sw, now, out);
+                        // Every standby's position once no more writes can be acknowledged.
+                        for n in (0..self.nodes.len()).filter(|&n| n != from && self.visible_standby(n)) {
+                            out.push(Action::Probe { node: n });
+                        }
                     }
                     Err(e) => self.abort_switchover(from, to, &format!("demoting failed: {e}"), true, now, out),
                 },
@@ -138,12 +147,33 @@ impl Machine {
         }
     }
 
+    /// Whether the target may lack a commit some standby acknowledged: it must have received as
+    /// much as every standby on the writer's timeline, each visible one probed after the
+    /// demotion (one out of sight counts with what it was last seen to have).
+    /// Writes were refused here before the catch-up check, but another master (a split this
+    /// instance does not know of yet) may have routed more to the old primary until it stopped,
+    /// and a standby other than the target may hold them. `None` when nothing is missing; a
+    /// standby not yet probed since the demotion is waited for (the demotion asked for probes).
+    pub(super) fn target_missing_commits(&self, from: NodeId, to: NodeId) -> Option<String> {
+        let demoted_at = self.nodes[from].demoted_at.unwrap_or_default();
+        let on_timeline = |s: &NodeStatus| self.writer_timeline.is_none_or(|tl| s.timeline == tl);
+        let position = |n: NodeId| self.nodes[n].status.as_ref().filter(|s| on_timeline(s)).and_then(NodeStatus::received);
+        let waiting = (0..self.nodes.len()).find(|&n| n != from && self.visible_standby(n) && self.nodes[n].status_at < demoted_at);
+        if let Some(n) = waiting {
+            return Some(format!("{} not probed since the demotion yet", self.name(n)));
+        }
+        let target = position(to).unwrap_or_default();
+        // Down or not, a standby last seen ahead may hold them.
+        let ahead = (0..self.nodes.len()).filter(|&n| n != from && n != to).find(|&n| position(n).is_some_and(|r| r > target));
+        ahead.map(|n| format!("{} has received more than {} ({:#x} > {target:#x}): it may hold acknowledged commits the target lacks", self.name(n), self.name(to), position(n).unwrap_or_default()))
+    }
+
     /// Switchover, old primary demoted: promote the target as soon as nothing holds it back. A
     /// target whose probe blips (a timeout, a dropped connection while the old primary
     /// restarts) is waited for until the switchover's deadline rather than given up at once.
     pub(super) fn promote_demoted_target(&mut self, sw: Switch, now: Duration, out: &mut Vec<Action>) {
         let Switch { from, to, deadline, .. } = sw;
-        match self.promote_blocker(to, now) {
+        match self.promote_blocker(to, now).or_else(|| self.target_missing_commits(from, to)) {
             None => {
                 log(out, Level::Info, format!("switchover: {} demoted; promoting {} once the state file records it", self.name(from), self.name(to)));
                 self.note_promotion(to);

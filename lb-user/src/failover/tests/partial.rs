@@ -385,3 +385,25 @@ fn rejoin_is_the_masters_and_never_for_a_split_brain() {
     assert!(actions.iter().any(|a| matches!(a, Action::Fence { node: PG2, reason: FenceReason::SplitBrain { .. } })));
     assert!(!actions.iter().any(|a| matches!(a, Action::Rejoin { .. })), "split brain: {actions:?}");
 }
+
+/// The writer is lost and a standby answers on a newer timeline than any primary seen here
+/// (its primary, promoted out of sight, not probed since): failover waits for a probe of every
+/// node, and then adopts the new primary. Before, it ranked on the raised floor at once and
+/// promoted that standby, forking the unseen primary's timeline.
+#[test]
+fn a_standby_on_a_newer_timeline_makes_failover_look_for_its_primary_first() {
+    let mut h = steady(3);
+    for _ in 0..2 {
+        h.round(vec![down(), standby(1, 1000, None), standby(1, 1000, None)]);
+    }
+    let (mut actions, logs) = split(h.probe(PG3, standby(2, 1500, Some(PG2))));
+    assert_logged(&logs, "whose primary has not been seen here");
+    h.now += ms(200);
+    actions.extend(split(h.probe(PG1, down())).0);
+    assert!(!actions.iter().any(|a| matches!(a, Action::Alert(Alert::FailoverStarted { .. }) | Action::Promote { .. })), "{actions:?}");
+    assert_eq!(h.m.view().blocked, Some(Blocked::NewerPrimaryUnseen { timeline: 2, unprobed: PG2 }));
+    // Probed again: pg2 is that primary.
+    let (actions, _) = split(h.probe(PG2, primary(2, 1500)));
+    assert!(actions.contains(&Action::SetWriter { node: Some(PG2) }), "{actions:?}");
+    assert!(!actions.iter().any(|a| matches!(a, Action::Promote { .. })), "{actions:?}");
+}

@@ -172,3 +172,46 @@ fn a_restart_refuses_writes_as_soon_as_the_last_writer_fails() {
     assert_logged(&logs, "startup: writes refused until the writer is chosen: pg1, the last writer, is not usable now");
     assert_eq!(h.m.phase(), Phase::Starting, "still waiting for a peer's report");
 }
+
+/// A two-master split: the writer hangs and this master (its peer silent) starts a failover,
+/// re-pointing pg3 at its candidate pg2; then the writer answers again. The peer, master too,
+/// may be promoting pg2 this very moment: the writer is not taken back until a standby probed
+/// since its return streams from it (the peer's own rule 2 then holds its failover back).
+/// Before, it was taken back at once, while the peer promoted: two routed primaries.
+#[test]
+fn a_returning_writer_is_taken_back_in_a_split_only_once_a_standby_follows_it() {
+    let mut h = vrrp_master_of_three();
+    h.ev(report(PEER, 1, Some("pg1")));
+    h.now += ms(1000); // the peer falls silent (a split)
+    let mut all = Vec::new();
+    for _ in 0..3 {
+        all.extend(split(h.round(vec![down(), standby(1, 1000, None), standby(1, 1000, None)])).0);
+    }
+    assert!(all.contains(&Action::Alert(Alert::FailoverStarted { from: Some(PG1), candidate: PG2 })), "{all:?}");
+    // The writer answers before the settling step ends; pg3 follows pg2 now, pg2 nothing.
+    let returned = [primary(1, 1000), standby(1, 1000, None), standby(1, 1000, Some(PG2))];
+    let (actions, logs) = split(h.round(returned.to_vec()));
+    assert!(!actions.contains(&Action::SetWriter { node: Some(PG1) }), "{actions:?}");
+    let actions = rounds(&mut h, 4, &returned);
+    assert!(!actions.iter().any(|a| matches!(a, Action::SetWriter { node: Some(_) } | Action::Promote { .. })), "{actions:?} {logs:?}");
+    assert_eq!(h.m.view().blocked, Some(Blocked::ReturnUnconfirmed { writer: PG1 }));
+    // pg2 reconnects to it: taken back.
+    let (actions, _) = split(h.round(vec![primary(1, 1000), standby(1, 1000, Some(PG1)), standby(1, 1000, Some(PG2))]));
+    assert!(actions.contains(&Action::SetWriter { node: Some(PG1) }), "{actions:?}");
+}
+
+/// The same with the peer heard: the returning writer is taken back at once (the peer's
+/// reports say what it does).
+#[test]
+fn a_returning_writer_is_taken_back_at_once_with_the_peer_heard() {
+    let mut h = vrrp_master_of_three();
+    let mut all = Vec::new();
+    for _ in 0..3 {
+        h.ev(report(PEER, 1, None));
+        all.extend(split(h.round(vec![down(), standby(1, 1000, None), standby(1, 1000, None)])).0);
+    }
+    assert!(all.contains(&Action::Alert(Alert::FailoverStarted { from: Some(PG1), candidate: PG2 })), "{all:?}");
+    h.ev(report(PEER, 1, None));
+    let (actions, _) = split(h.round(vec![primary(1, 1000), standby(1, 1000, None), standby(1, 1000, Some(PG2))]));
+    assert!(actions.contains(&Action::SetWriter { node: Some(PG1) }), "{actions:?}");
+}

@@ -19,7 +19,11 @@ fn switchover_blocks_catches_up_demotes_promotes_and_switches() {
     h.now += ms(10);
     let (actions, _) = split(h.probe(PG2, standby(1, 2000, Some(PG1))));
     assert_eq!(actions, [Action::Demote { node: PG1, primary: PG2 }]);
+    // Demoted: every standby's position is read once no more writes can be acknowledged.
     let (actions, _) = split(h.done(Action::Demote { node: PG1, primary: PG2 }, Ok(())));
+    assert_eq!(actions, [Action::Probe { node: PG2 }, Action::Probe { node: PG3 }]);
+    h.probe(PG2, standby(1, 2000, Some(PG1)));
+    let (actions, _) = split(h.probe(PG3, standby(1, 2000, Some(PG1))));
     assert_eq!(actions, [Action::SetReaders { nodes: vec![PG3] }, Action::Promote { node: PG2 }]);
     assert_eq!(h.state(PG2), NodeState::Promoting);
     let (actions, _) = split(h.done(Action::Promote { node: PG2 }, Ok(())));
@@ -74,4 +78,33 @@ fn switchover_outside_steady_is_rejected() {
     let mut h = H::new(params(3));
     let (actions, _) = split(h.ev(Event::Admin(AdminCommand::Switchover { to: PG2 })));
     assert_eq!(actions, [Action::Alert(Alert::SwitchoverRejected { to: PG2, reason: "the phase is starting, not steady".into() })]);
+}
+
+/// A standby other than the target has received more than it once the old primary is demoted
+/// (another master routed writes to the old primary past the catch-up check): the target may
+/// lack acknowledged commits and is not promoted, even after that standby drops out of sight;
+/// the switchover gives up at its deadline and failover's guards take over.
+#[test]
+fn switchover_does_not_promote_a_target_behind_another_standby() {
+    let mut h = steady(3);
+    h.ev(Event::Admin(AdminCommand::Switchover { to: PG2 }));
+    h.now += ms(10);
+    h.probe(PG1, primary(1, 2000));
+    h.now += ms(10);
+    h.probe(PG2, standby(1, 2000, Some(PG1)));
+    h.done(Action::Demote { node: PG1, primary: PG2 }, Ok(()));
+    h.now += ms(10);
+    h.probe(PG2, standby(1, 2000, None));
+    let (actions, logs) = split(h.probe(PG3, standby(1, 2500, Some(PG1))));
+    assert!(!actions.iter().any(|a| matches!(a, Action::Promote { .. })), "{actions:?}");
+    assert_logged(&logs, "pg3 has received more than pg2");
+    for _ in 0..3 {
+        h.probe(PG3, Err(ProbeFailure::Timeout));
+    }
+    assert!(!h.ev(Event::Tick).iter().any(|a| matches!(a, Action::Promote { .. })));
+    h.now += ms(20_000);
+    let (actions, logs) = split(h.ev(Event::Tick));
+    assert!(actions.iter().any(|a| matches!(a, Action::Alert(Alert::SwitchoverAborted { .. }))), "{actions:?}");
+    assert!(!actions.iter().any(|a| matches!(a, Action::Promote { .. })), "{actions:?}");
+    assert_logged(&logs, "switchover from pg1 to pg2 aborted");
 }

@@ -117,3 +117,40 @@ fn no_promotion_without_its_record() {
     assert!(all.contains(&Action::Promote { node: PG2 }), "{all:?}");
     assert!(h.m.view().recorded);
 }
+
+/// The record of a promotion lands late (a slow disk, a freeze with the probes' answers queued
+/// behind it) and the view has changed meanwhile: the target no longer answers. The promotion
+/// is withdrawn, never sent, and the switchover waits again for its target (until its
+/// deadline). Before, the record's arrival sent the `Promote` on the old decision.
+#[test]
+fn a_recorded_promotion_that_no_longer_holds_is_not_sent() {
+    let mut h = steady(3);
+    h.ev(Event::Admin(AdminCommand::Switchover { to: PG2 }));
+    h.now += ms(10);
+    h.probe(PG1, primary(1, 2000));
+    h.probe(PG2, standby(1, 2000, Some(PG1)));
+    h.now += ms(10);
+    h.done(Action::Demote { node: PG1, primary: PG2 }, Ok(()));
+    h.now += ms(10);
+    h.probe(PG3, standby(1, 2000, Some(PG1)));
+    // The target's probe decides the promotion; its record is not written yet (raw).
+    let at = h.now;
+    let decided = h.raw(Event::Probe(Observation { node: PG2, at, latency: ms(1), result: standby(1, 2000, None) }));
+    let Some(Action::Persist(record)) = decided.first().cloned() else { panic!("the promotion is recorded first: {decided:?}") };
+    assert!(record.promoting.is_some());
+    assert!(!decided.iter().any(|a| matches!(a, Action::Promote { .. })), "{decided:?}");
+    // Before the write lands, the target stops answering.
+    h.now += ms(200);
+    let at = h.now;
+    h.raw(Event::Probe(Observation { node: PG2, at, latency: ms(150), result: Err(ProbeFailure::Timeout) }));
+    let (actions, logs) = split(h.raw(Event::Persisted { state: record, result: Ok(()) }));
+    assert!(!actions.iter().any(|a| matches!(a, Action::Promote { .. })), "{actions:?}");
+    assert_logged(&logs, "the promotion of pg2 is recorded, but it no longer holds: pg2 is not a reachable standby");
+    assert!(matches!(h.m.phase(), Phase::Switchover { stage: SwitchoverStage::Demoted, .. }), "{:?}", h.m.phase());
+    // The target is up again (three good probes): promoted now (its new record first).
+    let mut actions = Vec::new();
+    for _ in 0..3 {
+        actions.extend(h.round(vec![standby(1, 2000, Some(PG2)), standby(1, 2000, None), standby(1, 2000, Some(PG1))]));
+    }
+    assert!(actions.contains(&Action::Promote { node: PG2 }), "{actions:?}");
+}

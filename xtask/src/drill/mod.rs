@@ -5,7 +5,9 @@
 //! while a writer (an INSERT every 10 ms through VIP:3000) and a reader (a SELECT every 10 ms
 //! through VIP:3001) run in pgha-client, measures, then returns the cluster to healthy (old
 //! primaries are rejoined by pglb itself through `rejoin_command`; `pglb switchover --to pg1`
-//! under load) before the next run.
+//! under load; and when a drill restarted lb1's pglb, which comes back as backup because a
+//! healthy master is not preempted, the VIP is brought home with a graceful restart of lb2's
+//! pglb, [`lab::lb::bring_vip_home`]) before the next run.
 //!
 //! Measured per run (DESIGN.md "Measurements", [`measure`]): write and read RTO, the longest
 //! write gap, acknowledged writes lost (on the winner, and again on pg1 after the switch back),
@@ -14,17 +16,31 @@
 //! pglb's CPU over the run and idle after it. Every run is checked ([`RunResult::check_common`]);
 //! the command fails when any check failed, after printing and writing everything.
 //!
-//! Modules: [`scenarios`] injects the faults, [`measure`] reads the client logs, [`report`]
-//! prints and serializes, [`lb`] runs the VIP takeover drills, [`flood`] the `syn-flood` drill
-//! (its figures and report in [`flood_report`]).
+//! The trust drills of issue 18 ([`trust`]: `forged-report`, `forged-advert`, `lb-freeze`,
+//! `lb-restart-stale-view`, `state-write-fails`, `main-loop-hang`, `lb-return`) run the same
+//! way and add named checks of their own ([`report::Check`]): forged reports and adverts are
+//! dropped and counted, a frozen, killed or hung pglb wakes humble (no VIP, no new flow to a
+//! node below the floor, not ready until it has heard its peers), no promotion without its
+//! record, a returning lb1 stays backup under load; and in each, writes acknowledged again
+//! within 2 s after every step of the fault that leaves a healthy path.
+//!
+//! Modules: [`scenarios`] injects the faults, [`trust`] the trust drills' (with [`forge`] for
+//! forged packets, [`watch`] for who holds the VIP and new flows below the floor, [`metrics`]
+//! for pglb's `/metrics`), [`measure`] reads the client logs, [`report`] prints and
+//! serializes, [`lb`] runs the VIP takeover drills, [`flood`] the `syn-flood` drill (its
+//! figures and report in [`flood_report`]).
 
 mod flood;
 mod flood_report;
+mod forge;
 pub mod lb;
 mod measure;
+mod metrics;
 pub(crate) mod pglb_json;
 mod report;
 mod scenarios;
+mod trust;
+mod watch;
 
 use std::{
     collections::BTreeSet,
@@ -56,9 +72,9 @@ use crate::{
     sh,
 };
 
-/// The PostgreSQL and partial-failure scenarios `all` runs, in order; `all` then runs the
-/// load-balancer takeover drills `lb-crash` and `lb-graceful` ([`lb`]), and last `syn-flood`
-/// ([`flood`]).
+/// The PostgreSQL and partial-failure scenarios `all` runs, in order; `all` then runs the trust
+/// drills ([`trust::SCENARIOS`]), the load-balancer takeover drills `lb-crash` and `lb-graceful`
+/// ([`lb`]), and last `syn-flood` ([`flood`]).
 pub const SCENARIOS: &[&str] = &[
     "primary-crash",
     "primary-hang",
@@ -115,18 +131,22 @@ pub fn drill(scenario: &str, runs: u32, json: Option<&Path>, client: ClientMode)
         // The takeover and flood drills measure the VIP itself: with the agent they would
         // measure nothing of it, so `all` runs the failover scenarios only, and says so.
         "all" if client == ClientMode::Agent => {
-            println!("drill: --client agent: running the PostgreSQL and partial-failure scenarios; lb-crash, lb-graceful and syn-flood measure the VIP and are not run in this mode");
+            println!("drill: --client agent: running the PostgreSQL and partial-failure scenarios; the trust drills, lb-crash, lb-graceful and syn-flood measure the VIP and are not run in this mode");
             (SCENARIOS.to_vec(), vec![], false)
         }
-        "lb-crash" | "lb-graceful" | "syn-flood" if client == ClientMode::Agent => {
+        s if client == ClientMode::Agent && (matches!(s, "lb-crash" | "lb-graceful" | "syn-flood") || trust::SCENARIOS.contains(&s)) => {
             bail!("`{scenario}` measures the VIP and its data plane: run it with `--client vip` (the default)")
         }
-        "all" => (SCENARIOS.to_vec(), vec![LbStop::Crash, LbStop::Graceful], true),
+        "all" => ([SCENARIOS, trust::SCENARIOS].concat(), vec![LbStop::Crash, LbStop::Graceful], true),
         "lb-crash" => (vec![], vec![LbStop::Crash], false),
         "lb-graceful" => (vec![], vec![LbStop::Graceful], false),
         "syn-flood" => (vec![], vec![], true),
-        s if SCENARIOS.contains(&s) => (vec![s], vec![], false),
-        other => bail!("unknown drill scenario `{other}`: one of {}, lb-crash, lb-graceful, syn-flood, all", SCENARIOS.join(", ")),
+        s if SCENARIOS.contains(&s) || trust::SCENARIOS.contains(&s) => (vec![s], vec![], false),
+        other => bail!(
+            "unknown drill scenario `{other}`: one of {}, {}, lb-crash, lb-graceful, syn-flood, all",
+            SCENARIOS.join(", "),
+            trust::SCENARIOS.join(", ")
+        ),
     };
     let runs = runs.max(1);
     if lab::state()? != LabState::Up {
@@ -366,7 +386,9 @@ impl Drill {
         Ok(self.sql(&primary, "app", &format!("SELECT coalesce(max(run), 0) + 1 FROM drill_writes WHERE run BETWEEN 1 AND {}", SWITCHBACK_RUN - 1))?.parse()?)
     }
 
-    fn healthy(&self) -> bool {
+    /// PostgreSQL as a healthy cluster, as `lb`'s pglb routes it: pg1 the only primary, pg2 and
+    /// pg3 streaming from it, every node up, pg1 routed for writes and the standbys for reads.
+    fn cluster_healthy_on(&self, lb: &Host) -> bool {
         let Some(v) = self.view(PRIMARY) else { return false };
         if v.in_recovery || self.primaries().len() != 1 {
             return false;
@@ -374,11 +396,7 @@ impl Drill {
         if self.streaming_from(PRIMARY) != ["pg2", "pg3"] {
             return false;
         }
-        let Ok([lb1, lb2]) = lbs() else { return false };
-        if !lab_lb::running(lb1) || !lab_lb::running(lb2) || !lab_lb::holds_vip(lb1).unwrap_or(false) || lab_lb::holds_vip(lb2).unwrap_or(true) {
-            return false;
-        }
-        let Ok(rows) = self.status_of(lb1) else { return false };
+        let Ok(rows) = self.status_of(lb) else { return false };
         rows.len() == 3
             && rows.iter().all(|r| {
                 let want = if r.node == PRIMARY { WRITE_PORT.to_string() } else { READ_PORT.to_string() };
@@ -386,14 +404,47 @@ impl Drill {
             })
     }
 
+    /// Both pglb run and the VIP is where `lab up` put it: on lb1 alone.
+    fn vip_home(&self) -> bool {
+        let Ok([lb1, lb2]) = lbs() else { return false };
+        lab_lb::running(lb1) && lab_lb::running(lb2) && lab_lb::holds_vip(lb1).unwrap_or(false) && !lab_lb::holds_vip(lb2).unwrap_or(true)
+    }
+
+    fn healthy(&self) -> bool {
+        self.vip_home() && lbs().is_ok_and(|[lb1, _]| self.cluster_healthy_on(lb1))
+    }
+
+    /// Healthy but for the VIP: lb2 holds it and lb1 runs as its backup, as after a drill that
+    /// restarted lb1's pglb (a returning load balancer does not preempt a healthy master).
+    fn healthy_but_vip_away(&self) -> bool {
+        let Ok([lb1, lb2]) = lbs() else { return false };
+        lab_lb::running(lb1)
+            && lab_lb::running(lb2)
+            && lab_lb::holds_vip(lb2).unwrap_or(false)
+            && !lab_lb::holds_vip(lb1).unwrap_or(true)
+            && self.cluster_healthy_on(lb2)
+    }
+
+    /// [`lab::lb::bring_vip_home`]: a graceful restart of lb2's pglb hands the VIP to lb1.
+    fn bring_vip_home(&self) -> Result<()> {
+        println!("drill: lb2 holds the VIP and lb1 is its backup (no preemption of a healthy master): bringing it home with a graceful restart of lb2's pglb");
+        let took = lab_lb::bring_vip_home(&self.pglb)?;
+        println!("drill: the VIP is home on lb1 after {} ms", took.as_millis());
+        Ok(())
+    }
+
     /// Waits for a healthy cluster; repairs what a drill leaves behind (a stopped pglb or node,
-    /// an old primary pglb has not rejoined yet, pg1 a standby).
+    /// an old primary pglb has not rejoined yet, pg1 a standby, the VIP on lb2).
     fn ensure_healthy(&self) -> Result<()> {
         // pglb rejoins an old primary by itself within seconds: give it the time first.
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(30) {
             if self.stably_healthy() {
                 return Ok(());
+            }
+            if self.healthy_but_vip_away() {
+                self.bring_vip_home()?;
+                continue;
             }
             thread::sleep(Duration::from_millis(200));
         }
@@ -423,7 +474,12 @@ impl Drill {
             })?;
             self.pglb_cmd(&["switchover", "--to", PRIMARY, "--config", &self.config_of(self.holder()?.name)?])?;
         }
-        wait_for(Duration::from_secs(60), "a healthy cluster (pg1 writer, pg2 and pg3 streaming readers)", || Ok(self.stably_healthy()))
+        wait_for(Duration::from_secs(60), "a healthy cluster (pg1 writer, pg2 and pg3 streaming readers, the VIP on lb1)", || {
+            if self.healthy_but_vip_away() {
+                self.bring_vip_home()?;
+            }
+            Ok(self.stably_healthy())
+        })
     }
 
     /// Healthy, and still healthy 2 s later (right after a switch back, the standbys' timeline

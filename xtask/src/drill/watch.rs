@@ -1,0 +1,247 @@
+//! What the trust drills watch while a fault runs, each in its own thread:
+//!
+//! - [`VipWatch`]: who holds the VIP, about every millisecond, per load balancer (a thread in
+//!   its namespace tries to bind a UDP socket to the VIP, which works only while the address is
+//!   on the host: `ip -n pgha-lbN addr` at sub-millisecond resolution), as a list of changes;
+//! - [`FloorWatch`]: new flows to a node below the floor. The floor is the highest timeline of
+//!   any running primary seen so far (facts from PostgreSQL, not what a load balancer believes);
+//!   a node below it is a running primary on an older timeline (an old primary back as it was).
+//!   Every [`FLOOR_EVERY`] it reads each load balancer's per-backend `new_flows`
+//!   (`pglb map dump --json`, no daemon needed) and then each node's role and timeline; a
+//!   counter's rise between two samples counts when the node was below the floor at both.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs::File,
+    net::{Ipv4Addr, SocketAddrV4, UdpSocket},
+    os::fd::AsRawFd as _,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::{self, JoinHandle, Scope, ScopedJoinHandle},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde::Serialize;
+
+use super::{Drill, lbs, now_us, pglb_json};
+use crate::lab::topology::{PG_PORT, VIP, host};
+
+/// How often [`FloorWatch`] samples.
+pub const FLOOR_EVERY: Duration = Duration::from_millis(300);
+
+/// Changes of "this host holds the VIP": (µs since the epoch, held), the first entry the state
+/// when the watch started.
+pub type Changes = Vec<(u128, bool)>;
+
+/// Samples who holds the VIP on each load balancer until [`VipWatch::finish`].
+pub struct VipWatch {
+    stop: Arc<AtomicBool>,
+    threads: Vec<(&'static str, JoinHandle<Result<Changes>>)>,
+}
+
+impl VipWatch {
+    /// Starts one sampler per load balancer; returns once each has taken its first look.
+    pub fn start() -> Result<VipWatch> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let vip: Ipv4Addr = VIP.parse().expect("the lab's VIP parses");
+        let mut threads = Vec::new();
+        for lb in lbs()? {
+            let (stop, ns_path) = (stop.clone(), format!("/run/netns/{}", lb.ns()));
+            let (first, looked) = std::sync::mpsc::channel();
+            let t = thread::spawn(move || -> Result<Changes> {
+                let ns = File::open(&ns_path).with_context(|| format!("opening {ns_path} (is the lab up?)"))?;
+                // SAFETY: setns with a valid namespace fd changes only this thread's namespace.
+                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    bail!("entering {ns_path}: {}", std::io::Error::last_os_error());
+                }
+                let mut changes: Changes = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let held = UdpSocket::bind(SocketAddrV4::new(vip, 0)).is_ok();
+                    if changes.last().is_none_or(|(_, h)| *h != held) {
+                        changes.push((now_us(), held));
+                        let _ = first.send(());
+                    }
+                    thread::sleep(Duration::from_micros(500));
+                }
+                Ok(changes)
+            });
+            looked.recv_timeout(Duration::from_secs(10)).with_context(|| format!("the VIP sampler in {} took no first look", lb.name))?;
+            threads.push((lb.name, t));
+        }
+        Ok(VipWatch { stop, threads })
+    }
+
+    /// Stops the samplers; the changes per load balancer name.
+    pub fn finish(mut self) -> Result<BTreeMap<&'static str, Changes>> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut out = BTreeMap::new();
+        for (lb, t) in std::mem::take(&mut self.threads) {
+            out.insert(lb, t.join().map_err(|_| anyhow::anyhow!("the VIP sampler in {lb} panicked"))??);
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for VipWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Whether the host held the VIP at `t` (as last seen at or before it).
+pub fn held_at(c: &[(u128, bool)], t: u128) -> bool {
+    c.iter().take_while(|(at, _)| *at <= t).last().is_some_and(|(_, h)| *h)
+}
+
+/// The first time after `from` the host's state became `held` (or `from` if it was already).
+pub fn first(c: &[(u128, bool)], held: bool, from: u128) -> Option<u128> {
+    if held_at(c, from) == held && c.first().is_some_and(|(t, _)| *t <= from) {
+        return Some(from);
+    }
+    c.iter().find(|(t, h)| *t > from && *h == held).map(|(t, _)| *t)
+}
+
+/// Whether the host's state was `held` all through `[from, to]`.
+pub fn throughout(c: &[(u128, bool)], held: bool, from: u128, to: u128) -> bool {
+    c.first().is_some_and(|(t, _)| *t <= from) && held_at(c, from) == held && !c.iter().any(|(t, h)| *t > from && *t <= to && *h != held)
+}
+
+/// Milliseconds between two µs times.
+pub fn ms(from: u128, to: u128) -> f64 {
+    to.saturating_sub(from) as f64 / 1000.0
+}
+
+/// What [`FloorWatch`] saw.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Floor {
+    /// Samples taken, and those in which some node was below the floor.
+    pub samples: usize,
+    pub samples_below: usize,
+    /// The nodes seen below the floor (running primaries on a timeline older than the floor).
+    pub nodes_below: BTreeSet<String>,
+    /// The floor at the end: the highest timeline of a running primary seen.
+    pub floor: u32,
+    /// New flows each load balancer opened to a node while it was below the floor.
+    pub new_flows: BTreeMap<String, u64>,
+}
+
+struct FloorSample {
+    /// Per load balancer: new flows by backend address (None: the dump failed).
+    flows: Vec<(&'static str, Option<BTreeMap<String, u64>>)>,
+    /// Running primaries and their timelines, read after the dumps.
+    primaries: Vec<(String, u32)>,
+}
+
+/// Samples new flows and the nodes' roles until [`FloorWatch::finish`]; see the module doc.
+pub struct FloorWatch<'scope> {
+    stop: Arc<AtomicBool>,
+    thread: ScopedJoinHandle<'scope, Vec<FloorSample>>,
+}
+
+impl<'scope> FloorWatch<'scope> {
+    pub fn start<'env>(s: &'scope Scope<'scope, 'env>, d: &'env Drill) -> FloorWatch<'scope> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = s.spawn(move || {
+            let mut samples = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                let flows = lbs()
+                    .map(|l| l.into_iter().map(|lb| (lb.name, d.map_dump(lb).ok().and_then(|t| pglb_json::backend_new_flows(&t).ok()))).collect())
+                    .unwrap_or_default();
+                samples.push(FloorSample { flows, primaries: d.primaries() });
+                thread::sleep(FLOOR_EVERY);
+            }
+            samples
+        });
+        FloorWatch { stop, thread }
+    }
+
+    /// Stops sampling (after one more sample) and sums up.
+    pub fn finish(self) -> Result<Floor> {
+        self.stop.store(true, Ordering::Relaxed);
+        let samples = self.thread.join().map_err(|_| anyhow::anyhow!("the floor watch panicked"))?;
+        floor_of(&samples)
+    }
+}
+
+fn backend_addr(node: &str) -> Result<String> {
+    Ok(format!("{}:{PG_PORT}", host(node)?.addr))
+}
+
+fn floor_of(samples: &[FloorSample]) -> Result<Floor> {
+    let mut f = Floor { samples: samples.len(), ..Floor::default() };
+    let mut below_before: BTreeSet<String> = BTreeSet::new();
+    for (i, s) in samples.iter().enumerate() {
+        f.floor = f.floor.max(s.primaries.iter().map(|(_, tl)| *tl).max().unwrap_or(0));
+        let below: BTreeSet<String> = s.primaries.iter().filter(|(_, tl)| *tl < f.floor).map(|(n, _)| n.clone()).collect();
+        if !below.is_empty() {
+            f.samples_below += 1;
+        }
+        f.nodes_below.extend(below.iter().cloned());
+        if i > 0 {
+            for node in below.intersection(&below_before) {
+                let addr = backend_addr(node)?;
+                for ((lb, now), (_, before)) in s.flows.iter().zip(&samples[i - 1].flows) {
+                    let rise = match (now, before) {
+                        (Some(n), Some(b)) => n.get(&addr).copied().unwrap_or(0).saturating_sub(b.get(&addr).copied().unwrap_or(0)),
+                        _ => 0,
+                    };
+                    *f.new_flows.entry(lb.to_string()).or_insert(0) += rise;
+                }
+            }
+        }
+        below_before = below;
+    }
+    Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vip_changes_are_read() {
+        let c: Changes = vec![(10, true), (20, false), (30, true)];
+        assert!(held_at(&c, 10) && held_at(&c, 15) && !held_at(&c, 25) && held_at(&c, 99));
+        assert!(!held_at(&c, 5), "before the first look nothing is known: not held");
+        assert_eq!(first(&c, false, 12), Some(20));
+        assert_eq!(first(&c, true, 12), Some(12), "already held");
+        assert_eq!(first(&c, true, 21), Some(30));
+        assert_eq!(first(&c, false, 31), None);
+        assert!(throughout(&c, true, 10, 19));
+        assert!(!throughout(&c, true, 10, 20));
+        assert!(throughout(&c, false, 21, 29));
+        assert!(!throughout(&c, true, 5, 8), "a window before the first look proves nothing");
+    }
+
+    fn sample(pg1_flows: [u64; 2], primaries: &[(&str, u32)]) -> FloorSample {
+        FloorSample {
+            flows: vec![
+                ("lb1", Some(BTreeMap::from([("172.20.0.10:5432".to_owned(), pg1_flows[0])]))),
+                ("lb2", Some(BTreeMap::from([("172.20.0.10:5432".to_owned(), pg1_flows[1])]))),
+            ],
+            primaries: primaries.iter().map(|(n, t)| (n.to_string(), *t)).collect(),
+        }
+    }
+
+    #[test]
+    fn flows_count_only_while_the_node_is_below_the_floor() {
+        let samples = [
+            sample([5, 0], &[("pg1", 1)]),              // pg1 the writer: its flows are fine
+            sample([9, 0], &[("pg2", 2)]),              // pg1 down, pg2 promoted: floor 2
+            sample([9, 1], &[("pg1", 1), ("pg2", 2)]),  // pg1 back on timeline 1: below
+            sample([11, 1], &[("pg1", 1), ("pg2", 2)]), // lb1 opened 2 flows to it: counted
+            sample([11, 4], &[("pg2", 2)]),             // pg1 rejoined: lb2's reads are fine
+        ];
+        let f = floor_of(&samples).unwrap();
+        assert_eq!(f.floor, 2);
+        assert_eq!(f.nodes_below, BTreeSet::from(["pg1".to_owned()]));
+        assert_eq!(f.samples_below, 2);
+        assert_eq!(f.new_flows, BTreeMap::from([("lb1".to_owned(), 2), ("lb2".to_owned(), 0)]));
+        let calm = floor_of(&samples[..1]).unwrap();
+        assert!(calm.nodes_below.is_empty() && calm.new_flows.is_empty());
+    }
+}

@@ -1,4 +1,5 @@
-//! The admin socket between `pglb run` and the CLI (`status`, `switchover`, `node rejoin`):
+//! The admin socket between `pglb run` and the CLI (`status`, `switchover`, `node rejoin`,
+//! `debug stall-loop`):
 //! a Unix socket at `/run/pglb/<instance>.sock` (root only), one request line in, a reply out.
 //! The reply's first line is `ok` or `error`; the rest is for the operator.
 //!
@@ -64,6 +65,8 @@ pub enum AdminRequest {
     Status { json: bool, reply: oneshot::Sender<String> },
     Switchover { to: String, reply: oneshot::Sender<Result<String, String>> },
     Rejoined { node: String, reply: oneshot::Sender<Result<String, String>> },
+    /// `pglb debug stall-loop`: block the daemon's main loop for `duration` (fault injection).
+    StallLoop { duration: Duration, reply: oneshot::Sender<Result<String, String>> },
 }
 
 pub fn socket_path(instance: &str) -> PathBuf {
@@ -114,7 +117,11 @@ async fn answer(stream: UnixStream, to_daemon: &mpsc::Sender<AdminRequest>) -> s
         }
         ["switchover", to] => ask(to_daemon, |reply| AdminRequest::Switchover { to: (*to).to_owned(), reply }).await,
         ["rejoined", node] => ask(to_daemon, |reply| AdminRequest::Rejoined { node: (*node).to_owned(), reply }).await,
-        _ => Err(format!("unknown request {:?}: expected `status`, `status json`, `switchover NODE` or `rejoined NODE`", line.trim())),
+        ["stall-loop", ms] => match ms.parse::<u64>() {
+            Ok(ms) => ask(to_daemon, |reply| AdminRequest::StallLoop { duration: Duration::from_millis(ms), reply }).await,
+            Err(_) => Err(format!("stall-loop takes milliseconds, not {ms:?}")),
+        },
+        _ => Err(format!("unknown request {:?}: expected `status`, `status json`, `switchover NODE`, `rejoined NODE` or `stall-loop MS`", line.trim())),
     };
     let text = match reply {
         Ok(t) => format!("ok\n{t}"),

@@ -327,15 +327,35 @@ pub struct VrrpConfig {
     /// A multiple of 10ms in 10ms..=40950ms. Default 100ms.
     #[serde(default = "defaults::advert_interval", with = "humantime_serde")]
     pub advert_interval: Duration,
-    /// Take over from a lower-priority master. Default true.
+    /// Take over from a lower-priority master that is healthy. Default false (keepalived's
+    /// `nopreempt`): a returning higher-priority instance stays backup while the master
+    /// reaches the writer and reports so, since taking the VIP would reset every connection
+    /// the master forwards; it takes over only from a master that lost the writer.
     #[serde(default = "defaults::preempt")]
     pub preempt: bool,
-    /// Wait this long after start before preempting. Default 0s.
+    /// With `preempt`, wait this long after start before preempting. Default 0s.
     #[serde(default, with = "humantime_serde")]
     pub preempt_delay: Duration,
-    /// The other load balancers' addresses: they count towards the failover quorum.
+    /// The other pglb load balancers' addresses: they count towards the failover quorum, their
+    /// reports are authenticated with `key_file`, and their adverts are believed only when a
+    /// fresh report confirms them.
     #[serde(default)]
     pub peers: Vec<Ipv4Addr>,
+    /// The key the pglb peers share for their reports (HMAC-SHA256), at least 16 bytes; the
+    /// file must not be readable by group or others. Required with `peers`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Filled in by [`Config::load`].
+    #[serde(skip)]
+    pub key: Option<crate::key::Key>,
+    /// Plain VRRPv3 peers (keepalived, during a migration): their adverts are believed as
+    /// sent, with no report to confirm them. An explicit, per-peer exception; no quorum vote.
+    #[serde(default)]
+    pub keepalived_peers: Vec<Ipv4Addr>,
+    /// The longest advert interval accepted from a peer (a larger Max_Adver_Int is dropped: it
+    /// would make this instance wait minutes before taking over). Default 2s.
+    #[serde(default = "defaults::max_peer_advert_interval", with = "humantime_serde")]
+    pub max_peer_advert_interval: Duration,
     /// Send adverts to each of `peers` by unicast instead of to 224.0.0.18. Default false.
     #[serde(default)]
     pub unicast: bool,
@@ -350,11 +370,16 @@ pub struct VrrpConfig {
 }
 
 impl VrrpConfig {
-    /// Where adverts go by unicast; empty means multicast to 224.0.0.18.
-    pub fn unicast_peers(&self) -> &[Ipv4Addr] {
-        if self.unicast { &self.peers } else { &[] }
+    /// Where adverts go by unicast (every peer, pglb and keepalived); empty means multicast to
+    /// 224.0.0.18.
+    pub fn unicast_peers(&self) -> Vec<Ipv4Addr> {
+        if self.unicast { self.all_peers() } else { Vec::new() }
     }
 
+    /// Every address an advert may come from.
+    pub fn all_peers(&self) -> Vec<Ipv4Addr> {
+        self.peers.iter().chain(&self.keepalived_peers).copied().collect()
+    }
 }
 
 /// `[http]`: metrics, stats page and health.
@@ -460,7 +485,10 @@ mod defaults {
         Duration::from_millis(100)
     }
     pub fn preempt() -> bool {
-        true
+        false
+    }
+    pub fn max_peer_advert_interval() -> Duration {
+        Duration::from_secs(2)
     }
     pub fn track_weight() -> u8 {
         60
@@ -666,6 +694,14 @@ pub enum ConfigError {
     AgentPort { port: u16, what: &'static str },
     #[error(transparent)]
     AgentKey(#[from] crate::channel::KeyError),
+    #[error(transparent)]
+    PeerKey(#[from] crate::key::KeyError),
+    #[error("[vrrp] lists no peers: list the other load balancers in `peers` (pglb) or `keepalived_peers`; a load balancer alone needs no [vrrp] section")]
+    VrrpNoPeers,
+    #[error("[vrrp] key_file is required with `peers`: the pglb peers authenticate their reports with it (`head -c 32 /dev/urandom | base64 > /etc/pglb/peer.key`, mode 0600, the same file on every load balancer)")]
+    VrrpKeyMissing,
+    #[error("[vrrp] max_peer_advert_interval {max} must be a multiple of 10ms between advert_interval ({own}) and 40950ms")]
+    VrrpMaxPeerAdvertInterval { max: Human, own: Human },
     #[error("[http] listen {listen} is not loopback, so stats_user and stats_password_file (or stats_password_env) are required")]
     StatsCredentialsMissing { listen: SocketAddr },
 }
@@ -910,13 +946,25 @@ impl Config {
             return Err(ConfigError::VrrpReportPort);
         }
         let mut seen = HashSet::new();
-        for &peer in &v.peers {
+        for peer in v.all_peers() {
             if peer == self.dataplane.address.addr || peer == self.dataplane.vip.addr {
                 return Err(ConfigError::PeerIsSelf { peer });
             }
             if !seen.insert(peer) {
                 return Err(ConfigError::DuplicatePeer { peer });
             }
+        }
+        if seen.is_empty() {
+            return Err(ConfigError::VrrpNoPeers);
+        }
+        match &v.key_file {
+            None if !v.peers.is_empty() => return Err(ConfigError::VrrpKeyMissing),
+            Some(f) if f.as_os_str().is_empty() => return Err(ConfigError::EmptyValue { section: "vrrp", key: "key_file" }),
+            _ => {}
+        }
+        let max = v.max_peer_advert_interval;
+        if max < advert || max > VRRP_ADVERT_MAX || !max.as_nanos().is_multiple_of(10_000_000) {
+            return Err(ConfigError::VrrpMaxPeerAdvertInterval { max: Human(max), own: Human(advert) });
         }
         Ok(())
     }
@@ -958,6 +1006,11 @@ impl Config {
         }
         if let Some(a) = &mut self.agent {
             a.key = Some(crate::channel::Key::from_file(&a.key_file)?);
+        }
+        if let Some(v) = &mut self.vrrp
+            && let Some(f) = &v.key_file
+        {
+            v.key = Some(crate::key::Key::from_file(f, "peer")?);
         }
         Ok(())
     }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod dataplane;
 pub mod failover;
 pub mod http;
+pub mod key;
 pub mod node;
 pub mod notify;
 pub mod pgadmin;

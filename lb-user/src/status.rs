@@ -95,8 +95,20 @@ pub struct Snapshot {
     /// `rejoin_command` runs that succeeded / failed.
     pub rejoins_ok_total: u64,
     pub rejoins_failed_total: u64,
-    /// State-file writes that failed (fences would not survive a restart).
+    /// State-file writes that failed (each is tried again; no failover is decided meanwhile).
     pub state_write_errors_total: u64,
+    /// The last state written is on disk (no failed write pending).
+    pub state_recorded: bool,
+    /// The instance has decided since its start or its last stall (it renews its lease and may
+    /// hold the VIP); false while it wakes humble.
+    pub ready: bool,
+    /// Gaps in the main loop longer than the lease.
+    pub loop_stalls_total: u64,
+    /// A newer timeline a peer reports that no probe here has confirmed, and who says it.
+    pub timeline_hint: Option<(u32, String)>,
+    /// Peer reports accepted, and refused by reason.
+    pub peer_reports_accepted: u64,
+    pub peer_reports_dropped: Vec<(String, u64)>,
     /// Nodes fenced, by name, with the reason shown as their state.
     pub fenced: Vec<String>,
     /// Whether the data plane's lease (dead-man switch) is valid.
@@ -221,6 +233,15 @@ pub fn render_table(s: &Snapshot) -> String {
         };
         let _ = writeln!(out, "peer {}: {said}", p.addr);
     }
+    if !s.ready {
+        let _ = writeln!(out, "waking humble: no lease and no VIP until fresh probes of every node and a fresh report from every peer heard");
+    }
+    if let Some((tl, peer)) = &s.timeline_hint {
+        let _ = writeln!(out, "peer {peer} reports timeline {tl}, not confirmed by a probe here: writes to older primaries held back");
+    }
+    if !s.state_recorded {
+        let _ = writeln!(out, "the state file cannot be written: no failover is decided until it can ({} failed writes)", s.state_write_errors_total);
+    }
     out
 }
 
@@ -239,6 +260,8 @@ struct StatusJson<'a> {
     vrrp_state: &'a str,
     phase: &'a str,
     forwarding: bool,
+    ready: bool,
+    state_recorded: bool,
     nodes: Vec<NodeJson<'a>>,
     peers: Vec<PeerJson<'a>>,
 }
@@ -275,6 +298,8 @@ pub fn render_json(s: &Snapshot) -> String {
         vrrp_state: &s.vrrp_state,
         phase: &s.phase,
         forwarding: s.forwarding,
+        ready: s.ready,
+        state_recorded: s.state_recorded,
         nodes: s
             .nodes
             .iter()
@@ -390,8 +415,26 @@ pub fn render_metrics(s: &Snapshot) -> String {
     for n in &s.nodes {
         let _ = writeln!(o, "pglb_node_fenced{{instance_name=\"{inst}\",node=\"{}\"}} {}", escape_label(&n.name), u8::from(s.fenced.contains(&n.name)));
     }
-    family(&mut o, "pglb_state_write_errors_total", "counter", "Failed writes of the state file (fences and the last timeline would not survive a restart).");
+    family(&mut o, "pglb_state_write_errors_total", "counter", "Failed writes of the state file (each is tried again; no failover is decided while they fail).");
     let _ = writeln!(o, "pglb_state_write_errors_total{{instance_name=\"{inst}\"}} {}", s.state_write_errors_total);
+    family(&mut o, "pglb_state_recorded", "gauge", "1 when the last state written is on disk; 0 while a failed write is pending (no promotion is made).");
+    let _ = writeln!(o, "pglb_state_recorded{{instance_name=\"{inst}\"}} {}", u8::from(s.state_recorded));
+    family(&mut o, "pglb_ready", "gauge", "1 once this instance has decided from fresh probes and peer reports since its start or its last stall; 0 while it wakes humble (no lease, no VIP).");
+    let _ = writeln!(o, "pglb_ready{{instance_name=\"{inst}\"}} {}", u8::from(s.ready));
+    family(&mut o, "pglb_loop_stalls_total", "counter", "Gaps in the daemon's main loop longer than the lease (each woke the instance humble).");
+    let _ = writeln!(o, "pglb_loop_stalls_total{{instance_name=\"{inst}\"}} {}", s.loop_stalls_total);
+    if let Some((tl, peer)) = &s.timeline_hint {
+        family(&mut o, "pglb_peer_timeline_unconfirmed", "gauge", "A newer timeline a peer reports that no probe here has confirmed (writes to older primaries are held back).");
+        let _ = writeln!(o, "pglb_peer_timeline_unconfirmed{{instance_name=\"{inst}\",peer=\"{}\"}} {tl}", escape_label(peer));
+    }
+    if !s.peer_reports_dropped.is_empty() {
+        family(&mut o, "pglb_peer_reports_accepted_total", "counter", "Peer reports that passed every check (MAC, source, freshness).");
+        let _ = writeln!(o, "pglb_peer_reports_accepted_total{{instance_name=\"{inst}\"}} {}", s.peer_reports_accepted);
+        family(&mut o, "pglb_peer_reports_dropped_total", "counter", "Peer reports refused, by reason (forged, replayed, from a stranger, or the first after a start).");
+        for (reason, v) in &s.peer_reports_dropped {
+            let _ = writeln!(o, "pglb_peer_reports_dropped_total{{instance_name=\"{inst}\",reason=\"{}\"}} {v}", escape_label(reason));
+        }
+    }
     if let Some(r) = s.writer_reachable {
         family(&mut o, "pglb_writer_reachable", "gauge", "1 when this instance reaches the writer (VRRP tracking keeps its full priority).");
         let _ = writeln!(o, "pglb_writer_reachable{{instance_name=\"{inst}\"}} {}", u8::from(r));
@@ -673,6 +716,8 @@ mod tests {
         h.observe(0.0008);
         h.observe(0.003);
         Snapshot {
+            ready: true,
+            state_recorded: true,
             instance: "lb1".into(),
             vip: "172.20.0.100".into(),
             phase: "steady".into(),

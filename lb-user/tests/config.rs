@@ -75,9 +75,12 @@ fn s(v: &str) -> Value {
     Value::String(v.to_owned())
 }
 
+/// A `[vrrp]` with one pglb peer and its key file (not read by `Config::parse`).
 fn vrrp(t: &mut Table) -> &mut Table {
     let v = section(t, "vrrp");
     v.insert("vrid".into(), Value::Integer(51));
+    v.insert("peers".into(), Value::Array(vec![s("172.20.0.22")]));
+    v.insert("key_file".into(), s("/nonexistent/peer.key"));
     v
 }
 
@@ -119,10 +122,12 @@ fn vrrp_defaults_and_master_down_interval() {
     let v = c.vrrp.clone().unwrap();
     assert_eq!(v.priority, 100);
     assert_eq!(v.advert_interval, Duration::from_millis(100));
-    assert!(v.preempt);
+    assert!(!v.preempt, "keepalived's nopreempt is the default: a returning instance does not reset the master's connections");
     assert_eq!(v.preempt_delay, Duration::ZERO);
     assert_eq!(v.track_weight, 60);
     assert_eq!(v.report_port, 3002);
+    assert!(v.keepalived_peers.is_empty());
+    assert_eq!(v.max_peer_advert_interval, Duration::from_secs(2));
     assert!(v.unicast_peers().is_empty());
     // The runtime's quorum window: 3 x 100ms + (256 - 100) x 100ms / 256 = 300ms + 60.9375ms.
     let p = lb_user::runtime::params::machine(&c);
@@ -534,6 +539,50 @@ fn bad_configs_are_rejected_with_the_right_variant() {
             |e| matches!(e, ConfigError::PeerIsSelf { .. }),
         ),
         (
+            "vrrp without any peer",
+            Box::new(|t| {
+                vrrp(t).insert("peers".into(), Value::Array(vec![]));
+            }),
+            |e| matches!(e, ConfigError::VrrpNoPeers),
+        ),
+        (
+            "pglb peers without a key file",
+            Box::new(|t| {
+                vrrp(t).remove("key_file");
+            }),
+            |e| matches!(e, ConfigError::VrrpKeyMissing),
+        ),
+        (
+            "empty key file path",
+            Box::new(|t| {
+                vrrp(t).insert("key_file".into(), s(""));
+            }),
+            |e| matches!(e, ConfigError::EmptyValue { section: "vrrp", key: "key_file" }),
+        ),
+        (
+            "a keepalived peer that is also a pglb peer",
+            Box::new(|t| {
+                vrrp(t).insert("keepalived_peers".into(), Value::Array(vec![s("172.20.0.22")]));
+            }),
+            |e| matches!(e, ConfigError::DuplicatePeer { .. }),
+        ),
+        (
+            "longest accepted peer interval below our own",
+            Box::new(|t| {
+                let v = vrrp(t);
+                v.insert("advert_interval".into(), s("1s"));
+                v.insert("max_peer_advert_interval".into(), s("500ms"));
+            }),
+            |e| matches!(e, ConfigError::VrrpMaxPeerAdvertInterval { .. }),
+        ),
+        (
+            "longest accepted peer interval past the field",
+            Box::new(|t| {
+                vrrp(t).insert("max_peer_advert_interval".into(), s("41s"));
+            }),
+            |e| matches!(e, ConfigError::VrrpMaxPeerAdvertInterval { .. }),
+        ),
+        (
             "preempt delay absurd",
             Box::new(|t| {
                 vrrp(t).insert("preempt_delay".into(), s("2h"));
@@ -596,7 +645,17 @@ fn good_variants_are_accepted() {
     })
     .unwrap();
     let v = c.vrrp.unwrap();
-    assert_eq!(v.unicast_peers(), &["172.20.0.22".parse::<std::net::Ipv4Addr>().unwrap()]);
+    assert_eq!(v.unicast_peers(), ["172.20.0.22".parse::<std::net::Ipv4Addr>().unwrap()]);
+    // keepalived alone (a migration's first step): no key needed; its adverts go unicast too.
+    let c = parse_patched(|t| {
+        let v = vrrp(t);
+        v.insert("peers".into(), Value::Array(vec![]));
+        v.remove("key_file");
+        v.insert("keepalived_peers".into(), Value::Array(vec![s("172.20.0.23")]));
+        v.insert("unicast".into(), Value::Boolean(true));
+    })
+    .expect("a keepalived peer needs no key");
+    assert_eq!(c.vrrp.unwrap().unicast_peers(), ["172.20.0.23".parse::<std::net::Ipv4Addr>().unwrap()]);
     assert_eq!(v.advert_interval, Duration::from_millis(1500));
 }
 
@@ -661,6 +720,11 @@ fn load_shipped(rel: &str, dir: &TempDir) -> Config {
     let repl = dir.write("replicator.password", "repl-secret\r\n");
     section(&mut table, "probe").insert("password_file".into(), s(probe.to_str().unwrap()));
     section(&mut table, "replication").insert("password_file".into(), s(repl.to_str().unwrap()));
+    if table.get("vrrp").and_then(Value::as_table).is_some_and(|v| v.contains_key("key_file")) {
+        let key = dir.write("peer.key", "0123456789abcdef-peer\n");
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        section(&mut table, "vrrp").insert("key_file".into(), s(key.to_str().unwrap()));
+    }
     if table.contains_key("agent") {
         let key = dir.write("agent.key", "0123456789abcdef0123\n");
         std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();

@@ -375,6 +375,7 @@ struct Lb {
     /// The last advert heard from the peer (pair): when, at which priority.
     heard: Option<(Duration, u8)>,
     last_obs: Vec<Option<(Duration, Result<NodeStatus, ProbeFailure>)>>,
+    /// When each peer's last report (its quorum vote) arrived.
     last_peer: Vec<Option<Duration>>,
     /// The highest `writer_timeline` this load balancer ever had.
     tl_floor: u32,
@@ -1427,6 +1428,8 @@ impl Sim {
             Some(d) => Machine::restore(l.p.clone(), d),
             None => Machine::new(l.p.clone()),
         };
+        let mut m = m;
+        m.set_routed(l.routed);
         let tl = m.view().writer_timeline.unwrap_or(0);
         l.m = Some(m);
         l.warm_at = now + l.p.peer_timeout;
@@ -1453,10 +1456,18 @@ impl Sim {
         if actions.len() > MAX_ACTIONS_PER_CALL {
             self.fail(&format!("{} actions for one event", actions.len()));
         }
+        let mut written = None;
         for a in actions {
+            if let Action::Persist(d) = &a {
+                written = Some(d.clone());
+            }
             if self.act(lb, a) {
                 return;
             }
+        }
+        // The state file is written at once (a fast disk); its answer follows the actions.
+        if let Some(state) = written {
+            self.call(lb, Event::Persisted { state, result: Ok(()) });
         }
     }
 
@@ -1699,7 +1710,7 @@ impl Sim {
                         let peer = self.lbs[0].p.peers[i];
                         self.call(0, Event::PeerHeard { peer });
                         // The scripted peer knows and reaches what this one does.
-                        if let Some(report) = self.lbs[0].m.as_ref().and_then(|m| m.report()) {
+                        if let Some(report) = self.lbs[0].m.as_ref().map(|m| m.report()) {
                             self.call(0, Event::PeerReport { peer, report });
                         }
                     }
@@ -1715,8 +1726,10 @@ impl Sim {
                 if !self.lbs[from].running() || !self.lbs[to].running() {
                     continue;
                 }
-                let Some(report) = self.lbs[from].m.as_ref().and_then(|m| m.report()) else { continue };
+                let Some(report) = self.lbs[from].m.as_ref().map(|m| m.report()) else { continue };
                 let peer = self.lbs[from].addr;
+                // An authenticated report is the peer's quorum vote (an advert is not).
+                self.lbs[to].last_peer[0] = Some(now);
                 self.call(to, Event::PeerReport { peer, report });
             }
         }
@@ -1736,7 +1749,6 @@ impl Sim {
                 }
                 let (priority, addr) = (self.lbs[from].priority(), self.lbs[from].addr);
                 self.lbs[to].heard = Some((now, priority));
-                self.lbs[to].last_peer[0] = Some(now);
                 self.call(to, Event::PeerHeard { peer: addr });
             }
             for x in 0..2 {

@@ -4,6 +4,7 @@
 
 mod agent;
 mod check;
+mod debug;
 mod export;
 mod map;
 mod node;
@@ -54,6 +55,11 @@ enum Command {
         #[command(subcommand)]
         command: node::Command,
     },
+    /// Fault injection on a running daemon (drills, tests).
+    Debug {
+        #[command(subcommand)]
+        command: debug::Command,
+    },
 }
 
 /// Runs the parsed command.
@@ -67,6 +73,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Map { command } => map::run(command),
         Command::Export { command } => export::run(command),
         Command::Node { command } => node::run(command),
+        Command::Debug { command } => debug::run(command),
     }
 }
 

@@ -248,7 +248,7 @@ impl Maps {
         Ok(established.into_iter().chain(half_open).collect())
     }
 
-    fn writer_id(&self) -> Result<Option<u32>, DataplaneError> {
+    pub(super) fn writer_id(&self) -> Result<Option<u32>, DataplaneError> {
         let map: Array<&MapData, Writer> = Array::try_from(&self.writer).map_err(map_err(MAP_WRITER, "opening"))?;
         let w = map.get(&0, 0).map_err(map_err(MAP_WRITER, "reading"))?;
         Ok((w.backend != BACKEND_NONE).then_some(w.backend))

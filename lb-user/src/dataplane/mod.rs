@@ -409,6 +409,11 @@ impl Dataplane {
         self.maps.write_writer(writer)
     }
 
+    /// The writer the map routes to now (an earlier run's, right after attaching to pinned maps).
+    pub fn writer(&self) -> Result<Option<u32>, DataplaneError> {
+        self.maps.writer_id()
+    }
+
     /// Rebuilds the reader Maglev table from `(id, weight)` pairs and swaps it in atomically.
     /// An empty list (or all weights zero) makes new read connections get a RST.
     pub fn set_readers(&mut self, readers: &[(u32, u32)]) -> Result<(), DataplaneError> {
@@ -459,7 +464,8 @@ impl Dataplane {
         self.maps.lease_valid()
     }
 
-    /// Lets the lease run out now (a graceful stop).
+    /// Lets the lease run out now (a graceful stop, or a start that has not decided yet):
+    /// established write flows go on for `grace`.
     pub fn expire_lease(&mut self, grace: Duration) -> Result<(), DataplaneError> {
         let now = maps::monotonic_ns()?;
         self.maps.write_lease(self.vip, now.max(1), grace)

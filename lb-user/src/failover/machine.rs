@@ -108,6 +108,18 @@ impl NodeTrack {
     }
 }
 
+/// A peer's last report, when it arrived, and whether the writer it said it reaches was lost
+/// here then.
+#[derive(Debug, Clone)]
+struct PeerWord {
+    report: PeerReport,
+    at: Duration,
+    lost_here: bool,
+}
+
+/// How soon a failed state-file write is tried again.
+pub const RECORD_RETRY: Duration = Duration::from_millis(500);
+
 /// Promotion after a failover or a switchover: they differ in who gets fenced and re-pointed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Promotion {
@@ -155,17 +167,31 @@ pub struct Machine {
     /// The last `SetReaders`.
     readers: Option<Vec<NodeId>>,
     master: bool,
+    /// When each peer's vote (an authenticated report) last arrived.
     peers_heard: Vec<Option<Duration>>,
-    /// Each peer's last report, and whether the writer it said it reaches was lost here then.
-    peer_reports: Vec<Option<(PeerReport, bool)>>,
+    /// When an advert last arrived from each peer's address (unauthenticated: only "not silent").
+    adverts_heard: Vec<Option<Duration>>,
+    /// Each peer's last report.
+    peer_reports: Vec<Option<PeerWord>>,
+    /// The first event, or the end of the last stall.
     started_at: Option<Duration>,
+    /// The end of the last stall: probes started before it are stale.
+    stale_before: Duration,
     /// The `now` of the last event (for [`Machine::view`] and [`Machine::next_deadline`]).
     now: Duration,
     blocked: Option<Blocked>,
     /// Primaries left unrouted because of a tie with no previous writer (logged once).
     ambiguous: Vec<NodeId>,
     /// The durable state last handed out with `Persist` (or restored).
-    persisted: Durable,
+    sent: Durable,
+    /// The durable state last reported written ([`Event::Persisted`], or restored).
+    recorded: Durable,
+    /// The last write failed; tried again at `record_retry_at`.
+    record_failing: bool,
+    record_retry_at: Option<Duration>,
+    /// A promotion decided and waiting for the write that records it (no action without its
+    /// record): `Promote` goes out once `recorded` names it.
+    held: Option<NodeId>,
     /// The last `Track` (VRRP tracking); `None` before the first verdict.
     tracked: Option<bool>,
     /// This instance's data plane sees a SYN flood ([`Event::Flood`]).
@@ -195,12 +221,18 @@ impl Machine {
             promoting_from: None,
             readers: None,
             peers_heard: vec![None; peers],
+            adverts_heard: vec![None; peers],
             peer_reports: vec![None; peers],
             started_at: None,
+            stale_before: Duration::ZERO,
             now: Duration::ZERO,
             blocked: None,
             ambiguous: Vec::new(),
-            persisted: Durable::default(),
+            sent: Durable::default(),
+            recorded: Durable::default(),
+            record_failing: false,
+            record_retry_at: None,
+            held: None,
             tracked: None,
             flood: false,
             restore_notes: Vec::new(),
@@ -268,8 +300,23 @@ impl Machine {
             ),
         );
         m.restore_notes = notes;
-        m.persisted = m.durable();
+        m.sent = m.durable();
+        m.recorded = m.sent.clone();
         m
+    }
+
+    /// What the data plane routes writes to before the first event (the pinned writer map of
+    /// an earlier run): the machine's writer, so that anything that refuses writes unroutes it.
+    /// New flows stay refused by the expired lease until the machine has decided again.
+    pub fn set_routed(&mut self, writer: Option<NodeId>) {
+        self.writer = writer.filter(|&w| w < self.nodes.len());
+        self.writer_emitted = false;
+    }
+
+    /// Whether the machine has decided since its start or its last stall: the instance may
+    /// renew its lease and hold the VIP.
+    pub fn ready(&self) -> bool {
+        self.phase != Phase::Starting
     }
 
     pub fn params(&self) -> &Params {
@@ -304,10 +351,12 @@ impl Machine {
             Event::VrrpRole { master } => self.on_vrrp_role(*master, &mut out),
             Event::PeerHeard { peer } => {
                 if let Some(i) = self.p.peers.iter().position(|p| p == peer) {
-                    self.peers_heard[i] = Some(now);
+                    self.adverts_heard[i] = Some(now);
                 }
             }
-            Event::PeerReport { peer, report } => self.on_peer_report(*peer, report, &mut out),
+            Event::PeerReport { peer, report } => self.on_peer_report(*peer, report, now, &mut out),
+            Event::Persisted { state, result } => self.on_persisted(state, result, now, &mut out),
+            Event::Stalled => self.wake(now, &mut out),
             Event::Flood { active } => self.flood = *active,
             Event::Admin(AdminCommand::Rejoined { node }) => self.on_rejoined(*node, &mut out),
             Event::Admin(AdminCommand::Switchover { .. }) => {}
@@ -321,13 +370,98 @@ impl Machine {
             self.reconcile_tracking(now, &mut out);
         }
         self.note_state_changes(now);
-        // Write-ahead: what must survive a restart is written before anything acts on it.
+        // What must survive a restart is written as soon as it changes (again and again while
+        // writes fail); a promotion waits for its record.
         let durable = self.durable();
-        if durable != self.persisted {
-            self.persisted = durable.clone();
+        let retry_due = self.record_retry_at.is_none_or(|t| now >= t);
+        if (durable != self.sent && !self.record_failing) || (self.record_failing && retry_due) {
+            self.sent = durable.clone();
+            self.record_retry_at = self.record_failing.then_some(now + RECORD_RETRY);
             out.insert(0, Action::Persist(durable));
         }
+        self.release_promotion(&mut out);
         out
+    }
+
+    /// A `Persist` ended. A success records it; a failure is tried again after [`RECORD_RETRY`]
+    /// (the same or a newer state), and a promotion waiting for that write is not made (its
+    /// phase gives it up: [`Self::promotion_unrecorded`]).
+    fn on_persisted(&mut self, state: &Durable, result: &Result<(), String>, now: Duration, out: &mut Vec<Action>) {
+        match result {
+            Ok(()) => {
+                if self.record_failing {
+                    log(out, Level::Info, "state file: written again".to_owned());
+                }
+                self.record_failing = false;
+                self.record_retry_at = None;
+                self.recorded = state.clone();
+            }
+            Err(e) => {
+                if !self.record_failing {
+                    let msg = format!("state file: writing failed: {e}; no failover is decided until it can be written (tried again every {RECORD_RETRY:?})");
+                    log(out, Level::Error, msg);
+                }
+                self.record_failing = true;
+                self.record_retry_at = Some(now + RECORD_RETRY);
+            }
+        }
+    }
+
+    /// Sends the held `Promote` once the state file names its promotion.
+    fn release_promotion(&mut self, out: &mut Vec<Action>) {
+        let Some(n) = self.held else { return };
+        if self.recorded.promoting.as_ref().is_some_and(|p| p.node == self.p.nodes[n].name) {
+            self.held = None;
+            log(out, Level::Info, format!("the promotion of {} is recorded in the state file: promoting", self.name(n)));
+            out.push(Action::Promote { node: n });
+        }
+    }
+
+    /// The write that was to record the promotion of `n` failed: it is not made. (It was never
+    /// sent, so no outcome is pending.)
+    fn drop_unrecorded_promotion(&mut self, n: NodeId, out: &mut Vec<Action>) {
+        self.cancel_held();
+        let msg = format!("promotion of {} not made: the state file that must record it cannot be written", self.name(n));
+        log(out, Level::Error, msg);
+    }
+
+    /// Forgets a promotion that was decided but never sent (its phase ended first).
+    fn cancel_held(&mut self) {
+        if let Some(n) = self.held.take()
+            && self.promoting_from.is_some_and(|(p, _)| p == n)
+        {
+            self.promoting_from = None;
+        }
+    }
+
+    /// A stall of the daemon's main loop longer than its lease: wake humble. Everything
+    /// observed before is stale; what is durable (fences, the floor, a promotion in flight)
+    /// and what the data plane routes are kept. The machine decides again from `Starting`.
+    fn wake(&mut self, now: Duration, out: &mut Vec<Action>) {
+        let msg = "the main loop stood still longer than the lease: everything seen before is stale; deciding again from fresh probes and peer reports (writes refused, no VIP meanwhile)";
+        log(out, Level::Warn, msg.to_owned());
+        if let Some(n) = self.held {
+            self.drop_unrecorded_promotion(n, out);
+        }
+        if let Phase::Switchover { from, to, .. } = self.phase {
+            out.push(Action::Alert(Alert::SwitchoverAborted { from, to, reason: "the main loop stood still".into() }));
+        }
+        self.phase = Phase::Starting;
+        self.started_at = Some(now);
+        self.stale_before = now;
+        self.writer_emitted = false;
+        self.blocked = None;
+        self.tracked = None;
+        self.settling.clear();
+        for t in &mut self.nodes {
+            *t = NodeTrack { fence: t.fence, rejoin: t.rejoin, excluded_until: t.excluded_until, demoted_at: t.demoted_at, ..NodeTrack::new() };
+            t.last_count_at = now;
+            t.last_change = now;
+        }
+        for v in [&mut self.peers_heard, &mut self.adverts_heard] {
+            v.iter_mut().for_each(|h| *h = None);
+        }
+        self.peer_reports.iter_mut().for_each(|r| *r = None);
     }
 
     /// What a restart must not forget, as it stands now.
@@ -372,7 +506,10 @@ impl Machine {
         let started = self.started_at?;
         let mut next: Vec<Duration> = self.nodes.iter().map(|t| t.last_count_at + self.p.stale_after()).collect();
         match self.phase {
-            Phase::Starting => next.push(started + self.p.detection_time()),
+            Phase::Starting => {
+                next.push(started + self.p.detection_time());
+                next.push(started + self.p.peer_timeout);
+            }
             Phase::WriterLost { old: None, since } => next.push(since + self.p.detection_time()),
             Phase::WriterLost { .. } | Phase::Steady => {}
             Phase::FailingOver { deadline, .. } | Phase::Switchover { deadline, .. } | Phase::Settling { deadline, .. } => {
@@ -395,6 +532,9 @@ impl Machine {
             next.push(since + self.p.track_hold);
         }
         next.extend(self.nodes.iter().filter_map(|t| t.rejoin.not_before));
+        next.extend(self.record_retry_at);
+        // A peer's timeline hint lapses when its report grows old.
+        next.extend(self.peer_reports.iter().flatten().map(|w| w.at + self.p.peer_timeout));
         next.into_iter().filter(|&d| d > self.now).min()
     }
 
@@ -432,16 +572,35 @@ impl Machine {
             quorum: self.quorum(self.now),
             blocked: self.blocked.clone(),
             nodes,
-            peer_reports: self.peer_reports.iter().map(|r| r.as_ref().map(|(r, _)| r.clone())).collect(),
+            peer_reports: self.peer_reports.iter().map(|r| r.as_ref().map(|w| w.report.clone())).collect(),
+            ready: self.ready(),
+            timeline_hint: self.hint(),
+            recorded: !self.record_failing,
         }
     }
 
     /// What this instance tells its peers ([`Event::PeerReport`]): its timeline floor, and the
     /// writer it routes if it reaches it (its last probe answered).
-    pub fn report(&self) -> Option<PeerReport> {
-        let timeline = self.writer_timeline?;
+    pub fn report(&self) -> PeerReport {
+        let timeline = self.writer_timeline.unwrap_or(0);
         let writer = self.writer.filter(|&w| self.phase == Phase::Steady && self.reaches(w)).map(|w| self.name(w).to_owned());
-        Some(PeerReport { timeline, writer })
+        PeerReport { timeline, writer }
+    }
+
+    /// The newest timeline a fresh peer report names above every one confirmed here, and who
+    /// names it: writes to older primaries are held back, and nothing is promoted, while it
+    /// lasts. It is never the floor and never fences a node: a probe that sees a node on it
+    /// (or past it) makes it a fact; the peer no longer saying it ends it.
+    fn hint(&self) -> Option<(u32, std::net::Ipv4Addr)> {
+        let floor = self.writer_timeline.unwrap_or(0);
+        self.peer_reports
+            .iter()
+            .zip(&self.p.peers)
+            .filter_map(|(w, peer)| {
+                let w = w.as_ref()?;
+                (self.now.saturating_sub(w.at) <= self.p.peer_timeout && w.report.timeline > floor).then_some((w.report.timeline, *peer))
+            })
+            .max()
     }
 
     /// `n` is up here and its last probe answered.
@@ -474,6 +633,9 @@ impl Machine {
         if n >= self.nodes.len() {
             log(out, Level::Warn, format!("probe result for unknown node #{n} ignored"));
             return;
+        }
+        if obs.at < self.stale_before {
+            return; // probed before a stall: stale
         }
         let t = &mut self.nodes[n];
         if t.last_obs_at.is_some_and(|last| obs.at < last) {
@@ -511,22 +673,25 @@ impl Machine {
         self.set_floor(timeline, (!quiet).then(|| format!("{} answers on timeline {timeline}", self.name(n))), Some(n), out);
     }
 
-    /// A peer's report. A timeline above ours is a promotion we did not see (made while this
-    /// instance was down or cut off): it becomes the floor at once, so a primary it replaced is
-    /// never adopted here, however it comes back. The writer it reaches is remembered with
-    /// whether we had lost it then ([`Blocked::PeerReachesWriter`]).
-    fn on_peer_report(&mut self, peer: std::net::Ipv4Addr, report: &PeerReport, out: &mut Vec<Action>) {
+    /// A peer's authenticated report: its quorum vote, the writer it reaches (remembered with
+    /// whether we had lost it then, [`Blocked::PeerReachesWriter`]), and its timeline, which
+    /// is a hint, not a fact ([`Self::hint`]): a timeline above ours holds writes to older
+    /// primaries back while the peer keeps saying it, until a probe confirms it.
+    fn on_peer_report(&mut self, peer: std::net::Ipv4Addr, report: &PeerReport, now: Duration, out: &mut Vec<Action>) {
         let Some(i) = self.p.peers.iter().position(|p| *p == peer) else {
             log(out, Level::Warn, format!("report from {peer}, not a configured peer: ignored"));
             return;
         };
         let reached = report.writer.as_deref().and_then(|name| self.p.nodes.iter().position(|n| n.name == name));
         let lost_here = reached.is_some_and(|w| !self.reaches(w));
-        self.peer_reports[i] = Some((report.clone(), lost_here));
-        let timeline = report.timeline;
-        if timeline > self.writer_timeline.unwrap_or(0) {
-            self.set_floor(timeline, Some(format!("peer {peer} knows timeline {timeline}")), None, out);
+        let floor = self.writer_timeline.unwrap_or(0);
+        let was = self.peer_reports[i].as_ref().map(|w| w.report.timeline);
+        if report.timeline > floor && was != Some(report.timeline) {
+            let msg = format!("peer {peer} reports timeline {}, newer than any seen here ({floor}): writes to older primaries held back until a probe confirms it", report.timeline);
+            log(out, Level::Warn, msg);
         }
+        self.peer_reports[i] = Some(PeerWord { report: report.clone(), at: now, lost_here });
+        self.peers_heard[i] = Some(now);
     }
 
     /// The floor becomes `timeline` (`why` logged unless `None`); a writer routed here on an
@@ -772,10 +937,20 @@ impl Machine {
         }
         let started = self.started_at.unwrap_or(now);
         let all_seen = self.nodes.iter().all(|t| t.last_obs_at.is_some());
+        if !all_seen && now < started + self.p.detection_time() {
+            return;
+        }
         // A peer may know a newer timeline than the state file (a promotion made while this
-        // instance was down): hear one before choosing, unless it stays silent.
-        let peer_known = !self.p.vrrp_enabled || self.p.peers.is_empty() || self.peer_reports.iter().any(Option::is_some);
-        if !(all_seen && peer_known) && now < started + self.p.detection_time() {
+        // instance was down or frozen): hear every peer's report before deciding, unless the
+        // peer is silent (not even an advert) for a whole master-down interval. A peer whose
+        // adverts are heard but whose reports do not arrive keeps this instance waiting: the
+        // safe direction (it routes nothing and holds no VIP meanwhile).
+        let waiting: Vec<std::net::Ipv4Addr> = (0..self.p.peers.len())
+            .filter(|&i| self.peer_reports[i].is_none())
+            .filter(|&i| self.adverts_heard[i].is_some() || now < started + self.p.peer_timeout)
+            .map(|i| self.p.peers[i])
+            .collect();
+        if self.p.vrrp_enabled && !waiting.is_empty() {
             return;
         }
         match self.apply_rule1(self.last_writer, out) {
@@ -839,6 +1014,15 @@ impl Machine {
         }
         if self.writer.is_none() {
             // Rule 1 fenced the writer (a newer timeline exists) and nobody is usable on it yet.
+            self.phase = Phase::WriterLost { old: Some(w), since: now };
+            return;
+        }
+        if let Some((tl, peer)) = self.hint()
+            && self.nodes[w].status.as_ref().is_some_and(|s| s.timeline < tl)
+        {
+            let msg = format!("writes held back: peer {peer} reports timeline {tl}, newer than the writer {}'s; waiting for a probe to confirm it or the peer to stop saying it", self.name(w));
+            log(out, Level::Warn, msg);
+            self.route_writer(None, out);
             self.phase = Phase::WriterLost { old: Some(w), since: now };
             return;
         }
@@ -908,6 +1092,12 @@ impl Machine {
         out: &mut Vec<Action>,
     ) {
         match event {
+            _ if self.held == Some(candidate) && self.record_failing => {
+                self.drop_unrecorded_promotion(candidate, out);
+                out.push(Action::Alert(Alert::FailoverBlocked { writer: old, reason: Blocked::StateNotRecorded }));
+                self.blocked = Some(Blocked::StateNotRecorded);
+                self.phase = Phase::WriterLost { old, since: now };
+            }
             Some(Event::ActionDone { action: Action::Promote { node }, result }) if *node == candidate => match result {
                 Ok(()) => self.finish_promotion(candidate, Promotion::Failover { old }, now, out),
                 Err(e) => self.promotion_failed(old, candidate, e.clone(), now, out),
@@ -969,6 +1159,10 @@ impl Machine {
             },
             SwitchoverStage::Demoted => self.promote_demoted_target(sw, now, out),
             SwitchoverStage::Promoting => match event {
+                _ if self.held == Some(to) && self.record_failing => {
+                    self.drop_unrecorded_promotion(to, out);
+                    self.abort_switchover(from, to, "the state file that must record the promotion cannot be written", false, now, out);
+                }
                 Some(Event::ActionDone { action: Action::Promote { node }, result }) if *node == to => match result {
                     Ok(()) => self.finish_promotion(to, Promotion::Switchover { from, started: sw.started }, now, out),
                     Err(e) => self.abort_switchover(from, to, &format!("promoting failed: {e}"), false, now, out),
@@ -987,9 +1181,9 @@ impl Machine {
         let Switch { from, to, deadline, .. } = sw;
         match self.promote_blocker(to, now) {
             None => {
-                log(out, Level::Info, format!("switchover: {} demoted; promoting {}", self.name(from), self.name(to)));
+                log(out, Level::Info, format!("switchover: {} demoted; promoting {} once the state file records it", self.name(from), self.name(to)));
                 self.note_promotion(to);
-                out.push(Action::Promote { node: to });
+                self.held = Some(to);
                 self.phase = sw.phase(SwitchoverStage::Promoting);
             }
             Some(why) if now >= deadline => {
@@ -1012,6 +1206,7 @@ impl Machine {
     /// its old timeline (or older) is adopted.
     fn apply_rule1(&mut self, previous: Option<NodeId>, out: &mut Vec<Action>) -> Option<NodeId> {
         let floor = self.writer_timeline.unwrap_or(0);
+        let hint = self.hint().map_or(0, |(tl, _)| tl);
         let mut primaries: Vec<(NodeId, u32)> = Vec::new();
         let mut older: Vec<(NodeId, u32)> = Vec::new();
         for n in 0..self.nodes.len() {
@@ -1022,6 +1217,9 @@ impl Machine {
             if tl < floor {
                 older.push((n, tl));
                 continue;
+            }
+            if tl < hint {
+                continue; // held back, not fenced: a peer's word is no fact
             }
             if let Some((p, from)) = self.promoting_from
                 && p != n
@@ -1137,6 +1335,9 @@ impl Machine {
         if !self.is_master() {
             return Err(Blocked::NotMaster);
         }
+        if self.record_failing {
+            return Err(Blocked::StateNotRecorded);
+        }
         let (votes, members) = self.quorum(now);
         if !rules::has_quorum(votes, members) {
             return Err(Blocked::NoQuorum { votes, members });
@@ -1145,11 +1346,14 @@ impl Machine {
             return Err(Blocked::StandbyStreaming { standby });
         }
         if let Some(o) = old
-            && let Some(i) = self.peer_reports.iter().position(|r| {
-                r.as_ref().is_some_and(|(r, lost_here)| *lost_here && r.writer.as_deref() == Some(self.name(o)))
+            && let Some(i) = self.peer_reports.iter().position(|w| {
+                w.as_ref().is_some_and(|w| w.lost_here && w.report.writer.as_deref() == Some(self.name(o)))
             })
         {
             return Err(Blocked::PeerReachesWriter { peer: self.p.peers[i] });
+        }
+        if let Some((timeline, peer)) = self.hint() {
+            return Err(Blocked::PeerTimelineUnconfirmed { peer, timeline });
         }
         if let Some((p, _)) = self.promoting_from {
             return Err(Blocked::PromotionUnsettled { node: p });
@@ -1346,10 +1550,14 @@ impl Machine {
     /// Failover, step three: promote `candidate` (durably noted first).
     fn start_promotion(&mut self, old: Option<NodeId>, candidate: NodeId, now: Duration, out: &mut Vec<Action>) {
         let received = self.nodes[candidate].status.as_ref().and_then(NodeStatus::received).unwrap_or_default();
-        let msg = format!("failover: promoting {} (received {received:#x}, priority {})", self.name(candidate), self.p.nodes[candidate].priority);
+        let msg = format!(
+            "failover: promoting {} (received {received:#x}, priority {}) once the state file records it",
+            self.name(candidate),
+            self.p.nodes[candidate].priority
+        );
         log(out, Level::Warn, msg);
         self.note_promotion(candidate);
-        out.push(Action::Promote { node: candidate });
+        self.held = Some(candidate);
         self.phase = Phase::FailingOver { old, candidate, deadline: now + self.p.promote_timeout };
     }
 
@@ -1364,6 +1572,12 @@ impl Machine {
     /// candidate stays the promotion in flight, so no other standby is promoted and no primary
     /// on the old timeline adopted until a probe shows what it is.
     fn promotion_failed(&mut self, old: Option<NodeId>, candidate: NodeId, error: String, now: Duration, out: &mut Vec<Action>) {
+        if self.held == Some(candidate) {
+            // Never sent: its record did not land in time.
+            self.drop_unrecorded_promotion(candidate, out);
+            self.phase = Phase::WriterLost { old, since: now };
+            return;
+        }
         let msg = format!("promoting {} failed: {error}; trying again without it once a probe shows it still a standby", self.name(candidate));
         log(out, Level::Error, msg);
         out.push(Action::Alert(Alert::PromoteFailed { node: candidate, error }));
@@ -1375,6 +1589,9 @@ impl Machine {
     /// writer, and, on the VRRP master, re-point the other standbys and keep
     /// synchronous_standby_names meaningful (a backup only observes).
     fn finish_promotion(&mut self, new: NodeId, how: Promotion, now: Duration, out: &mut Vec<Action>) {
+        if self.held == Some(new) {
+            self.held = None; // promoted already (a probe shows it): nothing to send
+        }
         let probed_tl = self.nodes[new].usable_primary().map(|s| s.timeline);
         let from = self.promoting_from.filter(|(p, _)| *p == new).map_or(self.writer_timeline.unwrap_or(0), |(_, tl)| tl);
         let tl = probed_tl.unwrap_or(from + 1).max(from + 1);
@@ -1494,6 +1711,7 @@ impl Machine {
     /// with the old primary as the old writer, so failover's guards judge it like any loss (a
     /// demoted old primary counts as gone; standbys cascading from it hide no primary).
     fn abort_switchover(&mut self, from: NodeId, to: NodeId, reason: &str, restore: bool, now: Duration, out: &mut Vec<Action>) {
+        self.cancel_held();
         log(out, Level::Error, format!("switchover from {} to {} aborted: {reason}", self.name(from), self.name(to)));
         out.push(Action::Alert(Alert::SwitchoverAborted { from, to, reason: reason.to_owned() }));
         if restore {

@@ -99,10 +99,26 @@ impl H {
         h
     }
 
-    /// One event at `now`. Every call also checks the daemon's loop contract: the next deadline
-    /// is strictly in the future (a deadline at or before `now` is already handled, and the
-    /// daemon would wake at once, forever: a busy loop).
+    /// One event at `now`; a `Persist` among the actions is written at once (a fast disk: the
+    /// `Persisted` answer's actions follow). Every call also checks the daemon's loop contract:
+    /// the next deadline is strictly in the future (a deadline at or before `now` is already
+    /// handled, and the daemon would wake at once, forever: a busy loop).
     fn ev(&mut self, event: Event) -> Vec<Action> {
+        let mut actions = self.raw(event);
+        let mut i = 0;
+        while i < actions.len() {
+            if let Action::Persist(d) = &actions[i] {
+                let answer = self.raw(Event::Persisted { state: d.clone(), result: Ok(()) });
+                actions.extend(answer);
+            }
+            i += 1;
+        }
+        actions
+    }
+
+    /// One event at `now`, with no answer to a `Persist` (a test of the state file's failures
+    /// answers itself).
+    fn raw(&mut self, event: Event) -> Vec<Action> {
         let actions = self.m.handle(event, self.now);
         for (i, a) in actions.iter().enumerate() {
             assert!(i == 0 || !matches!(a, Action::Persist(_)), "Persist must be the first action (write-ahead): {actions:?}");
@@ -404,7 +420,7 @@ fn crash_promotes_the_most_advanced_standby() {
     let (actions, _) = split(h.probe(PG2, standby(1, 1000, None)));
     assert!(actions.is_empty(), "{actions:?}");
     let (actions, logs) = split(settle(&mut h, &last, vec![standby(1, 1000, Some(PG3)), standby(1, 1100, None)]));
-    assert_eq!(actions, [Action::Probe { node: PG2 }, Action::Promote { node: PG3 }, Action::SetReaders { nodes: vec![PG2] }]);
+    assert_eq!(actions, [Action::Probe { node: PG2 }, Action::SetReaders { nodes: vec![PG2] }, Action::Promote { node: PG3 }]);
     assert_logged(&logs, "failover: promoting pg3");
     assert!(matches!(h.m.phase(), Phase::FailingOver { old: Some(PG1), candidate: PG3, .. }));
     assert_eq!(h.state(PG3), NodeState::Promoting);
@@ -496,7 +512,7 @@ fn promotion_failure_tries_the_next_candidate_once_the_first_is_seen_unpromoted(
         [Action::Alert(Alert::FailoverStarted { from: Some(PG1), candidate: PG3 }), Action::Repoint { node: PG2, primary: PG3 }, Action::Probe { node: PG3 }]
     );
     let (actions, _) = split(settle(&mut h, &actions, vec![standby(1, 1100, Some(PG3)), standby(1, 1100, None)]));
-    assert_eq!(actions, [Action::Probe { node: PG2 }, Action::Promote { node: PG3 }, Action::SetReaders { nodes: vec![PG2] }]);
+    assert_eq!(actions, [Action::Probe { node: PG2 }, Action::SetReaders { nodes: vec![PG2] }, Action::Promote { node: PG3 }]);
 }
 
 /// The first candidate turns out promoted after all (its report was lost): it is the writer,
@@ -569,9 +585,13 @@ fn no_quorum_means_no_failover_until_a_peer_is_heard() {
         [Action::Alert(Alert::FailoverBlocked { writer: Some(PG1), reason: Blocked::NoQuorum { votes: 2, members: 5 } }), Action::SetWriter { node: None }]
     );
     assert_eq!(h.m.view().quorum, (2, 5));
-    let decided = h.ev(Event::PeerHeard { peer: Ipv4Addr::new(172, 20, 0, 22) });
+    // An advert is no vote (anyone can send one); the peer's authenticated report is.
+    let (advert, _) = split(h.ev(Event::PeerHeard { peer: Ipv4Addr::new(172, 20, 0, 22) }));
+    assert!(!advert.iter().any(|a| matches!(a, Action::Alert(Alert::FailoverStarted { .. }))), "{advert:?}");
+    assert_eq!(h.m.view().quorum, (2, 5));
+    let decided = h.ev(report(PEER, 1, None));
     assert!(decided.contains(&Action::Alert(Alert::FailoverStarted { from: Some(PG1), candidate: PG2 })), "{decided:?}");
-    h.ev(Event::PeerHeard { peer: Ipv4Addr::new(172, 20, 0, 22) });
+    h.ev(report(PEER, 1, None));
     let (actions, _) = split(settle(&mut h, &decided, vec![standby(1, 1000, None), down()]));
     assert!(actions.contains(&Action::Promote { node: PG2 }), "{actions:?}");
 }
@@ -720,7 +740,7 @@ fn no_primary_at_all_fails_over_after_detection_time() {
         [Action::Alert(Alert::FailoverStarted { from: None, candidate: PG3 }), Action::Repoint { node: PG2, primary: PG3 }, Action::Probe { node: PG3 }]
     );
     let (actions, _) = split(settle(&mut h, &decided, vec![standby(1, 1000, Some(PG3)), standby(1, 1100, None)]));
-    assert_eq!(actions, [Action::Probe { node: PG2 }, Action::Promote { node: PG3 }, Action::SetReaders { nodes: vec![PG2] }]);
+    assert_eq!(actions, [Action::Probe { node: PG2 }, Action::SetReaders { nodes: vec![PG2] }, Action::Promote { node: PG3 }]);
 }
 
 // ----- rule 5: re-pointing --------------------------------------------------------------------
@@ -840,7 +860,7 @@ fn switchover_blocks_catches_up_demotes_promotes_and_switches() {
     let (actions, _) = split(h.probe(PG2, standby(1, 2000, Some(PG1))));
     assert_eq!(actions, [Action::Demote { node: PG1, primary: PG2 }]);
     let (actions, _) = split(h.done(Action::Demote { node: PG1, primary: PG2 }, Ok(())));
-    assert_eq!(actions, [Action::Promote { node: PG2 }, Action::SetReaders { nodes: vec![PG3] }]);
+    assert_eq!(actions, [Action::SetReaders { nodes: vec![PG3] }, Action::Promote { node: PG2 }]);
     assert_eq!(h.state(PG2), NodeState::Promoting);
     let (actions, _) = split(h.done(Action::Promote { node: PG2 }, Ok(())));
     assert_eq!(
@@ -1123,7 +1143,7 @@ fn vrrp_params(nodes: usize) -> Params {
     p
 }
 
-/// A master with a peer heard every 100 ms (`Event::PeerHeard` before each round).
+/// A master with a peer's report every round (its quorum vote).
 fn master_h(p: Params) -> H {
     let mut h = H::new(p);
     h.ev(Event::VrrpRole { master: true });
@@ -1131,7 +1151,7 @@ fn master_h(p: Params) -> H {
 }
 
 fn round_with_peer(h: &mut H, results: Vec<Result<NodeStatus, ProbeFailure>>) -> Vec<Action> {
-    let mut out = h.ev(Event::PeerHeard { peer: Ipv4Addr::new(172, 20, 0, 22) });
+    let mut out = h.ev(report(PEER, 1, None));
     out.extend(h.round(results));
     out
 }
@@ -1400,10 +1420,10 @@ fn report(peer: Ipv4Addr, timeline: u32, writer: Option<&str>) -> Event {
 #[test]
 fn the_report_names_the_writer_only_while_it_is_reached() {
     let mut h = steady(3);
-    assert_eq!(h.m.report(), Some(PeerReport { timeline: 1, writer: Some("pg1".into()) }));
+    assert_eq!(h.m.report(), PeerReport { timeline: 1, writer: Some("pg1".into()) });
     h.round(vec![down(), standby(1, 1000, Some(PG1)), standby(1, 1000, Some(PG1))]);
-    assert_eq!(h.m.report(), Some(PeerReport { timeline: 1, writer: None }), "one failed probe: not reached");
-    assert_eq!(H::new(params(3)).m.report(), None, "nothing known yet");
+    assert_eq!(h.m.report(), PeerReport { timeline: 1, writer: None }, "one failed probe: not reached");
+    assert_eq!(H::new(params(3)).m.report(), PeerReport { timeline: 0, writer: None }, "nothing known yet");
 }
 
 /// The VIP holder's peer was cut from the writer (its priority lowered, the holder kept the
@@ -1452,8 +1472,9 @@ fn a_peer_killed_while_both_reached_the_writer_blocks_nothing() {
 }
 
 /// A load balancer restarted from a state file older than a promotion its peer made (it was
-/// down meanwhile) waits for the peer's timeline before choosing a writer: the old primary,
-/// back on the old timeline, is fenced instead of adopted.
+/// down meanwhile) waits for the peer's report before choosing a writer. The peer's timeline
+/// is a hint: the old primary, back on the old timeline, is held back (not fenced, nothing
+/// written) while the peer says it; a probe of a node on the new timeline makes it a fact.
 #[test]
 fn a_restart_hears_the_peers_timeline_before_choosing() {
     let p = vrrp_params(3);
@@ -1466,38 +1487,31 @@ fn a_restart_hears_the_peers_timeline_before_choosing() {
     let (actions, _) = split(h.round(stale.clone()));
     assert!(!actions.iter().any(|a| matches!(a, Action::SetWriter { .. })), "decided before hearing the peer: {actions:?}");
     assert_eq!(h.m.phase(), Phase::Starting);
-    let (actions, logs) = split(h.ev(report(PEER, 2, None)));
-    assert_logged(&logs, "peer 172.20.0.22 knows timeline 2, newer than any routed here (1)");
+    let all = h.ev(report(PEER, 2, None));
+    assert!(!all.iter().any(|a| matches!(a, Action::Persist(_))), "a peer's timeline is never written down: {all:?}");
+    let (actions, logs) = split(all);
+    assert_logged(&logs, "peer 172.20.0.22 reports timeline 2, newer than any seen here (1)");
     assert!(actions.contains(&Action::SetWriter { node: None }), "{actions:?}");
-    assert!(actions.iter().any(|a| matches!(a, Action::Fence { node: PG1, reason: FenceReason::OlderTimeline { .. } })), "{actions:?}");
-    assert_eq!(h.m.view().writer_timeline, Some(2));
+    assert!(!actions.iter().any(|a| matches!(a, Action::Fence { .. })), "held back, not fenced: {actions:?}");
+    assert_eq!(h.m.view().writer_timeline, Some(1), "the floor is what probes saw");
+    assert_eq!(h.m.view().timeline_hint, Some((2, PEER)));
     assert_eq!(h.m.view().peer_reports, [Some(PeerReport { timeline: 2, writer: None })]);
+    h.ev(report(PEER, 2, None));
     h.round(stale);
-    assert_eq!(h.m.writer(), None, "the stale primary never gets writes");
+    assert_eq!(h.m.writer(), None, "the stale primary gets no writes while the peer says timeline 2");
+    // pg2 comes into sight on timeline 2: a fact now; pg1 is fenced.
+    h.ev(report(PEER, 2, Some("pg2")));
+    let (actions, _) = split(h.round(vec![primary(1, 1500), primary(2, 2000), standby(2, 2000, Some(PG2))]));
+    assert!(actions.iter().any(|a| matches!(a, Action::Fence { node: PG1, reason: FenceReason::OlderTimeline { .. } })), "{actions:?}");
+    assert_eq!(h.m.writer(), Some(PG2));
+    assert_eq!(h.m.durable().timeline, 2);
 }
 
-/// A silent peer (dead, or the link cut) delays the start by the detection time at most.
+/// A key holder's mistake costs seconds, not the cluster: a peer's report of a timeline no
+/// probe confirms holds the writer's writes back only while the peer keeps saying it; nothing
+/// is fenced or written, and the writer is routed again once the report grows old.
 #[test]
-fn a_silent_peer_delays_the_start_by_the_detection_time_at_most() {
-    let p = vrrp_params(3);
-    let detection = p.detection_time();
-    let mut h = H { m: Machine::new(p), now: ms(1000) };
-    let healthy = vec![primary(1, 1000), standby(1, 1000, Some(PG1)), standby(1, 1000, Some(PG1))];
-    h.round(healthy.clone());
-    assert_eq!(h.m.phase(), Phase::Starting);
-    let started = h.now - ms(200);
-    while h.now < started + detection {
-        h.round(healthy.clone());
-    }
-    h.round(healthy);
-    assert_eq!(h.m.writer(), Some(PG1));
-    assert_eq!(h.m.phase(), Phase::Steady);
-}
-
-/// A peer's newer timeline unroutes a writer on an older one at once, and a report from an
-/// address that is not a peer changes nothing.
-#[test]
-fn a_peers_newer_timeline_unroutes_an_older_writer() {
+fn a_peers_unconfirmed_timeline_holds_writes_back_only_while_it_is_said() {
     let mut h = master_h(vrrp_params(3));
     h.round(vec![primary(1, 1000), standby(1, 1000, Some(PG1)), standby(1, 1000, Some(PG1))]);
     assert_eq!(h.m.writer(), Some(PG1));
@@ -1506,9 +1520,56 @@ fn a_peers_newer_timeline_unroutes_an_older_writer() {
     assert_logged(&logs, "report from 10.0.0.9, not a configured peer: ignored");
     let (actions, _) = split(h.ev(report(PEER, 1, None)));
     assert!(actions.is_empty(), "the same timeline changes nothing: {actions:?}");
-    let (actions, logs) = split(h.ev(report(PEER, 2, None)));
-    assert_eq!(actions[0], Action::SetWriter { node: None }, "{actions:?}");
-    assert_logged(&logs, "writes refused: the writer pg1 is on an older timeline than 2");
+    let all = h.ev(report(PEER, 99, None));
+    assert!(!all.iter().any(|a| matches!(a, Action::Persist(_) | Action::Fence { .. })), "{all:?}");
+    let (actions, logs) = split(all);
+    assert_eq!(actions, [Action::SetWriter { node: None }], "{actions:?}");
+    assert_logged(&logs, "writes held back: peer 172.20.0.22 reports timeline 99");
+    let healthy = vec![primary(1, 1000), standby(1, 1000, Some(PG1)), standby(1, 1000, Some(PG1))];
+    let (actions, _) = split(h.round(healthy.clone()));
+    assert!(actions.is_empty(), "still held: the report is 200 ms old: {actions:?}");
+    // Past the peer timeout (361 ms) with no new report saying it, the hint lapses.
+    h.now += ms(200);
+    let (actions, _) = split(h.ev(Event::Tick));
+    assert_eq!(actions, [Action::SetWriter { node: Some(PG1) }], "{actions:?}");
+    assert_eq!(h.m.phase(), Phase::Steady);
+    assert_eq!(h.m.durable().timeline, 1, "nothing of timeline 99 was written down");
+    assert_eq!(h.m.view().timeline_hint, None);
+}
+
+/// A peer heard (its adverts) but whose reports do not arrive keeps a starting instance from
+/// deciding: it might know a promotion this one did not see.
+#[test]
+fn a_starting_instance_waits_for_the_report_of_every_peer_it_hears() {
+    let healthy = vec![primary(1, 1000), standby(1, 1000, Some(PG1)), standby(1, 1000, Some(PG1))];
+    let mut h = H { m: Machine::new(vrrp_params(3)), now: ms(1000) };
+    for _ in 0..20 {
+        h.ev(Event::PeerHeard { peer: PEER });
+        h.round(healthy.clone());
+    }
+    assert_eq!(h.m.phase(), Phase::Starting, "an advert is heard every round, a report never");
+    assert!(!h.m.ready());
+    assert_eq!(h.m.writer(), None);
+    h.ev(report(PEER, 1, Some("pg1")));
+    assert_eq!(h.m.phase(), Phase::Steady);
+    assert!(h.m.ready());
+    assert_eq!(h.m.writer(), Some(PG1));
+}
+
+/// A silent peer (dead, or the link cut) delays the start by one master-down interval at most.
+#[test]
+fn a_silent_peer_delays_the_start_by_the_master_down_interval_at_most() {
+    let p = vrrp_params(3);
+    let wait = p.peer_timeout;
+    let mut h = H { m: Machine::new(p), now: ms(1000) };
+    let healthy = vec![primary(1, 1000), standby(1, 1000, Some(PG1)), standby(1, 1000, Some(PG1))];
+    h.round(healthy.clone());
+    assert_eq!(h.m.phase(), Phase::Starting);
+    let started = h.now - ms(200);
+    h.now = started + wait;
+    h.ev(Event::Tick);
+    assert_eq!(h.m.writer(), Some(PG1));
+    assert_eq!(h.m.phase(), Phase::Steady);
 }
 
 /// A restart keeps the previous run's routing (the pinned map) while the machine waits for

@@ -112,10 +112,21 @@ pub enum Event {
     Tick,
     /// This load balancer's VRRP state changed (ignored when VRRP is not configured).
     VrrpRole { master: bool },
-    /// A VRRP advert from another load balancer arrived.
+    /// A VRRP advert arrived from a peer's address. Not authenticated (anyone on the segment
+    /// can send it): it proves nothing but that the peer is not silent, which a waking instance
+    /// must respect ([`Phase::Starting`]); it is no quorum vote.
     PeerHeard { peer: Ipv4Addr },
-    /// Another load balancer's report ([`crate::failover::Machine::report`]) arrived.
+    /// Another load balancer's report ([`crate::failover::Machine::report`]) arrived,
+    /// authenticated and fresh (`crate::vip::report`): the peer's quorum vote, its word on the
+    /// writer it reaches, and a timeline hint (never a fact: see the module doc, "Trust").
     PeerReport { peer: Ipv4Addr, report: PeerReport },
+    /// The state file write of an [`Action::Persist`] ended: `state` is what was written (the
+    /// newest handed out, later ones coalesced), `result` its outcome.
+    Persisted { state: Durable, result: Result<(), String> },
+    /// The daemon's main loop stood still for longer than its lease (a freeze, a suspended VM,
+    /// a blocked call): everything observed before is stale. The machine wakes humble, as
+    /// after a restart: it decides nothing until fresh probes and its peers have answered.
+    Stalled,
     /// This instance's data plane started or stopped seeing a SYN flood (half-open flows opened
     /// faster than `crate::dataplane::FloodMeter`'s threshold). Under a flood this instance's
     /// own probes time out in the congestion, not because the writer is gone: it keeps the VIP
@@ -132,8 +143,9 @@ pub enum Event {
 /// What one load balancer tells its peers, every advert interval.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerReport {
-    /// Its newest known timeline (its durable floor): a promotion it made or saw while the
-    /// receiver was down, cut off or restarting is known to the receiver too.
+    /// Its newest timeline, as its own probes confirmed it (its floor): a promotion it made or
+    /// saw while the receiver was down, cut off or restarting. The receiver holds writes back
+    /// while it checks it, and never takes it for a fact (see the module doc, "Trust").
     pub timeline: u32,
     /// The writer it routes and reaches right now (its last probe answered), by node name: a
     /// writer the receiver lost is alive behind it.
@@ -180,8 +192,10 @@ pub enum Action {
     /// Make the fenced former primary `node` a standby of `primary` with `[failover]
     /// rejoin_command` (pg_rewind, standby.signal, start). Report with [`Event::ActionDone`].
     Rejoin { node: NodeId, primary: NodeId },
-    /// Write what must survive a restart (the state file), before acting on the actions that
-    /// follow it in the same list: a fence, a writer and its timeline are durable first.
+    /// Write what must survive a restart (the state file), off the daemon's main loop; the
+    /// outcome comes back as [`Event::Persisted`]. A promotion is never sent before the write
+    /// that records it has succeeded (no action without its record); a failed write is tried
+    /// again, and while writes fail no failover is decided ([`Blocked::StateNotRecorded`]).
     Persist(Durable),
     /// Whether this load balancer reaches the writer (VRRP priority tracking): `false` lowers
     /// the VRRP priority by the tracking weight, so a peer that does reach it takes the VIP.
@@ -313,6 +327,13 @@ pub enum Blocked {
     /// No VRRP peer is heard (they may be masters too) and `unseen` is not a visible standby: a
     /// peer that sees it might rank it first. Fail over only with the whole cluster in view.
     PartialView { unseen: NodeId },
+    /// The state file cannot be written: a promotion would not survive a restart of this
+    /// instance (no action without its record).
+    StateNotRecorded,
+    /// `peer` reports `timeline`, newer than any this instance's probes have seen: a promotion
+    /// may have happened out of its sight. Nothing is promoted until a probe confirms it or
+    /// the peer stops saying it.
+    PeerTimelineUnconfirmed { peer: Ipv4Addr, timeline: u32 },
 }
 
 impl fmt::Display for Blocked {
@@ -345,6 +366,10 @@ impl fmt::Display for Blocked {
                 f,
                 "no vrrp peer is heard and node #{unseen} is not a visible standby: another master may see it (failover needs the whole cluster in view)"
             ),
+            Blocked::StateNotRecorded => f.write_str("the state file cannot be written: a promotion would not survive a restart"),
+            Blocked::PeerTimelineUnconfirmed { peer, timeline } => {
+                write!(f, "peer {peer} reports timeline {timeline}, which no probe here has confirmed yet")
+            }
         }
     }
 }
@@ -426,7 +451,10 @@ pub enum SwitchoverStage {
 /// The machine's phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// Waiting for the first probe of every node (or the startup grace).
+    /// After a start or a stall of the main loop: waiting for a fresh probe of every node (or
+    /// the detection time) and for every peer's fresh report (or a master-down interval in
+    /// which nothing at all is heard from it). Nothing is decided, the data plane's lease is not
+    /// renewed and the VIP is not held meanwhile.
     Starting,
     /// A healthy writer is routed.
     Steady,
@@ -572,4 +600,12 @@ pub struct ClusterView {
     /// Each configured peer's last report ([`Event::PeerReport`]), in `peers` order; `None`
     /// until one arrives.
     pub peer_reports: Vec<Option<PeerReport>>,
+    /// The machine has decided since its start or its last stall (not [`Phase::Starting`]): the
+    /// instance may renew its data-plane lease and hold the VIP.
+    pub ready: bool,
+    /// A timeline a fresh peer report says exists, above every one confirmed here, and who
+    /// says it: writes to older primaries are held back while it lasts.
+    pub timeline_hint: Option<(u32, Ipv4Addr)>,
+    /// The last state written is on disk (no write pending that failed).
+    pub recorded: bool,
 }

@@ -1,40 +1,53 @@
-//! `pglb run`: the runtime that drives the sans-IO failover machine (and, through its runner,
-//! the VRRP machine).
+//! `pglb run`: the runtime that drives the sans-IO failover machine and the VRRP machine.
 //!
-//! One task owns the [`Machine`] in a [`Runtime`]: every input — a probe result, a VRRP event, an
-//! action's result, an operator's command, a deadline — becomes one `Machine::handle` call, and
-//! the actions that come back are carried out in order ([`Runtime::apply`]): the state file and
-//! the data plane's maps at once, VRRP tracking as a command to the runner, PostgreSQL and host
-//! actions on their own tasks ([`executor`]), whose results come back as inputs. The IO drivers
-//! around it only feed inputs: the probe tasks ([`crate::probe`]), the VRRP runner
-//! ([`crate::vip`]), the admin socket ([`crate::admin`]) and HTTP ([`crate::http`]), which build
-//! their snapshots off this task ([`snapshot`]). The same loop renews the data plane's lease: a
-//! loop that stops turning lets it run out.
+//! One task owns both machines in a [`Runtime`]: every input — a probe result, a VRRP datagram
+//! or timer, a peer report, an action's result, an operator's command, a deadline — becomes one
+//! call into a machine, and the actions that come back are carried out in order
+//! ([`Runtime::apply`]): the data plane's maps at once, the state file on its own task
+//! ([`recorder`]), PostgreSQL and host actions on theirs ([`executor`]), whose results come back
+//! as inputs. The IO drivers around it only feed inputs: the probe tasks ([`crate::probe`]), the
+//! admin socket ([`crate::admin`]) and HTTP ([`crate::http`]), which build their snapshots off
+//! this task ([`snapshot`]).
 //!
 //! ```text
-//!  probes ──Observation──┐                    ┌─ state file (Persist, first)
-//!  vrrp runner ─VrrpEvent┤                    ├─ maps: writer, readers, lease; stale-flow RSTs
-//!  executor ─ActionDone──┼─► Runtime ─handle─►├─ vrrp runner: priority (Track)
-//!  peer reports ─report──┤                    ├─ peer reports out (timeline, writer reached)
-//!  admin socket ─request─┤   (Machine)        ├─ executor: promote, re-point, demote, rejoin
-//!  deadline, lease tick ─┘        │           └─ replies to operators, logs, counts
-//!                                 ├──► watch<Published> ──► snapshots for status, /metrics
-//!                                 │                     └─► agent channel ([agent]: routing to
-//!                                 │                         `pglb agent` hosts, pushed on change)
-//!  traffic sampler ───────────────┴──► Recent (events, rates) ──► snapshots for /stats
+//!  probes ──Observation──┐                         ┌─ state file (recorder task) ─Persisted─┐
+//!  vrrp socket, timer ───┤                         ├─ maps: writer, readers, lease; RSTs     │
+//!  peer reports (MAC) ───┼─► Runtime ─handle──────►├─ vrrp: adverts, VIP, GARP (this loop)   │
+//!  executor ─ActionDone──┤   (Machine, Vrrp)       ├─ peer reports out (this loop)           │
+//!  recorder ─Persisted───┤◄────────────────────────┼─ executor: promote, re-point, rejoin    │
+//!  admin socket ─request─┤                         └─ replies to operators, logs, counts     │
+//!  deadline, lease tick ─┘        │                                                          │
+//!                                 ├──► watch<Published> ──► snapshots for status, /metrics   │
+//!                                 │                     └─► agent channel ([agent])          │
+//!  traffic sampler ───────────────┴──► Recent (events, rates) ──► snapshots for /stats       │
 //! ```
 //!
-//! The runtime also writes down what an operator wants to see on `/stats` as it happens: the
-//! failovers, switchovers, fences, VRRP role changes and SYN floods ([`history::EventLog`]);
-//! a task of its own samples the per-backend counters for the traffic charts.
+//! # Liveness comes from the loop that decides (DESIGN.md, "Trust model")
+//!
+//! The data plane's lease is renewed, VRRP adverts are sent and peer reports go out from this
+//! loop only: a loop that stops turning stops all three, so the data plane stops attracting new
+//! traffic and the peer takes over within its master-down interval.
+//!
+//! # Waking humble
+//!
+//! At start, and after any gap between two turns of this loop longer than the lease (a freeze, a
+//! suspended VM, a blocked call; measured on the monotonic clock), the instance trusts nothing
+//! it remembers: the lease is expired (established write flows go on for the grace, new ones get
+//! a RST), a stale VIP is removed, the VRRP machine may not be master, and the failover machine
+//! starts over from its durable state ([`Event::Stalled`]). Once the machine has decided again —
+//! fresh probes of every node, and a fresh authenticated report from every peer it hears or a
+//! master-down interval of silence — the lease is renewed and the VIP may be held again.
 
 pub mod agent_channel;
 pub mod executor;
 pub mod history;
 pub mod params;
+pub mod recorder;
+pub mod signals;
 pub mod snapshot;
 
 use std::{
+    net::SocketAddrV4,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -44,7 +57,6 @@ use std::{
 
 use thiserror::Error;
 use tokio::{
-    signal::unix::{Signal, SignalKind, signal},
     sync::{Notify, mpsc, oneshot, watch},
     time::{Instant, Interval},
 };
@@ -54,6 +66,8 @@ use tracing::{debug, error, info, warn};
 use self::{
     executor::{Executor, SqlContext},
     history::{EventId, EventKind, WriterLoss},
+    recorder::Recorder,
+    signals::{Ask, Signals},
     snapshot::{Counts, Published, Recent, SnapshotSource, VipView},
 };
 use crate::{
@@ -65,7 +79,7 @@ use crate::{
     probe::{self, ProbeSettings},
     state::StateFile,
     status::Histogram,
-    vip::{self, VrrpEvent, VrrpHandle, VrrpRunner, report::ReportLink},
+    vip::{self, VrrpEvent, VrrpRunner, VrrpState, report::ReportLink, trust::PeerWords, io::VrrpReceiver},
 };
 
 /// How often idle and closed flows are swept from the connection table.
@@ -74,9 +88,11 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 const CLOSED_FLOW_LINGER: Duration = Duration::from_secs(10);
 /// Restart exit (SIGUSR2): the last VRRP adverts announce this interval, so an RFC 9568 backup
 /// (pglb or keepalived) declares us down only after 3 × it + skew (~7 s) instead of ~0.36 s.
-/// The next `pglb run` becomes master again within ~0.4 s of starting and keeps the VIP here;
-/// meanwhile the pinned XDP program keeps forwarding every flow.
+/// The next `pglb run` wakes humble (new flows refused until it has decided, ~0.5 s) and becomes
+/// master again; meanwhile the pinned XDP program keeps forwarding every established flow.
 const RESTART_HOLD: Duration = Duration::from_secs(2);
+/// The longest `pglb debug stall-loop` (a fault injection for drills).
+pub const STALL_MAX: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Error)]
 pub enum RuntimeError {
@@ -96,9 +112,9 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot bind the peer report socket on UDP port {port} ([vrrp] report_port)")]
+    #[error("cannot bind the peer report socket on {addr} ([vrrp] report_port)")]
     ReportBind {
-        port: u16,
+        addr: SocketAddrV4,
         #[source]
         source: std::io::Error,
     },
@@ -108,15 +124,24 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot install the signal handler")]
+    #[error("cannot install the signal handlers")]
     Signal(#[source] std::io::Error),
 }
 
 /// Who owns the VIP on this instance.
 enum VipOwner {
-    Vrrp(VrrpHandle),
+    /// VRRP, driven from this loop.
+    Vrrp(Box<VrrpRunner>),
     /// No `[vrrp]`: this instance is the only load balancer and holds the VIP itself.
     Static(vip::io::StaticVip),
+}
+
+/// What this loop last told the VRRP machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct VrrpWord {
+    priority: u8,
+    ready: bool,
+    reaches_writer: bool,
 }
 
 /// A switchover an operator is waiting for.
@@ -129,8 +154,8 @@ struct PendingSwitchover {
 
 /// How the loop ended.
 enum Exit {
-    /// SIGTERM / SIGINT: hand the VIP over.
-    Stop,
+    /// SIGTERM and the others: hand the VIP over.
+    Stop(&'static str),
     /// SIGUSR2: keep the VIP and the data plane for the next `pglb run`.
     Restart,
 }
@@ -138,19 +163,27 @@ enum Exit {
 /// The inputs' receivers.
 struct Inputs {
     probes: mpsc::Receiver<Observation>,
-    vrrp: Option<mpsc::Receiver<VrrpEvent>>,
+    vrrp: Option<VrrpReceiver>,
     done: mpsc::Receiver<Event>,
     admin: mpsc::Receiver<AdminRequest>,
-    /// Peer reports in and out (with `[vrrp] peers`), sent every advert interval.
-    reports: Option<ReportLink>,
     report_every: Option<Interval>,
 }
 
-/// The signals the loop ends on.
-struct Signals {
-    terminate: Signal,
-    interrupt: Signal,
-    restart: Signal,
+/// One input, taken from whichever source was ready first.
+enum Input {
+    Probe(Observation),
+    /// A machine event from the executor or the recorder, or the machine's deadline.
+    Machine(Event),
+    VrrpDatagram(std::io::Result<Vec<u8>>),
+    VrrpTimer,
+    Report(SocketAddrV4, Vec<u8>),
+    ReportTick,
+    Admin(AdminRequest),
+    Renew,
+    Sweep,
+    Signal(Ask),
+    /// The probe tasks are gone: stop.
+    ProbesGone,
 }
 
 /// The state the loop owns.
@@ -162,8 +195,14 @@ struct Runtime {
     /// The heavy data-plane walks (stale-flow resets, sweeps), off this task.
     pinned: Arc<Mutex<Pinned>>,
     sweeping: Arc<AtomicBool>,
-    state: StateFile,
+    recorder: Recorder,
     vip: VipOwner,
+    /// What the VRRP machine was last told; what the failover machine last said of tracking.
+    vrrp_word: Option<VrrpWord>,
+    tracked_reachable: bool,
+    /// Peer reports out and in (with `[vrrp] peers`), and what they vouch for.
+    reports: Option<ReportLink>,
+    words: PeerWords,
     executor: Executor,
     weights: Vec<u32>,
     pending: Option<PendingSwitchover>,
@@ -171,6 +210,10 @@ struct Runtime {
     latency: Vec<Histogram>,
     published: watch::Sender<Published>,
     lease_failing: bool,
+    /// The machine has decided since the start or the last stall: the lease is renewed.
+    ready: bool,
+    /// When the last turn of the loop began (a longer gap than the lease is a stall).
+    last_turn: Instant,
     /// SYN flood detection, read at every lease renewal.
     flood: FloodMeter,
     /// One per node: wakes its probe task for a probe out of its round.
@@ -194,11 +237,15 @@ pub async fn run(config: Config) -> Result<(), RuntimeError> {
     enable_forwarding(&spec.interface)?;
     let mut dataplane = Dataplane::attach(&spec)?;
     dataplane.set_backends(&params::backends(&config))?;
-    dataplane.renew_lease(config.dataplane.lease, config.dataplane.lease_grace)?;
+    // Wake humble: whatever an earlier run left (a restart in place extends its lease) routes
+    // no new flow until this run has decided; established flows go on for the grace.
+    dataplane.expire_lease(config.dataplane.lease_grace)?;
+    let routed = dataplane.writer()?.map(|id| id as NodeId);
     let pinned = Arc::new(Mutex::new(Pinned::open(&spec.pin_dir)?));
-    info!(instance = %name, interface = %spec.interface, pin_dir = %spec.pin_dir.display(), vip = %spec.vip, lease_ms = config.dataplane.lease.as_millis() as u64, "data plane attached; lease renewed");
+    info!(instance = %name, interface = %spec.interface, pin_dir = %spec.pin_dir.display(), vip = %spec.vip, lease_ms = config.dataplane.lease.as_millis() as u64,
+        "data plane attached; lease expired until this instance has decided (fresh probes and peer reports)");
 
-    let machine = match &durable {
+    let mut machine = match &durable {
         Some(d) => {
             info!(path = %state.path().display(), "state file read: fences, the last writer and its timeline are restored");
             Machine::restore(params::machine(&config), d)
@@ -208,6 +255,7 @@ pub async fn run(config: Config) -> Result<(), RuntimeError> {
             Machine::new(params::machine(&config))
         }
     };
+    machine.set_routed(routed);
 
     let settings = ProbeSettings::from_config(&config);
     let (obs_tx, probes) = mpsc::channel(256);
@@ -217,15 +265,14 @@ pub async fn run(config: Config) -> Result<(), RuntimeError> {
     }
     drop(obs_tx);
 
-    let (vip, vrrp_events, vip_view) = match params::vrrp(&config) {
+    let (vip, vrrp_rx, vip_view) = match params::vrrp(&config) {
         Some(p) => {
             let (vrid, priority) = (p.vrid, p.priority);
-            let mut runner = VrrpRunner::open(p).await?;
-            let events = runner.subscribe();
-            let handle = runner.spawn();
-            info!(vrid, priority, "vrrp: started");
-            let view = VipView::Vrrp { status: handle.status(), counters: handle.counters() };
-            (VipOwner::Vrrp(handle), Some(events), view)
+            let runner = VrrpRunner::open(p).await?;
+            let view = VipView::Vrrp { status: runner.status(), counters: runner.counters() };
+            let rx = runner.receiver();
+            info!(vrid, priority, "vrrp: opened; backup until this instance has decided");
+            (VipOwner::Vrrp(Box::new(runner)), Some(rx), view)
         }
         None => {
             let held = vip::io::StaticVip::hold(&config.dataplane.interface, config.dataplane.vip.addr).await?;
@@ -236,13 +283,19 @@ pub async fn run(config: Config) -> Result<(), RuntimeError> {
 
     let (reports, report_every) = match &config.vrrp {
         Some(v) if !v.peers.is_empty() => {
-            let link = ReportLink::bind(v.report_port, v.peers.clone()).await.map_err(|source| RuntimeError::ReportBind { port: v.report_port, source })?;
+            let addr = SocketAddrV4::new(config.dataplane.address.addr, v.report_port);
+            let key = v.key.clone().expect("Config::load read the peer key");
+            let link = ReportLink::bind(*addr.ip(), addr.port(), v.peers.clone(), key).await.map_err(|source| RuntimeError::ReportBind { addr, source })?;
             let mut every = tokio::time::interval(v.advert_interval);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            info!(port = v.report_port, peers = ?v.peers, "peer reports: timeline and writer reached, every advert interval");
+            info!(%addr, peers = ?v.peers, "peer reports: authenticated (HMAC-SHA256), every advert interval");
             (Some(link), Some(every))
         }
         _ => (None, None),
+    };
+    let words = match &config.vrrp {
+        Some(v) => PeerWords::new(&v.peers, &v.keepalived_peers, vip::vrrp::master_down_interval(v.priority, v.advert_interval)),
+        None => PeerWords::new(&[], &[], Duration::ZERO),
     };
 
     let (published, published_rx) = watch::channel(Published {
@@ -250,6 +303,7 @@ pub async fn run(config: Config) -> Result<(), RuntimeError> {
         counts: Counts::default(),
         latency: vec![Histogram::default(); config.nodes.len()],
         now: Duration::ZERO,
+        reports: reports.as_ref().map(ReportLink::counters),
     });
     if let Some(a) = &config.agent {
         let port = a.listen_port;
@@ -276,20 +330,21 @@ pub async fn run(config: Config) -> Result<(), RuntimeError> {
     info!(socket = %admin_path.display(), "admin socket ready");
 
     let (done_tx, done) = mpsc::channel::<Event>(64);
-    let signals = Signals {
-        terminate: signal(SignalKind::terminate()).map_err(RuntimeError::Signal)?,
-        interrupt: signal(SignalKind::interrupt()).map_err(RuntimeError::Signal)?,
-        restart: signal(SignalKind::user_defined2()).map_err(RuntimeError::Signal)?,
-    };
-    let inputs = Inputs { probes, vrrp: vrrp_events, done, admin: admin_rx, reports, report_every };
+    let (recorder, _recorder_task) = Recorder::spawn(state, done_tx.clone());
+    let signals = Signals::install().map_err(RuntimeError::Signal)?;
+    let inputs = Inputs { probes, vrrp: vrrp_rx, done, admin: admin_rx, report_every };
     let mut rt = Runtime {
         since,
         machine,
         dataplane,
         pinned,
         sweeping: Arc::new(AtomicBool::new(false)),
-        state,
+        recorder,
         vip,
+        vrrp_word: None,
+        tracked_reachable: false,
+        reports,
+        words,
         executor: Executor::new(SqlContext::from_config(&config), done_tx),
         weights: config.nodes.iter().map(|n| n.read_weight).collect(),
         pending: None,
@@ -297,6 +352,8 @@ pub async fn run(config: Config) -> Result<(), RuntimeError> {
         latency: vec![Histogram::default(); config.nodes.len()],
         published,
         lease_failing: false,
+        ready: false,
+        last_turn: Instant::now(),
         flood: FloodMeter::default(),
         probe_now,
         recent,
@@ -305,14 +362,22 @@ pub async fn run(config: Config) -> Result<(), RuntimeError> {
         flood_event: None,
         config,
     };
-    if let VipOwner::Static(_) = rt.vip {
-        rt.record(EventKind::Vrrp, "no [vrrp]: this instance holds the VIP alone");
-        rt.feed(Event::VrrpRole { master: true });
+    match &mut rt.vip {
+        VipOwner::Vrrp(runner) => {
+            let mut events = runner.set_ready(false, false).await;
+            events.extend(runner.start().await);
+            rt.vrrp_word = Some(VrrpWord { priority: runner.priority(), ready: false, reaches_writer: false });
+            rt.on_vrrp_events(events);
+        }
+        VipOwner::Static(_) => {
+            rt.record(EventKind::Vrrp, "no [vrrp]: this instance holds the VIP alone");
+            rt.feed(Event::VrrpRole { master: true });
+        }
     }
     crate::notify::ready(&format!("instance {name}: data plane attached on {}, vip {}", spec.interface, spec.vip));
     let exit = rt.run_loop(inputs, signals, source).await;
     crate::notify::stopping(match exit {
-        Exit::Stop => "stopping: releasing the VIP and the lease",
+        Exit::Stop(_) => "stopping: releasing the VIP and the lease",
         Exit::Restart => "restarting: the VIP stays here, XDP keeps forwarding",
     });
     rt.stop(exit).await;
@@ -330,43 +395,165 @@ impl Runtime {
         let mut sweep: Interval = tokio::time::interval(SWEEP_EVERY);
         loop {
             let deadline = self.machine.next_deadline().map(|d| self.since + d);
-            tokio::select! {
-                obs = inputs.probes.recv() => match obs {
-                    Some(obs) => {
-                        if let Some(h) = self.latency.get_mut(obs.node) {
-                            h.observe(obs.latency.as_secs_f64());
-                        }
-                        self.feed(Event::Probe(obs));
-                    }
-                    None => return Exit::Stop,
-                },
-                Some(ev) = recv_vrrp(&mut inputs.vrrp) => match ev {
-                    VrrpEvent::Role { master } => {
-                        let text = if master { "this instance became VRRP master: it holds the VIP" } else { "this instance left VRRP master: it released the VIP" };
-                        self.record(EventKind::Vrrp, text);
-                        self.feed(Event::VrrpRole { master });
-                    }
-                    VrrpEvent::PeerHeard { peer } => self.feed(Event::PeerHeard { peer }),
-                },
-                Some(ev) = inputs.done.recv() => self.feed(ev),
-                (peer, report) = recv_report(&inputs.reports) => self.feed(Event::PeerReport { peer, report }),
-                () = tick(&mut inputs.report_every) => {
-                    if let (Some(link), Some(report)) = (&inputs.reports, self.machine.report()) {
-                        link.send(&report);
-                    }
-                }
-                Some(req) = inputs.admin.recv() => self.on_admin(req, &source),
-                () = sleep_until(deadline) => self.feed(Event::Tick),
-                _ = renew.tick() => {
-                    crate::notify::watchdog();
-                    self.renew_lease();
-                    self.measure_flood();
-                }
-                _ = sweep.tick() => self.sweep(),
-                _ = signals.terminate.recv() => return Exit::Stop,
-                _ = signals.interrupt.recv() => return Exit::Stop,
-                _ = signals.restart.recv() => return Exit::Restart,
+            let vrrp_deadline = match &self.vip {
+                VipOwner::Vrrp(r) => r.deadline(),
+                VipOwner::Static(_) => None,
+            };
+            let input = tokio::select! {
+                obs = inputs.probes.recv() => obs.map_or(Input::ProbesGone, Input::Probe),
+                got = recv_vrrp(&inputs.vrrp) => Input::VrrpDatagram(got),
+                () = sleep_until(vrrp_deadline) => Input::VrrpTimer,
+                Some(ev) = inputs.done.recv() => Input::Machine(ev),
+                (from, datagram) = recv_report(&self.reports) => Input::Report(from, datagram),
+                () = tick(&mut inputs.report_every) => Input::ReportTick,
+                Some(req) = inputs.admin.recv() => Input::Admin(req),
+                () = sleep_until(deadline) => Input::Machine(Event::Tick),
+                _ = renew.tick() => Input::Renew,
+                _ = sweep.tick() => Input::Sweep,
+                ask = signals.next() => Input::Signal(ask),
+            };
+            self.check_stall().await;
+            if let Some(exit) = self.dispatch(input, &source).await {
+                return exit;
             }
+            self.tell_vrrp().await;
+        }
+    }
+
+    /// One input into whichever machine it is for.
+    async fn dispatch(&mut self, input: Input, source: &SnapshotSource) -> Option<Exit> {
+        match input {
+            Input::Probe(obs) => {
+                if let Some(h) = self.latency.get_mut(obs.node) {
+                    h.observe(obs.latency.as_secs_f64());
+                }
+                self.feed(Event::Probe(obs));
+            }
+            Input::Machine(ev) => {
+                if let Event::Persisted { result: Err(e), .. } = &ev {
+                    self.counts.state_write_errors += 1;
+                    warn!(error = %e, "state: writing the state file failed (tried again; no failover is decided meanwhile)");
+                }
+                self.feed(ev);
+            }
+            Input::VrrpDatagram(Ok(datagram)) => {
+                let now = self.since.elapsed();
+                if let VipOwner::Vrrp(runner) = &mut self.vip {
+                    let words = &self.words;
+                    let events = runner.on_datagram(&datagram, |src, priority| words.vouch(src, priority, now)).await;
+                    self.on_vrrp_events(events);
+                }
+            }
+            Input::VrrpDatagram(Err(e)) => {
+                warn!(error = %e, "vrrp: receive failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Input::VrrpTimer => {
+                if let VipOwner::Vrrp(runner) = &mut self.vip {
+                    let events = runner.on_timer().await;
+                    self.on_vrrp_events(events);
+                }
+            }
+            Input::Report(from, datagram) => {
+                let now = self.since.elapsed();
+                let verified = self.reports.as_mut().and_then(|link| link.accept(from, &datagram, now));
+                if let Some(v) = verified {
+                    let body = v.report.body.clone();
+                    self.words.heard(v.peer, v.report, now);
+                    self.feed(Event::PeerReport { peer: v.peer, report: body });
+                }
+            }
+            Input::ReportTick => self.send_report(),
+            Input::Admin(req) => self.on_admin(req, source),
+            Input::Renew => {
+                crate::notify::watchdog();
+                if self.ready {
+                    self.renew_lease();
+                }
+                self.measure_flood();
+            }
+            Input::Sweep => self.sweep(),
+            Input::Signal(Ask::Stop(name)) => return Some(Exit::Stop(name)),
+            Input::Signal(Ask::Restart) => return Some(Exit::Restart),
+            Input::Signal(Ask::Reload) => {
+                warn!("SIGHUP: reloading the config is not supported yet; carrying on with the config read at start (restart pglb to apply a changed file)");
+            }
+            Input::ProbesGone => return Some(Exit::Stop("the probe tasks ended")),
+        }
+        None
+    }
+
+    /// A gap since the last turn longer than the lease: everything this instance believes may
+    /// be stale. Wake humble (see the module doc).
+    async fn check_stall(&mut self) {
+        let now = Instant::now();
+        let gap = now.saturating_duration_since(self.last_turn);
+        self.last_turn = now;
+        if gap <= self.config.dataplane.lease {
+            return;
+        }
+        self.counts.loop_stalls += 1;
+        warn!(gap_ms = gap.as_millis() as u64, lease_ms = self.config.dataplane.lease.as_millis() as u64,
+            "the main loop stood still longer than the lease: waking humble (lease expired, VIP released, writes refused until fresh probes and peer reports)");
+        self.record(EventKind::Vrrp, format!("main loop stood still for {} ms: woke humble", gap.as_millis()));
+        self.ready = false;
+        if let Err(e) = self.dataplane.expire_lease(self.config.dataplane.lease_grace) {
+            error!(error = %crate::error_chain(&e), "lease: letting it run out failed (it runs out by itself)");
+        }
+        self.tell_vrrp().await;
+        self.feed(Event::Stalled);
+    }
+
+    /// Brings the VRRP machine in line with what this loop knows: the tracked priority, and
+    /// whether this instance may hold the VIP (the failover machine has decided) and reaches
+    /// the writer. Role changes that follow are fed back to the failover machine.
+    async fn tell_vrrp(&mut self) {
+        for _ in 0..4 {
+            let VipOwner::Vrrp(runner) = &mut self.vip else { return };
+            let Some(v) = &self.config.vrrp else { return };
+            let priority = if self.tracked_reachable || !self.ready { v.priority } else { v.priority.saturating_sub(v.track_weight).max(1) };
+            let want = VrrpWord { priority, ready: self.ready, reaches_writer: self.tracked_reachable };
+            let Some(had) = self.vrrp_word.replace(want) else { return };
+            if had == want {
+                return;
+            }
+            let mut events = Vec::new();
+            if had.priority != want.priority {
+                info!(priority, writer_reachable = self.tracked_reachable, "vrrp tracking: priority set");
+                events.extend(runner.set_priority(priority).await);
+            }
+            if (had.ready, had.reaches_writer) != (want.ready, want.reaches_writer) {
+                events.extend(runner.set_ready(want.ready, want.reaches_writer).await);
+            }
+            self.on_vrrp_events(events);
+        }
+    }
+
+    /// What the VRRP machine reports: role changes and adverts heard, for the failover machine.
+    fn on_vrrp_events(&mut self, events: Vec<VrrpEvent>) {
+        for ev in events {
+            match ev {
+                VrrpEvent::Role { master } => {
+                    let text = if master { "this instance became VRRP master: it holds the VIP" } else { "this instance left VRRP master: it released the VIP" };
+                    self.record(EventKind::Vrrp, text);
+                    self.feed(Event::VrrpRole { master });
+                }
+                VrrpEvent::PeerHeard { peer } => self.feed(Event::PeerHeard { peer }),
+            }
+        }
+    }
+
+    /// This instance's report to its peers: what its machine says, and its VRRP role and the
+    /// priority its adverts carry (which the report vouches for).
+    fn send_report(&mut self) {
+        let (role, priority) = match &self.vip {
+            VipOwner::Vrrp(r) => (r.state(), r.priority()),
+            VipOwner::Static(_) => (VrrpState::Master, 0),
+        };
+        let body = self.machine.report();
+        let now = self.since.elapsed();
+        if let Some(link) = &mut self.reports {
+            link.send(role, priority, &body, now);
         }
     }
 
@@ -376,12 +563,20 @@ impl Runtime {
         let actions = self.machine.handle(event, now);
         self.apply(actions);
         let view = self.machine.view();
+        if view.ready != self.ready {
+            self.ready = view.ready;
+            if self.ready {
+                info!("decided from fresh probes and peer reports: lease renewed, the VIP may be held");
+                self.renew_lease();
+            }
+        }
         self.note_phase(&view.phase);
         self.published.send_replace(Published {
             view,
             counts: self.counts,
             latency: self.latency.clone(),
             now: self.since.elapsed(),
+            reports: self.reports.as_ref().map(ReportLink::counters),
         });
     }
 
@@ -389,12 +584,7 @@ impl Runtime {
     fn apply(&mut self, actions: Vec<Action>) {
         for action in actions {
             match action {
-                Action::Persist(durable) => {
-                    if let Err(e) = self.state.store(&durable) {
-                        self.counts.state_write_errors += 1;
-                        error!(error = %crate::error_chain(&e), "state: writing the state file failed: fences and the last timeline would not survive a restart");
-                    }
-                }
+                Action::Persist(durable) => self.recorder.record(durable),
                 Action::SetWriter { node } => self.set_writer(node),
                 Action::SetReaders { nodes } => {
                     let readers: Vec<(u32, u32)> = nodes.iter().map(|n| (*n as u32, self.weights[*n].max(1))).collect();
@@ -404,7 +594,7 @@ impl Runtime {
                         Err(e) => error!(error = %crate::error_chain(&e), "route: setting the readers failed"),
                     }
                 }
-                Action::Track { writer_reachable } => self.track(writer_reachable),
+                Action::Track { writer_reachable } => self.tracked_reachable = writer_reachable,
                 Action::Probe { node } => {
                     if let Some(n) = self.probe_now.get(node) {
                         n.notify_one();
@@ -453,17 +643,6 @@ impl Runtime {
                 Err(e) => warn!(error = %crate::error_chain(&e), "route: resetting stale write connections failed (they are reset on their next packet)"),
             }
         });
-    }
-
-    /// VRRP priority tracking: the configured priority while this instance reaches the writer,
-    /// lowered by `track_weight` while it does not.
-    fn track(&self, writer_reachable: bool) {
-        let (VipOwner::Vrrp(handle), Some(v)) = (&self.vip, &self.config.vrrp) else { return };
-        let priority = if writer_reachable { v.priority } else { v.priority.saturating_sub(v.track_weight).max(1) };
-        info!(priority, writer_reachable, "vrrp tracking: priority set");
-        if let Err(e) = handle.set_priority(priority) {
-            error!(error = %crate::error_chain(&e), "vrrp tracking: setting the priority failed");
-        }
     }
 
     /// Every alert in one place: counts, the waiting operator's answer, the recent events, the
@@ -534,6 +713,16 @@ impl Runtime {
                     self.feed(Event::Admin(AdminCommand::Switchover { to: id }));
                 }
             },
+            AdminRequest::StallLoop { duration, reply } => {
+                if duration > STALL_MAX {
+                    let _ = reply.send(Err(format!("at most {} s", STALL_MAX.as_secs())));
+                    return;
+                }
+                warn!(ms = duration.as_millis() as u64, "admin: stalling the main loop on purpose (pglb debug stall-loop): no lease, no adverts, no reports meanwhile");
+                let _ = reply.send(Ok(format!("the main loop stands still for {} ms", duration.as_millis())));
+                // A fault injection: the loop blocks as a hung call would.
+                std::thread::sleep(duration);
+            }
             AdminRequest::Rejoined { node, reply } => match self.config.nodes.iter().position(|n| n.name == node) {
                 None => {
                     let _ = reply.send(Err(format!("unknown node `{node}`: the nodes are {}", names())));
@@ -660,34 +849,40 @@ impl Runtime {
         });
     }
 
-    /// Leaves: a restart keeps the VIP and extends the lease over the restart; a stop hands the
-    /// VIP over and lets the lease run out.
-    async fn stop(self, exit: Exit) {
+    /// Leaves: a restart keeps the VIP and extends the lease over the restart (the next run
+    /// expires it at once and renews it once it has decided); a stop hands the VIP over and
+    /// lets the lease run out.
+    async fn stop(mut self, exit: Exit) {
         let (lease, grace) = (self.config.dataplane.lease, self.config.dataplane.lease_grace);
-        let mut dataplane = self.dataplane;
         match exit {
             Exit::Restart => {
-                if let Err(e) = dataplane.renew_lease(RESTART_HOLD * 3 + lease + Duration::from_secs(2), grace) {
+                if let Err(e) = self.dataplane.renew_lease(RESTART_HOLD * 3 + lease + Duration::from_secs(2), grace) {
                     error!(error = %crate::error_chain(&e), "restart: extending the lease over the restart failed: the data plane may refuse new flows until the next start");
                 }
-                if let VipOwner::Vrrp(handle) = self.vip
-                    && let Err(e) = handle.restart_hold(RESTART_HOLD).await
-                {
-                    error!(error = %crate::error_chain(&e), "restart: stopping vrrp failed");
+                if let VipOwner::Vrrp(runner) = self.vip {
+                    runner.restart_hold(RESTART_HOLD);
                 }
                 info!(hold_s = RESTART_HOLD.as_secs() * 3, "exiting for a restart (SIGUSR2): the VIP stays here and XDP keeps forwarding; backups hold off for the window");
             }
-            Exit::Stop => {
-                info!("shutting down: releasing the VIP and the lease; the XDP program and maps stay pinned for the next start");
-                if let Err(e) = dataplane.expire_lease(grace) {
+            Exit::Stop(why) => {
+                info!(why, "shutting down: releasing the VIP and the lease; the XDP program and maps stay pinned for the next start");
+                if let Err(e) = self.dataplane.expire_lease(grace) {
                     error!(error = %crate::error_chain(&e), "letting the lease run out failed");
                 }
-                let released = match self.vip {
-                    VipOwner::Vrrp(handle) => handle.shutdown().await,
-                    VipOwner::Static(held) => held.release().await,
-                };
-                if let Err(e) = released {
-                    error!(error = %crate::error_chain(&e), "releasing the VIP failed");
+                // A last report saying priority 0, so the peers believe the priority-0 advert
+                // that follows and take over after their skew time.
+                let body = self.machine.report();
+                let now = self.since.elapsed();
+                if let Some(link) = &mut self.reports {
+                    link.send(VrrpState::Initialize, 0, &body, now);
+                }
+                match self.vip {
+                    VipOwner::Vrrp(runner) => runner.shutdown().await,
+                    VipOwner::Static(held) => {
+                        if let Err(e) = held.release().await {
+                            error!(error = %crate::error_chain(&e), "releasing the VIP failed");
+                        }
+                    }
                 }
             }
         }
@@ -717,14 +912,14 @@ async fn sample_traffic(pinned: Arc<Mutex<Pinned>>, recent: Arc<Recent>, since: 
     }
 }
 
-async fn recv_vrrp(rx: &mut Option<mpsc::Receiver<VrrpEvent>>) -> Option<VrrpEvent> {
+async fn recv_vrrp(rx: &Option<VrrpReceiver>) -> std::io::Result<Vec<u8>> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
 }
 
-async fn recv_report(reports: &Option<ReportLink>) -> (std::net::Ipv4Addr, crate::failover::PeerReport) {
+async fn recv_report(reports: &Option<ReportLink>) -> (SocketAddrV4, Vec<u8>) {
     match reports {
         Some(link) => link.recv().await,
         None => std::future::pending().await,

@@ -52,7 +52,9 @@ pub fn vrrp(config: &Config) -> Option<VrrpParams> {
     p.advert_interval_cs = (v.advert_interval.as_millis() / 10) as u16;
     p.preempt = v.preempt;
     p.preempt_delay = (!v.preempt_delay.is_zero()).then_some(v.preempt_delay);
-    p.unicast_peers = v.unicast_peers().to_vec();
+    p.unicast_peers = v.unicast_peers();
+    p.peers = v.all_peers();
+    p.max_advert_interval_cs = (v.max_peer_advert_interval.as_millis() / 10) as u16;
     Some(p)
 }
 

@@ -22,6 +22,11 @@ use crate::{
     vip::{self, VrrpCounters, VrrpStatus},
 };
 
+/// The VRRP machine's discards that say an advert was not believed (forged, a stranger's, a
+/// bad interval), shown with the packet-level drops in `pglb_vrrp_adverts_dropped_total`.
+const TRUST_DISCARDS: [vip::vrrp::DiscardReason; 3] =
+    [vip::vrrp::DiscardReason::NotAPeer, vip::vrrp::DiscardReason::BadInterval, vip::vrrp::DiscardReason::Unconfirmed];
+
 /// What the runtime remembers for the stats page: it writes, snapshots read.
 #[derive(Debug)]
 pub struct Recent {
@@ -43,6 +48,8 @@ pub struct Counts {
     pub rejoins_ok: u64,
     pub rejoins_failed: u64,
     pub state_write_errors: u64,
+    /// Gaps in the main loop longer than the lease (each woke the instance humble).
+    pub loop_stalls: u64,
 }
 
 /// What the runtime publishes after each event.
@@ -54,6 +61,8 @@ pub struct Published {
     pub latency: Vec<Histogram>,
     /// The runtime's clock (since start) when published.
     pub now: Duration,
+    /// The peer reports' counters (with `[vrrp] peers`).
+    pub reports: Option<Arc<crate::vip::report::ReportCounters>>,
 }
 
 /// Who owns the VIP, as a snapshot sees it.
@@ -160,7 +169,11 @@ impl SnapshotSource {
                 let st = status.borrow().clone();
                 vrrp_status = Some(st.clone());
                 let c = counters;
-                let dropped = vip::DropReason::ALL.iter().map(|r| (r.as_str().to_owned(), c.dropped(*r))).collect();
+                let dropped = vip::DropReason::ALL
+                    .iter()
+                    .map(|r| (r.as_str().to_owned(), c.dropped(*r)))
+                    .chain(TRUST_DISCARDS.iter().map(|r| (r.as_str().to_owned(), c.discarded(*r))))
+                    .collect();
                 let transitions = vip::VrrpState::ALL.iter().map(|s| c.transitions_to(*s)).sum();
                 (
                     st.state.as_str().to_owned(),
@@ -230,6 +243,16 @@ impl SnapshotSource {
             rejoins_ok_total: c.rejoins_ok,
             rejoins_failed_total: c.rejoins_failed,
             state_write_errors_total: c.state_write_errors,
+            state_recorded: view.recorded,
+            ready: view.ready,
+            loop_stalls_total: c.loop_stalls,
+            timeline_hint: view.timeline_hint.map(|(tl, peer)| (tl, peer.to_string())),
+            peer_reports_accepted: published.reports.as_ref().map_or(0, |r| r.accepted.load(std::sync::atomic::Ordering::Relaxed)),
+            peer_reports_dropped: published
+                .reports
+                .as_ref()
+                .map(|r| crate::vip::report::Rejection::ALL.iter().map(|x| (x.as_str().to_owned(), r.dropped(*x))).collect())
+                .unwrap_or_default(),
             fenced: view.nodes.iter().filter(|n| n.fence.is_some()).map(|n| n.name.clone()).collect(),
             lease_valid,
             peers: self

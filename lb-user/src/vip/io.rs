@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use super::garp::{self, GarpKind};
 use super::packet::{self, DropReason, IPPROTO_VRRP, VRRP_GROUP, VRRP_TTL};
-use super::vrrp::{Action, DiscardReason, Event, ParamsError, Vrrp, VrrpParams, VrrpState};
+use super::vrrp::{Action, DiscardReason, Event, ParamsError, Vouch, Vrrp, VrrpParams, VrrpState};
 
 /// Largest datagram read from the VRRP socket (IP header + 8 + 4 × 255 bytes fits).
 const RECV_BUF_LEN: usize = 2048;
@@ -422,11 +422,14 @@ async fn lookup_link(handle: &rtnetlink::Handle, interface: &str) -> Result<(u32
     Ok((link.header.index, mac))
 }
 
-/// Owns the VRRP machine and everything it acts on. Open it, take its status and counters, then
-/// [`run`](VrrpRunner::run) or [`spawn`](VrrpRunner::spawn) it.
+/// Owns the VRRP machine and everything it acts on: the daemon drives it from its main loop
+/// (so that a loop that stops turning stops advertising), a test from its own task
+/// ([`VrrpRunner::spawn`]). Open it, take its status and counters, [`start`](VrrpRunner::start)
+/// it, then feed it what [`VrrpReceiver::recv`] reads, its timer ([`VrrpRunner::deadline`]) and
+/// the daemon's word ([`VrrpRunner::set_priority`], [`VrrpRunner::set_ready`]).
 pub struct VrrpRunner {
     machine: Vrrp,
-    sock: VrrpSocket,
+    sock: Arc<VrrpSocket>,
     garp: GarpSocket,
     vip: VipAddress,
     mac: [u8; 6],
@@ -434,7 +437,22 @@ pub struct VrrpRunner {
     status: watch::Sender<VrrpStatus>,
     counters: Arc<VrrpCounters>,
     netlink_task: JoinHandle<()>,
+    /// Where [`VrrpRunner::spawn`]'s task sends the events ([`VrrpRunner::subscribe`]).
     events: Option<mpsc::Sender<VrrpEvent>>,
+}
+
+/// The receiving end of the VRRP socket, for the loop that drives the runner.
+#[derive(Clone)]
+pub struct VrrpReceiver(Arc<VrrpSocket>);
+
+impl VrrpReceiver {
+    /// The next datagram (IP header included).
+    pub async fn recv(&self) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; RECV_BUF_LEN];
+        let len = self.0.recv(&mut buf).await?;
+        buf.truncate(len);
+        Ok(buf)
+    }
 }
 
 /// A spawned runner: status, counters, commands, and the task.
@@ -444,6 +462,10 @@ pub struct VrrpHandle {
     commands: mpsc::Sender<VrrpCommand>,
     task: JoinHandle<Result<(), VipError>>,
 }
+
+/// How long one VIP addition or removal over netlink may take: the loop that waits for it is
+/// the loop that advertises.
+const NETLINK_LIMIT: Duration = Duration::from_millis(500);
 
 impl VrrpRunner {
     /// Validates `params`, looks up the interface and opens the sockets and the netlink
@@ -460,7 +482,7 @@ impl VrrpRunner {
                 return Err(e);
             }
         };
-        let sock = VrrpSocket::open(&params, ifindex)?;
+        let sock = Arc::new(VrrpSocket::open(&params, ifindex)?);
         let garp = GarpSocket::open(&params.interface, ifindex)?;
         let vip = VipAddress {
             handle,
@@ -484,7 +506,7 @@ impl VrrpRunner {
         })
     }
 
-    /// The events the runner will send ([`VrrpEvent`]); call before spawning.
+    /// The events [`VrrpRunner::spawn`]'s task will send; call before spawning.
     pub fn subscribe(&mut self) -> mpsc::Receiver<VrrpEvent> {
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
         self.events = Some(tx);
@@ -501,7 +523,103 @@ impl VrrpRunner {
         Arc::clone(&self.counters)
     }
 
-    /// Runs on a new tokio task; the handle's [`VrrpHandle::shutdown`] stops it gracefully.
+    /// The socket's receiving end.
+    pub fn receiver(&self) -> VrrpReceiver {
+        VrrpReceiver(Arc::clone(&self.sock))
+    }
+
+    /// When [`VrrpRunner::on_timer`] is due; `None`: no timer runs.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.machine.next_deadline().map(|at| self.epoch + at)
+    }
+
+    /// The machine's state.
+    pub fn state(&self) -> VrrpState {
+        self.machine.state()
+    }
+
+    /// The priority this instance advertises now.
+    pub fn priority(&self) -> u8 {
+        self.machine.priority()
+    }
+
+    /// Removes a stale VIP (left by a crash or a freeze) and starts the machine.
+    pub async fn start(&mut self) -> Vec<VrrpEvent> {
+        self.remove_vip("vrrp: could not remove a stale vip at startup").await;
+        self.apply(Event::Startup).await
+    }
+
+    /// A datagram from the socket; `vouch` says what an advert from that source at that
+    /// priority is worth ([`Vouch`]). A parsed advert with a non-zero priority is reported as
+    /// [`VrrpEvent::PeerHeard`] whatever it is worth: its sender is not silent.
+    pub async fn on_datagram(&mut self, datagram: &[u8], vouch: impl FnOnce(Ipv4Addr, u8) -> Vouch) -> Vec<VrrpEvent> {
+        let received = match packet::parse_ipv4(datagram, self.machine.params().vrid) {
+            Err(reason) => {
+                VrrpCounters::bump(&self.counters.dropped[reason.index()]);
+                if reason == DropReason::VridMismatch {
+                    tracing::trace!(reason = reason.as_str(), "vrrp: advert for another virtual router");
+                } else {
+                    tracing::debug!(reason = reason.as_str(), "vrrp: dropped a datagram");
+                }
+                return Vec::new();
+            }
+            Ok(received) => received,
+        };
+        VrrpCounters::bump(&self.counters.adverts_received);
+        if received.legacy_checksum {
+            VrrpCounters::bump(&self.counters.legacy_checksum);
+        }
+        if !packet::address_list_matches(&received.advert, &[self.machine.params().vip]) {
+            VrrpCounters::bump(&self.counters.address_list_mismatch);
+            tracing::warn!(
+                src = %received.src,
+                addresses = ?received.advert.addresses,
+                vip = %self.machine.params().vip,
+                "vrrp: advert's address list differs from ours (misconfiguration?); processing it anyway"
+            );
+        }
+        let mut events = Vec::new();
+        if received.advert.priority > 0 {
+            events.push(VrrpEvent::PeerHeard { peer: received.src });
+        }
+        let vouch = vouch(received.src, received.advert.priority);
+        events.extend(self.apply(Event::AdvertReceived { src: received.src, packet: received.advert, vouch }).await);
+        events
+    }
+
+    /// The timer ran out.
+    pub async fn on_timer(&mut self) -> Vec<VrrpEvent> {
+        self.apply(Event::TimerExpired).await
+    }
+
+    /// Tracking changed our priority (1–254).
+    pub async fn set_priority(&mut self, priority: u8) -> Vec<VrrpEvent> {
+        self.apply(Event::PriorityChanged { priority }).await
+    }
+
+    /// Whether this instance may hold the VIP, and whether it reaches the writer.
+    pub async fn set_ready(&mut self, ready: bool, reaches_writer: bool) -> Vec<VrrpEvent> {
+        self.apply(Event::Ready { ready, reaches_writer }).await
+    }
+
+    /// Stops gracefully: a master drops the VIP, then sends priority 0.
+    pub async fn shutdown(mut self) {
+        self.apply(Event::Shutdown).await;
+        self.netlink_task.abort();
+    }
+
+    /// Stops for a restart in place (see [`VrrpCommand::RestartHold`]): the VIP stays.
+    pub fn restart_hold(self, interval: Duration) {
+        // Only a master announces the hold: a backup's advert at its configured priority could
+        // make the real master step down.
+        if self.machine.state() == VrrpState::Master {
+            self.send_hold(interval);
+        }
+        self.netlink_task.abort();
+    }
+
+    /// Runs on a new tokio task, every advert believed as sent (no peer reports here: tests and
+    /// tools); the handle's [`VrrpHandle::shutdown`] stops it gracefully.
     pub fn spawn(self) -> VrrpHandle {
         let (commands, rx) = mpsc::channel(16);
         let status = self.status();
@@ -510,28 +628,17 @@ impl VrrpRunner {
         VrrpHandle { status, counters, commands, task }
     }
 
-    /// Removes a stale VIP (left by a crash), starts the machine and drives it until
-    /// [`VrrpCommand::Shutdown`] or until every command sender is dropped; both stop gracefully.
-    pub async fn run(mut self, mut commands: mpsc::Receiver<VrrpCommand>) -> Result<(), VipError> {
-        if let Err(e) = self.vip.remove().await {
-            VrrpCounters::bump(&self.counters.vip_errors);
-            tracing::warn!(error = %crate::error_chain(&e), "vrrp: could not remove a stale vip at startup");
-        }
-        self.apply(Event::Startup).await;
-        let mut buf = vec![0u8; RECV_BUF_LEN];
+    async fn run(mut self, mut commands: mpsc::Receiver<VrrpCommand>) -> Result<(), VipError> {
+        let events = self.start().await;
+        self.emit(events);
+        let receiver = self.receiver();
         loop {
-            let deadline = self.machine.next_deadline();
-            let timer = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(self.epoch + at).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let timer = sleep_until(self.deadline());
             tokio::select! {
-                received = self.sock.recv(&mut buf) => match received {
-                    Ok(len) => {
-                        let datagram = buf[..len].to_vec();
-                        self.on_datagram(&datagram).await;
+                received = receiver.recv() => match received {
+                    Ok(datagram) => {
+                        let events = self.on_datagram(&datagram, |_, _| Vouch::Plain).await;
+                        self.emit(events);
                     }
                     Err(e) => {
                         VrrpCounters::bump(&self.counters.recv_errors);
@@ -539,23 +646,21 @@ impl VrrpRunner {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 },
-                () = timer => self.apply(Event::TimerExpired).await,
+                () = timer => {
+                    let events = self.on_timer().await;
+                    self.emit(events);
+                }
                 command = commands.recv() => match command {
                     Some(VrrpCommand::SetPriority(priority)) => {
-                        self.apply(Event::PriorityChanged { priority }).await;
+                        let events = self.set_priority(priority).await;
+                        self.emit(events);
                     }
                     Some(VrrpCommand::RestartHold { interval }) => {
-                        // Only a master announces the hold: a backup's advert at its configured
-                        // priority could make the real master step down.
-                        if self.machine.state() == VrrpState::Master {
-                            self.send_hold(interval);
-                        }
-                        self.netlink_task.abort();
+                        self.restart_hold(interval);
                         return Ok(());
                     }
                     Some(VrrpCommand::Shutdown) | None => {
-                        self.apply(Event::Shutdown).await;
-                        self.netlink_task.abort();
+                        self.shutdown().await;
                         return Ok(());
                     }
                 },
@@ -563,72 +668,41 @@ impl VrrpRunner {
         }
     }
 
-    fn now(&self) -> Duration {
+    /// The runner's clock: time since it opened.
+    pub fn now(&self) -> Duration {
         self.epoch.elapsed()
     }
 
-    async fn on_datagram(&mut self, datagram: &[u8]) {
-        match packet::parse_ipv4(datagram, self.machine.params().vrid) {
-            Err(reason) => {
-                VrrpCounters::bump(&self.counters.dropped[reason.index()]);
-                if reason == DropReason::VridMismatch {
-                    tracing::trace!(reason = reason.as_str(), "vrrp: advert for another virtual router");
-                } else {
-                    tracing::debug!(reason = reason.as_str(), "vrrp: dropped a datagram");
-                }
-            }
-            Ok(received) => {
-                VrrpCounters::bump(&self.counters.adverts_received);
-                if received.legacy_checksum {
-                    VrrpCounters::bump(&self.counters.legacy_checksum);
-                }
-                if !packet::address_list_matches(&received.advert, &[self.machine.params().vip]) {
-                    VrrpCounters::bump(&self.counters.address_list_mismatch);
-                    tracing::warn!(
-                        src = %received.src,
-                        addresses = ?received.advert.addresses,
-                        vip = %self.machine.params().vip,
-                        "vrrp: advert's address list differs from ours (misconfiguration?); processing it anyway"
-                    );
-                }
-                if received.advert.priority > 0 {
-                    self.emit(VrrpEvent::PeerHeard { peer: received.src });
-                }
-                self.apply(Event::AdvertReceived { src: received.src, packet: received.advert }).await;
-            }
-        }
-    }
-
-    /// Feeds one event, executes the actions in order and publishes the status.
-    async fn apply(&mut self, event: Event) {
+    /// Feeds one event, executes the actions in order, publishes the status, and returns the
+    /// role changes.
+    async fn apply(&mut self, event: Event) -> Vec<VrrpEvent> {
         let actions = self.machine.handle(event, self.now());
+        let mut events = Vec::new();
         for action in actions {
-            self.execute(action).await;
+            events.extend(self.execute(action).await);
         }
         self.publish();
+        events
     }
 
-    async fn execute(&mut self, action: Action) {
+    async fn execute(&mut self, action: Action) -> Option<VrrpEvent> {
         match action {
             Action::SendAdvert { priority } => self.send_advert(priority),
-            Action::AddVip => {
-                if let Err(e) = self.vip.add().await {
+            Action::AddVip => match tokio::time::timeout(NETLINK_LIMIT, self.vip.add()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
                     VrrpCounters::bump(&self.counters.vip_errors);
                     tracing::error!(error = %crate::error_chain(&e), "vrrp: master could not add the vip");
                 }
-            }
-            Action::RemoveVip => {
-                if let Err(e) = self.vip.remove().await {
+                Err(_) => {
                     VrrpCounters::bump(&self.counters.vip_errors);
-                    tracing::error!(error = %crate::error_chain(&e), "vrrp: could not remove the vip");
+                    tracing::error!(limit_ms = NETLINK_LIMIT.as_millis() as u64, "vrrp: adding the vip got no answer from netlink in time");
                 }
-            }
+            },
+            Action::RemoveVip => self.remove_vip("vrrp: could not remove the vip").await,
             Action::SendGarp { count } => self.send_garps(count),
             Action::StateChanged { from, to } => {
                 VrrpCounters::bump(&self.counters.transitions[to.index()]);
-                if (from == VrrpState::Master) != (to == VrrpState::Master) {
-                    self.emit(VrrpEvent::Role { master: to == VrrpState::Master });
-                }
                 tracing::info!(
                     from = from.as_str(),
                     to = to.as_str(),
@@ -636,21 +710,41 @@ impl VrrpRunner {
                     priority = self.machine.priority(),
                     "vrrp: state changed"
                 );
+                if (from == VrrpState::Master) != (to == VrrpState::Master) {
+                    return Some(VrrpEvent::Role { master: to == VrrpState::Master });
+                }
             }
             Action::Discarded { src, reason } => {
                 VrrpCounters::bump(&self.counters.discarded[reason.index()]);
-                tracing::debug!(%src, reason = reason.as_str(), "vrrp: advert ignored");
+                if matches!(reason, DiscardReason::NotAPeer | DiscardReason::BadInterval | DiscardReason::Unconfirmed) {
+                    tracing::debug!(%src, reason = reason.as_str(), "vrrp: advert not believed (counted in pglb_vrrp_adverts_dropped_total)");
+                } else {
+                    tracing::debug!(%src, reason = reason.as_str(), "vrrp: advert ignored");
+                }
             }
+        }
+        None
+    }
+
+    async fn remove_vip(&mut self, what: &str) {
+        let result = match tokio::time::timeout(NETLINK_LIMIT, self.vip.remove()).await {
+            Ok(r) => r.map_err(|e| crate::error_chain(&e)),
+            Err(_) => Err(format!("no answer from netlink within {} ms", NETLINK_LIMIT.as_millis())),
+        };
+        if let Err(e) = result {
+            VrrpCounters::bump(&self.counters.vip_errors);
+            tracing::error!(error = %e, "{what}");
         }
     }
 
-    /// Sends an event to the subscriber, if any; never waits (a full queue drops and counts).
-    fn emit(&self, event: VrrpEvent) {
-        if let Some(tx) = &self.events
-            && tx.try_send(event).is_err()
-        {
-            VrrpCounters::bump(&self.counters.events_dropped);
-            tracing::warn!(?event, "vrrp: the daemon did not keep up with vrrp events; one dropped");
+    /// Sends events to the subscriber, if any; never waits (a full queue drops and counts).
+    fn emit(&self, events: Vec<VrrpEvent>) {
+        let Some(tx) = &self.events else { return };
+        for event in events {
+            if tx.try_send(event).is_err() {
+                VrrpCounters::bump(&self.counters.events_dropped);
+                tracing::warn!(?event, "vrrp: the subscriber did not keep up with vrrp events; one dropped");
+            }
         }
     }
 
@@ -800,6 +894,13 @@ impl VrrpHandle {
     /// interface until the next start of a runner removes it.
     pub fn abort(self) {
         self.task.abort();
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -4,14 +4,17 @@
 //! - [`packet`]: the advertisement on the wire, checksum and receive checks;
 //! - [`garp`]: gratuitous ARP frames;
 //! - [`io`]: sockets, netlink and the tokio runner that drives the machine;
-//! - [`report`]: the peer reports (timeline floor, writer reached) beside the adverts.
+//! - [`report`]: the peer reports (timeline floor, writer reached, role and priority) beside
+//!   the adverts, authenticated and fresh;
+//! - [`trust`]: what those reports make an advert worth (the VRRP machine's `Vouch`).
 
 pub mod garp;
 pub mod io;
 pub mod packet;
 pub mod report;
+pub mod trust;
 pub mod vrrp;
 
 pub use packet::{Advert, DropReason};
 pub use io::{VipError, VrrpCommand, VrrpCounters, VrrpEvent, VrrpHandle, VrrpRunner, VrrpStatus};
-pub use vrrp::{Action, Event, ParamsError, Vrrp, VrrpParams, VrrpState};
+pub use vrrp::{Action, Event, ParamsError, Vouch, Vrrp, VrrpParams, VrrpState};

@@ -47,7 +47,35 @@
 //!                                                  SendAdvert(0)
 //!  any         adv while P = 255 (owner)           Discarded(LocalIsOwner)           same
 //!  any         adv from own address / other VRID   Discarded(OwnAdvert / OtherVrid)  same
+//!  any         adv from an address not in `peers`  Discarded(NotAPeer)               same
+//!  any         adv with Max_Adver_Int 0 or above   Discarded(BadInterval)            same
+//!              `max_advert_interval_cs`
+//!  any         adv a pglb peer's fresh report      Discarded(Unconfirmed)            same
+//!              does not vouch for
+//!  Backup      down timer fires, not ready         (wait: take over once ready)      Backup
+//!  Backup      Ready{ready} while the down timer   StateChanged, SendAdvert(P),      Master
+//!              ran out                             AddVip, SendGarp(burst)
+//!  Master      Ready{ready: false}                 StateChanged, RemoveVip,          Backup
+//!                                                  SendAdvert(0)
 //! ```
+//!
+//! # Trust (DESIGN.md, "Trust model")
+//!
+//! A source address is not an identity. Every advert carries a [`Vouch`] from the caller: a
+//! plain VRRP peer (keepalived) is believed as RFC 9568 says; a pglb peer's advert is believed
+//! only when that peer's fresh authenticated report confirms the priority it advertises
+//! ([`Vouch::Confirmed`]), otherwise it is discarded ([`Vouch::Unconfirmed`]): a forged advert
+//! can neither make a master step down nor keep a backup from taking over. Two more inputs come
+//! from the instance that runs the machine ([`Event::Ready`]): whether its view is fresh enough
+//! to hold the VIP (after a start, or a stall of its main loop, it is not until it has probed
+//! again and heard its peers: a backup then waits, a master resigns), and whether it reaches the
+//! writer itself.
+//!
+//! **Preemption** of a lower-priority master follows `preempt` and `preempt_delay` for plain
+//! peers. For a pglb peer, with `preempt` off (the default, keepalived's `nopreempt`) a backup
+//! takes over from a lower-priority master only when that master's report says it does not
+//! reach the writer while this instance does: a returning load balancer never takes the VIP
+//! from a healthy master (which would reset every connection that master forwards).
 //!
 //! Departures from the RFC text, all deliberate:
 //! - `preempt_delay` (keepalived's option, not in the RFC): a backup that would preempt a
@@ -96,6 +124,12 @@ pub struct VrrpParams {
     pub own_address: Ipv4Addr,
     /// Gratuitous ARPs sent back to back on becoming master; 0 = none.
     pub garp_burst: u8,
+    /// The addresses adverts are accepted from (pglb and keepalived peers alike); empty =
+    /// from any address. The daemon always lists its peers.
+    pub peers: Vec<Ipv4Addr>,
+    /// The longest Max_Adver_Int accepted from a peer, centiseconds (a larger one would make a
+    /// backup wait minutes before it declares the master down).
+    pub max_advert_interval_cs: u16,
     /// Period of a single refresh gratuitous ARP while master; `None` = no refresh.
     pub garp_refresh: Option<Duration>,
 }
@@ -130,6 +164,14 @@ pub enum ParamsError {
     /// Empty interface name.
     #[error("interface name must not be empty")]
     Interface,
+    /// The longest accepted peer interval is outside 1–4095 centiseconds or below our own.
+    #[error("the longest accepted peer advert interval must be {advert_interval_cs}-4095 centiseconds (at least our own), got {max_advert_interval_cs}")]
+    MaxAdvertInterval {
+        /// Our own interval.
+        advert_interval_cs: u16,
+        /// The configured bound.
+        max_advert_interval_cs: u16,
+    },
 }
 
 impl VrrpParams {
@@ -149,6 +191,8 @@ impl VrrpParams {
             own_address,
             garp_burst: 5,
             garp_refresh: Some(Duration::from_secs(10)),
+            peers: Vec::new(),
+            max_advert_interval_cs: super::packet::MAX_ADVERT_INT_CS,
         }
     }
 
@@ -171,6 +215,12 @@ impl VrrpParams {
         }
         if self.interface.is_empty() {
             return Err(ParamsError::Interface);
+        }
+        if self.max_advert_interval_cs < self.advert_interval_cs || self.max_advert_interval_cs > super::packet::MAX_ADVERT_INT_CS {
+            return Err(ParamsError::MaxAdvertInterval {
+                advert_interval_cs: self.advert_interval_cs,
+                max_advert_interval_cs: self.max_advert_interval_cs,
+            });
         }
         Ok(())
     }
@@ -224,6 +274,16 @@ pub enum Event {
         src: Ipv4Addr,
         /// The advert.
         packet: Advert,
+        /// What the caller knows of the sender (see the module doc, "Trust").
+        vouch: Vouch,
+    },
+    /// Whether this instance may hold the VIP (its view is fresh: after a start or a stall it
+    /// probed again and heard its peers), and whether it reaches the writer itself.
+    Ready {
+        /// May be master.
+        ready: bool,
+        /// Reaches the writer (a pglb master that does not may be preempted; see "Trust").
+        reaches_writer: bool,
     },
     /// The caller's clock reached (or passed) [`Vrrp::next_deadline`].
     TimerExpired,
@@ -232,6 +292,22 @@ pub enum Event {
         /// The new priority.
         priority: u8,
     },
+}
+
+/// What the caller vouches for an advert's sender.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Vouch {
+    /// A plain VRRPv3 peer (keepalived), believed as the RFC says.
+    Plain,
+    /// A pglb peer whose fresh authenticated report confirms the advertised priority; and
+    /// whether that report says it reaches the writer.
+    Confirmed {
+        /// The peer reaches the writer (a healthy master is not preempted).
+        reaches_writer: bool,
+    },
+    /// A pglb peer's address, but no fresh report confirms it (forged, or the peer's reports
+    /// do not arrive): not believed.
+    Unconfirmed,
 }
 
 /// Why an advert that passed the packet checks was still ignored.
@@ -243,12 +319,24 @@ pub enum DiscardReason {
     OwnAdvert,
     /// Another virtual router's advert reached the machine.
     OtherVrid,
+    /// From an address that is not one of `peers`.
+    NotAPeer,
+    /// Max_Adver_Int 0 (not a valid interval) or above `max_advert_interval_cs`.
+    BadInterval,
+    /// A pglb peer's advert that no fresh authenticated report confirms.
+    Unconfirmed,
 }
 
 impl DiscardReason {
     /// Every reason (for metrics that list all labels).
-    pub const ALL: [DiscardReason; 3] =
-        [DiscardReason::LocalIsOwner, DiscardReason::OwnAdvert, DiscardReason::OtherVrid];
+    pub const ALL: [DiscardReason; 6] = [
+        DiscardReason::LocalIsOwner,
+        DiscardReason::OwnAdvert,
+        DiscardReason::OtherVrid,
+        DiscardReason::NotAPeer,
+        DiscardReason::BadInterval,
+        DiscardReason::Unconfirmed,
+    ];
 
     /// Index into [`DiscardReason::ALL`].
     pub fn index(self) -> usize {
@@ -261,6 +349,9 @@ impl DiscardReason {
             DiscardReason::LocalIsOwner => "local_is_owner",
             DiscardReason::OwnAdvert => "own_advert",
             DiscardReason::OtherVrid => "other_vrid",
+            DiscardReason::NotAPeer => "not_a_peer",
+            DiscardReason::BadInterval => "bad_interval",
+            DiscardReason::Unconfirmed => "unconfirmed",
         }
     }
 }
@@ -320,6 +411,9 @@ struct BackupRole {
     since: Duration,
     /// Source of the last advert we accepted as the master's.
     master: Option<Ipv4Addr>,
+    /// The down timer ran out while this instance was not ready: it takes over as soon as it
+    /// is (unless a master is heard first).
+    due: bool,
 }
 
 /// Master's timers.
@@ -346,6 +440,10 @@ pub struct Vrrp {
     priority: u8,
     role: Role,
     peers: BTreeMap<Ipv4Addr, PeerInfo>,
+    /// May be master ([`Event::Ready`]); true until told otherwise.
+    ready: bool,
+    /// Reaches the writer ([`Event::Ready`]).
+    reaches_writer: bool,
 }
 
 /// Converts centiseconds to a [`Duration`].
@@ -367,7 +465,7 @@ pub fn master_down_interval(priority: u8, master_adver_interval: Duration) -> Du
 impl Vrrp {
     /// A machine in Initialize. `params` should have passed [`VrrpParams::validate`].
     pub fn new(params: VrrpParams) -> Self {
-        Vrrp { priority: params.priority, params, role: Role::Initialize, peers: BTreeMap::new() }
+        Vrrp { priority: params.priority, params, role: Role::Initialize, peers: BTreeMap::new(), ready: true, reaches_writer: true }
     }
 
     /// The current state.
@@ -382,6 +480,11 @@ impl Vrrp {
     /// The effective priority.
     pub fn priority(&self) -> u8 {
         self.priority
+    }
+
+    /// Whether this instance may be master ([`Event::Ready`]).
+    pub fn ready(&self) -> bool {
+        self.ready
     }
 
     /// The parameters this machine runs with.
@@ -432,6 +535,7 @@ impl Vrrp {
     pub fn next_deadline(&self) -> Option<Duration> {
         match &self.role {
             Role::Initialize => None,
+            Role::Backup(b) if b.due => None,
             Role::Backup(b) => Some(b.master_down_at),
             Role::Master(m) => Some(m.garp_refresh_at.map_or(m.adver_at, |g| g.min(m.adver_at))),
         }
@@ -439,13 +543,16 @@ impl Vrrp {
 
     /// Feeds one event at time `now`; returns what to do, in order.
     pub fn handle(&mut self, event: Event, now: Duration) -> Vec<Action> {
-        if let Event::AdvertReceived { src, packet } = &event
-            && let Some(reason) = self.screen(*src, packet, now)
+        if let Event::AdvertReceived { src, packet, vouch } = &event
+            && let Some(reason) = self.screen(*src, packet, *vouch, now)
         {
             return vec![Action::Discarded { src: *src, reason }];
         }
         if let Event::PriorityChanged { priority } = event {
             return self.change_priority(priority, now);
+        }
+        if let Event::Ready { ready, reaches_writer } = event {
+            return self.set_ready(ready, reaches_writer, now);
         }
         match self.role {
             Role::Initialize => self.on_initialize(event, now),
@@ -455,12 +562,21 @@ impl Vrrp {
     }
 
     /// Checks common to every state, and peer bookkeeping. Returns a reason to ignore.
-    fn screen(&mut self, src: Ipv4Addr, packet: &Advert, now: Duration) -> Option<DiscardReason> {
+    fn screen(&mut self, src: Ipv4Addr, packet: &Advert, vouch: Vouch, now: Duration) -> Option<DiscardReason> {
         if src == self.params.own_address {
             return Some(DiscardReason::OwnAdvert);
         }
         if packet.vrid != self.params.vrid {
             return Some(DiscardReason::OtherVrid);
+        }
+        if !self.params.peers.is_empty() && !self.params.peers.contains(&src) {
+            return Some(DiscardReason::NotAPeer);
+        }
+        if packet.max_advert_int_cs == 0 || packet.max_advert_int_cs > self.params.max_advert_interval_cs {
+            return Some(DiscardReason::BadInterval);
+        }
+        if vouch == Vouch::Unconfirmed {
+            return Some(DiscardReason::Unconfirmed);
         }
         if packet.priority == PRIORITY_LEAVING {
             self.peers.remove(&src);
@@ -495,9 +611,36 @@ impl Vrrp {
         }
     }
 
+    fn set_ready(&mut self, ready: bool, reaches_writer: bool, now: Duration) -> Vec<Action> {
+        self.reaches_writer = reaches_writer;
+        if self.ready == ready {
+            return Vec::new();
+        }
+        self.ready = ready;
+        match &self.role {
+            Role::Backup(b) if ready && b.due => self.become_master(now),
+            Role::Master(_) if !ready => {
+                let interval = self.params.advert_interval();
+                self.role = Role::Backup(BackupRole {
+                    master_adver_interval: interval,
+                    master_down_at: now + master_down_interval(self.priority, interval),
+                    since: now,
+                    master: None,
+                    due: false,
+                });
+                vec![
+                    Action::StateChanged { from: VrrpState::Master, to: VrrpState::Backup },
+                    Action::RemoveVip,
+                    Action::SendAdvert { priority: PRIORITY_LEAVING },
+                ]
+            }
+            _ => Vec::new(),
+        }
+    }
+
     fn on_initialize(&mut self, event: Event, now: Duration) -> Vec<Action> {
         match event {
-            Event::Startup if self.priority == PRIORITY_OWNER => self.become_master(now),
+            Event::Startup if self.priority == PRIORITY_OWNER && self.ready => self.become_master(now),
             Event::Startup => {
                 let interval = self.params.advert_interval();
                 self.role = Role::Backup(BackupRole {
@@ -505,13 +648,15 @@ impl Vrrp {
                     master_down_at: now + master_down_interval(self.priority, interval),
                     since: now,
                     master: None,
+                    due: false,
                 });
                 vec![Action::StateChanged { from: VrrpState::Initialize, to: VrrpState::Backup }]
             }
             Event::Shutdown
             | Event::AdvertReceived { .. }
             | Event::TimerExpired
-            | Event::PriorityChanged { .. } => Vec::new(),
+            | Event::PriorityChanged { .. }
+            | Event::Ready { .. } => Vec::new(),
         }
     }
 
@@ -520,21 +665,37 @@ impl Vrrp {
             unreachable!("on_backup called in {:?}", self.state());
         };
         match event {
-            Event::TimerExpired if now >= backup.master_down_at => self.become_master(now),
-            Event::AdvertReceived { src, packet } => {
+            Event::TimerExpired if now >= backup.master_down_at && !backup.due => {
+                if self.ready {
+                    return self.become_master(now);
+                }
+                // Not ready to hold the VIP: take over as soon as we are.
+                backup.due = true;
+                Vec::new()
+            }
+            Event::AdvertReceived { src, packet, vouch } => {
                 if packet.priority == PRIORITY_LEAVING {
                     backup.master_down_at = now + skew_time(self.priority, backup.master_adver_interval);
+                    backup.due = false;
                     return Vec::new();
                 }
                 let preempt_deferred = self
                     .params
                     .preempt_delay
                     .is_some_and(|delay| now < backup.since + delay);
-                if !self.params.preempt || packet.priority >= self.priority || preempt_deferred {
+                let by_config = self.params.preempt && !preempt_deferred;
+                let may_preempt = match vouch {
+                    Vouch::Plain | Vouch::Unconfirmed => by_config,
+                    // nopreempt for pglb peers: only a master that lost the writer, and only by
+                    // an instance that reaches it.
+                    Vouch::Confirmed { reaches_writer } => by_config || (!reaches_writer && self.reaches_writer),
+                };
+                if packet.priority >= self.priority || !may_preempt {
                     backup.master_adver_interval = centiseconds(packet.max_advert_int_cs);
                     backup.master_down_at =
                         now + master_down_interval(self.priority, backup.master_adver_interval);
                     backup.master = Some(src);
+                    backup.due = false;
                 }
                 // Otherwise discard: the down timer runs out and we preempt.
                 Vec::new()
@@ -543,7 +704,7 @@ impl Vrrp {
                 self.role = Role::Initialize;
                 vec![Action::StateChanged { from: VrrpState::Backup, to: VrrpState::Initialize }]
             }
-            Event::TimerExpired | Event::Startup | Event::PriorityChanged { .. } => Vec::new(),
+            Event::TimerExpired | Event::Startup | Event::PriorityChanged { .. } | Event::Ready { .. } => Vec::new(),
         }
     }
 
@@ -566,7 +727,7 @@ impl Vrrp {
                 }
                 actions
             }
-            Event::AdvertReceived { src, packet } => {
+            Event::AdvertReceived { src, packet, .. } => {
                 if packet.priority == PRIORITY_LEAVING {
                     master.adver_at = now + self.params.advert_interval();
                     return vec![Action::SendAdvert { priority: self.priority }];
@@ -582,6 +743,7 @@ impl Vrrp {
                     master_down_at: now + master_down_interval(self.priority, interval),
                     since: now,
                     master: Some(src),
+                    due: false,
                 });
                 vec![
                     Action::StateChanged { from: VrrpState::Master, to: VrrpState::Backup },
@@ -596,7 +758,7 @@ impl Vrrp {
                     Action::SendAdvert { priority: PRIORITY_LEAVING },
                 ]
             }
-            Event::Startup | Event::PriorityChanged { .. } => Vec::new(),
+            Event::Startup | Event::PriorityChanged { .. } | Event::Ready { .. } => Vec::new(),
         }
     }
 
@@ -640,9 +802,14 @@ mod tests {
     }
 
     fn advert_from(src: Ipv4Addr, priority: u8, interval_cs: u16) -> Event {
+        vouched(src, priority, interval_cs, Vouch::Plain)
+    }
+
+    fn vouched(src: Ipv4Addr, priority: u8, interval_cs: u16, vouch: Vouch) -> Event {
         Event::AdvertReceived {
             src,
             packet: Advert { vrid: 51, priority, max_advert_int_cs: interval_cs, addresses: vec![VIP] },
+            vouch,
         }
     }
 
@@ -714,6 +881,10 @@ mod tests {
                 ParamsError::AdvertInterval { advert_interval_cs: 4096 },
             ),
             (VrrpParams { vip_prefix_len: 33, ..params(100) }, ParamsError::PrefixLen { prefix_len: 33 }),
+            (
+                VrrpParams { advert_interval_cs: 100, max_advert_interval_cs: 50, ..params(100) },
+                ParamsError::MaxAdvertInterval { advert_interval_cs: 100, max_advert_interval_cs: 50 },
+            ),
             (VrrpParams { vip: OWN, ..params(100) }, ParamsError::VipIsOwnAddress { vip: OWN }),
             (VrrpParams { interface: String::new(), ..params(100) }, ParamsError::Interface),
         ];
@@ -971,10 +1142,132 @@ mod tests {
         let foreign = Event::AdvertReceived {
             src: HIGHER,
             packet: Advert { vrid: 52, priority: 200, max_advert_int_cs: 100, addresses: vec![VIP] },
+            vouch: Vouch::Plain,
         };
         assert_eq!(m.handle(foreign, t), vec![Action::Discarded { src: HIGHER, reason: DiscardReason::OtherVrid }]);
         assert_eq!(m.state(), VrrpState::Master);
         assert_eq!(m.peers().count(), 0, "discarded adverts are not peers");
+    }
+
+    /// lb1's view of the lab: peers lb2 (pglb) and a keepalived host, nopreempt.
+    fn guarded(priority: u8) -> VrrpParams {
+        VrrpParams { peers: vec![HIGHER, LOWER], preempt: false, max_advert_interval_cs: 200, ..params(priority) }
+    }
+
+    #[test]
+    fn adverts_from_strangers_or_with_bad_intervals_are_discarded_in_every_state() {
+        const STRANGER: Ipv4Addr = Ipv4Addr::new(172, 20, 0, 50);
+        let cases = [
+            ("not a peer", vouched(STRANGER, 254, 10, Vouch::Plain), STRANGER, DiscardReason::NotAPeer),
+            ("interval 0", vouched(HIGHER, 254, 0, Vouch::Plain), HIGHER, DiscardReason::BadInterval),
+            ("interval past the bound", vouched(HIGHER, 254, 201, Vouch::Plain), HIGHER, DiscardReason::BadInterval),
+            ("interval 4095", vouched(HIGHER, 254, 4095, Vouch::Plain), HIGHER, DiscardReason::BadInterval),
+            ("unconfirmed pglb peer", vouched(HIGHER, 254, 10, Vouch::Unconfirmed), HIGHER, DiscardReason::Unconfirmed),
+        ];
+        for (what, event, src, reason) in cases {
+            let (mut m, t) = master_with(guarded(150));
+            assert_eq!(m.handle(event.clone(), t + us(1)), vec![Action::Discarded { src, reason }], "master: {what}");
+            assert_eq!(m.state(), VrrpState::Master, "master keeps the VIP: {what}");
+            assert_eq!(m.peers().count(), 0, "a discarded advert is no peer: {what}");
+            let mut b = backup_with(guarded(100));
+            let deadline = b.next_deadline();
+            assert_eq!(b.handle(event, secs(1)), vec![Action::Discarded { src, reason }], "backup: {what}");
+            assert_eq!(b.next_deadline(), deadline, "a discarded advert does not hold the backup off: {what}");
+        }
+    }
+
+    #[test]
+    fn a_confirmed_higher_advert_is_obeyed_an_unconfirmed_one_is_not() {
+        let (mut m, t) = master_with(guarded(150));
+        let forged = vouched(HIGHER, 254, 10, Vouch::Unconfirmed);
+        for i in 1..=30 {
+            m.handle(forged.clone(), t + Duration::from_millis(100 * i));
+        }
+        assert_eq!(m.state(), VrrpState::Master, "30 forged adverts at 254 move nothing");
+        let real = vouched(HIGHER, 200, 10, Vouch::Confirmed { reaches_writer: true });
+        assert_eq!(
+            m.handle(real, t + secs(4)),
+            vec![Action::StateChanged { from: VrrpState::Master, to: VrrpState::Backup }, Action::RemoveVip]
+        );
+    }
+
+    #[test]
+    fn an_unconfirmed_master_does_not_hold_a_backup_off() {
+        // lb1 is dead; someone sends adverts with its address: lb2 takes over anyway.
+        let mut b = backup_with(guarded(100));
+        let at = b.next_deadline().expect("down timer");
+        for i in 1..=3 {
+            b.handle(vouched(HIGHER, 150, 10, Vouch::Unconfirmed), Duration::from_millis(100 * i));
+        }
+        assert_eq!(b.next_deadline(), Some(at), "the timer runs on");
+        assert_eq!(b.handle(Event::TimerExpired, at), to_master(VrrpState::Backup, 100, 5));
+    }
+
+    #[test]
+    fn nopreempt_keeps_a_returning_higher_priority_backup_off_a_healthy_master() {
+        let mut b = backup_with(guarded(150));
+        let healthy = vouched(LOWER, 100, 10, Vouch::Confirmed { reaches_writer: true });
+        for i in 1..=50 {
+            let now = Duration::from_millis(100 * i);
+            assert_eq!(b.handle(healthy.clone(), now), vec![], "advert {i}");
+            assert!(b.next_deadline().expect("timer") > now, "the timer is held off");
+        }
+        assert_eq!(b.state(), VrrpState::Backup, "a healthy master keeps the VIP");
+        assert_eq!(b.master_address(), Some(LOWER));
+        // The master loses the writer (its report says so) while we reach it: we take over.
+        let lost = vouched(LOWER, 100, 10, Vouch::Confirmed { reaches_writer: false });
+        let held = b.next_deadline().expect("timer");
+        assert_eq!(b.handle(lost.clone(), secs(6)), vec![], "discarded: the timer runs out");
+        assert_eq!(b.next_deadline(), Some(held));
+        assert_eq!(b.handle(Event::TimerExpired, held), to_master(VrrpState::Backup, 150, 5));
+        // ... but not when we do not reach it either.
+        let mut c = backup_with(guarded(150));
+        c.handle(Event::Ready { ready: true, reaches_writer: false }, Duration::ZERO);
+        c.handle(lost.clone(), secs(1));
+        assert_eq!(
+            c.next_deadline(),
+            Some(secs(1) + master_down_interval(150, Duration::from_millis(100))),
+            "held off: neither of us reaches the writer"
+        );
+        // preempt = true keeps RFC 9568's preemption for pglb peers too.
+        let mut d = backup_with(VrrpParams { preempt: true, ..guarded(150) });
+        let at = d.next_deadline().expect("timer");
+        d.handle(healthy, secs(1));
+        assert_eq!(d.next_deadline(), Some(at), "preempt = true discards the lower master's advert");
+    }
+
+    #[test]
+    fn a_backup_that_is_not_ready_waits_and_takes_over_once_ready() {
+        let mut b = backup_with(guarded(150));
+        assert_eq!(b.handle(Event::Ready { ready: false, reaches_writer: false }, Duration::ZERO), vec![]);
+        let at = b.next_deadline().expect("down timer");
+        assert_eq!(b.handle(Event::TimerExpired, at), vec![], "not ready: no takeover");
+        assert_eq!(b.state(), VrrpState::Backup);
+        assert_eq!(b.next_deadline(), None, "waiting for readiness, not for a timer");
+        assert_eq!(b.handle(Event::Ready { ready: true, reaches_writer: true }, at + secs(1)), to_master(VrrpState::Backup, 150, 5));
+        // A master heard while waiting ends the wait.
+        let mut c = backup_with(guarded(150));
+        c.handle(Event::Ready { ready: false, reaches_writer: false }, Duration::ZERO);
+        let at = c.next_deadline().expect("down timer");
+        c.handle(Event::TimerExpired, at);
+        c.handle(vouched(HIGHER, 200, 10, Vouch::Confirmed { reaches_writer: true }), at + us(1));
+        assert_eq!(c.handle(Event::Ready { ready: true, reaches_writer: true }, at + us(2)), vec![], "a master is heard");
+        assert_eq!(c.state(), VrrpState::Backup);
+    }
+
+    #[test]
+    fn a_master_that_is_no_longer_ready_resigns() {
+        let (mut m, t) = master_with(guarded(150));
+        assert_eq!(
+            m.handle(Event::Ready { ready: false, reaches_writer: true }, t + us(1)),
+            vec![
+                Action::StateChanged { from: VrrpState::Master, to: VrrpState::Backup },
+                Action::RemoveVip,
+                Action::SendAdvert { priority: PRIORITY_LEAVING },
+            ]
+        );
+        assert_eq!(m.state(), VrrpState::Backup);
+        assert_eq!(m.handle(Event::Ready { ready: false, reaches_writer: true }, t + us(2)), vec![], "once");
     }
 
     #[test]
@@ -1088,7 +1381,7 @@ mod tests {
                 let (_, to, from, advert) = wire.remove(pos);
                 if nodes[to].up {
                     let src = nodes[from].m.params().own_address;
-                    fed.push((to, nodes[to].m.handle(Event::AdvertReceived { src, packet: advert }, now)));
+                    fed.push((to, nodes[to].m.handle(Event::AdvertReceived { src, packet: advert, vouch: Vouch::Plain }, now)));
                 }
             } else if let Some((_, i)) = next_timer {
                 fed.push((i, nodes[i].m.handle(Event::TimerExpired, now)));

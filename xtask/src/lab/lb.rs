@@ -70,8 +70,12 @@ pub fn config_path(lb: &Host) -> PathBuf {
 }
 
 /// The secrets a load balancer needs, as (file in the lab's secrets folder, installed name).
-const LB_SECRETS: [(&str, &str); 3] =
-    [("pglb.password", "pglb.password"), ("replicator.password", "replicator.password"), ("agent.key", "agent.key")];
+const LB_SECRETS: [(&str, &str); 4] = [
+    ("pglb.password", "pglb.password"),
+    ("replicator.password", "replicator.password"),
+    ("peer.key", "peer.key"),
+    ("agent.key", "agent.key"),
+];
 
 /// Installs a load balancer as docs/DEPLOY.md does on a real host (vagrant/provision/lb.sh):
 /// `etc/pglb` with the secrets (0600) and the config (0644, written aside, checked with

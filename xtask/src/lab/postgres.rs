@@ -206,6 +206,8 @@ pub fn create_secrets() -> Result<()> {
     for role in ROLES {
         write_private(&secret_path(role), &random_password()?, false)?;
     }
+    // The key the load balancers authenticate their peer reports with (`[vrrp] key_file`).
+    write_private(&dir.join("peer.key"), &random_password()?, false)?;
     // The key of the agent channel (`[agent] key_file` in config/lab*.toml, `pglb agent`).
     write_private(&dir.join("agent.key"), &random_password()?, false)?;
     let app = read_secret(APP_USER)?;

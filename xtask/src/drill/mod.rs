@@ -165,7 +165,13 @@ pub fn drill(scenario: &str, runs: u32, json: Option<&Path>, client: ClientMode)
             d.ensure_healthy().with_context(|| format!("bringing the cluster back to healthy before {s} run {}", i + 1))?;
             let run = d.next_run_id()?;
             println!("drill: {s} run {}/{runs} (id {run})", i + 1);
-            let mut r = d.run_one(s, run).with_context(|| format!("drill {s} run {}", i + 1))?;
+            let mut r = match d.run_one(s, run) {
+                Ok(r) => r,
+                Err(e) => {
+                    let kept = keep_logs(s);
+                    return Err(e.context(format!("drill {s} run {}{}", i + 1, kept.map(|k| format!(" (logs kept in {})", k.display())).unwrap_or_default())));
+                }
+            };
             d.ensure_healthy().with_context(|| format!("bringing the cluster back to healthy after {s} run {}", i + 1))?;
             d.measure_idle(&mut r)?;
             print_run(&r);
@@ -782,6 +788,25 @@ impl Drill {
     }
 }
 
+/// Copies every lab host's pglb and PostgreSQL log, and the drill clients' logs, to a folder
+/// that outlives `lab down`, for a run that ended in an error.
+fn keep_logs(scenario: &str) -> Option<PathBuf> {
+    let dest = PathBuf::from(format!("/tmp/pglb-drill-{scenario}-{}", now_us() / 1_000_000));
+    fs::create_dir_all(&dest).ok()?;
+    for h in lab::topology::HOSTS {
+        for name in ["postgres.log", "pglb.log"] {
+            let src = h.dir().join(name);
+            if src.exists() {
+                let _ = fs::copy(&src, dest.join(format!("{}-{name}", h.name)));
+            }
+        }
+    }
+    for entry in fs::read_dir(PathBuf::from(STATE_DIR).join("drill")).ok()?.flatten() {
+        let _ = fs::copy(entry.path(), dest.join(entry.file_name()));
+    }
+    Some(dest)
+}
+
 /// The drill client (`PGLB_DRILL_CLIENT`, else built now: a no-op when it is current, and never
 /// a stale copy whose modes lag behind the drill's).
 fn client_binary() -> Result<PathBuf> {
@@ -811,14 +836,27 @@ fn decision_lines(logs: &[(PathBuf, u64)]) -> Vec<String> {
 
 /// `lbN promoted pgM` for every promotion any load balancer started since the run began.
 fn promotions(logs: &[(PathBuf, u64)]) -> Vec<String> {
+    log_matches(logs, "failover: promoting ", "promoted")
+}
+
+/// `lbN promoted pgM` for every promotion any load balancer made since the run began: its
+/// `pg_promote` done (`action done: promote pgM`), not only decided. (Since issue 18 a decided
+/// promotion waits for the state file to record it, and is not made while it cannot.)
+fn promotions_made(logs: &[(PathBuf, u64)]) -> Vec<String> {
+    log_matches(logs, "action done: promote ", "promoted")
+}
+
+/// `lbN VERB WORD` for every line of each log since its start offset that contains `key`, WORD
+/// the word after it.
+fn log_matches(logs: &[(PathBuf, u64)], key: &str, verb: &str) -> Vec<String> {
     let mut out = Vec::new();
     for (path, start) in logs {
         let name = path.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let text = fs::read(path).unwrap_or_default();
         let new = String::from_utf8_lossy(text.get(*start as usize..).unwrap_or_default()).into_owned();
         for l in new.lines() {
-            if let Some(rest) = l.split("failover: promoting ").nth(1) {
-                out.push(format!("{name} promoted {}", rest.split_whitespace().next().unwrap_or("?")));
+            if let Some(rest) = l.split(key).nth(1) {
+                out.push(format!("{name} {verb} {}", rest.split_whitespace().next().unwrap_or("?")));
             }
         }
     }

@@ -13,7 +13,7 @@
 //! | `forged-advert` | raw VRRPv3 adverts at priority 254 from pgha-client every 100 ms: 1 s from a non-peer (172.20.0.50), 1 s from lb2's address with Max Adver Int 0, 5 s from lb2's address | lb1 holds the VIP throughout and lb2 never does; lb1's `pglb_vrrp_adverts_dropped_total` rises by `not_a_peer`, `bad_interval` and `unconfirmed` |
 //! | `lb-freeze` | SIGSTOP of pglb on lb1 (the VIP holder); lb2 takes the VIP; `kill -9` of pg1, failover by lb2; pg1 restarted as it was (a primary on its old timeline); SIGCONT | lb2 took the VIP while lb1 was stopped; after SIGCONT lb1 opens 0 new flows to pg1, drops its stale VIP and does not take it back, and `pglb_loop_stalls_total` rose |
 //! | `lb-restart-stale-view` | `kill -9` of pglb on lb1; failover by lb2; lb2 → lb1 UDP 3002 (peer reports) cut; pg1 restarted as it was; pglb on lb1 started again; the cut healed after 6 s | while cut, lb1 holds no VIP, is not `ready` and opens 0 new flows to pg1; after the heal it becomes ready and stays backup |
-//! | `state-write-fails` | lb1's state folder read-only (a read-only bind mount over itself), `kill -9` of pg1, held 6 s, then unmounted | lb1 promotes nobody while its writes fail, counts them (`pglb_state_write_errors_total`) and says `pglb_state_recorded 0`; writes stay refused or lb2 serves them; after the unmount exactly one promotion and writes within 2 s |
+//! | `state-write-fails` | lb1's state folder read-only (a read-only bind mount over itself), `kill -9` of pg1, held 6 s, then unmounted | lb1 makes no promotion while its writes fail, counts them (`pglb_state_write_errors_total`) and says `pglb_state_recorded 0`; writes stay refused or lb2 serves them; after the unmount exactly one promotion and writes within 2 s |
 //! | `main-loop-hang` | `pglb debug stall-loop --for 5s` on lb1 (the VIP holder) | lb2 holds the VIP within 1 s; writes within 2 s; afterwards lb1 holds no VIP and `pglb_loop_stalls_total` rose |
 //! | `lb-return` | SIGTERM to pglb on lb1 (the VIP moves to lb2); `pgbench -S -c 4 -T 20` through VIP:3000; pglb on lb1 started again 4 s in | pgbench: 0 failed transactions, no aborted client, no "Run was aborted"; lb1 comes back as backup (never holds the VIP) and ready; the drill clients see no error while it comes back |
 
@@ -34,7 +34,7 @@ use super::{
     lb as drill_lb,
     measure::{self, read_client_log},
     metrics,
-    now_us, promotions,
+    now_us, promotions, promotions_made,
     report::{Resumed, RunResult},
     scenarios::{kill_pglb, kill_postmaster},
     watch::{Changes, FloorWatch, VipWatch, first, held_at, ms, throughout},
@@ -449,7 +449,8 @@ fn state_write_fails(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> 
         promoted.extend(d.primaries().into_iter().map(|(n, _)| n).filter(|n| n != PRIMARY));
         thread::sleep(Duration::from_millis(250));
     }
-    let during = promotions(&logs);
+    let decided = promotions(&logs);
+    let during = promotions_made(&logs);
     let errors_after = counter(lb1, "pglb_state_write_errors_total", &[]);
     let unmounted = now_us();
     ro.release()?;
@@ -457,14 +458,14 @@ fn state_write_fails(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> 
         Ok(read_client_log(wlog)?.iter().any(|l| l.ok && l.sent_us > unmounted && l.node != addr_of(PRIMARY)))
     });
     thread::sleep(Duration::from_secs(1));
-    let all = promotions(&logs);
+    let all = promotions_made(&logs);
 
     let lb1_during: Vec<&String> = during.iter().filter(|p| p.starts_with("lb1 ")).collect();
     let lb2_promoted = during.iter().any(|p| p.starts_with("lb2 "));
     r.check(
         "lb1 promotes nobody while its state cannot be written",
         lb1_during.is_empty() && (promoted.is_empty() || lb2_promoted),
-        format!("promotions logged while read-only: {during:?}; primaries seen then besides pg1: {promoted:?}"),
+        format!("promotions made while read-only: {during:?} (decided: {decided:?}); primaries seen then besides pg1: {promoted:?}"),
     );
     r.check_with(
         "lb1 counts its failed state writes",

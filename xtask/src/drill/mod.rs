@@ -716,16 +716,30 @@ impl Drill {
         thread::sleep(Duration::from_millis(1000));
         let _ = w.kill();
         let _ = w.wait();
-        r.switchback_output = Some(out?.trim().to_owned());
+        // A switchover that fails is a finding of the run, not the end of the drill: the writes
+        // are then checked on whichever node is the one primary once things settle, and the
+        // cluster is repaired before the next run.
+        let holder_of_rows = match out {
+            Ok(o) => {
+                r.switchback_output = Some(o.trim().to_owned());
+                PRIMARY.to_owned()
+            }
+            Err(e) => {
+                r.switchback_output = Some(format!("failed: {e:#}"));
+                r.failures.push(format!("the switch back to pg1 failed: {e:#}"));
+                wait_for(Duration::from_secs(30), "exactly one primary after the failed switch back", || Ok(self.primaries().len() == 1))?;
+                self.find_primary().context("no primary after the failed switch back")?
+            }
+        };
         let acked: Vec<Line> = read_client_log(&log)?.into_iter().filter(|l| l.ok).collect();
         let refs: Vec<&Line> = acked.iter().collect();
-        let lost = measure::lost(&refs, &self.rows(PRIMARY, id)?);
+        let lost = measure::lost(&refs, &self.rows(&holder_of_rows, id)?);
         if !lost.is_empty() {
             println!("drill: LOST acknowledged writes during the switch back (run id {id}): {lost:?}");
         }
         r.switchback_acked = Some(acked.len());
         r.switchback_lost = Some(lost.len());
-        r.lost_after_switchback = Some(measure::lost(run_acked, &self.rows(PRIMARY, run)?).len());
+        r.lost_after_switchback = Some(measure::lost(run_acked, &self.rows(&holder_of_rows, run)?).len());
         Ok(())
     }
 

@@ -64,6 +64,8 @@ pub const RESUME_LIMIT_MS: f64 = 2000.0;
 const TAKEOVER_LIMIT_MS: f64 = 1000.0;
 /// The UDP port pglb's peer reports use (`[vrrp] report_port`, its default in the lab configs).
 const REPORT_PORT: u16 = 3002;
+/// How long writes must flow without a failure before the next step of a fault.
+const SETTLED: Duration = Duration::from_millis(500);
 /// What a check of "the VIP did not move back" watches after the fault.
 const SETTLE: Duration = Duration::from_secs(3);
 /// How long a returning lb1 may take to drop a stale VIP it finds on its interface.
@@ -120,6 +122,18 @@ fn resumed(r: &mut RunResult, wlog: &Path, after: &str, from: u128, until: u128)
     );
     r.resumed.push(Resumed { after: after.to_owned(), ms: got, limit_ms: RESUME_LIMIT_MS });
     Ok(())
+}
+
+/// Waits until writes sent after `from` flow cleanly again: one acknowledged after the last
+/// failure, and nothing failed for [`SETTLED`] since. The next step of a fault starts only
+/// then, so each step's resumption is measured on its own.
+fn wait_writes_settled(wlog: &Path, from: u128, what: &str) -> Result<()> {
+    wait_for(Duration::from_secs(30), what, || {
+        let lines = read_client_log(wlog)?;
+        let last_err = lines.iter().filter(|l| !l.ok && l.sent_us >= from).map(|l| l.sent_us).max().unwrap_or(from);
+        let acked = lines.iter().any(|l| l.ok && l.sent_us > last_err);
+        Ok(acked && now_us().saturating_sub(last_err) >= SETTLED.as_micros())
+    })
 }
 
 /// The timeline in a load balancer's state file (read while pglb runs; the file is replaced
@@ -328,7 +342,7 @@ fn lb_freeze(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
     let frozen = Stopped::stop(drill_lb::pglb_pid(lb1)?, "pglb on lb1")?;
     let Some(taken) = wait_lb2_takes(r, "lb2 takes the VIP while lb1 is stopped") else { return Ok(at) };
     r.vip_moved_ms = Some(ms(at, taken));
-    d.wait_writes(taken, wlog, "writes through lb2 while lb1 is stopped")?;
+    wait_writes_settled(wlog, at, "writes to flow through lb2 while lb1 is stopped")?;
     let killed = now_us();
     kill_postmaster(d, PRIMARY)?;
     d.wait_failover(killed, wlog)?;
@@ -376,7 +390,7 @@ fn lb_restart_stale_view(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u1
     kill_pglb(lb1)?;
     let Some(taken) = wait_lb2_takes(r, "lb2 takes the VIP after lb1's pglb was killed") else { return Ok(at) };
     r.vip_moved_ms = Some(ms(at, taken));
-    d.wait_writes(taken, wlog, "writes through lb2 after lb1's pglb was killed")?;
+    wait_writes_settled(wlog, at, "writes to flow through lb2 after lb1's pglb was killed")?;
     let killed = now_us();
     kill_postmaster(d, PRIMARY)?;
     d.wait_failover(killed, wlog)?;

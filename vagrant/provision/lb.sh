@@ -3,7 +3,7 @@
 #   bash provision/lb.sh LB_NAME LB_ADDRESS PRIORITY      e.g. lb1 172.20.0.21 150, lb2 172.20.0.22 100
 # Installs the pglb package, its secrets and the demote/rejoin ssh key, writes
 # /etc/pglb/pglb.toml from pglb.toml.in, checks it (`pglb check`) and starts pglb.service.
-# Needs in $PGLB_SECRETS: pglb, replicator and stats .password, demote_ed25519 (private key).
+# Needs in $PGLB_SECRETS: pglb, replicator and stats .password, peer.key, demote_ed25519 (private key).
 set -euo pipefail
 here=$(dirname "$(readlink -f "$0")")
 # shellcheck source=env.sh
@@ -28,6 +28,8 @@ for s in pglb replicator stats; do
     secret "$s" > "/etc/pglb/$s.password"
     chmod 0600 "/etc/pglb/$s.password"
 done
+# The key the load balancers authenticate their peer reports with ([vrrp] key_file): the same on each.
+install -m 0600 "$PGLB_SECRETS/peer.key" /etc/pglb/peer.key
 install -d -m 0700 /etc/pglb/ssh
 install -m 0600 "$PGLB_SECRETS/demote_ed25519" /etc/pglb/ssh/id_ed25519
 # The PostgreSQL hosts' host keys. ssh-keyscan trusts the network once: compare the printed

@@ -537,6 +537,8 @@ pub const STALE_AFTER_INTERVALS: u32 = 3;
 pub const REPOINT_AFTER_INTERVALS: u32 = 15;
 /// Settling waits at most this many probe intervals for the standbys' fresh positions.
 pub const SETTLE_INTERVALS: u32 = 3;
+/// How soon a failed state-file write is tried again.
+pub const RECORD_RETRY: Duration = Duration::from_millis(500);
 /// The longest wait between two attempts to rejoin a fenced former primary.
 pub const REJOIN_BACKOFF_MAX: Duration = Duration::from_secs(300);
 

@@ -133,7 +133,7 @@ enum VipOwner {
     /// VRRP, driven from this loop.
     Vrrp(Box<VrrpRunner>),
     /// No `[vrrp]`: this instance is the only load balancer and holds the VIP itself.
-    Static(vip::io::StaticVip),
+    Static(vip::address::StaticVip),
 }
 
 /// What this loop last told the VRRP machine.
@@ -141,7 +141,6 @@ enum VipOwner {
 struct VrrpWord {
     priority: u8,
     ready: bool,
-    reaches_writer: bool,
 }
 
 /// A switchover an operator is waiting for.
@@ -212,6 +211,8 @@ struct Runtime {
     lease_failing: bool,
     /// The machine has decided since the start or the last stall: the lease is renewed.
     ready: bool,
+    /// The last state handed to the recorder is on disk (no failed write pending).
+    recorded: bool,
     /// When the last turn of the loop began (a longer gap than the lease is a stall).
     last_turn: Instant,
     /// SYN flood detection, read at every lease renewal.
@@ -275,7 +276,7 @@ pub async fn run(config: Config) -> Result<(), RuntimeError> {
             (VipOwner::Vrrp(Box::new(runner)), Some(rx), view)
         }
         None => {
-            let held = vip::io::StaticVip::hold(&config.dataplane.interface, config.dataplane.vip.addr).await?;
+            let held = vip::address::StaticVip::hold(&config.dataplane.interface, config.dataplane.vip.addr).await?;
             info!(vip = %config.dataplane.vip.addr, "vip: no [vrrp] configured: this instance holds the VIP alone");
             (VipOwner::Static(held), None, VipView::Static)
         }
@@ -285,7 +286,7 @@ pub async fn run(config: Config) -> Result<(), RuntimeError> {
         Some(v) if !v.peers.is_empty() => {
             let addr = SocketAddrV4::new(config.dataplane.address.addr, v.report_port);
             let key = v.key.clone().expect("Config::load read the peer key");
-            let link = ReportLink::bind(*addr.ip(), addr.port(), v.peers.clone(), key).await.map_err(|source| RuntimeError::ReportBind { addr, source })?;
+            let link = ReportLink::bind(*addr.ip(), addr.port(), v.peers.clone(), key, v.advert_interval).await.map_err(|source| RuntimeError::ReportBind { addr, source })?;
             let mut every = tokio::time::interval(v.advert_interval);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             info!(%addr, peers = ?v.peers, "peer reports: authenticated (HMAC-SHA256), every advert interval");
@@ -353,6 +354,7 @@ pub async fn run(config: Config) -> Result<(), RuntimeError> {
         published,
         lease_failing: false,
         ready: false,
+        recorded: true,
         last_turn: Instant::now(),
         flood: FloodMeter::default(),
         probe_now,
@@ -364,9 +366,9 @@ pub async fn run(config: Config) -> Result<(), RuntimeError> {
     };
     match &mut rt.vip {
         VipOwner::Vrrp(runner) => {
-            let mut events = runner.set_ready(false, false).await;
+            let mut events = runner.set_ready(false).await;
             events.extend(runner.start().await);
-            rt.vrrp_word = Some(VrrpWord { priority: runner.priority(), ready: false, reaches_writer: false });
+            rt.vrrp_word = Some(VrrpWord { priority: runner.priority(), ready: false });
             rt.on_vrrp_events(events);
         }
         VipOwner::Static(_) => {
@@ -496,23 +498,34 @@ impl Runtime {
         warn!(gap_ms = gap.as_millis() as u64, lease_ms = self.config.dataplane.lease.as_millis() as u64,
             "the main loop stood still longer than the lease: waking humble (lease expired, VIP released, writes refused until fresh probes and peer reports)");
         self.record(EventKind::Vrrp, format!("main loop stood still for {} ms: woke humble", gap.as_millis()));
-        self.ready = false;
+        // The machine first: nothing it believed before may act again (not even on the VRRP
+        // role change that follows), and `ready` falls with it.
+        self.feed(Event::Stalled);
         if let Err(e) = self.dataplane.expire_lease(self.config.dataplane.lease_grace) {
             error!(error = %crate::error_chain(&e), "lease: letting it run out failed (it runs out by itself)");
         }
         self.tell_vrrp().await;
-        self.feed(Event::Stalled);
     }
 
     /// Brings the VRRP machine in line with what this loop knows: the tracked priority, and
-    /// whether this instance may hold the VIP (the failover machine has decided) and reaches
-    /// the writer. Role changes that follow are fed back to the failover machine.
+    /// whether this instance may hold the VIP (the failover machine has decided). Role changes
+    /// that follow are fed back to the failover machine.
     async fn tell_vrrp(&mut self) {
         for _ in 0..4 {
             let VipOwner::Vrrp(runner) = &mut self.vip else { return };
             let Some(v) = &self.config.vrrp else { return };
-            let priority = if self.tracked_reachable || !self.ready { v.priority } else { v.priority.saturating_sub(v.track_weight).max(1) };
-            let want = VrrpWord { priority, ready: self.ready, reaches_writer: self.tracked_reachable };
+            // An instance that cannot write its state file cannot act (no promotion without its
+            // record): the lowest priority, so a peer that can takes the VIP and the decisions.
+            let priority = if !self.ready {
+                v.priority
+            } else if !self.recorded {
+                1
+            } else if self.tracked_reachable {
+                v.priority
+            } else {
+                v.priority.saturating_sub(v.track_weight).max(1)
+            };
+            let want = VrrpWord { priority, ready: self.ready };
             let Some(had) = self.vrrp_word.replace(want) else { return };
             if had == want {
                 return;
@@ -522,8 +535,8 @@ impl Runtime {
                 info!(priority, writer_reachable = self.tracked_reachable, "vrrp tracking: priority set");
                 events.extend(runner.set_priority(priority).await);
             }
-            if (had.ready, had.reaches_writer) != (want.ready, want.reaches_writer) {
-                events.extend(runner.set_ready(want.ready, want.reaches_writer).await);
+            if had.ready != want.ready {
+                events.extend(runner.set_ready(want.ready).await);
             }
             self.on_vrrp_events(events);
         }
@@ -543,8 +556,9 @@ impl Runtime {
         }
     }
 
-    /// This instance's report to its peers: what its machine says, and its VRRP role and the
-    /// priority its adverts carry (which the report vouches for).
+    /// This instance's report to its peers: what its machine says, and its VRRP role, the
+    /// priority its adverts carry (which the report vouches for) and whether it is healthy (it
+    /// reaches the writer and can write its state file: a master that is not may be preempted).
     fn send_report(&mut self) {
         let (role, priority) = match &self.vip {
             VipOwner::Vrrp(r) => (r.state(), r.priority()),
@@ -552,8 +566,9 @@ impl Runtime {
         };
         let body = self.machine.report();
         let now = self.since.elapsed();
+        let healthy = self.tracked_reachable && self.recorded;
         if let Some(link) = &mut self.reports {
-            link.send(role, priority, &body, now);
+            link.send(role, priority, healthy, &body, now);
         }
     }
 
@@ -563,6 +578,11 @@ impl Runtime {
         let actions = self.machine.handle(event, now);
         self.apply(actions);
         let view = self.machine.view();
+        if view.recorded != self.recorded {
+            self.recorded = view.recorded;
+            let what = if self.recorded { "the state file is written again: full VRRP priority" } else { "the state file cannot be written: lowest VRRP priority, so a peer that can record its decisions takes the VIP" };
+            warn!("{what}");
+        }
         if view.ready != self.ready {
             self.ready = view.ready;
             if self.ready {
@@ -874,7 +894,7 @@ impl Runtime {
                 let body = self.machine.report();
                 let now = self.since.elapsed();
                 if let Some(link) = &mut self.reports {
-                    link.send(VrrpState::Initialize, 0, &body, now);
+                    link.send(VrrpState::Initialize, 0, false, &body, now);
                 }
                 match self.vip {
                     VipOwner::Vrrp(runner) => runner.shutdown().await,

@@ -1,29 +1,27 @@
-//! The real-world side of VIP ownership: the VRRP raw socket, the gratuitous-ARP packet socket,
-//! the VIP address via rtnetlink, and the tokio runner that owns the sans-IO [`Vrrp`] machine,
-//! feeds it packets, timers and commands, executes its actions, sends [`VrrpEvent`]s (role
-//! changes, peers heard) to whoever subscribed, publishes a [`VrrpStatus`] on a `watch` channel
-//! for status pages and keeps [`VrrpCounters`] for metrics.
+//! The runner of VIP ownership: [`VrrpRunner`] owns the sans-IO [`Vrrp`] machine and what it
+//! acts on (the sockets of `super::sockets`, the VIP address of [`super::address`]), feeds it
+//! datagrams, its timer and the daemon's word, executes its actions, returns [`VrrpEvent`]s
+//! (role changes, peers heard), publishes a [`VrrpStatus`] on a `watch` channel for status pages
+//! and keeps [`VrrpCounters`] for metrics. The daemon drives it from its main loop; tests drive
+//! it from a task of its own ([`VrrpRunner::spawn`]).
 //!
 //! Sockets and the netlink connection are opened in the network namespace of the thread that
 //! calls [`VrrpRunner::open`].
 
-use std::io::{self, Read};
-use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::io;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures_util::TryStreamExt;
-use rtnetlink::packet_route::link::LinkAttribute;
-use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
-use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::address::{VipAddress, lookup_link};
 use super::garp::{self, GarpKind};
-use super::packet::{self, DropReason, IPPROTO_VRRP, VRRP_GROUP, VRRP_TTL};
+use super::packet::{self, DropReason, VRRP_GROUP};
+use super::sockets::{GarpSocket, VrrpSocket};
 use super::vrrp::{Action, DiscardReason, Event, ParamsError, Vouch, Vrrp, VrrpParams, VrrpState};
 
 /// Largest datagram read from the VRRP socket (IP header + 8 + 4 × 255 bytes fits).
@@ -225,203 +223,6 @@ pub enum VrrpEvent {
 /// Events queued for a subscriber that has not read them yet; more are dropped and counted.
 const EVENT_QUEUE: usize = 1024;
 
-/// The raw IPv4 socket for protocol 112 on one interface.
-struct VrrpSocket {
-    fd: AsyncFd<Socket>,
-    ifindex: u32,
-    own_address: Ipv4Addr,
-}
-
-impl VrrpSocket {
-    fn open(params: &VrrpParams, ifindex: u32) -> Result<Self, VipError> {
-        let err = |op: &'static str| {
-            let interface = params.interface.clone();
-            move |source| VipError::VrrpSocket { op, interface, source }
-        };
-        let sock = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(i32::from(IPPROTO_VRRP))))
-            .map_err(err("open a raw socket for ip protocol 112 (needs CAP_NET_RAW)"))?;
-        sock.set_header_included_v4(false).map_err(err("clear IP_HDRINCL"))?;
-        sock.set_ttl_v4(u32::from(VRRP_TTL)).map_err(err("set IP_TTL 255"))?;
-        sock.set_multicast_ttl_v4(u32::from(VRRP_TTL)).map_err(err("set IP_MULTICAST_TTL 255"))?;
-        sock.set_multicast_loop_v4(false).map_err(err("clear IP_MULTICAST_LOOP"))?;
-        sock.set_multicast_if_v4(&params.own_address).map_err(err("set IP_MULTICAST_IF"))?;
-        sock.bind_device(Some(params.interface.as_bytes())).map_err(err("bind to the interface"))?;
-        sock.join_multicast_v4_n(&VRRP_GROUP, &InterfaceIndexOrAddress::Index(ifindex))
-            .map_err(err("join 224.0.0.18"))?;
-        sock.set_nonblocking(true).map_err(err("set non-blocking"))?;
-        // SAFETY: `sock` owns its descriptor, which stays open and unchanged until the AsyncFd
-        // (which owns `sock`) is dropped.
-        let fd = unsafe { AsyncFd::register(sock) }.map_err(|e| err("register with tokio")(io::Error::from(e)))?;
-        Ok(VrrpSocket { fd, ifindex, own_address: params.own_address })
-    }
-
-    /// Reads one datagram (IP header included, as raw IPv4 sockets deliver it; its TTL is
-    /// checked by `packet::parse_ipv4`).
-    async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let mut guard = self.fd.readable().await?;
-            match guard.try_io(|fd| fd.get_ref().read(buf)) {
-                Ok(result) => return result,
-                Err(_would_block) => continue,
-            }
-        }
-    }
-
-    /// Sends one VRRP message to `dst` from our own address out of our interface (IP_PKTINFO,
-    /// so the VIP is never chosen as the source).
-    fn send(&self, msg: &[u8], dst: Ipv4Addr) -> io::Result<()> {
-        #[repr(C)]
-        struct PktInfoCmsg {
-            hdr: libc::cmsghdr,
-            info: libc::in_pktinfo,
-        }
-        let ifindex = i32::try_from(self.ifindex).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: cmsghdr and in_pktinfo are plain C structs for which all-zero is valid.
-        let mut cmsg: PktInfoCmsg = unsafe { std::mem::zeroed() };
-        let info_len = u32::try_from(size_of::<libc::in_pktinfo>()).unwrap_or(u32::MAX);
-        // SAFETY: CMSG_LEN and CMSG_SPACE only do alignment arithmetic on their argument.
-        let (cmsg_len, cmsg_space) = unsafe { (libc::CMSG_LEN(info_len), libc::CMSG_SPACE(info_len)) };
-        assert!(size_of::<PktInfoCmsg>() >= cmsg_space as usize, "control buffer too small for IP_PKTINFO");
-        cmsg.hdr.cmsg_len = cmsg_len as _;
-        cmsg.hdr.cmsg_level = libc::IPPROTO_IP;
-        cmsg.hdr.cmsg_type = libc::IP_PKTINFO;
-        cmsg.info.ipi_ifindex = ifindex;
-        cmsg.info.ipi_spec_dst = libc::in_addr { s_addr: u32::from(self.own_address).to_be() };
-
-        let dst_addr = socket2::SockAddr::from(SocketAddrV4::new(dst, 0));
-        let mut iov = libc::iovec { iov_base: msg.as_ptr() as *mut libc::c_void, iov_len: msg.len() };
-        // SAFETY: msghdr is a plain C struct for which all-zero is valid.
-        let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
-        hdr.msg_name = dst_addr.as_ptr() as *mut libc::c_void;
-        hdr.msg_namelen = dst_addr.len();
-        hdr.msg_iov = &mut iov;
-        hdr.msg_iovlen = 1;
-        hdr.msg_control = (&mut cmsg as *mut PktInfoCmsg).cast();
-        hdr.msg_controllen = cmsg_space as _;
-        // SAFETY: every pointer in `hdr` (destination address, one iovec over `msg`, the control
-        // buffer of CMSG_SPACE bytes) points to memory that lives until sendmsg returns, and the
-        // kernel only reads from them.
-        let sent = unsafe { libc::sendmsg(self.fd.get_ref().as_raw_fd(), &hdr, libc::MSG_DONTWAIT) };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-}
-
-/// An `AF_PACKET` socket that only sends (protocol 0: it receives nothing).
-struct GarpSocket {
-    fd: OwnedFd,
-    ifindex: u32,
-}
-
-impl GarpSocket {
-    fn open(interface: &str, ifindex: u32) -> Result<Self, VipError> {
-        // SAFETY: socket() has no memory preconditions; the result is checked below.
-        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) };
-        if raw < 0 {
-            return Err(VipError::GarpSocket { interface: interface.to_owned(), source: io::Error::last_os_error() });
-        }
-        // SAFETY: `raw` is a fresh, valid descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        Ok(GarpSocket { fd, ifindex })
-    }
-
-    /// Sends one whole Ethernet frame to the broadcast address.
-    fn send(&self, frame: &[u8]) -> io::Result<()> {
-        // SAFETY: sockaddr_ll is a plain C struct for which all-zero is valid.
-        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_protocol = garp::ETH_P_ARP.to_be();
-        addr.sll_ifindex = i32::try_from(self.ifindex).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        addr.sll_halen = 6;
-        addr.sll_addr[..6].copy_from_slice(&garp::BROADCAST);
-        // SAFETY: `frame` and `addr` are valid for the given lengths for the duration of the call.
-        let sent = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                libc::MSG_DONTWAIT,
-                (&addr as *const libc::sockaddr_ll).cast(),
-                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-}
-
-/// Adds and removes the VIP on the interface through rtnetlink.
-struct VipAddress {
-    handle: rtnetlink::Handle,
-    ifindex: u32,
-    interface: String,
-    vip: Ipv4Addr,
-    prefix_len: u8,
-}
-
-impl VipAddress {
-    async fn add(&self) -> Result<(), VipError> {
-        let request = self.handle.address().add(self.ifindex, IpAddr::V4(self.vip), self.prefix_len);
-        match request.execute().await {
-            Ok(()) => Ok(()),
-            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
-            Err(source) => Err(self.error("add", source)),
-        }
-    }
-
-    async fn remove(&self) -> Result<(), VipError> {
-        let mut found = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(self.ifindex)
-            .set_address_filter(IpAddr::V4(self.vip))
-            .execute();
-        let mut messages = Vec::new();
-        while let Some(msg) = found.try_next().await.map_err(|source| self.error("remove", source))? {
-            messages.push(msg);
-        }
-        for msg in messages {
-            match self.handle.address().del(msg).execute().await {
-                Ok(()) => {}
-                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EADDRNOTAVAIL => {}
-                Err(source) => return Err(self.error("remove", source)),
-            }
-        }
-        Ok(())
-    }
-
-    fn error(&self, op: &'static str, source: rtnetlink::Error) -> VipError {
-        VipError::Vip { op, vip: self.vip, interface: self.interface.clone(), source }
-    }
-}
-
-/// Looks up the interface's index and Ethernet address.
-async fn lookup_link(handle: &rtnetlink::Handle, interface: &str) -> Result<(u32, [u8; 6]), VipError> {
-    let mut links = handle.link().get().match_name(interface.to_owned()).execute();
-    let link = match links.try_next().await {
-        Ok(Some(link)) => link,
-        Ok(None) => return Err(VipError::InterfaceNotFound { interface: interface.to_owned() }),
-        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => {
-            return Err(VipError::InterfaceNotFound { interface: interface.to_owned() });
-        }
-        Err(source) => return Err(VipError::LinkLookup { interface: interface.to_owned(), source }),
-    };
-    let mac = link
-        .attributes
-        .iter()
-        .find_map(|a| match a {
-            LinkAttribute::Address(bytes) => <[u8; 6]>::try_from(bytes.as_slice()).ok(),
-            _ => None,
-        })
-        .ok_or_else(|| VipError::NoEthernetAddress { interface: interface.to_owned() })?;
-    Ok((link.header.index, mac))
-}
-
 /// Owns the VRRP machine and everything it acts on: the daemon drives it from its main loop
 /// (so that a loop that stops turning stops advertising), a test from its own task
 /// ([`VrrpRunner::spawn`]). Open it, take its status and counters, [`start`](VrrpRunner::start)
@@ -597,9 +398,9 @@ impl VrrpRunner {
         self.apply(Event::PriorityChanged { priority }).await
     }
 
-    /// Whether this instance may hold the VIP, and whether it reaches the writer.
-    pub async fn set_ready(&mut self, ready: bool, reaches_writer: bool) -> Vec<VrrpEvent> {
-        self.apply(Event::Ready { ready, reaches_writer }).await
+    /// Whether this instance may hold the VIP.
+    pub async fn set_ready(&mut self, ready: bool) -> Vec<VrrpEvent> {
+        self.apply(Event::Ready { ready }).await
     }
 
     /// Stops gracefully: a master drops the VIP, then sends priority 0.
@@ -814,49 +615,6 @@ impl VrrpRunner {
             master_down_interval: machine.master_down_interval(),
         };
         self.status.send_replace(status);
-    }
-}
-
-/// The VIP held without VRRP, by the only load balancer (no `[vrrp]` section): added with
-/// rtnetlink and announced with a burst of gratuitous ARPs, removed on [`StaticVip::release`].
-pub struct StaticVip {
-    vip: VipAddress,
-    netlink_task: JoinHandle<()>,
-}
-
-/// Gratuitous ARPs (of each form) a [`StaticVip`] sends when it takes the VIP.
-const STATIC_GARP_BURST: u8 = 3;
-
-impl StaticVip {
-    /// Adds `vip`/32 to `interface` (in this thread's network namespace) and announces it.
-    pub async fn hold(interface: &str, vip: Ipv4Addr) -> Result<Self, VipError> {
-        let (connection, handle, _) = rtnetlink::new_connection().map_err(|source| VipError::NetlinkOpen { source })?;
-        let netlink_task = tokio::spawn(connection);
-        let (ifindex, mac) = match lookup_link(&handle, interface).await {
-            Ok(found) => found,
-            Err(e) => {
-                netlink_task.abort();
-                return Err(e);
-            }
-        };
-        let garp = GarpSocket::open(interface, ifindex)?;
-        let address = VipAddress { handle, ifindex, interface: interface.to_owned(), vip, prefix_len: 32 };
-        address.add().await?;
-        for _ in 0..STATIC_GARP_BURST {
-            for kind in [GarpKind::Request, GarpKind::Reply] {
-                if let Err(e) = garp.send(&garp::frame(kind, mac, vip)) {
-                    tracing::warn!(error = %e, "vip: gratuitous arp send failed");
-                }
-            }
-        }
-        Ok(StaticVip { vip: address, netlink_task })
-    }
-
-    /// Removes the VIP from the interface.
-    pub async fn release(self) -> Result<(), VipError> {
-        let result = self.vip.remove().await;
-        self.netlink_task.abort();
-        result
     }
 }
 

@@ -8,9 +8,11 @@
 //! a clock shared between hosts. Each report has an id, `<boot>.<seq>` (`boot`: the sender's
 //! start, nanoseconds of its wall clock; `seq`: counts its reports), and echoes the id of the
 //! newest report it has from the receiver. A receiver believes a report only when that echo is
-//! one of its own last [`WINDOW`] ids: the report was written after the receiver sent that id,
-//! so it is at most [`WINDOW`] report intervals old, and a recorded report replayed later echoes
-//! an id long gone. Ids only grow, so a report replayed within the window is refused too. The
+//! one of its own last [`WINDOW`] ids, sent at most `max_age` ago: the report was written after
+//! the receiver sent that id, so it is at most `max_age` old, and a recorded report replayed
+//! later echoes an id long gone (or too old: reports that queued up while the receiver was
+//! frozen are not believed after it resumes). Ids only grow, so a report replayed within the
+//! window is refused too. The
 //! first report after either side starts echoes nothing the receiver knows: it is not believed,
 //! but its id is echoed back, and the next one is (one interval later).
 //!
@@ -18,7 +20,7 @@
 //!
 //! ```text
 //! pglb-report 2 from=<sender address> id=<boot>.<seq> echo=<boot>.<seq>|- role=master|backup|initialize
-//!     priority=<0-255> timeline=<u32> writer=<node name>|-
+//!     priority=<0-255> healthy=yes|no timeline=<u32> writer=<node name>|-
 //! ```
 //!
 //! `from` must be the datagram's source. Every report that is refused is counted by reason
@@ -69,6 +71,9 @@ pub struct Report {
     /// The sender's VRRP state and the priority it advertises now.
     pub role: VrrpState,
     pub priority: u8,
+    /// Its VRRP tracking verdict: it reaches the writer and can write its state file (a master
+    /// that is not healthy may be preempted, `super::vrrp`'s "Trust").
+    pub healthy: bool,
     /// What the failover machine tells its peers.
     pub body: PeerReport,
 }
@@ -141,9 +146,10 @@ pub fn encode(r: &Report, key: &Key) -> String {
     }
     let _ = write!(
         text,
-        " role={} priority={} timeline={} writer={}",
+        " role={} priority={} healthy={} timeline={} writer={}",
         role_str(r.role),
         r.priority,
+        if r.healthy { "yes" } else { "no" },
         r.body.timeline,
         r.body.writer.as_deref().unwrap_or("-")
     );
@@ -183,6 +189,11 @@ pub fn decode(datagram: &[u8], key: &Key) -> Result<Report, Rejection> {
         },
         role,
         priority: get("priority")?.parse().map_err(|_| Rejection::Malformed)?,
+        healthy: match get("healthy")? {
+            "yes" => true,
+            "no" => false,
+            _ => return Err(Rejection::Malformed),
+        },
         body: PeerReport {
             timeline: get("timeline")?.parse().map_err(|_| Rejection::Malformed)?,
             writer: match get("writer")? {
@@ -202,11 +213,13 @@ pub struct Freshness {
     sent: VecDeque<(u64, Duration)>,
     /// Per peer: the newest id seen (what we echo).
     newest: Vec<Option<ReportId>>,
+    /// The oldest an echoed id may be.
+    max_age: Duration,
 }
 
 impl Freshness {
-    pub fn new(boot: u64, peers: usize) -> Self {
-        Freshness { boot, seq: 0, sent: VecDeque::with_capacity(WINDOW + 1), newest: vec![None; peers] }
+    pub fn new(boot: u64, peers: usize, max_age: Duration) -> Self {
+        Freshness { boot, seq: 0, sent: VecDeque::with_capacity(WINDOW + 1), newest: vec![None; peers], max_age }
     }
 
     /// The id of the next round of reports, sent at `now`.
@@ -229,7 +242,8 @@ impl Freshness {
         let age = echo
             .filter(|e| e.boot == self.boot)
             .and_then(|e| self.sent.iter().find(|(seq, _)| *seq == e.seq))
-            .map(|(_, at)| now.saturating_sub(*at));
+            .map(|(_, at)| now.saturating_sub(*at))
+            .filter(|age| *age <= self.max_age);
         let newest = self.newest[peer];
         let newer = newest.is_none_or(|n| id > n);
         // A peer restarted with its clock behind its last start: its echo proves it live.
@@ -266,14 +280,15 @@ pub struct ReportLink {
 }
 
 impl ReportLink {
-    /// Binds `own:port`.
-    pub async fn bind(own: Ipv4Addr, port: u16, peers: Vec<Ipv4Addr>, key: Key) -> std::io::Result<Self> {
+    /// Binds `own:port`; reports are sent every `interval`, and believed when they echo an id
+    /// sent at most [`WINDOW`] intervals ago.
+    pub async fn bind(own: Ipv4Addr, port: u16, peers: Vec<Ipv4Addr>, key: Key, interval: Duration) -> std::io::Result<Self> {
         let std_socket = std::net::UdpSocket::bind(SocketAddrV4::new(own, port))?;
         std_socket.set_nonblocking(true)?;
         let sender = std_socket.try_clone()?;
         let socket = UdpSocket::from_std(std_socket)?;
         let boot = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-        let fresh = Freshness::new(boot, peers.len());
+        let fresh = Freshness::new(boot, peers.len(), interval * WINDOW as u32);
         Ok(ReportLink { socket, sender, own, port, key, fresh, counters: Arc::new(ReportCounters::default()), logged: [None; Rejection::ALL.len()], peers })
     }
 
@@ -283,10 +298,10 @@ impl ReportLink {
 
     /// Sends one report to every peer (each echoing that peer's newest id). A send that fails
     /// (no route while a link is down) is the peer's silence, which it handles: nothing to retry.
-    pub fn send(&mut self, role: VrrpState, priority: u8, body: &PeerReport, now: Duration) {
+    pub fn send(&mut self, role: VrrpState, priority: u8, healthy: bool, body: &PeerReport, now: Duration) {
         let id = self.fresh.stamp(now);
         for (i, peer) in self.peers.iter().enumerate() {
-            let report = Report { from: self.own, id, echo: self.fresh.echo(i), role, priority, body: body.clone() };
+            let report = Report { from: self.own, id, echo: self.fresh.echo(i), role, priority, healthy, body: body.clone() };
             let line = encode(&report, &self.key);
             if self.sender.send_to(line.as_bytes(), SocketAddr::V4(SocketAddrV4::new(*peer, self.port))).is_ok() {
                 self.counters.sent.fetch_add(1, Ordering::Relaxed);
@@ -355,6 +370,7 @@ mod tests {
             echo,
             role: VrrpState::Master,
             priority: 150,
+            healthy: true,
             body: PeerReport { timeline: 3, writer: Some("pg1".into()) },
         }
     }
@@ -369,9 +385,9 @@ mod tests {
         let wire = encode(&r, &key());
         assert_eq!(decode(wire.as_bytes(), &key()), Ok(r));
         let (body, mac) = wire.rsplit_once(" mac=").expect("a mac");
-        assert_eq!(body, "pglb-report 2 from=172.20.0.21 id=7.2 echo=9.40 role=master priority=150 timeline=3 writer=pg1");
+        assert_eq!(body, "pglb-report 2 from=172.20.0.21 id=7.2 echo=9.40 role=master priority=150 healthy=yes timeline=3 writer=pg1");
         assert_eq!(mac.len(), 64);
-        let none = Report { echo: None, body: PeerReport { timeline: 1, writer: None }, role: VrrpState::Initialize, priority: 0, ..report(ReportId { boot: 1, seq: 1 }, None) };
+        let none = Report { echo: None, body: PeerReport { timeline: 1, writer: None }, role: VrrpState::Initialize, priority: 0, healthy: false, ..report(ReportId { boot: 1, seq: 1 }, None) };
         assert_eq!(decode(encode(&none, &key()).as_bytes(), &key()), Ok(none));
     }
 
@@ -395,7 +411,7 @@ mod tests {
 
     #[test]
     fn freshness_believes_only_reports_that_echo_a_recent_id() {
-        let mut us = Freshness::new(100, 1);
+        let mut us = Freshness::new(100, 1, ms(800));
         let peer = |seq| ReportId { boot: 200, seq };
         let ours = |seq| Some(ReportId { boot: 100, seq });
         // The peer's first report echoes nothing we know: not believed, but echoed back.
@@ -418,6 +434,11 @@ mod tests {
         // ... and with its clock behind: an older boot, believed because it echoes us.
         assert_eq!(us.check(0, ReportId { boot: 250, seq: 1 }, None, ms(240)), Err(Rejection::Replay), "older and no echo: a replay");
         assert_eq!(us.check(0, ReportId { boot: 250, seq: 2 }, ours(20), ms(250)), Ok(ms(50)));
+        // We froze for 3 s (sending nothing): what the peer sent meanwhile echoes our last id,
+        // still in the window but too old to be believed.
+        assert_eq!(us.check(0, ReportId { boot: 250, seq: 3 }, ours(20), ms(3200)), Err(Rejection::Stale));
+        let fresh = us.stamp(ms(3201));
+        assert_eq!(us.check(0, ReportId { boot: 250, seq: 4 }, Some(fresh), ms(3250)), Ok(ms(49)));
     }
 
     /// Two links on loopback: lb1 and lb2 reach each other's trust in two rounds; a stranger, a
@@ -426,19 +447,19 @@ mod tests {
     async fn two_peers_trust_each_other_after_one_round_and_nothing_else() {
         let (a_addr, b_addr) = (Ipv4Addr::new(127, 0, 0, 1), Ipv4Addr::new(127, 0, 0, 2));
         let port = 39_411;
-        let mut a = ReportLink::bind(a_addr, port, vec![b_addr], key()).await.expect("bind a");
-        let mut b = ReportLink::bind(b_addr, port, vec![a_addr], key()).await.expect("bind b");
+        let mut a = ReportLink::bind(a_addr, port, vec![b_addr], key(), ms(100)).await.expect("bind a");
+        let mut b = ReportLink::bind(b_addr, port, vec![a_addr], key(), ms(100)).await.expect("bind b");
         let body = PeerReport { timeline: 4, writer: Some("pg1".into()) };
         let next = async |link: &ReportLink| tokio::time::timeout(Duration::from_secs(5), link.recv()).await.expect("a datagram within 5 s");
-        a.send(VrrpState::Master, 150, &body, ms(0));
+        a.send(VrrpState::Master, 150, true, &body, ms(0));
         let (from, first) = next(&b).await;
         assert_eq!(b.accept(from, &first, ms(1)), None, "a's first report echoes nothing b sent");
-        b.send(VrrpState::Backup, 100, &body, ms(2));
+        b.send(VrrpState::Backup, 100, true, &body, ms(2));
         let (from, d) = next(&a).await;
         let v = a.accept(from, &d, ms(3)).expect("b's report echoes a's first id");
         assert_eq!((v.peer, v.report.role, v.report.priority, v.report.body.clone()), (b_addr, VrrpState::Backup, 100, body.clone()));
         assert_eq!(v.age, ms(3));
-        a.send(VrrpState::Master, 150, &body, ms(4));
+        a.send(VrrpState::Master, 150, true, &body, ms(4));
         let (from, d) = next(&b).await;
         assert!(b.accept(from, &d, ms(5)).is_some(), "a's second report echoes b's");
         assert_eq!(b.accept(from, &d, ms(6)), None, "the same datagram again");

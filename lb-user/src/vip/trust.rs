@@ -5,8 +5,9 @@
 //! - A keepalived peer (`[vrrp] keepalived_peers`) speaks plain VRRPv3: its adverts are
 //!   believed as sent ([`Vouch::Plain`]), the explicit, per-peer exception.
 //! - A pglb peer's advert is believed only while that peer's latest report is fresh (received
-//!   within `fresh_for`) and says it advertises that very priority ([`Vouch::Confirmed`]): a
-//!   forged advert at priority 254 with its address is [`Vouch::Unconfirmed`].
+//!   within `fresh_for`) and says it advertises that very priority ([`Vouch::Confirmed`], with
+//!   the report's tracking verdict: is it healthy): a forged advert at priority 254
+//!   with its address is [`Vouch::Unconfirmed`].
 //! - Any other address: [`Vouch::Unconfirmed`] (the VRRP machine drops it as not a peer first).
 
 use std::{net::Ipv4Addr, time::Duration};
@@ -57,7 +58,7 @@ impl PeerWords {
             return Vouch::Plain;
         }
         match self.fresh(src, now) {
-            Some(r) if r.priority == priority => Vouch::Confirmed { reaches_writer: r.body.writer.is_some() },
+            Some(r) if r.priority == priority => Vouch::Confirmed { healthy: r.healthy },
             _ => Vouch::Unconfirmed,
         }
     }
@@ -82,6 +83,7 @@ mod tests {
             echo: None,
             role: VrrpState::Master,
             priority,
+            healthy: writer.is_some(),
             body: PeerReport { timeline: 2, writer: writer.map(str::to_owned) },
         }
     }
@@ -94,7 +96,7 @@ mod tests {
         w.heard(LB2, report(100, Some("pg1")), ms(1000));
         w.heard(STRANGER, report(254, None), ms(1000));
         let cases = [
-            (LB2, 100, ms(1100), Vouch::Confirmed { reaches_writer: true }, "fresh, same priority"),
+            (LB2, 100, ms(1100), Vouch::Confirmed { healthy: true }, "fresh, same priority"),
             (LB2, 254, ms(1100), Vouch::Unconfirmed, "a priority the peer does not report: forged"),
             (LB2, 100, ms(1342), Vouch::Unconfirmed, "the report is too old"),
             (KA, 254, ms(1100), Vouch::Plain, "keepalived is believed as sent"),
@@ -104,6 +106,6 @@ mod tests {
             assert_eq!(w.vouch(src, priority, now), want, "{what}");
         }
         w.heard(LB2, report(40, None), ms(2000));
-        assert_eq!(w.vouch(LB2, 40, ms(2001)), Vouch::Confirmed { reaches_writer: false }, "a master that lost the writer says so");
+        assert_eq!(w.vouch(LB2, 40, ms(2001)), Vouch::Confirmed { healthy: false }, "a master that lost the writer says so");
     }
 }

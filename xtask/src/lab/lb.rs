@@ -158,15 +158,20 @@ pub fn vip_answers(port: u16) -> Result<bool> {
     Ok(sh::capture(&mut psql)?.status.success())
 }
 
-/// Starts pglb on every load balancer and waits until the VIP answers on both ports.
+/// Starts pglb on every load balancer, lb1 first, and waits until the VIP answers on both
+/// ports. The VIP stays with the first instance that is ready (no preemption of a healthy
+/// master, `[vrrp] preempt = false`), so lb1 (priority 150) is started and holds the VIP before
+/// the others start, as an operator brings up such a pair.
 pub fn start_all(pglb: &Path) -> Result<()> {
     link_binary(pglb)?;
+    let lb1 = host("lb1")?;
     for lb in super::topology::HOSTS.iter().filter(|h| h.kind == super::topology::Kind::LoadBalancer) {
         install(lb, pglb).with_context(|| format!("installing pglb on {}", lb.name))?;
         start(lb, pglb)?;
+        if lb.name == lb1.name {
+            wait_for(Duration::from_secs(30), "lb1 (VRRP priority 150) to hold the VIP", || holds_vip(lb1))?;
+        }
     }
-    let lb1 = host("lb1")?;
-    wait_for(Duration::from_secs(30), "lb1 (VRRP priority 150) to hold the VIP", || holds_vip(lb1))?;
     for port in [WRITE_PORT, READ_PORT] {
         wait_for(Duration::from_secs(30), &format!("the VIP to answer on {VIP}:{port}"), || vip_answers(port))
             .with_context(|| format!("pglb logs: {}", super::topology::STATE_DIR))?;

@@ -1,0 +1,68 @@
+//! End-to-end tests in the lab of what an operator does by habit to a running load balancer
+//! (issue 18, item 7): SIGHUP never kills pglb, and every signal that ends it releases the VIP.
+//!
+//! - `sighup_is_logged_and_ignored_and_ending_signals_release_the_vip`: SIGHUP to the VIP holder
+//!   (keepalived, HAProxy and repmgrd reload on it): the process lives on, keeps the VIP, and
+//!   logs that reload is not supported yet. Then SIGQUIT, SIGUSR1, SIGALRM and SIGPWR, each to
+//!   whichever load balancer holds the VIP: the process exits, the VIP leaves its interface, and
+//!   the peer holds it within a second (the leaving instance's priority-0 advert, believed
+//!   because its last report said priority 0); the stopped instance is started again and comes
+//!   back as backup (no preemption of a healthy master).
+//!
+//! The lab is removed by its guard even when an assertion fails.
+
+use std::time::Duration;
+
+use pglb_tests::{Lab, holds_vip, pglb_log, pglb_pid, signal, start_pglb, wait_gone, wait_until};
+
+/// A bound on a priority-0 handover (the peer's skew time, ~60 ms, and its next turn), generous
+/// against a busy machine: the point is that the VIP moves at once, not after the peer waited
+/// for adverts that never come.
+const HANDOVER: Duration = Duration::from_secs(1);
+const LIMIT: Duration = Duration::from_secs(10);
+
+fn other(lb: &str) -> &'static str {
+    if lb == "lb1" { "lb2" } else { "lb1" }
+}
+
+fn holder() -> &'static str {
+    match (holds_vip("lb1"), holds_vip("lb2")) {
+        (true, false) => "lb1",
+        (false, true) => "lb2",
+        (a, b) => panic!("expected exactly one VIP holder, lb1 {a}, lb2 {b}"),
+    }
+}
+
+#[test]
+fn sighup_is_logged_and_ignored_and_ending_signals_release_the_vip() {
+    let _lab = Lab::up();
+    assert!(holds_vip("lb1") && !holds_vip("lb2"), "lb1 holds the VIP after lab up");
+
+    let pid = pglb_pid("lb1");
+    signal(pid, libc::SIGHUP);
+    wait_until(LIMIT, "pglb on lb1 to log the SIGHUP", || pglb_log("lb1").contains("SIGHUP: reloading the config is not supported yet"));
+    // The test itself: nothing may change for a while after the SIGHUP.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(pglb_pid("lb1"), pid, "SIGHUP must not end pglb");
+    assert!(holds_vip("lb1") && !holds_vip("lb2"), "SIGHUP must not move the VIP");
+
+    for (sig, name) in [(libc::SIGQUIT, "SIGQUIT"), (libc::SIGUSR1, "SIGUSR1"), (libc::SIGALRM, "SIGALRM"), (libc::SIGPWR, "SIGPWR")] {
+        let from = holder();
+        let to = other(from);
+        let pid = pglb_pid(from);
+        let sent = std::time::Instant::now();
+        signal(pid, sig);
+        wait_gone(pid, LIMIT, &format!("pglb on {from} to exit on {name}"));
+        assert!(!holds_vip(from), "{name}: {from} left the VIP on its interface");
+        let took = wait_until(LIMIT, &format!("{to} to hold the VIP after {name} to {from}"), || holds_vip(to));
+        println!("{name} to {from}: exited, VIP released; {to} holds the VIP {} ms after the signal", sent.elapsed().as_millis());
+        assert!(took <= HANDOVER, "{name}: {to} took the VIP only after {took:?}: the priority-0 advert was not believed");
+        assert!(pglb_log(from).contains(&format!("why=\"{name}\"")), "{name}: the log of {from} does not say why it stopped");
+        let decided = pglb_log(from).matches("decided from fresh probes").count();
+        start_pglb(from);
+        wait_until(LIMIT, &format!("pglb on {from} to decide again"), || pglb_log(from).matches("decided from fresh probes").count() > decided);
+        // Back as backup: the healthy master keeps the VIP (the test: nothing moves for 1 s).
+        std::thread::sleep(Duration::from_secs(1));
+        assert!(holds_vip(to) && !holds_vip(from), "{name}: {from} returned and took the VIP from a healthy {to}");
+    }
+}

@@ -24,16 +24,19 @@
 //! record, a returning lb1 stays backup under load; and in each, writes acknowledged again
 //! within 2 s after every step of the fault that leaves a healthy path.
 //!
-//! Modules: [`scenarios`] injects the faults, [`trust`] the trust drills' (with [`forge`] for
+//! Modules: [`health`] brings the cluster back to healthy between runs, [`scenarios`] injects
+//! the faults, [`trust`] the trust drills' (with [`forge`] for
 //! forged packets, [`watch`] for who holds the VIP and new flows below the floor, [`metrics`]
 //! for pglb's `/metrics`), [`measure`] reads the client logs, [`report`] prints and
-//! serializes, [`lb`] runs the VIP takeover drills, [`flood`] the `syn-flood` drill (its
-//! figures and report in [`flood_report`]).
+//! serializes, [`logs`] reads pglb's logs, [`lb`] runs the VIP takeover drills, [`flood`] the
+//! `syn-flood` drill (its figures and report in [`flood_report`]).
 
 mod flood;
 mod flood_report;
 mod forge;
+mod health;
 pub mod lb;
+mod logs;
 mod measure;
 mod metrics;
 pub(crate) mod pglb_json;
@@ -58,6 +61,7 @@ use self::{
     flood_report::{SynFlood, print_flood, summarise_flood},
     measure::{History, Line, read_client_log},
     pglb_json::StatusRow,
+    logs::{decision_lines, keep_logs, promotions, promotions_made},
     report::{Cpu, DrillJson, RunResult, print_run, summarise},
 };
 use crate::{
@@ -68,7 +72,6 @@ use crate::{
         postgres::wait_for,
         topology::{Host, READ_PORT, STATE_DIR, VIP, WRITE_PORT, host, secret_path},
     },
-    setup::PG_BIN,
     sh,
 };
 
@@ -392,146 +395,6 @@ impl Drill {
         Ok(self.sql(&primary, "app", &format!("SELECT coalesce(max(run), 0) + 1 FROM drill_writes WHERE run BETWEEN 1 AND {}", SWITCHBACK_RUN - 1))?.parse()?)
     }
 
-    /// PostgreSQL as a healthy cluster, as `lb`'s pglb routes it: pg1 the only primary, pg2 and
-    /// pg3 streaming from it, every node up, pg1 routed for writes and the standbys for reads.
-    fn cluster_healthy_on(&self, lb: &Host) -> bool {
-        let Some(v) = self.view(PRIMARY) else { return false };
-        if v.in_recovery || self.primaries().len() != 1 {
-            return false;
-        }
-        if self.streaming_from(PRIMARY) != ["pg2", "pg3"] {
-            return false;
-        }
-        let Ok(rows) = self.status_of(lb) else { return false };
-        rows.len() == 3
-            && rows.iter().all(|r| {
-                let want = if r.node == PRIMARY { WRITE_PORT.to_string() } else { READ_PORT.to_string() };
-                r.state == "up" && r.routed == want
-            })
-    }
-
-    /// Both pglb run and the VIP is where `lab up` put it: on lb1 alone.
-    fn vip_home(&self) -> bool {
-        let Ok([lb1, lb2]) = lbs() else { return false };
-        lab_lb::running(lb1) && lab_lb::running(lb2) && lab_lb::holds_vip(lb1).unwrap_or(false) && !lab_lb::holds_vip(lb2).unwrap_or(true)
-    }
-
-    fn healthy(&self) -> bool {
-        self.vip_home() && lbs().is_ok_and(|[lb1, _]| self.cluster_healthy_on(lb1))
-    }
-
-    /// Healthy but for the VIP: lb2 holds it and lb1 runs as its backup, as after a drill that
-    /// restarted lb1's pglb (a returning load balancer does not preempt a healthy master).
-    fn healthy_but_vip_away(&self) -> bool {
-        let Ok([lb1, lb2]) = lbs() else { return false };
-        lab_lb::running(lb1)
-            && lab_lb::running(lb2)
-            && lab_lb::holds_vip(lb2).unwrap_or(false)
-            && !lab_lb::holds_vip(lb1).unwrap_or(true)
-            && self.cluster_healthy_on(lb2)
-    }
-
-    /// [`lab::lb::bring_vip_home`]: a graceful restart of lb2's pglb hands the VIP to lb1.
-    fn bring_vip_home(&self) -> Result<()> {
-        println!("drill: lb2 holds the VIP and lb1 is its backup (no preemption of a healthy master): bringing it home with a graceful restart of lb2's pglb");
-        let took = lab_lb::bring_vip_home(&self.pglb)?;
-        println!("drill: the VIP is home on lb1 after {} ms", took.as_millis());
-        Ok(())
-    }
-
-    /// Waits for a healthy cluster; repairs what a drill leaves behind (a stopped pglb or node,
-    /// an old primary pglb has not rejoined yet, pg1 a standby, the VIP on lb2).
-    fn ensure_healthy(&self) -> Result<()> {
-        // pglb rejoins an old primary by itself within seconds: give it the time first.
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(30) {
-            if self.stably_healthy() {
-                return Ok(());
-            }
-            if self.healthy_but_vip_away() {
-                self.bring_vip_home()?;
-                continue;
-            }
-            thread::sleep(Duration::from_millis(200));
-        }
-        println!("drill: the cluster is not healthy: repairing");
-        for lb in lbs()? {
-            if !lab_lb::running(lb) {
-                lab_lb::start(lb, &lab_lb::pglb_binary()?)?;
-            }
-        }
-        for n in NODES {
-            if self.view(n).is_none() {
-                self.start_node(n)?;
-            }
-        }
-        let primary = self.find_primary().context("no primary left to repair from")?;
-        for n in NODES.into_iter().filter(|n| *n != primary) {
-            // pglb rejoins a fenced old primary itself; give it the time before stepping in.
-            let ok = |d: &Drill| d.view(n).is_some_and(|v| v.in_recovery && v.receiver.contains(addr_of(&primary)));
-            if wait_for(REJOIN_LIMIT, &format!("{n} to stream from {primary}"), || Ok(ok(self))).is_err() {
-                println!("drill: {n} still does not stream from {primary}: rejoining it by hand");
-                self.rejoin(n, &primary)?;
-            }
-        }
-        if primary != PRIMARY {
-            wait_for(Duration::from_secs(30), "pg1 to be routed as a reader before switching back", || {
-                Ok(self.status()?.iter().any(|r| r.node == PRIMARY && r.routed == READ_PORT.to_string()))
-            })?;
-            self.pglb_cmd(&["switchover", "--to", PRIMARY, "--config", &self.config_of(self.holder()?.name)?])?;
-        }
-        wait_for(Duration::from_secs(60), "a healthy cluster (pg1 writer, pg2 and pg3 streaming readers, the VIP on lb1)", || {
-            if self.healthy_but_vip_away() {
-                self.bring_vip_home()?;
-            }
-            Ok(self.stably_healthy())
-        })
-    }
-
-    /// Healthy, and still healthy 2 s later (right after a switch back, the standbys' timeline
-    /// and lag settle for a moment).
-    fn stably_healthy(&self) -> bool {
-        if !self.healthy() {
-            return false;
-        }
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(2) {
-            thread::sleep(Duration::from_millis(250));
-            if !self.healthy() {
-                return false;
-            }
-        }
-        true
-    }
-
-    /// Starts a node's PostgreSQL if no postmaster runs there, once the processes of a killed
-    /// postmaster have gone (its backends notice the postmaster's death a moment later and hold
-    /// the shared memory until then; the dead postmaster's pid lingers while it is a zombie).
-    fn start_node(&self, node: &str) -> Result<()> {
-        let h = host(node)?;
-        let old = self.postmaster_pid(node).ok();
-        if old.is_some_and(process_alive) {
-            return Ok(()); // running (or being restarted by pglb's rejoin)
-        }
-        wait_for(Duration::from_secs(15), &format!("the old processes of {node} to exit"), || {
-            Ok(old.is_none_or(|pid| !process_exists(pid)) && lab::net::namespace_pids(&h.ns())?.is_empty())
-        })?;
-        lab::postgres::start(h)
-    }
-
-    /// `pglb node rejoin` on `node` against `primary`, run inside the node's namespace.
-    fn rejoin(&self, node: &str, primary: &str) -> Result<()> {
-        let h = host(node)?;
-        let data = h.dir().join("data");
-        let pass = h.dir().join("pgpass");
-        let mut c = ns_cmd(&h.ns(), self.pglb.to_str().unwrap(), [
-            "node", "rejoin", "--primary", addr_of(primary), "--name", node, "--data-dir", data.to_str().unwrap(),
-            "--passfile", pass.to_str().unwrap(), "--pg-bin", PG_BIN,
-        ]);
-        c.env("PGLB_LOG", "warn");
-        sh::run(&mut c).with_context(|| format!("pglb node rejoin of {node} onto {primary}"))
-    }
-
     fn spawn_client(&self, mode: &str, port: u16, run: i32) -> Result<(Child, PathBuf)> {
         let out = self.dir.join(format!("run-{run}-{mode}.log"));
         let child = self
@@ -802,25 +665,6 @@ impl Drill {
     }
 }
 
-/// Copies every lab host's pglb and PostgreSQL log, and the drill clients' logs, to a folder
-/// that outlives `lab down`, for a run that ended in an error.
-fn keep_logs(scenario: &str) -> Option<PathBuf> {
-    let dest = PathBuf::from(format!("/tmp/pglb-drill-{scenario}-{}", now_us() / 1_000_000));
-    fs::create_dir_all(&dest).ok()?;
-    for h in lab::topology::HOSTS {
-        for name in ["postgres.log", "pglb.log"] {
-            let src = h.dir().join(name);
-            if src.exists() {
-                let _ = fs::copy(&src, dest.join(format!("{}-{name}", h.name)));
-            }
-        }
-    }
-    for entry in fs::read_dir(PathBuf::from(STATE_DIR).join("drill")).ok()?.flatten() {
-        let _ = fs::copy(entry.path(), dest.join(entry.file_name()));
-    }
-    Some(dest)
-}
-
 /// The drill client (`PGLB_DRILL_CLIENT`, else built now: a no-op when it is current, and never
 /// a stale copy whose modes lag behind the drill's).
 fn client_binary() -> Result<PathBuf> {
@@ -834,45 +678,3 @@ fn client_binary() -> Result<PathBuf> {
     Ok(target.join("debug/drill_client"))
 }
 
-/// pglb's decision lines on both load balancers since the run started: routing, failover,
-/// fencing, tracking, rejoin, alerts, switchover.
-fn decision_lines(logs: &[(PathBuf, u64)]) -> Vec<String> {
-    let keys = ["route:", "failover", "promot", "fence", "alert", "switchover", "demote", "re-point", "blocked", "writer", "does not answer", "tracking", "rejoin", "vrrp: state", "lease"];
-    let mut out = Vec::new();
-    for (path, start) in logs {
-        let name = path.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let text = fs::read(path).unwrap_or_default();
-        let new = String::from_utf8_lossy(text.get(*start as usize..).unwrap_or_default()).into_owned();
-        out.extend(new.lines().filter(|l| keys.iter().any(|k| l.contains(k))).map(|l| format!("{name}: {}", l.chars().take(280).collect::<String>())).take(40));
-    }
-    out
-}
-
-/// `lbN promoted pgM` for every promotion any load balancer started since the run began.
-fn promotions(logs: &[(PathBuf, u64)]) -> Vec<String> {
-    log_matches(logs, "failover: promoting ", "promoted")
-}
-
-/// `lbN promoted pgM` for every promotion any load balancer made since the run began: its
-/// `pg_promote` done (`action done: promote pgM`), not only decided. (Since issue 18 a decided
-/// promotion waits for the state file to record it, and is not made while it cannot.)
-fn promotions_made(logs: &[(PathBuf, u64)]) -> Vec<String> {
-    log_matches(logs, "action done: promote ", "promoted")
-}
-
-/// `lbN VERB WORD` for every line of each log since its start offset that contains `key`, WORD
-/// the word after it.
-fn log_matches(logs: &[(PathBuf, u64)], key: &str, verb: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for (path, start) in logs {
-        let name = path.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let text = fs::read(path).unwrap_or_default();
-        let new = String::from_utf8_lossy(text.get(*start as usize..).unwrap_or_default()).into_owned();
-        for l in new.lines() {
-            if let Some(rest) = l.split(key).nth(1) {
-                out.push(format!("{name} {verb} {}", rest.split_whitespace().next().unwrap_or("?")));
-            }
-        }
-    }
-    out
-}

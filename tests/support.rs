@@ -430,7 +430,8 @@ pub fn pglb_status(host: &str) -> Result<Value, String> {
 /// (issue 18), so after a test restarted lb1's pglb, lb2 keeps the VIP. Waits for lb1 to be
 /// ready (`"ready"` of its status, when it has the field), sends SIGTERM to lb2's pglb (its
 /// priority-0 advert hands the VIP to lb1), and starts it again once lb1 holds the VIP alone;
-/// lb2 comes back as backup. A no-op when lb1 already holds the VIP alone.
+/// lb2 comes back as backup, and the helper returns once it is ready. A no-op when lb1 already
+/// holds the VIP alone.
 pub fn bring_vip_home() {
     if holds_vip("lb1") && !holds_vip("lb2") {
         return;
@@ -449,8 +450,10 @@ pub fn bring_vip_home() {
     wait_gone(pid, limit, "pglb on lb2 to stop after SIGTERM");
     wait_until(limit, "lb1 to take the VIP on lb2's priority-0 advert", || holds_vip("lb1") && !holds_vip("lb2"));
     start_pglb("lb2");
-    wait_until(limit, "the restarted pglb on lb2 to follow lb1 (backup, VIP held by lb1)", || {
-        pglb_status("lb2").is_ok_and(|v| v["vip_held"] == false && v["vrrp_state"] == "backup" && v["vip_master"] == "172.20.0.21")
+    // Ready too: it has lb1's authenticated reports, so it believes lb1's adverts, a priority-0
+    // one included (a graceful stop of lb1 right after hands over at once).
+    wait_until(limit, "the restarted pglb on lb2 to follow lb1 (ready, backup, VIP held by lb1)", || {
+        pglb_status("lb2").is_ok_and(|v| v["vip_held"] == false && v["vrrp_state"] == "backup" && v["vip_master"] == "172.20.0.21" && v["ready"] != false)
     });
     assert!(holds_vip("lb1") && !holds_vip("lb2"), "the VIP moved again while pglb on lb2 restarted");
 }

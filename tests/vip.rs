@@ -11,8 +11,8 @@
 //!   → backup again. `PGLB_VIP_ROUNDS` (default 2) repeats the whole cycle; every round prints
 //!   one `round` line and the test ends with a summary (docs/DRILLS.md quotes it).
 //! - `interoperates_with_keepalived_in_both_priority_orders`: pglb on lb2 is replaced by Debian's
-//!   keepalived (`vrrp_version 3`, vrid 51, `advert_int 0.1`, multicast like pglb) at priority 100,
-//!   then 200: one master in both orders, each takes over when the other stops, and a returning
+//!   keepalived (`vrrp_version 3`, vrid 51, `advert_int 0.1`, multicast like pglb; lb1's config
+//!   then names lb2's address in `[vrrp] keepalived_peers`) at priority 100, then 200: one master in both orders, each takes over when the other stops, and a returning
 //!   pglb (150) does not preempt keepalived (100) while it is a healthy master.
 //!
 //! Who holds the VIP is sampled about every millisecond by one thread per namespace that tries to
@@ -42,8 +42,8 @@ use std::{
 
 use pglb_tests::{
     ClientLog, ClientLoop, HeldConnection, Lab, STATE_DIR, VIP, bring_vip_home, connect_until_via, enter_netns, holds_vip,
-    keepalived::{Instance, Keepalived}, netns, ok, pglb_log, pglb_pid, pglb_status, signal, start_pglb, vip_answers, wait_gone,
-    wait_until,
+    keepalived::{Instance, Keepalived}, lb_config, netns, ok, pglb_log, pglb_pid, pglb_status, signal, start_pglb, vip_answers,
+    wait_gone, wait_until,
 };
 
 const LB1_ADDR: &str = "172.20.0.21";
@@ -444,6 +444,27 @@ fn lb2_keepalived(priority: u8) -> Keepalived {
     Keepalived::start(&netns("lb2"), &PathBuf::from(format!("{STATE_DIR}/lb2/keepalived")), &instance)
 }
 
+/// Rewrites lb1's installed config so that 172.20.0.22 is a keepalived peer instead of a pglb
+/// peer (`[vrrp] peers = []`, `keepalived_peers = ["172.20.0.22"]`), and restarts pglb on lb1
+/// with it (SIGTERM, start): with no peer running it takes the VIP after a master-down interval
+/// of silence.
+fn lb1_names_lb2_a_keepalived_peer() {
+    let path = lb_config("lb1");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let pglb_peer = format!("peers = [\"{LB2_ADDR}\"]");
+    assert!(text.lines().any(|l| l.trim() == pglb_peer), "{} does not name lb2 as a pglb peer ({pglb_peer}):\n{text}", path.display());
+    let text: String = text
+        .lines()
+        .map(|l| if l.trim() == pglb_peer { format!("peers = []\nkeepalived_peers = [\"{LB2_ADDR}\"]\n") } else { format!("{l}\n") })
+        .collect();
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    let pid = pglb_pid("lb1");
+    signal(pid, libc::SIGTERM);
+    wait_gone(pid, LIMIT, "pglb on lb1 to stop for its new config");
+    start_pglb("lb1");
+    wait_lb1_master("pglb on lb1 restarted with lb2 as a keepalived peer");
+}
+
 /// Measures from `t0` until `host` holds the VIP (polling `ip addr` every 2 ms); the limit is
 /// generous, the figure is what callers print.
 fn time_until_holds(host: &str, t0: Instant, ka: &Keepalived) -> Duration {
@@ -466,6 +487,10 @@ fn interoperates_with_keepalived_in_both_priority_orders() {
     signal(pid, libc::SIGTERM);
     wait_gone(pid, LIMIT, "pglb on lb2 to stop");
     assert!(holds_vip("lb1") && !holds_vip("lb2"), "lb1 keeps the VIP while lb2's pglb (backup) stops");
+    // lb2's address now speaks plain VRRP: lb1's config names it in `keepalived_peers` (a pglb
+    // peer's adverts must be confirmed by its authenticated reports, which keepalived does not
+    // send: docs/MIGRATING.md), and pglb on lb1 restarts with it, alone, so it takes the VIP.
+    lb1_names_lb2_a_keepalived_peer();
 
     // Order 1: pglb 150 on lb1, keepalived 100 on lb2 → pglb master, keepalived backup.
     let mut ka = lb2_keepalived(100);

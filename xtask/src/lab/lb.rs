@@ -255,7 +255,7 @@ const HOME_STEP: Duration = Duration::from_secs(30);
 /// priority-0 advert hands the VIP to lb1 within lb1's Skew_Time), and is started again once
 /// lb1 holds the VIP alone; it comes back as backup. Waits first for lb1 to say it is ready (a
 /// returning instance does not take the VIP before it has re-decided), and at the end for lb2
-/// to follow lb1 again (its status names lb1 as the VIP holder). A no-op when lb1 already holds
+/// to follow lb1 again (ready, its status names lb1 as the VIP holder). A no-op when lb1 already holds
 /// the VIP alone; returns how long it took.
 ///
 /// The cluster must be otherwise healthy: a graceful restart of lb2 is what an operator would
@@ -285,9 +285,11 @@ pub fn bring_vip_home(pglb: &Path) -> Result<Duration> {
     wait_for(HOME_STEP, "lb1 to take the VIP on lb2's priority-0 advert", || Ok(holds_vip(lb1)? && !holds_vip(lb2)?))
         .with_context(|| format!("lb1's log: {}", log_path(lb1).display()))?;
     start(lb2, pglb)?;
-    wait_for(HOME_STEP, "the restarted pglb on lb2 to follow lb1 (its status names lb1 as the VIP holder)", || {
+    // Ready too: it has lb1's authenticated reports, so it believes lb1's adverts, a priority-0
+    // one included (a graceful stop of lb1 right after hands over at once).
+    wait_for(HOME_STEP, "the restarted pglb on lb2 to follow lb1 (ready, its status names lb1 as the VIP holder)", || {
         let Ok(v) = status_json(lb2) else { return Ok(false) };
-        Ok(v["vip_held"] == false && v["vrrp_state"] == "backup" && v["vip_master"] == lb1.addr)
+        Ok(v["vip_held"] == false && v["vrrp_state"] == "backup" && v["vip_master"] == lb1.addr && v["ready"] != false)
     })
     .with_context(|| format!("lb2's log: {}", log_path(lb2).display()))?;
     if !holds_vip(lb1)? || holds_vip(lb2)? {

@@ -209,7 +209,7 @@ pub fn print_run(r: &RunResult) {
         if f.nodes_below.is_empty() {
             println!("  floor: no node was below it during the fault ({} samples, floor timeline {}): no new flow could go wrong", f.samples, f.floor);
         } else {
-            println!("  floor: {:?} below timeline {} in {} of {} samples; new flows to them: {:?}", f.nodes_below, f.floor, f.samples_below, f.samples, f.new_flows);
+            println!("  floor: {:?} below timeline {} in {} of {} samples ({} intervals); new flows to them: {:?}", f.nodes_below, f.floor, f.samples_below, f.samples, f.intervals_below, f.new_flows);
         }
     }
     for c in &r.checks {

@@ -5,10 +5,12 @@
 //!   on the host: `ip -n pgha-lbN addr` at sub-millisecond resolution), as a list of changes;
 //! - [`FloorWatch`]: new flows to a node below the floor. The floor is the highest timeline of
 //!   any running primary seen so far (facts from PostgreSQL, not what a load balancer believes);
-//!   a node below it is a running primary on an older timeline (an old primary back as it was).
-//!   Every [`FLOOR_EVERY`] it reads each load balancer's per-backend `new_flows`
-//!   (`pglb map dump --json`, no daemon needed) and then each node's role and timeline; a
-//!   counter's rise between two samples counts when the node was below the floor at both.
+//!   a node below it is one that is not a standby and whose timeline is older: a primary on an
+//!   older timeline (an old primary back as it was), or a node down whose last answer was that
+//!   (the old primary from the failover until it answers as a standby again, rejoined). Every
+//!   [`FLOOR_EVERY`] it reads each load balancer's per-backend `new_flows` (`pglb map dump
+//!   --json`, no daemon needed) and then each node's role and timeline; a counter's rise
+//!   between two samples counts when the node was below the floor at both.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -26,7 +28,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 
-use super::{Drill, lbs, now_us, pglb_json};
+use super::{Drill, NODES, lbs, now_us, pglb_json};
 use crate::lab::topology::{PG_PORT, VIP, host};
 
 /// How often [`FloorWatch`] samples.
@@ -117,10 +119,12 @@ pub fn ms(from: u128, to: u128) -> f64 {
 /// What [`FloorWatch`] saw.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Floor {
-    /// Samples taken, and those in which some node was below the floor.
+    /// Samples taken, those in which some node was below the floor, and the intervals between
+    /// two samples during which one was (the new flows of those are counted).
     pub samples: usize,
     pub samples_below: usize,
-    /// The nodes seen below the floor (running primaries on a timeline older than the floor).
+    pub intervals_below: usize,
+    /// The nodes seen below the floor (not standbys, on a timeline older than the floor).
     pub nodes_below: BTreeSet<String>,
     /// The floor at the end: the highest timeline of a running primary seen.
     pub floor: u32,
@@ -131,8 +135,9 @@ pub struct Floor {
 struct FloorSample {
     /// Per load balancer: new flows by backend address (None: the dump failed).
     flows: Vec<(&'static str, Option<BTreeMap<String, u64>>)>,
-    /// Running primaries and their timelines, read after the dumps.
-    primaries: Vec<(String, u32)>,
+    /// Each node's answer, read after the dumps: (in recovery, timeline), `None` when it does
+    /// not answer.
+    nodes: Vec<(&'static str, Option<(bool, u32)>)>,
 }
 
 /// Samples new flows and the nodes' roles until [`FloorWatch::finish`]; see the module doc.
@@ -151,7 +156,8 @@ impl<'scope> FloorWatch<'scope> {
                 let flows = lbs()
                     .map(|l| l.into_iter().map(|lb| (lb.name, d.map_dump(lb).ok().and_then(|t| pglb_json::backend_new_flows(&t).ok()))).collect())
                     .unwrap_or_default();
-                samples.push(FloorSample { flows, primaries: d.primaries() });
+                let nodes = NODES.iter().map(|n| (*n, d.view(n).map(|v| (v.in_recovery, v.timeline)))).collect();
+                samples.push(FloorSample { flows, nodes });
                 thread::sleep(FLOOR_EVERY);
             }
             samples
@@ -174,15 +180,26 @@ fn backend_addr(node: &str) -> Result<String> {
 fn floor_of(samples: &[FloorSample]) -> Result<Floor> {
     let mut f = Floor { samples: samples.len(), ..Floor::default() };
     let mut below_before: BTreeSet<String> = BTreeSet::new();
+    // Each node's last answer: a node down is judged by it.
+    let mut last: BTreeMap<&str, (bool, u32)> = BTreeMap::new();
     for (i, s) in samples.iter().enumerate() {
-        f.floor = f.floor.max(s.primaries.iter().map(|(_, tl)| *tl).max().unwrap_or(0));
-        let below: BTreeSet<String> = s.primaries.iter().filter(|(_, tl)| *tl < f.floor).map(|(n, _)| n.clone()).collect();
+        for (n, view) in &s.nodes {
+            if let Some(v) = view {
+                last.insert(n, *v);
+            }
+        }
+        f.floor = f.floor.max(s.nodes.iter().filter_map(|(_, v)| v.filter(|(rec, _)| !rec).map(|(_, tl)| tl)).max().unwrap_or(0));
+        let below: BTreeSet<String> = last.iter().filter(|(_, (rec, tl))| !rec && *tl < f.floor).map(|(n, _)| n.to_string()).collect();
         if !below.is_empty() {
             f.samples_below += 1;
         }
         f.nodes_below.extend(below.iter().cloned());
         if i > 0 {
-            for node in below.intersection(&below_before) {
+            let both: Vec<&String> = below.intersection(&below_before).collect();
+            if !both.is_empty() {
+                f.intervals_below += 1;
+            }
+            for node in both {
                 let addr = backend_addr(node)?;
                 for ((lb, now), (_, before)) in s.flows.iter().zip(&samples[i - 1].flows) {
                     let rise = match (now, before) {
@@ -217,31 +234,40 @@ mod tests {
         assert!(!throughout(&c, true, 5, 8), "a window before the first look proves nothing");
     }
 
-    fn sample(pg1_flows: [u64; 2], primaries: &[(&str, u32)]) -> FloorSample {
+    /// A sample: pg1's new flows on lb1 and lb2, and each node's answer (`P n`: primary on
+    /// timeline n, `S n`: standby, `-`: down).
+    fn sample(pg1_flows: [u64; 2], nodes: [&str; 3]) -> FloorSample {
+        let answer = |a: &str| -> Option<(bool, u32)> {
+            let (role, tl) = a.split_once(' ')?;
+            Some((role == "S", tl.parse().ok()?))
+        };
         FloorSample {
             flows: vec![
                 ("lb1", Some(BTreeMap::from([("172.20.0.10:5432".to_owned(), pg1_flows[0])]))),
                 ("lb2", Some(BTreeMap::from([("172.20.0.10:5432".to_owned(), pg1_flows[1])]))),
             ],
-            primaries: primaries.iter().map(|(n, t)| (n.to_string(), *t)).collect(),
+            nodes: vec![("pg1", answer(nodes[0])), ("pg2", answer(nodes[1])), ("pg3", answer(nodes[2]))],
         }
     }
 
     #[test]
     fn flows_count_only_while_the_node_is_below_the_floor() {
         let samples = [
-            sample([5, 0], &[("pg1", 1)]),              // pg1 the writer: its flows are fine
-            sample([9, 0], &[("pg2", 2)]),              // pg1 down, pg2 promoted: floor 2
-            sample([9, 1], &[("pg1", 1), ("pg2", 2)]),  // pg1 back on timeline 1: below
-            sample([11, 1], &[("pg1", 1), ("pg2", 2)]), // lb1 opened 2 flows to it: counted
-            sample([11, 4], &[("pg2", 2)]),             // pg1 rejoined: lb2's reads are fine
+            sample([5, 0], ["P 1", "S 1", "S 1"]),  // pg1 the writer: its flows are fine
+            sample([6, 0], ["-", "S 1", "S 1"]),    // pg1 killed, no failover yet: still the floor's
+            sample([9, 0], ["-", "P 2", "S 1"]),    // pg2 promoted: floor 2, pg1 (down) below it
+            sample([10, 0], ["-", "P 2", "S 2"]),   // a flow to the dead old primary: counted
+            sample([10, 1], ["P 1", "P 2", "S 2"]), // pg1 back on timeline 1: below
+            sample([12, 1], ["P 1", "P 2", "S 2"]), // lb1 opened 2 flows to it: counted
+            sample([12, 1], ["-", "P 2", "S 2"]),   // pg1 rewound: down, still below
+            sample([12, 4], ["S 2", "P 2", "S 2"]), // pg1 a standby again: lb2's reads are fine
         ];
         let f = floor_of(&samples).unwrap();
         assert_eq!(f.floor, 2);
         assert_eq!(f.nodes_below, BTreeSet::from(["pg1".to_owned()]));
-        assert_eq!(f.samples_below, 2);
-        assert_eq!(f.new_flows, BTreeMap::from([("lb1".to_owned(), 2), ("lb2".to_owned(), 0)]));
-        let calm = floor_of(&samples[..1]).unwrap();
-        assert!(calm.nodes_below.is_empty() && calm.new_flows.is_empty());
+        assert_eq!((f.samples_below, f.intervals_below), (5, 4));
+        assert_eq!(f.new_flows, BTreeMap::from([("lb1".to_owned(), 3), ("lb2".to_owned(), 1)]));
+        let calm = floor_of(&samples[..2]).unwrap();
+        assert!(calm.nodes_below.is_empty() && calm.new_flows.is_empty() && calm.intervals_below == 0);
     }
 }

@@ -1,6 +1,8 @@
 //! `pglb agent` on the lab's client host (docs/AGENT.md): connects from its cgroup go straight
 //! to PostgreSQL, follow a switchover (the session on the old writer is destroyed), fall back
-//! to the VIP when the load balancers cannot be heard for a lease, and when the agent stops.
+//! to the VIP when the load balancers cannot be heard for a lease, and when the agent stops; the
+//! sessions it sent straight to the writer end when it stops, and after a `kill -9` when the
+//! supervisor's `pglb agent cleanup` or the next agent start runs.
 
 use std::{
     process::{Command, Stdio},
@@ -26,6 +28,57 @@ fn connect(port: u16, in_cgroup: bool) -> (String, String) {
     let out = ok(&args);
     let (server, client) = out.trim().split_once(' ').unwrap_or_else(|| panic!("unexpected psql output {out:?}"));
     (server.to_owned(), client.to_owned())
+}
+
+/// The client agent's config, as the lab installed it.
+const AGENT_CONFIG: &str = "/run/pglb-lab/client/root/etc/pglb/agent.toml";
+
+/// Pids of `pglb agent` in pgha-client.
+fn agent_pids() -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "pids", "pgha-client"]).output().expect("ip netns pids");
+    stdout(&out)
+        .split_whitespace()
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            args.len() > 1 && args[0].ends_with(b"pglb") && args[1] == b"agent"
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `kill -9` of the agent (by pid), until it is gone.
+fn kill_agent() {
+    let pids = agent_pids();
+    assert!(!pids.is_empty(), "the agent runs");
+    for pid in pids {
+        assert!(Command::new("kill").args(["-KILL", &pid]).status().expect("kill").success(), "kill -9 {pid}");
+    }
+    poll_until(Duration::from_secs(5), Duration::from_millis(20), "the agent to die", || agent_pids().is_empty());
+}
+
+/// A session through the agent (`SELECT pg_sleep(60)` from the cgroup, marked with `tag`), once
+/// `server` shows it. The tag tells it from an earlier session whose socket the agent destroyed:
+/// a destroy sends nothing, so that session's server side still sleeps.
+fn long_session(server: &str, tag: &str) -> std::process::Child {
+    let query = format!("SELECT pg_sleep(60), '{tag}'");
+    let session = xtask(&["lab", "exec", "client", "--agent", "--", PSQL, "-X", "-Atc", &query])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting a long session");
+    wait_until(Duration::from_secs(10), &format!("the session {tag} to run on {server} from the client host"), || {
+        superuser_sql(server, &format!("SELECT count(*) FROM pg_stat_activity WHERE query = $q${query}$q$ AND host(client_addr) = '172.20.0.50'")) == "1"
+    });
+    session
+}
+
+/// Waits (10 s at most) for a session to fail with the agent's destroy (ECONNABORTED).
+fn aborted(mut session: std::process::Child, what: &str) {
+    poll_until(Duration::from_secs(10), Duration::from_millis(20), what, || session.try_wait().expect("waiting for the session").is_some());
+    let out = session.wait_with_output().expect("the session's output");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("Software caused connection abort"), "{what}: the socket is destroyed (ECONNABORTED): {err}");
 }
 
 fn agent_log() -> String {
@@ -77,14 +130,7 @@ fn agent_routes_connects_directly_follows_a_switchover_and_falls_back_to_the_vip
 
     // A session open on pg1 through the agent, then a switchover to pg2: the agent destroys the
     // session's socket (ECONNABORTED) and the next connect goes to pg2.
-    let mut session = xtask(&["lab", "exec", "client", "--agent", "--", PSQL, "-X", "-Atc", "SELECT pg_sleep(60)"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting a long session");
-    wait_until(Duration::from_secs(10), "the session to run on pg1 from the client host", || {
-        superuser_sql("pg1", "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND host(client_addr) = '172.20.0.50'") == "1"
-    });
+    let mut session = long_session("pg1", "switchover");
     let destroyed_before = agent_log().matches("destroyed the sockets connected to the old writer").count();
     let started = Instant::now();
     let out = Command::new(pglb_bin())
@@ -125,9 +171,42 @@ fn agent_routes_connects_directly_follows_a_switchover_and_falls_back_to_the_vip
         connect(3000, true) == ("172.20.0.11".into(), "172.20.0.50".into())
     });
 
-    // Agent stopped: its program goes with it, the cgroup's connects take the VIP.
+    // Agent stopped: its program goes with it, the cgroup's connects take the VIP, and the
+    // session it sent straight to pg2 is closed (nothing would close it when the writer changes).
+    let session = long_session("pg2", "stop");
     ok(&["lab", "agent", "stop"]);
+    aborted(session, "the session the stopped agent had sent to pg2");
+    assert!(agent_log().contains("stopping: closed the sockets sent straight to a writer"), "{}", agent_log());
     assert_eq!(connect(3000, true), ("172.20.0.11".into(), "172.20.0.100".into()), "agent stopped: the VIP");
+
+    // Killed: the session outlives the process until the supervisor's cleanup runs.
+    ok(&["lab", "agent", "start"]);
+    let session = long_session("pg2", "kill-cleanup");
+    kill_agent();
+    let mut session = session;
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(session.try_wait().expect("waiting").is_none(), "with no supervisor yet, the session stays (the window docs/AGENT.md states)");
+    assert_eq!(connect(3000, true), ("172.20.0.11".into(), "172.20.0.100".into()), "killed: new connects take the VIP at once");
+    // As a supervisor runs it: in the agent's namespaces (`nsenter --net`, as the lab starts the
+    // agent; `ip netns exec` would hide the machine's bpffs behind a fresh sysfs).
+    let cleanup = Command::new("nsenter")
+        .arg("--net=/run/netns/pgha-client")
+        .arg(pglb_bin())
+        .args(["agent", "cleanup", "--config", AGENT_CONFIG])
+        .output()
+        .expect("pglb agent cleanup");
+    assert!(cleanup.status.success() && stderr(&cleanup).contains("agent cleanup: closed"), "{}", stderr(&cleanup));
+    println!("{}", stderr(&cleanup).trim());
+    aborted(session, "the killed agent's session after `pglb agent cleanup`");
+
+    // Killed, and started again with no cleanup in between: the start closes what was left.
+    ok(&["lab", "agent", "start"]);
+    let session = long_session("pg2", "kill-start");
+    kill_agent();
+    ok(&["lab", "agent", "start"]);
+    aborted(session, "the killed agent's session after the next start");
+    assert!(agent_log().contains("the previous agent run did not stop cleanly"), "{}", agent_log());
+    ok(&["lab", "agent", "stop"]);
 }
 
 /// `cargo xtask drill primary-crash --client agent`: the drill's writer and reader run in the

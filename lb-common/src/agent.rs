@@ -29,8 +29,16 @@ pub const MAP_AGENT_BACKENDS: &str = "agent_backends";
 pub const MAP_AGENT_MAGLEV: &str = "agent_maglev";
 /// Per-CPU `u64` counter per `AGENT_R_*` code, written by the program, read by the agent.
 pub const MAP_AGENT_STATS: &str = "agent_stats";
+/// The sockets the program sent to the writer: socket cookie (`bpf_get_socket_cookie`, a `u64`)
+/// → [`AgentRewritten`], an LRU hash of [`AGENT_REWRITTEN_MAX`]. Written by the program at
+/// every write connect it rewrites; pinned by the agent (so it outlives the agent's process) and
+/// read by it to close these sockets when it stops, and by the next agent or `pglb agent
+/// cleanup` after an agent was killed.
+pub const MAP_AGENT_REWRITTEN: &str = "agent_rewritten";
+/// How many rewritten sockets are remembered (the oldest are forgotten first).
+pub const AGENT_REWRITTEN_MAX: u32 = 16384;
 /// Every map of the agent's object.
-pub const AGENT_MAPS: [&str; 5] = [MAP_AGENT_LISTENERS, MAP_AGENT_ROUTE, MAP_AGENT_BACKENDS, MAP_AGENT_MAGLEV, MAP_AGENT_STATS];
+pub const AGENT_MAPS: [&str; 6] = [MAP_AGENT_LISTENERS, MAP_AGENT_ROUTE, MAP_AGENT_BACKENDS, MAP_AGENT_MAGLEV, MAP_AGENT_STATS, MAP_AGENT_REWRITTEN];
 /// The key of the single [`MAP_AGENT_ROUTE`] entry.
 pub const AGENT_ROUTE_KEY: u32 = 0;
 
@@ -62,6 +70,19 @@ pub struct AgentRoute {
     pub _pad2: u32,
 }
 const _: () = assert!(core::mem::size_of::<AgentRoute>() == 40);
+
+/// Where the program sent a rewritten write connect (the value of `agent_rewritten`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AgentRewritten {
+    /// The writer's IPv4 address, network byte order.
+    pub addr: u32,
+    /// The writer's TCP port, network byte order.
+    pub port: u16,
+    /// Always zero.
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<AgentRewritten>() == 8);
 
 /// A `connect()` that is not to a VIP listener (or not TCP): untouched.
 pub const AGENT_R_OTHER: u32 = 0;
@@ -129,6 +150,10 @@ pub const fn is_reader_id(id: u32) -> bool {
 // SAFETY: #[repr(C)], Copy, only integers with explicit padding: every bit pattern is valid.
 unsafe impl aya::Pod for AgentRoute {}
 
+#[cfg(feature = "user")]
+// SAFETY: #[repr(C)], Copy, only integers with explicit padding: every bit pattern is valid.
+unsafe impl aya::Pod for AgentRewritten {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,7 +162,9 @@ mod tests {
     #[test]
     fn decisions() {
         let route = AgentRoute { expires_ns: 100, writer_addr: 1, writer_port: 2, readers: 2, ..AgentRoute::default() };
-        let table: &[(&str, Option<u8>, Option<AgentRoute>, u64, u32)] = &[
+        /// (what, the listener's pool, the route, now, the expected code)
+        type Row = (&'static str, Option<u8>, Option<AgentRoute>, u64, u32);
+        let table: &[Row] = &[
             ("not a vip listener", None, Some(route), 1, AGENT_R_OTHER),
             ("no route written", Some(POOL_WRITE), None, 1, AGENT_R_NO_ROUTE),
             ("lease ran out", Some(POOL_WRITE), Some(route), 100, AGENT_R_NO_ROUTE),

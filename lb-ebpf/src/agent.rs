@@ -12,18 +12,22 @@
 //! route written, the route's lease run out (`AgentRoute::expires_ns`, so a hung agent stops
 //! rewriting by itself), no writer, no reader — the connection then goes to the VIP and the XDP
 //! data plane, as without an agent. Every decision bumps one per-CPU counter (`AGENT_R_*`).
+//!
+//! Every write connect it rewrites is recorded by socket cookie (`agent_rewritten`): the agent
+//! pins that map, so the sockets it sent straight to a writer can be found and closed when it
+//! stops, or after it was killed (docs/AGENT.md, "When the agent stops or dies").
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, PerCpuArray},
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    helpers::{bpf_get_prandom_u32, bpf_get_socket_cookie, bpf_ktime_get_ns},
     macros::{btf_map, cgroup_sock_addr},
     programs::SockAddrContext,
 };
 use lb_common::{
     Backend, Listener, ListenerKey, MAGLEV_SIZE, MAX_BACKENDS, MAX_LISTENERS,
-    agent::{AGENT_R_READ, AGENT_R_WRITE, AGENT_REASON_COUNT, AGENT_ROUTE_KEY, AgentRoute, agent_decide, is_reader_id},
+    agent::{AGENT_R_READ, AGENT_R_WRITE, AGENT_REASON_COUNT, AGENT_REWRITTEN_MAX, AGENT_ROUTE_KEY, AgentRewritten, AgentRoute, agent_decide, is_reader_id},
 };
 
 /// VIP listeners to rewrite (only `pool` is read). Written by the agent at start.
@@ -41,6 +45,11 @@ static AGENT_MAGLEV: Array<u32, { 2 * MAGLEV_SIZE as usize }> = Array::new();
 /// Per-CPU counter per `AGENT_R_*` code.
 #[btf_map(name = "agent_stats")]
 static AGENT_STATS: PerCpuArray<u64, { AGENT_REASON_COUNT as usize }> = PerCpuArray::new();
+
+/// Socket cookie → the writer a write connect was sent to. Written here, pinned and read by the
+/// agent.
+#[btf_map(name = "agent_rewritten")]
+static AGENT_REWRITTEN: LruHashMap<u64, AgentRewritten, { AGENT_REWRITTEN_MAX as usize }> = LruHashMap::new();
 
 /// IPPROTO_TCP, as `bpf_sock_addr::protocol` holds it.
 const IPPROTO_TCP: u32 = 6;
@@ -96,6 +105,13 @@ fn try_connect4(ctx: &SockAddrContext) -> u32 {
     unsafe {
         (*sa).user_ip4 = to_addr;
         (*sa).user_port = to_port as u32;
+    }
+    if reason == AGENT_R_WRITE {
+        // SAFETY: the helper takes this program's context (bpf_sock_addr) and returns the
+        // socket's cookie, allocating it if needed.
+        let cookie = unsafe { bpf_get_socket_cookie(sa.cast()) };
+        // A full LRU map forgets its oldest entry; an insert cannot fail otherwise.
+        let _ = AGENT_REWRITTEN.insert(cookie, AgentRewritten { addr: to_addr, port: to_port, _pad: 0 }, 0);
     }
     reason
 }

@@ -79,18 +79,43 @@ pub struct Config {
 /// `[agent]`: the authenticated UDP channel `pglb agent` on application hosts learns the routing
 /// from (`crate::runtime::agent_channel`). Only the VRRP master's answers route; a backup answers as
 /// a backup.
+///
+/// ```toml
+/// [agent]
+/// listen_port = 3003
+/// signing_key_file = "/etc/pglb/agent-signing.key"   # the same file on every load balancer
+/// [[agent.client]]
+/// name = "app1"
+/// key_file = "/etc/pglb/agents/app1.key"
+/// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentChannelConfig {
     /// UDP port agents send their subscribes to, on every address of the load balancer.
     pub listen_port: u16,
-    /// The key shared with the agents (HMAC-SHA256), at least 16 bytes; the file must not be
-    /// readable by group or others.
-    pub key_file: PathBuf,
+    /// The load balancers' Ed25519 signing key (`pglb agent keygen`): 64 hex digits, 0600, the
+    /// same file on every load balancer. Agents hold only its public half.
+    pub signing_key_file: PathBuf,
     /// How long a subscribe keeps an agent in the push list. Default 5s (agents re-subscribe
     /// every 250 ms by default).
     #[serde(default = "defaults::subscriber_ttl", with = "humantime_serde")]
     pub subscriber_ttl: Duration,
+    /// `[[agent.client]]`: the agents allowed to subscribe, each with its own key.
+    #[serde(rename = "client", default)]
+    pub clients: Vec<AgentClientConfig>,
+    /// Filled in by [`Config::load`] from `signing_key_file`.
+    #[serde(skip)]
+    pub signing_key: Option<crate::channel::SigningKey>,
+}
+
+/// `[[agent.client]]`: one application host's agent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentClientConfig {
+    /// The agent's `name` (its hostname by default): 1-64 of `A-Z a-z 0-9 . _ -`.
+    pub name: String,
+    /// The agent's own HMAC key, the same bytes as its `key_file`: at least 16 bytes, 0600.
+    pub key_file: PathBuf,
     /// Filled in by [`Config::load`] from `key_file`.
     #[serde(skip)]
     pub key: Option<crate::channel::Key>,
@@ -693,15 +718,19 @@ pub enum ConfigError {
     #[error("[agent] listen_port {port}: {what}")]
     AgentPort { port: u16, what: &'static str },
     #[error(transparent)]
-    AgentKey(#[from] crate::channel::KeyError),
-    #[error(transparent)]
-    PeerKey(#[from] crate::key::KeyError),
+    Key(#[from] crate::key::KeyError),
     #[error("[vrrp] lists no peers: list the other load balancers in `peers` (pglb) or `keepalived_peers`; a load balancer alone needs no [vrrp] section")]
     VrrpNoPeers,
     #[error("[vrrp] key_file is required with `peers`: the pglb peers authenticate their reports with it (`head -c 32 /dev/urandom | base64 > /etc/pglb/peer.key`, mode 0600, the same file on every load balancer)")]
     VrrpKeyMissing,
     #[error("[vrrp] max_peer_advert_interval {max} must be a multiple of 10ms between advert_interval ({own}) and 40950ms")]
     VrrpMaxPeerAdvertInterval { max: Human, own: Human },
+    #[error("[agent] has no [[agent.client]]: no agent could subscribe (docs/AGENT.md, \"Keys\")")]
+    AgentNoClients,
+    #[error("[[agent.client]] name {name:?} must be 1-64 of A-Z a-z 0-9 . _ -")]
+    AgentClientName { name: String },
+    #[error("[[agent.client]] {name:?} is listed twice")]
+    DuplicateAgentClient { name: String },
     #[error("[http] listen {listen} is not loopback, so stats_user and stats_password_file (or stats_password_env) are required")]
     StatsCredentialsMissing { listen: SocketAddr },
 }
@@ -976,8 +1005,23 @@ impl Config {
         if self.vrrp.as_ref().is_some_and(|v| v.report_port == a.listen_port) {
             return Err(ConfigError::AgentPort { port: a.listen_port, what: "it is [vrrp] report_port" });
         }
-        if a.key_file.as_os_str().is_empty() {
-            return Err(ConfigError::EmptyValue { section: "agent", key: "key_file" });
+        if a.signing_key_file.as_os_str().is_empty() {
+            return Err(ConfigError::EmptyValue { section: "agent", key: "signing_key_file" });
+        }
+        if a.clients.is_empty() {
+            return Err(ConfigError::AgentNoClients);
+        }
+        let mut seen = HashSet::new();
+        for c in &a.clients {
+            if !crate::channel::is_agent_name(&c.name) {
+                return Err(ConfigError::AgentClientName { name: c.name.clone() });
+            }
+            if !seen.insert(c.name.as_str()) {
+                return Err(ConfigError::DuplicateAgentClient { name: c.name.clone() });
+            }
+            if c.key_file.as_os_str().is_empty() {
+                return Err(ConfigError::EmptyValue { section: "agent.client", key: "key_file" });
+            }
         }
         check_duration("[agent] subscriber_ttl", a.subscriber_ttl, Duration::from_secs(1), LONG_TIMEOUT_MAX)
     }
@@ -1005,7 +1049,10 @@ impl Config {
             self.http.stats_password = Some(read_secret("http", &h.stats_password_file, &h.stats_password_env, &env)?);
         }
         if let Some(a) = &mut self.agent {
-            a.key = Some(crate::channel::Key::from_file(&a.key_file)?);
+            a.signing_key = Some(crate::channel::SigningKey::from_file(&a.signing_key_file)?);
+            for c in &mut a.clients {
+                c.key = Some(crate::key::Key::from_file(&c.key_file, "agent")?);
+            }
         }
         if let Some(v) = &mut self.vrrp
             && let Some(f) = &v.key_file

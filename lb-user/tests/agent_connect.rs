@@ -1,4 +1,5 @@
-//! The agent's `connect4` program and socket destroy, for real: a scratch cgroup v2 directory
+//! The agent's `connect4` program, socket destroy and the closing of rewritten sockets when the
+//! agent is gone, for real: a scratch cgroup v2 directory
 //! and a private network namespace (this test thread's, `unshare(CLONE_NEWNET)`) with loopback
 //! listeners standing in for the VIP and two PostgreSQL nodes. A child process in the cgroup
 //! connects to the "VIP" with bash's `/dev/tcp` and prints which listener answered.
@@ -14,16 +15,21 @@ use std::{
     net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream},
     os::unix::process::CommandExt as _,
     path::PathBuf,
-    process::Command,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use lb_common::agent::{AGENT_R_NO_ROUTE, AGENT_R_READ, AGENT_R_WRITE};
 use lb_user::{
-    agent::{bpf::AgentProgram, destroy::destroy_connected_to, monotonic},
+    agent::{
+        bpf::{self, AgentProgram},
+        destroy::{Destroyed, destroy_connected_to},
+        monotonic,
+    },
     channel::{Epoch, Reader, Role, Route, Target},
 };
-use support::require_root;
+use support::{require_root, unique, wait_for};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 100);
 const PG1: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 10), 5432);
@@ -39,7 +45,9 @@ impl Cgroup {
             .map(PathBuf::from)
             .find(|p| p.join("cgroup.procs").exists() && p.join("cgroup.controllers").exists())
             .expect("this test needs cgroup v2 mounted at /sys/fs/cgroup/unified or /sys/fs/cgroup");
-        let path = root.join(format!("pglbt-agent-{}", std::process::id()));
+        // One per test: tests run in parallel, and a program attached to a shared cgroup would
+        // rewrite the other test's connects.
+        let path = root.join(unique("agent-cg"));
         std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
         Cgroup(path)
     }
@@ -48,6 +56,23 @@ impl Cgroup {
 impl Drop for Cgroup {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// An agent pin directory under /sys/fs/bpf, removed with its pin on drop (even on panic).
+struct AgentPin(PathBuf);
+
+impl AgentPin {
+    fn new() -> Self {
+        AgentPin(PathBuf::from("/sys/fs/bpf").join(unique("agent")))
+    }
+}
+
+impl Drop for AgentPin {
+    fn drop(&mut self) {
+        if let Err(e) = bpf::unpin(&self.0) {
+            eprintln!("cleanup of {} failed: {e}", self.0.display());
+        }
     }
 }
 
@@ -71,11 +96,24 @@ fn listener(addr: SocketAddrV4, name: &'static str) {
     });
 }
 
-/// Connects from a child process placed in `cgroup`; returns what the server said.
-fn connect_from(cgroup: &Cgroup, port: u16) -> String {
+/// A listener that keeps every connection open (a session); counts them.
+fn holding_listener(addr: SocketAddrV4) -> Arc<Mutex<Vec<TcpStream>>> {
+    let l = TcpListener::bind(addr).unwrap_or_else(|e| panic!("binding {addr}: {e}"));
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let keep = Arc::clone(&held);
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            keep.lock().unwrap().push(s);
+        }
+    });
+    held
+}
+
+/// `bash -c script` started in `cgroup`.
+fn in_cgroup(cgroup: &Cgroup, script: &str) -> Command {
     let procs = std::ffi::CString::new(cgroup.0.join("cgroup.procs").to_str().unwrap()).unwrap();
     let mut cmd = Command::new("bash");
-    cmd.args(["-c", &format!("exec 3<>/dev/tcp/{VIP}/{port} && timeout 2 cat <&3")]);
+    cmd.args(["-c", script]);
     // SAFETY: only async-signal-safe calls (open, write, close) on memory prepared before fork.
     unsafe {
         cmd.pre_exec(move || {
@@ -91,13 +129,36 @@ fn connect_from(cgroup: &Cgroup, port: u16) -> String {
             Ok(())
         });
     }
-    let out = cmd.output().expect("running bash");
+    cmd
+}
+
+/// Connects from a child process placed in `cgroup`; returns what the server said.
+fn connect_from(cgroup: &Cgroup, port: u16) -> String {
+    let out = in_cgroup(cgroup, &format!("exec 3<>/dev/tcp/{VIP}/{port} && timeout 2 cat <&3")).output().expect("running bash");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A session from the cgroup to VIP:3000 that reads until its socket fails (at most 30 s).
+fn session(cgroup: &Cgroup) -> Child {
+    in_cgroup(cgroup, &format!("exec 3<>/dev/tcp/{VIP}/3000 && timeout 30 cat <&3"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting a session")
+}
+
+/// Waits for the session to end; returns what it printed on stderr.
+fn ended(mut child: Child, what: &str) -> String {
+    wait_for(what, Duration::from_secs(5), || child.try_wait().expect("waiting").is_some());
+    let out = child.wait_with_output().expect("the session's output");
+    assert!(!out.status.success(), "{what}: the session must fail, not end normally");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn route(writer: Option<SocketAddrV4>, readers: &[SocketAddrV4], seq: u64) -> Route {
     Route {
         lb: "lb1".into(),
+        agent: "test".into(),
         role: Role::Master,
         nonce: 0,
         epoch: Epoch { timeline: 1, seq },
@@ -173,4 +234,64 @@ fn agent_socket_destroy_closes_connections_to_the_old_writer() {
     to_new.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
     let still = to_new.read(&mut [0u8; 1]).expect_err("no data on the other connection");
     assert_eq!(still.kind(), std::io::ErrorKind::WouldBlock, "the connection to pg2 is untouched: {still}");
+}
+
+/// Issue 18: sessions the agent sent straight to a writer outlived it. Now a stopping agent
+/// closes them ([`AgentProgram::destroy_rewritten`]), and after a killed one (its program and
+/// maps gone with its file descriptors, here by dropping them) the pinned record lets the next
+/// start or `pglb agent cleanup` ([`bpf::cleanup_pinned`]) close them. Sockets the agent did not
+/// rewrite are left alone.
+#[test]
+fn agent_sockets_sent_to_the_writer_are_closed_when_the_agent_stops_or_dies() {
+    require_root();
+    let cgroup = Cgroup::new();
+    let pins = AgentPin::new();
+    private_netns();
+    let held = holding_listener(PG1);
+    let lease = monotonic() + Duration::from_secs(60);
+    let load = || {
+        let mut prog = AgentProgram::load().expect("loading the connect4 program");
+        prog.set_listeners(VIP, &[3000], &[3001]).expect("listeners");
+        prog.pin_rewritten(&pins.0).expect("pinning agent_rewritten under /sys/fs/bpf");
+        prog.attach(&cgroup.0).expect("attaching to the scratch cgroup");
+        prog.apply(&route(Some(PG1), &[], 1), lease.as_nanos() as u64).expect("route");
+        prog
+    };
+    let mut direct = TcpStream::connect(PG1).expect("a connection to pg1 the agent did not make");
+    let sessions = |n: usize| wait_for("the sessions to reach pg1", Duration::from_secs(5), || held.lock().unwrap().len() == n);
+
+    // A clean stop.
+    let prog = load();
+    let first = session(&cgroup);
+    sessions(2);
+    let done = prog.destroy_rewritten().expect("closing the rewritten sockets");
+    assert_eq!(done, Destroyed { found: 1, destroyed: 1, first_errno: None }, "exactly the session the program sent to pg1");
+    let err = ended(first, "the session after a clean stop");
+    assert!(err.contains("Software caused connection abort"), "ECONNABORTED from the destroy: {err}");
+    bpf::unpin(&pins.0).expect("unpin");
+    drop(prog);
+
+    // Killed: the process's program and maps are gone, the pinned record is not.
+    let prog = load();
+    let mut second = session(&cgroup);
+    sessions(3);
+    drop(prog);
+    assert!(pins.0.join(bpf::REWRITTEN_PIN).exists(), "the record outlives the agent");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(second.try_wait().expect("waiting").is_none(), "with nothing run after the death, the session stays: the window docs/AGENT.md states");
+    let done = bpf::cleanup_pinned(&pins.0).expect("cleanup").expect("a pinned record");
+    assert_eq!(done, Destroyed { found: 1, destroyed: 1, first_errno: None }, "the killed agent's session to pg1");
+    let err = ended(second, "the session after the cleanup");
+    assert!(err.contains("Software caused connection abort"), "{err}");
+    assert!(!pins.0.join(bpf::REWRITTEN_PIN).exists(), "the pin is removed");
+    assert_eq!(bpf::cleanup_pinned(&pins.0).expect("a second cleanup"), None, "nothing left to do");
+    let elsewhere = std::env::temp_dir().join("pglb-agent-not-bpffs");
+    assert!(
+        matches!(bpf::cleanup_pinned(&elsewhere), Err(bpf::AgentBpfError::NotBpffs { .. })),
+        "a pin path off bpffs is an error, not \"nothing pinned\""
+    );
+
+    direct.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let still = direct.read(&mut [0u8; 1]).expect_err("no data on the direct connection");
+    assert_eq!(still.kind(), std::io::ErrorKind::WouldBlock, "a connection the agent did not rewrite is untouched: {still}");
 }

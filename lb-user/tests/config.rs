@@ -75,6 +75,22 @@ fn s(v: &str) -> Value {
     Value::String(v.to_owned())
 }
 
+/// A valid `[agent]` (one client), to be patched.
+fn agent(t: &mut Table) -> &mut Table {
+    let mut client = Table::new();
+    client.insert("name".into(), s("app1"));
+    client.insert("key_file".into(), s("/k1"));
+    let a = section(t, "agent");
+    a.insert("listen_port".into(), Value::Integer(3003));
+    a.insert("signing_key_file".into(), s("/k"));
+    a.insert("client".into(), Value::Array(vec![Value::Table(client)]));
+    a
+}
+
+fn agent_client(t: &mut Table) -> &mut Table {
+    agent(t)["client"].as_array_mut().unwrap()[0].as_table_mut().unwrap()
+}
+
 /// A `[vrrp]` with one pglb peer and its key file (not read by `Config::parse`).
 fn vrrp(t: &mut Table) -> &mut Table {
     let v = section(t, "vrrp");
@@ -501,8 +517,7 @@ fn bad_configs_are_rejected_with_the_right_variant() {
         (
             "agent port 0",
             Box::new(|t| {
-                section(t, "agent").insert("listen_port".into(), Value::Integer(0));
-                section(t, "agent").insert("key_file".into(), s("/k"));
+                agent(t).insert("listen_port".into(), Value::Integer(0));
             }),
             |e| matches!(e, ConfigError::AgentPort { port: 0, .. }),
         ),
@@ -510,19 +525,52 @@ fn bad_configs_are_rejected_with_the_right_variant() {
             "agent port is the report port",
             Box::new(|t| {
                 vrrp(t);
-                section(t, "agent").insert("listen_port".into(), Value::Integer(3002));
-                section(t, "agent").insert("key_file".into(), s("/k"));
+                agent(t).insert("listen_port".into(), Value::Integer(3002));
             }),
             |e| matches!(e, ConfigError::AgentPort { port: 3002, .. }),
         ),
         (
             "agent subscriber ttl too short",
             Box::new(|t| {
-                section(t, "agent").insert("listen_port".into(), Value::Integer(3003));
-                section(t, "agent").insert("key_file".into(), s("/k"));
-                section(t, "agent").insert("subscriber_ttl".into(), s("10ms"));
+                agent(t).insert("subscriber_ttl".into(), s("10ms"));
             }),
             |e| matches!(e, ConfigError::DurationOutOfRange { key: "[agent] subscriber_ttl", .. }),
+        ),
+        (
+            "agent signing key file empty",
+            Box::new(|t| {
+                agent(t).insert("signing_key_file".into(), s(""));
+            }),
+            |e| matches!(e, ConfigError::EmptyValue { section: "agent", key: "signing_key_file" }),
+        ),
+        (
+            "agent without clients",
+            Box::new(|t| {
+                agent(t).remove("client");
+            }),
+            |e| matches!(e, ConfigError::AgentNoClients),
+        ),
+        (
+            "agent client name with a space",
+            Box::new(|t| {
+                agent_client(t).insert("name".into(), s("app 1"));
+            }),
+            |e| matches!(e, ConfigError::AgentClientName { name } if name == "app 1"),
+        ),
+        (
+            "agent client twice",
+            Box::new(|t| {
+                let twice = Value::Table(agent_client(t).clone());
+                agent(t)["client"].as_array_mut().unwrap().push(twice);
+            }),
+            |e| matches!(e, ConfigError::DuplicateAgentClient { name } if name == "app1"),
+        ),
+        (
+            "agent client key file empty",
+            Box::new(|t| {
+                agent_client(t).insert("key_file".into(), s(""));
+            }),
+            |e| matches!(e, ConfigError::EmptyValue { section: "agent.client", key: "key_file" }),
         ),
         (
             "peer twice",
@@ -726,9 +774,16 @@ fn load_shipped(rel: &str, dir: &TempDir) -> Config {
         section(&mut table, "vrrp").insert("key_file".into(), s(key.to_str().unwrap()));
     }
     if table.contains_key("agent") {
-        let key = dir.write("agent.key", "0123456789abcdef0123\n");
-        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-        section(&mut table, "agent").insert("key_file".into(), s(key.to_str().unwrap()));
+        let private = |name: &str, text: &str| {
+            let key = dir.write(name, text);
+            std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+            s(key.to_str().unwrap())
+        };
+        section(&mut table, "agent").insert("signing_key_file".into(), private("agent-signing.key", &format!("{}\n", "5a".repeat(32))));
+        let client = private("agent-client.key", "0123456789abcdef0123\n");
+        for c in section(&mut table, "agent")["client"].as_array_mut().unwrap() {
+            c.as_table_mut().unwrap().insert("key_file".into(), client.clone());
+        }
     }
     let path = dir.write(&rel.replace('/', "_"), &toml::to_string(&table).unwrap());
     // The shipped file itself must parse and validate (secrets aside).
@@ -767,7 +822,9 @@ fn shipped_configs_parse_and_validate() {
     for c in [&lb1, &lb2] {
         let a = c.agent.as_ref().expect("the lab serves the agent channel");
         assert_eq!((a.listen_port, a.subscriber_ttl), (3003, Duration::from_secs(5)), "[agent] port and default ttl");
-        assert!(a.key.is_some(), "the agent key is read at load");
+        assert!(a.signing_key.is_some(), "the signing key is read at load");
+        let clients: Vec<(&str, bool)> = a.clients.iter().map(|c| (c.name.as_str(), c.key.is_some())).collect();
+        assert_eq!(clients, [("client", true)], "the lab's one agent, its key read at load");
     }
 
     // The lab installs each load balancer in docs/DEPLOY.md's layout under its own root:
@@ -778,7 +835,8 @@ fn shipped_configs_parse_and_validate() {
         assert!(text.contains(&format!("password_file = \"{root}/etc/pglb/pglb.password\"")), "{rel}");
         assert!(text.contains(&format!("password_file = \"{root}/etc/pglb/replicator.password\"")), "{rel}");
         assert_eq!(c.state_dir(), Path::new(&format!("{root}/var/lib/pglb/{name}")), "{rel}");
-        assert!(text.contains(&format!("key_file = \"{root}/etc/pglb/agent.key\"")), "{rel}");
+        assert!(text.contains(&format!("signing_key_file = \"{root}/etc/pglb/agent-signing.key\"")), "{rel}");
+        assert!(text.contains(&format!("key_file = \"{root}/etc/pglb/agent-client.key\"")), "{rel}");
     }
 }
 

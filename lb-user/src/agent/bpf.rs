@@ -1,29 +1,43 @@
-//! Loading the agent's `connect4` program, attaching it to a cgroup, and writing its maps.
+//! Loading the agent's `connect4` program, attaching it to a cgroup, writing its maps, and
+//! closing the sockets it sent to a writer.
 //!
-//! Nothing is pinned: the attachment is a BPF link held by this process (`bpf_link_create`,
-//! kernel ≥ 5.7; aya falls back to `BPF_PROG_ATTACH` before that), so when `pglb agent` exits,
-//! however it exits (`kill -9` included), the kernel detaches the program and frees its maps.
+//! The attachment is a BPF link held by this process (`bpf_link_create`, kernel ≥ 5.7; aya
+//! falls back to `BPF_PROG_ATTACH` before that), so when `pglb agent` exits, however it exits
+//! (`kill -9` included), the kernel detaches the program: new connects take the VIP at once.
 //! A hung agent is covered by the route's own lease (`AgentRoute::expires_ns`).
+//!
+//! One map is pinned: `agent_rewritten` (socket cookie → the writer a connect was sent to), at
+//! `<pin_path>/rewritten`. The agent closes those sockets when it stops ([`AgentProgram::destroy_rewritten`]);
+//! when it was killed, the pin keeps the record, and the next agent's start or `pglb agent
+//! cleanup` ([`cleanup_pinned`]) closes them with sock_diag by cookie and removes the pin.
 
 use std::{
     fs::File,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, SocketAddrV4},
     path::{Path, PathBuf},
 };
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, MapError, PerCpuArray},
+    pin::PinError,
     programs::{CgroupAttachMode, CgroupSockAddr, ProgramError},
 };
 use lb_common::{
     BACKEND_F_ACTIVE, Backend, Listener, ListenerKey, MAGLEV_SIZE, MAX_BACKENDS, POOL_READ, POOL_WRITE,
-    agent::{AGENT_REASON_COUNT, AGENT_ROUTE_KEY, AgentRoute, MAP_AGENT_BACKENDS, MAP_AGENT_LISTENERS, MAP_AGENT_MAGLEV, MAP_AGENT_ROUTE, MAP_AGENT_STATS},
-    ip_to_map, port_to_map,
+    agent::{
+        AGENT_REASON_COUNT, AGENT_ROUTE_KEY, AgentRewritten, AgentRoute, MAP_AGENT_BACKENDS, MAP_AGENT_LISTENERS, MAP_AGENT_MAGLEV, MAP_AGENT_REWRITTEN, MAP_AGENT_ROUTE,
+        MAP_AGENT_STATS,
+    },
+    ip_from_map, ip_to_map, port_from_map, port_to_map,
 };
 use thiserror::Error;
 
+use super::destroy::{self, DestroyError, Destroyed};
 use crate::channel::Route;
+
+/// The pinned map's file name under the agent's pin path.
+pub const REWRITTEN_PIN: &str = "rewritten";
 
 /// The program's name in the object.
 pub const PROGRAM: &str = "pglb_connect4";
@@ -59,6 +73,34 @@ pub enum AgentBpfError {
     ReaderId { id: u32 },
     #[error("cannot build the readers' maglev table: {source}")]
     Maglev { source: lb_common::maglev::MaglevError },
+    #[error("{} is not on a bpffs mount in this mount namespace, so the agent's record of rewritten sockets cannot be there (mount bpffs at /sys/fs/bpf; `ip netns exec` hides it behind a fresh sysfs, `nsenter --net` does not)", path.display())]
+    NotBpffs { path: PathBuf },
+    #[error("cannot create the pin directory {} (is bpffs mounted at /sys/fs/bpf?)", path.display())]
+    PinDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot pin the map of rewritten sockets at {} (is it on a bpffs mount?)", path.display())]
+    Pin {
+        path: PathBuf,
+        #[source]
+        source: Box<PinError>,
+    },
+    #[error("cannot open the pinned map of rewritten sockets {}", path.display())]
+    OpenPinned {
+        path: PathBuf,
+        #[source]
+        source: Box<MapError>,
+    },
+    #[error("cannot remove the pin {}", path.display())]
+    Unpin {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot close the rewritten sockets")]
+    Destroy(#[source] DestroyError),
 }
 
 fn map_err(name: &'static str, op: &'static str) -> impl FnOnce(MapError) -> AgentBpfError {
@@ -182,6 +224,24 @@ impl AgentProgram {
         Ok(out)
     }
 
+    /// Pins `agent_rewritten` at `<dir>/rewritten` (creating `dir`); returns the pin's path.
+    /// A pin left there must have been cleaned up first ([`cleanup_pinned`]).
+    pub fn pin_rewritten(&self, dir: &Path) -> Result<PathBuf, AgentBpfError> {
+        require_bpffs(dir)?;
+        std::fs::create_dir_all(dir).map_err(|source| AgentBpfError::PinDir { path: dir.to_owned(), source })?;
+        let path = dir.join(REWRITTEN_PIN);
+        let map = self.ebpf.map(MAP_AGENT_REWRITTEN).expect("the object has agent_rewritten");
+        map.pin(&path).map_err(|source| AgentBpfError::Pin { path: path.clone(), source: Box::new(source) })?;
+        Ok(path)
+    }
+
+    /// Closes every socket still connected to the writer this program sent it to.
+    pub fn destroy_rewritten(&self) -> Result<Destroyed, AgentBpfError> {
+        let map: HashMap<&MapData, u64, AgentRewritten> =
+            HashMap::try_from(self.ebpf.map(MAP_AGENT_REWRITTEN).expect("the object has agent_rewritten")).map_err(map_err(MAP_AGENT_REWRITTEN, "open"))?;
+        destroy_recorded(&map)
+    }
+
     fn route_map(&mut self) -> Result<HashMap<&mut MapData, u32, AgentRoute>, AgentBpfError> {
         HashMap::try_from(self.ebpf.map_mut(MAP_AGENT_ROUTE).expect("the object has agent_route")).map_err(map_err(MAP_AGENT_ROUTE, "open"))
     }
@@ -191,4 +251,61 @@ impl AgentProgram {
         self.route = Some(value);
         Ok(())
     }
+}
+
+/// After an agent was killed: closes the sockets recorded in the map it pinned under `dir` and
+/// removes the pin. `None`: nothing was pinned there (the last agent stopped cleanly, or none ran).
+pub fn cleanup_pinned(dir: &Path) -> Result<Option<Destroyed>, AgentBpfError> {
+    require_bpffs(dir)?;
+    let path = dir.join(REWRITTEN_PIN);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let data = MapData::from_pin(&path).map_err(|source| AgentBpfError::OpenPinned { path: path.clone(), source: Box::new(source) })?;
+    let map: HashMap<MapData, u64, AgentRewritten> =
+        aya::maps::Map::from_map_data(data).and_then(HashMap::try_from).map_err(|source| AgentBpfError::OpenPinned { path: path.clone(), source: Box::new(source) })?;
+    let done = destroy_recorded(&map)?;
+    unpin(dir)?;
+    Ok(Some(done))
+}
+
+/// Fails unless the nearest existing directory of `dir` is on bpffs: a pin looked for anywhere
+/// else would be "nothing pinned" without a word.
+fn require_bpffs(dir: &Path) -> Result<(), AgentBpfError> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let existing = dir.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
+    let c = std::ffi::CString::new(existing.as_os_str().as_bytes()).map_err(|_| AgentBpfError::NotBpffs { path: dir.to_owned() })?;
+    // SAFETY: an all-zero statfs is a valid value to be overwritten.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a writable statfs.
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    if rc != 0 || st.f_type != libc::BPF_FS_MAGIC {
+        return Err(AgentBpfError::NotBpffs { path: dir.to_owned() });
+    }
+    Ok(())
+}
+
+/// Removes the pin under `dir` (and `dir`, when that leaves it empty).
+pub fn unpin(dir: &Path) -> Result<(), AgentBpfError> {
+    let path = dir.join(REWRITTEN_PIN);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(AgentBpfError::Unpin { path, source }),
+    }
+    let _ = std::fs::remove_dir(dir);
+    Ok(())
+}
+
+/// Closes the sockets of `map` (cookie → writer) still connected to that writer.
+fn destroy_recorded<T: std::borrow::Borrow<MapData>>(map: &HashMap<T, u64, AgentRewritten>) -> Result<Destroyed, AgentBpfError> {
+    let mut recorded = std::collections::HashMap::new();
+    for entry in map.iter() {
+        let (cookie, to) = entry.map_err(map_err(MAP_AGENT_REWRITTEN, "read"))?;
+        recorded.insert(cookie, SocketAddrV4::new(Ipv4Addr::from(ip_from_map(to.addr)), port_from_map(to.port)));
+    }
+    if recorded.is_empty() {
+        return Ok(Destroyed::default());
+    }
+    destroy::destroy_where(|id| recorded.get(&destroy::cookie_of(id)).is_some_and(|to| destroy::peer_of(id) == Some(*to))).map_err(AgentBpfError::Destroy)
 }

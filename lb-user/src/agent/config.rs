@@ -1,5 +1,6 @@
 //! The agent's config file (`pglb agent --config AGENT.toml`): which cgroup, which VIP
-//! listeners, which load balancers, the key and the lease.
+//! listeners, which load balancers, the keys, the lease and where its record of rewritten
+//! sockets is pinned.
 
 use std::{
     collections::HashSet,
@@ -16,15 +17,17 @@ use crate::config::Human;
 /// The agent's whole configuration.
 ///
 /// ```toml
-/// name = "app1"                                     # logs and subscribes; default: the hostname
+/// name = "app1"                                     # its [[agent.client]] name on the load balancers; default: the hostname
 /// cgroup = "/sys/fs/cgroup/unified/pglb-lab-client" # cgroup v2 directory of the application
 /// vip = "172.20.0.100"
 /// write_ports = [3000]
 /// read_ports = [3001]
 /// load_balancers = ["172.20.0.21:3003", "172.20.0.22:3003"]  # each one's [agent] listen_port
-/// key_file = "/etc/pglb/agent.key"                  # the load balancers' [agent] key_file (0600)
+/// key_file = "/etc/pglb/agent.key"                  # this agent's own key: its [[agent.client]] key_file (0600)
+/// lb_public_key_file = "/etc/pglb/agent-signing.pub" # the load balancers' public key (`pglb agent keygen`)
 /// lease = "1s"                                      # default 1s
 /// subscribe_interval = "250ms"                      # default 250ms, at most lease / 2
+/// pin_path = "/sys/fs/bpf/pglb-agent/app1"          # default: /sys/fs/bpf/pglb-agent/<name>
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,7 +40,16 @@ pub struct AgentConfig {
     #[serde(default)]
     pub read_ports: Vec<u16>,
     pub load_balancers: Vec<SocketAddrV4>,
+    /// This agent's HMAC key (its subscribes' MAC); the load balancers hold the same bytes as its
+    /// `[[agent.client]] key_file`.
     pub key_file: PathBuf,
+    /// The load balancers' Ed25519 public key: routes must be signed by its private half.
+    pub lb_public_key_file: PathBuf,
+    /// Where the map of sockets this agent rewrote is pinned (a bpffs directory), so that sockets
+    /// outlive no agent run: the next start or `pglb agent cleanup` closes what a killed agent
+    /// left. Default: `/sys/fs/bpf/pglb-agent/<name>`.
+    #[serde(default)]
+    pub pin_path: Option<PathBuf>,
     /// How long a master's answer keeps the route valid, counted from the request it answers.
     #[serde(default = "default_lease", with = "humantime_serde")]
     pub lease: Duration,
@@ -85,8 +97,10 @@ pub enum AgentConfigError {
     Lease { value: Human },
     #[error("subscribe_interval = {value} must be within {}..={} (at least two requests per lease)", Human(SUBSCRIBE_MIN), Human(*max))]
     SubscribeInterval { value: Human, max: Duration },
-    #[error("name {name:?} must be 1-64 characters without whitespace")]
+    #[error("name {name:?} must be 1-64 of A-Z a-z 0-9 . _ - (the [[agent.client]] name on the load balancers)")]
     Name { name: String },
+    #[error("pin_path {} must be an absolute path under a bpffs mount (e.g. /sys/fs/bpf/pglb-agent/NAME)", path.display())]
+    RelativePinPath { path: PathBuf },
 }
 
 impl AgentConfig {
@@ -139,12 +153,34 @@ impl AgentConfig {
             return Err(AgentConfigError::SubscribeInterval { value: Human(self.subscribe_interval), max });
         }
         if let Some(name) = &self.name
-            && (name.is_empty() || name.len() > 64 || name.chars().any(char::is_whitespace))
+            && !crate::channel::is_agent_name(name)
         {
             return Err(AgentConfigError::Name { name: name.clone() });
         }
+        if let Some(path) = &self.pin_path
+            && !path.is_absolute()
+        {
+            return Err(AgentConfigError::RelativePinPath { path: path.clone() });
+        }
         Ok(())
     }
+
+    /// The agent's name: `name`, or the hostname.
+    pub fn name(&self) -> String {
+        self.name.clone().unwrap_or_else(hostname)
+    }
+
+    /// Where the map of rewritten sockets is pinned.
+    pub fn pin_path(&self) -> PathBuf {
+        self.pin_path.clone().unwrap_or_else(|| Path::new(DEFAULT_PIN_ROOT).join(self.name()))
+    }
+}
+
+/// Where agents pin their maps when the config names no `pin_path`.
+pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/pglb-agent";
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "agent".to_owned())
 }
 
 #[cfg(test)]
@@ -158,6 +194,7 @@ write_ports = [3000]
 read_ports = [3001]
 load_balancers = ["172.20.0.21:3003", "172.20.0.22:3003"]
 key_file = "/etc/pglb/agent.key"
+lb_public_key_file = "/etc/pglb/agent-signing.pub"
 "#;
 
     #[test]
@@ -165,6 +202,8 @@ key_file = "/etc/pglb/agent.key"
         let c = AgentConfig::parse(GOOD, Path::new("agent.toml")).expect("valid");
         assert_eq!(c.lease, Duration::from_secs(1), "default lease");
         assert_eq!(c.subscribe_interval, Duration::from_millis(250), "default interval");
+        let named = AgentConfig::parse(&format!("name = \"app1\"\n{GOOD}"), Path::new("agent.toml")).expect("valid");
+        assert_eq!(named.pin_path(), Path::new("/sys/fs/bpf/pglb-agent/app1"), "default pin path by name");
     }
 
     #[test]
@@ -179,6 +218,10 @@ key_file = "/etc/pglb/agent.key"
             ("interval above half the lease", format!("{GOOD}subscribe_interval = \"600ms\"\n"), "subscribe_interval = 600ms"),
             ("unknown key", format!("{GOOD}leese = \"1s\"\n"), "unknown field"),
             ("vip unspecified", GOOD.replace("172.20.0.100", "0.0.0.0"), "vip 0.0.0.0"),
+            ("no public key", GOOD.replace("lb_public_key_file = \"/etc/pglb/agent-signing.pub\"\n", ""), "missing field `lb_public_key_file`"),
+            ("name with a space", format!("name = \"app 1\"\n{GOOD}"), "name \"app 1\""),
+            ("name with =", format!("name = \"a=b\"\n{GOOD}"), "name \"a=b\""),
+            ("relative pin path", format!("{GOOD}pin_path = \"pglb\"\n"), "pin_path pglb"),
         ];
         for (what, text, want) in table {
             let err = AgentConfig::parse(&text, Path::new("agent.toml")).expect_err(what).to_string();

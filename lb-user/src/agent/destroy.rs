@@ -61,13 +61,15 @@ pub struct Destroyed {
 
 /// Destroys every TCP socket of this network namespace whose peer is `peer`.
 pub fn destroy_connected_to(peer: SocketAddrV4) -> Result<Destroyed, DestroyError> {
+    destroy_where(|id| peer_of(id) == Some(peer))
+}
+
+/// Destroys every connected TCP socket of this network namespace that `pick` selects.
+pub fn destroy_where(pick: impl Fn(&SocketId) -> bool) -> Result<Destroyed, DestroyError> {
     let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(DestroyError::Open)?;
     socket.bind_auto().map_err(|source| DestroyError::Io { what: "bind", source })?;
     socket.connect(&SocketAddr::new(0, 0)).map_err(|source| DestroyError::Io { what: "connect", source })?;
-    let ids: Vec<SocketId> = dump(&mut socket)?
-        .into_iter()
-        .filter(|id| id.destination_address == IpAddr::V4(*peer.ip()) && id.destination_port == peer.port())
-        .collect();
+    let ids: Vec<SocketId> = dump(&mut socket)?.into_iter().filter(|id| pick(id)).collect();
     let mut done = Destroyed { found: ids.len(), ..Destroyed::default() };
     for id in ids {
         match destroy(&mut socket, id)? {
@@ -78,6 +80,23 @@ pub fn destroy_connected_to(peer: SocketAddrV4) -> Result<Destroyed, DestroyErro
         }
     }
     Ok(done)
+}
+
+/// The socket's peer, for an IPv4 socket.
+pub fn peer_of(id: &SocketId) -> Option<SocketAddrV4> {
+    match id.destination_address {
+        IpAddr::V4(ip) => Some(SocketAddrV4::new(ip, id.destination_port)),
+        IpAddr::V6(_) => None,
+    }
+}
+
+/// The socket's cookie, as `bpf_get_socket_cookie` returns it (sock_diag gives it as two `u32`
+/// in host order, the low half first).
+pub fn cookie_of(id: &SocketId) -> u64 {
+    let c = id.cookie;
+    let low = u32::from_ne_bytes([c[0], c[1], c[2], c[3]]);
+    let high = u32::from_ne_bytes([c[4], c[5], c[6], c[7]]);
+    u64::from(high) << 32 | u64::from(low)
 }
 
 fn request(socket_id: SocketId, states: StateFlags) -> SockDiagMessage {

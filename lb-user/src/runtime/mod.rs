@@ -306,14 +306,7 @@ pub async fn run(config: Config) -> Result<(), RuntimeError> {
         now: Duration::ZERO,
         reports: reports.as_ref().map(ReportLink::counters),
     });
-    if let Some(a) = &config.agent {
-        let port = a.listen_port;
-        let socket = tokio::net::UdpSocket::bind(("0.0.0.0", port)).await.map_err(|source| RuntimeError::AgentBind { port, source })?;
-        let key = a.key.clone().expect("Config::load read the agent key");
-        let nodes = config.nodes.iter().map(|n| (n.name.clone(), n.addr(), n.read_weight)).collect();
-        tokio::spawn(agent_channel::serve(socket, key, name.clone(), nodes, a.subscriber_ttl, published_rx.clone()));
-        info!(port, "agent channel: serving subscribes; routing pushed on every change");
-    }
+    let _agent_channel = agent_channel::start(config.agent.as_ref(), &name, &config.nodes, published_rx.clone()).await?;
     let recent = Arc::new(Recent::new(config.nodes.len()));
     tokio::spawn(sample_traffic(Arc::clone(&pinned), Arc::clone(&recent), since));
     let source = SnapshotSource::new(&config, published_rx, Arc::clone(&pinned), vip_view, Arc::clone(&recent));

@@ -1,7 +1,9 @@
 //! `pglb agent` on the lab's client host (docs/AGENT.md): the cgroup its programs join, its
 //! config installed as on an application host, and starting and stopping it.
 //!
-//! `lab up` creates the cgroup [`CGROUP`] and installs the agent's config and key under the
+//! `lab up` generates the agent channel's keys with `pglb agent keygen` ([`create_keys`]: the
+//! load balancers' Ed25519 signing key and the client's own key), creates the cgroup [`CGROUP`]
+//! and installs the agent's config, its key and the load balancers' public key under the
 //! client's root (`/run/pglb-lab/client/root/etc/pglb/`), but does not start the agent: the VIP
 //! stays what every client uses unless it asks. `cargo xtask lab agent start` starts it in
 //! pgha-client's namespace; `lab exec client --agent -- CMD` (and the drills' `--client agent`,
@@ -15,7 +17,7 @@ use anyhow::{Context as _, Result, bail};
 use super::{
     net::{namespace_pids, spawn_detached},
     postgres::wait_for,
-    topology::{HOSTS, Kind, READ_PORT, STATE_DIR, VIP, WRITE_PORT, host, secrets_dir},
+    topology::{BPF_PIN_ROOT, HOSTS, Kind, READ_PORT, STATE_DIR, VIP, WRITE_PORT, host, secrets_dir},
 };
 
 /// The cgroup v2 directory of the client's workloads (cgroup v2 is mounted at
@@ -23,6 +25,28 @@ use super::{
 pub const CGROUP: &str = "/sys/fs/cgroup/unified/pglb-lab-client";
 /// The UDP port of the load balancers' `[agent]` channel (config/lab*.toml).
 pub const CHANNEL_PORT: u16 = 3003;
+/// The agent's name, its `[[agent.client]]` on the load balancers (config/lab*.toml).
+pub const NAME: &str = "client";
+/// The keys in the lab's secrets folder: the load balancers' signing key and its public half,
+/// and the client agent's own key (the load balancers install the first and the last).
+pub const SIGNING_KEY: &str = "agent-signing.key";
+pub const PUBLIC_KEY: &str = "agent-signing.pub";
+pub const CLIENT_KEY: &str = "agent-client.key";
+
+/// Generates the agent channel's keys into the secrets folder, as an operator does.
+pub fn create_keys(pglb: &Path) -> Result<()> {
+    let dir = secrets_dir();
+    for file in [SIGNING_KEY, PUBLIC_KEY, CLIENT_KEY] {
+        let _ = fs::remove_file(dir.join(file));
+    }
+    let pglb = pglb.to_str().context("a UTF-8 path")?;
+    let (signing, client) = (dir.join(SIGNING_KEY), dir.join(CLIENT_KEY));
+    for args in [["--signing-key", signing.to_str().context("a UTF-8 path")?], ["--client-key", client.to_str().context("a UTF-8 path")?]] {
+        let mut keygen = crate::sh::cmd(pglb, ["agent", "keygen"].into_iter().chain(args));
+        crate::sh::run(&mut keygen).with_context(|| format!("pglb agent keygen {}", args.join(" ")))?;
+    }
+    Ok(())
+}
 
 fn root() -> PathBuf {
     PathBuf::from(STATE_DIR).join("client/root")
@@ -36,8 +60,9 @@ pub fn log_path() -> PathBuf {
     PathBuf::from(STATE_DIR).join("client/agent.log")
 }
 
-/// The agent's config: the client's cgroup, the VIP's ports, both load balancers.
-fn config_text(key: &Path) -> String {
+/// The agent's config: the client's cgroup, the VIP's ports, both load balancers, its keys; its
+/// pin under the lab's pin root, which `lab down` removes.
+fn config_text(key: &Path, public: &Path) -> String {
     let lbs: Vec<String> = HOSTS
         .iter()
         .filter(|h| h.kind == Kind::LoadBalancer)
@@ -45,30 +70,35 @@ fn config_text(key: &Path) -> String {
         .collect();
     format!(
         "# pglb agent on pgha-client, installed by `cargo xtask lab up` (docs/AGENT.md).\n\
-         name = \"client\"\n\
+         name = \"{NAME}\"\n\
          cgroup = \"{CGROUP}\"\n\
          vip = \"{VIP}\"\n\
          write_ports = [{WRITE_PORT}]\n\
          read_ports = [{READ_PORT}]\n\
          load_balancers = [{}]\n\
          key_file = \"{}\"\n\
+         lb_public_key_file = \"{}\"\n\
          lease = \"1s\"\n\
-         subscribe_interval = \"250ms\"\n",
+         subscribe_interval = \"250ms\"\n\
+         pin_path = \"{BPF_PIN_ROOT}/agent-{NAME}\"\n",
         lbs.join(", "),
-        key.display()
+        key.display(),
+        public.display()
     )
 }
 
-/// Creates the cgroup and installs the agent's key (0600) and config (0644); the agent validates
-/// the config when it starts.
+/// Creates the cgroup and installs the agent's own key (0600), the load balancers' public key
+/// (0644) and the config (0644); the agent validates the config when it starts.
 pub fn install() -> Result<()> {
     let etc = root().join("etc/pglb");
     fs::create_dir_all(&etc).with_context(|| format!("creating {}", etc.display()))?;
     fs::set_permissions(&etc, fs::Permissions::from_mode(0o755))?;
-    let key = etc.join("agent.key");
-    fs::copy(secrets_dir().join("agent.key"), &key).with_context(|| format!("installing {}", key.display()))?;
-    fs::set_permissions(&key, fs::Permissions::from_mode(0o600))?;
-    fs::write(config_path(), config_text(&key)).with_context(|| format!("writing {}", config_path().display()))?;
+    let (key, public) = (etc.join("agent.key"), etc.join(PUBLIC_KEY));
+    for (from, to, mode) in [(CLIENT_KEY, &key, 0o600), (PUBLIC_KEY, &public, 0o644)] {
+        fs::copy(secrets_dir().join(from), to).with_context(|| format!("installing {}", to.display()))?;
+        fs::set_permissions(to, fs::Permissions::from_mode(mode))?;
+    }
+    fs::write(config_path(), config_text(&key, &public)).with_context(|| format!("writing {}", config_path().display()))?;
     fs::set_permissions(config_path(), fs::Permissions::from_mode(0o644))?;
     if !Path::new(CGROUP).exists() {
         fs::create_dir(CGROUP).with_context(|| format!("creating the client's cgroup {CGROUP} (cgroup v2 at /sys/fs/cgroup/unified?)"))?;
@@ -90,10 +120,11 @@ pub fn pids() -> Vec<i32> {
         .collect()
 }
 
-/// Whether the agent has a route: its log's last route line is newer than its last lease loss.
+/// Whether the agent has a route: its log's last route line is newer than its last lease loss
+/// or conflict.
 fn has_route(log: &str) -> bool {
     let route = log.rfind("agent: route:");
-    let lost = log.rfind("lease lost");
+    let lost = log.rfind("lease lost").max(log.rfind("masters disagree"));
     match (route, lost) {
         (Some(_), None) => true,
         (Some(r), Some(l)) => r > l,
@@ -129,7 +160,8 @@ pub fn start(pglb: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Stops the agent (SIGTERM) and waits for it to exit; its program detaches with it.
+/// Stops the agent (SIGTERM) and waits for it to exit; its program detaches with it, and it
+/// closes the sessions it sent straight to a writer.
 pub fn stop() -> Result<()> {
     let pids = pids();
     for pid in &pids {
@@ -202,13 +234,16 @@ mod tests {
         assert!(has_route("x agent: route: writes to pg1 epoch=1.1\n"));
         assert!(!has_route("agent: route: writes to pg1\nagent: lease lost after 1s\n"));
         assert!(has_route("agent: route: a\nagent: lease lost\nagent: route: b\n"));
+        assert!(!has_route("agent: route: a\nagent: masters disagree: no route\n"));
     }
 
     #[test]
     fn the_config_names_both_load_balancers_and_the_cgroup() {
-        let text = config_text(Path::new("/k"));
+        let text = config_text(Path::new("/k"), Path::new("/p"));
         assert!(text.contains("load_balancers = [\"172.20.0.21:3003\", \"172.20.0.22:3003\"]"), "{text}");
         assert!(text.contains(&format!("cgroup = \"{CGROUP}\"")), "{text}");
         assert!(text.contains("write_ports = [3000]") && text.contains("read_ports = [3001]"), "{text}");
+        assert!(text.contains("key_file = \"/k\"") && text.contains("lb_public_key_file = \"/p\""), "{text}");
+        assert!(text.contains("pin_path = \"/sys/fs/bpf/pglb/agent-client\""), "under the pin root lab down removes: {text}");
     }
 }

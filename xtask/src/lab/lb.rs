@@ -70,11 +70,12 @@ pub fn config_path(lb: &Host) -> PathBuf {
 }
 
 /// The secrets a load balancer needs, as (file in the lab's secrets folder, installed name).
-const LB_SECRETS: [(&str, &str); 4] = [
+const LB_SECRETS: [(&str, &str); 5] = [
     ("pglb.password", "pglb.password"),
     ("replicator.password", "replicator.password"),
     ("peer.key", "peer.key"),
-    ("agent.key", "agent.key"),
+    (super::agent::SIGNING_KEY, super::agent::SIGNING_KEY),
+    (super::agent::CLIENT_KEY, super::agent::CLIENT_KEY),
 ];
 
 /// Installs a load balancer as docs/DEPLOY.md does on a real host (vagrant/provision/lb.sh):
@@ -120,7 +121,7 @@ fn check_layout(config: &str, root: &Path) -> Result<()> {
     for line in config.lines().map(str::trim).filter(|l| !l.starts_with('#')) {
         let Some((key, value)) = line.split_once('=') else { continue };
         let key = key.trim();
-        if !(key == "state_dir" || key.ends_with("password_file") || key == "key_file") {
+        if !(key == "state_dir" || key.ends_with("password_file") || key.ends_with("key_file")) {
             continue;
         }
         let value = value.trim().trim_matches('"');
@@ -131,7 +132,7 @@ fn check_layout(config: &str, root: &Path) -> Result<()> {
         seen += 1;
     }
     if seen < 4 {
-        bail!("expected state_dir, the probe and replication password_file keys and the agent key_file, found {seen} of them");
+        bail!("expected state_dir, the probe and replication password_file keys and the agent key files, found {seen} of them");
     }
     Ok(())
 }

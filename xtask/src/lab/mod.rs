@@ -116,6 +116,7 @@ fn build() -> Result<()> {
     println!("lab: network namespaces and bridge");
     net::create()?;
     postgres::create_secrets()?;
+    agent::create_keys(&pglb).context("generating the agent channel's keys (pglb agent keygen)")?;
     println!("lab: PostgreSQL 15 cluster (pg1 primary, pg2 and pg3 cloned through slots)");
     postgres::create_cluster(&pglb)?;
     println!("lab: pglb on lb1 and lb2 (VRRP for the VIP); waiting for {VIP}:{WRITE_PORT} and :{READ_PORT} to answer");

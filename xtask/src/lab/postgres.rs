@@ -208,8 +208,6 @@ pub fn create_secrets() -> Result<()> {
     }
     // The key the load balancers authenticate their peer reports with (`[vrrp] key_file`).
     write_private(&dir.join("peer.key"), &random_password()?, false)?;
-    // The key of the agent channel (`[agent] key_file` in config/lab*.toml, `pglb agent`).
-    write_private(&dir.join("agent.key"), &random_password()?, false)?;
     let app = read_secret(APP_USER)?;
     write_private(&super::topology::client_pgpass(), &format!("*:*:*:{APP_USER}:{app}\n"), false)?;
     Ok(())

@@ -80,11 +80,12 @@ pub fn recovery_ms(lines: &[Line], fault: u128) -> Option<f64> {
     lines.iter().find(|l| l.ok && l.sent_us > last_err).map(|l| ms(l.at_us - fault))
 }
 
-/// [`recovery_ms`] for one step of a fault: only requests sent in `[from, until)` count, so a
-/// later step's failures do not hide this one's recovery. `None` when no request sent in the
-/// window after its last failure was acknowledged.
+/// [`recovery_ms`] for one step of a fault: only requests sent in `[from, until)` count, and of
+/// the failures only those that also ended before `until` (a request in flight when the next
+/// step began fails because of that step), so a later step's failures do not hide this one's
+/// recovery. `None` when no request sent in the window after its last failure was acknowledged.
 pub fn resumed_ms(lines: &[Line], from: u128, until: u128) -> Option<f64> {
-    let window: Vec<Line> = lines.iter().filter(|l| l.sent_us >= from && l.sent_us < until).cloned().collect();
+    let window: Vec<Line> = lines.iter().filter(|l| l.sent_us >= from && l.sent_us < until && (l.ok || l.at_us < until)).cloned().collect();
     recovery_ms(&window, from)
 }
 
@@ -253,6 +254,9 @@ mod tests {
         assert_eq!(resumed_ms(&lines, 900, 2000), Some(0.7), "the later failure at 3000 is another step's");
         assert_eq!(resumed_ms(&lines, 2500, 9000), Some(2.7));
         assert_eq!(resumed_ms(&lines, 900, 1400), None, "nothing acknowledged in the window");
+        assert_eq!(resumed_ms(&lines, 1200, 2900), Some(0.4), "sent before the next step, failed after it: that step's");
+        assert_eq!(resumed_ms(&lines, 1200, 3500), Some(0.4), "the failure sent at 3000 ended at 4000, in the next step");
+        assert_eq!(resumed_ms(&lines, 1200, 4500), None, "sent and failed within the window, nothing acknowledged after it");
         let acked: Vec<&Line> = lines.iter().filter(|x| x.ok).collect();
         assert_eq!(lost(&acked, &BTreeSet::from([1])), Vec::<i32>::new());
         assert_eq!(lost(&acked, &BTreeSet::new()), [1, 1, 1]);

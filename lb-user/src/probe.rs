@@ -12,7 +12,6 @@ use tokio_postgres::{Client, NoTls, Row};
 use tracing::{debug, info};
 
 use crate::{
-    config::{Config, NodeConfig},
     failover::{NodeId, NodeStatus, Observation, ProbeFailure, WalReceiver},
 };
 
@@ -71,18 +70,6 @@ pub struct ProbeSettings {
 }
 
 impl ProbeSettings {
-    pub fn from_config(config: &Config) -> Self {
-        ProbeSettings {
-            user: config.probe.user.clone(),
-            password: config.probe.password.expose().to_owned(),
-            dbname: config.probe.dbname.clone(),
-            application_name: format!("pglb-{}", config.instance.name),
-            interval: config.probe.interval,
-            timeout: config.probe.timeout,
-            connect_timeout: config.probe.connect_timeout,
-        }
-    }
-
     /// A tokio-postgres config for one node (also used by the executor's SQL actions).
     pub fn pg_config(&self, addr: SocketAddrV4, connect_timeout: Duration) -> tokio_postgres::Config {
         let mut pg = tokio_postgres::Config::new();
@@ -158,13 +145,14 @@ fn status_from_row(row: &Row) -> Result<NodeStatus, ProbeFailure> {
 /// `since` is the daemon's clock origin; `at` of each observation is measured from it.
 pub async fn run_node(
     node: NodeId,
-    config: NodeConfig,
+    name: String,
+    addr: SocketAddrV4,
     settings: ProbeSettings,
     since: Instant,
     out: mpsc::Sender<Observation>,
     now: Arc<Notify>,
 ) {
-    let pg = settings.pg_config(config.addr(), settings.connect_timeout);
+    let pg = settings.pg_config(addr, settings.connect_timeout);
     let mut client: Option<Client> = None;
     let mut ticker = tokio::time::interval(settings.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -191,12 +179,12 @@ pub async fn run_node(
         let ok = result.is_ok();
         if last_ok != Some(ok) {
             match &result {
-                Ok(s) => info!(node = %config.name, in_recovery = s.in_recovery, timeline = s.timeline, "probe: node answers"),
-                Err(e) => info!(node = %config.name, error = %e, "probe: node does not answer"),
+                Ok(s) => info!(node = %name, in_recovery = s.in_recovery, timeline = s.timeline, "probe: node answers"),
+                Err(e) => info!(node = %name, error = %e, "probe: node does not answer"),
             }
             last_ok = Some(ok);
         } else if let Err(e) = &result {
-            debug!(node = %config.name, error = %e, "probe failed");
+            debug!(node = %name, error = %e, "probe failed");
         }
         let obs = Observation { node, at: started.duration_since(since), latency, result };
         if out.send(obs).await.is_err() {

@@ -10,7 +10,6 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::{
-    config::Config,
     failover::{Action, Event, NodeId, ProbeFailure},
     probe::{ProbeSettings, connect, error_text},
 };
@@ -69,18 +68,6 @@ const COMMAND_LIMIT: Duration = Duration::from_secs(120);
 const PROMOTE_CONNECT_RETRY: Duration = Duration::from_secs(5);
 
 impl SqlContext {
-    pub fn from_config(config: &Config) -> Self {
-        SqlContext {
-            settings: ProbeSettings::from_config(config),
-            nodes: config.nodes.iter().map(|n| (n.name.clone(), n.addr())).collect(),
-            replication_user: config.replication.user.clone(),
-            replication_password: config.replication.password.expose().to_owned(),
-            timeout: config.failover.promote_timeout,
-            demote_command: config.failover.demote_command.clone(),
-            rejoin_command: config.failover.rejoin_command.clone(),
-        }
-    }
-
     pub fn name(&self, node: NodeId) -> &str {
         &self.nodes[node].0
     }

@@ -30,7 +30,8 @@
 //!
 //! # Waking humble
 //!
-//! At start, and after any gap between two turns of this loop longer than the lease (a freeze, a
+//! At start, and after any gap between two turns of this loop longer than the lease — or than
+//! the master-down interval, after which a pglb peer may have taken the VIP and acted (a freeze, a
 //! suspended VM, a blocked call; measured on the monotonic clock), the instance trusts nothing
 //! it remembers: the lease is expired (established write flows go on for the grace, new ones get
 //! a RST), a stale VIP is removed, the VRRP machine may not be master, and the failover machine
@@ -45,6 +46,7 @@ pub mod params;
 pub mod recorder;
 pub mod signals;
 pub mod snapshot;
+pub mod tasks;
 
 use std::{
     net::SocketAddrV4,
@@ -64,19 +66,21 @@ use lb_common::tcp::Timeouts;
 use tracing::{debug, error, info, warn};
 
 use self::{
-    executor::{Executor, SqlContext},
+    executor::Executor,
     history::{EventId, EventKind, WriterLoss},
+    params::{RunParams, VipSide},
     recorder::Recorder,
     signals::{Ask, Signals},
     snapshot::{Counts, Published, Recent, SnapshotSource, VipView},
+    tasks::Tasks,
 };
 use crate::{
     admin::{self, AdminRequest},
     config::Config,
     dataplane::{self, Dataplane, FloodMeter, Pinned},
-    failover::{Action, AdminCommand, Alert, Event, FenceReason, Level, Machine, NodeId, Observation, Phase},
-    http::{self, StatsAuth},
-    probe::{self, ProbeSettings},
+    failover::{Action, AdminCommand, Alert, Durable, Event, FenceReason, Level, Machine, NodeId, Observation, Phase},
+    http,
+    probe,
     state::StateFile,
     status::Histogram,
     vip::{self, VrrpEvent, VrrpRunner, VrrpState, report::ReportLink, trust::PeerWords, io::VrrpReceiver},
@@ -183,11 +187,13 @@ enum Input {
     Signal(Ask),
     /// The probe tasks are gone: stop.
     ProbesGone,
+    /// One of the daemon's tasks ended by itself: stop.
+    TaskEnded(tasks::Ended),
 }
 
 /// The state the loop owns.
 struct Runtime {
-    config: Config,
+    p: RunParams,
     since: Instant,
     machine: Machine,
     dataplane: Dataplane,
@@ -203,7 +209,6 @@ struct Runtime {
     reports: Option<ReportLink>,
     words: PeerWords,
     executor: Executor,
-    weights: Vec<u32>,
     pending: Option<PendingSwitchover>,
     counts: Counts,
     latency: Vec<Histogram>,
@@ -227,106 +232,48 @@ struct Runtime {
     flood_event: Option<EventId>,
 }
 
+/// How long the daemon's tasks get to stop before they are aborted.
+const TASKS_STOP_LIMIT: Duration = Duration::from_secs(2);
+
+/// `pglb run`: the config read once ([`params::from_config`]), then the start-up steps in
+/// order, the main loop, and the stop.
 pub async fn run(config: Config) -> Result<(), RuntimeError> {
+    let p = params::from_config(&config);
+    drop(config);
     let since = Instant::now();
-    let since_wall = SystemTime::now();
-    let name = config.instance.name.clone();
-    // What an earlier run must not have forgotten, before anything is attached or routed.
-    let state = StateFile::new(config.state_dir());
-    let durable = state.load()?;
-    let spec = params::dataplane(&config);
-    enable_forwarding(&spec.interface)?;
-    let mut dataplane = Dataplane::attach(&spec)?;
-    dataplane.set_backends(&params::backends(&config))?;
-    // Wake humble: whatever an earlier run left (a restart in place extends its lease) routes
-    // no new flow until this run has decided; established flows go on for the grace.
-    dataplane.expire_lease(config.dataplane.lease_grace)?;
-    let routed = dataplane.writer()?.map(|id| id as NodeId);
-    let pinned = Arc::new(Mutex::new(Pinned::open(&spec.pin_dir)?));
-    info!(instance = %name, interface = %spec.interface, pin_dir = %spec.pin_dir.display(), vip = %spec.vip, lease_ms = config.dataplane.lease.as_millis() as u64,
-        "data plane attached; lease expired until this instance has decided (fresh probes and peer reports)");
-
-    let mut machine = match &durable {
-        Some(d) => {
-            info!(path = %state.path().display(), "state file read: fences, the last writer and its timeline are restored");
-            Machine::restore(params::machine(&config), d)
-        }
-        None => {
-            info!(path = %state.path().display(), "no state file yet: a first start");
-            Machine::new(params::machine(&config))
-        }
-    };
-    machine.set_routed(routed);
-
-    let settings = ProbeSettings::from_config(&config);
-    let (obs_tx, probes) = mpsc::channel(256);
-    let probe_now: Vec<Arc<Notify>> = config.nodes.iter().map(|_| Arc::new(Notify::new())).collect();
-    for (i, node) in config.nodes.iter().enumerate() {
-        tokio::spawn(probe::run_node(i, node.clone(), settings.clone(), since, obs_tx.clone(), Arc::clone(&probe_now[i])));
-    }
-    drop(obs_tx);
-
-    let (vip, vrrp_rx, vip_view) = match params::vrrp(&config) {
-        Some(p) => {
-            let (vrid, priority) = (p.vrid, p.priority);
-            let runner = VrrpRunner::open(p).await?;
-            let view = VipView::Vrrp { status: runner.status(), counters: runner.counters() };
-            let rx = runner.receiver();
-            info!(vrid, priority, "vrrp: opened; backup until this instance has decided");
-            (VipOwner::Vrrp(Box::new(runner)), Some(rx), view)
-        }
-        None => {
-            let held = vip::address::StaticVip::hold(&config.dataplane.interface, config.dataplane.vip.addr).await?;
-            info!(vip = %config.dataplane.vip.addr, "vip: no [vrrp] configured: this instance holds the VIP alone");
-            (VipOwner::Static(held), None, VipView::Static)
-        }
-    };
-
-    let (reports, report_every) = match &config.vrrp {
-        Some(v) if !v.peers.is_empty() => {
-            let addr = SocketAddrV4::new(config.dataplane.address.addr, v.report_port);
-            let key = v.key.clone().expect("Config::load read the peer key");
-            let link = ReportLink::bind(*addr.ip(), addr.port(), v.peers.clone(), key, v.advert_interval).await.map_err(|source| RuntimeError::ReportBind { addr, source })?;
-            let mut every = tokio::time::interval(v.advert_interval);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            info!(%addr, peers = ?v.peers, "peer reports: authenticated (HMAC-SHA256), every advert interval");
-            (Some(link), Some(every))
-        }
-        _ => (None, None),
-    };
-    let words = match &config.vrrp {
-        Some(v) => PeerWords::new(&v.peers, &v.keepalived_peers, vip::vrrp::master_down_interval(v.priority, v.advert_interval)),
-        None => PeerWords::new(&[], &[], Duration::ZERO),
-    };
-
+    let mut tasks = Tasks::new();
+    let (state, durable) = read_state(&p)?;
+    let (dataplane, pinned, routed) = attach_dataplane(&p)?;
+    let machine = restore_machine(&p, durable.as_ref(), routed, &state);
+    let (probes, probe_now) = start_probes(&p, since, &mut tasks);
+    let (vip, vrrp_rx, vip_view) = open_vip(&p).await?;
+    let reports = open_reports(&p).await?;
     let (published, published_rx) = watch::channel(Published {
         view: machine.view(),
         counts: Counts::default(),
-        latency: vec![Histogram::default(); config.nodes.len()],
+        latency: vec![Histogram::default(); p.nodes.len()],
         now: Duration::ZERO,
-        reports: reports.as_ref().map(ReportLink::counters),
+        reports: reports.as_ref().map(|(link, _)| link.counters()),
     });
-    let _agent_channel = agent_channel::start(config.agent.as_ref(), &name, &config.nodes, published_rx.clone()).await?;
-    let recent = Arc::new(Recent::new(config.nodes.len()));
-    tokio::spawn(sample_traffic(Arc::clone(&pinned), Arc::clone(&recent), since));
-    let source = SnapshotSource::new(&config, published_rx, Arc::clone(&pinned), vip_view, Arc::clone(&recent));
-    let listener = http::bind(config.http.listen).await?;
-    let auth = match (&config.http.stats_user, &config.http.stats_password) {
-        (Some(u), Some(p)) => Some(StatsAuth::new(u, p.expose())),
-        _ => None,
-    };
-    tokio::spawn(http::serve(listener, source.clone(), auth));
-    info!(listen = %config.http.listen, "http: serving /metrics /stats /health");
-
-    let (admin_tx, admin_rx) = mpsc::channel::<AdminRequest>(16);
-    let admin_path = admin::socket_path(&name);
-    tokio::spawn(admin::serve(admin::bind(&admin_path)?, admin_tx));
-    info!(socket = %admin_path.display(), "admin socket ready");
-
+    if let Some(a) = p.agent.clone() {
+        let channel = agent_channel::open(a, published_rx.clone()).await?;
+        tasks.spawn("agent channel", agent_channel::serve(channel));
+    }
+    let recent = Arc::new(Recent::new(p.nodes.len()));
+    tasks.spawn("traffic sampler", sample_traffic(Arc::clone(&pinned), Arc::clone(&recent), since));
+    let source = SnapshotSource::new(p.snapshot.clone(), published_rx, Arc::clone(&pinned), vip_view, Arc::clone(&recent));
+    start_http(&p, source.clone(), &mut tasks).await?;
+    let (admin_rx, admin_path) = start_admin(&p, &mut tasks)?;
     let (done_tx, done) = mpsc::channel::<Event>(64);
-    let (recorder, _recorder_task) = Recorder::spawn(state, done_tx.clone());
+    let (recorder, recording) = Recorder::new(state, done_tx.clone());
+    tasks.spawn("state recorder", recording);
     let signals = Signals::install().map_err(RuntimeError::Signal)?;
+    let (reports, report_every) = reports.unzip();
     let inputs = Inputs { probes, vrrp: vrrp_rx, done, admin: admin_rx, report_every };
+    let words = match &p.vip {
+        VipSide::Vrrp(v) => PeerWords::new(&v.pglb_peers, &v.keepalived_peers, v.fresh_for),
+        VipSide::Static { .. } => PeerWords::new(&[], &[], Duration::ZERO),
+    };
     let mut rt = Runtime {
         since,
         machine,
@@ -339,11 +286,10 @@ pub async fn run(config: Config) -> Result<(), RuntimeError> {
         tracked_reachable: false,
         reports,
         words,
-        executor: Executor::new(SqlContext::from_config(&config), done_tx),
-        weights: config.nodes.iter().map(|n| n.read_weight).collect(),
+        executor: Executor::new(p.sql.clone(), done_tx),
         pending: None,
         counts: Counts::default(),
-        latency: vec![Histogram::default(); config.nodes.len()],
+        latency: vec![Histogram::default(); p.nodes.len()],
         published,
         lease_failing: false,
         ready: false,
@@ -352,37 +298,142 @@ pub async fn run(config: Config) -> Result<(), RuntimeError> {
         flood: FloodMeter::default(),
         probe_now,
         recent,
-        since_wall,
+        since_wall: SystemTime::now() - since.elapsed(),
         writer_loss: WriterLoss::default(),
         flood_event: None,
-        config,
+        p,
     };
-    match &mut rt.vip {
-        VipOwner::Vrrp(runner) => {
-            let mut events = runner.set_ready(false).await;
-            events.extend(runner.start().await);
-            rt.vrrp_word = Some(VrrpWord { priority: runner.priority(), ready: false });
-            rt.on_vrrp_events(events);
-        }
-        VipOwner::Static(_) => {
-            rt.record(EventKind::Vrrp, "no [vrrp]: this instance holds the VIP alone");
-            rt.feed(Event::VrrpRole { master: true });
-        }
-    }
-    crate::notify::ready(&format!("instance {name}: data plane attached on {}, vip {}", spec.interface, spec.vip));
-    let exit = rt.run_loop(inputs, signals, source).await;
+    rt.start_vip().await;
+    let spec = &rt.p.dataplane;
+    crate::notify::ready(&format!("instance {}: data plane attached on {}, vip {}", rt.p.instance, spec.interface, spec.vip));
+    let exit = rt.run_loop(inputs, signals, &mut tasks, source).await;
     crate::notify::stopping(match exit {
         Exit::Stop(_) => "stopping: releasing the VIP and the lease",
         Exit::Restart => "restarting: the VIP stays here, XDP keeps forwarding",
     });
     rt.stop(exit).await;
+    tasks.stop(TASKS_STOP_LIMIT).await;
     let _ = std::fs::remove_file(&admin_path);
     Ok(())
 }
 
+/// What an earlier run must not have forgotten, before anything is attached or routed.
+fn read_state(p: &RunParams) -> Result<(StateFile, Option<Durable>), RuntimeError> {
+    let state = StateFile::new(&p.state_dir);
+    let durable = state.load()?;
+    Ok((state, durable))
+}
+
+/// Attaches (or re-attaches to) the XDP program and its pinned maps. Wake humble: whatever an
+/// earlier run left (a restart in place extends its lease) routes no new flow until this run
+/// has decided; established flows go on for the grace. Returns the writer the pinned map routes.
+fn attach_dataplane(p: &RunParams) -> Result<(Dataplane, Arc<Mutex<Pinned>>, Option<NodeId>), RuntimeError> {
+    let spec = &p.dataplane;
+    enable_forwarding(&spec.interface)?;
+    let mut dataplane = Dataplane::attach(spec)?;
+    dataplane.set_backends(&p.backends)?;
+    dataplane.expire_lease(p.lease.grace)?;
+    let routed = dataplane.writer()?.map(|id| id as NodeId);
+    let pinned = Arc::new(Mutex::new(Pinned::open(&spec.pin_dir)?));
+    info!(instance = %p.instance, interface = %spec.interface, pin_dir = %spec.pin_dir.display(), vip = %spec.vip, lease_ms = p.lease.period.as_millis() as u64,
+        "data plane attached; lease expired until this instance has decided (fresh probes and peer reports)");
+    Ok((dataplane, pinned, routed))
+}
+
+/// The failover machine, from the state file if there is one, told what the data plane routes.
+fn restore_machine(p: &RunParams, durable: Option<&Durable>, routed: Option<NodeId>, state: &StateFile) -> Machine {
+    let mut machine = match durable {
+        Some(d) => {
+            info!(path = %state.path().display(), "state file read: fences, the last writer and its timeline are restored");
+            Machine::restore(p.machine.clone(), d)
+        }
+        None => {
+            info!(path = %state.path().display(), "no state file yet: a first start");
+            Machine::new(p.machine.clone())
+        }
+    };
+    machine.set_routed(routed);
+    machine
+}
+
+/// One probe task per node; each can be woken for a probe out of its round.
+fn start_probes(p: &RunParams, since: Instant, tasks: &mut Tasks) -> (mpsc::Receiver<Observation>, Vec<Arc<Notify>>) {
+    let (obs_tx, probes) = mpsc::channel(256);
+    let probe_now: Vec<Arc<Notify>> = p.nodes.iter().map(|_| Arc::new(Notify::new())).collect();
+    for (i, node) in p.nodes.iter().enumerate() {
+        let work = probe::run_node(i, node.name.clone(), node.addr, p.probe.clone(), since, obs_tx.clone(), Arc::clone(&probe_now[i]));
+        tasks.spawn("probe", work);
+    }
+    (probes, probe_now)
+}
+
+/// The VIP's owner: the VRRP runner (driven from the main loop) or the VIP held alone.
+async fn open_vip(p: &RunParams) -> Result<(VipOwner, Option<VrrpReceiver>, VipView), RuntimeError> {
+    match &p.vip {
+        VipSide::Vrrp(v) => {
+            let runner = VrrpRunner::open(v.runner.clone()).await?;
+            let view = VipView::Vrrp { status: runner.status(), counters: runner.counters() };
+            let rx = runner.receiver();
+            info!(vrid = v.runner.vrid, priority = v.priority, "vrrp: opened; backup until this instance has decided");
+            Ok((VipOwner::Vrrp(Box::new(runner)), Some(rx), view))
+        }
+        VipSide::Static { interface, vip } => {
+            let held = vip::address::StaticVip::hold(interface, *vip).await?;
+            info!(%vip, "vip: no [vrrp] configured: this instance holds the VIP alone");
+            Ok((VipOwner::Static(held), None, VipView::Static))
+        }
+    }
+}
+
+/// The peer reports' socket and their interval (with pglb peers).
+async fn open_reports(p: &RunParams) -> Result<Option<(ReportLink, Interval)>, RuntimeError> {
+    let VipSide::Vrrp(v) = &p.vip else { return Ok(None) };
+    let Some(r) = &v.reports else { return Ok(None) };
+    let addr = SocketAddrV4::new(r.own, r.port);
+    let link = ReportLink::bind(r.own, r.port, r.peers.clone(), r.key.clone(), r.every).await.map_err(|source| RuntimeError::ReportBind { addr, source })?;
+    let mut every = tokio::time::interval(r.every);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    info!(%addr, peers = ?r.peers, "peer reports: authenticated (HMAC-SHA256), every advert interval");
+    Ok(Some((link, every)))
+}
+
+/// `/metrics`, `/stats` and `/health`.
+async fn start_http(p: &RunParams, source: SnapshotSource, tasks: &mut Tasks) -> Result<(), RuntimeError> {
+    let listener = http::bind(p.http.listen).await?;
+    tasks.spawn("http", http::serve(listener, source, p.http.auth.clone()));
+    info!(listen = %p.http.listen, "http: serving /metrics /stats /health");
+    Ok(())
+}
+
+/// The admin socket `pglb status`, `switchover`, `node rejoin` and `debug` talk to.
+fn start_admin(p: &RunParams, tasks: &mut Tasks) -> Result<(mpsc::Receiver<AdminRequest>, std::path::PathBuf), RuntimeError> {
+    let (admin_tx, admin_rx) = mpsc::channel::<AdminRequest>(16);
+    let path = admin::socket_path(&p.instance);
+    tasks.spawn("admin socket", admin::serve(admin::bind(&path)?, admin_tx));
+    info!(socket = %path.display(), "admin socket ready");
+    Ok((admin_rx, path))
+}
+
 impl Runtime {
-    async fn run_loop(&mut self, mut inputs: Inputs, mut signals: Signals, source: SnapshotSource) -> Exit {
-        let lease = self.config.dataplane.lease;
+    /// The VRRP runner starts not ready (a backup that waits for this instance to decide), with
+    /// the stale VIP an earlier run may have left removed; without VRRP the VIP is held.
+    async fn start_vip(&mut self) {
+        match &mut self.vip {
+            VipOwner::Vrrp(runner) => {
+                let mut events = runner.set_ready(false).await;
+                events.extend(runner.start().await);
+                self.vrrp_word = Some(VrrpWord { priority: runner.priority(), ready: false });
+                self.on_vrrp_events(events);
+            }
+            VipOwner::Static(_) => {
+                self.record(EventKind::Vrrp, "no [vrrp]: this instance holds the VIP alone");
+                self.feed(Event::VrrpRole { master: true });
+            }
+        }
+    }
+
+    async fn run_loop(&mut self, mut inputs: Inputs, mut signals: Signals, tasks: &mut Tasks, source: SnapshotSource) -> Exit {
+        let lease = self.p.lease.period;
         // Renewed from this loop: a loop that stops turning lets the lease run out, and stops
         // systemd's watchdog pings (which restarts the daemon).
         let mut renew = tokio::time::interval(crate::notify::loop_tick(lease / 5));
@@ -406,6 +457,7 @@ impl Runtime {
                 _ = renew.tick() => Input::Renew,
                 _ = sweep.tick() => Input::Sweep,
                 ask = signals.next() => Input::Signal(ask),
+                ended = tasks.ended() => Input::TaskEnded(ended),
             };
             self.check_stall().await;
             if let Some(exit) = self.dispatch(input, &source).await {
@@ -474,27 +526,32 @@ impl Runtime {
                 warn!("SIGHUP: reloading the config is not supported yet; carrying on with the config read at start (restart pglb to apply a changed file)");
             }
             Input::ProbesGone => return Some(Exit::Stop("the probe tasks ended")),
+            Input::TaskEnded(ended) => {
+                error!(task = ended.name, panic = ?ended.panic, "a task of the daemon ended by itself: stopping (the service manager restarts pglb)");
+                return Some(Exit::Stop("a task ended"));
+            }
         }
         None
     }
 
-    /// A gap since the last turn longer than the lease: everything this instance believes may
+    /// A gap since the last turn longer than the lease or the master-down interval
+    /// (`RunParams::stall_after`): everything this instance believes may
     /// be stale. Wake humble (see the module doc).
     async fn check_stall(&mut self) {
         let now = Instant::now();
         let gap = now.saturating_duration_since(self.last_turn);
         self.last_turn = now;
-        if gap <= self.config.dataplane.lease {
+        if gap <= self.p.stall_after {
             return;
         }
         self.counts.loop_stalls += 1;
-        warn!(gap_ms = gap.as_millis() as u64, lease_ms = self.config.dataplane.lease.as_millis() as u64,
-            "the main loop stood still longer than the lease: waking humble (lease expired, VIP released, writes refused until fresh probes and peer reports)");
+        warn!(gap_ms = gap.as_millis() as u64, stall_after_ms = self.p.stall_after.as_millis() as u64,
+            "the main loop stood still longer than its lease or its peer's master-down interval: waking humble (lease expired, VIP released, writes refused until fresh probes and peer reports)");
         self.record(EventKind::Vrrp, format!("main loop stood still for {} ms: woke humble", gap.as_millis()));
         // The machine first: nothing it believed before may act again (not even on the VRRP
         // role change that follows), and `ready` falls with it.
         self.feed(Event::Stalled);
-        if let Err(e) = self.dataplane.expire_lease(self.config.dataplane.lease_grace) {
+        if let Err(e) = self.dataplane.expire_lease(self.p.lease.grace) {
             error!(error = %crate::error_chain(&e), "lease: letting it run out failed (it runs out by itself)");
         }
         self.tell_vrrp().await;
@@ -506,7 +563,7 @@ impl Runtime {
     async fn tell_vrrp(&mut self) {
         for _ in 0..4 {
             let VipOwner::Vrrp(runner) = &mut self.vip else { return };
-            let Some(v) = &self.config.vrrp else { return };
+            let VipSide::Vrrp(v) = &self.p.vip else { return };
             // An instance that cannot write its state file cannot act (no promotion without its
             // record): the lowest priority, so a peer that can takes the VIP and the decisions.
             let priority = if !self.ready {
@@ -600,7 +657,7 @@ impl Runtime {
                 Action::Persist(durable) => self.recorder.record(durable),
                 Action::SetWriter { node } => self.set_writer(node),
                 Action::SetReaders { nodes } => {
-                    let readers: Vec<(u32, u32)> = nodes.iter().map(|n| (*n as u32, self.weights[*n].max(1))).collect();
+                    let readers: Vec<(u32, u32)> = nodes.iter().map(|n| (*n as u32, self.p.nodes[*n].read_weight.max(1))).collect();
                     let names: Vec<&str> = nodes.iter().map(|n| self.executor.ctx().name(*n)).collect();
                     match self.dataplane.set_readers(&readers) {
                         Ok(()) => info!(readers = ?names, "route: read port now goes to {}", if names.is_empty() { "nobody".to_owned() } else { names.join(", ") }),
@@ -702,7 +759,7 @@ impl Runtime {
     }
 
     fn on_admin(&mut self, req: AdminRequest, source: &SnapshotSource) {
-        let names = || self.config.node_names().join(", ");
+        let names = || self.p.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ");
         match req {
             AdminRequest::Status { json, reply } => {
                 let source = source.clone();
@@ -712,7 +769,7 @@ impl Runtime {
                     let _ = reply.send(text);
                 });
             }
-            AdminRequest::Switchover { to, reply } => match self.config.nodes.iter().position(|n| n.name == to) {
+            AdminRequest::Switchover { to, reply } => match self.p.nodes.iter().position(|n| n.name == to) {
                 None => {
                     let _ = reply.send(Err(format!("unknown node `{to}`: the nodes are {}", names())));
                 }
@@ -736,7 +793,7 @@ impl Runtime {
                 // A fault injection: the loop blocks as a hung call would.
                 std::thread::sleep(duration);
             }
-            AdminRequest::Rejoined { node, reply } => match self.config.nodes.iter().position(|n| n.name == node) {
+            AdminRequest::Rejoined { node, reply } => match self.p.nodes.iter().position(|n| n.name == node) {
                 None => {
                     let _ = reply.send(Err(format!("unknown node `{node}`: the nodes are {}", names())));
                 }
@@ -749,7 +806,7 @@ impl Runtime {
     }
 
     fn renew_lease(&mut self) {
-        match self.dataplane.renew_lease(self.config.dataplane.lease, self.config.dataplane.lease_grace) {
+        match self.dataplane.renew_lease(self.p.lease.period, self.p.lease.grace) {
             Ok(()) if self.lease_failing => {
                 self.lease_failing = false;
                 info!("lease: renewing works again");
@@ -839,11 +896,10 @@ impl Runtime {
         if self.sweeping.swap(true, Ordering::AcqRel) {
             return;
         }
-        let dp = &self.config.dataplane;
         let timeouts = Timeouts {
-            idle_ns: dp.flow_idle_timeout.as_nanos() as u64,
+            idle_ns: self.p.flows.idle.as_nanos() as u64,
             closed_ns: CLOSED_FLOW_LINGER.as_nanos() as u64,
-            half_open_ns: dp.half_open_timeout.as_nanos() as u64,
+            half_open_ns: self.p.flows.half_open.as_nanos() as u64,
         };
         let (pinned, busy) = (Arc::clone(&self.pinned), Arc::clone(&self.sweeping));
         tokio::task::spawn_blocking(move || {
@@ -866,7 +922,7 @@ impl Runtime {
     /// expires it at once and renews it once it has decided); a stop hands the VIP over and
     /// lets the lease run out.
     async fn stop(mut self, exit: Exit) {
-        let (lease, grace) = (self.config.dataplane.lease, self.config.dataplane.lease_grace);
+        let (lease, grace) = (self.p.lease.period, self.p.lease.grace);
         match exit {
             Exit::Restart => {
                 if let Err(e) = self.dataplane.renew_lease(RESTART_HOLD * 3 + lease + Duration::from_secs(2), grace) {

@@ -23,10 +23,11 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// The writing task, on `file`, reporting on `done`; it ends when the recorder is dropped.
-    pub fn spawn(file: StateFile, done: mpsc::Sender<Event>) -> (Self, tokio::task::JoinHandle<()>) {
+    /// The recorder and its writing task (for the daemon's task set), on `file`, reporting on
+    /// `done`; the task ends when the recorder is dropped.
+    pub fn new(file: StateFile, done: mpsc::Sender<Event>) -> (Self, impl std::future::Future<Output = ()> + Send + 'static) {
         let (latest, rx) = watch::channel(None);
-        (Recorder { latest }, tokio::spawn(write_loop(file, rx, done)))
+        (Recorder { latest }, write_loop(file, rx, done))
     }
 
     /// Writes `state` (after the write in progress, if any).

@@ -13,9 +13,11 @@ use std::{
 
 use tokio::sync::watch;
 
-use super::history::{self, EventLog, TrafficHistory};
+use super::{
+    history::{self, EventLog, TrafficHistory},
+    params::SnapshotParams,
+};
 use crate::{
-    config::{Config, Pool},
     dataplane::Pinned,
     failover::{ClusterView, NodeState},
     status::{EventRow, Histogram, NodeRow, RateSeries, Snapshot, Traffic},
@@ -93,19 +95,18 @@ pub struct SnapshotSource {
 }
 
 impl SnapshotSource {
-    pub fn new(config: &Config, published: watch::Receiver<Published>, pinned: Arc<Mutex<Pinned>>, vip_view: VipView, recent: Arc<Recent>) -> Self {
-        let ports = |pool: Pool| config.listeners.iter().filter(|l| l.pool == pool).map(|l| l.port).collect();
+    pub fn new(p: SnapshotParams, published: watch::Receiver<Published>, pinned: Arc<Mutex<Pinned>>, vip_view: VipView, recent: Arc<Recent>) -> Self {
         SnapshotSource {
-            instance: config.instance.name.clone(),
-            vip: config.dataplane.vip.addr.to_string(),
-            nodes: config.nodes.iter().map(|n| (n.name.clone(), n.addr())).collect(),
-            write_ports: ports(Pool::Write),
-            read_ports: ports(Pool::Read),
-            peers: config.vrrp.iter().flat_map(|v| v.peers.iter().map(ToString::to_string)).collect(),
+            instance: p.instance,
+            vip: p.vip,
+            nodes: p.nodes,
+            write_ports: p.write_ports,
+            read_ports: p.read_ports,
+            peers: p.peers,
             published,
             pinned,
             vip_view,
-            configured_priority: config.vrrp.as_ref().map(|v| v.priority),
+            configured_priority: p.configured_priority,
             recent,
         }
     }

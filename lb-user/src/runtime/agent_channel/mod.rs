@@ -12,23 +12,20 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use tokio::{net::UdpSocket, sync::watch, task::JoinHandle, time::Instant};
+use tokio::{net::UdpSocket, sync::watch, time::Instant};
 use tracing::{debug, info, warn};
 
 use self::{
     gate::{Admission, Dropped, Gate},
     publisher::{Publisher, Routing},
 };
-use super::{RuntimeError, snapshot::Published};
-use crate::{
-    channel::{MAX_DATAGRAM, Route, SigningKey},
-    config::{AgentChannelConfig, NodeConfig},
-};
+use super::{RuntimeError, params::AgentChannelParams, snapshot::Published};
+use crate::channel::{MAX_DATAGRAM, Route, SigningKey};
 
 /// How often a kind of dropped datagram is logged at most (each line carries the running count).
 const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// Everything the task needs, built by [`start`].
+/// Everything the task needs, built by [`open`].
 pub struct Channel {
     socket: UdpSocket,
     signing: SigningKey,
@@ -39,30 +36,20 @@ pub struct Channel {
     published: watch::Receiver<Published>,
 }
 
-/// Binds `[agent] listen_port` and starts the task, when `[agent]` is configured (its keys were
-/// read by `Config::load`).
-pub async fn start(
-    config: Option<&AgentChannelConfig>,
-    instance: &str,
-    nodes: &[NodeConfig],
-    published: watch::Receiver<Published>,
-) -> Result<Option<JoinHandle<()>>, RuntimeError> {
-    let Some(a) = config else { return Ok(None) };
-    let port = a.listen_port;
+/// Binds the channel's UDP port and makes the task (its keys were read by `Config::load`).
+pub async fn open(p: AgentChannelParams, published: watch::Receiver<Published>) -> Result<Channel, RuntimeError> {
+    let port = p.port;
     let socket = UdpSocket::bind(("0.0.0.0", port)).await.map_err(|source| RuntimeError::AgentBind { port, source })?;
-    let signing = a.signing_key.clone().expect("Config::load read the signing key");
-    let clients: HashMap<_, _> = a.clients.iter().map(|c| (c.name.clone(), c.key.clone().expect("Config::load read the client keys"))).collect();
     let start_seq = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-    info!(port, agents = clients.len(), public_key = %signing.public(), "agent channel: serving subscribes; routes signed, pushed on every change");
-    let channel = Channel {
+    info!(port, agents = p.clients.len(), public_key = %p.signing.public(), "agent channel: serving subscribes; routes signed, pushed on every change");
+    Ok(Channel {
         socket,
-        gate: Gate::new(clients, signing.derive("pglb-agent cookie key")),
-        signing,
-        publisher: Publisher::new(instance, a.subscriber_ttl, start_seq),
-        nodes: nodes.iter().map(|n| (n.name.clone(), n.addr(), n.read_weight)).collect(),
+        gate: Gate::new(p.clients, p.signing.derive("pglb-agent cookie key")),
+        signing: p.signing,
+        publisher: Publisher::new(&p.instance, p.subscriber_ttl, start_seq),
+        nodes: p.nodes.iter().map(|n| (n.name.clone(), n.addr, n.read_weight)).collect(),
         published,
-    };
-    Ok(Some(tokio::spawn(serve(channel))))
+    })
 }
 
 /// The task; ends when the routing's sender is gone.

@@ -141,9 +141,11 @@ struct FloorSample {
 }
 
 /// Samples new flows and the nodes' roles until [`FloorWatch::finish`]; see the module doc.
+/// Its thread stops when the watch is dropped too (an error or a panic in the drill), so the
+/// scope it runs in never waits for it.
 pub struct FloorWatch<'scope> {
     stop: Arc<AtomicBool>,
-    thread: ScopedJoinHandle<'scope, Vec<FloorSample>>,
+    thread: Option<ScopedJoinHandle<'scope, Vec<FloorSample>>>,
 }
 
 impl<'scope> FloorWatch<'scope> {
@@ -162,14 +164,21 @@ impl<'scope> FloorWatch<'scope> {
             }
             samples
         });
-        FloorWatch { stop, thread }
+        FloorWatch { stop, thread: Some(thread) }
     }
 
     /// Stops sampling (after one more sample) and sums up.
-    pub fn finish(self) -> Result<Floor> {
+    pub fn finish(mut self) -> Result<Floor> {
         self.stop.store(true, Ordering::Relaxed);
-        let samples = self.thread.join().map_err(|_| anyhow::anyhow!("the floor watch panicked"))?;
+        let thread = self.thread.take().expect("finished once");
+        let samples = thread.join().map_err(|_| anyhow::anyhow!("the floor watch panicked"))?;
         floor_of(&samples)
+    }
+}
+
+impl Drop for FloorWatch<'_> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 

@@ -202,10 +202,13 @@ fn check_lb1_stays_backup(r: &mut RunResult, vip: &std::collections::BTreeMap<&s
     let (c1, c2) = (&vip["lb1"], &vip["lb2"]);
     let released = first(c1, false, back);
     let again = released.and_then(|t| first(c1, true, t)).filter(|t| *t <= end);
+    let stale = if !held_at(c1, back) {
+        "lb1 held no VIP when it came back".to_owned()
+    } else {
+        released.map(|t| format!("lb1 released its stale VIP {:.0} ms after it came back", ms(back, t))).unwrap_or_else(|| "lb1 never released its stale VIP".into())
+    };
     let detail = format!(
-        "lb1 {} its VIP {}, {} it again until {:.0} ms after its return; lb2 held it {}",
-        if held_at(c1, back) { "had" } else { "did not have" },
-        released.map(|t| format!("released {:.0} ms after its return", ms(back, t))).unwrap_or_else(|| "never released".into()),
+        "{stale}, {} it again until {:.0} ms after its return; lb2 held it {}",
         if again.is_some() { "took" } else { "did not take" },
         ms(back, end),
         if throughout(c2, true, since, end) { "throughout".to_owned() } else { format!("not throughout (changes {:?})", rel(c2, since)) },

@@ -1,10 +1,11 @@
 //! Operating pglb in the lab: the HTTP endpoints a Prometheus scrape and a health check use,
-//! VRRP tracking (a load balancer that reaches no PostgreSQL node hands the VIP over), and the
-//! short `lb-crash` drill that keeps `cargo xtask drill` working.
+//! VRRP tracking (a load balancer that reaches no PostgreSQL node hands the VIP over, and once it
+//! reaches them again stays backup: no preemption of a healthy master), and the short
+//! `lb-crash` drill that keeps `cargo xtask drill` working.
 
 use std::time::Duration;
 
-use pglb_tests::{Lab, holds_vip, ok, pglb_log, run, stdout, wait_until};
+use pglb_tests::{Lab, bring_vip_home, holds_vip, ok, pglb_log, run, stdout, wait_until};
 use serde_json::Value;
 
 /// `curl` inside a load balancer's namespace: (HTTP status, body).
@@ -89,11 +90,26 @@ fn http_endpoints_and_vrrp_tracking() {
         "172.20.0.10",
         "writes through lb2 still reach pg1"
     );
+    let restored = "priority set priority=150 writer_reachable=true";
+    let restored_before = pglb_log("lb1").matches(restored).count();
     for addr in PG_HOSTS {
         ok(&["lab", "exec", "lb1", "--", "ip", "route", "del", "blackhole", &format!("{addr}/32")]);
     }
-    wait_until(Duration::from_secs(15), "lb1 to preempt again once it reaches the nodes", || holds_vip("lb1") && !holds_vip("lb2"));
-    assert!(pglb_log("lb1").contains("priority set priority=150 writer_reachable=true"), "lb1's log:\n{}", pglb_log("lb1"));
+    wait_until(Duration::from_secs(15), "lb1 to raise its priority back to 150 once it reaches the nodes", || {
+        pglb_log("lb1").matches(restored).count() > restored_before
+    });
+    // The thing tested: lb1 (150 again) does not preempt lb2, a healthy master (issue 18): nothing
+    // moves for 1.5 s, over four of lb1's Master_Down_Intervals (341 ms).
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(holds_vip("lb2") && !holds_vip("lb1"), "lb1 preempted lb2, a healthy master, once it reached the nodes again:\n{}", pglb_log("lb1"));
+    assert_eq!(
+        ok(&["lab", "psql", "--", "-Atc", "SELECT inet_server_addr()"]).trim(),
+        "172.20.0.10",
+        "writes through lb2 still reach pg1 after the heal"
+    );
+    // Home again as an operator would: a graceful restart of lb2's pglb.
+    bring_vip_home();
+    assert!(holds_vip("lb1") && !holds_vip("lb2"), "the VIP back on lb1");
     for log in [pglb_log("lb1"), pglb_log("lb2")] {
         assert!(!log.contains("failover: promoting"), "nobody may promote during the cut:\n{log}");
     }

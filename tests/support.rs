@@ -335,6 +335,129 @@ pub fn connect_until_via(port: u16, via_mac: String, epoch: Instant, limit: Dura
     })
 }
 
+/// A client in pgha-client that opens a new connection to VIP:`port` every few ms (one
+/// [`pg_answers`] round trip each, [`ATTEMPT_LIMIT`] per attempt) until [`ClientLoop::stop`]:
+/// while nothing moves the VIP, none of them fails.
+pub struct ClientLoop {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: JoinHandle<ClientLog>,
+}
+
+impl ClientLoop {
+    pub fn start(port: u16) -> ClientLoop {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = thread::spawn(move || {
+            enter_netns("client");
+            let mut log = ClientLog::default();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                log.attempts += 1;
+                if !pg_answers(SocketAddrV4::new(VIP, port), ATTEMPT_LIMIT) {
+                    log.failures += 1;
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+            log
+        });
+        ClientLoop { stop, thread }
+    }
+
+    /// Stops the loop; what it saw (`attempts`, `failures`).
+    pub fn stop(self) -> ClientLog {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("client loop thread")
+    }
+}
+
+/// A connection through VIP:`port` from pgha-client held open: the PostgreSQL SSLRequest is
+/// answered when it opens, and [`HeldConnection::still_open`] later sends the startup message
+/// and reads the server's first answer on the same connection. A connection a load balancer
+/// reset in between fails there.
+pub struct HeldConnection(TcpStream);
+
+impl HeldConnection {
+    pub fn open(port: u16) -> HeldConnection {
+        let s = thread::spawn(move || {
+            enter_netns("client");
+            let mut s = TcpStream::connect_timeout(&SocketAddr::V4(SocketAddrV4::new(VIP, port)), Duration::from_secs(2))
+                .unwrap_or_else(|e| panic!("connecting to {VIP}:{port} from pgha-client: {e}"));
+            s.set_read_timeout(Some(Duration::from_secs(2))).expect("a read timeout");
+            s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).expect("sending the SSLRequest");
+            let mut answer = [0u8; 1];
+            s.read_exact(&mut answer).expect("the server's answer to the SSLRequest");
+            assert_eq!(answer[0], b'N', "the lab's PostgreSQL declines SSL on the VIP");
+            s
+        })
+        .join()
+        .expect("opening a held connection");
+        HeldConnection(s)
+    }
+
+    /// Sends the startup message (user and database `app`) and reads the first byte of the
+    /// answer: `R` (an authentication request) when the connection survived.
+    pub fn still_open(mut self) -> Result<(), String> {
+        let mut body = 196_608u32.to_be_bytes().to_vec(); // protocol 3.0
+        for kv in ["user", "app", "database", "app"] {
+            body.extend_from_slice(kv.as_bytes());
+            body.push(0);
+        }
+        body.push(0);
+        let mut msg = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+        msg.extend_from_slice(&body);
+        self.0.write_all(&msg).map_err(|e| format!("sending the startup message: {e}"))?;
+        let mut answer = [0u8; 1];
+        self.0.read_exact(&mut answer).map_err(|e| format!("reading the answer to the startup message: {e}"))?;
+        if answer[0] == b'R' { Ok(()) } else { Err(format!("the server answered {:?}, not an authentication request", answer[0] as char)) }
+    }
+}
+
+/// `pglb status --json` of a load balancer (schema `pglb.status/1`, docs/JSON.md), or what it
+/// printed when it failed.
+pub fn pglb_status(host: &str) -> Result<Value, String> {
+    let out = Command::new(pglb_bin()).args(["status", "--json", "--config"]).arg(lb_config(host)).output().expect("pglb status --json");
+    let text = stdout(&out);
+    if !out.status.success() {
+        return Err(format!("{text}{}", stderr(&out)));
+    }
+    match serde_json::from_str::<Value>(&text) {
+        Ok(v) if v["schema"] == "pglb.status/1" => Ok(v),
+        _ => Err(format!("not a pglb.status/1 object: {text}")),
+    }
+}
+
+/// Moves the VIP back to lb1 when lb2 holds it and both pglb run, as the drills do (the twin
+/// of xtask's `lab::lb::bring_vip_home`): a returning lb1 does not preempt a healthy master
+/// (issue 18), so after a test restarted lb1's pglb, lb2 keeps the VIP. Waits for lb1 to be
+/// ready (`"ready"` of its status, when it has the field), sends SIGTERM to lb2's pglb (its
+/// priority-0 advert hands the VIP to lb1), and starts it again once lb1 holds the VIP alone;
+/// lb2 comes back as backup, and the helper returns once it is ready. A no-op when lb1 already
+/// holds the VIP alone.
+pub fn bring_vip_home() {
+    if holds_vip("lb1") && !holds_vip("lb2") {
+        return;
+    }
+    let limit = Duration::from_secs(30);
+    assert!(
+        pglb_pids("lb1").len() == 1 && pglb_pids("lb2").len() == 1 && holds_vip("lb2"),
+        "bringing the VIP home needs pglb on lb1 and lb2 with the VIP on lb2 (lb1 {:?}, lb2 {:?}, lb2 holds it: {})",
+        pglb_pids("lb1"),
+        pglb_pids("lb2"),
+        holds_vip("lb2")
+    );
+    wait_until(limit, "pglb on lb1 to be ready before the VIP comes home", || pglb_status("lb1").is_ok_and(|v| v["ready"] != false));
+    let pid = pglb_pid("lb2");
+    signal(pid, libc::SIGTERM);
+    wait_gone(pid, limit, "pglb on lb2 to stop after SIGTERM");
+    wait_until(limit, "lb1 to take the VIP on lb2's priority-0 advert", || holds_vip("lb1") && !holds_vip("lb2"));
+    start_pglb("lb2");
+    // Ready too: it has lb1's authenticated reports, so it believes lb1's adverts, a priority-0
+    // one included (a graceful stop of lb1 right after hands over at once).
+    wait_until(limit, "the restarted pglb on lb2 to follow lb1 (ready, backup, VIP held by lb1)", || {
+        pglb_status("lb2").is_ok_and(|v| v["vip_held"] == false && v["vrrp_state"] == "backup" && v["vip_master"] == "172.20.0.21" && v["ready"] != false)
+    });
+    assert!(holds_vip("lb1") && !holds_vip("lb2"), "the VIP moved again while pglb on lb2 restarted");
+}
+
 // ----- drills ------------------------------------------------------------------------------
 
 /// Runs `xtask drill SCENARIO --runs 1 --json …` with the drill client `drill_client` (the

@@ -1,16 +1,19 @@
 //! End-to-end tests in the lab: who owns the VIP 172.20.0.100 between lb1 (VRRP priority 150)
 //! and lb2 (100), advert interval 100 ms, adverts to 224.0.0.18 (the lab sets no `unicast`).
 //!
-//! - `takeover_after_crash_preemption_and_graceful_stop`: lb1 master with the VIP, lb2 backup
-//!   without; `kill -9` pglb on lb1 → lb2 takes the VIP and new connections through VIP:3000 and
-//!   :3001 reach PostgreSQL via lb2 (measured from the kill); lb1 restarted → it preempts without
-//!   both holding the VIP for longer than one advert interval; SIGTERM to lb1 → lb2 takes over on
-//!   lb1's priority 0, sooner than a timeout could (measured). `PGLB_VIP_ROUNDS` (default 2)
-//!   repeats the whole cycle; every round prints one `round` line and the test ends with a summary
-//!   (docs/DRILLS.md quotes it).
+//! - `takeover_after_crash_return_as_backup_and_graceful_stop`: lb1 master with the VIP, lb2
+//!   backup without; `kill -9` pglb on lb1 → lb2 takes the VIP and new connections through
+//!   VIP:3000 and :3001 reach PostgreSQL via lb2 (measured from the kill); lb1 restarted → it
+//!   removes its stale VIP and comes back as backup: lb2, a healthy master, keeps the VIP (no
+//!   preemption, issue 18), and no client connection through it fails or is reset meanwhile; the
+//!   VIP is brought home with a graceful restart of lb2 ([`bring_vip_home`]); SIGTERM to lb1 →
+//!   lb2 takes over on lb1's priority 0, sooner than a timeout could (measured); lb1 back again
+//!   → backup again. `PGLB_VIP_ROUNDS` (default 2) repeats the whole cycle; every round prints
+//!   one `round` line and the test ends with a summary (docs/DRILLS.md quotes it).
 //! - `interoperates_with_keepalived_in_both_priority_orders`: pglb on lb2 is replaced by Debian's
-//!   keepalived (`vrrp_version 3`, vrid 51, `advert_int 0.1`, multicast like pglb) at priority 100,
-//!   then 200: one master in both orders, and each takes over when the other stops.
+//!   keepalived (`vrrp_version 3`, vrid 51, `advert_int 0.1`, multicast like pglb; lb1's config
+//!   then names lb2's address in `[vrrp] keepalived_peers`) at priority 100, then 200: one master in both orders, each takes over when the other stops, and a returning
+//!   pglb (150) does not preempt keepalived (100) while it is a healthy master.
 //!
 //! Who holds the VIP is sampled about every millisecond by one thread per namespace that tries to
 //! bind a UDP socket to the VIP (which succeeds only while the address is local); clients are
@@ -38,8 +41,9 @@ use std::{
 };
 
 use pglb_tests::{
-    ClientLog, Lab, STATE_DIR, VIP, connect_until_via, enter_netns, holds_vip, keepalived::{Instance, Keepalived}, lb_config, netns,
-    ok, pglb_bin, pglb_log, pglb_pid, signal, start_pglb, stdout, vip_answers, wait_gone, wait_until,
+    ClientLog, ClientLoop, HeldConnection, Lab, STATE_DIR, VIP, bring_vip_home, connect_until_via, enter_netns, holds_vip,
+    keepalived::{Instance, Keepalived}, lb_config, netns, ok, pglb_log, pglb_pid, pglb_status, signal, start_pglb, vip_answers,
+    wait_gone, wait_until,
 };
 
 const LB1_ADDR: &str = "172.20.0.21";
@@ -93,18 +97,8 @@ fn neigh_of_vip(host: &str) -> Option<String> {
     text.split_whitespace().skip_while(|w| *w != "lladdr").nth(1).map(str::to_owned)
 }
 
-/// `pglb status --json` of a load balancer (schema `pglb.status/1`, docs/JSON.md), or what it
-/// printed when it failed.
 fn status_of(host: &str) -> Result<serde_json::Value, String> {
-    let out = Command::new(pglb_bin()).args(["status", "--json", "--config"]).arg(lb_config(host)).output().expect("pglb status --json");
-    let text = stdout(&out);
-    if !out.status.success() {
-        return Err(format!("{text}{}", String::from_utf8_lossy(&out.stderr)));
-    }
-    match serde_json::from_str::<serde_json::Value>(&text) {
-        Ok(v) if v["schema"] == "pglb.status/1" => Ok(v),
-        _ => Err(format!("not a pglb.status/1 object: {text}")),
-    }
+    pglb_status(host)
 }
 
 /// A status that says: this instance holds the VIP, VRRP master (the table's
@@ -265,8 +259,55 @@ fn wait_lb2_follows_lb1(what: &str) {
     });
 }
 
+/// How long nothing may move once the returning lb1 follows lb2: over four of lb1's
+/// Master_Down_Intervals (341 ms at priority 150).
+const RETURN_HOLD: Duration = Duration::from_millis(1500);
+
+/// Starts pglb on lb1 while lb2 holds the VIP and checks that lb1 comes back as backup (issue
+/// 18: no preemption of a healthy master): it removes a stale VIP it finds on its interface
+/// (`stale`, after a crash) and never takes the VIP; lb2 holds it throughout; new connections
+/// through VIP:3000 and :3001 never fail and a connection held open through lb2 survives.
+/// Returns the connection attempts made meanwhile (all of them succeeded).
+fn lb1_returns_as_backup(round: usize, what: &str, stale: bool) -> u32 {
+    let held = HeldConnection::open(WRITE_PORT);
+    let epoch = Instant::now();
+    let s1 = VipSampler::start("lb1", epoch);
+    let s2 = VipSampler::start("lb2", epoch);
+    let clients = [WRITE_PORT, READ_PORT].map(|p| (p, ClientLoop::start(p)));
+    start_pglb("lb1");
+    wait_until(Duration::from_secs(20), &format!("round {round}: lb1's pglb to come back as backup {what} (its status names lb2 as the VIP holder)"), || {
+        held_by(&status_of("lb1"), LB2_ADDR)
+    });
+    let follows = epoch.elapsed();
+    // The thing tested: nothing moves while lb1 runs as backup beside a healthy master.
+    thread::sleep(RETURN_HOLD);
+    let logs: Vec<(u16, ClientLog)> = clients.into_iter().map(|(p, c)| (p, c.stop())).collect();
+    let (c1, c2) = (s1.finish(), s2.finish());
+    let end = epoch.elapsed();
+    eprintln!("round {round}: lb1 back {what}: follows lb2 after {:.0} ms; lb1 {c1:?}; lb2 {c2:?}; clients {logs:?}", ms(follows));
+    let cleared = if stale {
+        assert!(c1.first().is_some_and(|(_, h)| *h), "round {round}: lb1 should still have its stale VIP when pglb starts {what}; lb1 {c1:?}");
+        c1.iter().find(|(_, h)| !*h).map(|(t, _)| *t).unwrap_or_else(|| panic!("round {round}: the restarted lb1 never removed its stale VIP; lb1 {c1:?}\nlb1 log:\n{}", log_tail("lb1")))
+    } else {
+        Duration::ZERO
+    };
+    assert!(
+        !c1.iter().any(|(t, h)| *h && *t > cleared),
+        "round {round}: lb1 took the VIP {what} (a returning load balancer must not preempt a healthy master); lb1 {c1:?} lb2 {c2:?}\nlb1 log:\n{}",
+        log_tail("lb1")
+    );
+    assert!(c2.iter().all(|(_, h)| *h), "round {round}: lb2 let the VIP go while lb1 came back {what} ({:?} of sampling); lb2 {c2:?}", end);
+    for (port, log) in &logs {
+        assert!(log.attempts > 10, "round {round}: the client on VIP:{port} hardly tried: {log:?}");
+        assert_eq!(log.failures, 0, "round {round}: {} of {} new connections through VIP:{port} failed while lb1 came back {what}", log.failures, log.attempts);
+    }
+    held.still_open().unwrap_or_else(|e| panic!("round {round}: a connection held open through lb2 did not survive lb1's return {what}: {e}"));
+    assert!(held_here(&status_of("lb2")), "round {round}: lb2's status after lb1's return:\n{}", show(&status_of("lb2")));
+    logs.iter().map(|(_, l)| l.attempts).sum()
+}
+
 #[test]
-fn takeover_after_crash_preemption_and_graceful_stop() {
+fn takeover_after_crash_return_as_backup_and_graceful_stop() {
     let _lab = Lab::up();
     let lb1_mac = mac_of("lb1");
     let lb2_mac = mac_of("lb2");
@@ -283,7 +324,8 @@ fn takeover_after_crash_preemption_and_graceful_stop() {
     let mut crash_conn = Vec::new();
     let mut graceful_vip = Vec::new();
     let mut graceful_release = Vec::new();
-    let mut preempt_overlap = Vec::new();
+    let mut return_attempts = Vec::new();
+    let mut home_ms = Vec::new();
 
     for round in 1..=rounds() {
         // --- kill -9 pglb on lb1 ------------------------------------------------------------
@@ -331,30 +373,15 @@ fn takeover_after_crash_preemption_and_graceful_stop() {
         assert_eq!(neigh_of_vip("client").map(|m| m.to_lowercase()), Some(lb2_mac.to_lowercase()), "round {round}: client's ARP for the VIP after the crash");
         wait_until(LIMIT, "pglb status on lb2 to say it holds the VIP", || held_here(&status_of("lb2")));
 
-        // --- lb1 back: preempts, no window with both holding longer than one advert --------------
-        let epoch = Instant::now();
-        let s1 = VipSampler::start("lb1", epoch);
-        let s2 = VipSampler::start("lb2", epoch);
-        start_pglb("lb1");
-        wait_until(Duration::from_secs(20), "lb1 to preempt after its restart", || holds_vip("lb1") && !holds_vip("lb2"));
-        s1.wait_sees(true);
-        s2.wait_sees(false);
-        let end = epoch.elapsed();
-        let (c1, c2) = (s1.finish(), s2.finish());
-        // The restarted pglb first removes its stale address; from then on any overlap is a handover.
-        let cleared = c1.iter().find(|(_, h)| !*h).map(|(t, _)| *t).unwrap_or_else(|| panic!("round {round}: the restarted lb1 never removed its stale VIP; lb1 changes {c1:?}"));
-        let both = overlaps(&c1, &c2, cleared, end);
-        let worst = both.iter().map(|(s, e)| *e - *s).max().unwrap_or_default();
-        let lb1_at = first_held_after(&c1, cleared).expect("lb1 holds the VIP again");
-        let lb2_off = c2.iter().find(|(t, h)| !*h && *t >= cleared).map(|(t, _)| *t);
-        eprintln!("round {round}: preempt: lb1 removed its stale VIP at +{:.0} ms, took it at +{:.0} ms, lb2 released at {:?}; both held: {:?} (worst {:.1} ms)",
-            ms(cleared), ms(lb1_at), lb2_off.map(ms), both.iter().map(|(s, e)| (ms(*s), ms(*e))).collect::<Vec<_>>(), ms(worst));
-        // Generous (docs/DRILLS.md: 0–1.3 ms, one netlink round trip on lb2): lb2 releases the VIP on
-        // the first advert of lb1 it hears, so an overlap of a whole advert interval means it
-        // did not.
-        assert!(worst <= ADVERT, "round {round}: both held the VIP for {worst:?} during lb1's preemption (more than one advert interval); lb1 {c1:?} lb2 {c2:?}");
-        preempt_overlap.push(ms(worst));
-        wait_lb1_master(&format!("round {round}: after lb1's preemption"));
+        // --- lb1 back: removes its stale VIP and stays backup; lb2 keeps the VIP ----------------
+        let back = lb1_returns_as_backup(round, "after the crash", true);
+        return_attempts.push(back);
+
+        // --- the VIP home: a graceful restart of lb2 hands it to lb1 ---------------------------
+        let t0 = Instant::now();
+        bring_vip_home();
+        home_ms.push(ms(t0.elapsed()));
+        wait_lb1_master(&format!("round {round}: after bringing the VIP home"));
         wait_until(LIMIT, "client ARP for the VIP back on lb1", || {
             vip_answers(WRITE_PORT) && neigh_of_vip("client").is_some_and(|m| m.eq_ignore_ascii_case(&lb1_mac))
         });
@@ -391,30 +418,19 @@ fn takeover_after_crash_preemption_and_graceful_stop() {
         assert!(logs[0].1.first_via_new.is_some(), "round {round}: no new connection via lb2 after the graceful stop: {:?}", logs[0].1);
         graceful_vip.push(ms(take));
         graceful_release.push(ms(lb1_off - t_term));
-        eprintln!("round {round}: crash {vip_ms:.0} ms (VIP) / {conn_ms:.0} ms (new connections on 3000 and 3001); graceful {:.1} ms; preemption overlap {:.1} ms", ms(take), ms(worst));
-
-        // lb1 back for the next round (or the end): a clean preemption, no stale address this time.
-        let epoch = Instant::now();
-        let s1 = VipSampler::start("lb1", epoch);
-        let s2 = VipSampler::start("lb2", epoch);
-        start_pglb("lb1");
-        wait_until(Duration::from_secs(20), "lb1 to preempt after a graceful restart", || holds_vip("lb1") && !holds_vip("lb2"));
-        s1.wait_sees(true);
-        s2.wait_sees(false);
-        let (c1, c2) = (s1.finish(), s2.finish());
-        let both = overlaps(&c1, &c2, Duration::ZERO, epoch.elapsed());
-        let worst = both.iter().map(|(s, e)| *e - *s).max().unwrap_or_default();
-        eprintln!("round {round}: clean preemption: both held {worst:?}");
-        // Generous, as in the preemption above.
-        assert!(worst <= ADVERT, "round {round}: both held the VIP for {worst:?} in a clean preemption; lb1 {c1:?} lb2 {c2:?}");
-        preempt_overlap.push(ms(worst));
+        // lb1 back for the next round (or the end): no stale address this time; backup again.
+        let back = lb1_returns_as_backup(round, "after the graceful stop", false);
+        return_attempts.push(back);
+        eprintln!("round {round}: crash {vip_ms:.0} ms (VIP) / {conn_ms:.0} ms (new connections on 3000 and 3001); graceful {:.1} ms; lb1's returns: 0 failed connections", ms(take));
+        bring_vip_home();
         wait_lb1_master(&format!("round {round}: end"));
     }
     eprintln!("SUMMARY {}", summary("crash: lb2 holds the VIP", &crash_vip));
     eprintln!("SUMMARY {}", summary("crash: first new connection via lb2 (3000 and 3001)", &crash_conn));
     eprintln!("SUMMARY {}", summary("graceful: lb2 holds the VIP", &graceful_vip));
     eprintln!("SUMMARY {}", summary("graceful: lb1 releases the VIP", &graceful_release));
-    eprintln!("SUMMARY preemption: both held the VIP at most {:.1} ms", preempt_overlap.iter().copied().fold(0f64, f64::max));
+    eprintln!("SUMMARY lb1's returns as backup: {} connection attempts through lb2 meanwhile, 0 failed", return_attempts.iter().sum::<u32>());
+    eprintln!("SUMMARY {}", summary("the VIP home (graceful restart of lb2)", &home_ms));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -426,6 +442,27 @@ fn lb2_keepalived(priority: u8) -> Keepalived {
     let vip = format!("{VIP}/16 dev eth0");
     let instance = Instance { router_id: "pglb_lab_lb2", interface: "eth0", vrid: 51, priority, vip: &vip };
     Keepalived::start(&netns("lb2"), &PathBuf::from(format!("{STATE_DIR}/lb2/keepalived")), &instance)
+}
+
+/// Rewrites lb1's installed config so that 172.20.0.22 is a keepalived peer instead of a pglb
+/// peer (`[vrrp] peers = []`, `keepalived_peers = ["172.20.0.22"]`), and restarts pglb on lb1
+/// with it (SIGTERM, start): with no peer running it takes the VIP after a master-down interval
+/// of silence.
+fn lb1_names_lb2_a_keepalived_peer() {
+    let path = lb_config("lb1");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let pglb_peer = format!("peers = [\"{LB2_ADDR}\"]");
+    assert!(text.lines().any(|l| l.trim() == pglb_peer), "{} does not name lb2 as a pglb peer ({pglb_peer}):\n{text}", path.display());
+    let text: String = text
+        .lines()
+        .map(|l| if l.trim() == pglb_peer { format!("peers = []\nkeepalived_peers = [\"{LB2_ADDR}\"]\n") } else { format!("{l}\n") })
+        .collect();
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    let pid = pglb_pid("lb1");
+    signal(pid, libc::SIGTERM);
+    wait_gone(pid, LIMIT, "pglb on lb1 to stop for its new config");
+    start_pglb("lb1");
+    wait_lb1_master("pglb on lb1 restarted with lb2 as a keepalived peer");
 }
 
 /// Measures from `t0` until `host` holds the VIP (polling `ip addr` every 2 ms); the limit is
@@ -450,6 +487,10 @@ fn interoperates_with_keepalived_in_both_priority_orders() {
     signal(pid, libc::SIGTERM);
     wait_gone(pid, LIMIT, "pglb on lb2 to stop");
     assert!(holds_vip("lb1") && !holds_vip("lb2"), "lb1 keeps the VIP while lb2's pglb (backup) stops");
+    // lb2's address now speaks plain VRRP: lb1's config names it in `keepalived_peers` (a pglb
+    // peer's adverts must be confirmed by its authenticated reports, which keepalived does not
+    // send: docs/MIGRATING.md), and pglb on lb1 restarts with it, alone, so it takes the VIP.
+    lb1_names_lb2_a_keepalived_peer();
 
     // Order 1: pglb 150 on lb1, keepalived 100 on lb2 → pglb master, keepalived backup.
     let mut ka = lb2_keepalived(100);
@@ -472,12 +513,31 @@ fn interoperates_with_keepalived_in_both_priority_orders() {
     assert!(!holds_vip("lb1"), "a gracefully stopped pglb removes the VIP");
     eprintln!("keepalived (100) takes over from a gracefully stopped pglb (150) in {:.0} ms", ms(took));
 
-    // pglb back at 150 → preempts keepalived (100).
+    // pglb back at 150 → stays backup under keepalived (100), a healthy master: no preemption
+    // (issue 18, keepalived's `nopreempt` as pglb's default).
     start_pglb("lb1");
     let t0 = Instant::now();
-    wait_until(Duration::from_secs(20), "pglb (150) to preempt keepalived (100)", || holds_vip("lb1") && !holds_vip("lb2"));
-    eprintln!("pglb (150) preempted keepalived (100) {:.0} ms after its start", ms(t0.elapsed()));
-    wait_until(LIMIT, "keepalived back to BACKUP", || ka.log().matches("Entering BACKUP STATE").count() >= 2);
+    wait_until(Duration::from_secs(20), "pglb (150) to come back as backup under keepalived (100)", || held_by(&status_of("lb1"), LB2_ADDR));
+    eprintln!("pglb (150) follows keepalived (100) as backup {:.0} ms after its start", ms(t0.elapsed()));
+    // The thing tested: nothing moves for 1.5 s, over four of pglb's Master_Down_Intervals
+    // (341 ms at 150) during which it hears keepalived's adverts.
+    thread::sleep(Duration::from_millis(1500));
+    assert!(holds_vip("lb2") && !holds_vip("lb1"), "a returning pglb (150) must not preempt keepalived (100), a healthy master\nkeepalived log:\n{}", ka.log());
+    assert_eq!(ka.log().matches("Entering MASTER STATE").count(), 1, "keepalived (100) stays master while pglb returns:\n{}", ka.log());
+
+    // keepalived (100) stops gracefully (priority 0) → pglb takes over (printed, not bounded).
+    let t0 = Instant::now();
+    ka.terminate();
+    let took = time_until_holds("lb1", t0, &ka);
+    ka.stop();
+    wait_until(LIMIT, "keepalived (100) to remove the VIP on lb2", || holds_vip("lb1") && !holds_vip("lb2"));
+    eprintln!("pglb (150) holds the VIP {:.0} ms after SIGTERM to keepalived (100)", ms(took));
+    wait_lb1_master("pglb master after keepalived (100) stopped");
+
+    // keepalived (100) back → backup under pglb (150); a stopping keepalived backup changes nothing.
+    let mut ka = lb2_keepalived(100);
+    // (Its log is appended to by every start: the first instance entered BACKUP once.)
+    wait_until(LIMIT, "keepalived to enter BACKUP under pglb", || ka.log().matches("Entering BACKUP STATE").count() >= 2);
     wait_lb1_master("pglb master over keepalived");
     ka.stop();
     // The thing tested: a stopping keepalived backup changes nothing for 0.5 s (more than

@@ -35,7 +35,9 @@ enum Command {
     /// Failover drills on the lab: primary-crash, primary-hang, primary-host-down,
     /// primary-isolated, primary-isolated-standbys, standby-crash, switchover,
     /// lb-cut-from-primary, lb-partition, lb-kill-then-failover, restart-with-stale-primary,
-    /// switchover-probe-blip, lb-crash, lb-graceful, syn-flood, all.
+    /// switchover-probe-blip; the trust drills forged-report, forged-advert, lb-freeze,
+    /// lb-restart-stale-view, state-write-fails, main-loop-hang, lb-return; lb-crash,
+    /// lb-graceful, syn-flood; all.
     Drill {
         scenario: String,
         /// How many runs (each from a healthy cluster, returned to healthy after).

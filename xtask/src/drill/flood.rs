@@ -81,13 +81,13 @@ const CLIENT_IF: &str = "eth0";
 
 /// A child process that is killed (SIGKILL) and reaped when dropped if it still runs, so no
 /// flood, pgbench or client outlives an error.
-struct Reaped {
+pub(super) struct Reaped {
     child: Child,
     what: String,
 }
 
 impl Reaped {
-    fn spawn(cmd: &mut Command, what: &str) -> Result<Reaped> {
+    pub(super) fn spawn(cmd: &mut Command, what: &str) -> Result<Reaped> {
         let child = cmd.spawn().with_context(|| format!("starting {what}: `{}`", sh::display(cmd)))?;
         Ok(Reaped { child, what: what.to_owned() })
     }
@@ -106,7 +106,7 @@ impl Reaped {
     }
 
     /// Waits up to `limit` for it to exit.
-    fn wait_until(&mut self, limit: Duration) -> Result<ExitStatus> {
+    pub(super) fn wait_until(&mut self, limit: Duration) -> Result<ExitStatus> {
         let start = Instant::now();
         loop {
             if let Some(status) = self.exited()? {
@@ -130,7 +130,7 @@ impl Drop for Reaped {
 }
 
 /// A command in pgha-client with its stdout and stderr in `log` (created empty).
-fn client_ns_cmd(program: &str, args: &[&str], log: &Path) -> Result<Command> {
+pub(super) fn client_ns_cmd(program: &str, args: &[&str], log: &Path) -> Result<Command> {
     let out = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let mut c = ns_cmd(&host("client")?.ns(), program, args);
     c.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);

@@ -1,7 +1,9 @@
 //! The load-balancer drills: `lb-crash` (`kill -9` pglb on the VRRP master) and `lb-graceful`
 //! (SIGTERM to it). Each measures, from the signal, when the peer holds the VIP, when the old
 //! master lets it go, and when a new connection through VIP:3000 reaches PostgreSQL through the
-//! new holder; [`restore`] restarts the stopped pglb (which preempts again at priority 150).
+//! new holder; [`restore`] restarts the stopped pglb, which comes back as backup (a returning
+//! load balancer does not preempt a healthy master), and brings the VIP home to lb1 with a
+//! graceful restart of lb2 ([`crate::lab::lb::bring_vip_home`]).
 //!
 //! Clients are threads moved into `pgha-client` with setns(2): a TCP connect to the VIP, the
 //! PostgreSQL SSLRequest and the server's one-byte answer, and the client's ARP entry for the VIP
@@ -21,8 +23,8 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{
     lab::{
-        lb::{holds_vip, log_path, pglb_binary, start},
-        net::namespace_pids,
+        lb::{bring_vip_home, holds_vip, log_path, pglb_binary, running, start},
+        postgres::wait_for,
         topology::{Host, VIP, WRITE_PORT, host},
     },
     sh,
@@ -116,21 +118,7 @@ pub fn master_and_backup() -> Result<(&'static Host, &'static Host)> {
     }
 }
 
-/// The pid of `pglb run` in a load balancer's namespace.
-pub fn pglb_pid(lb: &Host) -> Result<i32> {
-    let pids: Vec<i32> = namespace_pids(&lb.ns())?
-        .into_iter()
-        .filter(|pid| {
-            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            args.len() > 1 && args[0].ends_with(b"pglb") && args[1] == b"run"
-        })
-        .collect();
-    match pids.as_slice() {
-        [pid] => Ok(*pid),
-        other => bail!("expected one pglb on {}, found {other:?}", lb.name),
-    }
-}
+pub use crate::lab::lb::pglb_pid;
 
 /// Runs `lb-crash` or `lb-graceful` once against the current VRRP master. The lab must be up with
 /// both load balancers running; afterwards the stopped one is down: call [`restore`].
@@ -180,17 +168,18 @@ pub fn lb_drill(stop: LbStop) -> Result<LbTakeover> {
     })
 }
 
-/// Starts pglb again on the load balancer a drill stopped (as `lab up` does, appending to its log)
-/// and waits until the VIP is back on lb1 alone; returns how long that took from the start.
+/// Starts pglb again on the load balancer a drill stopped (as `lab up` does, appending to its log),
+/// brings the VIP home to lb1 ([`bring_vip_home`]: the restarted lb1 comes back as backup) and
+/// waits until lb1 holds it alone; returns how long that took from the start.
 pub fn restore(lb: &Host) -> Result<Duration> {
     let pglb = pglb_binary()?;
     let started = Instant::now();
     start(lb, &pglb)?;
+    wait_for(Duration::from_secs(10), &format!("pglb on {} to run", lb.name), || Ok(running(lb)))?;
+    bring_vip_home(&pglb).with_context(|| format!("bringing the VIP home after restarting pglb on {}", lb.name))?;
     let (lb1, lb2) = (host("lb1")?, host("lb2")?);
-    crate::lab::postgres::wait_for(Duration::from_secs(30), "lb1 (priority 150) to hold the VIP alone again", || {
-        Ok(holds_vip(lb1)? && !holds_vip(lb2)?)
-    })
-    .with_context(|| format!("pglb log: {}", log_path(lb).display()))?;
+    wait_for(Duration::from_secs(30), "lb1 (priority 150) to hold the VIP alone again", || Ok(holds_vip(lb1)? && !holds_vip(lb2)?))
+        .with_context(|| format!("pglb log: {}", log_path(lb).display()))?;
     Ok(started.elapsed())
 }
 

@@ -80,6 +80,15 @@ pub fn recovery_ms(lines: &[Line], fault: u128) -> Option<f64> {
     lines.iter().find(|l| l.ok && l.sent_us > last_err).map(|l| ms(l.at_us - fault))
 }
 
+/// [`recovery_ms`] for one step of a fault: only requests sent in `[from, until)` count, and of
+/// the failures only those that also ended before `until` (a request in flight when the next
+/// step began fails because of that step), so a later step's failures do not hide this one's
+/// recovery. `None` when no request sent in the window after its last failure was acknowledged.
+pub fn resumed_ms(lines: &[Line], from: u128, until: u128) -> Option<f64> {
+    let window: Vec<Line> = lines.iter().filter(|l| l.sent_us >= from && l.sent_us < until && (l.ok || l.at_us < until)).cloned().collect();
+    recovery_ms(&window, from)
+}
+
 /// The longest gap between two acknowledgements from a second before the fault on.
 pub fn max_gap(lines: &[Line], fault: u128) -> f64 {
     let acks: Vec<u128> = lines.iter().filter(|l| l.ok && l.at_us + 1_000_000 >= fault).map(|l| l.at_us).collect();
@@ -242,6 +251,12 @@ mod tests {
         assert_eq!(recovery_ms(&lines, 900), Some(4.3), "the first success sent after the last failure");
         assert_eq!(recovery_ms(&lines[..1], 0), None);
         assert_eq!(max_gap(&lines, 0), 3.6);
+        assert_eq!(resumed_ms(&lines, 900, 2000), Some(0.7), "the later failure at 3000 is another step's");
+        assert_eq!(resumed_ms(&lines, 2500, 9000), Some(2.7));
+        assert_eq!(resumed_ms(&lines, 900, 1400), None, "nothing acknowledged in the window");
+        assert_eq!(resumed_ms(&lines, 1200, 2900), Some(0.4), "sent before the next step, failed after it: that step's");
+        assert_eq!(resumed_ms(&lines, 1200, 3500), Some(0.4), "the failure sent at 3000 ended at 4000, in the next step");
+        assert_eq!(resumed_ms(&lines, 1200, 4500), None, "sent and failed within the window, nothing acknowledged after it");
         let acked: Vec<&Line> = lines.iter().filter(|x| x.ok).collect();
         assert_eq!(lost(&acked, &BTreeSet::from([1])), Vec::<i32>::new());
         assert_eq!(lost(&acked, &BTreeSet::new()), [1, 1, 1]);

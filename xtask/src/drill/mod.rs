@@ -5,7 +5,9 @@
 //! while a writer (an INSERT every 10 ms through VIP:3000) and a reader (a SELECT every 10 ms
 //! through VIP:3001) run in pgha-client, measures, then returns the cluster to healthy (old
 //! primaries are rejoined by pglb itself through `rejoin_command`; `pglb switchover --to pg1`
-//! under load) before the next run.
+//! under load; and when a drill restarted lb1's pglb, which comes back as backup because a
+//! healthy master is not preempted, the VIP is brought home with a graceful restart of lb2's
+//! pglb, [`lab::lb::bring_vip_home`]) before the next run.
 //!
 //! Measured per run (DESIGN.md "Measurements", [`measure`]): write and read RTO, the longest
 //! write gap, acknowledged writes lost (on the winner, and again on pg1 after the switch back),
@@ -14,17 +16,34 @@
 //! pglb's CPU over the run and idle after it. Every run is checked ([`RunResult::check_common`]);
 //! the command fails when any check failed, after printing and writing everything.
 //!
-//! Modules: [`scenarios`] injects the faults, [`measure`] reads the client logs, [`report`]
-//! prints and serializes, [`lb`] runs the VIP takeover drills, [`flood`] the `syn-flood` drill
-//! (its figures and report in [`flood_report`]).
+//! The trust drills of issue 18 ([`trust`]: `forged-report`, `forged-advert`, `lb-freeze`,
+//! `lb-restart-stale-view`, `state-write-fails`, `main-loop-hang`, `lb-return`) run the same
+//! way and add named checks of their own ([`report::Check`]): forged reports and adverts are
+//! dropped and counted, a frozen, killed or hung pglb wakes humble (no VIP, no new flow to a
+//! node below the floor, not ready until it has heard its peers), no promotion without its
+//! record, a returning lb1 stays backup under load; and in each, writes acknowledged again
+//! within 2 s after every step of the fault that leaves a healthy path.
+//!
+//! Modules: [`health`] brings the cluster back to healthy between runs, [`scenarios`] injects
+//! the faults, [`trust`] the trust drills' (with [`forge`] for
+//! forged packets, [`watch`] for who holds the VIP and new flows below the floor, [`metrics`]
+//! for pglb's `/metrics`), [`measure`] reads the client logs, [`report`] prints and
+//! serializes, [`logs`] reads pglb's logs, [`lb`] runs the VIP takeover drills, [`flood`] the
+//! `syn-flood` drill (its figures and report in [`flood_report`]).
 
 mod flood;
 mod flood_report;
+mod forge;
+mod health;
 pub mod lb;
+mod logs;
 mod measure;
+mod metrics;
 pub(crate) mod pglb_json;
 mod report;
 mod scenarios;
+mod trust;
+mod watch;
 
 use std::{
     collections::BTreeSet,
@@ -42,6 +61,7 @@ use self::{
     flood_report::{SynFlood, print_flood, summarise_flood},
     measure::{History, Line, read_client_log},
     pglb_json::StatusRow,
+    logs::{decision_lines, keep_logs, promotions, promotions_made},
     report::{Cpu, DrillJson, RunResult, print_run, summarise},
 };
 use crate::{
@@ -52,13 +72,12 @@ use crate::{
         postgres::wait_for,
         topology::{Host, READ_PORT, STATE_DIR, VIP, WRITE_PORT, host, secret_path},
     },
-    setup::PG_BIN,
     sh,
 };
 
-/// The PostgreSQL and partial-failure scenarios `all` runs, in order; `all` then runs the
-/// load-balancer takeover drills `lb-crash` and `lb-graceful` ([`lb`]), and last `syn-flood`
-/// ([`flood`]).
+/// The PostgreSQL and partial-failure scenarios `all` runs, in order; `all` then runs the trust
+/// drills ([`trust::SCENARIOS`]), the load-balancer takeover drills `lb-crash` and `lb-graceful`
+/// ([`lb`]), and last `syn-flood` ([`flood`]).
 pub const SCENARIOS: &[&str] = &[
     "primary-crash",
     "primary-hang",
@@ -115,18 +134,22 @@ pub fn drill(scenario: &str, runs: u32, json: Option<&Path>, client: ClientMode)
         // The takeover and flood drills measure the VIP itself: with the agent they would
         // measure nothing of it, so `all` runs the failover scenarios only, and says so.
         "all" if client == ClientMode::Agent => {
-            println!("drill: --client agent: running the PostgreSQL and partial-failure scenarios; lb-crash, lb-graceful and syn-flood measure the VIP and are not run in this mode");
+            println!("drill: --client agent: running the PostgreSQL and partial-failure scenarios; the trust drills, lb-crash, lb-graceful and syn-flood measure the VIP and are not run in this mode");
             (SCENARIOS.to_vec(), vec![], false)
         }
-        "lb-crash" | "lb-graceful" | "syn-flood" if client == ClientMode::Agent => {
+        s if client == ClientMode::Agent && (matches!(s, "lb-crash" | "lb-graceful" | "syn-flood") || trust::SCENARIOS.contains(&s)) => {
             bail!("`{scenario}` measures the VIP and its data plane: run it with `--client vip` (the default)")
         }
-        "all" => (SCENARIOS.to_vec(), vec![LbStop::Crash, LbStop::Graceful], true),
+        "all" => ([SCENARIOS, trust::SCENARIOS].concat(), vec![LbStop::Crash, LbStop::Graceful], true),
         "lb-crash" => (vec![], vec![LbStop::Crash], false),
         "lb-graceful" => (vec![], vec![LbStop::Graceful], false),
         "syn-flood" => (vec![], vec![], true),
-        s if SCENARIOS.contains(&s) => (vec![s], vec![], false),
-        other => bail!("unknown drill scenario `{other}`: one of {}, lb-crash, lb-graceful, syn-flood, all", SCENARIOS.join(", ")),
+        s if SCENARIOS.contains(&s) || trust::SCENARIOS.contains(&s) => (vec![s], vec![], false),
+        other => bail!(
+            "unknown drill scenario `{other}`: one of {}, {}, lb-crash, lb-graceful, syn-flood, all",
+            SCENARIOS.join(", "),
+            trust::SCENARIOS.join(", ")
+        ),
     };
     let runs = runs.max(1);
     if lab::state()? != LabState::Up {
@@ -145,7 +168,13 @@ pub fn drill(scenario: &str, runs: u32, json: Option<&Path>, client: ClientMode)
             d.ensure_healthy().with_context(|| format!("bringing the cluster back to healthy before {s} run {}", i + 1))?;
             let run = d.next_run_id()?;
             println!("drill: {s} run {}/{runs} (id {run})", i + 1);
-            let mut r = d.run_one(s, run).with_context(|| format!("drill {s} run {}", i + 1))?;
+            let mut r = match d.run_one(s, run) {
+                Ok(r) => r,
+                Err(e) => {
+                    let kept = keep_logs(s);
+                    return Err(e.context(format!("drill {s} run {}{}", i + 1, kept.map(|k| format!(" (logs kept in {})", k.display())).unwrap_or_default())));
+                }
+            };
             d.ensure_healthy().with_context(|| format!("bringing the cluster back to healthy after {s} run {}", i + 1))?;
             d.measure_idle(&mut r)?;
             print_run(&r);
@@ -366,110 +395,6 @@ impl Drill {
         Ok(self.sql(&primary, "app", &format!("SELECT coalesce(max(run), 0) + 1 FROM drill_writes WHERE run BETWEEN 1 AND {}", SWITCHBACK_RUN - 1))?.parse()?)
     }
 
-    fn healthy(&self) -> bool {
-        let Some(v) = self.view(PRIMARY) else { return false };
-        if v.in_recovery || self.primaries().len() != 1 {
-            return false;
-        }
-        if self.streaming_from(PRIMARY) != ["pg2", "pg3"] {
-            return false;
-        }
-        let Ok([lb1, lb2]) = lbs() else { return false };
-        if !lab_lb::running(lb1) || !lab_lb::running(lb2) || !lab_lb::holds_vip(lb1).unwrap_or(false) || lab_lb::holds_vip(lb2).unwrap_or(true) {
-            return false;
-        }
-        let Ok(rows) = self.status_of(lb1) else { return false };
-        rows.len() == 3
-            && rows.iter().all(|r| {
-                let want = if r.node == PRIMARY { WRITE_PORT.to_string() } else { READ_PORT.to_string() };
-                r.state == "up" && r.routed == want
-            })
-    }
-
-    /// Waits for a healthy cluster; repairs what a drill leaves behind (a stopped pglb or node,
-    /// an old primary pglb has not rejoined yet, pg1 a standby).
-    fn ensure_healthy(&self) -> Result<()> {
-        // pglb rejoins an old primary by itself within seconds: give it the time first.
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(30) {
-            if self.stably_healthy() {
-                return Ok(());
-            }
-            thread::sleep(Duration::from_millis(200));
-        }
-        println!("drill: the cluster is not healthy: repairing");
-        for lb in lbs()? {
-            if !lab_lb::running(lb) {
-                lab_lb::start(lb, &lab_lb::pglb_binary()?)?;
-            }
-        }
-        for n in NODES {
-            if self.view(n).is_none() {
-                self.start_node(n)?;
-            }
-        }
-        let primary = self.find_primary().context("no primary left to repair from")?;
-        for n in NODES.into_iter().filter(|n| *n != primary) {
-            // pglb rejoins a fenced old primary itself; give it the time before stepping in.
-            let ok = |d: &Drill| d.view(n).is_some_and(|v| v.in_recovery && v.receiver.contains(addr_of(&primary)));
-            if wait_for(REJOIN_LIMIT, &format!("{n} to stream from {primary}"), || Ok(ok(self))).is_err() {
-                println!("drill: {n} still does not stream from {primary}: rejoining it by hand");
-                self.rejoin(n, &primary)?;
-            }
-        }
-        if primary != PRIMARY {
-            wait_for(Duration::from_secs(30), "pg1 to be routed as a reader before switching back", || {
-                Ok(self.status()?.iter().any(|r| r.node == PRIMARY && r.routed == READ_PORT.to_string()))
-            })?;
-            self.pglb_cmd(&["switchover", "--to", PRIMARY, "--config", &self.config_of(self.holder()?.name)?])?;
-        }
-        wait_for(Duration::from_secs(60), "a healthy cluster (pg1 writer, pg2 and pg3 streaming readers)", || Ok(self.stably_healthy()))
-    }
-
-    /// Healthy, and still healthy 2 s later (right after a switch back, the standbys' timeline
-    /// and lag settle for a moment).
-    fn stably_healthy(&self) -> bool {
-        if !self.healthy() {
-            return false;
-        }
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(2) {
-            thread::sleep(Duration::from_millis(250));
-            if !self.healthy() {
-                return false;
-            }
-        }
-        true
-    }
-
-    /// Starts a node's PostgreSQL if no postmaster runs there, once the processes of a killed
-    /// postmaster have gone (its backends notice the postmaster's death a moment later and hold
-    /// the shared memory until then; the dead postmaster's pid lingers while it is a zombie).
-    fn start_node(&self, node: &str) -> Result<()> {
-        let h = host(node)?;
-        let old = self.postmaster_pid(node).ok();
-        if old.is_some_and(process_alive) {
-            return Ok(()); // running (or being restarted by pglb's rejoin)
-        }
-        wait_for(Duration::from_secs(15), &format!("the old processes of {node} to exit"), || {
-            Ok(old.is_none_or(|pid| !process_exists(pid)) && lab::net::namespace_pids(&h.ns())?.is_empty())
-        })?;
-        lab::postgres::start(h)
-    }
-
-    /// `pglb node rejoin` on `node` against `primary`, run inside the node's namespace.
-    fn rejoin(&self, node: &str, primary: &str) -> Result<()> {
-        let h = host(node)?;
-        let data = h.dir().join("data");
-        let pass = h.dir().join("pgpass");
-        let mut c = ns_cmd(&h.ns(), self.pglb.to_str().unwrap(), [
-            "node", "rejoin", "--primary", addr_of(primary), "--name", node, "--data-dir", data.to_str().unwrap(),
-            "--passfile", pass.to_str().unwrap(), "--pg-bin", PG_BIN,
-        ]);
-        c.env("PGLB_LOG", "warn");
-        sh::run(&mut c).with_context(|| format!("pglb node rejoin of {node} onto {primary}"))
-    }
-
     fn spawn_client(&self, mode: &str, port: u16, run: i32) -> Result<(Child, PathBuf)> {
         let out = self.dir.join(format!("run-{run}-{mode}.log"));
         let child = self
@@ -654,16 +579,30 @@ impl Drill {
         thread::sleep(Duration::from_millis(1000));
         let _ = w.kill();
         let _ = w.wait();
-        r.switchback_output = Some(out?.trim().to_owned());
+        // A switchover that fails is a finding of the run, not the end of the drill: the writes
+        // are then checked on whichever node is the one primary once things settle, and the
+        // cluster is repaired before the next run.
+        let holder_of_rows = match out {
+            Ok(o) => {
+                r.switchback_output = Some(o.trim().to_owned());
+                PRIMARY.to_owned()
+            }
+            Err(e) => {
+                r.switchback_output = Some(format!("failed: {e:#}"));
+                r.failures.push(format!("the switch back to pg1 failed: {e:#}"));
+                wait_for(Duration::from_secs(30), "exactly one primary after the failed switch back", || Ok(self.primaries().len() == 1))?;
+                self.find_primary().context("no primary after the failed switch back")?
+            }
+        };
         let acked: Vec<Line> = read_client_log(&log)?.into_iter().filter(|l| l.ok).collect();
         let refs: Vec<&Line> = acked.iter().collect();
-        let lost = measure::lost(&refs, &self.rows(PRIMARY, id)?);
+        let lost = measure::lost(&refs, &self.rows(&holder_of_rows, id)?);
         if !lost.is_empty() {
             println!("drill: LOST acknowledged writes during the switch back (run id {id}): {lost:?}");
         }
         r.switchback_acked = Some(acked.len());
         r.switchback_lost = Some(lost.len());
-        r.lost_after_switchback = Some(measure::lost(run_acked, &self.rows(PRIMARY, run)?).len());
+        r.lost_after_switchback = Some(measure::lost(run_acked, &self.rows(&holder_of_rows, run)?).len());
         Ok(())
     }
 
@@ -739,32 +678,3 @@ fn client_binary() -> Result<PathBuf> {
     Ok(target.join("debug/drill_client"))
 }
 
-/// pglb's decision lines on both load balancers since the run started: routing, failover,
-/// fencing, tracking, rejoin, alerts, switchover.
-fn decision_lines(logs: &[(PathBuf, u64)]) -> Vec<String> {
-    let keys = ["route:", "failover", "promot", "fence", "alert", "switchover", "demote", "re-point", "blocked", "writer", "does not answer", "tracking", "rejoin", "vrrp: state", "lease"];
-    let mut out = Vec::new();
-    for (path, start) in logs {
-        let name = path.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let text = fs::read(path).unwrap_or_default();
-        let new = String::from_utf8_lossy(text.get(*start as usize..).unwrap_or_default()).into_owned();
-        out.extend(new.lines().filter(|l| keys.iter().any(|k| l.contains(k))).map(|l| format!("{name}: {}", l.chars().take(280).collect::<String>())).take(40));
-    }
-    out
-}
-
-/// `lbN promoted pgM` for every promotion any load balancer started since the run began.
-fn promotions(logs: &[(PathBuf, u64)]) -> Vec<String> {
-    let mut out = Vec::new();
-    for (path, start) in logs {
-        let name = path.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let text = fs::read(path).unwrap_or_default();
-        let new = String::from_utf8_lossy(text.get(*start as usize..).unwrap_or_default()).into_owned();
-        for l in new.lines() {
-            if let Some(rest) = l.split("failover: promoting ").nth(1) {
-                out.push(format!("{name} promoted {}", rest.split_whitespace().next().unwrap_or("?")));
-            }
-        }
-    }
-    out
-}

@@ -64,6 +64,39 @@ pub fn reason(text: &str, name: &str) -> Result<u64> {
     reasons(text)?.get(name).copied().with_context(|| format!("no counter {name}"))
 }
 
+/// New flows opened per backend (`counters.backends[].new_flows` of `pglb map dump --json`), by
+/// the backend's `"a.b.c.d:port"`; backends without an address are left out.
+pub fn backend_new_flows(text: &str) -> Result<BTreeMap<String, u64>> {
+    let v = dump(text)?;
+    let backends = v.pointer("/counters/backends").and_then(Value::as_array).context("no \"counters.backends\" array in `pglb map dump --json`")?;
+    let mut out = BTreeMap::new();
+    for b in backends {
+        let Some(addr) = b.get("addr").and_then(Value::as_str) else { continue };
+        let n = b.get("new_flows").and_then(Value::as_u64).with_context(|| format!("a backend without a \"new_flows\" count: {b}"))?;
+        *out.entry(addr.to_owned()).or_insert(0) += n;
+    }
+    Ok(out)
+}
+
+/// The `"ready"` of `pglb status --json` (issue 18: false while the instance wakes humble after a
+/// start or a stall). An error when the field is missing: a check of it must not pass on a pglb
+/// that does not say.
+pub fn status_ready(text: &str) -> Result<bool> {
+    let v = parse(text, STATUS_SCHEMA, "pglb status --json")?;
+    v.get("ready").and_then(Value::as_bool).context("no boolean \"ready\" in `pglb status --json` (a pglb from before issue 18?)")
+}
+
+/// The timelines the instance's peers last reported (`peers[].timeline` of `pglb status
+/// --json`), by peer address; a peer that has not reported is left out.
+pub fn peer_timelines(text: &str) -> Result<BTreeMap<String, u64>> {
+    let v = parse(text, STATUS_SCHEMA, "pglb status --json")?;
+    let peers = v.get("peers").and_then(Value::as_array).context("no \"peers\" array in `pglb status --json`")?;
+    Ok(peers
+        .iter()
+        .filter_map(|p| Some((p.get("addr")?.as_str()?.to_owned(), p.get("timeline")?.as_u64()?)))
+        .collect())
+}
+
 /// Whether the lease of `pglb map dump --json` has run out (`expired` or `past_grace`; the
 /// text dump's `lease: EXPIRED`).
 pub fn lease_expired(text: &str) -> Result<bool> {
@@ -97,7 +130,11 @@ mod tests {
   "listeners": [], "backends": [], "writer": null,
   "readers": {"table": 0, "readers": 0, "table_size": 0, "slots": []},
   "flows": [], "capacity": {"established": 65536, "half_open": 16384},
-  "counters": {"reasons": {"pass_not_ipv4": 3, "tx_new_flow": 10, "drop_flow_table": 0}, "backends": [], "listeners": []}
+  "counters": {"reasons": {"pass_not_ipv4": 3, "tx_new_flow": 10, "drop_flow_table": 0}, "backends": [
+    {"id": 0, "addr": "172.20.0.10:5432", "to_backend_packets": 5, "to_backend_bytes": 300, "to_client_packets": 4, "to_client_bytes": 240, "new_flows": 2, "resets": 0},
+    {"id": 1, "addr": "172.20.0.11:5432", "to_backend_packets": 0, "to_backend_bytes": 0, "to_client_packets": 0, "to_client_bytes": 0, "new_flows": 0, "resets": 0},
+    {"id": 7, "addr": null, "to_backend_packets": 1, "to_backend_bytes": 60, "to_client_packets": 0, "to_client_bytes": 0, "new_flows": 1, "resets": 0}
+  ], "listeners": []}
 }"#;
 
     #[test]
@@ -110,6 +147,28 @@ mod tests {
         assert!(status_rows(&STATUS.replace("pglb.status/1", "pglb.status/2")).is_err());
         assert!(status_rows("error: no pglb daemon answers").is_err());
         assert!(status_rows(DUMP).is_err(), "a map dump is not a status");
+    }
+
+    #[test]
+    fn backend_new_flows_are_read_by_address() {
+        let flows = backend_new_flows(DUMP).unwrap();
+        assert_eq!(flows.len(), 2, "the backend without an address is left out: {flows:?}");
+        assert_eq!(flows["172.20.0.10:5432"], 2);
+        assert_eq!(flows["172.20.0.11:5432"], 0);
+        assert!(backend_new_flows(&DUMP.replace("\"new_flows\": 2", "\"new_flows\": \"x\"")).is_err());
+        assert!(backend_new_flows(STATUS).is_err(), "a status is not a map dump");
+    }
+
+    #[test]
+    fn ready_and_peer_timelines_are_read_from_the_status() {
+        assert!(status_ready(STATUS).is_err(), "a status without \"ready\" must not read as ready or not");
+        let ready = STATUS.replace("\"forwarding\": true,", "\"forwarding\": true, \"ready\": false,");
+        assert!(!status_ready(&ready).unwrap());
+        assert!(status_ready(&ready.replace("\"ready\": false", "\"ready\": true")).unwrap());
+        assert!(status_ready(&ready.replace("\"ready\": false", "\"ready\": 1")).is_err());
+        assert!(peer_timelines(STATUS).unwrap().is_empty());
+        let peers = STATUS.replace("\"peers\": []", r#""peers": [{"addr": "172.20.0.22", "timeline": 99, "writer": null}, {"addr": "172.20.0.23", "timeline": null, "writer": null}]"#);
+        assert_eq!(peer_timelines(&peers).unwrap(), BTreeMap::from([("172.20.0.22".to_owned(), 99)]));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::{flood_report::SynFlood, lb::LbTakeover};
+use super::{flood_report::SynFlood, lb::LbTakeover, watch::Floor};
 
 /// One load balancer's CPU: over the run (while the fault and recovery happened) and idle
 /// afterwards (the cluster healthy again, no client running).
@@ -68,8 +68,33 @@ pub struct RunResult {
     pub lost_after_switchback: Option<usize>,
     pub cpu: Vec<Cpu>,
     pub decisions: Vec<String>,
+    /// The trust drills' checks (issue 18), passed and failed, each with what it saw; a check
+    /// that could not be evaluated is a failed one.
+    pub checks: Vec<Check>,
+    /// Trust drills: fault → writes acknowledged again, per step of the fault.
+    pub resumed: Vec<Resumed>,
+    /// Trust drills: new flows to nodes below the floor ([`super::watch::FloorWatch`]).
+    pub below_floor: Option<Floor>,
+    /// The longest write gap the run may have (trust drills with a healthy path throughout).
+    pub write_gap_limit_ms: Option<f64>,
     /// Checks this run failed (empty: it passed).
     pub failures: Vec<String>,
+}
+
+/// One named check of a trust drill and what it saw.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub check: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+/// A step of a fault and how long until a write sent after it was acknowledged.
+#[derive(Debug, Clone, Serialize)]
+pub struct Resumed {
+    pub after: String,
+    pub ms: Option<f64>,
+    pub limit_ms: f64,
 }
 
 /// Idle CPU above this (percent of one CPU) fails a run: the daemon must idle.
@@ -95,6 +120,27 @@ impl RunResult {
         }
         for lost in [self.switchback_lost, self.lost_after_switchback].into_iter().flatten().filter(|&n| n > 0) {
             self.failures.push(format!("{lost} acknowledged writes lost around the switch back"));
+        }
+        if let Some(limit) = self.write_gap_limit_ms.filter(|l| self.max_write_gap_ms > *l) {
+            self.failures.push(format!("a write gap of {:.0} ms (limit {limit:.0} ms)", self.max_write_gap_ms));
+        }
+    }
+
+    /// Records a named check and what it saw; a failed one is a failure of the run too.
+    pub fn check(&mut self, name: &str, passed: bool, detail: impl Into<String>) {
+        let detail = detail.into();
+        if !passed {
+            self.failures.push(format!("{name}: {detail}"));
+        }
+        self.checks.push(Check { check: name.to_owned(), passed, detail });
+    }
+
+    /// [`RunResult::check`] of an outcome that may not have been observable: an error fails
+    /// the check ("could not be evaluated"), it never passes.
+    pub fn check_with(&mut self, name: &str, outcome: anyhow::Result<(bool, String)>) {
+        match outcome {
+            Ok((passed, detail)) => self.check(name, passed, detail),
+            Err(e) => self.check(name, false, format!("could not be evaluated: {e:#}")),
         }
     }
 
@@ -155,6 +201,19 @@ pub fn print_run(r: &RunResult) {
     }
     if let Some(l) = r.lost_after_switchback {
         println!("  the run's acknowledged writes missing on pg1 after the switch back: {l}");
+    }
+    for w in &r.resumed {
+        println!("  writes acknowledged again after {}: {} (limit {:.0} ms)", w.after, w.ms.map(|m| format!("{m:.0} ms")).unwrap_or_else(|| "never".into()), w.limit_ms);
+    }
+    if let Some(f) = &r.below_floor {
+        if f.nodes_below.is_empty() {
+            println!("  floor: no node was below it during the fault ({} samples, floor timeline {}): no new flow could go wrong", f.samples, f.floor);
+        } else {
+            println!("  floor: {:?} below timeline {} in {} of {} samples ({} intervals); new flows to them: {:?}", f.nodes_below, f.floor, f.samples_below, f.samples, f.intervals_below, f.new_flows);
+        }
+    }
+    for c in &r.checks {
+        println!("  {} {}: {}", if c.passed { "ok" } else { "FAILED check" }, c.check, c.detail);
     }
     println!("  pglb CPU: {}", cpu_text(&r.cpu));
     for d in &r.decisions {

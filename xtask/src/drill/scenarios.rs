@@ -10,11 +10,12 @@
 //! | `primary-isolated-standbys` | pg1 cut from pg2 and pg3 for 5 s | no failover; writes wait (synchronous replication) |
 //! | `standby-crash` | `kill -9` of pg3's postmaster | pg3 leaves the readers |
 //! | `switchover` | `pglb switchover --to pg2` under load | no write lost |
-//! | `lb-cut-from-primary` | lb1 (VIP holder) cut from pg1 only for 6 s | lb2 takes the VIP within 2 s; writes go on; no failover |
+//! | `lb-cut-from-primary` | lb1 (VIP holder) cut from pg1 only for 6 s | lb2 takes the VIP within 2 s; writes go on; no failover (lb2 keeps the VIP after the heal: no preemption of a healthy master) |
 //! | `lb-partition` | lb1 and lb2 cut from each other (both VRRP masters), then `kill -9` of pg1 | one promotion target; exactly one primary |
 //! | `lb-kill-then-failover` | `kill -9` of lb1's pglb, then `kill -9` of pg1, pg1 restarted, clients re-ARP | lb1's data plane opens no flow after its lease ran out; no write on pg1 |
 //! | `restart-with-stale-primary` | pg1 crash and failover; both pglb killed; pg1 restarted without a rejoin while the writer is out of the load balancers' sight; both pglb restarted | pg1 never gets a write; writes resume once the writer is seen |
 //! | `switchover-probe-blip` | `pglb switchover --to pg2`; lb1 cut from pg2 for 1.5 s while pg1 is demoted | exactly one writer afterwards; no write lost |
+//! | the trust drills ([`super::trust`]: `forged-report`, `forged-advert`, `lb-freeze`, `lb-restart-stale-view`, `state-write-fails`, `main-loop-hang`, `lb-return`) | see that module | see that module |
 //! | `syn-flood` ([`super::flood`], not injected here) | two hping3 `-S --flood --rand-source` from `pgha-client` against VIP:3000 and VIP:3001 for 10 s, under pgbench with persistent connections and one idle session | no established flow broken; the idle session answers afterwards; 0 failed pgbench transactions; new connections succeed during the flood; flood end → first new connection ≤ 1 s on both ports |
 
 use std::{
@@ -42,9 +43,10 @@ const HOLD: Duration = Duration::from_secs(5);
 /// Scenarios in which the old primary must not acknowledge anything after the fault.
 pub fn old_primary_must_stay_silent(scenario: &str) -> bool {
     matches!(scenario, "primary-crash" | "primary-hang" | "primary-host-down" | "lb-partition" | "lb-kill-then-failover" | "restart-with-stale-primary")
+        || super::trust::FAILOVER.contains(&scenario)
 }
 
-fn kill_postmaster(d: &Drill, node: &str) -> Result<()> {
+pub(super) fn kill_postmaster(d: &Drill, node: &str) -> Result<()> {
     let pid = d.postmaster_pid(node)?;
     // SAFETY: kill has no memory preconditions; pid is the node's postmaster.
     if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
@@ -62,7 +64,7 @@ fn signal_all(pids: &[i32], sig: libc::c_int) {
     }
 }
 
-fn kill_pglb(lb: &'static crate::lab::topology::Host) -> Result<()> {
+pub(super) fn kill_pglb(lb: &'static crate::lab::topology::Host) -> Result<()> {
     let pid = drill_lb::pglb_pid(lb)?;
     // SAFETY: as above; the pid of pglb in the host's namespace.
     if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
@@ -144,8 +146,10 @@ pub fn inject(d: &Drill, scenario: &str, wlog: &Path, r: &mut RunResult) -> Resu
             // move, not this fault's.
             r.healed_at_us = Some(now_us());
             cut.heal()?;
-            wait_for(Duration::from_secs(15), "lb1 to take the VIP back once it reaches pg1 again", || {
-                Ok(lab_lb::holds_vip(lb1)? && !lab_lb::holds_vip(lb2)?)
+            // lb1 reaches pg1 again and stays backup: a healthy master (lb2) is not preempted;
+            // the drill brings the VIP home before the next run.
+            wait_for(Duration::from_secs(15), "exactly one load balancer to hold the VIP once lb1 reaches pg1 again", || {
+                Ok(lab_lb::holds_vip(lb1)? != lab_lb::holds_vip(lb2)?)
             })?;
             Ok(at)
         }
@@ -186,9 +190,11 @@ pub fn inject(d: &Drill, scenario: &str, wlog: &Path, r: &mut RunResult) -> Resu
             if r.old_lb_new_flows != Some(0) {
                 r.failures.push(format!("lb1's data plane opened {} flows after its lease ran out", r.old_lb_new_flows.unwrap_or_default()));
             }
-            // lb1 taking the VIP back is another move, not this fault's recovery.
+            // lb1 comes back as backup (lb2, a healthy master, keeps the VIP); the drill brings
+            // the VIP home once the cluster is healthy again. Recovery is measured up to here.
             r.healed_at_us = Some(now_us());
-            drill_lb::restore(lb1).context("restarting pglb on lb1")?;
+            lab_lb::start(lb1, &lab_lb::pglb_binary()?).context("restarting pglb on lb1")?;
+            wait_for(Duration::from_secs(10), "pglb on lb1 to run again", || Ok(lab_lb::running(lb1)))?;
             Ok(at)
         }
         "restart-with-stale-primary" => {
@@ -248,6 +254,7 @@ pub fn inject(d: &Drill, scenario: &str, wlog: &Path, r: &mut RunResult) -> Resu
             d.wait_writes(now_us(), wlog, "writes to be acknowledged after the blip")?;
             Ok(at)
         }
+        s if super::trust::SCENARIOS.contains(&s) => super::trust::inject(d, s, wlog, r),
         other => bail!("scenario `{other}` has no fault injection"),
     }
 }
@@ -268,6 +275,7 @@ pub fn recover(
     r.promotions = promotions(logs);
     match scenario {
         "primary-crash" | "primary-hang" | "primary-host-down" | "lb-partition" | "lb-kill-then-failover" | "restart-with-stale-primary"
+        | "lb-freeze" | "lb-restart-stale-view" | "state-write-fails"
             if r.failover =>
         {
             let other = ["pg2", "pg3"].into_iter().find(|n| *n != winner).expect("two standbys");

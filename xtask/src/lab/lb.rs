@@ -8,6 +8,11 @@
 //!
 //! pglb is started with `nsenter --net` rather than `ip netns exec`: the latter mounts a fresh
 //! sysfs, which hides the root bpffs at /sys/fs/bpf where pglb pins its maps and XDP link.
+//!
+//! Where the VIP lives: lb1 (priority 150) takes it at `lab up`. A load balancer that comes back
+//! does not preempt a healthy master (issue 18: keepalived's `nopreempt` is pglb's default), so
+//! after a drill or a test restarted lb1's pglb, lb2 keeps the VIP; [`bring_vip_home`] moves it
+//! back to lb1 the way an operator would, with a graceful restart of lb2's pglb.
 
 use std::{
     ffi::OsStr,
@@ -17,9 +22,10 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
 
 use super::{
-    net::ns_cmd,
+    net::{namespace_pids, ns_cmd},
     postgres::wait_for,
     topology::{APP_DB, APP_USER, Host, READ_PORT, VIP, WRITE_PORT, client_pgpass, host},
 };
@@ -200,4 +206,95 @@ pub fn running(lb: &Host) -> bool {
         .unwrap_or_default()
         .iter()
         .any(|pid| fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.contains("pglb") && c.contains("run")))
+}
+
+/// The pid of `pglb run` in a load balancer's namespace.
+pub fn pglb_pid(lb: &Host) -> Result<i32> {
+    let pids: Vec<i32> = namespace_pids(&lb.ns())?
+        .into_iter()
+        .filter(|pid| {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            args.len() > 1 && args[0].ends_with(b"pglb") && args[1] == b"run"
+        })
+        .collect();
+    match pids.as_slice() {
+        [pid] => Ok(*pid),
+        other => bail!("expected one pglb on {}, found {other:?}", lb.name),
+    }
+}
+
+/// `pglb status --json` of a load balancer's daemon (schema `pglb.status/1`, docs/JSON.md).
+pub fn status_json(lb: &Host) -> Result<Value> {
+    let config = config_path(lb);
+    let mut c = sh::cmd(stable_binary().to_str().context("a UTF-8 path")?, ["status", "--json", "--config"]);
+    c.arg(&config).env("PGLB_LOG", "warn");
+    let text = sh::output(&mut c).with_context(|| format!("pglb status --json on {}", lb.name))?;
+    let v: Value = serde_json::from_str(&text).with_context(|| format!("pglb status --json on {} printed no JSON: {text:?}", lb.name))?;
+    if v["schema"] != "pglb.status/1" {
+        bail!("pglb status --json on {} printed schema {}, expected \"pglb.status/1\"", lb.name, v["schema"]);
+    }
+    Ok(v)
+}
+
+/// Whether a load balancer's pglb says it has re-decided since its start or its last stall
+/// (`"ready"` of `pglb status --json`); `None` when its status does not have the field (a pglb
+/// from before issue 18: every instance counts as ready there).
+pub fn ready(lb: &Host) -> Result<Option<bool>> {
+    let v = status_json(lb)?;
+    match &v["ready"] {
+        Value::Bool(b) => Ok(Some(*b)),
+        Value::Null => Ok(None),
+        other => bail!("\"ready\" in pglb status --json on {} is {other}, not a bool", lb.name),
+    }
+}
+
+/// The longest [`bring_vip_home`] waits for each step.
+const HOME_STEP: Duration = Duration::from_secs(30);
+
+/// Moves the VIP back to lb1 when lb2 holds it and both pglb run: lb2's pglb gets SIGTERM (its
+/// priority-0 advert hands the VIP to lb1 within lb1's Skew_Time), and is started again once
+/// lb1 holds the VIP alone; it comes back as backup. Waits first for lb1 to say it is ready (a
+/// returning instance does not take the VIP before it has re-decided), and at the end for lb2
+/// to follow lb1 again (ready, its status names lb1 as the VIP holder). A no-op when lb1 already holds
+/// the VIP alone; returns how long it took.
+///
+/// The cluster must be otherwise healthy: a graceful restart of lb2 is what an operator would
+/// do to move the VIP home, not a repair.
+pub fn bring_vip_home(pglb: &Path) -> Result<Duration> {
+    let (lb1, lb2) = (host("lb1")?, host("lb2")?);
+    let started = std::time::Instant::now();
+    if holds_vip(lb1)? && !holds_vip(lb2)? {
+        return Ok(Duration::ZERO);
+    }
+    if !running(lb1) || !running(lb2) || !holds_vip(lb2)? {
+        bail!(
+            "cannot bring the VIP home: expected pglb running on lb1 and lb2 with the VIP on lb2 (lb1 runs: {}, lb2 runs: {}, lb2 holds the VIP: {})",
+            running(lb1),
+            running(lb2),
+            holds_vip(lb2)?
+        );
+    }
+    wait_for(HOME_STEP, "pglb on lb1 to be ready (re-decided since its start)", || Ok(ready(lb1).unwrap_or(Some(false)) != Some(false)))
+        .with_context(|| format!("lb1's log: {}", log_path(lb1).display()))?;
+    let pid = pglb_pid(lb2)?;
+    // SAFETY: kill(2) has no memory preconditions; the pid was just read from lb2's namespace.
+    if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+        bail!("SIGTERM to pglb on lb2 (pid {pid}): {}", std::io::Error::last_os_error());
+    }
+    wait_for(HOME_STEP, "pglb on lb2 to stop after SIGTERM", || Ok(!running(lb2)))?;
+    wait_for(HOME_STEP, "lb1 to take the VIP on lb2's priority-0 advert", || Ok(holds_vip(lb1)? && !holds_vip(lb2)?))
+        .with_context(|| format!("lb1's log: {}", log_path(lb1).display()))?;
+    start(lb2, pglb)?;
+    // Ready too: it has lb1's authenticated reports, so it believes lb1's adverts, a priority-0
+    // one included (a graceful stop of lb1 right after hands over at once).
+    wait_for(HOME_STEP, "the restarted pglb on lb2 to follow lb1 (ready, its status names lb1 as the VIP holder)", || {
+        let Ok(v) = status_json(lb2) else { return Ok(false) };
+        Ok(v["vip_held"] == false && v["vrrp_state"] == "backup" && v["vip_master"] == lb1.addr && v["ready"] != false)
+    })
+    .with_context(|| format!("lb2's log: {}", log_path(lb2).display()))?;
+    if !holds_vip(lb1)? || holds_vip(lb2)? {
+        bail!("the VIP moved again while pglb on lb2 restarted (lb1 holds it: {}, lb2: {})", holds_vip(lb1)?, holds_vip(lb2)?);
+    }
+    Ok(started.elapsed())
 }

@@ -105,12 +105,11 @@
 //! # Machine bugs
 //!
 //! The seeds on which an earlier machine broke an invariant are in [`FIXED_MACHINE_BUGS`] with
-//! the bug; `former_machine_bugs_stay_fixed` replays them (most lie beyond the default sweep;
-//! the model has changed since most were found, so they now replay other runs). The seeds on
-//! which today's machine breaks one are in [`OPEN_MACHINE_BUGS`] (reported, not fixed here):
-//! sweeps skip them, and `open_machine_bugs_still_fail` (ignored) replays them. The model's
-//! runtime differs from `runtime/mod.rs` in one place, the order of a wake after a stall (see
-//! `Sim::check_stall`)
+//! the bug and its fix; `former_machine_bugs_stay_fixed` replays them (most lie beyond the
+//! default sweep; the model has changed since most were found, so they now replay other runs).
+//! None is open: the last sweep passes every seed (below). The model's runtime follows
+//! `runtime/mod.rs` turn by turn: a stall is checked before the input that ends it is handled
+//! (`Sim::check_stall`).
 //!
 //! # Scenarios
 //!
@@ -136,8 +135,7 @@
 //!
 //! `cargo test -p lb-user --test failover_sim` runs the default seeds (0..2000, about ten seconds
 //! in a debug build). `SIM_SEEDS=n` and `SIM_FIRST_SEED=k` choose the seeds; `SIM_KEEP_GOING=1`
-//! goes on past failures and lists them at the end; `SIM_OPEN_BUGS=1` runs the seeds of
-//! [`OPEN_MACHINE_BUGS`] too (to see one fail); `SIM_PRINT_TRACE=1` prints every seed's trace (with
+//! goes on past failures and lists them at the end; `SIM_PRINT_TRACE=1` prints every seed's trace (with
 //! `--nocapture`), `SIM_TRACE_NODES=1` adds the cluster model to it at every step, and
 //! `SIM_TRACE_TAIL=n` sets how much of it a failure shows (default 80 lines). A sweep, in chunks of
 //! a release build:
@@ -147,15 +145,14 @@
 //!     cargo test --release -p lb-user --test failover_sim simulation_holds -- --nocapture
 //! ```
 //!
-//! The sweep of 0..70000 (seven chunks of 10000, about three minutes in a release build on
-//! two cores) passes but for the 112 seeds of [`OPEN_MACHINE_BUGS`], which it skips: 69,888
-//! runs, 2.1 million seconds of virtual time; 39,531 promotions (25,464 failovers, 11,551
-//! switchovers), 9,073 daemons killed, 18,211 freezes (12,434 woke humble; 198 delivered an
-//! action's report after the stall), 3,650 VRRP masters resigned for not being ready, 121,206
-//! peer reports refused as stale, 199,083 forged reports (a forged timeline held a failover back
-//! 6,495 times), 9,290 disk faults (5,028 writes failed; a failover held back unrecorded 665
-//! times). One writer held at most 9.15 s after the heal (seed 43950, a switchover waiting out
-//! its deadline), within the bound.
+//! The sweep of 0..70000 (one run of a release build, about three minutes on two cores) passes
+//! every seed: 70,000 runs, 2.1 million seconds of virtual time; 39,791 promotions (25,468
+//! failovers, 11,772 switchovers), 9,082 daemons killed, 18,356 freezes (16,246 woke humble; 200
+//! delivered an action's report after the stall), 5,153 VRRP masters resigned for not being
+//! ready, 429,040 peer reports refused as stale, 199,382 forged reports (a forged timeline held a
+//! failover back 6,669 times), 9,318 disk faults (5,044 writes failed; a failover held back
+//! unrecorded 681 times). One writer held at most 3.2 s after the heal (seed 45424), within the
+//! bound. The sweep of 70000..140000 passed too.
 //!
 //! # Layout
 //!
@@ -340,96 +337,93 @@ fn trio(first: usize, second: Option<usize>) -> [usize; 3] {
     [first, second, NODES - first - second]
 }
 
-/// Seeds on which the machine breaks an invariant today, by bug (reported with the seeds, not
-/// fixed here): the sweep skips them; `open_machine_bugs_still_fail` (ignored) replays them.
-/// Once a bug is fixed, its seeds move to [`FIXED_MACHINE_BUGS`]. Every failing seed of the
-/// sweep of 0..70000 is here.
-const OPEN_MACHINE_BUGS: &[(&str, &[u64])] = &[
+/// Seeds on which an earlier machine broke an invariant, by bug, with what went wrong; the
+/// machine was fixed for each (docs/DECISIONS.md, "Partial failures" and "Trust").
+/// `former_machine_bugs_stay_fixed` replays every one (most lie outside the default sweep). A
+/// sweep that finds a new failing seed: fix the machine, then add the seed here.
+const FIXED_MACHINE_BUGS: &[(&str, &[u64])] = &[
+    // A primary probed on a newer timeline while still down (debouncing `up_after`) neither
+    // raised the floor nor unrouted the writer: the VIP holder kept routing the older primary.
+    ("newer primary while down", &[535, 1057, 2515, 2676]),
+    // A fence restored from the state file hid a node that had since become the primary on a
+    // newer timeline: the restarted load balancer adopted an older primary.
+    ("fence hides newer primary", &[1705, 21545]),
+    // What one load balancer learnt of a promotion the other never learnt: it kept or re-adopted
+    // the replaced writer; acknowledged commits on the old timeline were lost.
+    ("promotion unknown to peer", &[4062, 7554, 20321]),
+    // A load balancer killed during a failover restarts from a state file older than the
+    // promotion, the new primary out of its sight: it adopted the old primary back on the old
+    // timeline (fixed by the peer reports' timeline).
+    ("restart misses the peer's promotion", &[50813, 124109]),
+    // The sync guard counted a stale primary on an older timeline as a listed standby: failover
+    // blocked for good.
+    ("stale primary blocks failover", &[53308]),
+    // A standby catching up from another standby (or from the demoted old writer) held failover
+    // (`PositionsMoving`) for as long as it took to catch up.
+    ("laggard blocks failover", &[375472]),
+    ("laggard cascading from the demoted writer blocks failover", &[76895]),
+    // In a two-master split, a master without quorum kept routing the crashed writer; it came
+    // back on the old timeline while the other master had promoted.
+    ("down writer stays routed in a split", &[59448]),
+    // Cut from the writer, then from its peer: the load balancer promoted while the peer still
+    // routed the live old primary (fixed by the peer reports' writer).
+    ("promotes while the silent peer reaches the writer", &[55223]),
+    // A switchover promoted with the old primary's failing probes counted as a quorum vote.
+    ("quorum counted a failing node", &[148946]),
+    // A restarted daemon, waiting for a peer's report, left the previous run's pinned writer
+    // routed although its first probe had failed; it came back on the old timeline.
+    ("restart keeps a failed writer routed", &[231227, 233081]),
     // A master's report names no writer while it switches over, so a higher-priority backup that
     // reaches the writer takes the VIP from it (nopreempt allows that against a master that lost
     // the writer), finds the old primary demoted and fails over to its own candidate: the
     // switchover is lost (and its writes refused until its deadline).
+    // Fixed: a pglb master is preempted only when its report says it is unhealthy (nopreempt).
     ("preempted mid-switchover", &[
-        944, 1142, 1754, 1898, 5192,
-        5876, 7766, 8774, 8900, 8954, 9278, 9818, 12608, 13814, 13904, 14066, 14444, 15146, 15884,
-        15956, 16190, 16244, 16730, 18098, 18134, 18692, 18800, 18890, 19106, 20798, 20924, 21086,
-        21284, 21698, 22868, 23786, 24344, 24722, 25406, 26162, 28502, 28556, 29132, 31634, 31940,
-        33434, 33632, 33812, 34028, 34316, 34532, 35630, 36944, 37340, 37772, 38582, 38906, 38996,
-        40436, 40760, 40778, 40832, 41732, 41858, 42488, 42722, 43784, 43946, 44378, 44738, 44972,
-        45080, 45296, 47024, 47042, 48212, 48878, 49130, 52100, 52352, 52460, 53162, 54278, 55592,
-        56474, 58184, 58274, 58616, 60074, 61082, 62558, 62594, 63926, 65744, 67076, 67724, 68804,
-        69902, 69992,
+        944, 1142, 1754, 1898, 5192, 5876, 7766, 8774, 8900, 8954, 9278, 9818, 12608, 13814, 13904,
+        14066, 14444, 15146, 15884, 15956, 16190, 16244, 16730, 18098, 18134, 18692, 18800, 18890,
+        19106, 20798, 20924, 21086, 21284, 21698, 22868, 23786, 24344, 24722, 25406, 26162, 28502,
+        28556, 29132, 31634, 31940, 33434, 33632, 33812, 34028, 34316, 34532, 35630, 36944, 37340,
+        37772, 38582, 38906, 38996, 40436, 40760, 40778, 40832, 41732, 41858, 42488, 42722, 43784,
+        43946, 44378, 44738, 44972, 45080, 45296, 47024, 47042, 48212, 48878, 49130, 52100, 52352,
+        52460, 53162, 54278, 55592, 56474, 58184, 58274, 58616, 60074, 61082, 62558, 62594, 63926,
+        65744, 67076, 67724, 68804, 69902, 69992,
     ]),
     // A master silent for longer than the master-down interval but not the lease (a freeze)
     // does not wake humble: its peer has taken over and fails over to its candidate while it
     // resumes and promotes its switchover's target, another node: two children of one timeline.
+    // Fixed: a stall longer than the peer's master-down interval wakes the instance humble.
     ("two promotions in a two-master switchover", &[11321]),
     // A promotion held for its record is released when the record lands, without rule 2 again:
     // after a freeze (or a slow write) the machine promotes on a decision its own view no longer
     // supports (no quorum; a peer that has meanwhile failed over).
+    // Fixed: a held promotion is sent only if it still holds then (`Machine::release_promotion`).
     ("held promotion released on a stale decision", &[16966, 20354, 41702, 43162, 44818]),
     // Two masters (a split, or the first report intervals after it heals): one re-adopts the old
     // writer the moment it answers again while the other has just promoted a standby; clients
     // write to both for up to a probe round (the old writer acknowledges nothing: its standbys
     // follow the new one).
+    // Fixed: with no peer heard, the returning writer waits for a standby to follow it
+    // (`Blocked::ReturnUnconfirmed`).
     ("old writer re-adopted while the peer promoted", &[5795, 6443, 25032, 61986]),
     // A switchover during a two-master split: the other master keeps routing writes to the old
     // primary after the target's catch-up check, a standby that is not the target acknowledges
     // them, and the target, cut from replication before the demotion, is promoted without them.
+    // Fixed: the target must have as much as every standby probed after the demotion.
     ("switchover target misses acknowledged commits", &[44963]),
     // A switchover left waiting in Demoted (this instance lost the VIP) resumes seconds later
     // once it is master again, after its peer's failover: it promotes its target, now a standby
     // of the new writer, off the new timeline, losing the writer's acknowledged commits.
+    // Fixed: waking humble aborts the switchover; a target off the newest timeline is refused.
     ("stale switchover promotes after the peer's failover", &[46547]),
     // A standby answers on a timeline newer than any routed here, proof of a primary on it out
     // of sight; the floor rises, but failover goes on and promotes that standby, forking the
     // unseen primary's timeline (whose acknowledged commits it lacks).
+    // Fixed: failover waits for a probe of every node first (`Blocked::NewerPrimaryUnseen`).
     ("promotes a standby of an unseen newer primary", &[63701]),
-];
-
-/// Seeds on which an earlier machine broke an invariant, with what went wrong; the machine was
-/// fixed for each (docs/DECISIONS.md, "Partial failures"). Most lie outside the default sweep:
-/// `former_machine_bugs_stay_fixed` replays every one.
-const FIXED_MACHINE_BUGS: &[(u64, &str)] = &[
-    // A primary probed on a newer timeline while still down (debouncing `up_after`) neither
-    // raised the floor nor unrouted the writer: the VIP holder kept routing the older primary.
-    (535, "newer primary while down"),
-    (1057, "newer primary while down"),
-    (2515, "newer primary while down"),
-    (2676, "newer primary while down"),
-    // A fence restored from the state file hid a node that had since become the primary on a
-    // newer timeline: the restarted load balancer adopted an older primary.
-    (1705, "fence hides newer primary"),
-    (21545, "fence hides newer primary"),
-    // What one load balancer learnt of a promotion the other never learnt: it kept or re-adopted
-    // the replaced writer; acknowledged commits on the old timeline were lost.
-    (4062, "promotion unknown to peer"),
-    (7554, "promotion unknown to peer"),
-    (20321, "promotion unknown to peer"),
-    // A load balancer killed during a failover restarts from a state file older than the
-    // promotion, the new primary out of its sight: it adopted the old primary back on the old
-    // timeline (fixed by the peer reports' timeline).
-    (50813, "restart misses the peer's promotion"),
-    (124109, "restart misses the peer's promotion"),
-    // The sync guard counted a stale primary on an older timeline as a listed standby: failover
-    // blocked for good.
-    (53308, "stale primary blocks failover"),
-    // A standby catching up from another standby (or from the demoted old writer) held failover
-    // (`PositionsMoving`) for as long as it took to catch up.
-    (375472, "laggard blocks failover"),
-    (76895, "laggard cascading from the demoted writer blocks failover"),
-    // In a two-master split, a master without quorum kept routing the crashed writer; it came
-    // back on the old timeline while the other master had promoted.
-    (59448, "down writer stays routed in a split"),
-    // Cut from the writer, then from its peer: the load balancer promoted while the peer still
-    // routed the live old primary (fixed by the peer reports' writer).
-    (55223, "promotes while the silent peer reaches the writer"),
-    // A switchover promoted with the old primary's failing probes counted as a quorum vote.
-    (148946, "quorum counted a failing node"),
-    // A restarted daemon, waiting for a peer's report, left the previous run's pinned writer
-    // routed although its first probe had failed; it came back on the old timeline.
-    (231227, "restart keeps a failed writer routed"),
-    (233081, "restart keeps a failed writer routed"),
+    // A backup that stalled had its down timer run out while it could not believe the master's
+    // adverts; ready again, it took the VIP from a live master at once.
+    // Fixed: not ready restarts a backup's down timer (`vip::vrrp`, `set_ready`).
+    ("stalled backup took over a live master", &[17501]),
 ];
 
 /// The seeds to run: `SIM_SEEDS` of them (default 2000) from `SIM_FIRST_SEED` (default 0).
@@ -459,15 +453,7 @@ fn simulation_holds_invariants_over_many_seeds() {
         std::panic::set_hook(Box::new(|_| {}));
     }
     let mut failed: Vec<(u64, String)> = Vec::new();
-    let mut skipped = Vec::new();
-    let open_bugs_too = std::env::var("SIM_OPEN_BUGS").is_ok();
     for seed in seeds() {
-        if let Some(&(bug, _)) = OPEN_MACHINE_BUGS.iter().find(|(_, seeds)| seeds.contains(&seed))
-            && !open_bugs_too
-        {
-            skipped.push((seed, bug));
-            continue;
-        }
         let sim = if keep_going {
             match std::panic::catch_unwind(|| Sim::new(seed).run()) {
                 Ok(sim) => sim,
@@ -548,13 +534,6 @@ fn simulation_holds_invariants_over_many_seeds() {
         virtual_time,
         started.elapsed()
     );
-    if !skipped.is_empty() {
-        let mut by_bug: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
-        for &(seed, bug) in &skipped {
-            by_bug.entry(bug).or_default().push(seed);
-        }
-        eprintln!("skipped {} seeds of open machine bugs: {by_bug:?}", skipped.len());
-    }
     for (_, first_line) in &failed {
         eprintln!("FAILED {first_line}");
     }
@@ -590,27 +569,14 @@ fn simulation_holds_invariants_over_many_seeds() {
 
 #[test]
 fn former_machine_bugs_stay_fixed() {
-    for &(seed, bug) in FIXED_MACHINE_BUGS {
-        if let Err(panic) = std::panic::catch_unwind(|| Sim::new(seed).run()) {
-            let text = panic.downcast_ref::<String>().map_or("", String::as_str);
-            panic!("seed {seed} ({bug}) fails again: {}", text.lines().next().unwrap_or(""));
-        }
-    }
-}
-
-#[test]
-#[ignore = "open machine bugs: run with --ignored to see whether they still fail"]
-fn open_machine_bugs_still_fail() {
-    let mut passing = Vec::new();
-    for &(bug, seeds) in OPEN_MACHINE_BUGS {
+    for &(bug, seeds) in FIXED_MACHINE_BUGS {
         for &seed in seeds {
-            let outcome = std::panic::catch_unwind(|| Sim::new(seed).run());
-            if outcome.is_ok() {
-                passing.push(format!("{seed} ({bug})"));
+            if let Err(panic) = std::panic::catch_unwind(|| Sim::new(seed).run()) {
+                let text = panic.downcast_ref::<String>().map_or("", String::as_str);
+                panic!("seed {seed} ({bug}) fails again: {}", text.lines().next().unwrap_or(""));
             }
         }
     }
-    assert!(passing.is_empty(), "these seeds pass now: move them to FIXED_MACHINE_BUGS:\n{}", passing.join("\n"));
 }
 
 #[test]

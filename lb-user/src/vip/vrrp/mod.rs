@@ -52,9 +52,9 @@
 //!              `max_advert_interval_cs`
 //!  any         adv a pglb peer's fresh report      Discarded(Unconfirmed)            same
 //!              does not vouch for
-//!  Backup      down timer fires, not ready         (wait: take over once ready)      Backup
-//!  Backup      Ready{ready} while the down timer   StateChanged, SendAdvert(P),      Master
-//!              ran out                             AddVip, SendGarp(burst)
+//!  Backup      down timer fires, not ready         (wait for readiness)              Backup
+//!  Backup      Ready{ready} changes                down timer = Master_Down_Interval Backup
+//!                                                  from now
 //!  Master      Ready{ready: false}                 StateChanged, RemoveVip,          Backup
 //!                                                  SendAdvert(0)
 //! ```
@@ -281,8 +281,8 @@ struct BackupRole {
     since: Duration,
     /// Source of the last advert we accepted as the master's.
     master: Option<Ipv4Addr>,
-    /// The down timer ran out while this instance was not ready: it takes over as soon as it
-    /// is (unless a master is heard first).
+    /// The down timer ran out while this instance was not ready: no timer to wait for until
+    /// it is ready (which starts the down timer over).
     due: bool,
 }
 
@@ -484,8 +484,18 @@ impl Vrrp {
             return Vec::new();
         }
         self.ready = ready;
-        match &self.role {
-            Role::Backup(b) if ready && b.due => self.become_master(now),
+        match &mut self.role {
+            // Ready or not, the down timer starts over: it may have run out while this instance
+            // could not hear, or could not yet believe, the master's adverts (a stall; a start or
+            // a cut of the reports: a pglb peer's adverts are believed only with a report that
+            // answers ours, and the report that makes this instance ready comes before the next
+            // advert it vouches for). A master is taken over only once it has been silent for a
+            // whole Master_Down_Interval from now.
+            Role::Backup(b) => {
+                b.due = false;
+                b.master_down_at = now + master_down_interval(self.priority, b.master_adver_interval);
+                Vec::new()
+            }
             Role::Master(_) if !ready => {
                 let interval = self.params.advert_interval();
                 self.role = Role::Backup(BackupRole {
@@ -536,7 +546,7 @@ impl Vrrp {
                 if self.ready {
                     return self.become_master(now);
                 }
-                // Not ready to hold the VIP: take over as soon as we are.
+                // Not ready to hold the VIP: wait for readiness (the down timer starts over then).
                 backup.due = true;
                 Vec::new()
             }

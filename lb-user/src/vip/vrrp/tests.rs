@@ -462,7 +462,12 @@ fn a_backup_that_is_not_ready_waits_and_takes_over_once_ready() {
     assert_eq!(b.handle(Event::TimerExpired, at), vec![], "not ready: no takeover");
     assert_eq!(b.state(), VrrpState::Backup);
     assert_eq!(b.next_deadline(), None, "waiting for readiness, not for a timer");
-    assert_eq!(b.handle(Event::Ready { ready: true }, at + secs(1)), to_master(VrrpState::Backup, 150, 5));
+    // Ready: the master must stay silent a whole down interval more (its adverts may not have
+    // been believable while this instance was not ready).
+    assert_eq!(b.handle(Event::Ready { ready: true }, at + secs(1)), vec![]);
+    let due = b.next_deadline().expect("the down timer runs again");
+    assert!(due > at + secs(1));
+    assert_eq!(b.handle(Event::TimerExpired, due), to_master(VrrpState::Backup, 150, 5));
     // A master heard while waiting ends the wait.
     let mut c = backup_with(guarded(150));
     c.handle(Event::Ready { ready: false }, Duration::ZERO);
@@ -651,4 +656,23 @@ fn two_node_simulation_elects_one_master_through_faults() {
         .0;
     assert!(handover - secs(45) <= us(609_375) + Duration::from_millis(3), "graceful takeover after Skew_Time, took {:?}", handover - secs(45));
     assert!(longest_overlap <= secs(1), "both held the VIP for {longest_overlap:?}");
+}
+
+/// A stall: the down timer ran out while this backup stood still (the master's adverts queued
+/// behind it, or unbelievable until its peer answers its fresh report). Falling to not ready
+/// restarts the down timer, and so does becoming ready again a moment later: only a master silent
+/// for a whole Master_Down_Interval after that is taken over.
+#[test]
+fn a_backup_that_stalled_waits_a_whole_down_interval_again() {
+    let mut b = backup_with(guarded(150));
+    let expired = b.next_deadline().expect("down timer") + secs(2);
+    assert_eq!(b.handle(Event::Ready { ready: false }, expired), vec![]);
+    let again = b.next_deadline().expect("the down timer runs again from the stall");
+    assert!(again > expired, "{again:?} {expired:?}");
+    assert_eq!(b.handle(Event::TimerExpired, expired + us(1)), vec![], "not yet due");
+    assert_eq!(b.handle(Event::Ready { ready: true }, expired + us(2)), vec![], "ready, but the master may be alive");
+    assert_eq!(b.state(), VrrpState::Backup);
+    let due = b.next_deadline().expect("the down timer runs again from readiness");
+    assert!(due > again, "{due:?} {again:?}");
+    assert_eq!(b.handle(Event::TimerExpired, due), to_master(VrrpState::Backup, 150, 5), "silent for a whole interval: taken over");
 }

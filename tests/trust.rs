@@ -1,5 +1,6 @@
-//! End-to-end tests in the lab of what an operator does by habit to a running load balancer
-//! (issue 18, item 7): SIGHUP never kills pglb, and every signal that ends it releases the VIP.
+//! End-to-end tests in the lab of trust (issue 18): what an operator does by habit to a running
+//! load balancer (SIGHUP never kills pglb, and every signal that ends it releases the VIP), and
+//! the trust drills.
 //!
 //! - `sighup_is_logged_and_ignored_and_ending_signals_release_the_vip`: SIGHUP to the VIP holder
 //!   (keepalived, HAProxy and repmgrd reload on it): the process lives on, keeps the VIP, and
@@ -8,12 +9,13 @@
 //!   the peer holds it within a second (the leaving instance's priority-0 advert, believed
 //!   because its last report said priority 0); the stopped instance is started again and comes
 //!   back as backup (no preemption of a healthy master).
+//! - `trust_drills_pass_every_check`: the seven trust drills, one run each, every check passed.
 //!
 //! The lab is removed by its guard even when an assertion fails.
 
 use std::time::Duration;
 
-use pglb_tests::{Lab, holds_vip, pglb_log, pglb_pid, signal, start_pglb, wait_gone, wait_until};
+use pglb_tests::{Lab, assert_no_loss, drill, holds_vip, pglb_log, pglb_pid, signal, start_pglb, wait_gone, wait_until};
 
 /// A bound on a priority-0 handover (the peer's skew time, ~60 ms, and its next turn), generous
 /// against a busy machine: the point is that the VIP moves at once, not after the peer waited
@@ -64,5 +66,25 @@ fn sighup_is_logged_and_ignored_and_ending_signals_release_the_vip() {
         // Back as backup: the healthy master keeps the VIP (the test: nothing moves for 1 s).
         std::thread::sleep(Duration::from_secs(1));
         assert!(holds_vip(to) && !holds_vip(from), "{name}: {from} returned and took the VIP from a healthy {to}");
+    }
+}
+
+/// The seven trust drills of issue 18, one run each (`cargo xtask drill NAME --runs 1`; what
+/// each injects and checks: docs/DRILLS.md, "Trust drills"). Each must pass every check it
+/// names — forgeries counted and dropped, the stale view never routed, the VIP where it belongs,
+/// writes back within 2 s — besides every run's own: no acknowledged write lost, no split-brain
+/// write, one primary at the end, pglb idle afterwards.
+#[test]
+fn trust_drills_pass_every_check() {
+    let _lab = Lab::up();
+    for scenario in ["forged-report", "forged-advert", "lb-freeze", "lb-restart-stale-view", "state-write-fails", "main-loop-hang", "lb-return"] {
+        let run = drill(scenario, env!("CARGO_BIN_EXE_drill_client"));
+        let checks = run["checks"].as_array().unwrap_or_else(|| panic!("{scenario}: no checks in {run:#}"));
+        assert!(checks.len() >= 4, "{scenario}: only {} checks recorded: {run:#}", checks.len());
+        for c in checks {
+            assert_eq!(c["passed"], true, "{scenario}: check {} failed: {}", c["check"], c["detail"]);
+            eprintln!("{scenario}: ok {}: {}", c["check"].as_str().unwrap_or_default(), c["detail"].as_str().unwrap_or_default());
+        }
+        assert_no_loss(&run);
     }
 }

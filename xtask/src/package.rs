@@ -104,17 +104,19 @@ pub fn verify_unit(root: &Path) -> Result<String> {
     Ok(text)
 }
 
-/// Runs the packaged binary's `pglb check` on the packaged config. The example config names two
-/// password files in /etc/pglb that the package does not ship (secrets are the operator's); this
-/// creates them inside `root` and checks a copy of the config whose only change is those two
-/// paths pointing into `root`. Everything else `pglb check` reads is the package's own.
+/// Runs the packaged binary's `pglb check` on the packaged config. The example config names
+/// secret files in /etc/pglb that the package does not ship (secrets are the operator's: the two
+/// password files and the peer key); this creates them inside `root` (0600, as `pglb check`
+/// demands of a key) and checks a copy of the config whose only change is those paths pointing
+/// into `root`. Everything else `pglb check` reads is the package's own.
 pub fn check_config(root: &Path) -> Result<String> {
     let config = root.join(CONFIG.trim_start_matches("./"));
     let text = fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
     let (checked, secrets) = with_secrets_in(&text, root)?;
     for secret in &secrets {
         fs::create_dir_all(secret.parent().expect("an absolute path"))?;
-        fs::write(secret, "scratch-password\n").with_context(|| format!("writing {}", secret.display()))?;
+        fs::write(secret, "scratch-secret-of-32-bytes-long\n").with_context(|| format!("writing {}", secret.display()))?;
+        fs::set_permissions(secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     }
     let copy = root.join("etc/pglb/pglb.check.toml");
     fs::write(&copy, checked).with_context(|| format!("writing {}", copy.display()))?;
@@ -124,21 +126,24 @@ pub fn check_config(root: &Path) -> Result<String> {
     sh::output(&mut cmd)
 }
 
-/// `text` with every `password_file = "/abs/path"` moved under `root`, and the moved paths.
+/// The keys naming a secret file that `with_secrets_in` moves.
+const SECRET_KEYS: [&str; 2] = ["password_file", "key_file"];
+
+/// `text` with every uncommented `password_file = "/abs/path"` and `key_file = "/abs/path"` moved
+/// under `root`, and the moved paths.
 fn with_secrets_in(text: &str, root: &Path) -> Result<(String, Vec<PathBuf>)> {
     let mut secrets = Vec::new();
     let mut out = String::with_capacity(text.len());
     for line in text.lines() {
         let trimmed = line.trim_start();
-        let value = trimmed
-            .strip_prefix("password_file")
-            .map(str::trim_start)
-            .and_then(|r| r.strip_prefix('='))
-            .map(|r| r.trim().trim_matches('"'));
+        let value = SECRET_KEYS.iter().find_map(|key| {
+            let path = trimmed.strip_prefix(key)?.trim_start().strip_prefix('=')?.trim().trim_matches('"');
+            Some((*key, path))
+        });
         match value {
-            Some(path) if path.starts_with('/') => {
+            Some((key, path)) if path.starts_with('/') => {
                 let moved = root.join(path.trim_start_matches('/'));
-                out.push_str(&format!("password_file = \"{}\"\n", moved.display()));
+                out.push_str(&format!("{key} = \"{}\"\n", moved.display()));
                 secrets.push(moved);
             }
             _ => {
@@ -147,7 +152,7 @@ fn with_secrets_in(text: &str, root: &Path) -> Result<(String, Vec<PathBuf>)> {
             }
         }
     }
-    ensure!(!secrets.is_empty(), "the packaged config names no password_file: the check substitutes nothing and that is unexpected");
+    ensure!(!secrets.is_empty(), "the packaged config names no password_file or key_file: the check substitutes nothing and that is unexpected");
     Ok((out, secrets))
 }
 
@@ -173,11 +178,18 @@ drwxr-xr-x 0/0               0 2026-01-01 00:00 ./
     }
 
     #[test]
-    fn only_password_files_move_into_the_scratch_root() {
-        let text = "[probe]\nuser = \"pglb\"\npassword_file = \"/etc/pglb/pglb.password\"\n# password_file = \"/x\"\n[replication]\n  password_file=\"/etc/pglb/r.password\"\n";
+    fn only_secret_files_move_into_the_scratch_root() {
+        let text = "[probe]\nuser = \"pglb\"\npassword_file = \"/etc/pglb/pglb.password\"\n# password_file = \"/x\"\n[replication]\n  password_file=\"/etc/pglb/r.password\"\n[vrrp]\nkey_file = \"/etc/pglb/peer.key\"\n# key_file = \"/y\"\n";
         let (out, secrets) = with_secrets_in(text, Path::new("/tmp/root")).unwrap();
-        assert_eq!(secrets, [Path::new("/tmp/root/etc/pglb/pglb.password"), Path::new("/tmp/root/etc/pglb/r.password")]);
-        assert_eq!(out, "[probe]\nuser = \"pglb\"\npassword_file = \"/tmp/root/etc/pglb/pglb.password\"\n# password_file = \"/x\"\n[replication]\npassword_file = \"/tmp/root/etc/pglb/r.password\"\n");
+        assert_eq!(
+            secrets,
+            [
+                Path::new("/tmp/root/etc/pglb/pglb.password"),
+                Path::new("/tmp/root/etc/pglb/r.password"),
+                Path::new("/tmp/root/etc/pglb/peer.key")
+            ]
+        );
+        assert_eq!(out, "[probe]\nuser = \"pglb\"\npassword_file = \"/tmp/root/etc/pglb/pglb.password\"\n# password_file = \"/x\"\n[replication]\npassword_file = \"/tmp/root/etc/pglb/r.password\"\n[vrrp]\nkey_file = \"/tmp/root/etc/pglb/peer.key\"\n# key_file = \"/y\"\n");
         assert!(with_secrets_in("[probe]\n", Path::new("/r")).is_err());
     }
 }

@@ -45,6 +45,7 @@ use super::{
 use crate::{
     lab::{
         net::ns_cmd,
+        pglb_json,
         postgres::wait_for,
         topology::{APP_DB, APP_USER, Host, READ_PORT, VIP, WRITE_PORT, client_pgpass, host},
     },
@@ -295,7 +296,7 @@ fn client_tx_packets() -> Result<u64> {
 
 /// Every data-plane reason counter of `lb`, by name.
 fn reasons(d: &Drill, lb: &Host) -> Result<std::collections::BTreeMap<String, u64>> {
-    super::pglb_json::reasons(&d.map_dump(lb)?).with_context(|| format!("reading {}'s reason counters", lb.name))
+    pglb_json::reasons(&d.map_dump(lb)?).with_context(|| format!("reading {}'s reason counters", lb.name))
 }
 
 /// The table pgbench inserts into, emptied for the run.

@@ -39,7 +39,6 @@ pub mod lb;
 mod logs;
 mod measure;
 mod metrics;
-pub(crate) mod pglb_json;
 mod report;
 mod scenarios;
 mod trust;
@@ -60,7 +59,6 @@ use self::{
     lb::{LbStop, LbTakeover},
     flood_report::{SynFlood, print_flood, summarise_flood},
     measure::{History, Line, read_client_log},
-    pglb_json::StatusRow,
     logs::{decision_lines, keep_logs, promotions, promotions_made},
     report::{Cpu, DrillJson, RunResult, print_run, summarise},
 };
@@ -69,6 +67,7 @@ use crate::{
         self, LabState,
         lb as lab_lb,
         net::ns_cmd,
+        pglb_json::{self, StatusRow},
         postgres::wait_for,
         topology::{Host, READ_PORT, STATE_DIR, VIP, WRITE_PORT, host, secret_path},
     },

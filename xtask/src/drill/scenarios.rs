@@ -31,6 +31,7 @@ use crate::{
     lab::{
         fault::Cut,
         lb as lab_lb,
+        pglb_json,
         postgres::wait_for,
         topology::{VIP, host},
     },
@@ -173,7 +174,7 @@ pub fn inject(d: &Drill, scenario: &str, wlog: &Path, r: &mut RunResult) -> Resu
         "lb-kill-then-failover" => {
             kill_pglb(lb1)?;
             wait_for(Duration::from_secs(10), "lb2 to take the VIP", || lab_lb::holds_vip(lb2))?;
-            wait_for(Duration::from_secs(10), "lb1's lease to run out", || super::pglb_json::lease_expired(&d.map_dump(lb1)?))?;
+            wait_for(Duration::from_secs(10), "lb1's lease to run out", || pglb_json::lease_expired(&d.map_dump(lb1)?))?;
             let flows_before = d.reason_count(lb1, "tx_new_flow")?;
             let at = now_us();
             kill_postmaster(d, PRIMARY)?;

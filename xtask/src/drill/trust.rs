@@ -43,6 +43,7 @@ use crate::{
     lab::{
         fault::{Cut, ReadOnly, Stopped},
         lb as lab_lb,
+        pglb_json,
         postgres::wait_for,
         topology::{APP_DB, APP_USER, Host, VIP, WRITE_PORT, client_pgpass, host},
     },
@@ -168,7 +169,7 @@ fn rise(before: &metrics::Metrics, after: &metrics::Metrics, name: &str, reasons
 /// New flows a load balancer's data plane has opened to pg1 (`pglb map dump --json`).
 fn pg1_flows(d: &Drill, lb: &Host) -> Result<u64> {
     let addr = format!("{}:5432", addr_of(PRIMARY));
-    Ok(super::pglb_json::backend_new_flows(&d.map_dump(lb)?)?.get(&addr).copied().unwrap_or(0))
+    Ok(pglb_json::backend_new_flows(&d.map_dump(lb)?)?.get(&addr).copied().unwrap_or(0))
 }
 
 /// Makes pgha-client ask for the VIP's MAC again (a broadcast ARP request every host with the
@@ -250,7 +251,7 @@ fn forged_report(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
             let mut samples = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 for lb in [lb1, lb2] {
-                    if let Ok(p) = lab_lb::status_json(lb).and_then(|v| super::pglb_json::peer_timelines(&v.to_string())) {
+                    if let Ok(p) = lab_lb::status_json(lb).and_then(|v| pglb_json::peer_timelines(&v.to_string())) {
                         samples += 1;
                         seen.extend(p.values().filter(|t| **t == 99).map(|t| (lb.name, *t)));
                     }
@@ -422,7 +423,7 @@ fn lb_restart_stale_view(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u1
     let mut ready: Vec<Result<bool>> = Vec::new();
     let t = Instant::now();
     while t.elapsed() < REPORT_CUT {
-        ready.push(lab_lb::status_json(lb1).and_then(|v| super::pglb_json::status_ready(&v.to_string())));
+        ready.push(lab_lb::status_json(lb1).and_then(|v| pglb_json::status_ready(&v.to_string())));
         flush_client_arp()?;
         thread::sleep(Duration::from_millis(250));
     }
@@ -433,7 +434,7 @@ fn lb_restart_stale_view(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u1
     hidden.heal()?;
     r.check("pg1 is a primary on its old timeline until the cut heals", stale, if stale { "yes" } else { "no: it was rejoined during the cut" });
     let became_ready = wait_for(Duration::from_secs(10), "lb1 to be ready once lb2's reports reach it", || {
-        Ok(lab_lb::status_json(lb1).and_then(|v| super::pglb_json::status_ready(&v.to_string())).unwrap_or(false))
+        Ok(lab_lb::status_json(lb1).and_then(|v| pglb_json::status_ready(&v.to_string())).unwrap_or(false))
     });
     let ready_at = now_us();
     thread::sleep(SETTLE);
@@ -603,7 +604,7 @@ fn lb_return(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
     lab_lb::start(lb1, &lab_lb::pglb_binary()?)?;
     let status = bench.wait_until(Duration::from_secs(PGBENCH_SECONDS + 20)).context("pgbench ran past its -T")?;
     let became_ready = wait_for(Duration::from_secs(10), "lb1 to be ready after its return", || {
-        Ok(lab_lb::status_json(lb1).and_then(|v| super::pglb_json::status_ready(&v.to_string())).unwrap_or(false))
+        Ok(lab_lb::status_json(lb1).and_then(|v| pglb_json::status_ready(&v.to_string())).unwrap_or(false))
     });
     let end = now_us();
     let vip = watch.finish()?;

@@ -28,8 +28,11 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 
-use super::{Drill, NODES, lbs, now_us, pglb_json};
-use crate::lab::topology::{PG_PORT, VIP, host};
+use super::{Drill, NODES, lbs, now_us};
+use crate::lab::{
+    pglb_json,
+    topology::{PG_PORT, VIP, host},
+};
 
 /// How often [`FloorWatch`] samples.
 pub const FLOOR_EVERY: Duration = Duration::from_millis(300);

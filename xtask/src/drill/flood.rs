@@ -47,7 +47,7 @@ use crate::{
         net::ns_cmd,
         pglb_json,
         postgres::wait_for,
-        topology::{APP_DB, APP_USER, Host, READ_PORT, VIP, WRITE_PORT, client_pgpass, host},
+        topology::{APP_DB, APP_USER, Host, READ_PORT, VIP, WRITE_PORT, client_pgpass, home_lb, host},
     },
     setup::PG_BIN,
     sh,
@@ -345,9 +345,9 @@ fn probe_after(probes: Vec<(u16, Reaped, PathBuf)>, end: Instant, end_us: u128) 
     Ok(out)
 }
 
-/// Runs `syn-flood` once. The cluster must be healthy (lb1 holds the VIP).
+/// Runs `syn-flood` once. The cluster must be healthy (lb1, the VIP's home, holds the VIP).
 pub fn flood_drill(d: &Drill, run: u32) -> Result<SynFlood> {
-    let lb1 = host("lb1")?;
+    let lb1 = home_lb();
     prepare_table(d)?;
     let reasons_before = reasons(d, lb1)?;
     let mut pgbench = Pgbench::start(d, run)?;

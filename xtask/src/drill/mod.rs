@@ -59,7 +59,7 @@ use self::{
     lb::{LbStop, LbTakeover},
     flood_report::{SynFlood, print_flood, summarise_flood},
     measure::{History, Line, read_client_log},
-    logs::{decision_lines, keep_logs, promotions, promotions_made},
+    logs::{decision_lines, keep_logs, log_marks, promotions, promotions_made},
     report::{Cpu, DrillJson, RunResult, print_run, summarise},
 };
 use crate::{
@@ -69,7 +69,7 @@ use crate::{
         net::ns_cmd,
         pglb_json::{self, StatusRow},
         postgres::wait_for,
-        topology::{Host, READ_PORT, STATE_DIR, VIP, WRITE_PORT, host, secret_path},
+        topology::{Host, READ_PORT, STATE_DIR, VIP, WRITE_PORT, host, load_balancers, secret_path},
     },
     sh,
 };
@@ -265,10 +265,6 @@ fn addr_of(node: &str) -> &'static str {
     host(node).map(|h| h.addr).unwrap_or("?")
 }
 
-fn lbs() -> Result<[&'static Host; 2]> {
-    Ok([host("lb1")?, host("lb2")?])
-}
-
 /// Whether `pid` exists at all (a zombie does).
 fn process_exists(pid: i32) -> bool {
     // SAFETY: kill with signal 0 only checks that the pid exists.
@@ -340,9 +336,9 @@ impl Drill {
     }
 
     /// The load balancer whose pglb speaks for the cluster: the VIP holder with a running pglb
-    /// (lb1 when both hold the VIP).
+    /// (the first in topology order, the VIP's home, when several hold the VIP).
     fn holder(&self) -> Result<&'static Host> {
-        for lb in lbs()? {
+        for lb in load_balancers() {
             if lab_lb::holds_vip(lb)? && lab_lb::running(lb) {
                 return Ok(lb);
             }
@@ -371,8 +367,8 @@ impl Drill {
         sh::output(&mut c)
     }
 
-    fn config_of(&self, lb: &str) -> Result<String> {
-        Ok(lab_lb::config_path(host(lb)?).to_string_lossy().into_owned())
+    fn config_of(&self, lb: &Host) -> String {
+        lab_lb::config_path(lb).to_string_lossy().into_owned()
     }
 
     /// Creates the table the writer inserts into (once).
@@ -427,14 +423,13 @@ impl Drill {
         Ok(text.lines().next().unwrap_or("").trim().parse()?)
     }
 
-    fn cpu_marks(&self) -> Result<Vec<(&'static str, Option<CpuMark>)>> {
-        Ok(lbs()?
-            .into_iter()
+    fn cpu_marks(&self) -> Vec<(&'static str, Option<CpuMark>)> {
+        load_balancers()
             .map(|lb| {
                 let mark = lb::pglb_pid(lb).ok().and_then(|pid| Some(CpuMark { pid, ticks: cpu_ticks(pid)?, at: Instant::now() }));
                 (lb.name, mark)
             })
-            .collect())
+            .collect()
     }
 
     /// Percent of one CPU each pglb used between two marks (`None` when its process changed).
@@ -457,9 +452,9 @@ impl Drill {
     /// Each pglb's CPU over an idle window (no client, the cluster healthy), added to `r`,
     /// with the check that it stays under the idle limit.
     fn measure_idle(&self, r: &mut RunResult) -> Result<()> {
-        let before = self.cpu_marks()?;
+        let before = self.cpu_marks();
         thread::sleep(IDLE_WINDOW);
-        let after = self.cpu_marks()?;
+        let after = self.cpu_marks();
         for (lb, pct) in Self::cpu_between(&before, &after) {
             match r.cpu.iter_mut().find(|c| c.lb == lb) {
                 Some(c) => c.idle_pct = pct,
@@ -485,15 +480,8 @@ impl Drill {
     }
 
     fn run_one(&self, scenario: &str, run: i32) -> Result<RunResult> {
-        let logs: Vec<(PathBuf, u64)> = lbs()?
-            .iter()
-            .map(|lb| {
-                let p = lab_lb::log_path(lb);
-                let len = fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
-                (p, len)
-            })
-            .collect();
-        let cpu_start = self.cpu_marks()?;
+        let logs = log_marks();
+        let cpu_start = self.cpu_marks();
         let (mut writer, wlog) = self.spawn_client("write", WRITE_PORT, run)?;
         let (mut reader, rlog) = self.spawn_client("read", READ_PORT, run)?;
         let stop = |w: &mut Child, r: &mut Child| {
@@ -508,7 +496,7 @@ impl Drill {
         thread::sleep(COOLDOWN);
         stop(&mut writer, &mut reader);
         let fault_at = outcome?;
-        let cpu_end = self.cpu_marks()?;
+        let cpu_end = self.cpu_marks();
         r.cpu = Self::cpu_between(&cpu_start, &cpu_end).into_iter().map(|(lb, run_pct)| Cpu { lb, run_pct, idle_pct: None }).collect();
 
         let writes = read_client_log(&wlog)?;
@@ -574,7 +562,7 @@ impl Drill {
         let id = SWITCHBACK_RUN + run;
         let (mut w, log) = self.spawn_client("write", WRITE_PORT, id)?;
         thread::sleep(Duration::from_millis(500));
-        let out = self.pglb_cmd(&["switchover", "--to", PRIMARY, "--config", &self.config_of(self.holder()?.name)?]);
+        let out = self.pglb_cmd(&["switchover", "--to", PRIMARY, "--config", &self.config_of(self.holder()?)]);
         thread::sleep(Duration::from_millis(1000));
         let _ = w.kill();
         let _ = w.wait();

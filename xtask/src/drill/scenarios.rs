@@ -33,7 +33,7 @@ use crate::{
         lb as lab_lb,
         pglb_json,
         postgres::wait_for,
-        topology::{VIP, host},
+        topology::{VIP, home_and_peer, host},
     },
     sh,
 };
@@ -79,7 +79,7 @@ pub(super) fn kill_pglb(lb: &'static crate::lab::topology::Host) -> Result<()> {
 /// way.
 pub fn inject(d: &Drill, scenario: &str, wlog: &Path, r: &mut RunResult) -> Result<u128> {
     let pg1 = host(PRIMARY)?;
-    let (lb1, lb2) = (host("lb1")?, host("lb2")?);
+    let (lb1, lb2) = home_and_peer();
     match scenario {
         "primary-crash" => {
             let at = now_us();
@@ -127,7 +127,7 @@ pub fn inject(d: &Drill, scenario: &str, wlog: &Path, r: &mut RunResult) -> Resu
         }
         "switchover" => {
             let at = now_us();
-            let out = d.pglb_cmd(&["switchover", "--to", "pg2", "--config", &d.config_of("lb1")?])?;
+            let out = d.pglb_cmd(&["switchover", "--to", "pg2", "--config", &d.config_of(lb1)])?;
             r.switchover_output = Some(out.trim().to_owned());
             Ok(at)
         }
@@ -233,7 +233,7 @@ pub fn inject(d: &Drill, scenario: &str, wlog: &Path, r: &mut RunResult) -> Resu
             let log = lab_lb::log_path(lb1);
             let start = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
             let pglb = d.pglb.clone();
-            let config = d.config_of("lb1")?;
+            let config = d.config_of(lb1);
             let at = now_us();
             let switchover = thread::spawn(move || {
                 let mut c = sh::cmd(pglb.to_str().unwrap(), ["switchover", "--to", "pg2", "--config", &config]);

@@ -32,6 +32,7 @@ use super::{
     flood_report::parse_pgbench,
     forge::{self, Advert, Udp},
     lb as drill_lb,
+    logs::log_marks,
     measure::{self, read_client_log},
     metrics,
     now_us, promotions, promotions_made,
@@ -45,7 +46,7 @@ use crate::{
         lb as lab_lb,
         pglb_json,
         postgres::wait_for,
-        topology::{APP_DB, APP_USER, Host, VIP, WRITE_PORT, client_pgpass, host},
+        topology::{APP_DB, APP_USER, Host, VIP, WRITE_PORT, client_pgpass, home_and_peer, host},
     },
     setup::PG_BIN,
     sh,
@@ -112,10 +113,6 @@ pub fn inject(d: &Drill, scenario: &str, wlog: &Path, r: &mut RunResult) -> Resu
         r.below_floor = Some(f);
         at
     })
-}
-
-fn lb12() -> Result<(&'static Host, &'static Host)> {
-    Ok((host("lb1")?, host("lb2")?))
 }
 
 /// Records fault step → writes acknowledged again, for requests sent in `[from, until)`.
@@ -200,7 +197,8 @@ fn wait_pg1_rejoined(d: &Drill) {
 /// After lb1 came back at `back`: it dropped any stale VIP within [`STALE_VIP_LIMIT_MS`] and did
 /// not hold it again until `end`, while lb2 held it from `since` to `end`.
 fn check_lb1_stays_backup(r: &mut RunResult, vip: &std::collections::BTreeMap<&str, Changes>, since: u128, back: u128, end: u128, what: &str) {
-    let (c1, c2) = (&vip["lb1"], &vip["lb2"]);
+    let (lb1, lb2) = home_and_peer();
+    let (c1, c2) = (&vip[lb1.name], &vip[lb2.name]);
     let released = first(c1, false, back);
     let again = released.and_then(|t| first(c1, true, t)).filter(|t| *t <= end);
     let stale = if !held_at(c1, back) {
@@ -225,7 +223,7 @@ fn rel(c: &[(u128, bool)], t0: u128) -> Vec<(i64, bool)> {
 
 /// Waits until lb2 holds the VIP; returns when (µs), or records a failed check.
 fn wait_lb2_takes(r: &mut RunResult, what: &str) -> Option<u128> {
-    let lb2 = host("lb2").ok()?;
+    let (_, lb2) = home_and_peer();
     let moved = wait_for(Duration::from_secs(10), "lb2 to take the VIP", || lab_lb::holds_vip(lb2));
     let at = now_us();
     match moved {
@@ -238,7 +236,7 @@ fn wait_lb2_takes(r: &mut RunResult, what: &str) -> Option<u128> {
 }
 
 fn forged_report(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
-    let (lb1, lb2) = lb12()?;
+    let (lb1, lb2) = home_and_peer();
     let client = host("client")?;
     let timelines = [state_timeline(lb1)?, state_timeline(lb2)?];
     let before = [metrics::fetch(lb1)?, metrics::fetch(lb2)?];
@@ -313,7 +311,7 @@ fn forged_report(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
 }
 
 fn forged_advert(_d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
-    let (lb1, lb2) = lb12()?;
+    let (lb1, lb2) = home_and_peer();
     let client = host("client")?;
     let vip: std::net::Ipv4Addr = VIP.parse()?;
     let lb2_addr: std::net::Ipv4Addr = lb2.addr.parse()?;
@@ -337,8 +335,8 @@ fn forged_advert(_d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
     let after = metrics::fetch(lb1)?;
     r.check(
         "lb1 keeps the VIP throughout, lb2 never takes it",
-        throughout(&vip_seen["lb1"], true, at, end) && throughout(&vip_seen["lb2"], false, at, end),
-        format!("over {:.0} ms: lb1 {:?}, lb2 {:?} (ms, held)", ms(at, end), rel(&vip_seen["lb1"], at), rel(&vip_seen["lb2"], at)),
+        throughout(&vip_seen[lb1.name], true, at, end) && throughout(&vip_seen[lb2.name], false, at, end),
+        format!("over {:.0} ms: lb1 {:?}, lb2 {:?} (ms, held)", ms(at, end), rel(&vip_seen[lb1.name], at), rel(&vip_seen[lb2.name], at)),
     );
     for (reason, n) in sent {
         let got = rise(&before, &after, "pglb_vrrp_adverts_dropped_total", &[reason]);
@@ -350,7 +348,7 @@ fn forged_advert(_d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
 }
 
 fn lb_freeze(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
-    let (lb1, _) = lb12()?;
+    let (lb1, lb2) = home_and_peer();
     let stalls = counter(lb1, "pglb_loop_stalls_total", &[]);
     let watch = VipWatch::start()?;
     let at = now_us();
@@ -376,7 +374,7 @@ fn lb_freeze(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
     let end = now_us();
     let vip = watch.finish()?;
     // The sampler's time, not the poll's.
-    let taken = first(&vip["lb2"], true, at).unwrap_or(taken);
+    let taken = first(&vip[lb2.name], true, at).unwrap_or(taken);
     r.vip_moved_ms = Some(ms(at, taken));
     r.check_with("lb1 opens 0 new flows to pg1 after SIGCONT", pg1_flows(d, lb1).map(|n| (n == flows, format!("{} new flows to pg1 on lb1 in {:.0} ms", n - flows, ms(cont, end)))));
     check_lb1_stays_backup(r, &vip, taken, cont, end, "after SIGCONT");
@@ -401,7 +399,7 @@ fn check_stalls_rose(r: &mut RunResult, lb1: &Host, before: Result<f64>) {
 }
 
 fn lb_restart_stale_view(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
-    let (lb1, lb2) = lb12()?;
+    let (lb1, lb2) = home_and_peer();
     let at = now_us();
     kill_pglb(lb1)?;
     let Some(taken) = wait_lb2_takes(r, "lb2 takes the VIP after lb1's pglb was killed") else { return Ok(at) };
@@ -441,7 +439,7 @@ fn lb_restart_stale_view(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u1
     let end = now_us();
     let vip = watch.finish()?;
 
-    let c1 = &vip["lb1"];
+    let c1 = &vip[lb1.name];
     let released = first(c1, false, started);
     let held_again = released.and_then(|t| first(c1, true, t)).filter(|t| *t <= healed);
     r.check(
@@ -470,11 +468,8 @@ fn lb_restart_stale_view(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u1
 }
 
 fn state_write_fails(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
-    let (lb1, _) = lb12()?;
-    let logs: Vec<(PathBuf, u64)> = super::lbs()?.iter().map(|lb| lab_lb::log_path(lb)).map(|p| {
-        let len = fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
-        (p, len)
-    }).collect();
+    let (lb1, lb2) = home_and_peer();
+    let logs = log_marks();
     let errors = counter(lb1, "pglb_state_write_errors_total", &[]);
     let ro = ReadOnly::mount(&state_dir(lb1))?;
     let at = now_us();
@@ -498,8 +493,9 @@ fn state_write_fails(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> 
     thread::sleep(Duration::from_secs(1));
     let all = promotions_made(&logs);
 
-    let lb1_during: Vec<&String> = during.iter().filter(|p| p.starts_with("lb1 ")).collect();
-    let lb2_promoted = during.iter().any(|p| p.starts_with("lb2 "));
+    let by = |lb: &Host, p: &str| p.starts_with(&format!("{} ", lb.name));
+    let lb1_during: Vec<&String> = during.iter().filter(|p| by(lb1, p)).collect();
+    let lb2_promoted = during.iter().any(|p| by(lb2, p));
     r.check(
         "lb1 makes no promotion while its state cannot be written",
         lb1_during.is_empty() && (promoted.is_empty() || lb2_promoted),
@@ -534,12 +530,12 @@ fn state_write_fails(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> 
 }
 
 fn main_loop_hang(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
-    let (lb1, _) = lb12()?;
+    let (lb1, lb2) = home_and_peer();
     let stalls = counter(lb1, "pglb_loop_stalls_total", &[]);
     let watch = VipWatch::start()?;
     let log = d.dir.join("stall-loop.log");
     let out = fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-    let config = d.config_of("lb1")?;
+    let config = d.config_of(lb1);
     let secs = format!("{}s", STALL.as_secs());
     let mut cmd = sh::cmd(d.pglb.to_str().context("a UTF-8 path")?, ["debug", "stall-loop", "--for", &secs, "--config", &config]);
     cmd.stdin(std::process::Stdio::null()).stdout(out.try_clone()?).stderr(out).env("PGLB_LOG", "warn");
@@ -559,7 +555,7 @@ fn main_loop_hang(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
     let end = now_us();
     let vip = watch.finish()?;
     // The sampler's time, not the poll's.
-    let taken = first(&vip["lb2"], true, at).unwrap_or(end);
+    let taken = first(&vip[lb2.name], true, at).unwrap_or(end);
     r.vip_moved_ms = Some(ms(at, taken));
     r.check("lb2 holds the VIP within 1 s of the stall", ms(at, taken) <= TAKEOVER_LIMIT_MS, format!("after {:.0} ms", ms(at, taken)));
     check_lb1_stays_backup(r, &vip, taken, stall_end, end, "after the stall");
@@ -580,7 +576,7 @@ fn pgbench_tables(d: &Drill) -> Result<()> {
 }
 
 fn lb_return(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
-    let (lb1, lb2) = lb12()?;
+    let (lb1, lb2) = home_and_peer();
     pgbench_tables(d)?;
     let watch = VipWatch::start()?;
     let pid = drill_lb::pglb_pid(lb1)?;

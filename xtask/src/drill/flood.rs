@@ -38,7 +38,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use super::{
-    Drill, PRIMARY,
+    Drill, PRIMARY, Scenario,
     flood_report::{self, HpingSent, IdleOutcome, PortFigures, SynFlood, first_after, read_probe_log},
     now_us,
 };
@@ -376,7 +376,7 @@ pub fn flood_drill(d: &Drill, run: u32) -> Result<SynFlood> {
     let flood_s = (end - start).as_secs_f64();
     let sent: Option<u64> = hping3.iter().map(|h| h.transmitted).sum();
     let mut r = SynFlood {
-        scenario: "syn-flood",
+        scenario: Scenario::SynFlood.to_string(),
         run,
         flood_s,
         client_tx_packets: tx_after.saturating_sub(tx_before),

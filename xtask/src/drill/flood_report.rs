@@ -206,7 +206,8 @@ pub struct HpingSent {
 /// One run of `syn-flood`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SynFlood {
-    pub scenario: &'static str,
+    /// `syn-flood` ([`super::Scenario::SynFlood`]).
+    pub scenario: String,
     pub run: u32,
     /// From the first hping3 start to the SIGINT that stopped them.
     pub flood_s: f64,
@@ -459,7 +460,7 @@ mod tests {
     fn checks_follow_the_goals() {
         let good_port = |port| PortFigures { port, attempts: 100, succeeded: 90, success_rate_pct: Some(90.0), first_after_flood_ms: Some(120.0), ..PortFigures::default() };
         let mut r = SynFlood {
-            scenario: "syn-flood",
+            scenario: "syn-flood".into(),
             run: 1,
             client_tx_packets: 1_000_000,
             hping3: vec![HpingSent { port: 3000, transmitted: Some(500_000) }, HpingSent { port: 3001, transmitted: None }],

@@ -22,6 +22,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
+use super::Scenario;
 use crate::{
     lab::{
         lb::{bring_vip_home, holds_vip, holds_vip_alone, log_path, pglb_binary, running, start, vip_picture},
@@ -32,22 +33,28 @@ use crate::{
 };
 
 /// Which way the master is stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LbStop {
     /// `kill -9`: no priority-0 advert, the VIP stays on the dead master's interface.
-    #[serde(rename = "lb-crash")]
     Crash,
     /// SIGTERM: pglb sends priority 0 and removes the VIP.
-    #[serde(rename = "lb-graceful")]
     Graceful,
 }
 
 impl LbStop {
-    pub fn scenario(self) -> &'static str {
+    /// The scenario that runs this stop (its name in the output and the JSON).
+    pub fn scenario(self) -> Scenario {
         match self {
-            LbStop::Crash => "lb-crash",
-            LbStop::Graceful => "lb-graceful",
+            LbStop::Crash => Scenario::LbCrash,
+            LbStop::Graceful => Scenario::LbGraceful,
         }
+    }
+}
+
+impl serde::Serialize for LbStop {
+    /// As its scenario's name: `"lb-crash"` or `"lb-graceful"`.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.scenario())
     }
 }
 

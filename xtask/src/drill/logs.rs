@@ -3,7 +3,7 @@
 
 use std::{fs, path::PathBuf};
 
-use super::now_us;
+use super::{Scenario, now_us};
 use crate::lab::{
     self,
     topology::{STATE_DIR, load_balancers},
@@ -11,7 +11,7 @@ use crate::lab::{
 
 /// Copies every lab host's pglb and PostgreSQL log, and the drill clients' logs, to a folder
 /// that outlives `lab down`, for a run that ended in an error.
-pub(super) fn keep_logs(scenario: &str) -> Option<PathBuf> {
+pub(super) fn keep_logs(scenario: Scenario) -> Option<PathBuf> {
     let dest = PathBuf::from(format!("/tmp/pglb-drill-{scenario}-{}", now_us() / 1_000_000));
     fs::create_dir_all(&dest).ok()?;
     for h in lab::topology::HOSTS {

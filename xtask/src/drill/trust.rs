@@ -28,6 +28,7 @@ use anyhow::{Context as _, Result, bail};
 
 use super::{
     Drill, PRIMARY, addr_of,
+    failover::{kill_pglb, kill_postmaster},
     flood::{Reaped, client_ns_cmd},
     flood_report::parse_pgbench,
     forge::{self, Advert, Udp},
@@ -37,7 +38,7 @@ use super::{
     metrics,
     now_us, promotions, promotions_made,
     report::{Resumed, RunResult},
-    scenarios::{kill_pglb, kill_postmaster},
+    scenario::Inject,
     watch::{Changes, FloorWatch, VipWatch, first, held_at, ms, throughout},
 };
 use crate::{
@@ -51,12 +52,6 @@ use crate::{
     setup::PG_BIN,
     sh,
 };
-
-/// The trust drills, in the order `all` runs them.
-pub const SCENARIOS: &[&str] = &["forged-report", "forged-advert", "lb-freeze", "lb-restart-stale-view", "state-write-fails", "main-loop-hang", "lb-return"];
-
-/// Those in which pg1 fails over and comes back as it was: it must never answer again.
-pub const FAILOVER: &[&str] = &["lb-freeze", "lb-restart-stale-view", "state-write-fails"];
 
 /// Writes must be acknowledged again this soon after each step of a fault that leaves a healthy
 /// path (the "writes resumed within 2 s").
@@ -85,21 +80,13 @@ const RETURN_AFTER: Duration = Duration::from_secs(4);
 const FORGED_REPORTS: u32 = 5;
 const ADVERTS_PER_SECOND: u32 = 10;
 
-/// Injects one trust drill's fault and records its checks; returns the fault's time (µs since
-/// the epoch).
-pub fn inject(d: &Drill, scenario: &str, wlog: &Path, r: &mut RunResult) -> Result<u128> {
+/// Runs one trust drill's fault (`inject`, one of the functions below) with the floor watched
+/// throughout ([`FloorWatch`]), and records the check of new flows to a node below the floor;
+/// returns the fault's time (µs since the epoch).
+pub fn watching_floor(d: &Drill, wlog: &Path, r: &mut RunResult, inject: Inject) -> Result<u128> {
     thread::scope(|s| {
         let floor = FloorWatch::start(s, d);
-        let at = match scenario {
-            "forged-report" => forged_report(d, wlog, r),
-            "forged-advert" => forged_advert(d, wlog, r),
-            "lb-freeze" => lb_freeze(d, wlog, r),
-            "lb-restart-stale-view" => lb_restart_stale_view(d, wlog, r),
-            "state-write-fails" => state_write_fails(d, wlog, r),
-            "main-loop-hang" => main_loop_hang(d, wlog, r),
-            "lb-return" => lb_return(d, wlog, r),
-            other => bail!("`{other}` is not a trust drill"),
-        };
+        let at = inject(d, wlog, r);
         let f = floor.finish()?;
         if !f.nodes_below.is_empty() {
             let total: u64 = f.new_flows.values().sum();
@@ -235,7 +222,9 @@ fn wait_lb2_takes(r: &mut RunResult, what: &str) -> Option<u128> {
     }
 }
 
-fn forged_report(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
+/// `forged-report`: forged version-1 reports both ways and a replayed genuine one are dropped,
+/// counted by reason, and believed nowhere (no state file or status shows timeline 99).
+pub(super) fn forged_report(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
     let (lb1, lb2) = home_and_peer();
     let client = host("client")?;
     let timelines = [state_timeline(lb1)?, state_timeline(lb2)?];
@@ -310,7 +299,9 @@ fn forged_report(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
     Ok(at)
 }
 
-fn forged_advert(_d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
+/// `forged-advert`: VRRP adverts at priority 254 from a non-peer, with interval 0, and in lb2's
+/// name without its reports' confirmation move nothing and are counted by reason.
+pub(super) fn forged_advert(_d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
     let (lb1, lb2) = home_and_peer();
     let client = host("client")?;
     let vip: std::net::Ipv4Addr = VIP.parse()?;
@@ -347,7 +338,9 @@ fn forged_advert(_d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
     Ok(at)
 }
 
-fn lb_freeze(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
+/// `lb-freeze`: lb1 frozen while lb2 takes the VIP and fails over; resumed beside pg1 as it was,
+/// lb1 wakes humble (no new flow to pg1, its stale VIP dropped, backup).
+pub(super) fn lb_freeze(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
     let (lb1, lb2) = home_and_peer();
     let stalls = counter(lb1, "pglb_loop_stalls_total", &[]);
     let watch = VipWatch::start()?;
@@ -398,7 +391,10 @@ fn check_stalls_rose(r: &mut RunResult, lb1: &Host, before: Result<f64>) {
     r.check_with("lb1's pglb_loop_stalls_total rose", outcome);
 }
 
-fn lb_restart_stale_view(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
+/// `lb-restart-stale-view`: lb1 restarted after a failover it did not see, beside pg1 as it was
+/// and without lb2's reports: holds no VIP, is not ready and opens no flow to pg1 until it hears
+/// lb2, then stays backup.
+pub(super) fn lb_restart_stale_view(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
     let (lb1, lb2) = home_and_peer();
     let at = now_us();
     kill_pglb(lb1)?;
@@ -467,7 +463,9 @@ fn lb_restart_stale_view(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u1
     Ok(at)
 }
 
-fn state_write_fails(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
+/// `state-write-fails`: lb1's state folder read-only across pg1's crash: lb1 promotes nothing it
+/// cannot record and says so in its metrics; once writable, exactly one promotion.
+pub(super) fn state_write_fails(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
     let (lb1, lb2) = home_and_peer();
     let logs = log_marks();
     let errors = counter(lb1, "pglb_state_write_errors_total", &[]);
@@ -529,7 +527,9 @@ fn state_write_fails(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> 
     Ok(at)
 }
 
-fn main_loop_hang(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
+/// `main-loop-hang`: lb1's main loop blocked (its other threads and XDP run on): lb2 takes the
+/// VIP within 1 s and lb1 comes back as backup.
+pub(super) fn main_loop_hang(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
     let (lb1, lb2) = home_and_peer();
     let stalls = counter(lb1, "pglb_loop_stalls_total", &[]);
     let watch = VipWatch::start()?;
@@ -575,7 +575,9 @@ fn pgbench_tables(d: &Drill) -> Result<()> {
     sh::run(&mut c).context("pgbench -i on pg1")
 }
 
-fn lb_return(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
+/// `lb-return`: lb1 stopped gracefully and started again under pgbench: it comes back as
+/// backup, and no client (pgbench or the drill writer) sees an error.
+pub(super) fn lb_return(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
     let (lb1, lb2) = home_and_peer();
     pgbench_tables(d)?;
     let watch = VipWatch::start()?;

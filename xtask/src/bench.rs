@@ -46,6 +46,8 @@ use crate::{
         self, LabState,
         lb::workspace,
         net::{namespace_pids, ns_cmd},
+        pgbench::{pgbench_counts, pgbench_field},
+        pglb_json,
         postgres::wait_for,
         topology::{APP_DB, APP_USER, STATE_DIR, VIP, client_pgpass, host},
     },
@@ -295,7 +297,7 @@ fn lb1_tx_packets() -> Result<u64> {
     let mut c = sh::cmd(lab::lb::stable_binary().to_str().context("a UTF-8 path")?, ["map", "dump", "--json", "--config"]);
     c.arg(&config).env("PGLB_LOG", "warn");
     let text = sh::output(&mut c).context("pglb map dump --json on lb1")?;
-    Ok(crate::drill::pglb_json::reasons(&text)?.iter().filter(|(k, _)| k.starts_with("tx_")).map(|(_, v)| v).sum())
+    Ok(pglb_json::reasons(&text)?.iter().filter(|(k, _)| k.starts_with("tx_")).map(|(_, v)| v).sum())
 }
 
 /// Creates the pgbench tables on pg1 (scale [`SCALE`]) and waits for both standbys to have them.
@@ -724,23 +726,6 @@ fn headline(summaries: &[Summary]) -> String {
     s
 }
 
-
-/// The value after `prefix` on the first line of pgbench's output that starts with it.
-pub fn pgbench_field(text: &str, prefix: &str) -> Option<String> {
-    text.lines().find_map(|l| l.trim().strip_prefix(prefix)).map(|r| r.trim().to_owned())
-}
-
-/// pgbench's (transactions processed, failed transactions). pgbench 15 always prints both
-/// lines; without them a count of 0 would be a guess, so their absence is an error.
-pub fn pgbench_counts(text: &str) -> Result<(u64, u64)> {
-    let transactions = pgbench_field(text, "number of transactions actually processed:")
-        .and_then(|s| s.split('/').next().and_then(|n| n.trim().parse().ok()))
-        .with_context(|| format!("no transaction count in pgbench's output:\n{text}"))?;
-    let failed = pgbench_field(text, "number of failed transactions:")
-        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
-        .with_context(|| format!("no failed-transaction count in pgbench's output:\n{text}"))?;
-    Ok((transactions, failed))
-}
 
 #[cfg(test)]
 mod tests {

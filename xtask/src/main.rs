@@ -32,14 +32,12 @@ enum Command {
         /// Only run test names containing this text (passed to every test binary).
         filter: Option<String>,
     },
-    /// Failover drills on the lab: primary-crash, primary-hang, primary-host-down,
-    /// primary-isolated, primary-isolated-standbys, standby-crash, switchover,
-    /// lb-cut-from-primary, lb-partition, lb-kill-then-failover, restart-with-stale-primary,
-    /// switchover-probe-blip; the trust drills forged-report, forged-advert, lb-freeze,
-    /// lb-restart-stale-view, state-write-fails, main-loop-hang, lb-return; lb-crash,
-    /// lb-graceful, syn-flood; all.
+    /// Failover drills on the lab (docs/DRILLS.md): one scenario, or all of them in the order
+    /// listed.
     Drill {
-        scenario: String,
+        /// The scenario to run.
+        #[arg(value_enum)]
+        scenario: drill::Scenario,
         /// How many runs (each from a healthy cluster, returned to healthy after).
         #[arg(long, default_value_t = 1)]
         runs: u32,
@@ -130,7 +128,7 @@ fn main() -> ExitCode {
         Command::Setup => setup::setup().map(|()| ExitCode::SUCCESS),
         Command::Run => run::run().map(|()| ExitCode::SUCCESS),
         Command::Test { filter } => test::test(filter.as_deref()),
-        Command::Drill { scenario, runs, json, client } => drill::drill(&scenario, runs, json.as_deref(), client).map(|()| ExitCode::SUCCESS),
+        Command::Drill { scenario, runs, json, client } => drill::drill(scenario, runs, json.as_deref(), client).map(|()| ExitCode::SUCCESS),
         Command::Package => package::package().map(|()| ExitCode::SUCCESS),
         Command::Bench { rounds, workloads, json } => bench::bench(rounds, &workloads, json.as_deref()).map(|()| ExitCode::SUCCESS),
         Command::Lab { command } => match command {
@@ -148,5 +146,27 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, error::ErrorKind};
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn drill_takes_a_scenario_by_name_and_refuses_a_misspelt_one() {
+        let cli = Cli::try_parse_from(["xtask", "drill", "lb-partition", "--runs", "3", "--client", "agent"]).unwrap();
+        assert!(matches!(cli.command, Command::Drill { scenario: drill::Scenario::LbPartition, runs: 3, client: drill::ClientMode::Agent, json: None }));
+        let err = Cli::try_parse_from(["xtask", "drill", "primary-crsh"]).err().expect("a misspelt scenario is refused");
+        assert_eq!(err.kind(), ErrorKind::InvalidValue);
+        let text = err.to_string();
+        assert!(text.contains("primary-crash, primary-hang") && text.contains("syn-flood, all"), "the valid names are listed: {text}");
     }
 }

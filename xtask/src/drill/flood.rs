@@ -38,15 +38,16 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use super::{
-    Drill, PRIMARY,
+    Drill, PRIMARY, Scenario,
     flood_report::{self, HpingSent, IdleOutcome, PortFigures, SynFlood, first_after, read_probe_log},
     now_us,
 };
 use crate::{
     lab::{
         net::ns_cmd,
+        pglb_json,
         postgres::wait_for,
-        topology::{APP_DB, APP_USER, Host, READ_PORT, VIP, WRITE_PORT, client_pgpass, host},
+        topology::{APP_DB, APP_USER, Host, READ_PORT, VIP, WRITE_PORT, client_pgpass, home_lb, host},
     },
     setup::PG_BIN,
     sh,
@@ -295,7 +296,7 @@ fn client_tx_packets() -> Result<u64> {
 
 /// Every data-plane reason counter of `lb`, by name.
 fn reasons(d: &Drill, lb: &Host) -> Result<std::collections::BTreeMap<String, u64>> {
-    super::pglb_json::reasons(&d.map_dump(lb)?).with_context(|| format!("reading {}'s reason counters", lb.name))
+    pglb_json::reasons(&d.map_dump(lb)?).with_context(|| format!("reading {}'s reason counters", lb.name))
 }
 
 /// The table pgbench inserts into, emptied for the run.
@@ -344,9 +345,9 @@ fn probe_after(probes: Vec<(u16, Reaped, PathBuf)>, end: Instant, end_us: u128) 
     Ok(out)
 }
 
-/// Runs `syn-flood` once. The cluster must be healthy (lb1 holds the VIP).
+/// Runs `syn-flood` once. The cluster must be healthy (lb1, the VIP's home, holds the VIP).
 pub fn flood_drill(d: &Drill, run: u32) -> Result<SynFlood> {
-    let lb1 = host("lb1")?;
+    let lb1 = home_lb();
     prepare_table(d)?;
     let reasons_before = reasons(d, lb1)?;
     let mut pgbench = Pgbench::start(d, run)?;
@@ -375,7 +376,7 @@ pub fn flood_drill(d: &Drill, run: u32) -> Result<SynFlood> {
     let flood_s = (end - start).as_secs_f64();
     let sent: Option<u64> = hping3.iter().map(|h| h.transmitted).sum();
     let mut r = SynFlood {
-        scenario: "syn-flood",
+        scenario: Scenario::SynFlood.to_string(),
         run,
         flood_s,
         client_tx_packets: tx_after.saturating_sub(tx_before),

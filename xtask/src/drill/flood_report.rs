@@ -1,6 +1,6 @@
 //! The `syn-flood` drill's outcome ([`SynFlood`]): the parsers of what its processes print
 //! (connect-probe logs, pgbench, hping3; `pglb map dump --json` is read by
-//! [`super::pglb_json`]), the figures computed from them, the checks against the goals,
+//! [`crate::lab::pglb_json`]), the figures computed from them, the checks against the goals,
 //! the printed report and the summary table. Pure functions over text, tested here;
 //! [`super::flood`] runs the drill.
 
@@ -13,6 +13,8 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
+
+use crate::lab::pgbench::pgbench_counts;
 
 /// Flood end → first successful new connection must be at most this (the goal).
 pub const FIRST_CONNECTION_GOAL_MS: f64 = 1000.0;
@@ -159,7 +161,7 @@ pub struct PgbenchOutcome {
 /// Parses pgbench's output (stdout and stderr together). The transaction and failed-transaction
 /// counts must be there: without them a 0 would be a guess.
 pub fn parse_pgbench(text: &str) -> Result<PgbenchOutcome> {
-    let (transactions, failed) = crate::bench::pgbench_counts(text)?;
+    let (transactions, failed) = pgbench_counts(text)?;
     let lowest_tps = text
         .lines()
         .filter_map(|l| l.trim().strip_prefix("progress:")?.split(',').nth(1)?.trim().strip_suffix(" tps")?.parse::<f64>().ok())
@@ -204,7 +206,8 @@ pub struct HpingSent {
 /// One run of `syn-flood`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SynFlood {
-    pub scenario: &'static str,
+    /// `syn-flood` ([`super::Scenario::SynFlood`]).
+    pub scenario: String,
     pub run: u32,
     /// From the first hping3 start to the SIGINT that stopped them.
     pub flood_s: f64,
@@ -457,7 +460,7 @@ mod tests {
     fn checks_follow_the_goals() {
         let good_port = |port| PortFigures { port, attempts: 100, succeeded: 90, success_rate_pct: Some(90.0), first_after_flood_ms: Some(120.0), ..PortFigures::default() };
         let mut r = SynFlood {
-            scenario: "syn-flood",
+            scenario: "syn-flood".into(),
             run: 1,
             client_tx_packets: 1_000_000,
             hping3: vec![HpingSent { port: 3000, transmitted: Some(500_000) }, HpingSent { port: 3001, transmitted: None }],

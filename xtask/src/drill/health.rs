@@ -1,8 +1,9 @@
 //! A healthy cluster between drill runs ([`Drill::ensure_healthy`]): pg1 the writer with pg2 and
-//! pg3 streaming from it and routed for reads, both pglb running, the VIP on lb1 alone. What a
-//! drill leaves behind is repaired: a stopped pglb or node, an old primary pglb has not rejoined
-//! yet, pg1 a standby (switched back), and the VIP on lb2 after lb1's pglb came back as its
-//! backup (brought home with a graceful restart of lb2's pglb).
+//! pg3 streaming from it and routed for reads, every pglb running, the VIP on its home (lb1, the
+//! first load balancer of the topology) alone. What a drill leaves behind is repaired: a stopped
+//! pglb or node, an old primary pglb has not rejoined yet, pg1 a standby (switched back), and the
+//! VIP on lb2 after lb1's pglb came back as its backup (brought home with a graceful restart of
+//! lb2's pglb).
 
 use std::{
     thread,
@@ -11,14 +12,14 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-use super::{Drill, NODES, PRIMARY, REJOIN_LIMIT, addr_of, lbs, process_alive, process_exists};
+use super::{Drill, NODES, PRIMARY, REJOIN_LIMIT, addr_of, process_alive, process_exists};
 use crate::{
     lab::{
         self,
         lb as lab_lb,
         net::ns_cmd,
         postgres::wait_for,
-        topology::{Host, READ_PORT, WRITE_PORT, host},
+        topology::{Host, READ_PORT, WRITE_PORT, home_lb, host, load_balancers},
     },
     setup::PG_BIN,
     sh,
@@ -43,32 +44,35 @@ impl Drill {
             })
     }
 
-    /// Both pglb run and the VIP is where `lab up` put it: on lb1 alone.
+    /// Every pglb runs and the VIP is where `lab up` put it: on its home alone.
     pub(super) fn vip_home(&self) -> bool {
-        let Ok([lb1, lb2]) = lbs() else { return false };
-        lab_lb::running(lb1) && lab_lb::running(lb2) && lab_lb::holds_vip(lb1).unwrap_or(false) && !lab_lb::holds_vip(lb2).unwrap_or(true)
+        load_balancers().all(lab_lb::running) && lab_lb::holds_vip_alone(home_lb()).unwrap_or(false)
     }
 
     pub(super) fn healthy(&self) -> bool {
-        self.vip_home() && lbs().is_ok_and(|[lb1, _]| self.cluster_healthy_on(lb1))
+        self.vip_home() && self.cluster_healthy_on(home_lb())
     }
 
-    /// Healthy but for the VIP: lb2 holds it and lb1 runs as its backup, as after a drill that
-    /// restarted lb1's pglb (a returning load balancer does not preempt a healthy master).
-    pub(super) fn healthy_but_vip_away(&self) -> bool {
-        let Ok([lb1, lb2]) = lbs() else { return false };
-        lab_lb::running(lb1)
-            && lab_lb::running(lb2)
-            && lab_lb::holds_vip(lb2).unwrap_or(false)
-            && !lab_lb::holds_vip(lb1).unwrap_or(true)
-            && self.cluster_healthy_on(lb2)
+    /// Healthy but for the VIP: another load balancer (lb2) holds it and the home (lb1) runs as
+    /// its backup, as after a drill that restarted lb1's pglb (a returning load balancer does
+    /// not preempt a healthy master); that holder.
+    pub(super) fn healthy_but_vip_away(&self) -> Option<&'static Host> {
+        let home = home_lb();
+        let holders: Vec<&'static Host> = load_balancers().filter(|lb| lb.name != home.name && lab_lb::holds_vip(lb).unwrap_or(false)).collect();
+        let away = match holders[..] {
+            [away] => away,
+            _ => return None,
+        };
+        let healthy = load_balancers().all(lab_lb::running) && !lab_lb::holds_vip(home).unwrap_or(true) && self.cluster_healthy_on(away);
+        healthy.then_some(away)
     }
 
-    /// [`lab::lb::bring_vip_home`]: a graceful restart of lb2's pglb hands the VIP to lb1.
-    pub(super) fn bring_vip_home(&self) -> Result<()> {
-        println!("drill: lb2 holds the VIP and lb1 is its backup (no preemption of a healthy master): bringing it home with a graceful restart of lb2's pglb");
+    /// [`lab::lb::bring_vip_home`]: a graceful restart of `away`'s pglb hands the VIP to its home.
+    pub(super) fn bring_vip_home(&self, away: &Host) -> Result<()> {
+        let home = home_lb().name;
+        println!("drill: {} holds the VIP and {home} is its backup (no preemption of a healthy master): bringing it home with a graceful restart of {}'s pglb", away.name, away.name);
         let took = lab_lb::bring_vip_home(&self.pglb)?;
-        println!("drill: the VIP is home on lb1 after {} ms", took.as_millis());
+        println!("drill: the VIP is home on {home} after {} ms", took.as_millis());
         Ok(())
     }
 
@@ -81,14 +85,14 @@ impl Drill {
             if self.stably_healthy() {
                 return Ok(());
             }
-            if self.healthy_but_vip_away() {
-                self.bring_vip_home()?;
+            if let Some(away) = self.healthy_but_vip_away() {
+                self.bring_vip_home(away)?;
                 continue;
             }
             thread::sleep(Duration::from_millis(200));
         }
         println!("drill: the cluster is not healthy: repairing");
-        for lb in lbs()? {
+        for lb in load_balancers() {
             if !lab_lb::running(lb) {
                 lab_lb::start(lb, &lab_lb::pglb_binary()?)?;
             }
@@ -111,11 +115,11 @@ impl Drill {
             wait_for(Duration::from_secs(30), "pg1 to be routed as a reader before switching back", || {
                 Ok(self.status()?.iter().any(|r| r.node == PRIMARY && r.routed == READ_PORT.to_string()))
             })?;
-            self.pglb_cmd(&["switchover", "--to", PRIMARY, "--config", &self.config_of(self.holder()?.name)?])?;
+            self.pglb_cmd(&["switchover", "--to", PRIMARY, "--config", &self.config_of(self.holder()?)])?;
         }
         wait_for(Duration::from_secs(60), "a healthy cluster (pg1 writer, pg2 and pg3 streaming readers, the VIP on lb1)", || {
-            if self.healthy_but_vip_away() {
-                self.bring_vip_home()?;
+            if let Some(away) = self.healthy_but_vip_away() {
+                self.bring_vip_home(away)?;
             }
             Ok(self.stably_healthy())
         })

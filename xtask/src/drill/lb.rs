@@ -2,8 +2,9 @@
 //! (SIGTERM to it). Each measures, from the signal, when the peer holds the VIP, when the old
 //! master lets it go, and when a new connection through VIP:3000 reaches PostgreSQL through the
 //! new holder; [`restore`] restarts the stopped pglb, which comes back as backup (a returning
-//! load balancer does not preempt a healthy master), and brings the VIP home to lb1 with a
-//! graceful restart of lb2 ([`crate::lab::lb::bring_vip_home`]).
+//! load balancer does not preempt a healthy master), and brings the VIP home to lb1 (the first
+//! load balancer of the topology) with a graceful restart of lb2
+//! ([`crate::lab::lb::bring_vip_home`]).
 //!
 //! Clients are threads moved into `pgha-client` with setns(2): a TCP connect to the VIP, the
 //! PostgreSQL SSLRequest and the server's one-byte answer, and the client's ARP entry for the VIP
@@ -21,32 +22,39 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
+use super::Scenario;
 use crate::{
     lab::{
-        lb::{bring_vip_home, holds_vip, log_path, pglb_binary, running, start},
+        lb::{bring_vip_home, holds_vip, holds_vip_alone, log_path, pglb_binary, running, start, vip_picture},
         postgres::wait_for,
-        topology::{Host, VIP, WRITE_PORT, host},
+        topology::{Host, VIP, WRITE_PORT, home_lb, load_balancers, peer_of},
     },
     sh,
 };
 
 /// Which way the master is stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LbStop {
     /// `kill -9`: no priority-0 advert, the VIP stays on the dead master's interface.
-    #[serde(rename = "lb-crash")]
     Crash,
     /// SIGTERM: pglb sends priority 0 and removes the VIP.
-    #[serde(rename = "lb-graceful")]
     Graceful,
 }
 
 impl LbStop {
-    pub fn scenario(self) -> &'static str {
+    /// The scenario that runs this stop (its name in the output and the JSON).
+    pub fn scenario(self) -> Scenario {
         match self {
-            LbStop::Crash => "lb-crash",
-            LbStop::Graceful => "lb-graceful",
+            LbStop::Crash => Scenario::LbCrash,
+            LbStop::Graceful => Scenario::LbGraceful,
         }
+    }
+}
+
+impl serde::Serialize for LbStop {
+    /// As its scenario's name: `"lb-crash"` or `"lb-graceful"`.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.scenario())
     }
 }
 
@@ -108,13 +116,18 @@ fn as_opt_ms<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, 
     }
 }
 
-/// The load balancer that holds the VIP now (lb1 or lb2), with the other one.
+/// The load balancer that holds the VIP now (lb1 or lb2), with the one that takes it over when
+/// it stops ([`peer_of`]: lb2 or lb1).
 pub fn master_and_backup() -> Result<(&'static Host, &'static Host)> {
-    let (lb1, lb2) = (host("lb1")?, host("lb2")?);
-    match (holds_vip(lb1)?, holds_vip(lb2)?) {
-        (true, false) => Ok((lb1, lb2)),
-        (false, true) => Ok((lb2, lb1)),
-        (a, b) => bail!("expected exactly one load balancer with the VIP (lb1: {a}, lb2: {b}); is the lab up?"),
+    let mut holders = Vec::new();
+    for lb in load_balancers() {
+        if holds_vip(lb)? {
+            holders.push(lb);
+        }
+    }
+    match holders[..] {
+        [master] => Ok((master, peer_of(master))),
+        _ => bail!("expected exactly one load balancer with the VIP ({}); is the lab up?", vip_picture()),
     }
 }
 
@@ -177,8 +190,8 @@ pub fn restore(lb: &Host) -> Result<Duration> {
     start(lb, &pglb)?;
     wait_for(Duration::from_secs(10), &format!("pglb on {} to run", lb.name), || Ok(running(lb)))?;
     bring_vip_home(&pglb).with_context(|| format!("bringing the VIP home after restarting pglb on {}", lb.name))?;
-    let (lb1, lb2) = (host("lb1")?, host("lb2")?);
-    wait_for(Duration::from_secs(30), "lb1 (priority 150) to hold the VIP alone again", || Ok(holds_vip(lb1)? && !holds_vip(lb2)?))
+    let home = home_lb();
+    wait_for(Duration::from_secs(30), &format!("{} (priority 150) to hold the VIP alone again", home.name), || holds_vip_alone(home))
         .with_context(|| format!("pglb log: {}", log_path(lb).display()))?;
     Ok(started.elapsed())
 }

@@ -3,12 +3,15 @@
 
 use std::{fs, path::PathBuf};
 
-use super::now_us;
-use crate::lab::{self, topology::STATE_DIR};
+use super::{Scenario, now_us};
+use crate::lab::{
+    self,
+    topology::{STATE_DIR, load_balancers},
+};
 
 /// Copies every lab host's pglb and PostgreSQL log, and the drill clients' logs, to a folder
 /// that outlives `lab down`, for a run that ended in an error.
-pub(super) fn keep_logs(scenario: &str) -> Option<PathBuf> {
+pub(super) fn keep_logs(scenario: Scenario) -> Option<PathBuf> {
     let dest = PathBuf::from(format!("/tmp/pglb-drill-{scenario}-{}", now_us() / 1_000_000));
     fs::create_dir_all(&dest).ok()?;
     for h in lab::topology::HOSTS {
@@ -25,7 +28,18 @@ pub(super) fn keep_logs(scenario: &str) -> Option<PathBuf> {
     Some(dest)
 }
 
-/// pglb's decision lines on both load balancers since the run started: routing, failover,
+/// Each load balancer's pglb log with its length now: where a run's lines start.
+pub(super) fn log_marks() -> Vec<(PathBuf, u64)> {
+    load_balancers()
+        .map(|lb| {
+            let p = lab::lb::log_path(lb);
+            let len = fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+            (p, len)
+        })
+        .collect()
+}
+
+/// pglb's decision lines on every load balancer since the run started: routing, failover,
 /// fencing, tracking, rejoin, alerts, switchover.
 pub(super) fn decision_lines(logs: &[(PathBuf, u64)]) -> Vec<String> {
     let keys = ["route:", "failover", "promot", "fence", "alert", "switchover", "demote", "re-point", "blocked", "writer", "does not answer", "tracking", "rejoin", "vrrp: state", "lease"];

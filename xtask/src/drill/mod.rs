@@ -1,4 +1,6 @@
-//! `cargo xtask drill SCENARIO [--runs N] [--json FILE]`: failover drills on the lab.
+//! `cargo xtask drill SCENARIO [--runs N] [--json FILE] [--client vip|agent]`: failover drills
+//! on the lab. SCENARIO is a [`Scenario`], parsed by clap; `all` runs every one in its declared
+//! order.
 //!
 //! Each run starts from a healthy cluster (pg1 primary, pg2 and pg3 streaming from it, pglb on
 //! lb1 holding the VIP and routing writes to pg1 and reads to both standbys), injects one fault
@@ -24,13 +26,15 @@
 //! record, a returning lb1 stays backup under load; and in each, writes acknowledged again
 //! within 2 s after every step of the fault that leaves a healthy path.
 //!
-//! Modules: [`health`] brings the cluster back to healthy between runs, [`scenarios`] injects
-//! the faults, [`trust`] the trust drills' (with [`forge`] for
+//! Modules: [`scenario`] names the drills and says how each runs, [`health`] brings the cluster
+//! back to healthy between runs, [`failover`] injects the PostgreSQL and partial-failure faults
+//! and checks the recovery, [`trust`] the trust drills' faults (with [`forge`] for
 //! forged packets, [`watch`] for who holds the VIP and new flows below the floor, [`metrics`]
 //! for pglb's `/metrics`), [`measure`] reads the client logs, [`report`] prints and
 //! serializes, [`logs`] reads pglb's logs, [`lb`] runs the VIP takeover drills, [`flood`] the
 //! `syn-flood` drill (its figures and report in [`flood_report`]).
 
+mod failover;
 mod flood;
 mod flood_report;
 mod forge;
@@ -39,9 +43,8 @@ pub mod lb;
 mod logs;
 mod measure;
 mod metrics;
-pub(crate) mod pglb_json;
 mod report;
-mod scenarios;
+mod scenario;
 mod trust;
 mod watch;
 
@@ -56,42 +59,26 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
+pub use self::scenario::Scenario;
 use self::{
     lb::{LbStop, LbTakeover},
     flood_report::{SynFlood, print_flood, summarise_flood},
     measure::{History, Line, read_client_log},
-    pglb_json::StatusRow,
-    logs::{decision_lines, keep_logs, promotions, promotions_made},
+    logs::{decision_lines, keep_logs, log_marks, promotions, promotions_made},
     report::{Cpu, DrillJson, RunResult, print_run, summarise},
+    scenario::{Fault, Kind},
 };
 use crate::{
     lab::{
         self, LabState,
         lb as lab_lb,
         net::ns_cmd,
+        pglb_json::{self, StatusRow},
         postgres::wait_for,
-        topology::{Host, READ_PORT, STATE_DIR, VIP, WRITE_PORT, host, secret_path},
+        topology::{Host, READ_PORT, STATE_DIR, VIP, WRITE_PORT, host, load_balancers, secret_path},
     },
     sh,
 };
-
-/// The PostgreSQL and partial-failure scenarios `all` runs, in order; `all` then runs the trust
-/// drills ([`trust::SCENARIOS`]), the load-balancer takeover drills `lb-crash` and `lb-graceful`
-/// ([`lb`]), and last `syn-flood` ([`flood`]).
-pub const SCENARIOS: &[&str] = &[
-    "primary-crash",
-    "primary-hang",
-    "primary-host-down",
-    "primary-isolated",
-    "primary-isolated-standbys",
-    "standby-crash",
-    "switchover",
-    "lb-cut-from-primary",
-    "lb-partition",
-    "lb-kill-then-failover",
-    "restart-with-stale-primary",
-    "switchover-probe-blip",
-];
 
 /// Load before the fault, and after recovery, so both sides of the gap are measured.
 const WARMUP: Duration = Duration::from_millis(1500);
@@ -128,29 +115,14 @@ impl ClientMode {
     }
 }
 
-pub fn drill(scenario: &str, runs: u32, json: Option<&Path>, client: ClientMode) -> Result<()> {
+/// Runs `scenario` (every one of `all`'s, in order) `runs` times each on the lab, brought up if
+/// it is down; prints each run and the summaries, writes the JSON, and fails when a check failed.
+pub fn drill(scenario: Scenario, runs: u32, json: Option<&Path>, client: ClientMode) -> Result<()> {
     sh::require_root("drill")?;
-    let (scenarios, lb_stops, syn_flood): (Vec<&str>, Vec<LbStop>, bool) = match scenario {
-        // The takeover and flood drills measure the VIP itself: with the agent they would
-        // measure nothing of it, so `all` runs the failover scenarios only, and says so.
-        "all" if client == ClientMode::Agent => {
-            println!("drill: --client agent: running the PostgreSQL and partial-failure scenarios; the trust drills, lb-crash, lb-graceful and syn-flood measure the VIP and are not run in this mode");
-            (SCENARIOS.to_vec(), vec![], false)
-        }
-        s if client == ClientMode::Agent && (matches!(s, "lb-crash" | "lb-graceful" | "syn-flood") || trust::SCENARIOS.contains(&s)) => {
-            bail!("`{scenario}` measures the VIP and its data plane: run it with `--client vip` (the default)")
-        }
-        "all" => ([SCENARIOS, trust::SCENARIOS].concat(), vec![LbStop::Crash, LbStop::Graceful], true),
-        "lb-crash" => (vec![], vec![LbStop::Crash], false),
-        "lb-graceful" => (vec![], vec![LbStop::Graceful], false),
-        "syn-flood" => (vec![], vec![], true),
-        s if SCENARIOS.contains(&s) || trust::SCENARIOS.contains(&s) => (vec![s], vec![], false),
-        other => bail!(
-            "unknown drill scenario `{other}`: one of {}, {}, lb-crash, lb-graceful, syn-flood, all",
-            SCENARIOS.join(", "),
-            trust::SCENARIOS.join(", ")
-        ),
-    };
+    let scenarios = scenario.expand(client)?;
+    if scenario == Scenario::All && client == ClientMode::Agent {
+        println!("drill: --client agent: running the PostgreSQL and partial-failure scenarios; the trust drills, lb-crash, lb-graceful and syn-flood measure the VIP and are not run in this mode");
+    }
     let runs = runs.max(1);
     if lab::state()? != LabState::Up {
         println!("drill: the lab is not up; bringing it up");
@@ -162,74 +134,77 @@ pub fn drill(scenario: &str, runs: u32, json: Option<&Path>, client: ClientMode)
     };
     let d = Drill::new(client)?;
     d.prepare()?;
-    let mut results = Vec::new();
-    for s in &scenarios {
-        for i in 0..runs {
-            d.ensure_healthy().with_context(|| format!("bringing the cluster back to healthy before {s} run {}", i + 1))?;
-            let run = d.next_run_id()?;
-            println!("drill: {s} run {}/{runs} (id {run})", i + 1);
-            let mut r = match d.run_one(s, run) {
-                Ok(r) => r,
-                Err(e) => {
-                    let kept = keep_logs(s);
-                    return Err(e.context(format!("drill {s} run {}{}", i + 1, kept.map(|k| format!(" (logs kept in {})", k.display())).unwrap_or_default())));
-                }
-            };
-            d.ensure_healthy().with_context(|| format!("bringing the cluster back to healthy after {s} run {}", i + 1))?;
-            d.measure_idle(&mut r)?;
-            print_run(&r);
-            results.push(r);
+    let mut out = Outcomes::default();
+    for (s, kind) in scenarios {
+        match kind {
+            Kind::Fault(fault) => out.failover.extend(d.fault_runs(s, fault, runs)?),
+            Kind::Takeover(stop) => out.lb.extend(lb_drills(stop, runs)?),
+            Kind::SynFlood => out.floods.extend(d.flood_drills(runs)?),
         }
     }
-    let lb_results = lb_drills(&lb_stops, runs)?;
-    let floods = if syn_flood { d.flood_drills(runs)? } else { Vec::new() };
-    if !results.is_empty() {
-        print!("{}", summarise(&results));
-    }
-    if !floods.is_empty() {
-        print!("{}", summarise_flood(&floods, flood::AFTER_LIMIT.as_secs()));
-    }
-    if let Some(path) = json {
-        let text = serde_json::to_string_pretty(&DrillJson { client: client.name(), failover: &results, lb: &lb_results, syn_flood: &floods })?;
-        fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
-        println!("drill: results written to {}", path.display());
-    }
-    let failed: Vec<String> = results
-        .iter()
-        .flat_map(|r| r.failures.iter().map(move |f| format!("{} run {}: {f}", r.scenario, r.run)))
-        .chain(floods.iter().flat_map(|r| r.failures.iter().map(move |f| format!("{} run {}: {f}", r.scenario, r.run))))
-        .collect();
-    if !failed.is_empty() {
-        bail!("{} failed checks:\n  {}", failed.len(), failed.join("\n  "));
-    }
-    Ok(())
+    out.report(json, client)
 }
 
-/// The load-balancer takeover drills ([`lb`]), `runs` times each, lb1 restored after each.
-fn lb_drills(stops: &[LbStop], runs: u32) -> Result<Vec<LbTakeover>> {
+/// Everything a drill command measured, by kind of drill.
+#[derive(Default)]
+struct Outcomes {
+    failover: Vec<RunResult>,
+    lb: Vec<LbTakeover>,
+    floods: Vec<SynFlood>,
+}
+
+impl Outcomes {
+    /// Prints the summaries, writes the JSON to `json`, and fails listing every failed check
+    /// (after printing and writing everything).
+    fn report(&self, json: Option<&Path>, client: ClientMode) -> Result<()> {
+        if !self.failover.is_empty() {
+            print!("{}", summarise(&self.failover));
+        }
+        if !self.floods.is_empty() {
+            print!("{}", summarise_flood(&self.floods, flood::AFTER_LIMIT.as_secs()));
+        }
+        if let Some(path) = json {
+            let text = serde_json::to_string_pretty(&DrillJson { client: client.name(), failover: &self.failover, lb: &self.lb, syn_flood: &self.floods })?;
+            fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+            println!("drill: results written to {}", path.display());
+        }
+        let failed: Vec<String> = self
+            .failover
+            .iter()
+            .flat_map(|r| r.failures.iter().map(move |f| format!("{} run {}: {f}", r.scenario, r.run)))
+            .chain(self.floods.iter().flat_map(|r| r.failures.iter().map(move |f| format!("{} run {}: {f}", r.scenario, r.run))))
+            .collect();
+        if !failed.is_empty() {
+            bail!("{} failed checks:\n  {}", failed.len(), failed.join("\n  "));
+        }
+        Ok(())
+    }
+}
+
+/// A load-balancer takeover drill ([`lb`]) `runs` times, lb1 restored after each; prints each
+/// run and the medians.
+fn lb_drills(stop: LbStop, runs: u32) -> Result<Vec<LbTakeover>> {
     let mut out = Vec::new();
-    for stop in stops {
-        for i in 0..runs {
-            println!("drill: {} run {}/{runs}", stop.scenario(), i + 1);
-            let r = lb::lb_drill(*stop).with_context(|| format!("drill {} run {}", stop.scenario(), i + 1))?;
-            println!("  {}", r.summary());
-            let back = lb::restore(host(r.from)?).with_context(|| format!("restarting pglb on {}", r.from))?;
-            println!("  restored: pglb on {} holds the VIP again after {} ms", r.from, back.as_millis());
-            out.push(r);
-        }
-        let mut taken: Vec<u128> = out.iter().filter(|r| r.stop == *stop).map(|r| r.vip_taken.as_millis()).collect();
-        let mut first: Vec<u128> = out.iter().filter(|r| r.stop == *stop).map(|r| r.first_connection.as_millis()).collect();
-        taken.sort_unstable();
-        first.sort_unstable();
-        if let (Some(tm), Some(fm)) = (taken.last(), first.last()) {
-            println!(
-                "{}: {} runs; VIP taken median {} ms, max {tm} ms; first new connection median {} ms, max {fm} ms",
-                stop.scenario(),
-                taken.len(),
-                taken[taken.len() / 2],
-                first[first.len() / 2],
-            );
-        }
+    for i in 1..=runs {
+        println!("drill: {} run {i}/{runs}", stop.scenario());
+        let r = lb::lb_drill(stop).with_context(|| format!("drill {} run {i}", stop.scenario()))?;
+        println!("  {}", r.summary());
+        let back = lb::restore(host(r.from)?).with_context(|| format!("restarting pglb on {}", r.from))?;
+        println!("  restored: pglb on {} holds the VIP again after {} ms", r.from, back.as_millis());
+        out.push(r);
+    }
+    let mut taken: Vec<u128> = out.iter().map(|r| r.vip_taken.as_millis()).collect();
+    let mut first: Vec<u128> = out.iter().map(|r| r.first_connection.as_millis()).collect();
+    taken.sort_unstable();
+    first.sort_unstable();
+    if let (Some(tm), Some(fm)) = (taken.last(), first.last()) {
+        println!(
+            "{}: {} runs; VIP taken median {} ms, max {tm} ms; first new connection median {} ms, max {fm} ms",
+            stop.scenario(),
+            taken.len(),
+            taken[taken.len() / 2],
+            first[first.len() / 2],
+        );
     }
     Ok(out)
 }
@@ -264,10 +239,6 @@ fn now_us() -> u128 {
 
 fn addr_of(node: &str) -> &'static str {
     host(node).map(|h| h.addr).unwrap_or("?")
-}
-
-fn lbs() -> Result<[&'static Host; 2]> {
-    Ok([host("lb1")?, host("lb2")?])
 }
 
 /// Whether `pid` exists at all (a zombie does).
@@ -341,9 +312,9 @@ impl Drill {
     }
 
     /// The load balancer whose pglb speaks for the cluster: the VIP holder with a running pglb
-    /// (lb1 when both hold the VIP).
+    /// (the first in topology order, the VIP's home, when several hold the VIP).
     fn holder(&self) -> Result<&'static Host> {
-        for lb in lbs()? {
+        for lb in load_balancers() {
             if lab_lb::holds_vip(lb)? && lab_lb::running(lb) {
                 return Ok(lb);
             }
@@ -372,8 +343,8 @@ impl Drill {
         sh::output(&mut c)
     }
 
-    fn config_of(&self, lb: &str) -> Result<String> {
-        Ok(lab_lb::config_path(host(lb)?).to_string_lossy().into_owned())
+    fn config_of(&self, lb: &Host) -> String {
+        lab_lb::config_path(lb).to_string_lossy().into_owned()
     }
 
     /// Creates the table the writer inserts into (once).
@@ -428,14 +399,13 @@ impl Drill {
         Ok(text.lines().next().unwrap_or("").trim().parse()?)
     }
 
-    fn cpu_marks(&self) -> Result<Vec<(&'static str, Option<CpuMark>)>> {
-        Ok(lbs()?
-            .into_iter()
+    fn cpu_marks(&self) -> Vec<(&'static str, Option<CpuMark>)> {
+        load_balancers()
             .map(|lb| {
                 let mark = lb::pglb_pid(lb).ok().and_then(|pid| Some(CpuMark { pid, ticks: cpu_ticks(pid)?, at: Instant::now() }));
                 (lb.name, mark)
             })
-            .collect())
+            .collect()
     }
 
     /// Percent of one CPU each pglb used between two marks (`None` when its process changed).
@@ -458,9 +428,9 @@ impl Drill {
     /// Each pglb's CPU over an idle window (no client, the cluster healthy), added to `r`,
     /// with the check that it stays under the idle limit.
     fn measure_idle(&self, r: &mut RunResult) -> Result<()> {
-        let before = self.cpu_marks()?;
+        let before = self.cpu_marks();
         thread::sleep(IDLE_WINDOW);
-        let after = self.cpu_marks()?;
+        let after = self.cpu_marks();
         for (lb, pct) in Self::cpu_between(&before, &after) {
             match r.cpu.iter_mut().find(|c| c.lb == lb) {
                 Some(c) => c.idle_pct = pct,
@@ -485,16 +455,30 @@ impl Drill {
         Ok(out)
     }
 
-    fn run_one(&self, scenario: &str, run: i32) -> Result<RunResult> {
-        let logs: Vec<(PathBuf, u64)> = lbs()?
-            .iter()
-            .map(|lb| {
-                let p = lab_lb::log_path(lb);
-                let len = fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
-                (p, len)
-            })
-            .collect();
-        let cpu_start = self.cpu_marks()?;
+    /// `runs` runs of a scenario under the drill's clients, each from a healthy cluster and
+    /// followed by a return to it; a run that ends in an error keeps the lab's logs.
+    fn fault_runs(&self, scenario: Scenario, fault: Fault, runs: u32) -> Result<Vec<RunResult>> {
+        let mut results = Vec::new();
+        for i in 1..=runs {
+            self.ensure_healthy().with_context(|| format!("bringing the cluster back to healthy before {scenario} run {i}"))?;
+            let run = self.next_run_id()?;
+            println!("drill: {scenario} run {i}/{runs} (id {run})");
+            let mut r = self.run_one(scenario, fault, run).map_err(|e| {
+                let kept = keep_logs(scenario).map(|k| format!(" (logs kept in {})", k.display()));
+                e.context(format!("drill {scenario} run {i}{}", kept.unwrap_or_default()))
+            })?;
+            self.ensure_healthy().with_context(|| format!("bringing the cluster back to healthy after {scenario} run {i}"))?;
+            self.measure_idle(&mut r)?;
+            print_run(&r);
+            results.push(r);
+        }
+        Ok(results)
+    }
+
+    /// One run: the clients, the fault, the measurements, the recovery and its checks.
+    fn run_one(&self, scenario: Scenario, fault: Fault, run: i32) -> Result<RunResult> {
+        let logs = log_marks();
+        let cpu_start = self.cpu_marks();
         let (mut writer, wlog) = self.spawn_client("write", WRITE_PORT, run)?;
         let (mut reader, rlog) = self.spawn_client("read", READ_PORT, run)?;
         let stop = |w: &mut Child, r: &mut Child| {
@@ -504,12 +488,12 @@ impl Drill {
             let _ = r.wait();
         };
         thread::sleep(WARMUP);
-        let mut r = RunResult { scenario: scenario.to_owned(), run, ..RunResult::default() };
-        let outcome = scenarios::inject(self, scenario, &wlog, &mut r);
+        let mut r = RunResult { scenario: scenario.to_string(), run, ..RunResult::default() };
+        let outcome = fault.run(self, &wlog, &mut r);
         thread::sleep(COOLDOWN);
         stop(&mut writer, &mut reader);
         let fault_at = outcome?;
-        let cpu_end = self.cpu_marks()?;
+        let cpu_end = self.cpu_marks();
         r.cpu = Self::cpu_between(&cpu_start, &cpu_end).into_iter().map(|(lb, run_pct)| Cpu { lb, run_pct, idle_pct: None }).collect();
 
         let writes = read_client_log(&wlog)?;
@@ -531,7 +515,7 @@ impl Drill {
         r.winner = winner.clone();
         r.winner_timeline = winner_tl;
         r.failover = winner != PRIMARY;
-        if scenarios::old_primary_must_stay_silent(scenario) {
+        if fault.recovery.old_primary_must_stay_silent() {
             let mut both = writes.clone();
             both.extend(reads.iter().cloned());
             r.stale_primary_acks = Some(measure::stale_answers(&both, addr_of(PRIMARY), fault_at));
@@ -546,7 +530,7 @@ impl Drill {
         // Return to healthy, checking the failover's promises on the way.
         let mut run_lines = writes.clone();
         run_lines.extend(reads.iter().cloned());
-        scenarios::recover(self, scenario, run, fault_at, &winner, &logs, &run_lines, &mut r)?;
+        failover::recover(self, fault.recovery, run, fault_at, &winner, &logs, &run_lines, &mut r)?;
         r.primaries_at_end = self.primaries().len();
         if r.failover {
             self.switch_back_under_load(run, &acked, &mut r)?;
@@ -575,7 +559,7 @@ impl Drill {
         let id = SWITCHBACK_RUN + run;
         let (mut w, log) = self.spawn_client("write", WRITE_PORT, id)?;
         thread::sleep(Duration::from_millis(500));
-        let out = self.pglb_cmd(&["switchover", "--to", PRIMARY, "--config", &self.config_of(self.holder()?.name)?]);
+        let out = self.pglb_cmd(&["switchover", "--to", PRIMARY, "--config", &self.config_of(self.holder()?)]);
         thread::sleep(Duration::from_millis(1000));
         let _ = w.kill();
         let _ = w.wait();

@@ -28,33 +28,30 @@ use anyhow::{Context as _, Result, bail};
 
 use super::{
     Drill, PRIMARY, addr_of,
+    failover::{kill_pglb, kill_postmaster},
     flood::{Reaped, client_ns_cmd},
     flood_report::parse_pgbench,
     forge::{self, Advert, Udp},
     lb as drill_lb,
+    logs::log_marks,
     measure::{self, read_client_log},
     metrics,
     now_us, promotions, promotions_made,
     report::{Resumed, RunResult},
-    scenarios::{kill_pglb, kill_postmaster},
+    scenario::Inject,
     watch::{Changes, FloorWatch, VipWatch, first, held_at, ms, throughout},
 };
 use crate::{
     lab::{
         fault::{Cut, ReadOnly, Stopped},
         lb as lab_lb,
+        pglb_json,
         postgres::wait_for,
-        topology::{APP_DB, APP_USER, Host, VIP, WRITE_PORT, client_pgpass, host},
+        topology::{APP_DB, APP_USER, Host, VIP, WRITE_PORT, client_pgpass, home_and_peer, host},
     },
     setup::PG_BIN,
     sh,
 };
-
-/// The trust drills, in the order `all` runs them.
-pub const SCENARIOS: &[&str] = &["forged-report", "forged-advert", "lb-freeze", "lb-restart-stale-view", "state-write-fails", "main-loop-hang", "lb-return"];
-
-/// Those in which pg1 fails over and comes back as it was: it must never answer again.
-pub const FAILOVER: &[&str] = &["lb-freeze", "lb-restart-stale-view", "state-write-fails"];
 
 /// Writes must be acknowledged again this soon after each step of a fault that leaves a healthy
 /// path (the "writes resumed within 2 s").
@@ -83,21 +80,13 @@ const RETURN_AFTER: Duration = Duration::from_secs(4);
 const FORGED_REPORTS: u32 = 5;
 const ADVERTS_PER_SECOND: u32 = 10;
 
-/// Injects one trust drill's fault and records its checks; returns the fault's time (µs since
-/// the epoch).
-pub fn inject(d: &Drill, scenario: &str, wlog: &Path, r: &mut RunResult) -> Result<u128> {
+/// Runs one trust drill's fault (`inject`, one of the functions below) with the floor watched
+/// throughout ([`FloorWatch`]), and records the check of new flows to a node below the floor;
+/// returns the fault's time (µs since the epoch).
+pub fn watching_floor(d: &Drill, wlog: &Path, r: &mut RunResult, inject: Inject) -> Result<u128> {
     thread::scope(|s| {
         let floor = FloorWatch::start(s, d);
-        let at = match scenario {
-            "forged-report" => forged_report(d, wlog, r),
-            "forged-advert" => forged_advert(d, wlog, r),
-            "lb-freeze" => lb_freeze(d, wlog, r),
-            "lb-restart-stale-view" => lb_restart_stale_view(d, wlog, r),
-            "state-write-fails" => state_write_fails(d, wlog, r),
-            "main-loop-hang" => main_loop_hang(d, wlog, r),
-            "lb-return" => lb_return(d, wlog, r),
-            other => bail!("`{other}` is not a trust drill"),
-        };
+        let at = inject(d, wlog, r);
         let f = floor.finish()?;
         if !f.nodes_below.is_empty() {
             let total: u64 = f.new_flows.values().sum();
@@ -111,10 +100,6 @@ pub fn inject(d: &Drill, scenario: &str, wlog: &Path, r: &mut RunResult) -> Resu
         r.below_floor = Some(f);
         at
     })
-}
-
-fn lb12() -> Result<(&'static Host, &'static Host)> {
-    Ok((host("lb1")?, host("lb2")?))
 }
 
 /// Records fault step → writes acknowledged again, for requests sent in `[from, until)`.
@@ -168,7 +153,7 @@ fn rise(before: &metrics::Metrics, after: &metrics::Metrics, name: &str, reasons
 /// New flows a load balancer's data plane has opened to pg1 (`pglb map dump --json`).
 fn pg1_flows(d: &Drill, lb: &Host) -> Result<u64> {
     let addr = format!("{}:5432", addr_of(PRIMARY));
-    Ok(super::pglb_json::backend_new_flows(&d.map_dump(lb)?)?.get(&addr).copied().unwrap_or(0))
+    Ok(pglb_json::backend_new_flows(&d.map_dump(lb)?)?.get(&addr).copied().unwrap_or(0))
 }
 
 /// Makes pgha-client ask for the VIP's MAC again (a broadcast ARP request every host with the
@@ -199,7 +184,8 @@ fn wait_pg1_rejoined(d: &Drill) {
 /// After lb1 came back at `back`: it dropped any stale VIP within [`STALE_VIP_LIMIT_MS`] and did
 /// not hold it again until `end`, while lb2 held it from `since` to `end`.
 fn check_lb1_stays_backup(r: &mut RunResult, vip: &std::collections::BTreeMap<&str, Changes>, since: u128, back: u128, end: u128, what: &str) {
-    let (c1, c2) = (&vip["lb1"], &vip["lb2"]);
+    let (lb1, lb2) = home_and_peer();
+    let (c1, c2) = (&vip[lb1.name], &vip[lb2.name]);
     let released = first(c1, false, back);
     let again = released.and_then(|t| first(c1, true, t)).filter(|t| *t <= end);
     let stale = if !held_at(c1, back) {
@@ -224,7 +210,7 @@ fn rel(c: &[(u128, bool)], t0: u128) -> Vec<(i64, bool)> {
 
 /// Waits until lb2 holds the VIP; returns when (µs), or records a failed check.
 fn wait_lb2_takes(r: &mut RunResult, what: &str) -> Option<u128> {
-    let lb2 = host("lb2").ok()?;
+    let (_, lb2) = home_and_peer();
     let moved = wait_for(Duration::from_secs(10), "lb2 to take the VIP", || lab_lb::holds_vip(lb2));
     let at = now_us();
     match moved {
@@ -236,8 +222,10 @@ fn wait_lb2_takes(r: &mut RunResult, what: &str) -> Option<u128> {
     }
 }
 
-fn forged_report(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
-    let (lb1, lb2) = lb12()?;
+/// `forged-report`: forged version-1 reports both ways and a replayed genuine one are dropped,
+/// counted by reason, and believed nowhere (no state file or status shows timeline 99).
+pub(super) fn forged_report(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
+    let (lb1, lb2) = home_and_peer();
     let client = host("client")?;
     let timelines = [state_timeline(lb1)?, state_timeline(lb2)?];
     let before = [metrics::fetch(lb1)?, metrics::fetch(lb2)?];
@@ -250,7 +238,7 @@ fn forged_report(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
             let mut samples = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 for lb in [lb1, lb2] {
-                    if let Ok(p) = lab_lb::status_json(lb).and_then(|v| super::pglb_json::peer_timelines(&v.to_string())) {
+                    if let Ok(p) = lab_lb::status_json(lb).and_then(|v| pglb_json::peer_timelines(&v.to_string())) {
                         samples += 1;
                         seen.extend(p.values().filter(|t| **t == 99).map(|t| (lb.name, *t)));
                     }
@@ -311,8 +299,10 @@ fn forged_report(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
     Ok(at)
 }
 
-fn forged_advert(_d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
-    let (lb1, lb2) = lb12()?;
+/// `forged-advert`: VRRP adverts at priority 254 from a non-peer, with interval 0, and in lb2's
+/// name without its reports' confirmation move nothing and are counted by reason.
+pub(super) fn forged_advert(_d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
+    let (lb1, lb2) = home_and_peer();
     let client = host("client")?;
     let vip: std::net::Ipv4Addr = VIP.parse()?;
     let lb2_addr: std::net::Ipv4Addr = lb2.addr.parse()?;
@@ -336,8 +326,8 @@ fn forged_advert(_d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
     let after = metrics::fetch(lb1)?;
     r.check(
         "lb1 keeps the VIP throughout, lb2 never takes it",
-        throughout(&vip_seen["lb1"], true, at, end) && throughout(&vip_seen["lb2"], false, at, end),
-        format!("over {:.0} ms: lb1 {:?}, lb2 {:?} (ms, held)", ms(at, end), rel(&vip_seen["lb1"], at), rel(&vip_seen["lb2"], at)),
+        throughout(&vip_seen[lb1.name], true, at, end) && throughout(&vip_seen[lb2.name], false, at, end),
+        format!("over {:.0} ms: lb1 {:?}, lb2 {:?} (ms, held)", ms(at, end), rel(&vip_seen[lb1.name], at), rel(&vip_seen[lb2.name], at)),
     );
     for (reason, n) in sent {
         let got = rise(&before, &after, "pglb_vrrp_adverts_dropped_total", &[reason]);
@@ -348,8 +338,10 @@ fn forged_advert(_d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
     Ok(at)
 }
 
-fn lb_freeze(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
-    let (lb1, _) = lb12()?;
+/// `lb-freeze`: lb1 frozen while lb2 takes the VIP and fails over; resumed beside pg1 as it was,
+/// lb1 wakes humble (no new flow to pg1, its stale VIP dropped, backup).
+pub(super) fn lb_freeze(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
+    let (lb1, lb2) = home_and_peer();
     let stalls = counter(lb1, "pglb_loop_stalls_total", &[]);
     let watch = VipWatch::start()?;
     let at = now_us();
@@ -375,7 +367,7 @@ fn lb_freeze(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
     let end = now_us();
     let vip = watch.finish()?;
     // The sampler's time, not the poll's.
-    let taken = first(&vip["lb2"], true, at).unwrap_or(taken);
+    let taken = first(&vip[lb2.name], true, at).unwrap_or(taken);
     r.vip_moved_ms = Some(ms(at, taken));
     r.check_with("lb1 opens 0 new flows to pg1 after SIGCONT", pg1_flows(d, lb1).map(|n| (n == flows, format!("{} new flows to pg1 on lb1 in {:.0} ms", n - flows, ms(cont, end)))));
     check_lb1_stays_backup(r, &vip, taken, cont, end, "after SIGCONT");
@@ -399,8 +391,11 @@ fn check_stalls_rose(r: &mut RunResult, lb1: &Host, before: Result<f64>) {
     r.check_with("lb1's pglb_loop_stalls_total rose", outcome);
 }
 
-fn lb_restart_stale_view(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
-    let (lb1, lb2) = lb12()?;
+/// `lb-restart-stale-view`: lb1 restarted after a failover it did not see, beside pg1 as it was
+/// and without lb2's reports: holds no VIP, is not ready and opens no flow to pg1 until it hears
+/// lb2, then stays backup.
+pub(super) fn lb_restart_stale_view(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
+    let (lb1, lb2) = home_and_peer();
     let at = now_us();
     kill_pglb(lb1)?;
     let Some(taken) = wait_lb2_takes(r, "lb2 takes the VIP after lb1's pglb was killed") else { return Ok(at) };
@@ -422,7 +417,7 @@ fn lb_restart_stale_view(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u1
     let mut ready: Vec<Result<bool>> = Vec::new();
     let t = Instant::now();
     while t.elapsed() < REPORT_CUT {
-        ready.push(lab_lb::status_json(lb1).and_then(|v| super::pglb_json::status_ready(&v.to_string())));
+        ready.push(lab_lb::status_json(lb1).and_then(|v| pglb_json::status_ready(&v.to_string())));
         flush_client_arp()?;
         thread::sleep(Duration::from_millis(250));
     }
@@ -433,14 +428,14 @@ fn lb_restart_stale_view(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u1
     hidden.heal()?;
     r.check("pg1 is a primary on its old timeline until the cut heals", stale, if stale { "yes" } else { "no: it was rejoined during the cut" });
     let became_ready = wait_for(Duration::from_secs(10), "lb1 to be ready once lb2's reports reach it", || {
-        Ok(lab_lb::status_json(lb1).and_then(|v| super::pglb_json::status_ready(&v.to_string())).unwrap_or(false))
+        Ok(lab_lb::status_json(lb1).and_then(|v| pglb_json::status_ready(&v.to_string())).unwrap_or(false))
     });
     let ready_at = now_us();
     thread::sleep(SETTLE);
     let end = now_us();
     let vip = watch.finish()?;
 
-    let c1 = &vip["lb1"];
+    let c1 = &vip[lb1.name];
     let released = first(c1, false, started);
     let held_again = released.and_then(|t| first(c1, true, t)).filter(|t| *t <= healed);
     r.check(
@@ -468,12 +463,11 @@ fn lb_restart_stale_view(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u1
     Ok(at)
 }
 
-fn state_write_fails(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
-    let (lb1, _) = lb12()?;
-    let logs: Vec<(PathBuf, u64)> = super::lbs()?.iter().map(|lb| lab_lb::log_path(lb)).map(|p| {
-        let len = fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
-        (p, len)
-    }).collect();
+/// `state-write-fails`: lb1's state folder read-only across pg1's crash: lb1 promotes nothing it
+/// cannot record and says so in its metrics; once writable, exactly one promotion.
+pub(super) fn state_write_fails(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
+    let (lb1, lb2) = home_and_peer();
+    let logs = log_marks();
     let errors = counter(lb1, "pglb_state_write_errors_total", &[]);
     let ro = ReadOnly::mount(&state_dir(lb1))?;
     let at = now_us();
@@ -497,8 +491,9 @@ fn state_write_fails(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> 
     thread::sleep(Duration::from_secs(1));
     let all = promotions_made(&logs);
 
-    let lb1_during: Vec<&String> = during.iter().filter(|p| p.starts_with("lb1 ")).collect();
-    let lb2_promoted = during.iter().any(|p| p.starts_with("lb2 "));
+    let by = |lb: &Host, p: &str| p.starts_with(&format!("{} ", lb.name));
+    let lb1_during: Vec<&String> = during.iter().filter(|p| by(lb1, p)).collect();
+    let lb2_promoted = during.iter().any(|p| by(lb2, p));
     r.check(
         "lb1 makes no promotion while its state cannot be written",
         lb1_during.is_empty() && (promoted.is_empty() || lb2_promoted),
@@ -532,13 +527,15 @@ fn state_write_fails(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> 
     Ok(at)
 }
 
-fn main_loop_hang(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
-    let (lb1, _) = lb12()?;
+/// `main-loop-hang`: lb1's main loop blocked (its other threads and XDP run on): lb2 takes the
+/// VIP within 1 s and lb1 comes back as backup.
+pub(super) fn main_loop_hang(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
+    let (lb1, lb2) = home_and_peer();
     let stalls = counter(lb1, "pglb_loop_stalls_total", &[]);
     let watch = VipWatch::start()?;
     let log = d.dir.join("stall-loop.log");
     let out = fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-    let config = d.config_of("lb1")?;
+    let config = d.config_of(lb1);
     let secs = format!("{}s", STALL.as_secs());
     let mut cmd = sh::cmd(d.pglb.to_str().context("a UTF-8 path")?, ["debug", "stall-loop", "--for", &secs, "--config", &config]);
     cmd.stdin(std::process::Stdio::null()).stdout(out.try_clone()?).stderr(out).env("PGLB_LOG", "warn");
@@ -558,7 +555,7 @@ fn main_loop_hang(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
     let end = now_us();
     let vip = watch.finish()?;
     // The sampler's time, not the poll's.
-    let taken = first(&vip["lb2"], true, at).unwrap_or(end);
+    let taken = first(&vip[lb2.name], true, at).unwrap_or(end);
     r.vip_moved_ms = Some(ms(at, taken));
     r.check("lb2 holds the VIP within 1 s of the stall", ms(at, taken) <= TAKEOVER_LIMIT_MS, format!("after {:.0} ms", ms(at, taken)));
     check_lb1_stays_backup(r, &vip, taken, stall_end, end, "after the stall");
@@ -578,8 +575,10 @@ fn pgbench_tables(d: &Drill) -> Result<()> {
     sh::run(&mut c).context("pgbench -i on pg1")
 }
 
-fn lb_return(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
-    let (lb1, lb2) = lb12()?;
+/// `lb-return`: lb1 stopped gracefully and started again under pgbench: it comes back as
+/// backup, and no client (pgbench or the drill writer) sees an error.
+pub(super) fn lb_return(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
+    let (lb1, lb2) = home_and_peer();
     pgbench_tables(d)?;
     let watch = VipWatch::start()?;
     let pid = drill_lb::pglb_pid(lb1)?;
@@ -603,7 +602,7 @@ fn lb_return(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
     lab_lb::start(lb1, &lab_lb::pglb_binary()?)?;
     let status = bench.wait_until(Duration::from_secs(PGBENCH_SECONDS + 20)).context("pgbench ran past its -T")?;
     let became_ready = wait_for(Duration::from_secs(10), "lb1 to be ready after its return", || {
-        Ok(lab_lb::status_json(lb1).and_then(|v| super::pglb_json::status_ready(&v.to_string())).unwrap_or(false))
+        Ok(lab_lb::status_json(lb1).and_then(|v| pglb_json::status_ready(&v.to_string())).unwrap_or(false))
     });
     let end = now_us();
     let vip = watch.finish()?;

@@ -28,8 +28,11 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 
-use super::{Drill, NODES, lbs, now_us, pglb_json};
-use crate::lab::topology::{PG_PORT, VIP, host};
+use super::{Drill, NODES, now_us};
+use crate::lab::{
+    pglb_json,
+    topology::{PG_PORT, VIP, host, load_balancers},
+};
 
 /// How often [`FloorWatch`] samples.
 pub const FLOOR_EVERY: Duration = Duration::from_millis(300);
@@ -50,7 +53,7 @@ impl VipWatch {
         let stop = Arc::new(AtomicBool::new(false));
         let vip: Ipv4Addr = VIP.parse().expect("the lab's VIP parses");
         let mut threads = Vec::new();
-        for lb in lbs()? {
+        for lb in load_balancers() {
             let (stop, ns_path) = (stop.clone(), format!("/run/netns/{}", lb.ns()));
             let (first, looked) = std::sync::mpsc::channel();
             let t = thread::spawn(move || -> Result<Changes> {
@@ -155,9 +158,7 @@ impl<'scope> FloorWatch<'scope> {
         let thread = s.spawn(move || {
             let mut samples = Vec::new();
             while !flag.load(Ordering::Relaxed) {
-                let flows = lbs()
-                    .map(|l| l.into_iter().map(|lb| (lb.name, d.map_dump(lb).ok().and_then(|t| pglb_json::backend_new_flows(&t).ok()))).collect())
-                    .unwrap_or_default();
+                let flows = load_balancers().map(|lb| (lb.name, d.map_dump(lb).ok().and_then(|t| pglb_json::backend_new_flows(&t).ok()))).collect();
                 let nodes = NODES.iter().map(|n| (*n, d.view(n).map(|v| (v.in_recovery, v.timeline)))).collect();
                 samples.push(FloorSample { flows, nodes });
                 thread::sleep(FLOOR_EVERY);

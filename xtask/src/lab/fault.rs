@@ -55,13 +55,8 @@ impl Cut {
 
     fn install(name: &str, rules: &[String]) -> Result<Cut> {
         let table = format!("pglbcut_{name}");
-        let mut script = format!("table bridge {table} {{\n  chain cut {{\n    type filter hook forward priority 0;\n");
-        for r in rules {
-            script.push_str(&format!("    {r}\n"));
-        }
-        script.push_str("  }\n}\n");
         let file = std::env::temp_dir().join(format!("pglb-{table}.nft"));
-        std::fs::write(&file, &script).with_context(|| format!("writing {}", file.display()))?;
+        std::fs::write(&file, nft_script(&table, rules)).with_context(|| format!("writing {}", file.display()))?;
         let result = sh::run(&mut ns_cmd(SWITCH_NS, "nft", [std::ffi::OsStr::new("-f"), file.as_os_str()]));
         let _ = std::fs::remove_file(&file);
         result.context("nft (is nftables installed? `cargo xtask setup`)")?;
@@ -73,6 +68,13 @@ impl Cut {
         self.healed = true;
         sh::run(&mut ns_cmd(SWITCH_NS, "nft", ["delete", "table", "bridge", &self.table])).with_context(|| format!("healing cut {}", self.table))
     }
+}
+
+/// The nft script of a cut: one bridge table of its own with one chain on the forward hook,
+/// holding `rules`, so that healing it is deleting the table and touches no other cut.
+fn nft_script(table: &str, rules: &[String]) -> String {
+    let rules: String = rules.iter().map(|r| format!("    {r}\n")).collect();
+    format!("table bridge {table} {{\n  chain cut {{\n    type filter hook forward priority 0;\n{rules}  }}\n}}\n")
 }
 
 impl Drop for Cut {
@@ -155,5 +157,20 @@ impl Drop for ReadOnly {
         {
             eprintln!("drill: {e:#}: unmount it by hand (`umount {}`) before `lab down`", self.dir.display());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cut_is_one_table_with_its_rules_on_the_forward_hook() {
+        let rules = ["iifname \"v-lb1\" ip daddr 172.20.0.10 drop".to_owned(), "oifname \"v-lb1\" ip saddr 172.20.0.10 drop".to_owned()];
+        assert_eq!(
+            nft_script("pglbcut_lb1_pg1", &rules),
+            "table bridge pglbcut_lb1_pg1 {\n  chain cut {\n    type filter hook forward priority 0;\n    \
+             iifname \"v-lb1\" ip daddr 172.20.0.10 drop\n    oifname \"v-lb1\" ip saddr 172.20.0.10 drop\n  }\n}\n"
+        );
     }
 }

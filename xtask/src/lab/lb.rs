@@ -9,10 +9,11 @@
 //! pglb is started with `nsenter --net` rather than `ip netns exec`: the latter mounts a fresh
 //! sysfs, which hides the root bpffs at /sys/fs/bpf where pglb pins its maps and XDP link.
 //!
-//! Where the VIP lives: lb1 (priority 150) takes it at `lab up`. A load balancer that comes back
-//! does not preempt a healthy master (issue 18: keepalived's `nopreempt` is pglb's default), so
-//! after a drill or a test restarted lb1's pglb, lb2 keeps the VIP; [`bring_vip_home`] moves it
-//! back to lb1 the way an operator would, with a graceful restart of lb2's pglb.
+//! Where the VIP lives: its home, lb1 (the first load balancer of the topology, priority 150),
+//! takes it at `lab up`. A load balancer that comes back does not preempt a healthy master
+//! (issue 18: keepalived's `nopreempt` is pglb's default), so after a drill or a test restarted
+//! lb1's pglb, lb2 keeps the VIP; [`bring_vip_home`] moves it back to lb1 the way an operator
+//! would, with a graceful restart of lb2's pglb.
 
 use std::{
     ffi::OsStr,
@@ -27,7 +28,7 @@ use serde_json::Value;
 use super::{
     net::{namespace_pids, ns_cmd},
     postgres::wait_for,
-    topology::{APP_DB, APP_USER, Host, READ_PORT, VIP, WRITE_PORT, client_pgpass, host},
+    topology::{APP_DB, APP_USER, Host, READ_PORT, VIP, WRITE_PORT, client_pgpass, home_lb, host, load_balancers},
 };
 use crate::{setup::PG_BIN, sh};
 
@@ -53,9 +54,10 @@ pub fn pglb_binary() -> Result<PathBuf> {
     Ok(target.join("debug/pglb"))
 }
 
-/// The config file in the repository a load balancer host is installed from.
+/// The config file in the repository a load balancer host is installed from: `lab.toml` for the
+/// VIP's home, `lab-<name>.toml` for the others.
 pub fn source_config(lb: &Host) -> PathBuf {
-    let file = if lb.name == "lb1" { "lab.toml".to_owned() } else { format!("lab-{}.toml", lb.name) };
+    let file = if lb.name == home_lb().name { "lab.toml".to_owned() } else { format!("lab-{}.toml", lb.name) };
     workspace().join("config").join(file)
 }
 
@@ -159,18 +161,18 @@ pub fn vip_answers(port: u16) -> Result<bool> {
     Ok(sh::capture(&mut psql)?.status.success())
 }
 
-/// Starts pglb on every load balancer, lb1 first, and waits until the VIP answers on both
-/// ports. The VIP stays with the first instance that is ready (no preemption of a healthy
-/// master, `[vrrp] preempt = false`), so lb1 (priority 150) is started and holds the VIP before
-/// the others start, as an operator brings up such a pair.
+/// Starts pglb on every load balancer, the VIP's home (lb1) first, and waits until the VIP
+/// answers on both ports. The VIP stays with the first instance that is ready (no preemption of
+/// a healthy master, `[vrrp] preempt = false`), so the home (priority 150) is started and holds
+/// the VIP before the others start, as an operator brings up such a pair.
 pub fn start_all(pglb: &Path) -> Result<()> {
     link_binary(pglb)?;
-    let lb1 = host("lb1")?;
-    for lb in super::topology::HOSTS.iter().filter(|h| h.kind == super::topology::Kind::LoadBalancer) {
+    let home = home_lb();
+    for lb in load_balancers() {
         install(lb, pglb).with_context(|| format!("installing pglb on {}", lb.name))?;
         start(lb, pglb)?;
-        if lb.name == lb1.name {
-            wait_for(Duration::from_secs(30), "lb1 (VRRP priority 150) to hold the VIP", || holds_vip(lb1))?;
+        if lb.name == home.name {
+            wait_for(Duration::from_secs(30), &format!("{} (the highest VRRP priority) to hold the VIP", home.name), || holds_vip(home))?;
         }
     }
     for port in [WRITE_PORT, READ_PORT] {
@@ -198,6 +200,34 @@ fn link_binary(pglb: &Path) -> Result<()> {
 pub fn holds_vip(lb: &Host) -> Result<bool> {
     let out = sh::output(&mut sh::cmd("ip", ["-n", &lb.ns(), "-4", "-o", "addr", "show", "dev", "eth0"]))?;
     Ok(out.contains(&format!("inet {VIP}/")))
+}
+
+/// Whether `lb` holds the VIP and no other load balancer does.
+pub fn holds_vip_alone(lb: &Host) -> Result<bool> {
+    if !holds_vip(lb)? {
+        return Ok(false);
+    }
+    for other in load_balancers().filter(|o| o.name != lb.name) {
+        if holds_vip(other)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Which load balancers run pglb and which hold the VIP, for messages: `lb1 runs, holds the
+/// VIP; lb2 runs`.
+pub fn vip_picture() -> String {
+    let each = load_balancers().map(|lb| {
+        let runs = if running(lb) { "runs" } else { "does not run" };
+        let vip = match holds_vip(lb) {
+            Ok(true) => ", holds the VIP",
+            Ok(false) => "",
+            Err(_) => ", VIP unknown",
+        };
+        format!("{} {runs}{vip}", lb.name)
+    });
+    each.collect::<Vec<_>>().join("; ")
 }
 
 /// Whether a pglb process runs in the host's namespace.
@@ -252,49 +282,93 @@ pub fn ready(lb: &Host) -> Result<Option<bool>> {
 /// The longest [`bring_vip_home`] waits for each step.
 const HOME_STEP: Duration = Duration::from_secs(30);
 
-/// Moves the VIP back to lb1 when lb2 holds it and both pglb run: lb2's pglb gets SIGTERM (its
-/// priority-0 advert hands the VIP to lb1 within lb1's Skew_Time), and is started again once
-/// lb1 holds the VIP alone; it comes back as backup. Waits first for lb1 to say it is ready (a
-/// returning instance does not take the VIP before it has re-decided), and at the end for lb2
-/// to follow lb1 again (ready, its status names lb1 as the VIP holder). A no-op when lb1 already holds
-/// the VIP alone; returns how long it took.
+/// Moves the VIP back to its home (lb1) when another load balancer (lb2) holds it and every pglb
+/// runs: that holder's pglb gets SIGTERM (its priority-0 advert hands the VIP to the home within
+/// the home's Skew_Time), and is started again once the home holds the VIP alone; it comes back
+/// as backup. Waits first for the home to say it is ready (a returning instance does not take
+/// the VIP before it has re-decided), and at the end for the restarted one to follow the home
+/// again (ready, its status names the home as the VIP holder). A no-op when the home already
+/// holds the VIP alone; returns how long it took.
 ///
-/// The cluster must be otherwise healthy: a graceful restart of lb2 is what an operator would
-/// do to move the VIP home, not a repair.
+/// The cluster must be otherwise healthy: a graceful restart of the holder is what an operator
+/// would do to move the VIP home, not a repair.
 pub fn bring_vip_home(pglb: &Path) -> Result<Duration> {
-    let (lb1, lb2) = (host("lb1")?, host("lb2")?);
+    let home = home_lb();
     let started = std::time::Instant::now();
-    if holds_vip(lb1)? && !holds_vip(lb2)? {
+    if holds_vip_alone(home)? {
         return Ok(Duration::ZERO);
     }
-    if !running(lb1) || !running(lb2) || !holds_vip(lb2)? {
-        bail!(
-            "cannot bring the VIP home: expected pglb running on lb1 and lb2 with the VIP on lb2 (lb1 runs: {}, lb2 runs: {}, lb2 holds the VIP: {})",
-            running(lb1),
-            running(lb2),
-            holds_vip(lb2)?
-        );
-    }
-    wait_for(HOME_STEP, "pglb on lb1 to be ready (re-decided since its start)", || Ok(ready(lb1).unwrap_or(Some(false)) != Some(false)))
-        .with_context(|| format!("lb1's log: {}", log_path(lb1).display()))?;
-    let pid = pglb_pid(lb2)?;
-    // SAFETY: kill(2) has no memory preconditions; the pid was just read from lb2's namespace.
+    let away = vip_away_from(home)?;
+    wait_for(HOME_STEP, &format!("pglb on {} to be ready (re-decided since its start)", home.name), || Ok(ready(home).unwrap_or(Some(false)) != Some(false)))
+        .with_context(|| format!("{}'s log: {}", home.name, log_path(home).display()))?;
+    let pid = pglb_pid(away)?;
+    // SAFETY: kill(2) has no memory preconditions; the pid was just read from the holder's namespace.
     if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
-        bail!("SIGTERM to pglb on lb2 (pid {pid}): {}", std::io::Error::last_os_error());
+        bail!("SIGTERM to pglb on {} (pid {pid}): {}", away.name, std::io::Error::last_os_error());
     }
-    wait_for(HOME_STEP, "pglb on lb2 to stop after SIGTERM", || Ok(!running(lb2)))?;
-    wait_for(HOME_STEP, "lb1 to take the VIP on lb2's priority-0 advert", || Ok(holds_vip(lb1)? && !holds_vip(lb2)?))
-        .with_context(|| format!("lb1's log: {}", log_path(lb1).display()))?;
-    start(lb2, pglb)?;
-    // Ready too: it has lb1's authenticated reports, so it believes lb1's adverts, a priority-0
-    // one included (a graceful stop of lb1 right after hands over at once).
-    wait_for(HOME_STEP, "the restarted pglb on lb2 to follow lb1 (ready, its status names lb1 as the VIP holder)", || {
-        let Ok(v) = status_json(lb2) else { return Ok(false) };
-        Ok(v["vip_held"] == false && v["vrrp_state"] == "backup" && v["vip_master"] == lb1.addr && v["ready"] != false)
+    wait_for(HOME_STEP, &format!("pglb on {} to stop after SIGTERM", away.name), || Ok(!running(away)))?;
+    wait_for(HOME_STEP, &format!("{} to take the VIP on {}'s priority-0 advert", home.name, away.name), || holds_vip_alone(home))
+        .with_context(|| format!("{}'s log: {}", home.name, log_path(home).display()))?;
+    start(away, pglb)?;
+    // Ready too: it has the home's authenticated reports, so it believes the home's adverts, a
+    // priority-0 one included (a graceful stop of the home right after hands over at once).
+    let follows = format!("the restarted pglb on {} to follow {} (ready, its status names {} as the VIP holder)", away.name, home.name, home.name);
+    wait_for(HOME_STEP, &follows, || {
+        let Ok(v) = status_json(away) else { return Ok(false) };
+        Ok(v["vip_held"] == false && v["vrrp_state"] == "backup" && v["vip_master"] == home.addr && v["ready"] != false)
     })
-    .with_context(|| format!("lb2's log: {}", log_path(lb2).display()))?;
-    if !holds_vip(lb1)? || holds_vip(lb2)? {
-        bail!("the VIP moved again while pglb on lb2 restarted (lb1 holds it: {}, lb2: {})", holds_vip(lb1)?, holds_vip(lb2)?);
+    .with_context(|| format!("{}'s log: {}", away.name, log_path(away).display()))?;
+    if !holds_vip_alone(home)? {
+        bail!("the VIP moved again while pglb on {} restarted ({})", away.name, vip_picture());
     }
     Ok(started.elapsed())
+}
+
+/// A load balancer other than `home` that holds the VIP, when pglb runs on every load balancer:
+/// the state [`bring_vip_home`] starts from. (The home may still hold a stale VIP of its own
+/// that its restarted pglb is about to remove.)
+fn vip_away_from(home: &Host) -> Result<&'static Host> {
+    let away = load_balancers().filter(|lb| lb.name != home.name).find(|lb| holds_vip(lb).unwrap_or(false));
+    match away {
+        Some(away) if load_balancers().all(running) => Ok(away),
+        _ => bail!(
+            "cannot bring the VIP home: expected pglb running on every load balancer and the VIP on one other than {} ({})",
+            home.name,
+            vip_picture()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `priority` in the `[vrrp]` section of a lab config (the `[[node]]` sections have one too).
+    fn vrrp_priority(config: &str) -> Option<u32> {
+        let mut section = "";
+        for line in config.lines().map(str::trim) {
+            if line.starts_with('[') {
+                section = line;
+            } else if section == "[vrrp]"
+                && let Some(("priority", value)) = line.split_once('=').map(|(k, v)| (k.trim(), v.trim()))
+            {
+                return value.parse().ok();
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn vrrp_priorities_fall_in_topology_order() {
+        // What makes the first load balancer the VIP's home and `peer_of` the one that takes over.
+        let priorities: Vec<(&str, u32)> = load_balancers()
+            .map(|lb| {
+                let path = source_config(lb);
+                let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                (lb.name, vrrp_priority(&text).unwrap_or_else(|| panic!("no [vrrp] priority in {}", path.display())))
+            })
+            .collect();
+        assert_eq!(priorities.first(), Some(&("lb1", 150)));
+        assert!(priorities.windows(2).all(|w| w[0].1 > w[1].1), "{priorities:?}");
+    }
 }

@@ -4,6 +4,8 @@ pub mod agent;
 pub mod fault;
 pub mod lb;
 pub mod net;
+pub mod pgbench;
+pub mod pglb_json;
 pub mod postgres;
 pub mod topology;
 

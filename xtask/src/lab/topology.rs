@@ -81,6 +81,31 @@ pub fn postgres_hosts() -> impl Iterator<Item = &'static Host> {
     HOSTS.iter().filter(|h| h.kind == Kind::Postgres)
 }
 
+/// The load balancers, in the order of [`HOSTS`]: `lab up` starts them in this order, and their
+/// configs give them falling VRRP priorities (a test in `lb.rs` checks it). Another load
+/// balancer is one more line in [`HOSTS`] and its config, `config/lab-<name>.toml`.
+pub fn load_balancers() -> impl Iterator<Item = &'static Host> {
+    HOSTS.iter().filter(|h| h.kind == Kind::LoadBalancer)
+}
+
+/// The VIP's home: the first load balancer, which takes the VIP at `lab up` (highest priority,
+/// started first) and to which the drills and tests bring it back after moving it.
+pub fn home_lb() -> &'static Host {
+    load_balancers().next().expect("the lab topology has a load balancer")
+}
+
+/// The load balancer that takes the VIP when `lb` stops: the first other one in [`HOSTS`], the
+/// highest priority of the rest.
+pub fn peer_of(lb: &Host) -> &'static Host {
+    load_balancers().find(|o| o.name != lb.name).expect("the lab topology has two load balancers")
+}
+
+/// The VIP's home and its peer: lb1 and lb2 in the lab, the names the drills' checks use.
+pub fn home_and_peer() -> (&'static Host, &'static Host) {
+    let home = home_lb();
+    (home, peer_of(home))
+}
+
 pub fn secrets_dir() -> PathBuf {
     PathBuf::from(STATE_DIR).join("secrets")
 }
@@ -105,4 +130,19 @@ pub fn client_pgpass() -> PathBuf {
 /// The marker written last by a complete `lab up`.
 pub fn up_marker() -> PathBuf {
     PathBuf::from(STATE_DIR).join("lab.up")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_load_balancer_is_the_home_and_each_has_a_peer() {
+        let names: Vec<&str> = load_balancers().map(|h| h.name).collect();
+        assert_eq!(names, ["lb1", "lb2"]);
+        assert_eq!(home_lb().name, "lb1");
+        let (home, peer) = home_and_peer();
+        assert_eq!((home.name, peer.name), ("lb1", "lb2"));
+        assert_eq!(peer_of(peer).name, "lb1", "the home takes the VIP back from its peer");
+    }
 }

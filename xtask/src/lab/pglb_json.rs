@@ -1,6 +1,6 @@
 //! Readers of `pglb status --json` (schema `pglb.status/1`) and `pglb map dump --json` (schema
-//! `pglb.map-dump/1`), docs/JSON.md: what the drills take from them. Pure functions over the
-//! JSON text, tested here.
+//! `pglb.map-dump/1`), docs/JSON.md: what the drills and the bench take from them. Pure
+//! functions over the JSON text, tested here; in `lab` so that neither of them imports the other.
 
 use std::collections::BTreeMap;
 

@@ -12,7 +12,7 @@ use std::{
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::config::Human;
+use crate::Human;
 
 /// The agent's whole configuration.
 ///

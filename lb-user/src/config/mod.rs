@@ -27,12 +27,12 @@ mod secrets;
 mod sections;
 mod validate;
 
-use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::Human;
 
 pub use self::cidr::{CidrParseError, Ipv4Cidr};
 pub use self::defaults::{DEFAULT_PIN_ROOT, DEFAULT_STATE_ROOT};
@@ -70,16 +70,6 @@ pub struct Config {
     /// Absent: no agent channel (`pglb agent` hosts cannot learn the routing from here).
     #[serde(default)]
     pub agent: Option<AgentChannelConfig>,
-}
-
-/// A duration as humantime writes it, for error messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Human(pub Duration);
-
-impl fmt::Display for Human {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_zero() { f.write_str("0s") } else { write!(f, "{}", humantime::format_duration(self.0)) }
-    }
 }
 
 /// Everything that makes a config unusable. Every message is one line.

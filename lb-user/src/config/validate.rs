@@ -5,7 +5,8 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::{AgentChannelConfig, Config, ConfigError, Human, Pool, VrrpConfig, secrets::check_password_source};
+use super::{AgentChannelConfig, Config, ConfigError, Pool, VrrpConfig, secrets::check_password_source};
+use crate::Human;
 
 /// The longest Linux interface name (IFNAMSIZ − 1).
 pub const MAX_INTERFACE_NAME: usize = 15;

@@ -3,7 +3,6 @@
 
 pub mod admin;
 pub mod agent;
-pub mod channel;
 pub mod config;
 pub mod dataplane;
 pub mod failover;

@@ -42,7 +42,7 @@ impl Config {
             self.http.stats_password = Some(read_secret("http", &h.stats_password_file, &h.stats_password_env, &env)?);
         }
         if let Some(a) = &mut self.agent {
-            a.signing_key = Some(crate::channel::SigningKey::from_file(&a.signing_key_file)?);
+            a.signing_key = Some(crate::agent::channel::SigningKey::from_file(&a.signing_key_file)?);
             for c in &mut a.clients {
                 c.key = Some(crate::key::Key::from_file(&c.key_file, "agent")?);
             }

@@ -40,7 +40,7 @@ pub struct AgentChannelConfig {
     pub clients: Vec<AgentClientConfig>,
     /// Filled in by [`Config::load`] from `signing_key_file`.
     #[serde(skip)]
-    pub signing_key: Option<crate::channel::SigningKey>,
+    pub signing_key: Option<crate::agent::channel::SigningKey>,
 }
 
 /// `[[agent.client]]`: one application host's agent.
@@ -53,7 +53,7 @@ pub struct AgentClientConfig {
     pub key_file: PathBuf,
     /// Filled in by [`Config::load`] from `key_file`.
     #[serde(skip)]
-    pub key: Option<crate::channel::Key>,
+    pub key: Option<crate::agent::channel::Key>,
 }
 
 /// `[instance]`

@@ -271,7 +271,7 @@ impl Config {
         }
         let mut seen = HashSet::new();
         for c in &a.clients {
-            if !crate::channel::is_agent_name(&c.name) {
+            if !crate::agent::channel::is_agent_name(&c.name) {
                 return Err(ConfigError::AgentClientName { name: c.name.clone() });
             }
             if !seen.insert(c.name.as_str()) {

@@ -38,7 +38,7 @@ pub struct AgentChannelConfig {
     /// `[[agent.client]]`: the agents allowed to subscribe, each with its own key.
     #[serde(rename = "client", default)]
     pub clients: Vec<AgentClientConfig>,
-    /// Filled in by [`Config::load`] from `signing_key_file`.
+    /// Filled in by [`Config::load`](super::Config::load) from `signing_key_file`.
     #[serde(skip)]
     pub signing_key: Option<crate::agent::channel::SigningKey>,
 }
@@ -51,7 +51,7 @@ pub struct AgentClientConfig {
     pub name: String,
     /// The agent's own HMAC key, the same bytes as its `key_file`: at least 16 bytes, 0600.
     pub key_file: PathBuf,
-    /// Filled in by [`Config::load`] from `key_file`.
+    /// Filled in by [`Config::load`](super::Config::load) from `key_file`.
     #[serde(skip)]
     pub key: Option<crate::agent::channel::Key>,
 }
@@ -178,7 +178,7 @@ pub struct ProbeConfig {
     /// An environment variable holding the password.
     #[serde(default)]
     pub password_env: Option<String>,
-    /// Filled in by [`Config::load`] from `password_file` or `password_env`.
+    /// Filled in by [`Config::load`](super::Config::load) from `password_file` or `password_env`.
     #[serde(skip)]
     pub password: Secret,
     /// Time between probes of one node. Default 200ms.
@@ -248,7 +248,7 @@ pub struct ReplicationConfig {
     pub password_file: Option<PathBuf>,
     #[serde(default)]
     pub password_env: Option<String>,
-    /// Filled in by [`Config::load`].
+    /// Filled in by [`Config::load`](super::Config::load).
     #[serde(skip)]
     pub password: Secret,
     /// N in `synchronous_standby_names = 'ANY N (…)'` that pglb writes on a new primary
@@ -288,7 +288,7 @@ pub struct VrrpConfig {
     /// file must not be readable by group or others. Required with `peers`.
     #[serde(default)]
     pub key_file: Option<PathBuf>,
-    /// Filled in by [`Config::load`].
+    /// Filled in by [`Config::load`](super::Config::load).
     #[serde(skip)]
     pub key: Option<crate::key::Key>,
     /// Plain VRRPv3 peers (keepalived, during a migration): their adverts are believed as
@@ -339,7 +339,7 @@ pub struct HttpConfig {
     pub stats_password_file: Option<PathBuf>,
     #[serde(default)]
     pub stats_password_env: Option<String>,
-    /// Filled in by [`Config::load`] when a stats password source is set.
+    /// Filled in by [`Config::load`](super::Config::load) when a stats password source is set.
     #[serde(skip)]
     pub stats_password: Option<Secret>,
 }

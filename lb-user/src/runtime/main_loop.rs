@@ -14,6 +14,7 @@ use tracing::{debug, error, info, warn};
 
 use super::{
     Exit, Inputs, Runtime, VipOwner,
+    executor,
     history::EventKind,
     signals::{Ask, Signals},
     snapshot::SnapshotSource,
@@ -47,6 +48,8 @@ enum Input {
     ProbesGone,
     /// One of the daemon's tasks ended by itself: stop.
     TaskEnded(tasks::Ended),
+    /// An action's task panicked: logged.
+    ActionPanicked(executor::Panicked),
 }
 
 impl Runtime {
@@ -78,6 +81,7 @@ impl Runtime {
                 _ = sweep.tick() => Input::Sweep,
                 ask = signals.next() => Input::Signal(ask),
                 ended = tasks.ended() => Input::TaskEnded(ended),
+                panicked = self.executor.panicked() => Input::ActionPanicked(panicked),
             };
             self.check_stall().await;
             if let Some(exit) = self.dispatch(input, &source).await {
@@ -149,6 +153,9 @@ impl Runtime {
             Input::TaskEnded(ended) => {
                 error!(task = ended.name, panic = ?ended.panic, "a task of the daemon ended by itself: stopping (the service manager restarts pglb)");
                 return Some(Exit::Stop("a task ended"));
+            }
+            Input::ActionPanicked(p) => {
+                error!(action = p.action, panic = p.panic, "an action's task panicked: its result never reaches the failover machine");
             }
         }
         None

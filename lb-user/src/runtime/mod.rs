@@ -213,7 +213,7 @@ struct Runtime {
     flood_event: Option<EventId>,
 }
 
-/// How long the daemon's tasks get to stop before they are aborted.
+/// How long the daemon's tasks and the actions in flight get to stop before they are aborted.
 const TASKS_STOP_LIMIT: Duration = Duration::from_secs(2);
 
 /// `pglb run`: the config read once ([`params::from_config`]), then the start-up steps in
@@ -292,8 +292,8 @@ pub async fn run(config: Config) -> Result<(), RuntimeError> {
         Exit::Stop(_) => "stopping: releasing the VIP and the lease",
         Exit::Restart => "restarting: the VIP stays here, XDP keeps forwarding",
     });
-    rt.stop(exit).await;
-    tasks.stop(TASKS_STOP_LIMIT).await;
+    let executor = rt.stop(exit).await;
+    tokio::join!(tasks.stop(TASKS_STOP_LIMIT), executor.stop(TASKS_STOP_LIMIT));
     let _ = std::fs::remove_file(&admin_path);
     Ok(())
 }

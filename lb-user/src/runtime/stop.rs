@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tracing::{error, info};
 
-use super::{Exit, Runtime, VipOwner};
+use super::{Exit, Runtime, VipOwner, executor::Executor};
 use crate::vip::VrrpState;
 
 /// Restart exit (SIGUSR2): the last VRRP adverts announce this interval, so an RFC 9568 backup
@@ -16,8 +16,9 @@ const RESTART_HOLD: Duration = Duration::from_secs(2);
 impl Runtime {
     /// Leaves: a restart keeps the VIP and extends the lease over the restart (the next run
     /// expires it at once and renews it once it has decided); a stop hands the VIP over and
-    /// lets the lease run out.
-    pub(super) async fn stop(mut self, exit: Exit) {
+    /// lets the lease run out. Returns the executor, whose actions in flight stop with the
+    /// daemon's tasks.
+    pub(super) async fn stop(mut self, exit: Exit) -> Executor {
         let (lease, grace) = (self.p.lease.period, self.p.lease.grace);
         match exit {
             Exit::Restart => {
@@ -51,5 +52,6 @@ impl Runtime {
                 }
             }
         }
+        self.executor
     }
 }

@@ -21,6 +21,8 @@ impl Runtime {
         match req {
             AdminRequest::Status { json, reply } => {
                 let source = source.clone();
+                // Off the loop (the snapshot walks the flow table); detached on purpose: it only
+                // reads and ends with its one reply, which still reaches the operator at a stop.
                 tokio::spawn(async move {
                     let snap = source.snapshot().await;
                     let text = if json { crate::status::render_json(&snap) } else { crate::status::render_table(&snap) };

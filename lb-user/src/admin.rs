@@ -94,6 +94,8 @@ pub async fn serve(listener: UnixListener, to_daemon: mpsc::Sender<AdminRequest>
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
         let to_daemon = to_daemon.clone();
+        // Detached on purpose: one request and one reply; an operator waiting at a stop (for a
+        // switchover) must still be told "the daemon stopped before answering".
         tokio::spawn(async move {
             if let Err(e) = answer(stream, &to_daemon).await {
                 debug!(error = %e, "admin: connection ended with an error");

@@ -79,6 +79,8 @@ pub async fn serve<P: SnapshotProvider>(listener: TcpListener, snapshot: P, auth
         };
         let snapshot = snapshot.clone();
         let auth = auth.clone();
+        // Detached on purpose: one request and one answer (the read bounded by READ_TIMEOUT),
+        // holding nothing but a snapshot source; an answer in flight at a stop may finish.
         tokio::spawn(async move {
             if let Err(e) = handle(stream, &snapshot, auth.as_ref()).await {
                 debug!(%peer, error = %e, "http: connection ended with an error");

@@ -1,6 +1,6 @@
 //! Secrets in files, shared by every authenticated channel between pglb processes: the HMAC-SHA256
 //! keys (the peer reports' `[vrrp] key_file`, each agent's own key) and the file handling the
-//! agent channel's Ed25519 keys use too (`crate::channel::keys`).
+//! agent channel's Ed25519 keys use too ([`crate::agent::channel::keys`]).
 //!
 //! A secret file must be private to its owner (mode 0600 or stricter); an HMAC key file holds at
 //! least [`KEY_MIN_LEN`] bytes, and its whole content, less one trailing newline, is the key. Key

@@ -3,7 +3,6 @@
 
 pub mod admin;
 pub mod agent;
-pub mod channel;
 pub mod config;
 pub mod dataplane;
 pub mod failover;
@@ -23,6 +22,16 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 /// The compiled agent object (lb-ebpf `src/agent.rs`, the cgroup `connect4` program), embedded at
 /// build time by `build.rs`.
 pub static AGENT_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-agent-ebpf"));
+
+/// A duration as humantime writes it, for error messages (the config's and the agent config's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Human(pub std::time::Duration);
+
+impl std::fmt::Display for Human {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_zero() { f.write_str("0s") } else { write!(f, "{}", humantime::format_duration(self.0)) }
+    }
+}
 
 /// An error and its whole `source()` chain on one line, `outer: inner: innermost`. Errors in
 /// this crate keep their cause out of their own message and in a `#[source]` field, so this is

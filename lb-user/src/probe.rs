@@ -92,6 +92,8 @@ pub async fn connect(pg: &tokio_postgres::Config, limit: Duration) -> Result<Cli
         Err(_) => Err(ProbeFailure::Timeout),
         Ok(Err(e)) => Err(ProbeFailure::Unreachable(error_text(&e))),
         Ok(Ok((client, connection))) => {
+            // Detached on purpose: the connection's driver ends when its `Client` is dropped
+            // (or the server goes away), so the client's owner bounds its life.
             tokio::spawn(async move {
                 let _ = connection.await;
             });

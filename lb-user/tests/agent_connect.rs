@@ -25,9 +25,9 @@ use lb_user::{
     agent::{
         bpf::{self, AgentProgram},
         destroy::{Destroyed, destroy_connected_to},
+        channel::{Epoch, Reader, Role, Route, Target},
         monotonic,
     },
-    channel::{Epoch, Reader, Role, Route, Target},
 };
 use support::{require_root, unique, wait_for};
 

@@ -34,7 +34,7 @@ use lb_common::{
 use thiserror::Error;
 
 use super::destroy::{self, DestroyError, Destroyed};
-use crate::channel::Route;
+use super::channel::Route;
 
 /// The pinned map's file name under the agent's pin path.
 pub const REWRITTEN_PIN: &str = "rewritten";

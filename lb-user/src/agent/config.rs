@@ -12,7 +12,7 @@ use std::{
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::config::Human;
+use crate::Human;
 
 /// The agent's whole configuration.
 ///
@@ -153,7 +153,7 @@ impl AgentConfig {
             return Err(AgentConfigError::SubscribeInterval { value: Human(self.subscribe_interval), max });
         }
         if let Some(name) = &self.name
-            && !crate::channel::is_agent_name(name)
+            && !super::channel::is_agent_name(name)
         {
             return Err(AgentConfigError::Name { name: name.clone() });
         }

@@ -38,7 +38,7 @@ use std::{
     time::Duration,
 };
 
-use crate::channel::{Epoch, Role, Route};
+use super::channel::{Epoch, Role, Route};
 
 /// How many recent request nonces an answer may echo.
 pub const NONCE_WINDOW: usize = 8;
@@ -281,7 +281,7 @@ impl Machine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channel::{Reader, Target};
+    use crate::agent::channel::{Reader, Target};
 
     const LEASE: Duration = Duration::from_secs(1);
 

@@ -4,7 +4,7 @@
 //! that rewrites a `connect()` to VIP:write_port into the current writer's address and
 //! VIP:read_port into a reader's, so the application's packets go straight to PostgreSQL. It
 //! decides nothing itself: the routing comes from the load balancers over an authenticated UDP
-//! channel (`crate::channel`; the load balancer's side is `crate::runtime::agent_channel`), and
+//! channel ([`channel`]; the load balancer's side is [`crate::runtime::agent_channel`]), and
 //! [`machine`] decides which messages to believe and how long (the lease). Without a valid
 //! route nothing is rewritten and connections take the VIP, as without an agent. When the
 //! writer changes (or is lost, or the lease runs out, or masters disagree) the sockets still
@@ -19,6 +19,7 @@
 //! ```
 
 pub mod bpf;
+pub mod channel;
 pub mod config;
 pub mod destroy;
 pub mod machine;
@@ -43,7 +44,7 @@ use self::{
     destroy::Destroyed,
     machine::{Action, Cleared, Event, Machine},
 };
-use crate::channel::{Cookie, Key, KeyError, MAX_DATAGRAM, PublicKey, ProtoError, Subscribe, ToAgent, keys::random_bytes};
+use self::channel::{Cookie, Key, KeyError, MAX_DATAGRAM, PublicKey, ProtoError, Subscribe, ToAgent, keys::random_bytes};
 
 #[derive(Debug, Error)]
 pub enum AgentError {
@@ -241,7 +242,7 @@ fn apply(prog: &mut AgentProgram, actions: Vec<Action>) {
     for action in actions {
         match action {
             Action::Apply { route, expires } => {
-                let names = |r: &[crate::channel::Reader]| r.iter().map(|r| r.target.name.as_str()).collect::<Vec<_>>().join(", ");
+                let names = |r: &[channel::Reader]| r.iter().map(|r| r.target.name.as_str()).collect::<Vec<_>>().join(", ");
                 match prog.apply(&route, expires.as_nanos() as u64) {
                     Ok(()) => info!(
                         epoch = %route.epoch, lb = %route.lb, writer = ?route.writer.as_ref().map(|w| w.addr), readers = %names(&route.readers),

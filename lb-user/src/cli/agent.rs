@@ -4,9 +4,10 @@
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
-use lb_user::{
-    agent::{self, config::AgentConfig},
+use lb_user::agent::{
+    self,
     channel::{Key, SigningKey},
+    config::AgentConfig,
 };
 
 #[derive(clap::Args)]

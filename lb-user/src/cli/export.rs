@@ -31,6 +31,8 @@ pub struct PgadminArgs {
     #[arg(long, default_value = "postgres")]
     maintenance_db: String,
     /// The pgAdmin server group. Default: "pglb <instance name>".
+    // The doc is the help text, shown as typed: `<instance name>` is no HTML tag there.
+    #[allow(rustdoc::invalid_html_tags)]
     #[arg(long)]
     group: Option<String>,
     /// libpq sslmode.

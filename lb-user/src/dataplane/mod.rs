@@ -19,7 +19,7 @@
 //! takes them away.
 //!
 //! The program's own log records (rare events only) are forwarded into the daemon's log by
-//! [`kernel_log`]; the program is loaded with its log level set to the daemon's.
+//! `kernel_log`; the program is loaded with its log level set to the daemon's.
 
 mod flood;
 mod kernel_log;

@@ -2,12 +2,18 @@
 //! promote, re-point, `synchronous_standby_names`, demote, rejoin — each on its own task, and
 //! reports every result except `SetSyncStandbys`'s back as an [`Event::ActionDone`]. Map writes,
 //! the state file and VRRP tracking are the runtime's own (see the module above).
+//!
+//! The executor owns its tasks: the main loop reaps them ([`Executor::panicked`], so a panic is
+//! logged rather than lost), and they stop with the daemon's own tasks ([`Executor::stop`]).
 
-use std::{net::SocketAddrV4, time::Duration};
+use std::{collections::HashMap, future::Future, net::SocketAddrV4, time::Duration};
 
 use thiserror::Error;
-use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tokio::{
+    sync::mpsc,
+    task::{Id, JoinSet},
+};
+use tracing::{error, info, warn};
 
 use crate::{
     failover::{Action, Event, NodeId, ProbeFailure},
@@ -104,11 +110,21 @@ fn sql_literal(v: &str) -> String {
 pub struct Executor {
     ctx: SqlContext,
     done: mpsc::Sender<Event>,
+    /// The actions running, and each one's line (see [`describe`]) for the log.
+    running: JoinSet<()>,
+    described: HashMap<Id, String>,
+}
+
+/// An action whose task panicked: its result never reaches the machine.
+#[derive(Debug)]
+pub struct Panicked {
+    pub action: String,
+    pub panic: String,
 }
 
 impl Executor {
     pub fn new(ctx: SqlContext, done: mpsc::Sender<Event>) -> Self {
-        Executor { ctx, done }
+        Executor { ctx, done, running: JoinSet::new(), described: HashMap::new() }
     }
 
     pub fn ctx(&self) -> &SqlContext {
@@ -116,10 +132,11 @@ impl Executor {
     }
 
     /// Starts `action`; its result comes back as [`Event::ActionDone`] (the error as one line).
-    pub fn spawn(&self, action: Action) {
+    pub fn spawn(&mut self, action: Action) {
         let ctx = self.ctx.clone();
         let done = self.done.clone();
-        tokio::spawn(async move {
+        let line = describe(&action, &ctx);
+        self.own(line, async move {
             let result = run(&action, &ctx).await;
             match &result {
                 Ok(()) => info!("action done: {}", describe(&action, &ctx)),
@@ -130,6 +147,53 @@ impl Executor {
                 let _ = done.send(Event::ActionDone { action, result }).await;
             }
         });
+    }
+
+    /// Runs `work` as one of the executor's tasks, named by `line` in the log.
+    fn own(&mut self, line: String, work: impl Future<Output = ()> + Send + 'static) {
+        let handle = self.running.spawn(work);
+        self.described.insert(handle.id(), line);
+    }
+
+    /// The next action whose task panicked; those that ended well are reaped on the way.
+    /// Pending while none is running. Cancel-safe: the main loop waits for it among its inputs.
+    pub async fn panicked(&mut self) -> Panicked {
+        loop {
+            let (id, panic) = match self.running.join_next_with_id().await {
+                Some(Ok((id, ()))) => (id, None),
+                Some(Err(e)) => (e.id(), e.is_panic().then(|| e.to_string())),
+                None => return std::future::pending().await,
+            };
+            let action = self.described.remove(&id).unwrap_or_default();
+            if let Some(panic) = panic {
+                return Panicked { action, panic };
+            }
+        }
+    }
+
+    /// Waits at most `limit` for the actions still running, then aborts what is left. The main
+    /// loop has ended, so their results reach no machine; the wait only spares a short action
+    /// (a re-point) from being cut off half-way. A restored machine or a peer decides afresh.
+    pub async fn stop(mut self, limit: Duration) {
+        if self.running.is_empty() {
+            return;
+        }
+        info!(actions = ?self.described.values().collect::<Vec<_>>(), limit_ms = limit.as_millis() as u64, "stopping: waiting for the actions still running");
+        let drained = tokio::time::timeout(limit, async {
+            while let Some(joined) = self.running.join_next_with_id().await {
+                match joined {
+                    Ok((id, ())) => {
+                        self.described.remove(&id);
+                    }
+                    Err(e) => error!(action = self.described.remove(&e.id()).unwrap_or_default(), error = %e, "an action's task failed while stopping"),
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            warn!(actions = ?self.described.values().collect::<Vec<_>>(), "actions still running at the stop: aborted");
+            self.running.abort_all();
+        }
     }
 }
 
@@ -293,6 +357,48 @@ mod tests {
             ensure_slot_sql("pg2"),
             "SELECT pg_create_physical_replication_slot('pg2') WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = 'pg2')"
         );
+    }
+
+    fn executor() -> Executor {
+        let settings = ProbeSettings {
+            user: "pglb".into(),
+            password: String::new(),
+            dbname: "postgres".into(),
+            application_name: "pglb".into(),
+            interval: Duration::from_millis(200),
+            timeout: Duration::from_millis(150),
+            connect_timeout: Duration::from_millis(150),
+        };
+        let ctx = SqlContext {
+            settings,
+            nodes: Vec::new(),
+            replication_user: "replicator".into(),
+            replication_password: String::new(),
+            timeout: Duration::from_secs(1),
+            demote_command: None,
+            rejoin_command: None,
+        };
+        Executor::new(ctx, mpsc::channel(1).0)
+    }
+
+    #[tokio::test]
+    async fn a_panicking_action_is_reported_and_a_stop_is_bounded() {
+        let mut ex = executor();
+        let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&finished);
+        ex.own("quick".into(), async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        ex.own("boom".into(), async { panic!("boom") });
+        let p = tokio::time::timeout(Duration::from_secs(5), ex.panicked()).await.expect("the panic is reported");
+        assert_eq!(p.action, "boom");
+        assert!(p.panic.contains("panicked"), "{p:?}");
+        ex.own("hangs".into(), std::future::pending());
+        let started = tokio::time::Instant::now();
+        ex.stop(Duration::from_millis(300)).await;
+        assert!(started.elapsed() < Duration::from_secs(2), "the stop is bounded");
+        assert!(finished.load(std::sync::atomic::Ordering::SeqCst), "a short action finishes before the stop returns");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::{
 };
 
 use crate::{
-    channel::{Key, SigningKey},
+    agent::channel::{Key, SigningKey},
     config::{Config, Pool},
     dataplane::{BackendSpec, DataplaneSpec, ListenerSpec},
     failover::{NodeParams, Params},

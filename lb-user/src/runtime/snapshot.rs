@@ -18,9 +18,9 @@ use super::{
     params::SnapshotParams,
 };
 use crate::{
-    dataplane::Pinned,
+    dataplane::{Counters, FlowView, Pinned},
     failover::{ClusterView, NodeState},
-    status::{EventRow, Histogram, NodeRow, RateSeries, Snapshot, Traffic},
+    status::{EventRow, Histogram, NodeRow, PeerRow, RateSeries, Snapshot, Traffic},
     vip::{self, VrrpCounters, VrrpStatus},
 };
 
@@ -123,15 +123,68 @@ impl SnapshotSource {
         }
     }
 
+    /// The snapshot, section by section: the machine's view as last published, the data plane's
+    /// counters and flows, the VRRP machine's status, the peers, the recent events and rates.
     fn build(&self) -> Snapshot {
         let published = self.published.borrow().clone();
         let view = &published.view;
-        let (counters, flows, lease_valid) = {
-            let pinned = self.pinned.lock().unwrap_or_else(|p| p.into_inner());
-            (pinned.counters().ok(), pinned.flows().unwrap_or_default(), pinned.lease_valid().unwrap_or(false))
-        };
-        let nodes = view
-            .nodes
+        let read = self.read_dataplane();
+        let nodes = self.node_rows(&published, &read);
+        let vrrp = self.vrrp_part();
+        let c = published.counts;
+        let (peer_reports_accepted, peer_reports_dropped) = peer_report_counts(&published);
+        let (rates, rate_window) = self.rates();
+        Snapshot {
+            instance: self.instance.clone(),
+            vip: self.vip.clone(),
+            phase: view.phase.as_str().to_owned(),
+            vrrp_state: vrrp.state,
+            vip_held: vrrp.held,
+            vip_master: vrrp.master,
+            forwarding: vrrp.held,
+            writer: view.writer.map(|w| self.nodes[w].0.clone()),
+            nodes,
+            failovers_total: c.failovers,
+            switchovers_total: c.switchovers,
+            vrrp_transitions_total: vrrp.transitions,
+            adverts_sent: vrrp.sent,
+            adverts_received: vrrp.received,
+            adverts_dropped: vrrp.dropped,
+            flows_established: read.flows.iter().filter(|f| !f.half_open).count() as u64,
+            flows_half_open: read.flows.iter().filter(|f| f.half_open).count() as u64,
+            datapath_reasons: read.counters.map(|c| c.named_reasons().map(|(n, v)| (n.to_owned(), v)).collect()).unwrap_or_default(),
+            writer_reachable: view.writer_reachable,
+            rejoins_ok_total: c.rejoins_ok,
+            rejoins_failed_total: c.rejoins_failed,
+            state_write_errors_total: c.state_write_errors,
+            state_recorded: view.recorded,
+            ready: view.ready,
+            loop_stalls_total: c.loop_stalls,
+            timeline_hint: view.timeline_hint.map(|(tl, peer)| (tl, peer.to_string())),
+            peer_reports_accepted,
+            peer_reports_dropped,
+            fenced: view.nodes.iter().filter(|n| n.fence.is_some()).map(|n| n.name.clone()).collect(),
+            lease_valid: read.lease_valid,
+            peers: self.peer_rows(view, vrrp.status.as_ref()),
+            vrrp_priority: vrrp.status.as_ref().map(|st| st.priority),
+            vrrp_priority_configured: self.configured_priority,
+            events: self.events(),
+            rates,
+            rate_every_s: history::SAMPLE_EVERY.as_secs_f64(),
+            rate_window,
+        }
+    }
+
+    /// The data plane's counters, flows and lease, read under one lock of the pinned maps.
+    fn read_dataplane(&self) -> DataplaneRead {
+        let pinned = self.pinned.lock().unwrap_or_else(|p| p.into_inner());
+        DataplaneRead { counters: pinned.counters().ok(), flows: pinned.flows().unwrap_or_default(), lease_valid: pinned.lease_valid().unwrap_or(false) }
+    }
+
+    /// One row per node: the machine's view of it, the ports routed to it and its traffic.
+    fn node_rows(&self, published: &Published, read: &DataplaneRead) -> Vec<NodeRow> {
+        let view = &published.view;
+        view.nodes
             .iter()
             .map(|n| {
                 let mut routed = Vec::new();
@@ -141,7 +194,7 @@ impl SnapshotSource {
                 if view.readers.contains(&n.id) {
                     routed.extend(&self.read_ports);
                 }
-                let stats = counters.as_ref().and_then(|c| c.backends.iter().find(|(id, _)| *id == n.id as u32).map(|(_, s)| *s));
+                let stats = read.counters.as_ref().and_then(|c| c.backends.iter().find(|(id, _)| *id == n.id as u32).map(|(_, s)| *s));
                 NodeRow {
                     name: n.name.clone(),
                     addr: self.nodes[n.id].1.to_string(),
@@ -153,7 +206,7 @@ impl SnapshotSource {
                     lag_seconds: n.lag.map(|d| d.as_secs_f64()),
                     routed_ports: routed,
                     traffic: Traffic {
-                        flows: flows.iter().filter(|f| f.backend_id == n.id as u32).count() as u64,
+                        flows: read.flows.iter().filter(|f| f.backend_id == n.id as u32).count() as u64,
                         new_flows: stats.map(|s| s.new_flows).unwrap_or(0),
                         packets: stats.map(|s| s.to_backend_packets + s.to_client_packets).unwrap_or(0),
                         bytes: stats.map(|s| s.to_backend_bytes + s.to_client_bytes).unwrap_or(0),
@@ -163,122 +216,112 @@ impl SnapshotSource {
                     probe_latency: published.latency.get(n.id).cloned().unwrap_or_default(),
                 }
             })
+            .collect()
+    }
+
+    /// The VRRP machine's status and counters; without VRRP, this instance holds the VIP.
+    fn vrrp_part(&self) -> VrrpPart {
+        let VipView::Vrrp { status, counters: c } = &self.vip_view else {
+            return VrrpPart { status: None, state: "none".to_owned(), held: true, master: None, sent: 0, received: 0, dropped: Vec::new(), transitions: 0 };
+        };
+        let st = status.borrow().clone();
+        let dropped = vip::DropReason::ALL
+            .iter()
+            .map(|r| (r.as_str().to_owned(), c.dropped(*r)))
+            .chain(TRUST_DISCARDS.iter().map(|r| (r.as_str().to_owned(), c.discarded(*r))))
             .collect();
-        let mut vrrp_status = None;
-        let (vrrp_state, vip_held, vip_master, sent, received, dropped, transitions) = match &self.vip_view {
-            VipView::Vrrp { status, counters } => {
-                let st = status.borrow().clone();
-                vrrp_status = Some(st.clone());
-                let c = counters;
-                let dropped = vip::DropReason::ALL
-                    .iter()
-                    .map(|r| (r.as_str().to_owned(), c.dropped(*r)))
-                    .chain(TRUST_DISCARDS.iter().map(|r| (r.as_str().to_owned(), c.discarded(*r))))
-                    .collect();
-                let transitions = vip::VrrpState::ALL.iter().map(|s| c.transitions_to(*s)).sum();
-                (
-                    st.state.as_str().to_owned(),
-                    st.master,
-                    st.master_address.filter(|_| !st.master).map(|a| a.to_string()),
-                    c.adverts_sent.load(std::sync::atomic::Ordering::Relaxed),
-                    c.adverts_received.load(std::sync::atomic::Ordering::Relaxed),
-                    dropped,
-                    transitions,
-                )
-            }
-            VipView::Static => ("none".to_owned(), true, None, 0, 0, Vec::new(), 0),
-        };
-        let c = published.counts;
-        let events = {
-            let log = self.recent.events.lock().unwrap_or_else(|p| p.into_inner());
-            log.newest_first()
-                .map(|e| EventRow {
-                    at: history::rfc3339(e.started),
-                    kind: e.kind.as_str().to_owned(),
-                    text: e.text.clone(),
-                    duration_s: e.duration.map(|d| d.as_secs_f64()),
-                    ongoing: e.ongoing,
-                })
-                .collect()
-        };
-        let (rates, rate_window) = {
-            let traffic = self.recent.traffic.lock().unwrap_or_else(|p| p.into_inner());
-            let rates = self
-                .nodes
-                .iter()
-                .enumerate()
-                .map(|(id, (name, _))| {
-                    let r = traffic.rates(id);
-                    RateSeries { node: name.clone(), conns_per_s: r.iter().map(|r| r.conns_per_s).collect(), packets_per_s: r.iter().map(|r| r.packets_per_s).collect() }
-                })
-                .collect();
-            (rates, traffic.kept())
-        };
-        // A peer's last advert: its priority and age, on the VRRP runner's clock.
+        VrrpPart {
+            state: st.state.as_str().to_owned(),
+            held: st.master,
+            master: st.master_address.filter(|_| !st.master).map(|a| a.to_string()),
+            sent: c.adverts_sent.load(std::sync::atomic::Ordering::Relaxed),
+            received: c.adverts_received.load(std::sync::atomic::Ordering::Relaxed),
+            dropped,
+            transitions: vip::VrrpState::ALL.iter().map(|s| c.transitions_to(*s)).sum(),
+            status: Some(st),
+        }
+    }
+
+    /// Each `[vrrp] peers` entry: its last report, and its last advert's priority and age (on
+    /// the VRRP runner's clock).
+    fn peer_rows(&self, view: &ClusterView, vrrp_status: Option<&VrrpStatus>) -> Vec<PeerRow> {
         let advert = |addr: &str| -> (Option<u8>, Option<f64>) {
-            let Some(st) = &vrrp_status else { return (None, None) };
+            let Some(st) = vrrp_status else { return (None, None) };
             let priority = st.peer_priorities.iter().find(|(a, _)| a.to_string() == addr).map(|(_, p)| *p);
             let age = st.peers_heard.iter().find(|(a, _)| a.to_string() == addr).map(|(_, h)| st.as_of.saturating_sub(*h).as_secs_f64());
             (priority, age)
         };
-        Snapshot {
-            instance: self.instance.clone(),
-            vip: self.vip.clone(),
-            phase: view.phase.as_str().to_owned(),
-            vrrp_state,
-            vip_held,
-            vip_master,
-            forwarding: vip_held,
-            writer: view.writer.map(|w| self.nodes[w].0.clone()),
-            nodes,
-            failovers_total: c.failovers,
-            switchovers_total: c.switchovers,
-            vrrp_transitions_total: transitions,
-            adverts_sent: sent,
-            adverts_received: received,
-            adverts_dropped: dropped,
-            flows_established: flows.iter().filter(|f| !f.half_open).count() as u64,
-            flows_half_open: flows.iter().filter(|f| f.half_open).count() as u64,
-            datapath_reasons: counters.map(|c| c.named_reasons().map(|(n, v)| (n.to_owned(), v)).collect()).unwrap_or_default(),
-            writer_reachable: view.writer_reachable,
-            rejoins_ok_total: c.rejoins_ok,
-            rejoins_failed_total: c.rejoins_failed,
-            state_write_errors_total: c.state_write_errors,
-            state_recorded: view.recorded,
-            ready: view.ready,
-            loop_stalls_total: c.loop_stalls,
-            timeline_hint: view.timeline_hint.map(|(tl, peer)| (tl, peer.to_string())),
-            peer_reports_accepted: published.reports.as_ref().map_or(0, |r| r.accepted.load(std::sync::atomic::Ordering::Relaxed)),
-            peer_reports_dropped: published
-                .reports
-                .as_ref()
-                .map(|r| crate::vip::report::Rejection::ALL.iter().map(|x| (x.as_str().to_owned(), r.dropped(*x))).collect())
-                .unwrap_or_default(),
-            fenced: view.nodes.iter().filter(|n| n.fence.is_some()).map(|n| n.name.clone()).collect(),
-            lease_valid,
-            peers: self
-                .peers
-                .iter()
-                .zip(&view.peer_reports)
-                .map(|(addr, r)| {
-                    let (advert_priority, advert_age_s) = advert(addr);
-                    crate::status::PeerRow {
-                        addr: addr.clone(),
-                        timeline: r.as_ref().map(|r| r.timeline),
-                        writer: r.as_ref().and_then(|r| r.writer.clone()),
-                        advert_priority,
-                        advert_age_s,
-                    }
-                })
-                .collect(),
-            vrrp_priority: vrrp_status.as_ref().map(|st| st.priority),
-            vrrp_priority_configured: self.configured_priority,
-            events,
-            rates,
-            rate_every_s: history::SAMPLE_EVERY.as_secs_f64(),
-            rate_window,
-        }
+        self.peers
+            .iter()
+            .zip(&view.peer_reports)
+            .map(|(addr, r)| {
+                let (advert_priority, advert_age_s) = advert(addr);
+                PeerRow {
+                    addr: addr.clone(),
+                    timeline: r.as_ref().map(|r| r.timeline),
+                    writer: r.as_ref().and_then(|r| r.writer.clone()),
+                    advert_priority,
+                    advert_age_s,
+                }
+            })
+            .collect()
     }
+
+    /// The recent events, newest first.
+    fn events(&self) -> Vec<EventRow> {
+        let log = self.recent.events.lock().unwrap_or_else(|p| p.into_inner());
+        log.newest_first()
+            .map(|e| EventRow {
+                at: history::rfc3339(e.started),
+                kind: e.kind.as_str().to_owned(),
+                text: e.text.clone(),
+                duration_s: e.duration.map(|d| d.as_secs_f64()),
+                ongoing: e.ongoing,
+            })
+            .collect()
+    }
+
+    /// Each node's traffic rates, and how many samples a full window holds.
+    fn rates(&self) -> (Vec<RateSeries>, usize) {
+        let traffic = self.recent.traffic.lock().unwrap_or_else(|p| p.into_inner());
+        let rates = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(id, (name, _))| {
+                let r = traffic.rates(id);
+                RateSeries { node: name.clone(), conns_per_s: r.iter().map(|r| r.conns_per_s).collect(), packets_per_s: r.iter().map(|r| r.packets_per_s).collect() }
+            })
+            .collect();
+        (rates, traffic.kept())
+    }
+}
+
+/// The peer reports accepted, and those dropped by reason (none without `[vrrp] peers`).
+fn peer_report_counts(published: &Published) -> (u64, Vec<(String, u64)>) {
+    let Some(r) = published.reports.as_ref() else { return (0, Vec::new()) };
+    let dropped = crate::vip::report::Rejection::ALL.iter().map(|x| (x.as_str().to_owned(), r.dropped(*x))).collect();
+    (r.accepted.load(std::sync::atomic::Ordering::Relaxed), dropped)
+}
+
+/// What a snapshot reads from the data plane.
+struct DataplaneRead {
+    counters: Option<Counters>,
+    flows: Vec<FlowView>,
+    lease_valid: bool,
+}
+
+/// The VRRP section of a snapshot.
+struct VrrpPart {
+    /// The runner's status (`None` without VRRP), for the peers' adverts and the priority.
+    status: Option<VrrpStatus>,
+    state: String,
+    held: bool,
+    master: Option<String>,
+    sent: u64,
+    received: u64,
+    dropped: Vec<(String, u64)>,
+    transitions: u64,
 }
 
 impl crate::http::SnapshotProvider for SnapshotSource {

@@ -12,30 +12,44 @@ pub(super) fn escape_label(v: &str) -> String {
 pub fn render_metrics(s: &Snapshot) -> String {
     let mut o = String::new();
     let inst = escape_label(&s.instance);
-    let family = |o: &mut String, name: &str, kind: &str, help: &str| {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    };
-    family(&mut o, "pglb_node_up", "gauge", "1 when the node's last probe succeeded.");
+    for section in [nodes, probe_latency, backends, datapath, failover, vrrp, fences, state, peers, vip] {
+        section(&mut o, s, &inst);
+    }
+    o
+}
+
+/// A metric family's `# HELP` and `# TYPE` lines.
+fn family(o: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Each node's probe verdict, role, timeline and replay lag.
+fn nodes(o: &mut String, s: &Snapshot, inst: &str) {
+    family(o, "pglb_node_up", "gauge", "1 when the node's last probe succeeded.");
     for n in &s.nodes {
         let _ = writeln!(o, "pglb_node_up{{instance_name=\"{inst}\",node=\"{}\"}} {}", escape_label(&n.name), u8::from(n.up));
     }
-    family(&mut o, "pglb_node_role", "gauge", "1 for the node's current role label.");
+    family(o, "pglb_node_role", "gauge", "1 for the node's current role label.");
     for n in &s.nodes {
         for role in ["primary", "standby", "unknown"] {
             let _ = writeln!(o, "pglb_node_role{{instance_name=\"{inst}\",node=\"{}\",role=\"{role}\"}} {}", escape_label(&n.name), u8::from(n.role == role));
         }
     }
-    family(&mut o, "pglb_node_timeline", "gauge", "The node's timeline (0 when unknown).");
+    family(o, "pglb_node_timeline", "gauge", "The node's timeline (0 when unknown).");
     for n in &s.nodes {
         let _ = writeln!(o, "pglb_node_timeline{{instance_name=\"{inst}\",node=\"{}\"}} {}", escape_label(&n.name), n.timeline.unwrap_or(0));
     }
-    family(&mut o, "pglb_node_lag_bytes", "gauge", "Replay lag behind the primary in bytes (standbys).");
+    family(o, "pglb_node_lag_bytes", "gauge", "Replay lag behind the primary in bytes (standbys).");
     for n in &s.nodes {
         if let Some(l) = n.lag_bytes {
             let _ = writeln!(o, "pglb_node_lag_bytes{{instance_name=\"{inst}\",node=\"{}\"}} {l}", escape_label(&n.name));
         }
     }
-    family(&mut o, "pglb_probe_latency_seconds", "histogram", "Latency of role probes.");
+}
+
+/// The probe latency histogram per node, cumulative as Prometheus wants it.
+fn probe_latency(o: &mut String, s: &Snapshot, inst: &str) {
+    family(o, "pglb_probe_latency_seconds", "histogram", "Latency of role probes.");
     for n in &s.nodes {
         let node = escape_label(&n.name);
         let mut cumulative = 0;
@@ -48,6 +62,10 @@ pub fn render_metrics(s: &Snapshot) -> String {
         let _ = writeln!(o, "pglb_probe_latency_seconds_sum{{instance_name=\"{inst}\",node=\"{node}\"}} {}", h.sum);
         let _ = writeln!(o, "pglb_probe_latency_seconds_count{{instance_name=\"{inst}\",node=\"{node}\"}} {}", h.count);
     }
+}
+
+/// Each backend's flows and traffic, summed over CPUs.
+fn backends(o: &mut String, s: &Snapshot, inst: &str) {
     for (name, help, get) in [
         ("pglb_backend_flows", "Live flows to the backend.", (|t: &Traffic| t.flows) as fn(&Traffic) -> u64),
         ("pglb_backend_new_flows_total", "Flows opened to the backend.", |t| t.new_flows),
@@ -56,82 +74,109 @@ pub fn render_metrics(s: &Snapshot) -> String {
         ("pglb_backend_rsts_total", "TCP resets sent for flows of the backend.", |t| t.rsts),
     ] {
         let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
-        family(&mut o, name, kind, help);
+        family(o, name, kind, help);
         for n in &s.nodes {
             let _ = writeln!(o, "{name}{{instance_name=\"{inst}\",node=\"{}\"}} {}", escape_label(&n.name), get(&n.traffic));
         }
     }
-    family(&mut o, "pglb_datapath_packets_total", "counter", "Packets seen by the XDP program, by verdict reason.");
+}
+
+/// The XDP program's verdicts by reason, and the live flows by table.
+fn datapath(o: &mut String, s: &Snapshot, inst: &str) {
+    family(o, "pglb_datapath_packets_total", "counter", "Packets seen by the XDP program, by verdict reason.");
     for (reason, v) in &s.datapath_reasons {
         let _ = writeln!(o, "pglb_datapath_packets_total{{instance_name=\"{inst}\",reason=\"{}\"}} {v}", escape_label(reason));
     }
-    family(&mut o, "pglb_flows", "gauge", "Live flows by table: established (never evicted) and half_open (handshake not completed; the oldest reclaimed first under a SYN flood).");
+    family(o, "pglb_flows", "gauge", "Live flows by table: established (never evicted) and half_open (handshake not completed; the oldest reclaimed first under a SYN flood).");
     let _ = writeln!(o, "pglb_flows{{instance_name=\"{inst}\",table=\"established\"}} {}", s.flows_established);
     let _ = writeln!(o, "pglb_flows{{instance_name=\"{inst}\",table=\"half_open\"}} {}", s.flows_half_open);
-    family(&mut o, "pglb_failovers_total", "counter", "Automatic failovers performed by this instance.");
+}
+
+/// Failovers, switchovers and the failover machine's phase.
+fn failover(o: &mut String, s: &Snapshot, inst: &str) {
+    family(o, "pglb_failovers_total", "counter", "Automatic failovers performed by this instance.");
     let _ = writeln!(o, "pglb_failovers_total{{instance_name=\"{inst}\"}} {}", s.failovers_total);
-    family(&mut o, "pglb_switchovers_total", "counter", "Planned switchovers performed by this instance.");
+    family(o, "pglb_switchovers_total", "counter", "Planned switchovers performed by this instance.");
     let _ = writeln!(o, "pglb_switchovers_total{{instance_name=\"{inst}\"}} {}", s.switchovers_total);
-    family(&mut o, "pglb_phase", "gauge", "1 for the failover state machine's current phase.");
+    family(o, "pglb_phase", "gauge", "1 for the failover state machine's current phase.");
     let _ = writeln!(o, "pglb_phase{{instance_name=\"{inst}\",phase=\"{}\"}} 1", escape_label(&s.phase));
-    family(&mut o, "pglb_vrrp_state", "gauge", "1 for this instance's VRRP state.");
+}
+
+/// The VRRP state, its changes and the adverts sent, received and dropped.
+fn vrrp(o: &mut String, s: &Snapshot, inst: &str) {
+    family(o, "pglb_vrrp_state", "gauge", "1 for this instance's VRRP state.");
     let _ = writeln!(o, "pglb_vrrp_state{{instance_name=\"{inst}\",state=\"{}\"}} 1", escape_label(&s.vrrp_state));
-    family(&mut o, "pglb_vrrp_transitions_total", "counter", "VRRP state changes.");
+    family(o, "pglb_vrrp_transitions_total", "counter", "VRRP state changes.");
     let _ = writeln!(o, "pglb_vrrp_transitions_total{{instance_name=\"{inst}\"}} {}", s.vrrp_transitions_total);
-    family(&mut o, "pglb_vrrp_adverts_sent_total", "counter", "VRRP adverts sent.");
+    family(o, "pglb_vrrp_adverts_sent_total", "counter", "VRRP adverts sent.");
     let _ = writeln!(o, "pglb_vrrp_adverts_sent_total{{instance_name=\"{inst}\"}} {}", s.adverts_sent);
-    family(&mut o, "pglb_vrrp_adverts_received_total", "counter", "VRRP adverts received and accepted.");
+    family(o, "pglb_vrrp_adverts_received_total", "counter", "VRRP adverts received and accepted.");
     let _ = writeln!(o, "pglb_vrrp_adverts_received_total{{instance_name=\"{inst}\"}} {}", s.adverts_received);
-    family(&mut o, "pglb_vrrp_adverts_dropped_total", "counter", "VRRP adverts dropped, by reason.");
+    family(o, "pglb_vrrp_adverts_dropped_total", "counter", "VRRP adverts dropped, by reason.");
     for (reason, v) in &s.adverts_dropped {
         let _ = writeln!(o, "pglb_vrrp_adverts_dropped_total{{instance_name=\"{inst}\",reason=\"{}\"}} {v}", escape_label(reason));
     }
-    family(&mut o, "pglb_rejoins_total", "counter", "Runs of rejoin_command for fenced former primaries, by result.");
+}
+
+/// Rejoins and fences.
+fn fences(o: &mut String, s: &Snapshot, inst: &str) {
+    family(o, "pglb_rejoins_total", "counter", "Runs of rejoin_command for fenced former primaries, by result.");
     let _ = writeln!(o, "pglb_rejoins_total{{instance_name=\"{inst}\",result=\"ok\"}} {}", s.rejoins_ok_total);
     let _ = writeln!(o, "pglb_rejoins_total{{instance_name=\"{inst}\",result=\"failed\"}} {}", s.rejoins_failed_total);
-    family(&mut o, "pglb_node_fenced", "gauge", "1 while the node is fenced (needs-rejoin or split-brain): never routed.");
+    family(o, "pglb_node_fenced", "gauge", "1 while the node is fenced (needs-rejoin or split-brain): never routed.");
     for n in &s.nodes {
         let _ = writeln!(o, "pglb_node_fenced{{instance_name=\"{inst}\",node=\"{}\"}} {}", escape_label(&n.name), u8::from(s.fenced.contains(&n.name)));
     }
-    family(&mut o, "pglb_state_write_errors_total", "counter", "Failed writes of the state file (each is tried again; no failover is decided while they fail).");
+}
+
+/// Trust in this instance itself: its state file, its readiness and its loop's stalls.
+fn state(o: &mut String, s: &Snapshot, inst: &str) {
+    family(o, "pglb_state_write_errors_total", "counter", "Failed writes of the state file (each is tried again; no failover is decided while they fail).");
     let _ = writeln!(o, "pglb_state_write_errors_total{{instance_name=\"{inst}\"}} {}", s.state_write_errors_total);
-    family(&mut o, "pglb_state_recorded", "gauge", "1 when the last state written is on disk; 0 while a failed write is pending (no promotion is made).");
+    family(o, "pglb_state_recorded", "gauge", "1 when the last state written is on disk; 0 while a failed write is pending (no promotion is made).");
     let _ = writeln!(o, "pglb_state_recorded{{instance_name=\"{inst}\"}} {}", u8::from(s.state_recorded));
-    family(&mut o, "pglb_ready", "gauge", "1 once this instance has decided from fresh probes and peer reports since its start or its last stall; 0 while it wakes humble (no lease, no VIP).");
+    family(o, "pglb_ready", "gauge", "1 once this instance has decided from fresh probes and peer reports since its start or its last stall; 0 while it wakes humble (no lease, no VIP).");
     let _ = writeln!(o, "pglb_ready{{instance_name=\"{inst}\"}} {}", u8::from(s.ready));
-    family(&mut o, "pglb_loop_stalls_total", "counter", "Gaps in the daemon's main loop longer than the lease (each woke the instance humble).");
+    family(o, "pglb_loop_stalls_total", "counter", "Gaps in the daemon's main loop longer than the lease (each woke the instance humble).");
     let _ = writeln!(o, "pglb_loop_stalls_total{{instance_name=\"{inst}\"}} {}", s.loop_stalls_total);
+}
+
+/// What the peers report, and whether this instance reaches the writer (VRRP tracking).
+fn peers(o: &mut String, s: &Snapshot, inst: &str) {
     if let Some((tl, peer)) = &s.timeline_hint {
-        family(&mut o, "pglb_peer_timeline_unconfirmed", "gauge", "A newer timeline a peer reports that no probe here has confirmed (writes to older primaries are held back).");
+        family(o, "pglb_peer_timeline_unconfirmed", "gauge", "A newer timeline a peer reports that no probe here has confirmed (writes to older primaries are held back).");
         let _ = writeln!(o, "pglb_peer_timeline_unconfirmed{{instance_name=\"{inst}\",peer=\"{}\"}} {tl}", escape_label(peer));
     }
     if !s.peer_reports_dropped.is_empty() {
-        family(&mut o, "pglb_peer_reports_accepted_total", "counter", "Peer reports that passed every check (MAC, source, freshness).");
+        family(o, "pglb_peer_reports_accepted_total", "counter", "Peer reports that passed every check (MAC, source, freshness).");
         let _ = writeln!(o, "pglb_peer_reports_accepted_total{{instance_name=\"{inst}\"}} {}", s.peer_reports_accepted);
-        family(&mut o, "pglb_peer_reports_dropped_total", "counter", "Peer reports refused, by reason (forged, replayed, from a stranger, or the first after a start).");
+        family(o, "pglb_peer_reports_dropped_total", "counter", "Peer reports refused, by reason (forged, replayed, from a stranger, or the first after a start).");
         for (reason, v) in &s.peer_reports_dropped {
             let _ = writeln!(o, "pglb_peer_reports_dropped_total{{instance_name=\"{inst}\",reason=\"{}\"}} {v}", escape_label(reason));
         }
     }
     if let Some(r) = s.writer_reachable {
-        family(&mut o, "pglb_writer_reachable", "gauge", "1 when this instance reaches the writer (VRRP tracking keeps its full priority).");
+        family(o, "pglb_writer_reachable", "gauge", "1 when this instance reaches the writer (VRRP tracking keeps its full priority).");
         let _ = writeln!(o, "pglb_writer_reachable{{instance_name=\"{inst}\"}} {}", u8::from(r));
     }
     if s.peers.iter().any(|p| p.timeline.is_some()) {
-        family(&mut o, "pglb_peer_timeline", "gauge", "The newest timeline a VRRP peer last reported (its floor).");
+        family(o, "pglb_peer_timeline", "gauge", "The newest timeline a VRRP peer last reported (its floor).");
         for p in s.peers.iter().filter(|p| p.timeline.is_some()) {
             let _ = writeln!(o, "pglb_peer_timeline{{instance_name=\"{inst}\",peer=\"{}\"}} {}", escape_label(&p.addr), opt(p.timeline));
         }
-        family(&mut o, "pglb_peer_reaches_writer", "gauge", "1 when a VRRP peer last reported that it routes and reaches a writer.");
+        family(o, "pglb_peer_reaches_writer", "gauge", "1 when a VRRP peer last reported that it routes and reaches a writer.");
         for p in s.peers.iter().filter(|p| p.timeline.is_some()) {
             let _ = writeln!(o, "pglb_peer_reaches_writer{{instance_name=\"{inst}\",peer=\"{}\"}} {}", escape_label(&p.addr), u8::from(p.writer.is_some()));
         }
     }
-    family(&mut o, "pglb_lease_valid", "gauge", "1 while the data plane's lease from this control plane is valid (dead-man switch).");
+}
+
+/// The lease and the VIP.
+fn vip(o: &mut String, s: &Snapshot, inst: &str) {
+    family(o, "pglb_lease_valid", "gauge", "1 while the data plane's lease from this control plane is valid (dead-man switch).");
     let _ = writeln!(o, "pglb_lease_valid{{instance_name=\"{inst}\"}} {}", u8::from(s.lease_valid));
-    family(&mut o, "pglb_vip_held", "gauge", "1 when this instance holds the VIP.");
+    family(o, "pglb_vip_held", "gauge", "1 when this instance holds the VIP.");
     let _ = writeln!(o, "pglb_vip_held{{instance_name=\"{inst}\"}} {}", u8::from(s.vip_held));
-    family(&mut o, "pglb_forwarding", "gauge", "1 when this instance forwards VIP traffic.");
+    family(o, "pglb_forwarding", "gauge", "1 when this instance forwards VIP traffic.");
     let _ = writeln!(o, "pglb_forwarding{{instance_name=\"{inst}\"}} {}", u8::from(s.forwarding));
-    o
 }

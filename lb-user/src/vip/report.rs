@@ -322,7 +322,7 @@ impl ReportLink {
     }
 
     /// Judges a datagram received at `now`: the report if every check passes; otherwise
-    /// counted (and logged, at most once per reason every [`LOG_EVERY`]).
+    /// counted (and logged, at most once per reason every `LOG_EVERY`).
     pub fn accept(&mut self, from: SocketAddrV4, datagram: &[u8], now: Duration) -> Option<Verified> {
         match self.judge(from, datagram, now) {
             Ok(v) => {

@@ -108,8 +108,8 @@
 //! the bug and its fix; `former_machine_bugs_stay_fixed` replays them (most lie beyond the
 //! default sweep; the model has changed since most were found, so they now replay other runs).
 //! None is open: the last sweep passes every seed (below). The model's runtime follows
-//! `runtime/mod.rs` turn by turn: a stall is checked before the input that ends it is handled
-//! (`Sim::check_stall`).
+//! `runtime/main_loop.rs` turn by turn: a stall is checked before the input that ends it is
+//! handled (`Sim::check_stall`).
 //!
 //! # Scenarios
 //!

@@ -19,7 +19,7 @@
 
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
-use crate::channel::{COOKIE_LEN, Cookie, CookieReply, Key, ProtoError, Subscribe};
+use crate::agent::channel::{COOKIE_LEN, Cookie, CookieReply, Key, ProtoError, Subscribe};
 
 /// How long a cookie period lasts (a cookie is good for this to twice this).
 pub const COOKIE_PERIOD: Duration = Duration::from_secs(60);
@@ -128,7 +128,7 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channel::{Epoch, ToAgent};
+    use crate::agent::channel::{Epoch, ToAgent};
 
     const AGENT: &str = "10.0.0.5:40000";
     const FORGED: &str = "10.0.0.99:40000";
@@ -152,7 +152,7 @@ mod tests {
     /// The cookie `g` gives `from` (by asking without one).
     fn cookie_for(g: &mut Gate, from: &str, time: u64, now: Duration) -> Cookie {
         match g.admit(sub(time, None).encode(&key()).as_bytes(), from.parse().unwrap(), now, now) {
-            Admission::Cookie(reply) => match ToAgent::decode(reply.as_bytes(), &crate::channel::SigningKey::from_seed([1; 32]).public()) {
+            Admission::Cookie(reply) => match ToAgent::decode(reply.as_bytes(), &crate::agent::channel::SigningKey::from_seed([1; 32]).public()) {
                 Ok(ToAgent::Cookie(c)) => c.cookie,
                 other => panic!("not a cookie: {other:?}"),
             },

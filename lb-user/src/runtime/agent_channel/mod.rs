@@ -20,7 +20,7 @@ use self::{
     publisher::{Publisher, Routing},
 };
 use super::{RuntimeError, params::AgentChannelParams, snapshot::Published};
-use crate::channel::{MAX_DATAGRAM, Route, SigningKey};
+use crate::agent::channel::{MAX_DATAGRAM, Route, SigningKey};
 
 /// How often a kind of dropped datagram is logged at most (each line carries the running count).
 const DROP_LOG_EVERY: Duration = Duration::from_secs(10);

@@ -14,7 +14,7 @@
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 use crate::{
-    channel::{Epoch, Reader, Role, Route, Subscribe, Target},
+    agent::channel::{Epoch, Reader, Role, Route, Subscribe, Target},
     failover::ClusterView,
 };
 

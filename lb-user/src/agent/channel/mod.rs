@@ -33,7 +33,7 @@
 //! publishes, and it is raised (saturating) to the `seen` of every subscribe, a Lamport clock.
 //! Agents compare sequences only between messages of the same load balancer; what two load
 //! balancers say is compared by timeline, and two masters that disagree on one timeline make
-//! the agent fall back to the VIP (`agent::machine`).
+//! the agent fall back to the VIP ([`super::machine`]).
 
 pub mod keys;
 

@@ -1,0 +1,59 @@
+//! The recent events `/stats` shows, written where the runtime learns them and dated on the wall
+//! clock; a failover's event follows the machine's phase (see
+//! [`WriterLoss`](super::history::WriterLoss)).
+
+use std::time::{Duration, SystemTime};
+
+use super::{
+    Runtime,
+    history::{EventId, EventKind},
+};
+use crate::failover::Phase;
+
+impl Runtime {
+    /// The wall clock at a time on the runtime's clock (since start).
+    fn wall(&self, at: Duration) -> SystemTime {
+        self.since_wall + at
+    }
+
+    /// An event without an end, now.
+    pub(super) fn record(&self, kind: EventKind, text: impl Into<String>) {
+        let now = self.wall(self.since.elapsed());
+        self.recent.events.lock().unwrap_or_else(|p| p.into_inner()).record(now, kind, text, None);
+    }
+
+    /// An event that goes on from now.
+    pub(super) fn begin(&self, kind: EventKind, text: impl Into<String>) -> EventId {
+        let now = self.wall(self.since.elapsed());
+        self.recent.events.lock().unwrap_or_else(|p| p.into_inner()).begin(now, kind, text)
+    }
+
+    pub(super) fn end_event(&self, id: EventId, text: String) {
+        let now = self.wall(self.since.elapsed());
+        self.recent.events.lock().unwrap_or_else(|p| p.into_inner()).end(id, now, Some(text));
+    }
+
+    pub(super) fn end_event_keeping_text(&self, id: EventId) {
+        let now = self.wall(self.since.elapsed());
+        self.recent.events.lock().unwrap_or_else(|p| p.into_inner()).end(id, now, None);
+    }
+
+    /// A new writer is routed: ends the failover's event (see [`WriterLoss`](super::history::WriterLoss)).
+    pub(super) fn end_writer_lost(&mut self, text: String) {
+        let now = self.wall(self.since.elapsed());
+        self.writer_loss.routed(&mut self.recent.events.lock().unwrap_or_else(|p| p.into_inner()), now, text);
+    }
+
+    /// Follows the machine's phase for the failover's event (see [`WriterLoss`](super::history::WriterLoss)).
+    pub(super) fn note_phase(&mut self, phase: &Phase) {
+        let lost = match phase {
+            Phase::WriterLost { old, since } => {
+                let what = old.map_or_else(|| "no primary routed".to_owned(), |o| format!("writer {} lost", self.executor.ctx().name(o)));
+                Some((self.wall(*since), what))
+            }
+            _ => None,
+        };
+        let now = self.wall(self.since.elapsed());
+        self.writer_loss.phase(&mut self.recent.events.lock().unwrap_or_else(|p| p.into_inner()), lost, *phase == Phase::Steady, now);
+    }
+}

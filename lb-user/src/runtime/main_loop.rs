@@ -1,0 +1,260 @@
+//! The main loop: one input at a time, from whichever source was ready first, into whichever
+//! machine it is for; and the upkeep its ticks drive (the lease, the SYN flood meter, the sweep
+//! of idle flows).
+
+use std::{
+    net::SocketAddrV4,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use tokio::time::{Instant, Interval};
+use lb_common::tcp::Timeouts;
+use tracing::{debug, error, info, warn};
+
+use super::{
+    Exit, Inputs, Runtime, VipOwner,
+    executor,
+    history::EventKind,
+    signals::{Ask, Signals},
+    snapshot::SnapshotSource,
+    tasks::{self, Tasks},
+};
+use crate::{
+    admin::AdminRequest,
+    failover::{Event, Observation},
+    vip::{report::ReportLink, io::VrrpReceiver},
+};
+
+/// How often idle and closed flows are swept from the connection table.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// A closed flow is removed this long after its last packet.
+const CLOSED_FLOW_LINGER: Duration = Duration::from_secs(10);
+
+/// One input, taken from whichever source was ready first.
+enum Input {
+    Probe(Observation),
+    /// A machine event from the executor or the recorder, or the machine's deadline.
+    Machine(Event),
+    VrrpDatagram(std::io::Result<Vec<u8>>),
+    VrrpTimer,
+    Report(SocketAddrV4, Vec<u8>),
+    ReportTick,
+    Admin(AdminRequest),
+    Renew,
+    Sweep,
+    Signal(Ask),
+    /// The probe tasks are gone: stop.
+    ProbesGone,
+    /// One of the daemon's tasks ended by itself: stop.
+    TaskEnded(tasks::Ended),
+    /// An action's task panicked: logged.
+    ActionPanicked(executor::Panicked),
+}
+
+impl Runtime {
+    /// Turns until a signal or a fault ends the daemon: each turn takes one input, checks for a
+    /// stall before handling it, and brings the VRRP machine in line after it.
+    pub(super) async fn run_loop(&mut self, mut inputs: Inputs, mut signals: Signals, tasks: &mut Tasks, source: SnapshotSource) -> Exit {
+        let lease = self.p.lease.period;
+        // Renewed from this loop: a loop that stops turning lets the lease run out, and stops
+        // systemd's watchdog pings (which restarts the daemon).
+        let mut renew = tokio::time::interval(crate::notify::loop_tick(lease / 5));
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sweep: Interval = tokio::time::interval(SWEEP_EVERY);
+        loop {
+            let deadline = self.machine.next_deadline().map(|d| self.since + d);
+            let vrrp_deadline = match &self.vip {
+                VipOwner::Vrrp(r) => r.deadline(),
+                VipOwner::Static(_) => None,
+            };
+            let input = tokio::select! {
+                obs = inputs.probes.recv() => obs.map_or(Input::ProbesGone, Input::Probe),
+                got = recv_vrrp(&inputs.vrrp) => Input::VrrpDatagram(got),
+                () = sleep_until(vrrp_deadline) => Input::VrrpTimer,
+                Some(ev) = inputs.done.recv() => Input::Machine(ev),
+                (from, datagram) = recv_report(&self.reports) => Input::Report(from, datagram),
+                () = tick(&mut inputs.report_every) => Input::ReportTick,
+                Some(req) = inputs.admin.recv() => Input::Admin(req),
+                () = sleep_until(deadline) => Input::Machine(Event::Tick),
+                _ = renew.tick() => Input::Renew,
+                _ = sweep.tick() => Input::Sweep,
+                ask = signals.next() => Input::Signal(ask),
+                ended = tasks.ended() => Input::TaskEnded(ended),
+                panicked = self.executor.panicked() => Input::ActionPanicked(panicked),
+            };
+            self.check_stall().await;
+            if let Some(exit) = self.dispatch(input, &source).await {
+                return exit;
+            }
+            self.tell_vrrp().await;
+        }
+    }
+
+    /// One input into whichever machine it is for.
+    async fn dispatch(&mut self, input: Input, source: &SnapshotSource) -> Option<Exit> {
+        match input {
+            Input::Probe(obs) => {
+                if let Some(h) = self.latency.get_mut(obs.node) {
+                    h.observe(obs.latency.as_secs_f64());
+                }
+                self.feed(Event::Probe(obs));
+            }
+            Input::Machine(ev) => {
+                if let Event::Persisted { result: Err(e), .. } = &ev {
+                    self.counts.state_write_errors += 1;
+                    warn!(error = %e, "state: writing the state file failed (tried again; no failover is decided meanwhile)");
+                }
+                self.feed(ev);
+            }
+            Input::VrrpDatagram(Ok(datagram)) => {
+                let now = self.since.elapsed();
+                if let VipOwner::Vrrp(runner) = &mut self.vip {
+                    let words = &self.words;
+                    let events = runner.on_datagram(&datagram, |src, priority| words.vouch(src, priority, now)).await;
+                    self.on_vrrp_events(events);
+                }
+            }
+            Input::VrrpDatagram(Err(e)) => {
+                warn!(error = %e, "vrrp: receive failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Input::VrrpTimer => {
+                if let VipOwner::Vrrp(runner) = &mut self.vip {
+                    let events = runner.on_timer().await;
+                    self.on_vrrp_events(events);
+                }
+            }
+            Input::Report(from, datagram) => {
+                let now = self.since.elapsed();
+                let verified = self.reports.as_mut().and_then(|link| link.accept(from, &datagram, now));
+                if let Some(v) = verified {
+                    let body = v.report.body.clone();
+                    self.words.heard(v.peer, v.report, now);
+                    self.feed(Event::PeerReport { peer: v.peer, report: body });
+                }
+            }
+            Input::ReportTick => self.send_report(),
+            Input::Admin(req) => self.on_admin(req, source),
+            Input::Renew => {
+                crate::notify::watchdog();
+                if self.ready {
+                    self.renew_lease();
+                }
+                self.measure_flood();
+            }
+            Input::Sweep => self.sweep(),
+            Input::Signal(Ask::Stop(name)) => return Some(Exit::Stop(name)),
+            Input::Signal(Ask::Restart) => return Some(Exit::Restart),
+            Input::Signal(Ask::Reload) => {
+                warn!("SIGHUP: reloading the config is not supported yet; carrying on with the config read at start (restart pglb to apply a changed file)");
+            }
+            Input::ProbesGone => return Some(Exit::Stop("the probe tasks ended")),
+            Input::TaskEnded(ended) => {
+                error!(task = ended.name, panic = ?ended.panic, "a task of the daemon ended by itself: stopping (the service manager restarts pglb)");
+                return Some(Exit::Stop("a task ended"));
+            }
+            Input::ActionPanicked(p) => {
+                error!(action = p.action, panic = p.panic, "an action's task panicked: its result never reaches the failover machine");
+            }
+        }
+        None
+    }
+
+    pub(super) fn renew_lease(&mut self) {
+        match self.dataplane.renew_lease(self.p.lease.period, self.p.lease.grace) {
+            Ok(()) if self.lease_failing => {
+                self.lease_failing = false;
+                info!("lease: renewing works again");
+            }
+            Ok(()) => {}
+            Err(e) if !self.lease_failing => {
+                self.lease_failing = true;
+                error!(error = %crate::error_chain(&e), "lease: renewing failed: the data plane stops answering ARP for the VIP and opening flows when it runs out");
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Reads the half-open and handshake counters and tells the machine when a SYN flood
+    /// starts or ends (see [`FloodMeter`](crate::dataplane::FloodMeter)).
+    fn measure_flood(&mut self) {
+        let (opened, completed) = match self.dataplane.handshake_totals() {
+            Ok(t) => t,
+            Err(e) => {
+                debug!(error = %crate::error_chain(&e), "flood meter: reading the counters failed");
+                return;
+            }
+        };
+        if let Some(active) = self.flood.observe(self.since.elapsed(), opened, completed) {
+            if active {
+                warn!(half_open_per_s = self.flood.rate as u64, "SYN flood: half-open connections pile up; this instance keeps the VIP and the writer routed while it lasts (its own probes may time out in the congestion)");
+                let text = format!("SYN flood defence: {} half-open connections/s; VIP and writer kept", self.flood.rate as u64);
+                self.flood_event = Some(self.begin(EventKind::Flood, text));
+            } else {
+                info!("SYN flood over: probe results count again for VRRP tracking");
+                if let Some(id) = self.flood_event.take() {
+                    self.end_event_keeping_text(id);
+                }
+            }
+            self.feed(Event::Flood { active });
+        }
+    }
+
+    /// Removes idle and closed flows, off this task (a walk of the whole table); one at a time.
+    fn sweep(&self) {
+        if self.sweeping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let timeouts = Timeouts {
+            idle_ns: self.p.flows.idle.as_nanos() as u64,
+            closed_ns: CLOSED_FLOW_LINGER.as_nanos() as u64,
+            half_open_ns: self.p.flows.half_open.as_nanos() as u64,
+        };
+        let (pinned, busy) = (Arc::clone(&self.pinned), Arc::clone(&self.sweeping));
+        tokio::task::spawn_blocking(move || {
+            let result = pinned.lock().unwrap_or_else(|p| p.into_inner()).sweep(&timeouts);
+            match result {
+                Ok(s) if s.removed_idle + s.removed_closed + s.removed_orphans > 0 => {
+                    info!(idle = s.removed_idle, closed = s.removed_closed, orphans = s.removed_orphans, half_open = s.removed_half_open, "flows swept");
+                }
+                Ok(s) if s.removed_half_open > 0 => {
+                    debug!(half_open = s.removed_half_open, "half-open flows swept");
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %crate::error_chain(&e), "sweeping flows failed"),
+            }
+            busy.store(false, Ordering::Release);
+        });
+    }
+}
+
+async fn recv_vrrp(rx: &Option<VrrpReceiver>) -> std::io::Result<Vec<u8>> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_report(reports: &Option<ReportLink>) -> (SocketAddrV4, Vec<u8>) {
+    match reports {
+        Some(link) => link.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn tick(every: &mut Option<Interval>) {
+    match every {
+        Some(every) => {
+            every.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

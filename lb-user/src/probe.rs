@@ -2,13 +2,13 @@
 //! hard timeout. A connection that stops answering is dropped and the node reported as failed:
 //! a hung server is down, however healthy its TCP connection looks.
 
-use std::{net::SocketAddrV4, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddrV4, pin::Pin, sync::Arc, time::Duration};
 
 use tokio::{
     sync::{Notify, mpsc},
     time::Instant,
 };
-use tokio_postgres::{Client, NoTls, Row};
+use tokio_postgres::{Client, Connection, NoTls, Row, Socket, Statement, tls::NoTlsStream};
 use tracing::{debug, info};
 
 use crate::{
@@ -155,7 +155,7 @@ pub async fn run_node(
     now: Arc<Notify>,
 ) {
     let pg = settings.pg_config(addr, settings.connect_timeout);
-    let mut client: Option<Client> = None;
+    let mut session: Option<Session> = None;
     let mut ticker = tokio::time::interval(settings.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_ok: Option<bool> = None;
@@ -166,7 +166,7 @@ pub async fn run_node(
             () = now.notified() => ticker.reset(),
         }
         let started = Instant::now();
-        let mut result = probe_once(&pg, &settings, &mut client).await;
+        let mut result = probe_once(&pg, &settings, &mut session).await;
         if let Ok(s) = &mut result {
             if s.in_recovery {
                 // A standby that loses its upstream right after a timeline switch would report
@@ -195,25 +195,66 @@ pub async fn run_node(
     }
 }
 
+/// A probe's connection, driven by the probe's own task (no connection task: between two
+/// rounds nothing wakes; what the server sent meanwhile, a shutdown notice say, is read with
+/// the next round's answer and fails it), and its query, prepared once: each round is then one
+/// round trip (Bind, Execute, Sync) and one wake of this task.
+struct Session {
+    client: Client,
+    connection: Pin<Box<Connection<Socket, NoTlsStream>>>,
+    query: Statement,
+}
+
 async fn probe_once(
     pg: &tokio_postgres::Config,
     settings: &ProbeSettings,
-    client: &mut Option<Client>,
+    session: &mut Option<Session>,
 ) -> Result<NodeStatus, ProbeFailure> {
-    if client.as_ref().is_none_or(|c| c.is_closed()) {
-        *client = Some(connect(pg, settings.connect_timeout).await?);
+    if session.is_none() {
+        let (client, connection) = answer(tokio::time::timeout(settings.connect_timeout, pg.connect(NoTls)).await)
+            .map_err(|e| match e {
+                ProbeFailure::QueryFailed(text) => ProbeFailure::Unreachable(text),
+                other => other,
+            })?;
+        let mut connection = Box::pin(connection);
+        let query = drive(&mut connection, settings.timeout, client.prepare(PROBE_SQL)).await?;
+        *session = Some(Session { client, connection, query });
     }
-    let c = client.as_ref().expect("connected above");
-    match tokio::time::timeout(settings.timeout, c.query_one(PROBE_SQL, &[])).await {
-        Err(_) => {
-            *client = None; // a connection that stopped answering is not trusted again
-            Err(ProbeFailure::Timeout)
+    let s = session.as_mut().expect("connected above");
+    match drive(&mut s.connection, settings.timeout, s.client.query_one(&s.query, &[])).await {
+        Ok(row) => status_from_row(&row),
+        Err(e) => {
+            *session = None; // a connection that stopped answering, or failed, is not trusted again
+            Err(e)
         }
-        Ok(Err(e)) => {
-            *client = None;
-            Err(ProbeFailure::QueryFailed(error_text(&e)))
+    }
+}
+
+/// Waits for `request` at most `limit`, driving `connection` meanwhile (its messages are read
+/// and written only while a request waits). The connection ending first fails the request.
+async fn drive<T>(
+    connection: &mut Pin<Box<Connection<Socket, NoTlsStream>>>,
+    limit: Duration,
+    request: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, ProbeFailure> {
+    let work = async {
+        tokio::select! {
+            r = request => r.map_err(|e| ProbeFailure::QueryFailed(error_text(&e))),
+            ended = connection.as_mut() => Err(ProbeFailure::QueryFailed(match ended {
+                Ok(()) => "the server closed the connection".to_owned(),
+                Err(e) => error_text(&e),
+            })),
         }
-        Ok(Ok(row)) => status_from_row(&row),
+    };
+    tokio::time::timeout(limit, work).await.unwrap_or(Err(ProbeFailure::Timeout))
+}
+
+/// A bounded request's outcome as a probe's: a timeout, a failed query, or the answer.
+fn answer<T>(outcome: Result<Result<T, tokio_postgres::Error>, tokio::time::error::Elapsed>) -> Result<T, ProbeFailure> {
+    match outcome {
+        Err(_) => Err(ProbeFailure::Timeout),
+        Ok(Err(e)) => Err(ProbeFailure::QueryFailed(error_text(&e))),
+        Ok(Ok(v)) => Ok(v),
     }
 }
 

@@ -14,6 +14,12 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let config = load(&args.config.config)?;
     init_logging();
-    super::runtime()?.block_on(runtime::run(config))?;
-    Ok(())
+    // The daemon runs as a task on the runtime's workers, not on this thread (`block_on` polls
+    // its future here): every wake of the main loop (a probe's answer, a datagram, a timer)
+    // would otherwise cross threads through a futex, and idle CPU is mostly such wakes.
+    let daemon = super::runtime()?.block_on(async { tokio::spawn(runtime::run(config)).await });
+    match daemon {
+        Ok(result) => Ok(result?),
+        Err(e) => Err(anyhow::anyhow!("the daemon's task ended abnormally: {e}")),
+    }
 }

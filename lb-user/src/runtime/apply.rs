@@ -8,7 +8,7 @@ use tracing::{error, info, warn};
 
 use super::{Runtime, history::EventKind, snapshot::Published};
 use crate::{
-    failover::{Action, Alert, Event, FenceReason, Level, NodeId},
+    failover::{Action, Alert, ClusterView, Event, FenceReason, Level, NodeId},
     vip::report::ReportLink,
 };
 
@@ -32,12 +32,21 @@ impl Runtime {
             }
         }
         self.note_phase(&view.phase);
-        self.published.send_replace(Published {
+        // Readers of the snapshot borrow it when asked; only the agent channel waits for
+        // changes, and only for what it publishes: waking it at every turn of this loop (tens
+        // of times a second, for nothing) is most of an idle daemon's CPU.
+        let routing = |v: &ClusterView| (v.vrrp_master, v.writer_timeline, v.writer, v.readers.clone());
+        let routing_changed = routing(&self.published.borrow().view) != routing(&view);
+        let next = Published {
             view,
             counts: self.counts,
             latency: self.latency.clone(),
             now: self.since.elapsed(),
             reports: self.reports.as_ref().map(ReportLink::counters),
+        };
+        self.published.send_if_modified(|p| {
+            *p = next;
+            routing_changed
         });
     }
 

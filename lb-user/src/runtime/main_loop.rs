@@ -62,21 +62,26 @@ impl Runtime {
         let mut renew = tokio::time::interval(crate::notify::loop_tick(lease / 5));
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sweep: Interval = tokio::time::interval(SWEEP_EVERY);
+        // The two machines' timers live across turns and are moved only when their deadline
+        // changes: a timer made anew at every turn is a timer-wheel entry added and removed
+        // tens of times a second for nothing.
+        let mut machine_timer = Timer::new();
+        let mut vrrp_timer = Timer::new();
         loop {
-            let deadline = self.machine.next_deadline().map(|d| self.since + d);
-            let vrrp_deadline = match &self.vip {
+            machine_timer.set(self.machine.next_deadline().map(|d| self.since + d));
+            vrrp_timer.set(match &self.vip {
                 VipOwner::Vrrp(r) => r.deadline(),
                 VipOwner::Static(_) => None,
-            };
+            });
             let input = tokio::select! {
                 obs = inputs.probes.recv() => obs.map_or(Input::ProbesGone, Input::Probe),
                 got = recv_vrrp(&inputs.vrrp) => Input::VrrpDatagram(got),
-                () = sleep_until(vrrp_deadline) => Input::VrrpTimer,
+                () = vrrp_timer.wait(), if vrrp_timer.armed() => Input::VrrpTimer,
                 Some(ev) = inputs.done.recv() => Input::Machine(ev),
                 (from, datagram) = recv_report(&self.reports) => Input::Report(from, datagram),
                 () = tick(&mut inputs.report_every) => Input::ReportTick,
                 Some(req) = inputs.admin.recv() => Input::Admin(req),
-                () = sleep_until(deadline) => Input::Machine(Event::Tick),
+                () = machine_timer.wait(), if machine_timer.armed() => Input::Machine(Event::Tick),
                 _ = renew.tick() => Input::Renew,
                 _ = sweep.tick() => Input::Sweep,
                 ask = signals.next() => Input::Signal(ask),
@@ -252,9 +257,35 @@ async fn tick(every: &mut Option<Interval>) {
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
+/// A deadline timer that lives across the main loop's turns: [`Timer::set`] moves it only when
+/// the deadline changes; unarmed (no deadline), it is not waited for.
+struct Timer {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    deadline: Option<Instant>,
+}
+
+impl Timer {
+    fn new() -> Self {
+        Timer { sleep: Box::pin(tokio::time::sleep(Duration::ZERO)), deadline: None }
+    }
+
+    fn set(&mut self, deadline: Option<Instant>) {
+        if deadline != self.deadline {
+            self.deadline = deadline;
+            if let Some(d) = deadline {
+                self.sleep.as_mut().reset(d);
+            }
+        }
+    }
+
+    fn armed(&self) -> bool {
+        self.deadline.is_some()
+    }
+
+    /// Fires once per deadline: after it fires, it is disarmed until `set` gives it one (the
+    /// machine that owns the deadline handles the tick and says its next).
+    async fn wait(&mut self) {
+        (&mut self.sleep).await;
+        self.deadline = None;
     }
 }

@@ -10,7 +10,6 @@
 //! SIGKILL cannot be caught: the data plane's lease runs out by itself and the next start
 //! removes the VIP it left (see the runtime's module doc).
 
-use futures_util::future::select_all;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 /// What a signal asks for.
@@ -50,16 +49,18 @@ impl Signals {
         Ok(Signals { installed })
     }
 
-    /// The next signal's ask.
+    /// The next signal's ask. Polls each handler in place: nothing is allocated per call (the
+    /// main loop asks at every turn).
     pub async fn next(&mut self) -> Ask {
-        let waits = self.installed.iter_mut().map(|(s, ask)| {
-            let ask = *ask;
-            Box::pin(async move {
-                s.recv().await;
-                ask
-            })
-        });
-        select_all(waits).await.0
+        std::future::poll_fn(|cx| {
+            for (s, ask) in &mut self.installed {
+                if s.poll_recv(cx).is_ready() {
+                    return std::task::Poll::Ready(*ask);
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await
     }
 }
 

@@ -59,8 +59,13 @@ impl Runtime {
         let lease = self.p.lease.period;
         // Renewed from this loop: a loop that stops turning lets the lease run out, and stops
         // systemd's watchdog pings (which restarts the daemon).
-        let mut renew = tokio::time::interval(crate::notify::loop_tick(lease / 5));
+        let renew_every = crate::notify::loop_tick(lease / 5);
+        let mut renew = tokio::time::interval(renew_every);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The lease renewal and the peer report ride on turns the loop takes anyway (see
+        // `Piggyback`); their own timers fire only when nothing else woke the loop.
+        let mut renewed = Piggyback::new(renew_every);
+        let mut reported = inputs.report_every.as_ref().map(|i| Piggyback::new(i.period()));
         let mut sweep: Interval = tokio::time::interval(SWEEP_EVERY);
         // The two machines' timers live across turns and are moved only when their deadline
         // changes: a timer made anew at every turn is a timer-wheel entry added and removed
@@ -89,10 +94,27 @@ impl Runtime {
                 panicked = self.executor.panicked() => Input::ActionPanicked(panicked),
             };
             self.check_stall().await;
+            let vrrp_turn = matches!(input, Input::VrrpTimer | Input::VrrpDatagram(Ok(_)));
+            let timer_turn = matches!(input, Input::Renew | Input::ReportTick);
             if let Some(exit) = self.dispatch(input, &source).await {
                 return exit;
             }
             self.tell_vrrp().await;
+            // A report goes out with the VRRP traffic (the master's advert, or the backup's
+            // receipt of it), which comes every advert interval too.
+            if let Some(due) = &mut reported
+                && (timer_turn || vrrp_turn)
+                && due.take()
+            {
+                self.send_report();
+                if let Some(every) = &mut inputs.report_every {
+                    every.reset();
+                }
+            }
+            if renewed.take() {
+                self.renew_turn();
+                renew.reset();
+            }
         }
     }
 
@@ -139,15 +161,9 @@ impl Runtime {
                     self.feed(Event::PeerReport { peer: v.peer, report: body });
                 }
             }
-            Input::ReportTick => self.send_report(),
+            // Both are carried out after the turn, by `run_loop`'s `Piggyback`s.
+            Input::ReportTick | Input::Renew => {}
             Input::Admin(req) => self.on_admin(req, source),
-            Input::Renew => {
-                crate::notify::watchdog();
-                if self.ready {
-                    self.renew_lease();
-                }
-                self.measure_flood();
-            }
             Input::Sweep => self.sweep(),
             Input::Signal(Ask::Stop(name)) => return Some(Exit::Stop(name)),
             Input::Signal(Ask::Restart) => return Some(Exit::Restart),
@@ -183,6 +199,16 @@ impl Runtime {
 
     /// Reads the half-open and handshake counters and tells the machine when a SYN flood
     /// starts or ends (see [`FloodMeter`](crate::dataplane::FloodMeter)).
+    /// The lease tick's work: systemd's watchdog ping, the lease renewed (once decided), the
+    /// flood meter read.
+    fn renew_turn(&mut self) {
+        crate::notify::watchdog();
+        if self.ready {
+            self.renew_lease();
+        }
+        self.measure_flood();
+    }
+
     fn measure_flood(&mut self) {
         let (opened, completed) = match self.dataplane.handshake_totals() {
             Ok(t) => t,
@@ -254,6 +280,31 @@ async fn tick(every: &mut Option<Interval>) {
             every.tick().await;
         }
         None => std::future::pending().await,
+    }
+}
+
+/// Periodic work that rides on the main loop's turns. An idle daemon turns tens of times a
+/// second (probe answers, adverts, reports): work due every `every` is done in the first turn
+/// after three quarters of `every`, so its own timer (reset each time) fires only when no other
+/// turn came, and each wake of the process does more than one thing.
+struct Piggyback {
+    every: Duration,
+    last: Instant,
+}
+
+impl Piggyback {
+    fn new(every: Duration) -> Self {
+        Piggyback { every, last: Instant::now() }
+    }
+
+    /// Whether the work is due in this turn; if so, it counts as done now.
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        if now.duration_since(self.last) < self.every * 3 / 4 {
+            return false;
+        }
+        self.last = now;
+        true
     }
 }
 

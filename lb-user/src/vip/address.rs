@@ -8,7 +8,7 @@ use rtnetlink::packet_route::link::LinkAttribute;
 use tokio::task::JoinHandle;
 
 use super::garp::{self, GarpKind};
-use super::io::VipError;
+use super::error::VipError;
 use super::sockets::GarpSocket;
 
 /// Adds and removes the VIP on the interface through rtnetlink.

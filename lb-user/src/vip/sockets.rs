@@ -9,7 +9,7 @@ use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 use tokio::io::unix::AsyncFd;
 
 use super::garp;
-use super::io::VipError;
+use super::error::VipError;
 use super::packet::{IPPROTO_VRRP, VRRP_GROUP, VRRP_TTL};
 use super::vrrp::VrrpParams;
 

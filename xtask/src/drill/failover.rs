@@ -38,7 +38,7 @@ use super::{
     measure::Line,
     now_us, promotions,
     report::RunResult,
-    scenario::Recovery,
+    plan::Recovery,
 };
 use crate::{
     lab::{

@@ -43,6 +43,7 @@ pub mod lb;
 mod logs;
 mod measure;
 mod metrics;
+mod plan;
 mod report;
 mod scenario;
 mod trust;
@@ -66,7 +67,8 @@ use self::{
     measure::{History, Line, read_client_log},
     logs::{decision_lines, keep_logs, log_marks, promotions, promotions_made},
     report::{Cpu, DrillJson, RunResult, print_run, summarise},
-    scenario::{Fault, Kind},
+    plan::Fault,
+    scenario::Kind,
 };
 use crate::{
     lab::{

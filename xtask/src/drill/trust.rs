@@ -38,7 +38,7 @@ use super::{
     metrics,
     now_us, promotions, promotions_made,
     report::{Resumed, RunResult},
-    scenario::Inject,
+    plan::Inject,
     watch::{Changes, FloorWatch, VipWatch, first, held_at, ms, throughout},
 };
 use crate::{

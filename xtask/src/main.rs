@@ -64,7 +64,7 @@ enum Command {
     },
     /// Build the Debian package of pglb (cargo-deb, release build) and print its path.
     Package,
-    /// The network-namespace lab (DESIGN.md topology).
+    /// The network-namespace lab (docs/ARCHITECTURE.md, "The lab").
     Lab {
         #[command(subcommand)]
         command: LabCommand,

@@ -6,7 +6,7 @@
 //! random number. One task owns the machine; an executor applies its actions and reports the
 //! results of `Promote`, `Repoint` and `Demote` back as [`Event::ActionDone`].
 //!
-//! # Rules (DESIGN.md, "Control plane")
+//! # Rules (docs/ARCHITECTURE.md, "Failover rules")
 //!
 //! 1. Writer = the reachable, unfenced node not in recovery on the highest timeline. Two on
 //!    the same timeline: keep the previous writer, fence the other, alert.

@@ -1,6 +1,7 @@
-//! The pure decisions of DESIGN.md's rules, as functions of plain data: writer choice and
-//! fencing (rules 1 and 6), quorum (rule 2), candidate ranking (rule 3), reader eligibility
-//! (rule 7) and the synchronous-replication guard.
+//! The pure decisions of the failover rules (docs/ARCHITECTURE.md, "Failover rules"), as
+//! functions of plain data: writer choice and fencing (rules 1 and 6), quorum (rule 2),
+//! candidate ranking (rule 3), reader eligibility (rule 7) and the synchronous-replication
+//! guard.
 
 use std::cmp::Reverse;
 use std::time::Duration;

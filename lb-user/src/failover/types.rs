@@ -227,9 +227,9 @@ impl FenceReason {
     }
 }
 
-/// What the machine must not forget across a daemon restart (DESIGN.md, "Restarts lose no
-/// safety"): written to the state file by [`Action::Persist`] before the actions that depend
-/// on it, read back by [`crate::failover::Machine::restore`]. Nodes are named, not numbered,
+/// What the machine must not forget across a daemon restart (docs/ARCHITECTURE.md, "Failure
+/// model", restarts lose no safety): written to the state file by [`Action::Persist`] before
+/// the actions that depend on it, read back by [`crate::failover::Machine::restore`]. Nodes are named, not numbered,
 /// so a reordered `[[node]]` list keeps its meaning.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -22,7 +22,7 @@
 //!  traffic sampler ───────────────┴──► Recent (events, rates) ──► snapshots for /stats       │
 //! ```
 //!
-//! # Liveness comes from the loop that decides (DESIGN.md, "Trust model")
+//! # Liveness comes from the loop that decides (docs/ARCHITECTURE.md, "Trust model")
 //!
 //! The data plane's lease is renewed, VRRP adverts are sent and peer reports go out from this
 //! loop only: a loop that stops turning stops all three, so the data plane stops attracting new

@@ -3,9 +3,9 @@
 //! ([`PeerReport`]), its VRRP role and the priority it advertises (which vouch for its adverts,
 //! [`super::trust`]).
 //!
-//! A source address is not an identity (DESIGN.md, "Trust model"): every report carries an
-//! HMAC-SHA256 over the peers' shared key (`[vrrp] key_file`) and proves its freshness without
-//! a clock shared between hosts. Each report has an id, `<boot>.<seq>` (`boot`: the sender's
+//! A source address is not an identity (docs/ARCHITECTURE.md, "Trust model"): every report
+//! carries an HMAC-SHA256 over the peers' shared key (`[vrrp] key_file`) and proves its
+//! freshness without a clock shared between hosts. Each report has an id, `<boot>.<seq>` (`boot`: the sender's
 //! start, nanoseconds of its wall clock; `seq`: counts its reports), and echoes the id of the
 //! newest report it has from the receiver. A receiver believes a report only when that echo is
 //! one of its own last [`WINDOW`] ids, sent at most `max_age` ago: the report was written after

@@ -17,8 +17,8 @@
 //! a forgery lasts, a report that claims to be the peer's reaches the target between the real
 //! ones, with the real one's role and priority but a timeline no node has and/or a wrong writer.
 //! It comes only while the real peer's reports reach the target too, so its quorum vote is
-//! real: a key holder who also speaks for a silent peer defeats the quorum by design (DESIGN.md,
-//! "Trust model"), which no machine can help.
+//! real: a key holder who also speaks for a silent peer defeats the quorum by design
+//! (docs/ARCHITECTURE.md, "Trust model"), which no machine can help.
 
 use lb_user::vip::Advert;
 use lb_user::vip::report::{Report, ReportId};

@@ -11,12 +11,13 @@
 //! healthy master is not preempted, the VIP is brought home with a graceful restart of lb2's
 //! pglb, [`lab::lb::bring_vip_home`]) before the next run.
 //!
-//! Measured per run (DESIGN.md "Measurements", [`measure`]): write and read RTO, the longest
-//! write gap, acknowledged writes lost (on the winner, and again on pg1 after the switch back),
-//! split-brain writes (every acknowledgement judged against the winner's timeline history),
-//! running primaries once the faults healed, fault → old primary streaming again, and each
-//! pglb's CPU over the run and idle after it. Every run is checked ([`RunResult::check_common`]);
-//! the command fails when any check failed, after printing and writing everything.
+//! Measured per run (docs/ARCHITECTURE.md, "What is measured"; [`measure`]): write and read
+//! RTO, the longest write gap, acknowledged writes lost (on the winner, and again on pg1 after
+//! the switch back), split-brain writes (every acknowledgement judged against the winner's
+//! timeline history), running primaries once the faults healed, fault → old primary streaming
+//! again, and each pglb's CPU over the run and idle after it. Every run is checked
+//! ([`RunResult::check_common`]); the command fails when any check failed, after printing and
+//! writing everything.
 //!
 //! The trust drills of issue 18 ([`trust`]: `forged-report`, `forged-advert`, `lb-freeze`,
 //! `lb-restart-stale-view`, `state-write-fails`, `main-loop-hang`, `lb-return`) run the same

@@ -1,4 +1,4 @@
-//! The lab's address plan (DESIGN.md "The reference topology") and where its state lives.
+//! The lab's address plan (docs/ARCHITECTURE.md, "The lab") and where its state lives.
 
 use std::path::PathBuf;
 

@@ -59,7 +59,7 @@
 //!                                                  SendAdvert(0)
 //! ```
 //!
-//! # Trust (DESIGN.md, "Trust model")
+//! # Trust (docs/ARCHITECTURE.md, "Trust model")
 //!
 //! A source address is not an identity. Every advert carries a [`Vouch`] from the caller: a
 //! plain VRRP peer (keepalived) is believed as RFC 9568 says; a pglb peer's advert is believed

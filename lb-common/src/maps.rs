@@ -10,7 +10,8 @@ pub const MAX_BACKENDS: u32 = 64;
 /// Most VIP listeners.
 pub const MAX_LISTENERS: u32 = 16;
 /// Capacity of each established-flow map (`flows` and `nat`). Plain hash maps: an entry leaves
-/// only when the control plane sweeps it or the data plane sees the connection end; the kernel
+/// only when the control plane's sweep removes it (idle, or marked closed by the data plane when
+/// it saw the connection end, 10 s later); the kernel
 /// never evicts one to make room, so an idle pooled connection survives any flood.
 pub const MAX_FLOWS: u32 = 65536;
 /// Capacity of each half-open map (`half_open` and `half_nat`). LRU: under a SYN flood the

@@ -29,7 +29,8 @@
 //!    availability); `synchronous_count = 0` opts out, and then pglb leaves the setting empty.
 //! 6. A primary on an older timeline, and the replaced writer after a failover, are fenced
 //!    (`needs-rejoin`) until `AdminCommand::Rejoined` or until they answer in recovery on the
-//!    writer's timeline. Fencing survives nothing: after a daemon restart rule 1 fences again.
+//!    writer's timeline. Fences are durable: they are in the state file
+//!    and restored at start (`Machine::restore`), and rule 1 would fence such a node again anyway.
 //! 7. Readers = reachable unfenced standbys on the writer's timeline, `read_weight > 0`, replay
 //!    position within `max_read_lag_bytes` of the writer's current LSN and replay lag within
 //!    `max_read_lag`; the writer if none qualifies.

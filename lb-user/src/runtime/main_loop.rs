@@ -197,8 +197,6 @@ impl Runtime {
         }
     }
 
-    /// Reads the half-open and handshake counters and tells the machine when a SYN flood
-    /// starts or ends (see [`FloodMeter`](crate::dataplane::FloodMeter)).
     /// The lease tick's work: systemd's watchdog ping, the lease renewed (once decided), the
     /// flood meter read.
     fn renew_turn(&mut self) {
@@ -209,6 +207,8 @@ impl Runtime {
         self.measure_flood();
     }
 
+    /// Reads the half-open and handshake counters and tells the machine when a SYN flood
+    /// starts or ends (see [`FloodMeter`](crate::dataplane::FloodMeter)).
     fn measure_flood(&mut self) {
         let (opened, completed) = match self.dataplane.handshake_totals() {
             Ok(t) => t,

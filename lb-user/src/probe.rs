@@ -156,19 +156,14 @@ pub async fn run_node(
 ) {
     let pg = settings.pg_config(addr, settings.connect_timeout);
     let mut session: Option<Session> = None;
-    // Every node's rounds start on the same grid (`since` + k × interval): one timer wake of
-    // the process sends all the queries, and their answers tend to arrive in one wake too.
-    let grid = Grid { since, every: settings.interval };
-    let mut ticker = tokio::time::interval_at(grid.next_after(Instant::now()), settings.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut ticker = tokio::time::interval(settings.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_ok: Option<bool> = None;
     let mut standby_timeline = 0u32;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            // The round asked for goes now; the next one is back on the grid, at least half an
-            // interval later.
-            () = now.notified() => ticker.reset_at(grid.next_after(Instant::now() + settings.interval / 2)),
+            () = now.notified() => ticker.reset(),
         }
         let started = Instant::now();
         let mut result = probe_once(&pg, &settings, &mut session).await;
@@ -197,21 +192,6 @@ pub async fn run_node(
         if out.send(obs).await.is_err() {
             return; // the daemon is shutting down
         }
-    }
-}
-
-/// The instants the probe rounds start at: `since` + k × `every`.
-struct Grid {
-    since: Instant,
-    every: Duration,
-}
-
-impl Grid {
-    /// The first instant of the grid strictly after `t`.
-    fn next_after(&self, t: Instant) -> Instant {
-        let every = self.every.as_nanos().max(1);
-        let k = t.saturating_duration_since(self.since).as_nanos() / every + 1;
-        self.since + Duration::from_nanos(u64::try_from(k * every).unwrap_or(u64::MAX))
     }
 }
 
@@ -281,20 +261,6 @@ fn answer<T>(outcome: Result<Result<T, tokio_postgres::Error>, tokio::time::erro
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn probe_rounds_start_on_one_grid() {
-        let since = Instant::now();
-        let grid = Grid { since, every: Duration::from_millis(200) };
-        let ms = |n| since + Duration::from_millis(n);
-        assert_eq!(grid.next_after(since), ms(200));
-        assert_eq!(grid.next_after(ms(199)), ms(200));
-        assert_eq!(grid.next_after(ms(200)), ms(400), "strictly after");
-        assert_eq!(grid.next_after(ms(1_050)), ms(1_200));
-        // After an early round asked for at 1050 ms: the next is at least half an interval on.
-        assert_eq!(grid.next_after(ms(1_050 + 100)), ms(1_200));
-        assert_eq!(grid.next_after(ms(1_150 + 100)), ms(1_400));
-    }
 
     #[test]
     fn lsn_text_round_trips() {

@@ -6,7 +6,6 @@
 //! ([`Recent`]). Nothing is built while nobody asks.
 
 use std::{
-    net::SocketAddrV4,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -78,37 +77,17 @@ pub enum VipView {
 /// Everything a snapshot is built from; cheap to clone into request handlers.
 #[derive(Clone)]
 pub struct SnapshotSource {
-    pub instance: String,
-    pub vip: String,
-    /// (name, address) by node id.
-    pub nodes: Vec<(String, SocketAddrV4)>,
-    pub write_ports: Vec<u16>,
-    pub read_ports: Vec<u16>,
-    /// `[vrrp] peers`, in order.
-    pub peers: Vec<String>,
+    /// What the config says a snapshot shows (instance, VIP, nodes, ports, peers, priority).
+    pub p: SnapshotParams,
     pub published: watch::Receiver<Published>,
     pub pinned: Arc<Mutex<Pinned>>,
     pub vip_view: VipView,
-    /// `[vrrp] priority` (`None` without VRRP).
-    pub configured_priority: Option<u8>,
     pub recent: Arc<Recent>,
 }
 
 impl SnapshotSource {
     pub fn new(p: SnapshotParams, published: watch::Receiver<Published>, pinned: Arc<Mutex<Pinned>>, vip_view: VipView, recent: Arc<Recent>) -> Self {
-        SnapshotSource {
-            instance: p.instance,
-            vip: p.vip,
-            nodes: p.nodes,
-            write_ports: p.write_ports,
-            read_ports: p.read_ports,
-            peers: p.peers,
-            published,
-            pinned,
-            vip_view,
-            configured_priority: p.configured_priority,
-            recent,
-        }
+        SnapshotSource { p, published, pinned, vip_view, recent }
     }
 
     /// Builds a snapshot now (the map reads on a blocking thread).
@@ -118,7 +97,7 @@ impl SnapshotSource {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "building the status snapshot failed");
-                Snapshot { instance: self.instance.clone(), ..Snapshot::default() }
+                Snapshot { instance: self.p.instance.clone(), ..Snapshot::default() }
             }
         }
     }
@@ -135,14 +114,14 @@ impl SnapshotSource {
         let (peer_reports_accepted, peer_reports_dropped) = peer_report_counts(&published);
         let (rates, rate_window) = self.rates();
         Snapshot {
-            instance: self.instance.clone(),
-            vip: self.vip.clone(),
+            instance: self.p.instance.clone(),
+            vip: self.p.vip.clone(),
             phase: view.phase.as_str().to_owned(),
             vrrp_state: vrrp.state,
             vip_held: vrrp.held,
             vip_master: vrrp.master,
             forwarding: vrrp.held,
-            writer: view.writer.map(|w| self.nodes[w].0.clone()),
+            writer: view.writer.map(|w| self.p.nodes[w].0.clone()),
             nodes,
             failovers_total: c.failovers,
             switchovers_total: c.switchovers,
@@ -167,7 +146,7 @@ impl SnapshotSource {
             lease_valid: read.lease_valid,
             peers: self.peer_rows(view, vrrp.status.as_ref()),
             vrrp_priority: vrrp.status.as_ref().map(|st| st.priority),
-            vrrp_priority_configured: self.configured_priority,
+            vrrp_priority_configured: self.p.configured_priority,
             events: self.events(),
             rates,
             rate_every_s: history::SAMPLE_EVERY.as_secs_f64(),
@@ -189,15 +168,15 @@ impl SnapshotSource {
             .map(|n| {
                 let mut routed = Vec::new();
                 if view.writer == Some(n.id) {
-                    routed.extend(&self.write_ports);
+                    routed.extend(&self.p.write_ports);
                 }
                 if view.readers.contains(&n.id) {
-                    routed.extend(&self.read_ports);
+                    routed.extend(&self.p.read_ports);
                 }
                 let stats = read.counters.as_ref().and_then(|c| c.backends.iter().find(|(id, _)| *id == n.id as u32).map(|(_, s)| *s));
                 NodeRow {
                     name: n.name.clone(),
-                    addr: self.nodes[n.id].1.to_string(),
+                    addr: self.p.nodes[n.id].1.to_string(),
                     role: n.role.as_str().to_owned(),
                     state: n.state.as_str().to_owned(),
                     up: n.state == NodeState::Up,
@@ -251,7 +230,7 @@ impl SnapshotSource {
             let age = st.peers_heard.iter().find(|(a, _)| a.to_string() == addr).map(|(_, h)| st.as_of.saturating_sub(*h).as_secs_f64());
             (priority, age)
         };
-        self.peers
+        self.p.peers
             .iter()
             .zip(&view.peer_reports)
             .map(|(addr, r)| {
@@ -285,6 +264,7 @@ impl SnapshotSource {
     fn rates(&self) -> (Vec<RateSeries>, usize) {
         let traffic = self.recent.traffic.lock().unwrap_or_else(|p| p.into_inner());
         let rates = self
+            .p
             .nodes
             .iter()
             .enumerate()

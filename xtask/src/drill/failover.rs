@@ -237,7 +237,7 @@ pub(super) fn lb_kill_then_failover(d: &Drill, wlog: &Path, r: &mut RunResult) -
     // lb1 comes back as backup (lb2, a healthy master, keeps the VIP); the drill brings the VIP
     // home once the cluster is healthy again. Recovery is measured up to here.
     r.healed_at_us = Some(now_us());
-    lab_lb::start(lb1, &lab_lb::pglb_binary()?).context("restarting pglb on lb1")?;
+    lab_lb::start(lb1, &lab_lb::stable_binary()).context("restarting pglb on lb1")?;
     wait_for(Duration::from_secs(10), "pglb on lb1 to run again", || Ok(lab_lb::running(lb1)))?;
     Ok(at)
 }
@@ -261,7 +261,7 @@ pub(super) fn restart_with_stale_primary(d: &Drill, wlog: &Path, r: &mut RunResu
         Cut::host_from_addr("lb2_winner", lb2, winner_host.addr)?,
     ];
     d.start_node(PRIMARY)?;
-    let pglb = lab_lb::pglb_binary()?;
+    let pglb = lab_lb::stable_binary();
     lab_lb::start(lb1, &pglb)?;
     lab_lb::start(lb2, &pglb)?;
     wait_for(Duration::from_secs(10), "lb1 to hold the VIP again", || Ok(lab_lb::holds_vip(lb1)? && lab_lb::running(lb1)))?;

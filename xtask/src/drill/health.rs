@@ -94,7 +94,7 @@ impl Drill {
         println!("drill: the cluster is not healthy: repairing");
         for lb in load_balancers() {
             if !lab_lb::running(lb) {
-                lab_lb::start(lb, &lab_lb::pglb_binary()?)?;
+                lab_lb::start(lb, &lab_lb::stable_binary())?;
             }
         }
         for n in NODES {

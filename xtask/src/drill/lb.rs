@@ -25,7 +25,7 @@ use anyhow::{Context as _, Result, bail};
 use super::Scenario;
 use crate::{
     lab::{
-        lb::{bring_vip_home, holds_vip, holds_vip_alone, log_path, pglb_binary, running, start, vip_picture},
+        lb::{bring_vip_home, holds_vip, holds_vip_alone, log_path, running, stable_binary, start, vip_picture},
         postgres::wait_for,
         topology::{Host, VIP, WRITE_PORT, home_lb, load_balancers, peer_of},
     },
@@ -185,7 +185,7 @@ pub fn lb_drill(stop: LbStop) -> Result<LbTakeover> {
 /// brings the VIP home to lb1 ([`bring_vip_home`]: the restarted lb1 comes back as backup) and
 /// waits until lb1 holds it alone; returns how long that took from the start.
 pub fn restore(lb: &Host) -> Result<Duration> {
-    let pglb = pglb_binary()?;
+    let pglb = stable_binary();
     let started = Instant::now();
     start(lb, &pglb)?;
     wait_for(Duration::from_secs(10), &format!("pglb on {} to run", lb.name), || Ok(running(lb)))?;

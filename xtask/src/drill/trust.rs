@@ -413,7 +413,7 @@ pub(super) fn lb_restart_stale_view(d: &Drill, wlog: &Path, r: &mut RunResult) -
     let watch = VipWatch::start()?;
     let flows = pg1_flows(d, lb1)?;
     let started = now_us();
-    lab_lb::start(lb1, &lab_lb::pglb_binary()?)?;
+    lab_lb::start(lb1, &lab_lb::stable_binary())?;
     let mut ready: Vec<Result<bool>> = Vec::new();
     let t = Instant::now();
     while t.elapsed() < REPORT_CUT {
@@ -599,7 +599,7 @@ pub(super) fn lb_return(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u12
     let mut bench = Reaped::spawn(&mut cmd, "pgbench -S through VIP:3000")?;
     thread::sleep(RETURN_AFTER);
     let back = now_us();
-    lab_lb::start(lb1, &lab_lb::pglb_binary()?)?;
+    lab_lb::start(lb1, &lab_lb::stable_binary())?;
     let status = bench.wait_until(Duration::from_secs(PGBENCH_SECONDS + 20)).context("pgbench ran past its -T")?;
     let became_ready = wait_for(Duration::from_secs(10), "lb1 to be ready after its return", || {
         Ok(lab_lb::status_json(lb1).and_then(|v| pglb_json::status_ready(&v.to_string())).unwrap_or(false))

@@ -63,6 +63,9 @@ pub struct NodeRow {
     pub lag_seconds: Option<f64>,
     /// Listener ports that route to this node now.
     pub routed_ports: Vec<u16>,
+    /// Routed on the read ports (a standby within the read-lag limits, or the writer standing
+    /// in when none qualifies).
+    pub reader: bool,
     pub traffic: Traffic,
     /// Seconds since the node's state last changed.
     pub since_change_s: f64,
@@ -229,6 +232,7 @@ mod tests {
                     lag_bytes: None,
                     lag_seconds: None,
                     routed_ports: vec![3000],
+                    reader: false,
                     traffic: Traffic { flows: 3, new_flows: 9, packets: 100, bytes: 6400, rsts: 1 },
                     since_change_s: 12.0,
                     probe_latency: h,

@@ -278,6 +278,8 @@ mod tests {
         assert!(m.contains("pglb_node_up{instance_name=\"lb1\",node=\"pg<2>\"} 0\n"), "{m}");
         assert!(m.contains("pglb_backend_rsts_total{instance_name=\"lb1\",node=\"pg1\"} 1\n"), "{m}");
         assert!(m.contains("pglb_failovers_total{instance_name=\"lb1\"} 1\n"), "{m}");
+        let build = m.lines().find(|l| l.starts_with("pglb_build_info{")).expect("pglb_build_info");
+        assert!(build.starts_with(&format!("pglb_build_info{{instance_name=\"lb1\",version=\"{}\"", env!("CARGO_PKG_VERSION"))) && build.ends_with("} 1"), "{build}");
         for line in m.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<f64>().is_ok(), "bad sample line {line:?}");

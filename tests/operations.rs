@@ -78,6 +78,8 @@ fn http_endpoints_and_vrrp_tracking() {
         .sum();
     assert!(new_flows >= 2, "two connections went through the VIP, new flows counted: {new_flows}");
     assert!(metrics.contains("pglb_probe_latency_seconds_count{instance_name=\"lb1\",node=\"pg1\"}"));
+    assert!(metrics.lines().any(|l| l.starts_with("pglb_build_info{instance_name=\"lb1\",version=\"") && l.ends_with("} 1")), "/metrics lacks pglb_build_info:\n{metrics}");
+    promtool_check_metrics(&metrics);
     // Peer reports: lb1 hears lb2's timeline and that lb2 reaches the writer.
     wait_until(Duration::from_secs(5), "lb1 to show lb2's report in /metrics", || {
         let (_, m) = http_get("lb1", "/metrics");
@@ -135,6 +137,22 @@ fn http_endpoints_and_vrrp_tracking() {
     access_rules_and_json_logs();
 }
 
+/// `promtool check metrics` (the exposition format and Prometheus' naming lints) on a scrape;
+/// promtool comes with `cargo xtask setup`.
+fn promtool_check_metrics(metrics: &str) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting promtool (run `cargo xtask setup`): {e}"));
+    child.stdin.take().expect("promtool's stdin").write_all(metrics.as_bytes()).expect("writing to promtool");
+    let out = child.wait_with_output().expect("promtool's output");
+    assert!(out.status.success(), "promtool check metrics refuses /metrics:\n{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+}
+
 /// Patroni's checks: for this instance (the VIP holder routes a writer, the backup nothing)
 /// and per node (the same answer from either load balancer), `/node/<name>` as JSON, and
 /// one-line refusals.
@@ -171,11 +189,12 @@ fn health_checks() {
     assert_eq!((code.as_str(), body.as_str()), ("400", "lag=soon is neither bytes (1048576, 16MB) nor a duration (10s, 500ms)\n"));
 }
 
-/// A lag limit excludes a standby that is still routed: pg2's route to pg1 becomes a blackhole
-/// (it receives nothing more, so its replay lag in time stays 0 and it stays a reader), a
-/// commit on pg1 leaves it some bytes behind; `?lag=0` then refuses pg2 and accepts pg3.
+/// A lag limit excludes a standby that is still routed: pg1's route to pg2 becomes a blackhole
+/// (pg2 receives no more WAL, so its replay lag in time stays 0 and it stays a reader; a
+/// blackhole on pg2's side would not do: it stops pg2's ACKs, not the WAL arriving), a commit
+/// on pg1 leaves it some bytes behind; `?lag=0` then refuses pg2 and accepts pg3.
 fn lag_limit_excludes_a_lagging_standby() {
-    ok(&["lab", "exec", "pg2", "--", "ip", "route", "add", "blackhole", "172.20.0.10/32"]);
+    ok(&["lab", "exec", "pg1", "--", "ip", "route", "add", "blackhole", "172.20.0.11/32"]);
     ok(&["lab", "psql", "--", "-Atc", "SELECT txid_current()"]);
     wait_until(Duration::from_secs(10), "lb1 to see pg2 behind and pg3 caught up", || {
         http_get("lb1", "/node/pg2/replica?lag=0").0 == "503"
@@ -188,7 +207,7 @@ fn lag_limit_excludes_a_lagging_standby() {
     let (code, body) = http_get("lb1", "/replica?lag=0");
     assert_eq!(code, "200", "{body}");
     assert_eq!(json("/replica?lag=0", &body)["nodes"], serde_json::json!(["pg3"]), "{body}");
-    ok(&["lab", "exec", "pg2", "--", "ip", "route", "del", "blackhole", "172.20.0.10/32"]);
+    ok(&["lab", "exec", "pg1", "--", "ip", "route", "del", "blackhole", "172.20.0.11/32"]);
     wait_until(Duration::from_secs(60), "pg2 to catch up once it reaches pg1 again", || http_get("lb1", "/node/pg2/replica?lag=0").0 == "200");
 }
 

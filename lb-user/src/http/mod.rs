@@ -123,6 +123,17 @@ pub struct Response {
 }
 
 impl Response {
+    /// The bytes sent for it: the head, and the body for a GET. A HEAD's Content-Length is the
+    /// GET's; an OPTIONS answer has none (HAProxy's `httpchk` reads the status only).
+    pub fn wire(&self, method: &str) -> String {
+        let length = if method == "OPTIONS" { 0 } else { self.body.len() };
+        let body = if method == "GET" { self.body.as_str() } else { "" };
+        format!(
+            "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {length}\r\nCache-Control: no-store\r\nConnection: close\r\n{}\r\n{body}",
+            self.status, self.kind, self.headers
+        )
+    }
+
     fn text(status: &'static str, body: impl Into<String>) -> Self {
         Response { status, kind: "text/plain", headers: String::new(), body: body.into() }
     }
@@ -194,17 +205,7 @@ async fn handle<P: SnapshotProvider>(mut stream: TcpStream, peer: SocketAddr, sn
         _ => Snapshot::default(),
     };
     let r = respond(&req, peer.ip(), &snap, access);
-    let head = format!(
-        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n{}\r\n",
-        r.status,
-        r.kind,
-        r.body.len(),
-        r.headers
-    );
-    stream.write_all(head.as_bytes()).await?;
-    if req.method == "GET" {
-        stream.write_all(r.body.as_bytes()).await?;
-    }
+    stream.write_all(r.wire(&req.method).as_bytes()).await?;
     stream.shutdown().await
 }
 
@@ -263,6 +264,11 @@ mod tests {
             let r = Request { method: method.into(), ..get("/health", None) };
             assert_eq!(status(&r, &forwarding, &open), "200 OK", "{method}");
         }
+        let r = respond(&get("/health", None), local, &forwarding, &open);
+        let len = r.body.len();
+        assert!(r.wire("GET").starts_with("HTTP/1.1 200 OK\r\n") && r.wire("GET").ends_with(&format!("\r\n\r\n{}", r.body)));
+        assert!(r.wire("HEAD").contains(&format!("Content-Length: {len}\r\n")) && r.wire("HEAD").ends_with("\r\n\r\n"));
+        assert!(r.wire("OPTIONS").contains("Content-Length: 0\r\n") && r.wire("OPTIONS").ends_with("\r\n\r\n"));
         let post = Request { method: "POST".into(), ..get("/metrics", None) };
         assert_eq!(status(&post, &snap, &open), "405 Method Not Allowed");
         let fenced_off = Access { allow: vec!["10.0.0.0/8".parse().unwrap()], ..open.clone() };

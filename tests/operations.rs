@@ -184,6 +184,10 @@ fn health_checks() {
     let pg2 = json("/node/pg2", &body);
     assert_eq!((&pg2["role"], &pg2["state"], &pg2["timeline"]), (&Value::from("standby"), &Value::from("up"), &Value::from(1)), "{body}");
     assert_eq!((&pg2["routed_ports"], &pg2["writer"], &pg2["reader"]), (&serde_json::json!([3001]), &Value::from(false), &Value::from(true)), "{body}");
+    // HAProxy's `option httpchk OPTIONS …`: the same status, no body.
+    let (code, body) = curl("lb2", "http://127.0.0.1:8404/node/pg1/primary", &["-X", "OPTIONS"]);
+    assert_eq!((code.as_str(), body.as_str()), ("200", ""), "OPTIONS /node/pg1/primary on lb2");
+    assert_eq!(curl("lb1", "http://127.0.0.1:8404/node/pg2/primary", &["-X", "OPTIONS"]).0, "503");
     assert_eq!(http_get("lb1", "/node/pg9/primary").0, "404");
     let (code, body) = http_get("lb1", "/replica?lag=soon");
     assert_eq!((code.as_str(), body.as_str()), ("400", "lag=soon is neither bytes (1048576, 16MB) nor a duration (10s, 500ms)\n"));

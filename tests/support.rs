@@ -239,6 +239,11 @@ pub fn wait_gone(pid: i32, limit: Duration, what: &str) {
 /// netns exec`, which hides /sys/fs/bpf), detached in its own session by `setsid -f` (so it is
 /// not the test's child, and `lab down` stops it), appending to its log.
 pub fn start_pglb(host: &str) {
+    start_pglb_with(host, &[]);
+}
+
+/// [`start_pglb`] with more arguments to `pglb run` (`--log-format json`).
+pub fn start_pglb_with(host: &str, extra: &[&str]) {
     let log_path = format!("{STATE_DIR}/{host}/pglb.log");
     let log = OpenOptions::new().create(true).append(true).open(&log_path).unwrap_or_else(|e| panic!("opening {log_path}: {e}"));
     let status = Command::new("setsid")
@@ -248,6 +253,7 @@ pub fn start_pglb(host: &str) {
         .arg(pglb_bin())
         .args(["run", "--config"])
         .arg(lb_config(host))
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("duplicating the log handle"))
         .stderr(log)

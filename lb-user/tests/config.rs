@@ -645,6 +645,69 @@ fn bad_configs_are_rejected_with_the_right_variant() {
             |e| matches!(e, ConfigError::StatsCredentialsMissing { .. }),
         ),
         (
+            "http stats_user without a password",
+            Box::new(|t| {
+                section(t, "http").insert("stats_user".into(), s("admin"));
+            }),
+            |e| matches!(e, ConfigError::StatsCredentialsIncomplete),
+        ),
+        (
+            "http stats password without a user",
+            Box::new(|t| {
+                section(t, "http").insert("stats_password_env".into(), s("X"));
+            }),
+            |e| matches!(e, ConfigError::StatsCredentialsIncomplete),
+        ),
+        (
+            "http auth on every endpoint without credentials",
+            Box::new(|t| {
+                section(t, "http").insert("auth".into(), s("all"));
+            }),
+            |e| matches!(e, ConfigError::HttpAuthWithoutCredentials),
+        ),
+        (
+            "http empty token_file",
+            Box::new(|t| {
+                section(t, "http").insert("token_file".into(), s(""));
+            }),
+            |e| matches!(e, ConfigError::EmptyValue { section: "http", key: "token_file" }),
+        ),
+        (
+            "http allow is empty",
+            Box::new(|t| {
+                section(t, "http").insert("allow".into(), Value::Array(vec![]));
+            }),
+            |e| matches!(e, ConfigError::HttpAllowEmpty),
+        ),
+        (
+            "http allow with host bits",
+            Box::new(|t| {
+                section(t, "http").insert("allow".into(), Value::Array(vec![s("127.0.0.1/8")]));
+            }),
+            |e| matches!(e, ConfigError::HttpAllowHostBits { network, .. } if network.to_string() == "127.0.0.0"),
+        ),
+        (
+            "http allow that shuts out the loopback listener",
+            Box::new(|t| {
+                section(t, "http").insert("allow".into(), Value::Array(vec![s("10.0.0.0/8")]));
+            }),
+            |e| matches!(e, ConfigError::HttpAllowExcludesListen { .. }),
+        ),
+        (
+            "http allow entry not in CIDR notation",
+            Box::new(|t| {
+                section(t, "http").insert("allow".into(), Value::Array(vec![s("10.0.0.0")]));
+            }),
+            |e| matches!(e, ConfigError::Parse { message, .. } if message.contains("10.0.0.0") && message.contains("prefix length")),
+        ),
+        (
+            "http auth scope unknown",
+            Box::new(|t| {
+                section(t, "http").insert("auth".into(), s("everything"));
+            }),
+            |e| matches!(e, ConfigError::Parse { message, .. } if message.contains("everything")),
+        ),
+        (
             "empty probe user",
             Box::new(|t| {
                 section(t, "probe").insert("user".into(), s(""));
@@ -678,6 +741,17 @@ fn good_variants_are_accepted() {
         h.insert("stats_password_file".into(), s("/x"));
     })
     .expect("stats credentials given");
+    // http on a public address with a bearer token, on every endpoint, from two networks
+    let c = parse_patched(|t| {
+        let h = section(t, "http");
+        h.insert("listen".into(), s("0.0.0.0:8404"));
+        h.insert("token_file".into(), s("/etc/pglb/http.token"));
+        h.insert("auth".into(), s("all"));
+        h.insert("allow".into(), Value::Array(vec![s("10.0.0.0/8"), s("172.20.0.21/32")]));
+    })
+    .expect("a token is a credential");
+    assert_eq!(c.http.allow.as_deref().map(<[Ipv4Cidr]>::len), Some(2));
+    assert_eq!(c.http.auth, lb_user::config::HttpAuthScope::All);
     // synchronous_count 0 with a single node
     parse_patched(|t| {
         t["node"].as_array_mut().unwrap().truncate(1);
@@ -882,4 +956,25 @@ fn secrets_from_env_and_redaction() {
     c.probe.password_file = Some(empty);
     let err = c.resolve_secrets(|_| Some("x".into())).unwrap_err();
     assert!(matches!(err, ConfigError::PasswordEmpty { section: "probe" }));
+}
+
+#[test]
+fn http_token_file_is_read_and_checked() {
+    let dir = TempDir::new("token");
+    let mut c = parse_patched(|_| {}).unwrap();
+    c.probe.password_file = Some(dir.write("p", "pw\n"));
+    let env = |var: &str| (var == "PGLB_TEST_REPL").then(|| "r".to_owned());
+    c.http.token_file = Some(dir.write("good", "Zm9vYmFyYmF6cXV4LXRva2Vu\n"));
+    c.resolve_secrets(env).expect("a good token");
+    assert_eq!(c.http.token.as_ref().map(|t| t.expose()), Some("Zm9vYmFyYmF6cXV4LXRva2Vu"));
+    assert!(!format!("{c:?}").contains("Zm9vYmFy"), "Debug leaks the token");
+    for (name, text) in [("short", "abc\n"), ("spaces", "a token with spaces in it\n"), ("two-lines", "aaaaaaaaaaaaaaaa\nbbbbbbbbbbbbbbbb\n"), ("empty", "")] {
+        c.http.token_file = Some(dir.write(name, text));
+        let err = c.resolve_secrets(env).expect_err(name);
+        assert!(matches!(err, ConfigError::TokenInvalid { .. }), "{name}: {err:?}");
+        assert!(!report(&err).contains('\n'), "{name}: {}", report(&err));
+    }
+    c.http.token_file = Some(dir.0.join("missing"));
+    let err = c.resolve_secrets(env).expect_err("missing token file");
+    assert!(matches!(err, ConfigError::TokenFileUnreadable { .. }) && report(&err).contains("missing"), "{}", report(&err));
 }

@@ -30,6 +30,12 @@ pub fn build() -> Result<PathBuf> {
     }
     let mut cmd = sh::cmd("cargo", ["deb", "-p", "lb-user", "--locked"]);
     cmd.current_dir(lab::lb::workspace());
+    // `pglb_build_info` names the commit built, when this is a git checkout.
+    let mut rev = sh::cmd("git", ["rev-parse", "HEAD"]);
+    rev.current_dir(lab::lb::workspace());
+    if let Ok(commit) = sh::output(&mut rev) {
+        cmd.env("PGLB_GIT_COMMIT", commit.trim());
+    }
     // cargo-deb prints the path of the package it wrote as its last line on stdout.
     let out = sh::output(&mut cmd).context("building the Debian package (cargo deb)")?;
     let path = out

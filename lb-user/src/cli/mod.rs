@@ -90,10 +90,30 @@ pub fn load(path: &Path) -> Result<Config> {
     Ok(Config::load(path)?)
 }
 
+/// How log lines are written to stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event (colours on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp` (RFC 3339, UTC), `level`, `message` and the
+    /// event's fields at the top level, then `span`/`spans` when inside one.
+    Json,
+}
+
+/// Logs to stderr at `PGLB_LOG` (an `EnvFilter`, default `info`) in the default format.
 pub fn init_logging() {
+    init_logging_as(LogFormat::Text);
+}
+
+/// Logs to stderr at `PGLB_LOG` (an `EnvFilter`, default `info`) in `format`.
+pub fn init_logging_as(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PGLB_LOG").unwrap_or_else(|_| "info".into());
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).with_writer(std::io::stderr).init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
 }
 
 pub fn runtime() -> Result<tokio::runtime::Runtime> {

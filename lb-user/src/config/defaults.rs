@@ -32,6 +32,10 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: http_listen(),
+            allow: None,
+            auth: Default::default(),
+            token_file: None,
+            token: None,
             stats_user: None,
             stats_password_file: None,
             stats_password_env: None,

@@ -38,7 +38,7 @@ pub use self::cidr::{CidrParseError, Ipv4Cidr};
 pub use self::defaults::{DEFAULT_PIN_ROOT, DEFAULT_STATE_ROOT};
 pub use self::secrets::Secret;
 pub use self::sections::{
-    AgentChannelConfig, AgentClientConfig, DataplaneConfig, FailoverConfig, HttpConfig, InstanceConfig, ListenerConfig,
+    AgentChannelConfig, AgentClientConfig, DataplaneConfig, FailoverConfig, HttpAuthScope, HttpConfig, InstanceConfig, ListenerConfig,
     NodeConfig, Pool, ProbeConfig, ReplicationConfig, VrrpConfig, XdpMode,
 };
 pub use self::validate::{
@@ -177,8 +177,26 @@ pub enum ConfigError {
     AgentClientName { name: String },
     #[error("[[agent.client]] {name:?} is listed twice")]
     DuplicateAgentClient { name: String },
-    #[error("[http] listen {listen} is not loopback, so stats_user and stats_password_file (or stats_password_env) are required")]
+    #[error("[http] listen {listen} is not loopback, so credentials are required: stats_user with stats_password_file (or stats_password_env), or token_file")]
     StatsCredentialsMissing { listen: SocketAddr },
+    #[error("[http] auth = \"all\" needs credentials: stats_user with stats_password_file (or stats_password_env), or token_file")]
+    HttpAuthWithoutCredentials,
+    #[error("[http] allow is empty, so every connection would get 403: list networks, or leave allow out to answer every network")]
+    HttpAllowEmpty,
+    #[error("[http] allow {cidr} has host bits set: write its network, {network}/{}", cidr.prefix_len)]
+    HttpAllowHostBits { cidr: Ipv4Cidr, network: Ipv4Addr },
+    #[error("[http] allow does not include listen {listen}: nothing could connect (add \"{listen}/32\")", listen = listen.ip())]
+    HttpAllowExcludesListen { listen: SocketAddr },
+    #[error("[http] stats_user and its password (stats_password_file or stats_password_env) go together: set both or neither")]
+    StatsCredentialsIncomplete,
+    #[error("cannot read [http] token_file {}", path.display())]
+    TokenFileUnreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("[http] token_file {} must hold one token of A-Z a-z 0-9 - . _ ~ + / = (at least 16 characters)", path.display())]
+    TokenInvalid { path: PathBuf },
 }
 
 impl Config {

@@ -41,6 +41,9 @@ impl Config {
         if h.stats_password_file.is_some() || h.stats_password_env.is_some() {
             self.http.stats_password = Some(read_secret("http", &h.stats_password_file, &h.stats_password_env, &env)?);
         }
+        if let Some(path) = &self.http.token_file {
+            self.http.token = Some(read_token(path)?);
+        }
         if let Some(a) = &mut self.agent {
             a.signing_key = Some(crate::agent::channel::SigningKey::from_file(&a.signing_key_file)?);
             for c in &mut a.clients {
@@ -92,4 +95,15 @@ fn read_secret(
         return Err(ConfigError::PasswordEmpty { section });
     }
     Ok(Secret::new(value))
+}
+
+/// `[http] token_file`: one line of a bearer token's characters (RFC 6750), 16 or more of them.
+fn read_token(path: &std::path::Path) -> Result<Secret, ConfigError> {
+    let raw = std::fs::read_to_string(path).map_err(|source| ConfigError::TokenFileUnreadable { path: path.to_owned(), source })?;
+    let token = raw.strip_suffix('\n').map(|s| s.strip_suffix('\r').unwrap_or(s)).unwrap_or(&raw);
+    let ok = token.len() >= 16 && token.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b));
+    if !ok {
+        return Err(ConfigError::TokenInvalid { path: path.to_owned() });
+    }
+    Ok(Secret::new(token))
 }

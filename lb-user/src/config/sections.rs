@@ -106,6 +106,17 @@ pub struct DataplaneConfig {
     pub lease_grace: Duration,
 }
 
+/// Which HTTP endpoints need credentials.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpAuthScope {
+    /// `/stats` only: scrapers and health checkers need none.
+    #[default]
+    Stats,
+    /// Every endpoint, health checks and `/metrics` included.
+    All,
+}
+
 /// How the XDP program is attached (the data plane uses this type too).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -325,14 +336,30 @@ impl VrrpConfig {
     }
 }
 
-/// `[http]`: metrics, stats page and health.
+/// `[http]`: metrics, stats page, health checks, and who may ask them.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// Default `127.0.0.1:8404`.
     #[serde(default = "defaults::http_listen")]
     pub listen: SocketAddr,
-    /// Basic-auth user for `/stats`; required when `listen` is not loopback.
+    /// The networks (CIDR, `10.0.0.0/8`) whose connections are answered; any other gets 403.
+    /// Absent: every network. Include `127.0.0.1/32` to keep asking from the host itself.
+    #[serde(default)]
+    pub allow: Option<Vec<Ipv4Cidr>>,
+    /// Which endpoints need credentials (basic auth with `stats_user`, or the bearer token of
+    /// `token_file`): `"stats"` (default) only `/stats`, `"all"` every endpoint.
+    #[serde(default)]
+    pub auth: HttpAuthScope,
+    /// A file holding a bearer token (`Authorization: Bearer <token>`), accepted wherever basic
+    /// auth is; one line, A-Z a-z 0-9 `-._~+/=`.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Filled in by [`Config::load`](super::Config::load) from `token_file`.
+    #[serde(skip)]
+    pub token: Option<Secret>,
+    /// Basic-auth user; credentials (this with a password, or `token_file`) are required when
+    /// `listen` is not loopback.
     #[serde(default)]
     pub stats_user: Option<String>,
     #[serde(default)]

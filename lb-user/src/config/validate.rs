@@ -2,10 +2,10 @@
 //! their bounds. Pure: reads no file (the secrets are read afterwards, see `secrets`).
 
 use std::collections::HashSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use super::{AgentChannelConfig, Config, ConfigError, Pool, VrrpConfig, secrets::check_password_source};
+use super::{AgentChannelConfig, Config, ConfigError, HttpAuthScope, Ipv4Cidr, Pool, VrrpConfig, secrets::check_password_source};
 use crate::Human;
 
 /// The longest Linux interface name (IFNAMSIZ − 1).
@@ -286,15 +286,49 @@ impl Config {
 
     fn validate_http(&self) -> Result<(), ConfigError> {
         let h = &self.http;
-        let has_password = h.stats_password_file.is_some() || h.stats_password_env.is_some();
         if h.stats_password_file.is_some() && h.stats_password_env.is_some() {
             return Err(ConfigError::ConflictingPassword { section: "http" });
         }
-        if !h.listen.ip().is_loopback() && (h.stats_user.as_deref().unwrap_or("").is_empty() || !has_password) {
+        let has_password = h.stats_password_file.is_some() || h.stats_password_env.is_some();
+        if h.stats_user.as_deref().is_some_and(str::is_empty) {
+            return Err(ConfigError::EmptyValue { section: "http", key: "stats_user" });
+        }
+        if h.stats_user.is_some() != has_password {
+            return Err(ConfigError::StatsCredentialsIncomplete);
+        }
+        if h.token_file.as_ref().is_some_and(|f| f.as_os_str().is_empty()) {
+            return Err(ConfigError::EmptyValue { section: "http", key: "token_file" });
+        }
+        let has_credentials = has_password || h.token_file.is_some();
+        if !h.listen.ip().is_loopback() && !has_credentials {
             return Err(ConfigError::StatsCredentialsMissing { listen: h.listen });
+        }
+        if h.auth == HttpAuthScope::All && !has_credentials {
+            return Err(ConfigError::HttpAuthWithoutCredentials);
+        }
+        if let Some(allow) = &h.allow {
+            validate_allow(allow, h.listen)?;
         }
         Ok(())
     }
+}
+
+/// `[http] allow`: not empty, networks written as networks, and the listen address itself
+/// allowed when it is an IPv4 loopback (else nothing could connect).
+fn validate_allow(allow: &[Ipv4Cidr], listen: SocketAddr) -> Result<(), ConfigError> {
+    if allow.is_empty() {
+        return Err(ConfigError::HttpAllowEmpty);
+    }
+    if let Some(c) = allow.iter().find(|c| c.addr != c.network()) {
+        return Err(ConfigError::HttpAllowHostBits { cidr: *c, network: c.network() });
+    }
+    if let IpAddr::V4(ip) = listen.ip()
+        && ip.is_loopback()
+        && !allow.iter().any(|c| c.contains(ip))
+    {
+        return Err(ConfigError::HttpAllowExcludesListen { listen });
+    }
+    Ok(())
 }
 
 /// Whether `name` can be a physical replication slot name (and so a node name).

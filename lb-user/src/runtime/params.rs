@@ -14,7 +14,7 @@ use crate::{
     config::{Config, Pool},
     dataplane::{BackendSpec, DataplaneSpec, ListenerSpec},
     failover::{NodeParams, Params},
-    http::StatsAuth,
+    http::Access,
     probe::ProbeSettings,
     vip::{VrrpParams, vrrp::master_down_interval},
 };
@@ -91,11 +91,11 @@ pub struct AgentChannelParams {
     pub nodes: Vec<NodeSpec>,
 }
 
-/// The HTTP endpoints.
+/// The HTTP endpoints and who may ask them.
 #[derive(Clone)]
 pub struct HttpParams {
     pub listen: SocketAddr,
-    pub auth: Option<StatsAuth>,
+    pub access: Access,
 }
 
 /// What a status snapshot shows besides what the machine publishes.
@@ -272,11 +272,12 @@ fn agent(config: &Config, nodes: &[NodeSpec]) -> Option<AgentChannelParams> {
 
 fn http(config: &Config) -> HttpParams {
     let h = &config.http;
-    let auth = match (&h.stats_user, &h.stats_password) {
-        (Some(u), Some(p)) => Some(StatsAuth::new(u, p.expose())),
+    let basic = match (&h.stats_user, &h.stats_password) {
+        (Some(u), Some(p)) => Some((u.as_str(), p.expose())),
         _ => None,
     };
-    HttpParams { listen: h.listen, auth }
+    let token = h.token.as_ref().map(|t| t.expose());
+    HttpParams { listen: h.listen, access: Access::new(h.allow.clone().unwrap_or_default(), basic, token, h.auth) }
 }
 
 fn snapshot(config: &Config) -> SnapshotParams {

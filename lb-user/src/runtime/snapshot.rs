@@ -184,6 +184,7 @@ impl SnapshotSource {
                     lag_bytes: n.lag_bytes,
                     lag_seconds: n.lag.map(|d| d.as_secs_f64()),
                     routed_ports: routed,
+                    reader: !self.p.read_ports.is_empty() && view.readers.contains(&n.id),
                     traffic: Traffic {
                         flows: read.flows.iter().filter(|f| f.backend_id == n.id as u32).count() as u64,
                         new_flows: stats.map(|s| s.new_flows).unwrap_or(0),

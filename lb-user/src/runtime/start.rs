@@ -116,8 +116,8 @@ pub(super) async fn open_reports(p: &RunParams) -> Result<Option<(ReportLink, In
 /// `/metrics`, `/stats` and `/health`.
 pub(super) async fn start_http(p: &RunParams, source: SnapshotSource, tasks: &mut Tasks) -> Result<(), RuntimeError> {
     let listener = http::bind(p.http.listen).await?;
-    tasks.spawn("http", http::serve(listener, source, p.http.auth.clone()));
-    info!(listen = %p.http.listen, "http: serving /metrics /stats /health");
+    tasks.spawn("http", http::serve(listener, source, p.http.access.clone()));
+    info!(listen = %p.http.listen, "http: serving /metrics /stats /primary /replica /read-only /health /node/<name>");
     Ok(())
 }
 

@@ -12,7 +12,7 @@ pub(super) fn escape_label(v: &str) -> String {
 pub fn render_metrics(s: &Snapshot) -> String {
     let mut o = String::new();
     let inst = escape_label(&s.instance);
-    for section in [nodes, probe_latency, backends, datapath, failover, vrrp, fences, state, peers, vip] {
+    for section in [build_info, nodes, probe_latency, backends, datapath, failover, vrrp, fences, state, peers, vip] {
         section(&mut o, s, &inst);
     }
     o
@@ -21,6 +21,14 @@ pub fn render_metrics(s: &Snapshot) -> String {
 /// A metric family's `# HELP` and `# TYPE` lines.
 fn family(o: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// The version of the binary serving, and the commit it was built from when the build said
+/// (`PGLB_GIT_COMMIT` in the build's environment).
+fn build_info(o: &mut String, _s: &Snapshot, inst: &str) {
+    family(o, "pglb_build_info", "gauge", "Always 1; the labels name the pglb version (and the git commit, when known) serving.");
+    let commit = option_env!("PGLB_GIT_COMMIT").filter(|c| !c.is_empty()).map(|c| format!(",git_commit=\"{}\"", escape_label(c))).unwrap_or_default();
+    let _ = writeln!(o, "pglb_build_info{{instance_name=\"{inst}\",version=\"{}\"{commit}}} 1", env!("CARGO_PKG_VERSION"));
 }
 
 /// Each node's probe verdict, role, timeline and replay lag.

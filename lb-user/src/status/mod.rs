@@ -63,6 +63,9 @@ pub struct NodeRow {
     pub lag_seconds: Option<f64>,
     /// Listener ports that route to this node now.
     pub routed_ports: Vec<u16>,
+    /// Routed on the read ports (a standby within the read-lag limits, or the writer standing
+    /// in when none qualifies).
+    pub reader: bool,
     pub traffic: Traffic,
     /// Seconds since the node's state last changed.
     pub since_change_s: f64,
@@ -229,6 +232,7 @@ mod tests {
                     lag_bytes: None,
                     lag_seconds: None,
                     routed_ports: vec![3000],
+                    reader: false,
                     traffic: Traffic { flows: 3, new_flows: 9, packets: 100, bytes: 6400, rsts: 1 },
                     since_change_s: 12.0,
                     probe_latency: h,
@@ -274,6 +278,8 @@ mod tests {
         assert!(m.contains("pglb_node_up{instance_name=\"lb1\",node=\"pg<2>\"} 0\n"), "{m}");
         assert!(m.contains("pglb_backend_rsts_total{instance_name=\"lb1\",node=\"pg1\"} 1\n"), "{m}");
         assert!(m.contains("pglb_failovers_total{instance_name=\"lb1\"} 1\n"), "{m}");
+        let build = m.lines().find(|l| l.starts_with("pglb_build_info{")).expect("pglb_build_info");
+        assert!(build.starts_with(&format!("pglb_build_info{{instance_name=\"lb1\",version=\"{}\"", env!("CARGO_PKG_VERSION"))) && build.ends_with("} 1"), "{build}");
         for line in m.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<f64>().is_ok(), "bad sample line {line:?}");

@@ -129,6 +129,10 @@ pub struct Snapshot {
     pub vrrp_priority_configured: Option<u8>,
     /// Recent events, newest first.
     pub events: Vec<EventRow>,
+    /// `[hooks]` runs by result (`ok`, `failed`, `timeout`, `spawn_error`, `dropped`).
+    pub hook_runs: Vec<(String, u64)>,
+    /// Events the journal could not append.
+    pub journal_errors_total: u64,
     /// Per-backend rates, oldest first, one every `rate_every_s`; a full window holds
     /// `rate_window` of them.
     pub rates: Vec<RateSeries>,
@@ -243,6 +247,7 @@ mod tests {
                 },
             ],
             failovers_total: 1,
+            hook_runs: vec![("ok".into(), 4), ("timeout".into(), 1)],
             ..Snapshot::default()
         }
     }
@@ -274,6 +279,9 @@ mod tests {
         assert!(m.contains("pglb_node_up{instance_name=\"lb1\",node=\"pg<2>\"} 0\n"), "{m}");
         assert!(m.contains("pglb_backend_rsts_total{instance_name=\"lb1\",node=\"pg1\"} 1\n"), "{m}");
         assert!(m.contains("pglb_failovers_total{instance_name=\"lb1\"} 1\n"), "{m}");
+        assert!(m.contains("pglb_hook_runs_total{instance_name=\"lb1\",result=\"ok\"} 4\n"), "{m}");
+        assert!(m.contains("pglb_hook_runs_total{instance_name=\"lb1\",result=\"timeout\"} 1\n"), "{m}");
+        assert!(m.contains("pglb_journal_write_errors_total{instance_name=\"lb1\"} 0\n"), "{m}");
         for line in m.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<f64>().is_ok(), "bad sample line {line:?}");

@@ -145,7 +145,7 @@ pub struct Snapshot {
 pub struct EventRow {
     /// Its start, RFC 3339 in UTC.
     pub at: String,
-    /// `failover`, `switchover`, `fence`, `vrrp`, `flood`.
+    /// `failover`, `switchover`, `fence`, `vrrp`, `flood`, `operator`.
     pub kind: String,
     pub text: String,
     /// How long it lasted, once it ended (`None` for events without an end).
@@ -379,6 +379,6 @@ mod tests {
         let backup = Snapshot { vrrp_state: "backup".into(), vip_held: false, vip_master: Some("172.20.0.22".into()), events: Vec::new(), ..s };
         let h = render_html(&backup);
         assert!(h.contains("172.20.0.22</td><td class=\"l\">master</td><td>100</td>"), "the master we hear: {h}");
-        assert!(h.contains("<p id=\"events\">none since this instance started</p>"), "{h}");
+        assert!(h.contains("<p id=\"events\">none yet (the event journal is empty)</p>"), "{h}");
     }
 }

@@ -894,6 +894,10 @@ fn shipped_configs_parse_and_validate() {
         assert_eq!(c.state_dir(), Path::new(&format!("{root}/var/lib/pglb/{name}")), "{rel}");
         assert!(text.contains(&format!("signing_key_file = \"{root}/etc/pglb/agent-signing.key\"")), "{rel}");
         assert!(text.contains(&format!("key_file = \"{root}/etc/pglb/agent-client.key\"")), "{rel}");
+        // The lab's hook appends every event to a file beside the state file (tests/hooks.rs).
+        let hooks = c.hooks.as_ref().expect("the lab runs a hook");
+        assert!(hooks.command.ends_with(&format!(">> {root}/var/lib/pglb/{name}/hooks.log")), "{rel}: {}", hooks.command);
+        assert_eq!((hooks.timeout, hooks.max_concurrent), (Duration::from_secs(10), 4), "{rel}: the defaults");
     }
     assert!(example.hooks.is_none(), "the example leaves [hooks] commented out");
 }

@@ -1,11 +1,12 @@
 //! Event hooks and the event journal in the lab: the lab's `[hooks]` command (config/lab.toml)
 //! appends each event's JSON (stdin) and `PGLB_*` environment to `hooks.log` beside the state
 //! file. A switchover and a failover (kill -9 of the primary's postmaster) must each reach it,
-//! and `pglb events` must read them back from the journal without asking the daemon.
+//! on the master and (as `writer_changed`) on the backup; `pglb events` must read them back
+//! from the journal without asking the daemon, and a restarted pglb's `/stats` must show them.
 
 use std::{fs, process::Command, time::Duration};
 
-use pglb_tests::{Lab, STATE_DIR, lb_config, lb_root, netns, pglb_bin, poll_until, signal, stderr, stdout};
+use pglb_tests::{Lab, STATE_DIR, lb_config, lb_root, netns, pglb_bin, pglb_pid, poll_until, signal, start_pglb, stderr, stdout, wait_gone};
 use serde_json::Value;
 
 /// One line of the lab hook's file: the event's JSON and its environment.
@@ -64,6 +65,9 @@ fn hooks_and_journal_see_switchover_and_failover() {
         assert!(sw.env.contains(var), "{var:?} not in the hook's environment: {}", sw.env);
     }
     assert!(sw.env.contains(&format!("PGLB_TIMELINE={} ", sw.json["timeline"])), "{}", sw.env);
+    // lb2, the backup, sees the same change as a new writer it did not promote.
+    let seen = wait_hook("lb2", "writer_changed", Duration::from_secs(10), |h| h.json["old_writer"] == "pg1" && h.json["new_writer"] == "pg2");
+    assert!(seen.env.contains("PGLB_INSTANCE=lb2 ") && seen.env.contains("PGLB_EVENT=writer_changed "), "{}", seen.env);
 
     // Back to pg1 (the old primary is a standby again once its demote_command ran), so that the
     // failover below kills pg1's postmaster.
@@ -83,6 +87,7 @@ fn hooks_and_journal_see_switchover_and_failover() {
     assert!(fo.env.contains("PGLB_EVENT=failover ") && fo.env.contains(&format!("PGLB_NEW_WRITER={new} ")), "{}", fo.env);
     let fence = wait_hook("lb1", "fence", Duration::from_secs(10), |h| h.json["node"] == "pg1");
     assert!(fence.env.contains("PGLB_NODE=pg1 "), "{}", fence.env);
+    wait_hook("lb2", "writer_changed", Duration::from_secs(10), |h| h.json["old_writer"] == "pg1" && h.json["new_writer"] == new.as_str());
 
     // Every run so far succeeded.
     let metrics = Command::new("ip")
@@ -115,4 +120,18 @@ fn hooks_and_journal_see_switchover_and_failover() {
     assert!(future.status.success() && stdout(&future).is_empty(), "nothing after 2099: {}", stdout(&future));
     let bad = pglb(&["events", "--since", "yesterday"], "lb1");
     assert!(!bad.status.success() && stderr(&bad).contains("neither an RFC 3339 time"), "a bad --since: {}", stderr(&bad));
+
+    // A restart keeps the history: lb2's /stats starts from its journal.
+    let pid = pglb_pid("lb2");
+    signal(pid, libc::SIGTERM);
+    wait_gone(pid, Duration::from_secs(10), "pglb on lb2 to stop");
+    start_pglb("lb2");
+    poll_until(Duration::from_secs(20), Duration::from_millis(500), "/stats on the restarted lb2 to show the events from before the restart", || {
+        let page = Command::new("ip")
+            .args(["netns", "exec", &netns("lb2"), "curl", "-s", "-m", "2", "http://127.0.0.1:8404/stats"])
+            .output()
+            .map(|o| stdout(&o))
+            .unwrap_or_default();
+        page.contains("writer changed: pg1 -&gt; pg2") && page.contains(&format!("writer changed: pg1 -&gt; {new}"))
+    });
 }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod dataplane;
 pub mod failover;
 pub mod http;
+pub mod journal;
 pub mod key;
 pub mod node;
 pub mod notify;

@@ -92,6 +92,13 @@ fn agent_client(t: &mut Table) -> &mut Table {
 }
 
 /// A `[vrrp]` with one pglb peer and its key file (not read by `Config::parse`).
+/// A `[hooks]` section with its command, created when absent.
+fn hooks(t: &mut Table) -> &mut Table {
+    let h = t.entry("hooks").or_insert_with(|| Value::Table(Table::new())).as_table_mut().unwrap();
+    h.entry("command").or_insert_with(|| s("/etc/pglb/hook.sh"));
+    h
+}
+
 fn vrrp(t: &mut Table) -> &mut Table {
     let v = section(t, "vrrp");
     v.insert("vrid".into(), Value::Integer(51));
@@ -708,6 +715,48 @@ fn bad_configs_are_rejected_with_the_right_variant() {
             |e| matches!(e, ConfigError::Parse { message, .. } if message.contains("everything")),
         ),
         (
+            "empty hooks command",
+            Box::new(|t| {
+                hooks(t).insert("command".into(), s(" "));
+            }),
+            |e| matches!(e, ConfigError::EmptyValue { section: "hooks", key: "command" }),
+        ),
+        (
+            "hooks without a command",
+            Box::new(|t| {
+                hooks(t).remove("command");
+            }),
+            |e| matches!(e, ConfigError::Parse { message, .. } if message.contains("command")),
+        ),
+        (
+            "hooks timeout too short",
+            Box::new(|t| {
+                hooks(t).insert("timeout".into(), s("10ms"));
+            }),
+            |e| matches!(e, ConfigError::DurationOutOfRange { key: "[hooks] timeout", .. }),
+        ),
+        (
+            "hooks max_concurrent 0",
+            Box::new(|t| {
+                hooks(t).insert("max_concurrent".into(), Value::Integer(0));
+            }),
+            |e| matches!(e, ConfigError::NumberOutOfRange { key: "[hooks] max_concurrent", min: 1, .. }),
+        ),
+        (
+            "hooks max_concurrent too large",
+            Box::new(|t| {
+                hooks(t).insert("max_concurrent".into(), Value::Integer(1000));
+            }),
+            |e| matches!(e, ConfigError::NumberOutOfRange { key: "[hooks] max_concurrent", max: 64, .. }),
+        ),
+        (
+            "unknown hooks key",
+            Box::new(|t| {
+                hooks(t).insert("comand".into(), s("true"));
+            }),
+            |e| matches!(e, ConfigError::Parse { message, .. } if message.contains("comand")),
+        ),
+        (
             "empty probe user",
             Box::new(|t| {
                 section(t, "probe").insert("user".into(), s(""));
@@ -779,6 +828,14 @@ fn good_variants_are_accepted() {
     .expect("a keepalived peer needs no key");
     assert_eq!(c.vrrp.unwrap().unicast_peers(), ["172.20.0.23".parse::<std::net::Ipv4Addr>().unwrap()]);
     assert_eq!(v.advert_interval, Duration::from_millis(1500));
+    // [hooks] with only its command: the documented defaults.
+    let c = parse_patched(|t| {
+        hooks(t);
+    })
+    .expect("a hook command alone");
+    let h = c.hooks.expect("[hooks]");
+    assert_eq!((h.command.as_str(), h.timeout, h.max_concurrent), ("/etc/pglb/hook.sh", Duration::from_secs(10), 4));
+    assert!(parse_patched(|_| {}).unwrap().hooks.is_none(), "no [hooks]: no hook");
 }
 
 #[test]
@@ -911,7 +968,12 @@ fn shipped_configs_parse_and_validate() {
         assert_eq!(c.state_dir(), Path::new(&format!("{root}/var/lib/pglb/{name}")), "{rel}");
         assert!(text.contains(&format!("signing_key_file = \"{root}/etc/pglb/agent-signing.key\"")), "{rel}");
         assert!(text.contains(&format!("key_file = \"{root}/etc/pglb/agent-client.key\"")), "{rel}");
+        // The lab's hook appends every event to a file beside the state file (tests/hooks.rs).
+        let hooks = c.hooks.as_ref().expect("the lab runs a hook");
+        assert!(hooks.command.ends_with(&format!(">> {root}/var/lib/pglb/{name}/hooks.log")), "{rel}: {}", hooks.command);
+        assert_eq!((hooks.timeout, hooks.max_concurrent), (Duration::from_secs(10), 4), "{rel}: the defaults");
     }
+    assert!(example.hooks.is_none(), "the example leaves [hooks] commented out");
 }
 
 #[test]

@@ -5,6 +5,7 @@
 mod agent;
 mod check;
 mod debug;
+mod events;
 mod export;
 mod map;
 mod node;
@@ -38,6 +39,8 @@ enum Command {
     Status(status::Args),
     /// Planned, zero-loss change of the primary to NODE.
     Switchover(switchover::Args),
+    /// The event journal: failovers, switchovers, fences, rejoins, VRRP roles, SYN floods.
+    Events(events::Args),
     /// The data plane's maps.
     Map {
         #[command(subcommand)]
@@ -70,6 +73,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Check(args) => check::run(args),
         Command::Status(args) => status::run(args),
         Command::Switchover(args) => switchover::run(args),
+        Command::Events(args) => events::run(args),
         Command::Map { command } => map::run(command),
         Command::Export { command } => export::run(command),
         Command::Node { command } => node::run(command),

@@ -126,3 +126,9 @@ pub fn subscriber_ttl() -> Duration {
 pub fn http_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8404))
 }
+pub fn hook_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+pub fn hook_max_concurrent() -> u32 {
+    4
+}

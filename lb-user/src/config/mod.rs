@@ -38,12 +38,12 @@ pub use self::cidr::{CidrParseError, Ipv4Cidr};
 pub use self::defaults::{DEFAULT_PIN_ROOT, DEFAULT_STATE_ROOT};
 pub use self::secrets::Secret;
 pub use self::sections::{
-    AgentChannelConfig, AgentClientConfig, DataplaneConfig, FailoverConfig, HttpAuthScope, HttpConfig, InstanceConfig, ListenerConfig,
+    AgentChannelConfig, AgentClientConfig, DataplaneConfig, FailoverConfig, HooksConfig, HttpAuthScope, HttpConfig, InstanceConfig, ListenerConfig,
     NodeConfig, Pool, ProbeConfig, ReplicationConfig, VrrpConfig, XdpMode,
 };
 pub use self::validate::{
     LONG_TIMEOUT_MAX, MAX_INTERFACE_NAME, MAX_NODE_NAME, MAX_READ_WEIGHT, PROBE_COUNT_MAX, PROBE_INTERVAL_MAX,
-    PROBE_INTERVAL_MIN, VRRP_ADVERT_MAX, VRRP_ADVERT_MIN, VRRP_PREEMPT_DELAY_MAX, is_slot_name,
+    PROBE_INTERVAL_MIN, VRRP_ADVERT_MAX, VRRP_ADVERT_MIN, VRRP_PREEMPT_DELAY_MAX, HOOK_CONCURRENCY_MAX, is_slot_name,
 };
 
 /// A whole pglb instance's configuration (one file per load balancer).
@@ -70,6 +70,9 @@ pub struct Config {
     /// Absent: no agent channel (`pglb agent` hosts cannot learn the routing from here).
     #[serde(default)]
     pub agent: Option<AgentChannelConfig>,
+    /// Absent: no hook runs (the event journal is written all the same).
+    #[serde(default)]
+    pub hooks: Option<HooksConfig>,
 }
 
 /// Everything that makes a config unusable. Every message is one line.

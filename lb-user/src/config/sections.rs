@@ -1,5 +1,6 @@
 //! The sections of a config file, one type each (`[instance]`, `[dataplane]`, `[[listener]]`,
-//! `[[node]]`, `[probe]`, `[failover]`, `[replication]`, `[vrrp]`, `[http]`, `[agent]`), as
+//! `[[node]]`, `[probe]`, `[failover]`, `[replication]`, `[vrrp]`, `[http]`, `[agent]`,
+//! `[hooks]`), as
 //! serde reads them: what each key means and its default. The defaults' values are in
 //! `defaults`, the checks of the values in `validate`.
 
@@ -369,4 +370,29 @@ pub struct HttpConfig {
     /// Filled in by [`Config::load`](super::Config::load) when a stats password source is set.
     #[serde(skip)]
     pub stats_password: Option<Secret>,
+}
+
+/// `[hooks]`: a command run on every event (failover, switchover, fence, rejoin, VRRP role, SYN
+/// flood defence), off the main loop (`crate::runtime::hooks`). The event is one JSON object on
+/// its stdin, and `PGLB_EVENT`, `PGLB_NODE`, `PGLB_OLD_WRITER`, `PGLB_NEW_WRITER` and
+/// `PGLB_TIMELINE` in its environment.
+///
+/// ```toml
+/// [hooks]
+/// command = "/etc/pglb/hook.sh"
+/// timeout = "10s"
+/// max_concurrent = 4
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksConfig {
+    /// Run with `/bin/sh -c`, in its own process group.
+    pub command: String,
+    /// A run still going after this is killed (its whole process group). Default 10s.
+    #[serde(default = "defaults::hook_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Runs at once; events beyond wait in a bounded queue, and a full queue drops (counted).
+    /// Default 4.
+    #[serde(default = "defaults::hook_max_concurrent")]
+    pub max_concurrent: u32,
 }

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use super::{AgentChannelConfig, Config, ConfigError, HttpAuthScope, Ipv4Cidr, Pool, VrrpConfig, secrets::check_password_source};
+use super::{AgentChannelConfig, Config, ConfigError, HooksConfig, HttpAuthScope, Ipv4Cidr, Pool, VrrpConfig, secrets::check_password_source};
 use crate::Human;
 
 /// The longest Linux interface name (IFNAMSIZ − 1).
@@ -24,6 +24,8 @@ pub const VRRP_ADVERT_MIN: Duration = Duration::from_millis(10);
 pub const VRRP_ADVERT_MAX: Duration = Duration::from_millis(40_950);
 /// The longest `preempt_delay` (as keepalived).
 pub const VRRP_PREEMPT_DELAY_MAX: Duration = Duration::from_secs(1000);
+/// The most hook runs at once.
+pub const HOOK_CONCURRENCY_MAX: u32 = 64;
 /// Upper bound of the various "how long to wait" durations, against typos like `30h`.
 pub const LONG_TIMEOUT_MAX: Duration = Duration::from_secs(3600);
 
@@ -43,6 +45,9 @@ impl Config {
         self.validate_http()?;
         if let Some(agent) = &self.agent {
             self.validate_agent(agent)?;
+        }
+        if let Some(hooks) = &self.hooks {
+            validate_hooks(hooks)?;
         }
         Ok(())
     }
@@ -329,6 +334,14 @@ fn validate_allow(allow: &[Ipv4Cidr], listen: SocketAddr) -> Result<(), ConfigEr
         return Err(ConfigError::HttpAllowExcludesListen { listen });
     }
     Ok(())
+}
+
+fn validate_hooks(h: &HooksConfig) -> Result<(), ConfigError> {
+    if h.command.trim().is_empty() {
+        return Err(ConfigError::EmptyValue { section: "hooks", key: "command" });
+    }
+    check_duration("[hooks] timeout", h.timeout, Duration::from_millis(100), LONG_TIMEOUT_MAX)?;
+    check_number("[hooks] max_concurrent", h.max_concurrent.into(), 1, HOOK_CONCURRENCY_MAX.into())
 }
 
 /// Whether `name` can be a physical replication slot name (and so a node name).

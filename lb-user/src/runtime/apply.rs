@@ -9,6 +9,7 @@ use tracing::{error, info, warn};
 use super::{Runtime, history::EventKind, snapshot::Published};
 use crate::{
     failover::{Action, Alert, ClusterView, Event, FenceReason, Level, NodeId},
+    journal::EventName,
     vip::report::ReportLink,
 };
 
@@ -79,7 +80,10 @@ impl Runtime {
                         FenceReason::OlderTimeline { timeline, writer_timeline } => format!("a primary on timeline {timeline}, older than the writer's {writer_timeline}"),
                         FenceReason::Replaced { by } => format!("the former writer, replaced by {}", ctx.name(*by)),
                     };
-                    self.record(EventKind::Fence, format!("{name} fenced ({why}): never routed until it rejoins"));
+                    let text = format!("{name} fenced ({why}): never routed until it rejoins");
+                    self.record(EventKind::Fence, text.clone());
+                    let timeline = self.machine.view().writer_timeline;
+                    self.emit(self.event(EventName::Fence, text).node(name).timeline(timeline));
                 }
                 Action::Alert(alert) => self.on_alert(alert),
                 Action::Log { level, message } => match level {
@@ -124,31 +128,44 @@ impl Runtime {
             Alert::FailedOver { from, to } => {
                 self.counts.failovers += 1;
                 let text = format!("failover: {} -> {}, the new writer is routed", from_name(*from), name(*to));
+                let timeline = self.machine.view().writer_timeline;
+                let event = self.event(EventName::Failover, text.clone()).writers(from.map(name), Some(name(*to))).timeline(timeline);
                 self.end_writer_lost(text);
+                self.emit(event);
             }
             Alert::WriterChanged { from, to, timeline } => {
                 let text = format!("writer changed: {} -> {} (timeline {timeline}), routed", from_name(*from), name(*to));
+                let event = self.event(EventName::WriterChanged, text.clone()).writers(from.map(name), Some(name(*to))).timeline(Some(*timeline));
                 self.end_writer_lost(text);
+                self.emit(event);
             }
             Alert::RejoinFailed { node, attempt, .. } => {
                 self.counts.rejoins_failed += 1;
-                self.record(EventKind::Fence, format!("rejoin of {} failed (attempt {attempt}): it stays fenced", name(*node)));
+                let text = format!("rejoin of {} failed (attempt {attempt}): it stays fenced", name(*node));
+                self.record(EventKind::Fence, text.clone());
+                self.emit(self.event(EventName::RejoinFailed, text).node(name(*node)));
             }
             Alert::RejoinDone { node, .. } => {
                 self.counts.rejoins_ok += 1;
-                self.record(EventKind::Fence, format!("{} rejoined (rejoin_command succeeded)", name(*node)));
+                let text = format!("{} rejoined (rejoin_command succeeded)", name(*node));
+                self.record(EventKind::Fence, text.clone());
+                self.emit(self.event(EventName::RejoinOk, text).node(name(*node)));
             }
             Alert::SwitchoverDone { from, to, paused } => {
                 self.counts.switchovers += 1;
                 let text = format!("switchover done: {} -> {}; writes paused for {} ms", name(*from), name(*to), paused.as_millis());
+                let timeline = self.machine.view().writer_timeline;
+                self.emit(self.event(EventName::Switchover, text.clone()).writers(Some(name(*from)), Some(name(*to))).timeline(timeline));
                 if let Some(p) = self.pending.take() {
                     self.end_event(p.event, text.clone());
                     let _ = p.reply.send(Ok(text));
                 }
             }
-            Alert::SwitchoverAborted { reason, .. } | Alert::SwitchoverRejected { reason, .. } => {
+            Alert::SwitchoverAborted { reason, to, .. } | Alert::SwitchoverRejected { reason, to } => {
+                let text = format!("switchover to {} failed: {reason}", name(*to));
+                let writer = self.machine.view().writer.map(name);
+                self.emit(self.event(EventName::SwitchoverFailed, text.clone()).node(name(*to)).writers(writer.clone(), writer));
                 if let Some(p) = self.pending.take() {
-                    let text = format!("switchover to {} failed: {reason}", name(p.to));
                     self.end_event(p.event, text.clone());
                     let _ = p.reply.send(Err(text));
                 }

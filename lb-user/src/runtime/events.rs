@@ -1,6 +1,7 @@
 //! The recent events `/stats` shows, written where the runtime learns them and dated on the wall
 //! clock; a failover's event follows the machine's phase (see
-//! [`WriterLoss`](super::history::WriterLoss)).
+//! [`WriterLoss`](super::history::WriterLoss)). And [`Runtime::emit`], the one way an event
+//! reaches the journal and the `[hooks]` command (see [`super::hooks`]).
 
 use std::time::{Duration, SystemTime};
 
@@ -8,12 +9,31 @@ use super::{
     Runtime,
     history::{EventId, EventKind},
 };
-use crate::failover::Phase;
+use crate::{
+    failover::{NodeId, Phase},
+    journal::{self, EventName},
+};
 
 impl Runtime {
     /// The wall clock at a time on the runtime's clock (since start).
     fn wall(&self, at: Duration) -> SystemTime {
         self.since_wall + at
+    }
+
+    /// The one way an event reaches the journal and the `[hooks]` command: handed to the events
+    /// task without waiting (a full queue drops it, counted).
+    pub(super) fn emit(&self, event: journal::Event) {
+        self.events.emit(event);
+    }
+
+    /// An event named `name`, now, on this instance; the caller adds node, writers, timeline.
+    pub(super) fn event(&self, name: EventName, text: impl Into<String>) -> journal::Event {
+        journal::Event::new(self.wall(self.since.elapsed()), name, &self.p.instance, text)
+    }
+
+    /// A node's name, for an event.
+    pub(super) fn node_name(&self, node: NodeId) -> String {
+        self.executor.ctx().name(node).to_owned()
     }
 
     /// An event without an end, now.

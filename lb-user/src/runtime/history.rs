@@ -1,6 +1,6 @@
 //! What the daemon remembers for the `/stats` page: a bounded ring of recent events (failovers,
 //! switchovers, fences, VRRP transitions, SYN floods), each with its wall-clock start and, once
-//! it ended, its duration; and per-backend rates (new connections and packets per second) from
+//! it ended, its duration, beginning with the journal's tail from before the start ([`EventLog::restore`]); and per-backend rates (new connections and packets per second) from
 //! samples of the data plane's counters. The runtime writes both, snapshots only read them.
 //! No clock reads inside: every call is given its time.
 
@@ -8,6 +8,8 @@ use std::{
     collections::VecDeque,
     time::{Duration, SystemTime},
 };
+
+use crate::journal::{self, EventName};
 
 /// Events kept; the oldest is dropped first.
 pub const EVENTS_KEPT: usize = 50;
@@ -29,6 +31,8 @@ pub enum EventKind {
     Vrrp,
     /// A SYN flood, from its detection to its end.
     Flood,
+    /// An operator's command (pause, drain, disable, reload and their reverses).
+    Operator,
 }
 
 impl EventKind {
@@ -39,6 +43,25 @@ impl EventKind {
             EventKind::Fence => "fence",
             EventKind::Vrrp => "vrrp",
             EventKind::Flood => "flood",
+            EventKind::Operator => "operator",
+        }
+    }
+
+    /// Where a journal's event shows on `/stats`.
+    pub fn of(name: EventName) -> Self {
+        match name {
+            EventName::Failover | EventName::WriterChanged => EventKind::Failover,
+            EventName::Switchover | EventName::SwitchoverFailed => EventKind::Switchover,
+            EventName::Fence | EventName::RejoinOk | EventName::RejoinFailed => EventKind::Fence,
+            EventName::VrrpMaster | EventName::VrrpBackup => EventKind::Vrrp,
+            EventName::FloodOn | EventName::FloodOff => EventKind::Flood,
+            EventName::Pause
+            | EventName::Resume
+            | EventName::Drain
+            | EventName::Undrain
+            | EventName::Disable
+            | EventName::Enable
+            | EventName::Reload => EventKind::Operator,
         }
     }
 }
@@ -123,6 +146,14 @@ impl EventLog {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// The newest of the journal's `events` (oldest first), as events without an end: what
+    /// `/stats` shows of the time before this start.
+    pub fn restore(&mut self, events: &[journal::Event]) {
+        for e in &events[events.len().saturating_sub(self.kept)..] {
+            self.record(e.at, EventKind::of(e.event), e.text.clone(), None);
+        }
     }
 }
 
@@ -261,6 +292,22 @@ mod tests {
         log.end(fo, at(40), None);
         assert!(log.newest_first().all(|e| e.kind != EventKind::Failover));
         assert_eq!(rfc3339(at(0)), "2027-01-15T08:00:00Z");
+    }
+
+    #[test]
+    fn stats_ring_starts_with_the_journals_newest_events() {
+        let mut log = EventLog::new(2);
+        let events: Vec<journal::Event> = [(EventName::VrrpMaster, "became master"), (EventName::Fence, "pg1 fenced"), (EventName::Failover, "pg1 -> pg2")]
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, text))| journal::Event::new(at(i as u64), name, "lb1", text))
+            .collect();
+        log.restore(&events);
+        let restored: Vec<(EventKind, &str, SystemTime, bool)> = log.newest_first().map(|e| (e.kind, e.text.as_str(), e.started, e.ongoing)).collect();
+        assert_eq!(restored, [(EventKind::Failover, "pg1 -> pg2", at(2), false), (EventKind::Fence, "pg1 fenced", at(1), false)]);
+        log.restore(&[]);
+        assert_eq!(log.len(), 2);
+        assert_eq!(EventKind::of(EventName::Reload).as_str(), "operator");
     }
 
     #[test]

@@ -23,6 +23,7 @@ use super::{
 use crate::{
     admin::AdminRequest,
     failover::{Event, Observation},
+    journal::EventName,
     vip::{report::ReportLink, io::VrrpReceiver},
 };
 
@@ -221,12 +222,14 @@ impl Runtime {
             if active {
                 warn!(half_open_per_s = self.flood.rate as u64, "SYN flood: half-open connections pile up; this instance keeps the VIP and the writer routed while it lasts (its own probes may time out in the congestion)");
                 let text = format!("SYN flood defence: {} half-open connections/s; VIP and writer kept", self.flood.rate as u64);
-                self.flood_event = Some(self.begin(EventKind::Flood, text));
+                self.flood_event = Some(self.begin(EventKind::Flood, text.clone()));
+                self.emit(self.event(EventName::FloodOn, text));
             } else {
                 info!("SYN flood over: probe results count again for VRRP tracking");
                 if let Some(id) = self.flood_event.take() {
                     self.end_event_keeping_text(id);
                 }
+                self.emit(self.event(EventName::FloodOff, "SYN flood over: probe results count again for VRRP tracking"));
             }
             self.feed(Event::Flood { active });
         }

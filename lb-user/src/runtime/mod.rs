@@ -20,6 +20,7 @@
 //!                                 ├──► watch<Published> ──► snapshots for status, /metrics   │
 //!                                 │                     └─► agent channel ([agent])          │
 //!  traffic sampler ───────────────┴──► Recent (events, rates) ──► snapshots for /stats       │
+//!  Runtime::emit ──try_send──► events task ([hooks]) ──► events.jsonl, the [hooks] command    │
 //! ```
 //!
 //! # Liveness comes from the loop that decides (docs/ARCHITECTURE.md, "Trust model")
@@ -45,11 +46,13 @@
 //! start-up steps), `main_loop` (the loop, its inputs, and the upkeep its ticks drive: lease,
 //! flood meter, sweep), `apply` (one event into the failover machine and its actions carried
 //! out), `vrrp` (the VRRP glue and the stall check), `operator` (admin socket requests),
-//! `events` (the recent events of `/stats`) and `stop`.
+//! `events` (the recent events of `/stats`, and the events emitted to the journal and hooks) and
+//! `stop`; `hooks` is the events task.
 
 pub mod agent_channel;
 pub mod executor;
 pub mod history;
+pub mod hooks;
 pub mod params;
 pub mod recorder;
 pub mod signals;
@@ -79,18 +82,21 @@ use tokio::{
 use self::{
     executor::Executor,
     history::{EventId, WriterLoss},
+    hooks::Emitter,
     params::{RunParams, VipSide},
     recorder::Recorder,
     signals::Signals,
     snapshot::{Counts, Published, Recent, SnapshotSource},
-    start::{attach_dataplane, open_reports, open_vip, read_state, restore_machine, sample_traffic, start_admin, start_http, start_probes},
+    start::{
+        attach_dataplane, open_reports, open_vip, read_state, restore_machine, sample_traffic, start_admin, start_events, start_http, start_probes,
+    },
     tasks::Tasks,
 };
 use crate::{
     admin::{self, AdminRequest},
     config::Config,
     dataplane::{self, Dataplane, FloodMeter, Pinned},
-    failover::{Event, Machine, NodeId, Observation},
+    failover::{Event, Machine, Observation},
     http,
     status::Histogram,
     vip::{self, VrrpRunner, report::ReportLink, trust::PeerWords, io::VrrpReceiver},
@@ -149,7 +155,6 @@ struct VrrpWord {
 
 /// A switchover an operator is waiting for.
 struct PendingSwitchover {
-    to: NodeId,
     reply: oneshot::Sender<Result<String, String>>,
     /// Its entry in the recent events, ended when it is done.
     event: EventId,
@@ -211,6 +216,8 @@ struct Runtime {
     /// The ongoing "writer lost" event and SYN flood event.
     writer_loss: WriterLoss,
     flood_event: Option<EventId>,
+    /// The events task's queue: journal and hooks ([`Runtime::emit`]).
+    events: Emitter,
 }
 
 /// How long the daemon's tasks and the actions in flight get to stop before they are aborted.
@@ -241,6 +248,7 @@ pub async fn run(config: Config) -> Result<(), RuntimeError> {
         tasks.spawn("agent channel", agent_channel::serve(channel));
     }
     let recent = Arc::new(Recent::new(p.nodes.len()));
+    let events = start_events(&p, &recent, &mut tasks);
     tasks.spawn("traffic sampler", sample_traffic(Arc::clone(&pinned), Arc::clone(&recent), since));
     let source = SnapshotSource::new(p.snapshot.clone(), published_rx, Arc::clone(&pinned), vip_view, Arc::clone(&recent));
     start_http(&p, source.clone(), &mut tasks).await?;
@@ -282,6 +290,7 @@ pub async fn run(config: Config) -> Result<(), RuntimeError> {
         since_wall: SystemTime::now() - since.elapsed(),
         writer_loss: WriterLoss::default(),
         flood_event: None,
+        events,
         p,
     };
     rt.start_vip().await;

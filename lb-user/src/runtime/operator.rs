@@ -39,7 +39,7 @@ impl Runtime {
                 Some(id) => {
                     info!(to = %to, "admin: switchover requested");
                     let event = self.begin(EventKind::Switchover, format!("switchover to {to} requested"));
-                    self.pending = Some(PendingSwitchover { to: id, reply, event });
+                    self.pending = Some(PendingSwitchover { reply, event });
                     self.feed(Event::Admin(AdminCommand::Switchover { to: id }));
                 }
             },

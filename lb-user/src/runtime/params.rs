@@ -19,7 +19,7 @@ use crate::{
     vip::{VrrpParams, vrrp::master_down_interval},
 };
 
-use super::executor::SqlContext;
+use super::{executor::SqlContext, hooks::HookParams};
 
 /// One PostgreSQL node, as the runtime's parts name and reach it (by node id: its position).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -133,6 +133,8 @@ pub struct RunParams {
     pub agent: Option<AgentChannelParams>,
     pub http: HttpParams,
     pub snapshot: SnapshotParams,
+    /// `[hooks]`: the command run on every event (`None`: events are only journaled).
+    pub hooks: Option<HookParams>,
 }
 
 /// Reads the config, once. Its secrets were read by `Config::load`.
@@ -154,6 +156,7 @@ pub fn from_config(config: &Config) -> RunParams {
         agent: agent(config, &nodes),
         http: http(config),
         snapshot: snapshot(config),
+        hooks: config.hooks.as_ref().map(|h| HookParams { command: h.command.clone(), timeout: h.timeout, max_concurrent: h.max_concurrent as usize }),
         nodes,
     }
 }

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use super::{
     history::{self, EventLog, TrafficHistory},
+    hooks::{HookCounts, HookResult},
     params::SnapshotParams,
 };
 use crate::{
@@ -33,11 +34,17 @@ const TRUST_DISCARDS: [vip::vrrp::DiscardReason; 3] =
 pub struct Recent {
     pub events: Mutex<EventLog>,
     pub traffic: Mutex<TrafficHistory>,
+    /// Hook runs by result and failed journal appends (the events task writes them).
+    pub hooks: Arc<HookCounts>,
 }
 
 impl Recent {
     pub fn new(backends: usize) -> Self {
-        Recent { events: Mutex::new(EventLog::default()), traffic: Mutex::new(TrafficHistory::new(backends, history::SAMPLES_KEPT)) }
+        Recent {
+            events: Mutex::new(EventLog::default()),
+            traffic: Mutex::new(TrafficHistory::new(backends, history::SAMPLES_KEPT)),
+            hooks: Arc::new(HookCounts::default()),
+        }
     }
 }
 
@@ -148,6 +155,8 @@ impl SnapshotSource {
             vrrp_priority: vrrp.status.as_ref().map(|st| st.priority),
             vrrp_priority_configured: self.p.configured_priority,
             events: self.events(),
+            hook_runs: HookResult::ALL.iter().map(|r| (r.as_str().to_owned(), self.recent.hooks.runs(*r))).collect(),
+            journal_errors_total: self.recent.hooks.journal_errors(),
             rates,
             rate_every_s: history::SAMPLE_EVERY.as_secs_f64(),
             rate_window,

@@ -1,6 +1,7 @@
 //! The start-up steps of `pglb run`, in the order [`super::run`] takes them: the state file,
 //! the data plane, the failover machine, the probes, the VIP's owner, the peer reports, HTTP and
-//! the admin socket; and the traffic sampler the stats page reads.
+//! the admin socket; the traffic sampler the stats page reads, and the events task (journal and
+//! hooks).
 
 use std::{
     net::SocketAddrV4,
@@ -11,11 +12,12 @@ use tokio::{
     sync::{Notify, mpsc},
     time::{Instant, Interval},
 };
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::{
     Runtime, RuntimeError, VipOwner, VrrpWord,
     history::{self, EventKind},
+    hooks::{self, Emitter},
     params::{RunParams, VipSide},
     snapshot::{Recent, SnapshotSource, VipView},
     tasks::Tasks,
@@ -25,6 +27,7 @@ use crate::{
     dataplane::{Dataplane, Pinned},
     failover::{Durable, Event, Machine, NodeId, Observation},
     http,
+    journal::{self, Journal},
     probe,
     state::StateFile,
     vip::{self, VrrpRunner, report::ReportLink, io::VrrpReceiver},
@@ -128,6 +131,27 @@ pub(super) fn start_admin(p: &RunParams, tasks: &mut Tasks) -> Result<(mpsc::Rec
     tasks.spawn("admin socket", admin::serve(admin::bind(&path)?, admin_tx));
     info!(socket = %path.display(), "admin socket ready");
     Ok((admin_rx, path))
+}
+
+/// The events task (journal and hooks), after the journal's tail is in the recent events: what
+/// `/stats` showed before this start, it shows again.
+pub(super) fn start_events(p: &RunParams, recent: &Recent, tasks: &mut Tasks) -> Emitter {
+    match journal::read(&p.state_dir) {
+        Ok(read) => {
+            if read.skipped > 0 {
+                warn!(skipped = read.skipped, "events: lines of the journal that are not events were skipped");
+            }
+            recent.events.lock().unwrap_or_else(|e| e.into_inner()).restore(&read.events);
+        }
+        Err(e) => warn!(error = %crate::error_chain(&e), "events: the journal cannot be read: /stats starts without the events before this start"),
+    }
+    let (emitter, queue) = hooks::channel(Arc::clone(&recent.hooks));
+    tasks.spawn("events", hooks::serve(queue, Journal::new(&p.state_dir), p.hooks.clone(), Arc::clone(&recent.hooks)));
+    match &p.hooks {
+        Some(h) => info!(command = h.command, timeout_ms = h.timeout.as_millis() as u64, max_concurrent = h.max_concurrent, "events: journal and hooks ready"),
+        None => debug!("events: journal ready, no [hooks]"),
+    }
+    emitter
 }
 
 impl Runtime {

@@ -8,6 +8,7 @@ use tracing::{error, info, warn};
 use super::{Runtime, VipOwner, VrrpWord, history::EventKind, params::VipSide};
 use crate::{
     failover::Event,
+    journal::EventName,
     vip::{VrrpEvent, VrrpState},
 };
 
@@ -77,6 +78,10 @@ impl Runtime {
                 VrrpEvent::Role { master } => {
                     let text = if master { "this instance became VRRP master: it holds the VIP" } else { "this instance left VRRP master: it released the VIP" };
                     self.record(EventKind::Vrrp, text);
+                    let view = self.machine.view();
+                    let writer = view.writer.map(|w| self.node_name(w));
+                    let name = if master { EventName::VrrpMaster } else { EventName::VrrpBackup };
+                    self.emit(self.event(name, text).writers(writer.clone(), writer).timeline(view.writer_timeline));
                     self.feed(Event::VrrpRole { master });
                 }
                 VrrpEvent::PeerHeard { peer } => self.feed(Event::PeerHeard { peer }),

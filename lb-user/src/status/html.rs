@@ -142,7 +142,7 @@ pub(super) fn duration_text(seconds: f64) -> String {
 pub(super) fn render_events(o: &mut String, s: &Snapshot) {
     o.push_str("<h3>Recent events</h3>");
     if s.events.is_empty() {
-        o.push_str("<p id=\"events\">none since this instance started</p>");
+        o.push_str("<p id=\"events\">none yet (the event journal is empty)</p>");
         return;
     }
     o.push_str("<table id=\"events\"><tr><th>started (UTC)</th><th>kind</th><th>event</th><th>duration</th></tr>");

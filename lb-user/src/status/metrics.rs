@@ -12,7 +12,7 @@ pub(super) fn escape_label(v: &str) -> String {
 pub fn render_metrics(s: &Snapshot) -> String {
     let mut o = String::new();
     let inst = escape_label(&s.instance);
-    for section in [build_info, nodes, probe_latency, backends, datapath, failover, vrrp, fences, state, peers, vip] {
+    for section in [build_info, nodes, probe_latency, backends, datapath, failover, vrrp, fences, state, peers, vip, hooks] {
         section(&mut o, s, &inst);
     }
     o
@@ -124,6 +124,16 @@ fn vrrp(o: &mut String, s: &Snapshot, inst: &str) {
     for (reason, v) in &s.adverts_dropped {
         let _ = writeln!(o, "pglb_vrrp_adverts_dropped_total{{instance_name=\"{inst}\",reason=\"{}\"}} {v}", escape_label(reason));
     }
+}
+
+/// The `[hooks]` runs and the event journal.
+fn hooks(o: &mut String, s: &Snapshot, inst: &str) {
+    family(o, "pglb_hook_runs_total", "counter", "Runs of the [hooks] command by result (dropped: never run, the queue was full).");
+    for (result, v) in &s.hook_runs {
+        let _ = writeln!(o, "pglb_hook_runs_total{{instance_name=\"{inst}\",result=\"{}\"}} {v}", escape_label(result));
+    }
+    family(o, "pglb_journal_write_errors_total", "counter", "Events the journal (<state_dir>/events.jsonl) could not append.");
+    let _ = writeln!(o, "pglb_journal_write_errors_total{{instance_name=\"{inst}\"}} {}", s.journal_errors_total);
 }
 
 /// Rejoins and fences.

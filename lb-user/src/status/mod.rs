@@ -132,6 +132,10 @@ pub struct Snapshot {
     pub vrrp_priority_configured: Option<u8>,
     /// Recent events, newest first.
     pub events: Vec<EventRow>,
+    /// `[hooks]` runs by result (`ok`, `failed`, `timeout`, `spawn_error`, `dropped`).
+    pub hook_runs: Vec<(String, u64)>,
+    /// Events the journal could not append.
+    pub journal_errors_total: u64,
     /// Per-backend rates, oldest first, one every `rate_every_s`; a full window holds
     /// `rate_window` of them.
     pub rates: Vec<RateSeries>,
@@ -144,7 +148,7 @@ pub struct Snapshot {
 pub struct EventRow {
     /// Its start, RFC 3339 in UTC.
     pub at: String,
-    /// `failover`, `switchover`, `fence`, `vrrp`, `flood`.
+    /// `failover`, `switchover`, `fence`, `vrrp`, `flood`, `operator`.
     pub kind: String,
     pub text: String,
     /// How long it lasted, once it ended (`None` for events without an end).
@@ -247,6 +251,7 @@ mod tests {
                 },
             ],
             failovers_total: 1,
+            hook_runs: vec![("ok".into(), 4), ("timeout".into(), 1)],
             ..Snapshot::default()
         }
     }
@@ -280,6 +285,9 @@ mod tests {
         assert!(m.contains("pglb_failovers_total{instance_name=\"lb1\"} 1\n"), "{m}");
         let build = m.lines().find(|l| l.starts_with("pglb_build_info{")).expect("pglb_build_info");
         assert!(build.starts_with(&format!("pglb_build_info{{instance_name=\"lb1\",version=\"{}\"", env!("CARGO_PKG_VERSION"))) && build.ends_with("} 1"), "{build}");
+        assert!(m.contains("pglb_hook_runs_total{instance_name=\"lb1\",result=\"ok\"} 4\n"), "{m}");
+        assert!(m.contains("pglb_hook_runs_total{instance_name=\"lb1\",result=\"timeout\"} 1\n"), "{m}");
+        assert!(m.contains("pglb_journal_write_errors_total{instance_name=\"lb1\"} 0\n"), "{m}");
         for line in m.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<f64>().is_ok(), "bad sample line {line:?}");
@@ -377,6 +385,6 @@ mod tests {
         let backup = Snapshot { vrrp_state: "backup".into(), vip_held: false, vip_master: Some("172.20.0.22".into()), events: Vec::new(), ..s };
         let h = render_html(&backup);
         assert!(h.contains("172.20.0.22</td><td class=\"l\">master</td><td>100</td>"), "the master we hear: {h}");
-        assert!(h.contains("<p id=\"events\">none since this instance started</p>"), "{h}");
+        assert!(h.contains("<p id=\"events\">none yet (the event journal is empty)</p>"), "{h}");
     }
 }

@@ -20,7 +20,7 @@ use super::{
 use crate::{
     dataplane::{Counters, FlowView, Pinned},
     failover::{ClusterView, NodeState},
-    status::{EventRow, Histogram, NodeRow, PeerRow, RateSeries, Snapshot, Traffic},
+    status::{EventRow, Histogram, NodeRow, PauseRow, PeerRow, RateSeries, Snapshot, Traffic},
     vip::{self, VrrpCounters, VrrpStatus},
 };
 
@@ -91,6 +91,7 @@ pub struct SnapshotSource {
     pub vip_view: VipView,
     /// `[vrrp] priority` (`None` without VRRP).
     pub configured_priority: Option<u8>,
+    pub pause_alert_after: Duration,
     pub recent: Arc<Recent>,
 }
 
@@ -107,6 +108,7 @@ impl SnapshotSource {
             pinned,
             vip_view,
             configured_priority: p.configured_priority,
+            pause_alert_after: p.pause_alert_after,
             recent,
         }
     }
@@ -168,6 +170,8 @@ impl SnapshotSource {
             peers: self.peer_rows(view, vrrp.status.as_ref()),
             vrrp_priority: vrrp.status.as_ref().map(|st| st.priority),
             vrrp_priority_configured: self.configured_priority,
+            pause: view.maintenance.as_ref().filter(|_| view.paused).map(PauseRow::from),
+            pause_alert_after_s: self.pause_alert_after.as_secs_f64(),
             events: self.events(),
             rates,
             rate_every_s: history::SAMPLE_EVERY.as_secs_f64(),

@@ -12,7 +12,7 @@ pub(super) fn escape_label(v: &str) -> String {
 pub fn render_metrics(s: &Snapshot) -> String {
     let mut o = String::new();
     let inst = escape_label(&s.instance);
-    for section in [nodes, probe_latency, backends, datapath, failover, vrrp, fences, state, peers, vip] {
+    for section in [nodes, probe_latency, backends, datapath, failover, maintenance, vrrp, fences, state, peers, vip] {
         section(&mut o, s, &inst);
     }
     o
@@ -116,6 +116,16 @@ fn vrrp(o: &mut String, s: &Snapshot, inst: &str) {
     for (reason, v) in &s.adverts_dropped {
         let _ = writeln!(o, "pglb_vrrp_adverts_dropped_total{{instance_name=\"{inst}\",reason=\"{}\"}} {v}", escape_label(reason));
     }
+}
+
+/// Maintenance mode: whether a pause is in force, since when, and the alert's threshold.
+fn maintenance(o: &mut String, s: &Snapshot, inst: &str) {
+    family(o, "pglb_paused", "gauge", "1 while a pause (pglb pause, maintenance mode) is in force: no automatic failover, rejoin or re-point.");
+    let _ = writeln!(o, "pglb_paused{{instance_name=\"{inst}\"}} {}", u8::from(s.pause.is_some()));
+    family(o, "pglb_pause_started_timestamp_seconds", "gauge", "When the pause in force was taken (Unix seconds); 0 when not paused.");
+    let _ = writeln!(o, "pglb_pause_started_timestamp_seconds{{instance_name=\"{inst}\"}} {}", s.pause.as_ref().map_or(0.0, |p| p.since_unix_s));
+    family(o, "pglb_pause_alert_after_seconds", "gauge", "[failover] pause_alert_after: a pause older than this raises PglbPausedTooLong.");
+    let _ = writeln!(o, "pglb_pause_alert_after_seconds{{instance_name=\"{inst}\"}} {}", s.pause_alert_after_s);
 }
 
 /// Rejoins and fences.

@@ -8,6 +8,7 @@ mod debug;
 mod export;
 mod map;
 mod node;
+mod pause;
 mod run;
 mod status;
 mod switchover;
@@ -38,6 +39,10 @@ enum Command {
     Status(status::Args),
     /// Planned, zero-loss change of the primary to NODE.
     Switchover(switchover::Args),
+    /// Maintenance mode: no automatic failover, rejoin or re-point on any load balancer.
+    Pause(pause::PauseArgs),
+    /// End maintenance mode.
+    Resume(pause::ResumeArgs),
     /// The data plane's maps.
     Map {
         #[command(subcommand)]
@@ -70,6 +75,8 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Check(args) => check::run(args),
         Command::Status(args) => status::run(args),
         Command::Switchover(args) => switchover::run(args),
+        Command::Pause(args) => pause::pause(args),
+        Command::Resume(args) => pause::resume(args),
         Command::Map { command } => map::run(command),
         Command::Export { command } => export::run(command),
         Command::Node { command } => node::run(command),

@@ -29,6 +29,8 @@ pub enum EventKind {
     Vrrp,
     /// A SYN flood, from its detection to its end.
     Flood,
+    /// A pause or resume taken here (`pglb pause`, `pglb resume`).
+    Maintenance,
 }
 
 impl EventKind {
@@ -39,6 +41,7 @@ impl EventKind {
             EventKind::Fence => "fence",
             EventKind::Vrrp => "vrrp",
             EventKind::Flood => "flood",
+            EventKind::Maintenance => "maintenance",
         }
     }
 }

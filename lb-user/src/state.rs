@@ -1,6 +1,7 @@
 //! The state file: what the failover machine must not forget across a restart ([`Durable`]:
-//! fences, the last writer, the highest timeline, a promotion in flight, the newest pause or resume), kept as JSON in
-//! `<state_dir>/state.json`.
+//! fences, the last writer, the highest timeline, a promotion in flight, the newest pause or
+//! resume), kept as JSON in `<state_dir>/state.json`. A file written before a field existed
+//! still loads (`maintenance` is optional).
 //!
 //! Writes are atomic and durable: the new content goes to `state.json.tmp`, which is fsynced,
 //! renamed over `state.json`, and the directory fsynced, so a crash leaves either the old file

@@ -77,9 +77,10 @@ impl Runtime {
 }
 
 impl Runtime {
-    /// The wall clock now, told to the machine first: commands are dated on it.
+    /// The wall clock now (read now, so a clock NTP stepped since the start counts), told to
+    /// the machine first: commands are dated on it.
     fn wall_clock(&mut self) -> SystemTime {
-        let now = self.since_wall + self.since.elapsed();
+        let now = SystemTime::now();
         let unix = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
         self.feed(Event::WallClock { unix });
         now

@@ -1,5 +1,5 @@
 //! The admin socket between `pglb run` and the CLI (`status`, `switchover`, `node rejoin`,
-//! `debug stall-loop`):
+//! `pause`, `resume`, `debug stall-loop`):
 //! a Unix socket at `/run/pglb/<instance>.sock` (root only), one request line in, a reply out.
 //! The reply's first line is `ok` or `error`; the rest is for the operator.
 //!
@@ -65,6 +65,10 @@ pub enum AdminRequest {
     Status { json: bool, reply: oneshot::Sender<String> },
     Switchover { to: String, reply: oneshot::Sender<Result<String, String>> },
     Rejoined { node: String, reply: oneshot::Sender<Result<String, String>> },
+    /// `pglb pause [--for D] [--reason TEXT]`.
+    Pause { duration: Option<Duration>, reason: Option<String>, reply: oneshot::Sender<Result<String, String>> },
+    /// `pglb resume`.
+    Resume { reply: oneshot::Sender<Result<String, String>> },
     /// `pglb debug stall-loop`: block the daemon's main loop for `duration` (fault injection).
     StallLoop { duration: Duration, reply: oneshot::Sender<Result<String, String>> },
 }
@@ -118,12 +122,17 @@ async fn answer(stream: UnixStream, to_daemon: &mpsc::Sender<AdminRequest>) -> s
             }
         }
         ["switchover", to] => ask(to_daemon, |reply| AdminRequest::Switchover { to: (*to).to_owned(), reply }).await,
+        ["pause", ms, rest @ ..] => match parse_pause(ms, rest) {
+            Ok((duration, reason)) => ask(to_daemon, |reply| AdminRequest::Pause { duration, reason, reply }).await,
+            Err(e) => Err(e),
+        },
+        ["resume"] => ask(to_daemon, |reply| AdminRequest::Resume { reply }).await,
         ["rejoined", node] => ask(to_daemon, |reply| AdminRequest::Rejoined { node: (*node).to_owned(), reply }).await,
         ["stall-loop", ms] => match ms.parse::<u64>() {
             Ok(ms) => ask(to_daemon, |reply| AdminRequest::StallLoop { duration: Duration::from_millis(ms), reply }).await,
             Err(_) => Err(format!("stall-loop takes milliseconds, not {ms:?}")),
         },
-        _ => Err(format!("unknown request {:?}: expected `status`, `status json`, `switchover NODE`, `rejoined NODE` or `stall-loop MS`", line.trim())),
+        _ => Err(format!("unknown request {:?}: expected `status`, `status json`, `switchover NODE`, `rejoined NODE`, `pause MS|- [REASON]`, `resume` or `stall-loop MS`", line.trim())),
     };
     let text = match reply {
         Ok(t) => format!("ok\n{t}"),
@@ -131,6 +140,27 @@ async fn answer(stream: UnixStream, to_daemon: &mpsc::Sender<AdminRequest>) -> s
     };
     write.write_all(text.as_bytes()).await?;
     write.shutdown().await
+}
+
+/// `pause <ms>|- [reason words]`: the duration of `--for` in milliseconds (`-`: until resumed)
+/// and the reason (the rest of the line).
+fn parse_pause(ms: &str, rest: &[&str]) -> Result<(Option<Duration>, Option<String>), String> {
+    let duration = match ms {
+        "-" => None,
+        ms => Some(Duration::from_millis(ms.parse::<u64>().map_err(|_| format!("pause takes milliseconds or `-`, not {ms:?}"))?)),
+    };
+    let reason = (!rest.is_empty()).then(|| rest.join(" "));
+    Ok((duration, reason))
+}
+
+/// The request line of `pglb pause` (newlines in the reason become spaces: one line).
+pub fn pause_request(duration: Option<Duration>, reason: Option<&str>) -> String {
+    let ms = duration.map_or_else(|| "-".to_owned(), |d| d.as_millis().to_string());
+    let reason = reason.map(|r| r.split_whitespace().collect::<Vec<_>>().join(" ")).filter(|r| !r.is_empty());
+    match reason {
+        Some(r) => format!("pause {ms} {r}"),
+        None => format!("pause {ms}"),
+    }
 }
 
 async fn ask(

@@ -25,7 +25,8 @@ pub const JOURNAL_MAX_BYTES: u64 = 1024 * 1024;
 
 /// What happened. The names are what `PGLB_EVENT` and the JSON's `event` carry.
 ///
-/// `Pause` to `Reload` name operator commands not built yet: nothing emits them today.
+/// `Pause` and `Resume` come with a maintenance record; `Drain` to `Reload` name operator
+/// commands not built yet: nothing emits them today.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventName {

@@ -1,6 +1,7 @@
 //! The state file: what the failover machine must not forget across a restart ([`Durable`]:
-//! fences, the last writer, the highest timeline, a promotion in flight), kept as JSON in
-//! `<state_dir>/state.json`.
+//! fences, the last writer, the highest timeline, a promotion in flight, the newest pause or
+//! resume), kept as JSON in `<state_dir>/state.json`. A file written before a field existed
+//! still loads (`maintenance` is optional).
 //!
 //! Writes are atomic and durable: the new content goes to `state.json.tmp`, which is fsynced,
 //! renamed over `state.json`, and the directory fsynced, so a crash leaves either the old file
@@ -122,7 +123,7 @@ impl StateFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::failover::{DurableFence, DurablePromotion};
+    use crate::failover::{DurableFence, DurablePromotion, Maintenance};
 
     fn scratch(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("pglb-state-{name}-{}", std::process::id()));
@@ -140,6 +141,13 @@ mod tests {
             timeline: 3,
             fences: vec![DurableFence { node: "pg1".into(), reason: "replaced".into(), timeline: 2, writer: Some("pg2".into()) }],
             promoting: Some(DurablePromotion { node: "pg3".into(), from_timeline: 3 }),
+            maintenance: Some(Maintenance {
+                paused: true,
+                at_ms: 1_796_000_000_000,
+                by: "lb1".into(),
+                reason: Some("shared_buffers".into()),
+                until_ms: Some(1_796_000_600_000),
+            }),
         };
         f.store(&state).expect("stores");
         assert_eq!(f.load().expect("loads"), Some(state.clone()), "what was stored comes back");
@@ -149,6 +157,19 @@ mod tests {
         // Overwrite with less.
         f.store(&Durable::default()).expect("stores again");
         assert_eq!(f.load().expect("loads"), Some(Durable::default()));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A file written before maintenance mode has no `maintenance`: it loads, not paused.
+    #[test]
+    fn a_file_from_before_maintenance_mode_loads() {
+        let dir = scratch("old");
+        fs::create_dir_all(&dir).unwrap();
+        let f = StateFile::new(&dir);
+        let text = r#"{"version": 1, "writer": "pg1", "timeline": 2, "fences": [], "promoting": null}"#;
+        fs::write(f.path(), text).unwrap();
+        let want = Durable { writer: Some("pg1".into()), timeline: 2, ..Durable::default() };
+        assert_eq!(f.load().expect("an old file loads"), Some(want));
         fs::remove_dir_all(&dir).unwrap();
     }
 

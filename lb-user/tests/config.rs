@@ -452,6 +452,20 @@ fn bad_configs_are_rejected_with_the_right_variant() {
             |e| matches!(e, ConfigError::DurationOutOfRange { key: "[failover] max_read_lag", .. }),
         ),
         (
+            "pause_alert_after under a minute",
+            Box::new(|t| {
+                section(t, "failover").insert("pause_alert_after".into(), s("30s"));
+            }),
+            |e| matches!(e, ConfigError::DurationOutOfRange { key: "[failover] pause_alert_after", .. }),
+        ),
+        (
+            "pause_alert_after over a week",
+            Box::new(|t| {
+                section(t, "failover").insert("pause_alert_after".into(), s("8d"));
+            }),
+            |e| matches!(e, ConfigError::DurationOutOfRange { key: "[failover] pause_alert_after", .. }),
+        ),
+        (
             "synchronous_count too large",
             Box::new(|t| {
                 section(t, "replication").insert("synchronous_count".into(), Value::Integer(3));

@@ -9,6 +9,7 @@ mod events;
 mod export;
 mod map;
 mod node;
+mod pause;
 mod run;
 mod status;
 mod switchover;
@@ -41,6 +42,10 @@ enum Command {
     Switchover(switchover::Args),
     /// The event journal: failovers, switchovers, fences, rejoins, VRRP roles, SYN floods.
     Events(events::Args),
+    /// Maintenance mode: no automatic failover, rejoin or re-point on any load balancer.
+    Pause(pause::PauseArgs),
+    /// End maintenance mode.
+    Resume(pause::ResumeArgs),
     /// The data plane's maps.
     Map {
         #[command(subcommand)]
@@ -74,6 +79,8 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Status(args) => status::run(args),
         Command::Switchover(args) => switchover::run(args),
         Command::Events(args) => events::run(args),
+        Command::Pause(args) => pause::pause(args),
+        Command::Resume(args) => pause::resume(args),
         Command::Map { command } => map::run(command),
         Command::Export { command } => export::run(command),
         Command::Node { command } => node::run(command),

@@ -24,6 +24,7 @@ impl Default for FailoverConfig {
             demote_command: None,
             rejoin_command: None,
             rejoin_backoff: rejoin_backoff(),
+            pause_alert_after: pause_alert_after(),
         }
     }
 }
@@ -91,6 +92,9 @@ pub fn max_read_lag() -> Duration {
 }
 pub fn promote_timeout() -> Duration {
     Duration::from_secs(30)
+}
+pub fn pause_alert_after() -> Duration {
+    Duration::from_secs(3600)
 }
 pub fn rejoin_backoff() -> Duration {
     Duration::from_secs(10)

@@ -249,6 +249,11 @@ pub struct FailoverConfig {
     /// The first retry delay of a failed `rejoin_command`. Default 10s.
     #[serde(default = "defaults::rejoin_backoff", with = "humantime_serde")]
     pub rejoin_backoff: Duration,
+    /// A pause (`pglb pause`) that has lasted longer than this is an alert: exported as the
+    /// gauge `pglb_pause_alert_after_seconds`, which the rule `PglbPausedTooLong` compares
+    /// against. Default 1h.
+    #[serde(default = "defaults::pause_alert_after", with = "humantime_serde")]
+    pub pause_alert_after: Duration,
 }
 
 /// `[replication]`: how standbys connect to the primary after a re-point.

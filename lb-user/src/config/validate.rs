@@ -28,6 +28,8 @@ pub const VRRP_PREEMPT_DELAY_MAX: Duration = Duration::from_secs(1000);
 pub const HOOK_CONCURRENCY_MAX: u32 = 64;
 /// Upper bound of the various "how long to wait" durations, against typos like `30h`.
 pub const LONG_TIMEOUT_MAX: Duration = Duration::from_secs(3600);
+/// The longest `[failover] pause_alert_after` (a week).
+pub const PAUSE_ALERT_MAX: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl Config {
     /// Checks every value and every relation between values. Pure: reads no file.
@@ -196,6 +198,7 @@ impl Config {
         check_duration("[failover] promote_timeout", f.promote_timeout, Duration::from_secs(1), LONG_TIMEOUT_MAX)?;
         check_duration("[failover] switchover_timeout", f.switchover_timeout, Duration::from_secs(1), LONG_TIMEOUT_MAX)?;
         check_duration("[failover] rejoin_backoff", f.rejoin_backoff, Duration::from_secs(1), LONG_TIMEOUT_MAX)?;
+        check_duration("[failover] pause_alert_after", f.pause_alert_after, Duration::from_secs(60), PAUSE_ALERT_MAX)?;
         for (key, command) in [("demote_command", &f.demote_command), ("rejoin_command", &f.rejoin_command)] {
             if command.as_ref().is_some_and(|c| c.trim().is_empty()) {
                 return Err(ConfigError::EmptyValue { section: "failover", key });

@@ -35,6 +35,11 @@
 //!    position within `max_read_lag_bytes` of the writer's current LSN and replay lag within
 //!    `max_read_lag`; the writer if none qualifies.
 //!
+//! Maintenance mode (`machine/maintenance.rs`): while a pause is in force (the newest
+//! [`Maintenance`] from the operator, a peer's report or the state file), rule 2 holds
+//! ([`Blocked::Paused`]), rules 5 and 6 neither re-point nor rejoin, and a switchover is
+//! refused; rules 1 and 7 (routing) go on.
+//!
 //! Debounce: the writer is down after `failover_after` failed probes, any other node after
 //! [`STANDBY_DOWN_AFTER`]; a down node is up again after `up_after` good probes (the writer
 //! being watched after one). A node silent for [`STALE_AFTER_INTERVALS`] probe intervals gets a
@@ -84,6 +89,8 @@
 //!                 Promote failed or timeout
 //!  any but        Admin Switchover                                Alert(SwitchoverRejected)      same
 //!  Steady
+//!  any            Admin Maintenance or a peer's report naming a   Log, Persist                   same
+//!                 newer pause or resume; a --for pause's end
 //! ```
 //!
 //! Node roles (as probed) have one handler each: primary seen, standby seen (which lifts a fence

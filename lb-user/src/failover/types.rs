@@ -133,6 +133,10 @@ pub enum Event {
     /// and the writer routed (moving the VIP would move the flood and drop every established
     /// connection with it).
     Flood { active: bool },
+    /// The wall clock now (since the Unix epoch): what a pause's end and version are measured
+    /// on. The runtime sends it at start and with every operator command; the machine never
+    /// reads a clock, it keeps the offset to `now` ([`Maintenance::until_ms`]).
+    WallClock { unix: Duration },
     Admin(AdminCommand),
     /// The executor finished a [`Action::Promote`], [`Action::Repoint`], [`Action::Demote`] or
     /// [`Action::Rejoin`] (echo the action; other actions need no report). `Err` carries the
@@ -150,6 +154,48 @@ pub struct PeerReport {
     /// The writer it routes and reaches right now (its last probe answered), by node name: a
     /// writer the receiver lost is alive behind it.
     pub writer: Option<String>,
+    /// Its newest pause or resume: the receiver takes it when it is newer than its own
+    /// ([`Maintenance::newer_than`]), so both load balancers agree.
+    pub maintenance: Option<Maintenance>,
+}
+
+/// Maintenance mode: the newest `pglb pause` or `pglb resume`, taken on any load balancer and
+/// passed on by the peer reports and the state file. While a pause is in force the machine
+/// fails nothing over, rejoins and re-points nothing and leaves `synchronous_standby_names`
+/// alone; routing still follows the probes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Maintenance {
+    /// `true`: a pause; `false`: a resume (or the end of a `--for` pause).
+    pub paused: bool,
+    /// When the operator gave the command, milliseconds of the wall clock since the Unix epoch
+    /// of the instance that took it: the version, the newest wins.
+    pub at_ms: u64,
+    /// The instance that took the command (`[instance] name`): breaks a tie of `at_ms`.
+    pub by: String,
+    /// The operator's words (`--reason`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// A `--for` pause ends by itself at this wall-clock time (milliseconds since the epoch),
+    /// on every instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_ms: Option<u64>,
+}
+
+/// The longest `--reason`, in bytes: it travels in every peer report.
+pub const PAUSE_REASON_MAX: usize = 100;
+
+impl Maintenance {
+    /// Newest wins: a later `at_ms`, then the greater instance name.
+    pub fn newer_than(&self, other: &Maintenance) -> bool {
+        (self.at_ms, self.by.as_str()) > (other.at_ms, other.by.as_str())
+    }
+
+    /// A pause in force at wall-clock `now_ms` (`None`: the wall clock is not known yet, and a
+    /// pause counts until it is).
+    pub fn in_force(&self, now_ms: Option<u64>) -> bool {
+        self.paused && self.until_ms.is_none_or(|u| now_ms.is_none_or(|n| n < u))
+    }
 }
 
 /// Operator commands (`pglb switchover`, `pglb node rejoin`).
@@ -159,6 +205,8 @@ pub enum AdminCommand {
     Switchover { to: NodeId },
     /// `node` was rewound and restarted as a standby: lift its fence.
     Rejoined { node: NodeId },
+    /// `pglb pause` or `pglb resume`, dated by the instance that took it.
+    Maintenance(Maintenance),
 }
 
 /// What the executor must do, in the order given.
@@ -245,6 +293,9 @@ pub struct Durable {
     /// `from_timeline`. Until `node` is seen again, no primary on `from_timeline` or older is
     /// adopted (it may already have been replaced).
     pub promoting: Option<DurablePromotion>,
+    /// The newest pause or resume (absent in files written before maintenance mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<Maintenance>,
 }
 
 /// A fence in the state file.
@@ -341,6 +392,9 @@ pub enum Blocked {
     /// A standby answered on `timeline`, newer than any primary seen here: its primary is out
     /// of sight. Failover waits until every node (`unprobed` first) has been probed since.
     NewerPrimaryUnseen { timeline: u32, unprobed: NodeId },
+    /// Maintenance mode (`pglb pause`, by the instance `by`): no automatic failover until
+    /// `pglb resume` or the end of a `--for` pause.
+    Paused { by: String, reason: Option<String> },
 }
 
 impl fmt::Display for Blocked {
@@ -385,6 +439,10 @@ impl fmt::Display for Blocked {
                 f,
                 "a standby answers on timeline {timeline}, whose primary has not been seen here: waiting for every node to be probed again (node #{unprobed} not yet)"
             ),
+            Blocked::Paused { by, reason } => match reason {
+                Some(r) => write!(f, "maintenance mode (paused on {by}: {r}): `pglb resume` lets failover act again"),
+                None => write!(f, "maintenance mode (paused on {by}): `pglb resume` lets failover act again"),
+            },
         }
     }
 }
@@ -625,4 +683,8 @@ pub struct ClusterView {
     pub timeline_hint: Option<(u32, Ipv4Addr)>,
     /// The last state written is on disk (no write pending that failed).
     pub recorded: bool,
+    /// The newest pause or resume known here.
+    pub maintenance: Option<Maintenance>,
+    /// A pause is in force now ([`Maintenance::in_force`]).
+    pub paused: bool,
 }

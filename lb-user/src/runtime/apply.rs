@@ -33,6 +33,12 @@ impl Runtime {
             }
         }
         self.note_phase(&view.phase);
+        let before = self.published.borrow().view.maintenance.clone();
+        if view.maintenance != before
+            && let Some(m) = &view.maintenance
+        {
+            self.note_maintenance(before.as_ref(), m);
+        }
         // Readers of the snapshot borrow it when asked; only the agent channel waits for
         // changes, and only for what it publishes: waking it at every turn of this loop (tens
         // of times a second, for nothing) is most of an idle daemon's CPU.

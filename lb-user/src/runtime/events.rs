@@ -7,10 +7,10 @@ use std::time::{Duration, SystemTime};
 
 use super::{
     Runtime,
-    history::{EventId, EventKind},
+    history::{self, EventId, EventKind},
 };
 use crate::{
-    failover::{NodeId, Phase},
+    failover::{Maintenance, NodeId, Phase},
     journal::{self, EventName},
 };
 
@@ -56,6 +56,24 @@ impl Runtime {
     pub(super) fn end_event_keeping_text(&self, id: EventId) {
         let now = self.wall(self.since.elapsed());
         self.recent.events.lock().unwrap_or_else(|p| p.into_inner()).end(id, now, None);
+    }
+
+    /// A pause or resume taken (here, from a peer, or a `--for` pause that ended): a recent
+    /// event, and a `pause` or `resume` event for the journal and the hook.
+    pub(super) fn note_maintenance(&self, before: Option<&Maintenance>, m: &Maintenance) {
+        let at = |ms: u64| history::rfc3339(SystemTime::UNIX_EPOCH + Duration::from_millis(ms));
+        let text = if m.paused {
+            let reason = m.reason.as_deref().map_or_else(String::new, |r| format!(" ({r})"));
+            let until = m.until_ms.map_or_else(|| "until resumed".to_owned(), |u| format!("until {}", at(u)));
+            format!("paused on {}{reason}, {until}: no automatic failover, rejoin or re-point", m.by)
+        } else if before.is_some_and(|b| b.paused && b.until_ms == Some(m.at_ms) && b.by == m.by) {
+            format!("the pause taken on {} ended by itself (--for)", m.by)
+        } else {
+            format!("resumed on {}", m.by)
+        };
+        self.record(EventKind::Maintenance, text.clone());
+        let name = if m.paused { EventName::Pause } else { EventName::Resume };
+        self.emit(self.event(name, text));
     }
 
     /// A new writer is routed: ends the failover's event (see [`WriterLoss`](super::history::WriterLoss)).

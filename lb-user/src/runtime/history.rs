@@ -31,8 +31,10 @@ pub enum EventKind {
     Vrrp,
     /// A SYN flood, from its detection to its end.
     Flood,
-    /// An operator's command (pause, drain, disable, reload and their reverses).
+    /// An operator's command (drain, disable, reload and their reverses).
     Operator,
+    /// A pause or resume (`pglb pause`, `pglb resume`, or its end).
+    Maintenance,
 }
 
 impl EventKind {
@@ -44,6 +46,7 @@ impl EventKind {
             EventKind::Vrrp => "vrrp",
             EventKind::Flood => "flood",
             EventKind::Operator => "operator",
+            EventKind::Maintenance => "maintenance",
         }
     }
 
@@ -55,9 +58,8 @@ impl EventKind {
             EventName::Fence | EventName::RejoinOk | EventName::RejoinFailed => EventKind::Fence,
             EventName::VrrpMaster | EventName::VrrpBackup => EventKind::Vrrp,
             EventName::FloodOn | EventName::FloodOff => EventKind::Flood,
-            EventName::Pause
-            | EventName::Resume
-            | EventName::Drain
+            EventName::Pause | EventName::Resume => EventKind::Maintenance,
+            EventName::Drain
             | EventName::Undrain
             | EventName::Disable
             | EventName::Enable

@@ -293,6 +293,8 @@ pub async fn run(config: Config) -> Result<(), RuntimeError> {
         events,
         p,
     };
+    // The machine's first event: the wall clock a pause's end is measured on.
+    rt.feed(Event::WallClock { unix: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default() });
     rt.start_vip().await;
     let spec = &rt.p.dataplane;
     crate::notify::ready(&format!("instance {}: data plane attached on {}, vip {}", rt.p.instance, spec.interface, spec.vip));

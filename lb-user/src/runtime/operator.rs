@@ -1,15 +1,19 @@
-//! Requests from the admin socket (`pglb status`, `switchover`, `node rejoin`, `debug
-//! stall-loop`), answered from the main loop.
+//! Requests from the admin socket (`pglb status`, `switchover`, `node rejoin`, `pause`,
+//! `resume`, `debug stall-loop`), answered from the main loop.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tracing::{info, warn};
 
 use super::{PendingSwitchover, Runtime, history::EventKind, snapshot::SnapshotSource};
 use crate::{
     admin::AdminRequest,
-    failover::{AdminCommand, Event},
+    failover::{AdminCommand, Event, Maintenance, PAUSE_REASON_MAX},
+    runtime::history::rfc3339,
 };
+
+/// The longest `pglb pause --for`.
+pub const PAUSE_FOR_MAX: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The longest `pglb debug stall-loop` (a fault injection for drills).
 pub const STALL_MAX: Duration = Duration::from_secs(60);
@@ -53,6 +57,12 @@ impl Runtime {
                 // A fault injection: the loop blocks as a hung call would.
                 std::thread::sleep(duration);
             }
+            AdminRequest::Pause { duration, reason, reply } => {
+                let _ = reply.send(self.pause(duration, reason));
+            }
+            AdminRequest::Resume { reply } => {
+                let _ = reply.send(self.resume());
+            }
             AdminRequest::Rejoined { node, reply } => match self.p.nodes.iter().position(|n| n.name == node) {
                 None => {
                     let _ = reply.send(Err(format!("unknown node `{node}`: the nodes are {}", names())));
@@ -63,5 +73,72 @@ impl Runtime {
                 }
             },
         }
+    }
+}
+
+impl Runtime {
+    /// The wall clock now (read now, so a clock NTP stepped since the start counts), told to
+    /// the machine first: commands are dated on it.
+    fn wall_clock(&mut self) -> SystemTime {
+        let now = SystemTime::now();
+        let unix = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        self.feed(Event::WallClock { unix });
+        now
+    }
+
+    /// `pglb pause`: a pause dated now, by this instance; it replaces any earlier one.
+    fn pause(&mut self, duration: Option<Duration>, reason: Option<String>) -> Result<String, String> {
+        if let Some(r) = reason.as_deref().filter(|r| r.len() > PAUSE_REASON_MAX) {
+            return Err(format!("the reason is {} bytes; at most {PAUSE_REASON_MAX} travel to the peers", r.len()));
+        }
+        if duration.is_some_and(|d| d.is_zero() || d > PAUSE_FOR_MAX) {
+            return Err(format!("--for takes more than 0 s and at most {} days", PAUSE_FOR_MAX.as_secs() / 86_400));
+        }
+        let now = self.wall_clock();
+        let view = self.machine.view();
+        let before = view.maintenance.filter(|_| view.paused);
+        let ms = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        let until = duration.map(|d| now + d);
+        let m = Maintenance { paused: true, at_ms: ms(now), by: self.p.instance.clone(), reason: reason.clone(), until_ms: until.map(ms) };
+        info!(by = %m.by, reason = reason.as_deref().unwrap_or("-"), until = until.map(rfc3339).as_deref().unwrap_or("-"), "admin: pause requested");
+        self.feed(Event::Admin(AdminCommand::Maintenance(m)));
+        let view = self.machine.view();
+        if !view.paused {
+            return Err("the pause was not taken: a newer resume is in force (is this host's clock behind its peer's?)".into());
+        }
+        let text = format!(
+            "paused on {} at {}{}{}: no automatic failover, rejoin, re-point or change of synchronous_standby_names; routing still follows the probes{}\n{}",
+            self.p.instance,
+            rfc3339(now),
+            reason.map_or_else(String::new, |r| format!(" ({r})")),
+            until.map_or_else(|| " until `pglb resume`".to_owned(), |u| format!(" until {} (or `pglb resume`)", rfc3339(u))),
+            before.map_or_else(String::new, |b| format!("; it replaces the pause taken on {} at {}", b.by, rfc3339(SystemTime::UNIX_EPOCH + Duration::from_millis(b.at_ms)))),
+            "the peers learn it from the next report (pglb status shows `paused` on each)",
+        );
+        Ok(text)
+    }
+
+    /// `pglb resume`: refused when no pause is in force.
+    fn resume(&mut self) -> Result<String, String> {
+        let now = self.wall_clock();
+        let view = self.machine.view();
+        let Some(pause) = view.maintenance.filter(|_| view.paused) else {
+            return Err("not paused: nothing to resume".into());
+        };
+        let at_ms = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        let m = Maintenance { paused: false, at_ms, by: self.p.instance.clone(), reason: None, until_ms: None };
+        info!(by = %m.by, "admin: resume requested");
+        self.feed(Event::Admin(AdminCommand::Maintenance(m)));
+        if self.machine.view().paused {
+            return Err("the resume was not taken: a newer pause is in force (is this host's clock behind its peer's?)".into());
+        }
+        let text = format!(
+            "resumed on {} at {}: the pause taken on {} at {} is over; failover, rejoin and re-pointing act again",
+            self.p.instance,
+            rfc3339(now),
+            pause.by,
+            rfc3339(SystemTime::UNIX_EPOCH + Duration::from_millis(pause.at_ms))
+        );
+        Ok(text)
     }
 }

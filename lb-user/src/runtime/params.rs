@@ -111,6 +111,8 @@ pub struct SnapshotParams {
     pub peers: Vec<String>,
     /// `[vrrp] priority` (`None` without VRRP).
     pub configured_priority: Option<u8>,
+    /// `[failover] pause_alert_after`: `/metrics` exports it for the alert rule.
+    pub pause_alert_after: Duration,
 }
 
 /// Everything `pglb run` runs with. No `Debug`: it holds the probe and replication passwords.
@@ -293,6 +295,7 @@ fn snapshot(config: &Config) -> SnapshotParams {
         read_ports: ports(Pool::Read),
         peers: config.vrrp.iter().flat_map(|v| v.peers.iter().map(ToString::to_string)).collect(),
         configured_priority: config.vrrp.as_ref().map(|v| v.priority),
+        pause_alert_after: config.failover.pause_alert_after,
     }
 }
 

@@ -20,7 +20,7 @@ use super::{
 use crate::{
     dataplane::{Counters, FlowView, Pinned},
     failover::{ClusterView, NodeState},
-    status::{EventRow, Histogram, NodeRow, PeerRow, RateSeries, Snapshot, Traffic},
+    status::{EventRow, Histogram, NodeRow, PauseRow, PeerRow, RateSeries, Snapshot, Traffic},
     vip::{self, VrrpCounters, VrrpStatus},
 };
 
@@ -154,6 +154,8 @@ impl SnapshotSource {
             peers: self.peer_rows(view, vrrp.status.as_ref()),
             vrrp_priority: vrrp.status.as_ref().map(|st| st.priority),
             vrrp_priority_configured: self.p.configured_priority,
+            pause: view.maintenance.as_ref().filter(|_| view.paused).map(PauseRow::from),
+            pause_alert_after_s: self.p.pause_alert_after.as_secs_f64(),
             events: self.events(),
             hook_runs: HookResult::ALL.iter().map(|r| (r.as_str().to_owned(), self.recent.hooks.runs(*r))).collect(),
             journal_errors_total: self.recent.hooks.journal_errors(),

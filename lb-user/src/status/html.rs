@@ -58,6 +58,9 @@ failovers {fo} &middot; switchovers {so}</p><table id=\"nodes\"><tr><th>node</th
         );
     }
     o.push_str("</table>");
+    if let Some(p) = &s.pause {
+        let _ = write!(o, "<p id=\"pause\"><b>maintenance</b>: {}</p>", html_escape(&p.describe()));
+    }
     render_peers(&mut o, s);
     render_events(&mut o, s);
     render_charts(&mut o, s);

@@ -19,6 +19,8 @@ struct StatusJson<'a> {
     forwarding: bool,
     ready: bool,
     state_recorded: bool,
+    paused: bool,
+    pause: Option<PauseJson<'a>>,
     nodes: Vec<NodeJson<'a>>,
     peers: Vec<PeerJson<'a>>,
 }
@@ -34,6 +36,14 @@ struct NodeJson<'a> {
     lag_s: Option<f64>,
     routed_ports: &'a [u16],
     flows: u64,
+}
+
+#[derive(serde::Serialize)]
+struct PauseJson<'a> {
+    by: &'a str,
+    reason: Option<&'a str>,
+    since: &'a str,
+    until: Option<&'a str>,
 }
 
 #[derive(serde::Serialize)]
@@ -57,6 +67,8 @@ pub fn render_json(s: &Snapshot) -> String {
         forwarding: s.forwarding,
         ready: s.ready,
         state_recorded: s.state_recorded,
+        paused: s.pause.is_some(),
+        pause: s.pause.as_ref().map(|p| PauseJson { by: &p.by, reason: p.reason.as_deref(), since: &p.since, until: p.until.as_deref() }),
         nodes: s
             .nodes
             .iter()

@@ -12,7 +12,7 @@ pub(super) fn escape_label(v: &str) -> String {
 pub fn render_metrics(s: &Snapshot) -> String {
     let mut o = String::new();
     let inst = escape_label(&s.instance);
-    for section in [build_info, nodes, probe_latency, backends, datapath, failover, vrrp, fences, state, peers, vip, hooks] {
+    for section in [build_info, nodes, probe_latency, backends, datapath, failover, maintenance, vrrp, fences, state, peers, vip, hooks] {
         section(&mut o, s, &inst);
     }
     o
@@ -134,6 +134,16 @@ fn hooks(o: &mut String, s: &Snapshot, inst: &str) {
     }
     family(o, "pglb_journal_write_errors_total", "counter", "Events the journal (<state_dir>/events.jsonl) could not append.");
     let _ = writeln!(o, "pglb_journal_write_errors_total{{instance_name=\"{inst}\"}} {}", s.journal_errors_total);
+}
+
+/// Maintenance mode: whether a pause is in force, since when, and the alert's threshold.
+fn maintenance(o: &mut String, s: &Snapshot, inst: &str) {
+    family(o, "pglb_paused", "gauge", "1 while a pause (pglb pause, maintenance mode) is in force: no automatic failover, rejoin or re-point.");
+    let _ = writeln!(o, "pglb_paused{{instance_name=\"{inst}\"}} {}", u8::from(s.pause.is_some()));
+    family(o, "pglb_pause_started_timestamp_seconds", "gauge", "When the pause in force was taken (Unix seconds); 0 when not paused.");
+    let _ = writeln!(o, "pglb_pause_started_timestamp_seconds{{instance_name=\"{inst}\"}} {}", s.pause.as_ref().map_or(0.0, |p| p.since_unix_s));
+    family(o, "pglb_pause_alert_after_seconds", "gauge", "[failover] pause_alert_after: a pause older than this raises PglbPausedTooLong.");
+    let _ = writeln!(o, "pglb_pause_alert_after_seconds{{instance_name=\"{inst}\"}} {}", s.pause_alert_after_s);
 }
 
 /// Rejoins and fences.

@@ -130,6 +130,10 @@ pub struct Snapshot {
     /// This instance's effective VRRP priority and its configured one (`None` without VRRP).
     pub vrrp_priority: Option<u8>,
     pub vrrp_priority_configured: Option<u8>,
+    /// The pause in force (maintenance mode), if any.
+    pub pause: Option<PauseRow>,
+    /// `[failover] pause_alert_after` in seconds (the alert rule's threshold).
+    pub pause_alert_after_s: f64,
     /// Recent events, newest first.
     pub events: Vec<EventRow>,
     /// `[hooks]` runs by result (`ok`, `failed`, `timeout`, `spawn_error`, `dropped`).
@@ -143,12 +147,49 @@ pub struct Snapshot {
     pub rate_window: usize,
 }
 
+/// The pause in force (`pglb pause`): who took it, why, since and until when.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PauseRow {
+    /// The instance that took the command.
+    pub by: String,
+    pub reason: Option<String>,
+    /// Its start, seconds of the wall clock since the Unix epoch, and as RFC 3339 in UTC.
+    pub since_unix_s: f64,
+    pub since: String,
+    /// The end of a `--for` pause, likewise.
+    pub until_unix_s: Option<f64>,
+    pub until: Option<String>,
+}
+
+impl From<&crate::failover::Maintenance> for PauseRow {
+    fn from(m: &crate::failover::Maintenance) -> Self {
+        let rfc = |ms: u64| humantime::format_rfc3339_seconds(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string();
+        PauseRow {
+            by: m.by.clone(),
+            reason: m.reason.clone(),
+            since_unix_s: m.at_ms as f64 / 1000.0,
+            since: rfc(m.at_ms),
+            until_unix_s: m.until_ms.map(|u| u as f64 / 1000.0),
+            until: m.until_ms.map(rfc),
+        }
+    }
+}
+
+impl PauseRow {
+    /// One line for the status table and `/stats`.
+    pub fn describe(&self) -> String {
+        let reason = self.reason.as_deref().map_or_else(String::new, |r| format!(" ({r})"));
+        let until = self.until.as_deref().map_or_else(|| "until `pglb resume`".to_owned(), |u| format!("until {u}"));
+        format!("paused on {} since {}{reason}, {until}: no automatic failover, rejoin or re-point", self.by, self.since)
+    }
+}
+
 /// One recent event.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct EventRow {
     /// Its start, RFC 3339 in UTC.
     pub at: String,
-    /// `failover`, `switchover`, `fence`, `vrrp`, `flood`, `operator`.
+    /// `failover`, `switchover`, `fence`, `vrrp`, `flood`, `operator`, `maintenance`.
     pub kind: String,
     pub text: String,
     /// How long it lasted, once it ended (`None` for events without an end).
@@ -302,6 +343,43 @@ mod tests {
         let nodes = h.split("</table>").next().expect("the node table");
         assert_eq!(nodes.matches("<tr class=").count(), 2);
         assert!(!h.contains("<script"), "the page needs no JavaScript");
+    }
+
+    /// A pause shows in every rendering: the table's line, the JSON's `paused` and `pause`, the
+    /// `/stats` line (escaped), and the three gauges the alert rule reads; none without one.
+    #[test]
+    fn a_pause_shows_in_the_table_json_stats_and_metrics() {
+        let m = crate::failover::Maintenance {
+            paused: true,
+            at_ms: 1_796_000_000_000,
+            by: "lb2".into(),
+            reason: Some("<upgrade>".into()),
+            until_ms: Some(1_796_000_900_000),
+        };
+        let paused = Snapshot { pause: Some(PauseRow::from(&m)), pause_alert_after_s: 3600.0, ..sample() };
+        let line = "maintenance: paused on lb2 since 2026-11-30T00:53:20Z (<upgrade>), until 2026-11-30T01:08:20Z: no automatic failover, rejoin or re-point";
+        assert!(render_table(&paused).lines().any(|l| l == line), "{}", render_table(&paused));
+        let v: serde_json::Value = serde_json::from_str(&render_json(&paused)).expect("valid JSON");
+        assert_eq!(v["paused"], true);
+        assert_eq!(
+            v["pause"],
+            serde_json::json!({"by": "lb2", "reason": "<upgrade>", "since": "2026-11-30T00:53:20Z", "until": "2026-11-30T01:08:20Z"})
+        );
+        assert!(render_html(&paused).contains("<p id=\"pause\"><b>maintenance</b>: paused on lb2 since 2026-11-30T00:53:20Z (&lt;upgrade&gt;)"));
+        let metrics = render_metrics(&paused);
+        for sample in [
+            "pglb_paused{instance_name=\"lb1\"} 1\n",
+            "pglb_pause_started_timestamp_seconds{instance_name=\"lb1\"} 1796000000\n",
+            "pglb_pause_alert_after_seconds{instance_name=\"lb1\"} 3600\n",
+        ] {
+            assert!(metrics.contains(sample), "{sample}: {metrics}");
+        }
+        let quiet = Snapshot { pause_alert_after_s: 3600.0, ..sample() };
+        assert!(render_metrics(&quiet).contains("pglb_paused{instance_name=\"lb1\"} 0\n"));
+        assert!(render_metrics(&quiet).contains("pglb_pause_started_timestamp_seconds{instance_name=\"lb1\"} 0\n"));
+        let v: serde_json::Value = serde_json::from_str(&render_json(&quiet)).expect("valid JSON");
+        assert_eq!((v["paused"].clone(), v["pause"].clone()), (serde_json::json!(false), serde_json::Value::Null));
+        assert!(!render_table(&quiet).contains("maintenance") && !render_html(&quiet).contains("id=\"pause\""));
     }
 
     /// The tags of an XML fragment open and close in order (enough to catch a broken SVG).

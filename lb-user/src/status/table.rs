@@ -59,6 +59,9 @@ pub fn render_table(s: &Snapshot) -> String {
         };
         let _ = writeln!(out, "peer {}: {said}", p.addr);
     }
+    if let Some(p) = &s.pause {
+        let _ = writeln!(out, "maintenance: {}", p.describe());
+    }
     if !s.ready {
         let _ = writeln!(out, "waking humble: no lease and no VIP until fresh probes of every node and a fresh report from every peer heard");
     }

@@ -21,7 +21,15 @@
 //! ```text
 //! pglb-report 2 from=<sender address> id=<boot>.<seq> echo=<boot>.<seq>|- role=master|backup|initialize
 //!     priority=<0-255> healthy=yes|no timeline=<u32> writer=<node name>|-
+//!     [pause=on|off pause_at=<ms> pause_by=<instance> pause_until=<ms>|- pause_reason=<text>|-]
 //! ```
+//!
+//! The `pause*` fields carry the newest pause or resume the sender knows
+//! ([`crate::failover::Maintenance`]; `<ms>`: wall clock, milliseconds since the Unix epoch);
+//! `pause_by` and `pause_reason` are percent-encoded (every byte outside `A-Z a-z 0-9 - . _ ~`).
+//! They are optional and a receiver ignores fields it does not know, so version 2 stands: a
+//! report without them (an older pglb) says nothing about maintenance, and an older pglb reads
+//! a report with them as before.
 //!
 //! `from` must be the datagram's source. Every report that is refused is counted by reason
 //! ([`Rejection`], `pglb_peer_reports_dropped_total`).
@@ -41,12 +49,17 @@ use tokio::net::UdpSocket;
 use tracing::warn;
 
 use super::vrrp::VrrpState;
-use crate::{failover::PeerReport, key::Key};
+use crate::{
+    failover::{Maintenance, PeerReport},
+    key::Key,
+};
 
 const MAGIC: &str = "pglb-report 2";
 const MAC_SEP: &str = " mac=";
-/// Longer than any valid report (a node name is at most 63 bytes).
-const MAX_REPORT: usize = 512;
+/// Longer than any valid report (a node name is at most 63 bytes, a pause's reason at most
+/// `PAUSE_REASON_MAX` bytes, percent-encoded). A report without a pause stays under 512, what
+/// an older pglb reads.
+const MAX_REPORT: usize = 1024;
 /// How many of its own latest ids a receiver accepts as an echo.
 pub const WINDOW: usize = 8;
 /// A refused report is logged at most once per reason in this long (a flood of forged
@@ -153,6 +166,17 @@ pub fn encode(r: &Report, key: &Key) -> String {
         r.body.timeline,
         r.body.writer.as_deref().unwrap_or("-")
     );
+    if let Some(m) = &r.body.maintenance {
+        let _ = write!(
+            text,
+            " pause={} pause_at={} pause_by={} pause_until={} pause_reason={}",
+            if m.paused { "on" } else { "off" },
+            m.at_ms,
+            pct_encode(&m.by),
+            m.until_ms.map_or_else(|| "-".to_owned(), |u| u.to_string()),
+            m.reason.as_deref().map_or_else(|| "-".to_owned(), pct_encode)
+        );
+    }
     let tag = key.tag_hex(text.as_bytes());
     text.push_str(MAC_SEP);
     text.push_str(&tag);
@@ -200,8 +224,58 @@ pub fn decode(datagram: &[u8], key: &Key) -> Result<Report, Rejection> {
                 "-" => None,
                 w => Some(w.to_owned()),
             },
+            maintenance: match get("pause") {
+                Err(_) => None,
+                Ok(on) => Some(Maintenance {
+                    paused: match on {
+                        "on" => true,
+                        "off" => false,
+                        _ => return Err(Rejection::Malformed),
+                    },
+                    at_ms: get("pause_at")?.parse().map_err(|_| Rejection::Malformed)?,
+                    by: pct_decode(get("pause_by")?)?,
+                    until_ms: match get("pause_until")? {
+                        "-" => None,
+                        u => Some(u.parse().map_err(|_| Rejection::Malformed)?),
+                    },
+                    reason: match get("pause_reason")? {
+                        "-" => None,
+                        r => Some(pct_decode(r)?),
+                    },
+                }),
+            },
         },
     })
+}
+
+/// Every byte outside `A-Z a-z 0-9 - . _ ~` as `%XX`: the text is one field without spaces.
+fn pct_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+fn pct_decode(field: &str) -> Result<String, Rejection> {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = field.get(i + 1..i + 3).ok_or(Rejection::Malformed)?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| Rejection::Malformed)?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| Rejection::Malformed)
 }
 
 /// The ids this instance sends and what it has from each peer: the freshness check, sans-IO.
@@ -371,7 +445,7 @@ mod tests {
             role: VrrpState::Master,
             priority: 150,
             healthy: true,
-            body: PeerReport { timeline: 3, writer: Some("pg1".into()) },
+            body: PeerReport { timeline: 3, writer: Some("pg1".into()), maintenance: None },
         }
     }
 
@@ -387,8 +461,39 @@ mod tests {
         let (body, mac) = wire.rsplit_once(" mac=").expect("a mac");
         assert_eq!(body, "pglb-report 2 from=172.20.0.21 id=7.2 echo=9.40 role=master priority=150 healthy=yes timeline=3 writer=pg1");
         assert_eq!(mac.len(), 64);
-        let none = Report { echo: None, body: PeerReport { timeline: 1, writer: None }, role: VrrpState::Initialize, priority: 0, healthy: false, ..report(ReportId { boot: 1, seq: 1 }, None) };
+        let none = Report { echo: None, body: PeerReport { timeline: 1, writer: None, maintenance: None }, role: VrrpState::Initialize, priority: 0, healthy: false, ..report(ReportId { boot: 1, seq: 1 }, None) };
         assert_eq!(decode(encode(&none, &key()).as_bytes(), &key()), Ok(none));
+    }
+
+    /// A pause rides on the report (reason with spaces and non-ASCII intact); an older pglb's
+    /// report without the fields reads as "nothing said about maintenance".
+    #[test]
+    fn a_pause_survives_the_wire_and_old_reports_still_read() {
+        let pause = Maintenance {
+            paused: true,
+            at_ms: 1_796_000_000_123,
+            by: "lb1".into(),
+            reason: Some("shared_buffers 128MB, 재시작 100%".into()),
+            until_ms: Some(1_796_000_600_000),
+        };
+        let mut r = report(ReportId { boot: 7, seq: 3 }, None);
+        r.body.maintenance = Some(pause);
+        let wire = encode(&r, &key());
+        assert!(wire.len() < MAX_REPORT, "{} bytes", wire.len());
+        assert!(wire.contains(" pause=on pause_at=1796000000123 pause_by=lb1 pause_until=1796000600000 pause_reason=shared_buffers%20128MB%2C%20"), "{wire}");
+        assert_eq!(decode(wire.as_bytes(), &key()), Ok(r.clone()));
+        let resume = Maintenance { paused: false, reason: None, until_ms: None, ..r.body.maintenance.clone().unwrap() };
+        r.body.maintenance = Some(resume);
+        let wire = encode(&r, &key());
+        assert!(wire.contains(" pause=off pause_at=1796000000123 pause_by=lb1 pause_until=- pause_reason=- mac="), "{wire}");
+        assert_eq!(decode(wire.as_bytes(), &key()), Ok(r));
+        // What a pglb from before maintenance mode sends, MAC and all.
+        let old = "pglb-report 2 from=172.20.0.21 id=7.2 echo=- role=master priority=150 healthy=yes timeline=3 writer=pg1";
+        let wire = format!("{old} mac={}", key().tag_hex(old.as_bytes()));
+        assert_eq!(decode(wire.as_bytes(), &key()).map(|r| r.body.maintenance), Ok(None));
+        let bad = "pglb-report 2 from=172.20.0.21 id=7.2 echo=- role=master priority=150 healthy=yes timeline=3 writer=pg1 pause=maybe pause_at=1 pause_by=lb1 pause_until=- pause_reason=-";
+        let wire = format!("{bad} mac={}", key().tag_hex(bad.as_bytes()));
+        assert_eq!(decode(wire.as_bytes(), &key()), Err(Rejection::Malformed), "pause=maybe");
     }
 
     #[test]
@@ -449,7 +554,7 @@ mod tests {
         let port = 39_411;
         let mut a = ReportLink::bind(a_addr, port, vec![b_addr], key(), ms(100)).await.expect("bind a");
         let mut b = ReportLink::bind(b_addr, port, vec![a_addr], key(), ms(100)).await.expect("bind b");
-        let body = PeerReport { timeline: 4, writer: Some("pg1".into()) };
+        let body = PeerReport { timeline: 4, writer: Some("pg1".into()), maintenance: None };
         let next = async |link: &ReportLink| tokio::time::timeout(Duration::from_secs(5), link.recv()).await.expect("a datagram within 5 s");
         a.send(VrrpState::Master, 150, true, &body, ms(0));
         let (from, first) = next(&b).await;

@@ -16,8 +16,9 @@ pub(super) struct Check {
 type Guard = fn(&Machine, &Check) -> Result<(), Blocked>;
 
 /// Rule 2, in order.
-pub(super) const GUARDS: [Guard; 12] = [
+pub(super) const GUARDS: [Guard; 13] = [
     writer_gone,
+    not_paused,
     master,
     recorded,
     quorum,
@@ -52,6 +53,15 @@ fn writer_gone(m: &Machine, c: &Check) -> Result<(), Blocked> {
         }
     }
     Ok(())
+}
+
+/// No pause is in force (maintenance mode: the operator restarts or upgrades PostgreSQL and
+/// takes the writer's absence for planned).
+fn not_paused(m: &Machine, _: &Check) -> Result<(), Blocked> {
+    match m.paused() {
+        Some(p) => Err(Blocked::Paused { by: p.by.clone(), reason: p.reason.clone() }),
+        None => Ok(()),
+    }
 }
 
 /// Only the VRRP master acts.

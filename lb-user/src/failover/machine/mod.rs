@@ -9,13 +9,15 @@
 //! - [`guards`]: rule 2's guards, one pure function each, in the order they are asked;
 //! - [`failover`]: rule 3's candidate, settling, the promotion and its outcome;
 //! - [`switchover`]: the planned change of the writer;
-//! - [`repair`]: fences, re-pointing, rejoining.
+//! - [`repair`]: fences, re-pointing, rejoining;
+//! - [`maintenance`]: the pause (`pglb pause`, `pglb resume`), the newest one winning.
 
 use std::mem::discriminant;
 use std::time::Duration;
 
 mod failover;
 mod guards;
+mod maintenance;
 mod observe;
 mod repair;
 mod routing;
@@ -223,6 +225,10 @@ pub struct Machine {
     blocked_switchover: Option<String>,
     /// Settling: the standbys pointed at the candidate, whose fresh positions are awaited.
     settling: Vec<NodeId>,
+    /// The newest pause or resume ([`maintenance`]).
+    maintenance: Option<Maintenance>,
+    /// The wall clock at monotonic zero ([`Event::WallClock`]); `None` until told.
+    wall_offset: Option<Duration>,
 }
 
 impl Machine {
@@ -260,6 +266,8 @@ impl Machine {
             restore_notes: Vec::new(),
             blocked_switchover: None,
             settling: Vec::new(),
+            maintenance: None,
+            wall_offset: None,
         }
     }
 
@@ -308,6 +316,11 @@ impl Machine {
                 }
                 None => notes.push((Level::Warn, format!("state file: promoted node {} is no longer configured; ignored", p.node))),
             }
+        }
+        m.maintenance = durable.maintenance.clone();
+        if let Some(p) = durable.maintenance.as_ref().filter(|p| p.paused) {
+            let until = p.until_ms.map_or_else(|| "until `pglb resume`".to_owned(), |u| format!("until {}", maintenance::rfc3339_ms(u)));
+            notes.push((Level::Warn, format!("state file: paused on {} at {}, {until}: no automatic failover meanwhile", p.by, maintenance::rfc3339_ms(p.at_ms))));
         }
         let fenced: Vec<&str> = durable.fences.iter().map(|f| f.node.as_str()).collect();
         notes.insert(
@@ -380,10 +393,13 @@ impl Machine {
             Event::Persisted { state, result } => self.on_persisted(state, result, now, &mut out),
             Event::Stalled => self.wake(now, &mut out),
             Event::Flood { active } => self.flood = *active,
+            Event::WallClock { unix } => self.on_wall_clock(*unix, now),
+            Event::Admin(AdminCommand::Maintenance(m)) => self.on_maintenance(m, None, &mut out),
             Event::Admin(AdminCommand::Rejoined { node }) => self.on_rejoined(*node, &mut out),
             Event::Admin(AdminCommand::Switchover { .. }) => {}
             Event::ActionDone { action, result } => self.on_action_done(action, result, now, &mut out),
         }
+        self.expire_pause(now, &mut out);
         self.count_stale(now, &mut out);
         self.step_phase(&event, now, &mut out);
         if self.phase != Phase::Starting {
@@ -535,6 +551,7 @@ impl Machine {
             timeline: self.writer_timeline.unwrap_or(0),
             fences,
             promoting: self.promoting_from.map(|(n, tl)| DurablePromotion { node: name(n), from_timeline: tl }),
+            maintenance: self.maintenance.clone(),
         }
     }
 
@@ -545,7 +562,7 @@ impl Machine {
     /// Each entry is a time at which some decision can change without any new input: a node's
     /// probe going stale, the startup grace, a phase's timeout, the re-point grace of a
     /// misdirected standby, a failed candidate's exclusion ending, a peer's vote expiring, the
-    /// tracking hold.
+    /// tracking hold, the end of a `--for` pause.
     pub fn next_deadline(&self) -> Option<Duration> {
         let started = self.started_at?;
         let mut next: Vec<Duration> = self.nodes.iter().map(|t| t.last_count_at + self.p.stale_after()).collect();
@@ -577,6 +594,7 @@ impl Machine {
         }
         next.extend(self.nodes.iter().filter_map(|t| t.rejoin.not_before));
         next.extend(self.record_retry_at);
+        next.extend(self.pause_deadline());
         // A peer's timeline hint lapses when its report grows old.
         next.extend(self.peer_reports.iter().flatten().map(|w| w.at + self.p.peer_timeout));
         next.into_iter().filter(|&d| d > self.now).min()
@@ -620,15 +638,18 @@ impl Machine {
             ready: self.ready(),
             timeline_hint: self.hint(),
             recorded: !self.record_failing,
+            maintenance: self.maintenance.clone(),
+            paused: self.paused().is_some(),
         }
     }
 
-    /// What this instance tells its peers ([`Event::PeerReport`]): its timeline floor, and the
-    /// writer it routes if it reaches it (its last probe answered).
+    /// What this instance tells its peers ([`Event::PeerReport`]): its timeline floor, the
+    /// writer it routes if it reaches it (its last probe answered), and its newest pause or
+    /// resume.
     pub fn report(&self) -> PeerReport {
         let timeline = self.writer_timeline.unwrap_or(0);
         let writer = self.writer.filter(|&w| self.phase == Phase::Steady && self.reaches(w)).map(|w| self.name(w).to_owned());
-        PeerReport { timeline, writer }
+        PeerReport { timeline, writer, maintenance: self.maintenance.clone() }
     }
 
     fn name(&self, n: NodeId) -> &str {

@@ -70,6 +70,9 @@ impl Machine {
             let msg = format!("peer {peer} reports timeline {}, newer than any seen here ({floor}): writes to older primaries held back until a probe confirms it", report.timeline);
             log(out, Level::Warn, msg);
         }
+        if let Some(m) = &report.maintenance {
+            self.on_maintenance(m, Some(peer), out);
+        }
         self.peer_reports[i] = Some(PeerWord { report: report.clone(), at: now, lost_here });
         self.peers_heard[i] = Some(now);
     }

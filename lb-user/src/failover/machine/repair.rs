@@ -42,7 +42,9 @@ impl Machine {
     /// A standby on a newer timeline than the writer's is never pointed back at it.
     pub(super) fn repoint_misdirected(&mut self, now: Duration, out: &mut Vec<Action>) {
         let Some(w) = self.writer else { return };
-        let master = self.is_master();
+        // Paused: a standby off the writer is the operator's business (the grace starts anew at
+        // the resume).
+        let master = self.is_master() && self.paused().is_none();
         let writer_tl = self.writer_timeline.unwrap_or(0);
         let after = self.p.repoint_after();
         for n in 0..self.nodes.len() {
@@ -73,7 +75,7 @@ impl Machine {
     /// only after a failure and its backoff. A split-brain primary is left to an operator: its
     /// writes on the shared timeline would be rewound away.
     pub(super) fn schedule_rejoins(&mut self, now: Duration, out: &mut Vec<Action>) {
-        if !self.p.rejoin || !self.is_master() || self.phase != Phase::Steady {
+        if !self.p.rejoin || !self.is_master() || self.phase != Phase::Steady || self.paused().is_some() {
             return;
         }
         let Some(w) = self.writer.filter(|&w| self.nodes[w].up()) else { return };

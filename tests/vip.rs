@@ -253,9 +253,12 @@ fn wait_lb1_master(what: &str) {
 
 /// Waits until lb2's pglb names lb1 as the VIP holder: it has heard lb1's advert (and learned
 /// its advert interval) since lb1 became master.
+/// Waits until lb2 is a ready backup of lb1 (a just-restarted lb2 names the holder as soon as
+/// it hears an advert, before it has decided from fresh probes and reports).
 fn wait_lb2_follows_lb1(what: &str) {
-    wait_until(LIMIT, &format!("{what}: pglb status on lb2 to name lb1 as the VIP holder"), || {
-        held_by(&status_of("lb2"), LB1_ADDR)
+    wait_until(LIMIT, &format!("{what}: pglb status on lb2 to name lb1 as the VIP holder, ready"), || {
+        let st = status_of("lb2");
+        held_by(&st, LB1_ADDR) && matches!(&st, Ok(v) if v["ready"] == true)
     });
 }
 

@@ -284,6 +284,9 @@ struct BackupRole {
     /// The down timer ran out while this instance was not ready: no timer to wait for until
     /// it is ready (which starts the down timer over).
     due: bool,
+    /// The master said it is leaving (priority 0) and no advert came since: there is no master
+    /// to wait a Master_Down_Interval for, so readiness starts the down timer at Skew_Time.
+    master_left: bool,
 }
 
 /// Master's timers.
@@ -490,10 +493,16 @@ impl Vrrp {
             // a cut of the reports: a pglb peer's adverts are believed only with a report that
             // answers ours, and the report that makes this instance ready comes before the next
             // advert it vouches for). A master is taken over only once it has been silent for a
-            // whole Master_Down_Interval from now.
+            // whole Master_Down_Interval from now — or Skew_Time, when the master said it is
+            // leaving (priority 0) and nothing was heard since: then there is no master to wait for.
             Role::Backup(b) => {
                 b.due = false;
-                b.master_down_at = now + master_down_interval(self.priority, b.master_adver_interval);
+                let wait = if b.master_left {
+                    skew_time(self.priority, b.master_adver_interval)
+                } else {
+                    master_down_interval(self.priority, b.master_adver_interval)
+                };
+                b.master_down_at = now + wait;
                 Vec::new()
             }
             Role::Master(_) if !ready => {
@@ -504,6 +513,7 @@ impl Vrrp {
                     since: now,
                     master: None,
                     due: false,
+                    master_left: false,
                 });
                 vec![
                     Action::StateChanged { from: VrrpState::Master, to: VrrpState::Backup },
@@ -526,6 +536,7 @@ impl Vrrp {
                     since: now,
                     master: None,
                     due: false,
+                    master_left: false,
                 });
                 vec![Action::StateChanged { from: VrrpState::Initialize, to: VrrpState::Backup }]
             }
@@ -554,6 +565,7 @@ impl Vrrp {
                 if packet.priority == PRIORITY_LEAVING {
                     backup.master_down_at = now + skew_time(self.priority, backup.master_adver_interval);
                     backup.due = false;
+                    backup.master_left = true;
                     return Vec::new();
                 }
                 let preempt_deferred = self
@@ -572,6 +584,7 @@ impl Vrrp {
                         now + master_down_interval(self.priority, backup.master_adver_interval);
                     backup.master = Some(src);
                     backup.due = false;
+                    backup.master_left = false;
                 }
                 // Otherwise discard: the down timer runs out and we preempt.
                 Vec::new()
@@ -620,6 +633,7 @@ impl Vrrp {
                     since: now,
                     master: Some(src),
                     due: false,
+                    master_left: false,
                 });
                 vec![
                     Action::StateChanged { from: VrrpState::Master, to: VrrpState::Backup },

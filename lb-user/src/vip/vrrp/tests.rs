@@ -479,6 +479,28 @@ fn a_backup_that_is_not_ready_waits_and_takes_over_once_ready() {
 }
 
 #[test]
+fn a_backup_that_becomes_ready_after_the_master_left_waits_only_skew_time() {
+    // A backup just started (not ready yet) when the master stops gracefully: priority 0, then
+    // readiness. No master is left to wait a Master_Down_Interval for.
+    let mut b = backup_with(guarded(150));
+    b.handle(vouched(HIGHER, 200, 10, Vouch::Confirmed { healthy: true }), secs(1));
+    b.handle(Event::Ready { ready: false }, secs(1));
+    b.handle(advert(0, 10), secs(2));
+    let skew = skew_time(150, Duration::from_millis(100));
+    assert_eq!(b.handle(Event::TimerExpired, secs(2) + skew), vec![], "not ready: no takeover yet");
+    assert_eq!(b.handle(Event::Ready { ready: true }, secs(3)), vec![]);
+    assert_eq!(b.next_deadline(), Some(secs(3) + skew), "Skew_Time, not a Master_Down_Interval");
+    assert_eq!(b.handle(Event::TimerExpired, secs(3) + skew), to_master(VrrpState::Backup, 150, 5));
+    // An advert after the priority 0 (a master came back) restores the full wait.
+    let mut c = backup_with(guarded(150));
+    c.handle(Event::Ready { ready: false }, secs(1));
+    c.handle(advert(0, 10), secs(2));
+    c.handle(vouched(HIGHER, 200, 10, Vouch::Confirmed { healthy: true }), secs(2) + us(1));
+    c.handle(Event::Ready { ready: true }, secs(3));
+    assert_eq!(c.next_deadline(), Some(secs(3) + master_down_interval(150, Duration::from_millis(100))));
+}
+
+#[test]
 fn a_master_that_is_no_longer_ready_resigns() {
     let (mut m, t) = master_with(guarded(150));
     assert_eq!(

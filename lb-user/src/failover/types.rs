@@ -159,6 +159,16 @@ pub struct PeerReport {
     pub maintenance: Option<Maintenance>,
 }
 
+/// A wall-clock time as the milliseconds since the epoch that [`Maintenance`] records.
+pub fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+/// Such milliseconds as RFC 3339 in UTC, to the second (log lines, command answers).
+pub fn rfc3339_ms(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
 /// Maintenance mode: the newest `pglb pause` or `pglb resume`, taken on any load balancer and
 /// passed on by the peer reports and the state file. While a pause is in force the machine
 /// fails nothing over, rejoins and re-points nothing and leaves `synchronous_standby_names`

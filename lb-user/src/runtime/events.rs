@@ -7,10 +7,10 @@ use std::time::{Duration, SystemTime};
 
 use super::{
     Runtime,
-    history::{self, EventId, EventKind},
+    history::{EventId, EventKind},
 };
 use crate::{
-    failover::{Maintenance, NodeId, Phase},
+    failover::{Maintenance, NodeId, Phase, rfc3339_ms},
     journal::{self, EventName},
 };
 
@@ -61,10 +61,9 @@ impl Runtime {
     /// A pause or resume taken (here, from a peer, or a `--for` pause that ended): a recent
     /// event, and a `pause` or `resume` event for the journal and the hook.
     pub(super) fn note_maintenance(&self, before: Option<&Maintenance>, m: &Maintenance) {
-        let at = |ms: u64| history::rfc3339(SystemTime::UNIX_EPOCH + Duration::from_millis(ms));
         let text = if m.paused {
             let reason = m.reason.as_deref().map_or_else(String::new, |r| format!(" ({r})"));
-            let until = m.until_ms.map_or_else(|| "until resumed".to_owned(), |u| format!("until {}", at(u)));
+            let until = m.until_ms.map_or_else(|| "until resumed".to_owned(), |u| format!("until {}", rfc3339_ms(u)));
             format!("paused on {}{reason}, {until}: no automatic failover, rejoin or re-point", m.by)
         } else if before.is_some_and(|b| b.paused && b.until_ms == Some(m.at_ms) && b.by == m.by) {
             format!("the pause taken on {} ended by itself (--for)", m.by)

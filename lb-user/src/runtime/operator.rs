@@ -8,7 +8,7 @@ use tracing::{info, warn};
 use super::{PendingSwitchover, Runtime, history::EventKind, snapshot::SnapshotSource};
 use crate::{
     admin::AdminRequest,
-    failover::{AdminCommand, Event, Maintenance, PAUSE_REASON_MAX},
+    failover::{AdminCommand, Event, Maintenance, PAUSE_REASON_MAX, rfc3339_ms, unix_ms},
     runtime::history::rfc3339,
 };
 
@@ -97,9 +97,8 @@ impl Runtime {
         let now = self.wall_clock();
         let view = self.machine.view();
         let before = view.maintenance.filter(|_| view.paused);
-        let ms = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
         let until = duration.map(|d| now + d);
-        let m = Maintenance { paused: true, at_ms: ms(now), by: self.p.instance.clone(), reason: reason.clone(), until_ms: until.map(ms) };
+        let m = Maintenance { paused: true, at_ms: unix_ms(now), by: self.p.instance.clone(), reason: reason.clone(), until_ms: until.map(unix_ms) };
         info!(by = %m.by, reason = reason.as_deref().unwrap_or("-"), until = until.map(rfc3339).as_deref().unwrap_or("-"), "admin: pause requested");
         self.feed(Event::Admin(AdminCommand::Maintenance(m)));
         let view = self.machine.view();
@@ -112,7 +111,7 @@ impl Runtime {
             rfc3339(now),
             reason.map_or_else(String::new, |r| format!(" ({r})")),
             until.map_or_else(|| " until `pglb resume`".to_owned(), |u| format!(" until {} (or `pglb resume`)", rfc3339(u))),
-            before.map_or_else(String::new, |b| format!("; it replaces the pause taken on {} at {}", b.by, rfc3339(SystemTime::UNIX_EPOCH + Duration::from_millis(b.at_ms)))),
+            before.map_or_else(String::new, |b| format!("; it replaces the pause taken on {} at {}", b.by, rfc3339_ms(b.at_ms))),
             "the peers learn it from the next report (pglb status shows `paused` on each)",
         );
         Ok(text)
@@ -125,8 +124,7 @@ impl Runtime {
         let Some(pause) = view.maintenance.filter(|_| view.paused) else {
             return Err("not paused: nothing to resume".into());
         };
-        let at_ms = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
-        let m = Maintenance { paused: false, at_ms, by: self.p.instance.clone(), reason: None, until_ms: None };
+        let m = Maintenance { paused: false, at_ms: unix_ms(now), by: self.p.instance.clone(), reason: None, until_ms: None };
         info!(by = %m.by, "admin: resume requested");
         self.feed(Event::Admin(AdminCommand::Maintenance(m)));
         if self.machine.view().paused {
@@ -137,7 +135,7 @@ impl Runtime {
             self.p.instance,
             rfc3339(now),
             pause.by,
-            rfc3339(SystemTime::UNIX_EPOCH + Duration::from_millis(pause.at_ms))
+            rfc3339_ms(pause.at_ms)
         );
         Ok(text)
     }

@@ -8,14 +8,7 @@
 //! still follows the probes: a primary that answers again on the writer's timeline is routed
 //! again at once.
 
-use std::time::SystemTime;
-
 use super::*;
-
-/// A wall-clock time in milliseconds since the epoch, as RFC 3339 (for log lines).
-pub(super) fn rfc3339_ms(ms: u64) -> String {
-    humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
-}
 
 impl Machine {
     /// The wall clock at `now`, in milliseconds since the epoch, once it is known.

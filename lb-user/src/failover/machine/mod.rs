@@ -319,8 +319,8 @@ impl Machine {
         }
         m.maintenance = durable.maintenance.clone();
         if let Some(p) = durable.maintenance.as_ref().filter(|p| p.paused) {
-            let until = p.until_ms.map_or_else(|| "until `pglb resume`".to_owned(), |u| format!("until {}", maintenance::rfc3339_ms(u)));
-            notes.push((Level::Warn, format!("state file: paused on {} at {}, {until}: no automatic failover meanwhile", p.by, maintenance::rfc3339_ms(p.at_ms))));
+            let until = p.until_ms.map_or_else(|| "until `pglb resume`".to_owned(), |u| format!("until {}", rfc3339_ms(u)));
+            notes.push((Level::Warn, format!("state file: paused on {} at {}, {until}: no automatic failover meanwhile", p.by, rfc3339_ms(p.at_ms))));
         }
         let fenced: Vec<&str> = durable.fences.iter().map(|f| f.node.as_str()).collect();
         notes.insert(

@@ -13,6 +13,9 @@ use crate::vip::VrrpState;
 /// master again; meanwhile the pinned XDP program keeps forwarding every established flow.
 const RESTART_HOLD: Duration = Duration::from_secs(2);
 
+/// How long a stopping instance waits between its last report and its priority-0 advert.
+const REPORT_BEFORE_LEAVING: Duration = Duration::from_millis(20);
+
 impl Runtime {
     /// Leaves: a restart keeps the VIP and extends the lease over the restart (the next run
     /// expires it at once and renews it once it has decided); a stop hands the VIP over and
@@ -41,6 +44,11 @@ impl Runtime {
                 let now = self.since.elapsed();
                 if let Some(link) = &mut self.reports {
                     link.send(VrrpState::Initialize, 0, false, &body, now);
+                    // The report and the advert reach a peer's loop on two sockets, and it
+                    // takes whichever is ready first: an advert read before the report is not
+                    // vouched for and waits out a whole down interval. A moment between them
+                    // lets the report be read first.
+                    tokio::time::sleep(REPORT_BEFORE_LEAVING).await;
                 }
                 match self.vip {
                     VipOwner::Vrrp(runner) => runner.shutdown().await,

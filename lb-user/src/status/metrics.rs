@@ -108,6 +108,21 @@ fn failover(o: &mut String, s: &Snapshot, inst: &str) {
     let _ = writeln!(o, "pglb_switchovers_total{{instance_name=\"{inst}\"}} {}", s.switchovers_total);
     family(o, "pglb_phase", "gauge", "1 for the failover state machine's current phase.");
     let _ = writeln!(o, "pglb_phase{{instance_name=\"{inst}\",phase=\"{}\"}} 1", escape_label(&s.phase));
+    outages(o, s, inst);
+}
+
+/// From the recent events: whether the writer is lost or a SYN flood is on now, and how long
+/// the last writer outage lasted (lost until a writer was routed again: the write RTO as this
+/// instance saw it; NaN while none is among the recent events).
+fn outages(o: &mut String, s: &Snapshot, inst: &str) {
+    let ongoing = |kind: &str| s.events.iter().any(|e| e.kind == kind && e.ongoing);
+    family(o, "pglb_writer_lost", "gauge", "1 while the writer is lost and no new writer is routed yet.");
+    let _ = writeln!(o, "pglb_writer_lost{{instance_name=\"{inst}\"}} {}", u8::from(ongoing("failover")));
+    family(o, "pglb_last_writer_outage_seconds", "gauge", "How long the last writer outage lasted, from its detection until a writer was routed again (NaN: none among the recent events).");
+    let last = s.events.iter().find(|e| e.kind == "failover" && !e.ongoing && e.duration_s.is_some()).and_then(|e| e.duration_s);
+    let _ = writeln!(o, "pglb_last_writer_outage_seconds{{instance_name=\"{inst}\"}} {}", last.map_or_else(|| "NaN".to_owned(), |d| format!("{d:.3}")));
+    family(o, "pglb_syn_flood", "gauge", "1 while the SYN flood defence is on (half-open connections pile up; the VIP and the writer are kept).");
+    let _ = writeln!(o, "pglb_syn_flood{{instance_name=\"{inst}\"}} {}", u8::from(ongoing("flood")));
 }
 
 /// The VRRP state, its changes and the adverts sent, received and dropped.

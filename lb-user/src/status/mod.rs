@@ -335,6 +335,24 @@ mod tests {
         }
     }
 
+    /// The outage gauges read the recent events: an ongoing failover or flood is 1, the newest
+    /// finished failover's duration is the last outage, NaN without one.
+    #[test]
+    fn outages_come_from_the_recent_events() {
+        let quiet = render_metrics(&sample());
+        assert!(quiet.contains("pglb_last_writer_outage_seconds{instance_name=\"lb1\"} NaN\n"), "{quiet}");
+        assert!(quiet.contains("pglb_writer_lost{instance_name=\"lb1\"} 0\n") && quiet.contains("pglb_syn_flood{instance_name=\"lb1\"} 0\n"), "{quiet}");
+        let row = |kind: &str, duration_s: Option<f64>, ongoing: bool| EventRow { at: "2026-12-02T07:00:00Z".into(), kind: kind.into(), text: "x".into(), duration_s, ongoing };
+        let busy = Snapshot {
+            events: vec![row("failover", None, true), row("flood", None, true), row("switchover", Some(9.0), false), row("failover", Some(0.7124), false), row("failover", Some(3.0), false)],
+            ..sample()
+        };
+        let m = render_metrics(&busy);
+        for line in ["pglb_writer_lost{instance_name=\"lb1\"} 1\n", "pglb_syn_flood{instance_name=\"lb1\"} 1\n", "pglb_last_writer_outage_seconds{instance_name=\"lb1\"} 0.712\n"] {
+            assert!(m.contains(line), "{line:?} missing:\n{m}");
+        }
+    }
+
     #[test]
     fn stats_page_escapes_names_and_refreshes() {
         let h = render_html(&sample());

@@ -98,10 +98,12 @@
 //! Starting, the reader set is recomputed after each event and `SetReaders` emitted on change.
 
 mod machine;
+mod operator;
 pub mod rules;
 mod types;
 
 pub use machine::Machine;
+pub use operator::*;
 pub use types::*;
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ fn a_drained_standby_leaves_the_readers_at_once_and_the_state_file_keeps_it() {
     assert_logged(&logs, "node pg2: drained on lb1");
     let view = h.m.view();
     assert!(view.nodes[PG2].drained && !view.nodes[PG2].disabled);
-    assert_eq!(view.marks, [drain.clone()]);
+    assert_eq!(view.marks, std::slice::from_ref(&drain));
     assert_eq!(h.m.report().marks, [drain], "passed on in this instance's reports");
     // Probes change nothing about it.
     let (actions, _) = split(h.round(vec![primary(1, 1000), standby(1, 1000, Some(PG1)), standby(1, 1000, Some(PG1))]));

@@ -107,7 +107,8 @@ pub fn drain(args: DrainArgs) -> Result<()> {
         if !args.mark.json {
             println!("{message}");
         }
-        message = wait(&args.mark, args.timeout)?;
+        let waited = wait(&args.mark, args.timeout)?;
+        message = if args.mark.json { format!("{message}\n{waited}") } else { waited };
     }
     print(&args.mark, &message)
 }

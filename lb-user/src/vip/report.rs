@@ -414,13 +414,22 @@ impl ReportLink {
         }
     }
 
-    /// The next datagram (its source and bytes); receive errors are logged and skipped.
+    /// The next datagram (its source and bytes); receive errors are logged and skipped. The
+    /// buffer is taken only once a datagram is there: the main loop polls this anew every turn.
     pub async fn recv(&self) -> (SocketAddrV4, Vec<u8>) {
-        let mut buf = vec![0u8; MAX_REPORT];
         loop {
-            match self.socket.recv_from(&mut buf).await {
-                Ok((len, SocketAddr::V4(from))) => return (from, buf[..len].to_vec()),
+            if let Err(e) = self.socket.readable().await {
+                warn!(error = %e, "peer report: waiting for a datagram failed");
+                continue;
+            }
+            let mut buf = vec![0u8; MAX_REPORT];
+            match self.socket.try_recv_from(&mut buf) {
+                Ok((len, SocketAddr::V4(from))) => {
+                    buf.truncate(len);
+                    return (from, buf);
+                }
                 Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) => warn!(error = %e, "peer report: receiving failed"),
             }
         }

@@ -142,6 +142,9 @@ fn drain_and_disable_reach_both_load_balancers_keep_open_flows_and_survive_resta
     pglb_refused("lb1", &["node", "drain", "pg1"], "pglb switchover");
     pglb_refused("lb1", &["node", "disable", "pg9"], "unknown node `pg9`: the nodes are pg1, pg2, pg3");
     pglb_refused("lb1", &["node", "enable", "pg2"], "pg2 is already enabled");
+    let out = Command::new(pglb_bin()).args(["node", "disable", "pg9", "--json", "--config"]).arg(lb_config("lb1")).output().expect("running pglb");
+    let refusal: Value = serde_json::from_str(stdout(&out).trim()).unwrap_or_else(|e| panic!("a --json refusal is one object ({e}): {}", stdout(&out)));
+    assert!(!out.status.success() && refusal["error"].as_str().is_some_and(|e| e.contains("unknown node `pg9`")), "{refusal}");
     let json: Value = serde_json::from_str(&pglb_ok("lb1", &["node", "drain", drained, "--wait", "--json"])).expect("drain --json");
     assert_eq!((&json["drained"], &json["open_read_flows"]), (&Value::from(true), &Value::from(0)), "{json:#}");
 

@@ -19,9 +19,9 @@ pub struct MarkArgs {
     node: String,
     #[command(flatten)]
     config: ConfigArg,
-    /// After the command, print the node's marks and its open read connections as one JSON
-    /// object (`node`, `drained`, `disabled`, `open_read_flows`, `message`) instead of the
-    /// sentence.
+    /// Print one JSON object: `message` and the node as `pglb status --json` shows it after the
+    /// command (`node`, `drained`, `disabled`, `open_read_flows`); a refusal is
+    /// `{"error": ...}` and exit status 1.
     #[arg(long)]
     json: bool,
 }
@@ -86,18 +86,31 @@ fn print(args: &MarkArgs, message: &str) -> Result<()> {
         "open_read_flows": s.open_read_flows,
         "message": message,
     });
-    println!("{}", serde_json::to_string_pretty(&json).expect("a json value serializes"));
+    println!("{json}");
     Ok(())
+}
+
+/// With `--json`, a refusal is printed as `{"error": ...}` too (and still fails the command).
+fn refusal_as_json(json: bool, result: Result<()>) -> Result<()> {
+    if json && let Err(e) = &result {
+        println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
+    }
+    result
 }
 
 /// `pglb node undrain|disable|enable`.
 pub fn mark(args: MarkArgs, kind: MarkKind, on: bool) -> Result<()> {
-    let message = request(&args, kind, on)?;
-    print(&args, &message)
+    let result = request(&args, kind, on).and_then(|message| print(&args, &message));
+    refusal_as_json(args.json, result)
 }
 
 /// `pglb node drain [--wait [--timeout D]]`.
 pub fn drain(args: DrainArgs) -> Result<()> {
+    let json = args.mark.json;
+    refusal_as_json(json, drain_and_wait(args))
+}
+
+fn drain_and_wait(args: DrainArgs) -> Result<()> {
     let mut message = if args.wait && node_state(&args.mark)?.drained {
         format!("{} is already drained: waiting for its open read connections", args.mark.node)
     } else {

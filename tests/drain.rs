@@ -139,6 +139,7 @@ fn drain_and_disable_reach_both_load_balancers_keep_open_flows_and_survive_resta
 
     // --- refusals ----------------------------------------------------------------------------
     pglb_refused("lb2", &["node", "drain", drained], &format!("{drained} is already drained"));
+    pglb_refused("lb2", &["node", "drain", drained, "--wait"], "this load balancer does not hold the VIP (the one at 172.20.0.21 does)");
     pglb_refused("lb1", &["node", "drain", "pg1"], "pglb switchover");
     pglb_refused("lb1", &["node", "disable", "pg9"], "unknown node `pg9`: the nodes are pg1, pg2, pg3");
     pglb_refused("lb1", &["node", "enable", "pg2"], "pg2 is already enabled");

@@ -8,6 +8,7 @@ mod debug;
 mod events;
 mod export;
 mod map;
+mod mark;
 mod node;
 mod pause;
 mod run;
@@ -59,7 +60,8 @@ enum Command {
         #[command(subcommand)]
         command: export::Command,
     },
-    /// On a PostgreSQL host: make or re-make a standby.
+    /// Make or re-make a standby (on a PostgreSQL host); drain, undrain, disable or enable a
+    /// node (on a load balancer).
     Node {
         #[command(subcommand)]
         command: node::Command,

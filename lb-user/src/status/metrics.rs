@@ -53,6 +53,15 @@ fn nodes(o: &mut String, s: &Snapshot, inst: &str) {
             let _ = writeln!(o, "pglb_node_lag_bytes{{instance_name=\"{inst}\",node=\"{}\"}} {l}", escape_label(&n.name));
         }
     }
+    for (name, help, get) in [
+        ("pglb_node_drained", "1 while the node is drained (pglb node drain): no new read connection goes to it as a standby.", (|n: &NodeRow| n.drained) as fn(&NodeRow) -> bool),
+        ("pglb_node_disabled", "1 while the node is disabled (pglb node disable): never a failover candidate or switchover target.", |n| n.disabled),
+    ] {
+        family(o, name, "gauge", help);
+        for n in &s.nodes {
+            let _ = writeln!(o, "{name}{{instance_name=\"{inst}\",node=\"{}\"}} {}", escape_label(&n.name), u8::from(get(n)));
+        }
+    }
 }
 
 /// The probe latency histogram per node, cumulative as Prometheus wants it.
@@ -76,6 +85,7 @@ fn probe_latency(o: &mut String, s: &Snapshot, inst: &str) {
 fn backends(o: &mut String, s: &Snapshot, inst: &str) {
     for (name, help, get) in [
         ("pglb_backend_flows", "Live flows to the backend.", (|t: &Traffic| t.flows) as fn(&Traffic) -> u64),
+        ("pglb_backend_open_read_flows", "Flows on the read ports to the backend not closed yet (what pglb node drain --wait waits for).", |t| t.open_read_flows),
         ("pglb_backend_new_flows_total", "Flows opened to the backend.", |t| t.new_flows),
         ("pglb_backend_packets_total", "Packets forwarded to and from the backend.", |t| t.packets),
         ("pglb_backend_bytes_total", "Bytes forwarded to and from the backend.", |t| t.bytes),

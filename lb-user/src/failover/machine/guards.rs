@@ -157,7 +157,7 @@ fn whole_cluster_in_view(m: &Machine, c: &Check) -> Result<(), Blocked> {
     if !m.p.vrrp_enabled || m.p.peers.is_empty() || peer_heard {
         return Ok(());
     }
-    let unseen = (0..m.nodes.len()).find(|&n| Some(n) != c.old && m.nodes[n].fence.is_none() && !m.p.nodes[n].nofailover && !m.visible_standby(n));
+    let unseen = (0..m.nodes.len()).find(|&n| Some(n) != c.old && m.nodes[n].fence.is_none() && m.may_promote(n) && !m.visible_standby(n));
     match unseen {
         Some(unseen) => Err(Blocked::PartialView { unseen }),
         None => Ok(()),

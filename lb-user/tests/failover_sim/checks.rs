@@ -275,7 +275,7 @@ impl Sim {
                 // be writing within the crash bound of it, before anything is restarted.
                 let t = fault_at(|f| matches!(f, Fault::CrashWriter)).expect("a second crash");
                 let Some(&(_, _, first)) = self.promotions.iter().find(|&&(at, _, _)| at < t) else {
-                    return self.fail(&format!("no failover before the second crash at {t:?}: {:?}", self.promotions));
+                    self.fail(&format!("no failover before the second crash at {t:?}: {:?}", self.promotions));
                 };
                 let last = 3 - first;
                 let bound = p.detection_time() + Duration::from_millis(600);

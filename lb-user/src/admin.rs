@@ -1,5 +1,5 @@
 //! The admin socket between `pglb run` and the CLI (`status`, `switchover`, `node rejoin`,
-//! `pause`, `resume`, `debug stall-loop`):
+//! `pause`, `resume`, `reload`, `debug stall-loop`):
 //! a Unix socket at `/run/pglb/<instance>.sock` (root only), one request line in, a reply out.
 //! The reply's first line is `ok` or `error`; the rest is for the operator.
 //!
@@ -69,6 +69,9 @@ pub enum AdminRequest {
     Pause { duration: Option<Duration>, reason: Option<String>, reply: oneshot::Sender<Result<String, String>> },
     /// `pglb resume`.
     Resume { reply: oneshot::Sender<Result<String, String>> },
+    /// `pglb reload [--json]`: read the config file again; the answer says what changed, or
+    /// why nothing did (an error).
+    Reload { json: bool, reply: oneshot::Sender<Result<String, String>> },
     /// `pglb debug stall-loop`: block the daemon's main loop for `duration` (fault injection).
     StallLoop { duration: Duration, reply: oneshot::Sender<Result<String, String>> },
 }
@@ -127,12 +130,13 @@ async fn answer(stream: UnixStream, to_daemon: &mpsc::Sender<AdminRequest>) -> s
             Err(e) => Err(e),
         },
         ["resume"] => ask(to_daemon, |reply| AdminRequest::Resume { reply }).await,
+        ["reload"] | ["reload", "json"] => ask(to_daemon, |reply| AdminRequest::Reload { json: words.len() == 2, reply }).await,
         ["rejoined", node] => ask(to_daemon, |reply| AdminRequest::Rejoined { node: (*node).to_owned(), reply }).await,
         ["stall-loop", ms] => match ms.parse::<u64>() {
             Ok(ms) => ask(to_daemon, |reply| AdminRequest::StallLoop { duration: Duration::from_millis(ms), reply }).await,
             Err(_) => Err(format!("stall-loop takes milliseconds, not {ms:?}")),
         },
-        _ => Err(format!("unknown request {:?}: expected `status`, `status json`, `switchover NODE`, `rejoined NODE`, `pause MS|- [REASON]`, `resume` or `stall-loop MS`", line.trim())),
+        _ => Err(format!("unknown request {:?}: expected `status`, `status json`, `switchover NODE`, `rejoined NODE`, `pause MS|- [REASON]`, `resume`, `reload`, `reload json` or `stall-loop MS`", line.trim())),
     };
     let text = match reply {
         Ok(t) => format!("ok\n{t}"),

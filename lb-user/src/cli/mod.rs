@@ -10,6 +10,7 @@ mod export;
 mod map;
 mod node;
 mod pause;
+mod reload;
 mod run;
 mod status;
 mod switchover;
@@ -46,6 +47,8 @@ enum Command {
     Pause(pause::PauseArgs),
     /// End maintenance mode.
     Resume(pause::ResumeArgs),
+    /// Apply a changed config file to the running daemon (what can change live), or refuse it.
+    Reload(reload::Args),
     /// The data plane's maps.
     Map {
         #[command(subcommand)]
@@ -81,6 +84,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Events(args) => events::run(args),
         Command::Pause(args) => pause::pause(args),
         Command::Resume(args) => pause::resume(args),
+        Command::Reload(args) => reload::run(args),
         Command::Map { command } => map::run(command),
         Command::Export { command } => export::run(command),
         Command::Node { command } => node::run(command),

@@ -138,6 +138,9 @@ pub enum Event {
     /// reads a clock, it keeps the offset to `now` ([`Maintenance::until_ms`]).
     WallClock { unix: Duration },
     Admin(AdminCommand),
+    /// The config was reloaded: the same nodes and peers with new parameters (thresholds,
+    /// timeouts, lag limits, priorities, read weights). See `machine/reconfigure.rs`.
+    Reconfigure(Box<Params>),
     /// The executor finished a [`Action::Promote`], [`Action::Repoint`], [`Action::Demote`] or
     /// [`Action::Rejoin`] (echo the action; other actions need no report). `Err` carries the
     /// reason.

@@ -169,7 +169,7 @@ impl Runtime {
             Input::Signal(Ask::Stop(name)) => return Some(Exit::Stop(name)),
             Input::Signal(Ask::Restart) => return Some(Exit::Restart),
             Input::Signal(Ask::Reload) => {
-                warn!("SIGHUP: reloading the config is not supported yet; carrying on with the config read at start (restart pglb to apply a changed file)");
+                self.reload("SIGHUP");
             }
             Input::ProbesGone => return Some(Exit::Stop("the probe tasks ended")),
             Input::TaskEnded(ended) => {

@@ -1,5 +1,5 @@
 //! Requests from the admin socket (`pglb status`, `switchover`, `node rejoin`, `pause`,
-//! `resume`, `debug stall-loop`), answered from the main loop.
+//! `resume`, `reload`, `debug stall-loop`), answered from the main loop.
 
 use std::time::{Duration, SystemTime};
 
@@ -62,6 +62,12 @@ impl Runtime {
             }
             AdminRequest::Resume { reply } => {
                 let _ = reply.send(self.resume());
+            }
+            AdminRequest::Reload { json, reply } => {
+                let outcome = self.reload("pglb reload");
+                let text = if json { outcome.json() } else { outcome.line() };
+                let applied = matches!(outcome, super::reload::Reloaded::Applied { .. });
+                let _ = reply.send(if applied { Ok(text) } else { Err(text) });
             }
             AdminRequest::Rejoined { node, reply } => match self.p.nodes.iter().position(|n| n.name == node) {
                 None => {

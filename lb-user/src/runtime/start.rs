@@ -9,7 +9,7 @@ use std::{
 };
 
 use tokio::{
-    sync::{Notify, mpsc},
+    sync::{Notify, mpsc, watch},
     time::{Instant, Interval},
 };
 use tracing::{debug, info, warn};
@@ -28,7 +28,7 @@ use crate::{
     failover::{Durable, Event, Machine, NodeId, Observation},
     http,
     journal::{self, Journal},
-    probe,
+    probe::{self, ProbeSettings},
     state::StateFile,
     vip::{self, VrrpRunner, report::ReportLink, io::VrrpReceiver},
 };
@@ -76,11 +76,11 @@ pub(super) fn restore_machine(p: &RunParams, durable: Option<&Durable>, routed: 
 }
 
 /// One probe task per node; each can be woken for a probe out of its round.
-pub(super) fn start_probes(p: &RunParams, since: Instant, tasks: &mut Tasks) -> (mpsc::Receiver<Observation>, Vec<Arc<Notify>>) {
+pub(super) fn start_probes(p: &RunParams, settings: watch::Receiver<ProbeSettings>, since: Instant, tasks: &mut Tasks) -> (mpsc::Receiver<Observation>, Vec<Arc<Notify>>) {
     let (obs_tx, probes) = mpsc::channel(256);
     let probe_now: Vec<Arc<Notify>> = p.nodes.iter().map(|_| Arc::new(Notify::new())).collect();
     for (i, node) in p.nodes.iter().enumerate() {
-        let work = probe::run_node(i, node.name.clone(), node.addr, p.probe.clone(), since, obs_tx.clone(), Arc::clone(&probe_now[i]));
+        let work = probe::run_node(i, node.name.clone(), node.addr, settings.clone(), since, obs_tx.clone(), Arc::clone(&probe_now[i]));
         tasks.spawn("probe", work);
     }
     (probes, probe_now)
@@ -117,9 +117,9 @@ pub(super) async fn open_reports(p: &RunParams) -> Result<Option<(ReportLink, In
 }
 
 /// `/metrics`, `/stats` and `/health`.
-pub(super) async fn start_http(p: &RunParams, source: SnapshotSource, tasks: &mut Tasks) -> Result<(), RuntimeError> {
+pub(super) async fn start_http(p: &RunParams, access: watch::Receiver<http::Access>, source: SnapshotSource, tasks: &mut Tasks) -> Result<(), RuntimeError> {
     let listener = http::bind(p.http.listen).await?;
-    tasks.spawn("http", http::serve(listener, source, p.http.access.clone()));
+    tasks.spawn("http", http::serve(listener, source, access));
     info!(listen = %p.http.listen, "http: serving /metrics /stats /primary /replica /read-only /health /node/<name>");
     Ok(())
 }
@@ -135,7 +135,7 @@ pub(super) fn start_admin(p: &RunParams, tasks: &mut Tasks) -> Result<(mpsc::Rec
 
 /// The events task (journal and hooks), after the journal's tail is in the recent events: what
 /// `/stats` showed before this start, it shows again.
-pub(super) fn start_events(p: &RunParams, recent: &Recent, tasks: &mut Tasks) -> Emitter {
+pub(super) fn start_events(p: &RunParams, hook: watch::Receiver<Option<hooks::HookParams>>, recent: &Recent, tasks: &mut Tasks) -> Emitter {
     match journal::read(&p.state_dir) {
         Ok(read) => {
             if read.skipped > 0 {
@@ -146,7 +146,7 @@ pub(super) fn start_events(p: &RunParams, recent: &Recent, tasks: &mut Tasks) ->
         Err(e) => warn!(error = %crate::error_chain(&e), "events: the journal cannot be read: /stats starts without the events before this start"),
     }
     let (emitter, queue) = hooks::channel(Arc::clone(&recent.hooks));
-    tasks.spawn("events", hooks::serve(queue, Journal::new(&p.state_dir), p.hooks.clone(), Arc::clone(&recent.hooks)));
+    tasks.spawn("events", hooks::serve(queue, Journal::new(&p.state_dir), hook, Arc::clone(&recent.hooks)));
     match &p.hooks {
         Some(h) => info!(command = h.command, timeout_ms = h.timeout.as_millis() as u64, max_concurrent = h.max_concurrent, "events: journal and hooks ready"),
         None => debug!("events: journal ready, no [hooks]"),

@@ -10,7 +10,8 @@
 //! - [`failover`]: rule 3's candidate, settling, the promotion and its outcome;
 //! - [`switchover`]: the planned change of the writer;
 //! - [`repair`]: fences, re-pointing, rejoining;
-//! - [`maintenance`]: the pause (`pglb pause`, `pglb resume`), the newest one winning.
+//! - [`maintenance`]: the pause (`pglb pause`, `pglb resume`), the newest one winning;
+//! - [`reconfigure`]: new parameters from a reload of the config.
 
 use std::mem::discriminant;
 use std::time::Duration;
@@ -19,6 +20,7 @@ mod failover;
 mod guards;
 mod maintenance;
 mod observe;
+mod reconfigure;
 mod repair;
 mod routing;
 mod switchover;
@@ -397,6 +399,7 @@ impl Machine {
             Event::Admin(AdminCommand::Maintenance(m)) => self.on_maintenance(m, None, &mut out),
             Event::Admin(AdminCommand::Rejoined { node }) => self.on_rejoined(*node, &mut out),
             Event::Admin(AdminCommand::Switchover { .. }) => {}
+            Event::Reconfigure(p) => self.reconfigure(p, &mut out),
             Event::ActionDone { action, result } => self.on_action_done(action, result, now, &mut out),
         }
         self.expire_pause(now, &mut out);

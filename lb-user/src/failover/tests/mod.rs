@@ -10,6 +10,7 @@ mod failover;
 mod observe;
 mod partial;
 mod pause;
+mod reconfigure;
 mod peers;
 mod repair;
 mod routing;

@@ -33,9 +33,13 @@ fn client(args: &[&str]) -> Command {
     c
 }
 
+/// A copy of lb1's config as the lab wrote it: `pglb map dump` reads it (lb1's own file is
+/// made invalid on purpose below).
+const VALID_COPY: &str = "/run/pglb-lab/lb1/reload-test.toml";
+
 /// lb1's reader slots in the live Maglev table, by node address: (pg2's, pg3's).
 fn reader_slots() -> (u64, u64) {
-    let out = pglb(&["map", "dump", "--json"]);
+    let out = Command::new(pglb_bin()).args(["map", "dump", "--json", "--config", VALID_COPY]).output().expect("running pglb map dump");
     assert!(out.status.success(), "pglb map dump: {}", stderr(&out));
     let v: Value = serde_json::from_str(&stdout(&out)).expect("map dump JSON");
     let slots = |addr: &str| {
@@ -87,9 +91,10 @@ fn read_weights_reload_live_under_load_and_restart_keys_and_bad_files_change_not
     wait_until(Duration::from_secs(20), "pgbench_accounts on both standbys", || {
         ["pg2", "pg3"].iter().all(|n| pglb_tests::run(&["lab", "psql", "--node", n, "--", "-At", "-c", "SELECT count(*) FROM pgbench_accounts"]).stdout.starts_with(b"100000"))
     });
+    let original = fs::read_to_string(lb_config("lb1")).expect("lb1's config");
+    fs::write(VALID_COPY, &original).expect("a copy of lb1's config");
     let (pg2, pg3) = reader_slots();
     assert!(pg2.abs_diff(pg3) <= 2, "equal weights split the table evenly: pg2 {pg2}, pg3 {pg3}");
-    let original = fs::read_to_string(lb_config("lb1")).expect("lb1's config");
 
     // --- live: a read weight, by `pglb reload` and by SIGHUP, under pgbench -S -C ------------
     let bench = client(&[&format!("{PG_BIN}/pgbench"), "-h", VIP, "-p", "3001", "-U", "app", "-c", "4", "-j", "2", "-C", "-S", "-T", &BENCH_SECONDS.to_string(), "app"])

@@ -3,7 +3,9 @@
 //! failed transaction: the reload answers with the key, the reader Maglev table follows the
 //! weights (`pglb map dump`), and SIGHUP does the same for pg3. A new VIP is refused naming
 //! `[dataplane] vip`, a file that does not validate is refused with its error, and neither
-//! changes anything. Every outcome is in `/metrics` and in `pglb events`.
+//! changes anything. A node added at the end of `[[node]]` is probed and shows in the status;
+//! removed from the end, it leaves the status and the read table, and comes back when added
+//! again. Every outcome is in `/metrics` and in `pglb events`.
 
 use std::{
     fs,
@@ -54,6 +56,21 @@ fn edit_config(from: &str, to: &str) {
     let text = fs::read_to_string(&path).expect("lb1's config");
     assert!(text.contains(from), "lb1's config has no {from:?}");
     fs::write(&path, text.replacen(from, to, 1)).expect("writing lb1's config");
+}
+
+/// A node's state in lb1's `pglb status --json`; `None` when it is not listed.
+fn node_state(name: &str) -> Option<String> {
+    let out = pglb(&["status", "--json"]);
+    assert!(out.status.success(), "pglb status: {}", stderr(&out));
+    let v: Value = serde_json::from_str(&stdout(&out)).expect("status JSON");
+    v["nodes"].as_array()?.iter().find(|n| n["name"] == name).map(|n| n["state"].as_str().unwrap_or_default().to_owned())
+}
+
+/// The server a new connection to VIP:3001 reaches.
+fn vip_read_server() -> String {
+    let out = pglb_tests::run(&["lab", "psql", "--port", "3001", "--", "-v", "ON_ERROR_STOP=1", "-Atc", "SELECT host(inet_server_addr())"]);
+    assert!(out.status.success(), "psql through VIP:3001: {}", stderr(&out));
+    stdout(&out).trim().to_owned()
 }
 
 /// The value of one sample line of lb1's `/metrics`.
@@ -153,9 +170,35 @@ fn read_weights_reload_live_under_load_and_restart_keys_and_bad_files_change_not
     let out = pglb(&["reload"]);
     assert!(stdout(&out).contains("reload: no change"), "{}", stdout(&out));
 
+    // --- nodes: added at the end and probed; removed from the end and no longer routed -------
+    let pg3 = "name = \"pg3\"\nhost = \"172.20.0.12\"";
+    edit_config(pg3, &format!("{pg3}\n\n[[node]]\nname = \"pg4\"\nhost = \"172.20.0.13\""));
+    let out = pglb(&["reload"]);
+    assert!(stdout(&out).contains("reload: applied [[node]] pg4 (added)"), "{}{}", stdout(&out), stderr(&out));
+    wait_until(Duration::from_secs(10), "pg4 (no such host) to show as down in lb1's status", || node_state("pg4").as_deref() == Some("down"));
+    fs::write(lb_config("lb1"), &original).expect("writing lb1's config");
+    let out = pglb(&["reload"]);
+    assert!(stdout(&out).contains("reload: applied [[node]] pg4 (removed)"), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(node_state("pg4"), None, "pg4 is gone from the status");
+
+    edit_config(&format!("[[node]]\n{pg3}"), "");
+    let out = pglb(&["reload"]);
+    assert!(stdout(&out).contains("reload: applied [[node]] pg3 (removed)"), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(reader_slots().1, 0, "pg3 left the read table");
+    assert_eq!(node_state("pg3"), None, "pg3 is gone from the status");
+    assert_eq!(vip_read_server(), "172.20.0.11", "reads go to pg2 alone");
+    fs::write(lb_config("lb1"), &original).expect("writing lb1's config");
+    let out = pglb(&["reload"]);
+    assert!(stdout(&out).contains("reload: applied [[node]] pg3 (added)"), "{}{}", stdout(&out), stderr(&out));
+    wait_until(Duration::from_secs(10), "pg3 back in the read table", || {
+        let (a, b) = reader_slots();
+        b > 0 && a.abs_diff(b) <= 2
+    });
+    assert_eq!(node_state("pg3").as_deref(), Some("up"));
+
     // --- what operators see: /metrics and the journal ----------------------------------------
     let m = metrics();
-    assert_eq!(metric(&m, "pglb_config_reloads_total{instance_name=\"lb1\",result=\"ok\"}"), 4.0, "two live reloads, the restore and the unchanged file");
+    assert_eq!(metric(&m, "pglb_config_reloads_total{instance_name=\"lb1\",result=\"ok\"}"), 8.0, "two weights, the restore, the unchanged file, pg4 in and out, pg3 out and in");
     assert_eq!(metric(&m, "pglb_config_reloads_total{instance_name=\"lb1\",result=\"needs_restart\"}"), 1.0);
     assert_eq!(metric(&m, "pglb_config_reloads_total{instance_name=\"lb1\",result=\"invalid\"}"), 1.0);
     assert_eq!(metric(&m, "pglb_config_last_reload_successful{instance_name=\"lb1\"}"), 1.0);
@@ -171,7 +214,7 @@ fn read_weights_reload_live_under_load_and_restart_keys_and_bad_files_change_not
         .filter(|e| e["event"] == "reload")
         .map(|e| e["text"].as_str().unwrap_or_default().to_owned())
         .collect();
-    assert_eq!(texts.len(), 6, "every reload is journaled: {texts:#?}");
+    assert_eq!(texts.len(), 10, "every reload is journaled: {texts:#?}");
     assert!(texts.iter().any(|t| t.contains("[[node]] pg3 read_weight") && t.ends_with("(SIGHUP)")), "{texts:#?}");
     assert!(texts.iter().any(|t| t.contains("[dataplane] vip needs a restart") && t.ends_with("(pglb reload)")), "{texts:#?}");
     assert!(texts.iter().any(|t| t.contains("does not validate")), "{texts:#?}");

@@ -48,6 +48,7 @@ enum Command {
     /// End maintenance mode.
     Resume(pause::ResumeArgs),
     /// Apply a changed config file to the running daemon (what can change live), or refuse it.
+    #[command(long_about = reload::LONG_ABOUT)]
     Reload(reload::Args),
     /// The data plane's maps.
     Map {

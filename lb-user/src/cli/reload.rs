@@ -7,8 +7,9 @@ use lb_user::{admin, config::Config};
 
 use super::{ConfigArg, runtime};
 
-#[derive(clap::Args)]
-#[command(long_about = "Reload the config file of the running daemon, without dropping flows or the VIP.
+/// `pglb reload --help` (set on the subcommand in `cli/mod.rs`: there a one-line doc comment
+/// would replace it).
+pub const LONG_ABOUT: &str = "Reload the config file of the running daemon, without dropping flows or the VIP.
 
 The daemon reads the file it was started with again (the same checks as `pglb check`, secrets \
 included), compares it key by key with the config it runs, and then:
@@ -16,31 +17,36 @@ included), compares it key by key with the config it runs, and then:
   applies it      when every changed key can change live; prints the keys that changed
   refuses it      when a key changed that only a restart applies; prints the key(s), exit 1
   refuses it      when the file does not validate; prints the error, exit 1
+  refuses it      when a node to remove cannot leave now (the writer: switch over first)
 
-A refused file changes nothing. SIGHUP (`systemctl reload pglb`) does the same; its outcome is \
-in the log.
+A refused file changes nothing. SIGHUP does the same, its outcome only in the log; `systemctl \
+reload pglb` runs this command (the unit's ExecReload), so a refusal fails the reload.
 
-Live: [[node]] read_weight, priority, nofailover; [probe] user, password, dbname, interval, \
+Live: [[node]] read_weight, priority, nofailover, and nodes added at the end of the list or \
+removed from its end; [probe] user, password, dbname, interval, \
 timeout, connect_timeout; every [failover] key; [replication] user, password, \
 synchronous_count; [http] allow, auth, stats_user, stats_password, token_file; [hooks]; \
 [dataplane] flow_idle_timeout, half_open_timeout.
 
 Restart only: [instance]; [dataplane] interface, address, vip, pin_path, xdp_mode, lease, \
-lease_grace; [[listener]]; [[node]] host, port, and adding, removing or reordering nodes; \
+lease_grace; [[listener]]; [[node]] host, port, and adding or removing nodes elsewhere than \
+at the end, or reordering them; \
 [vrrp]; [http] listen; [agent].
 
 Every reload is logged, kept in the event journal as `reload` (`pglb events`), passed to the \
-[hooks] command, and counted in /metrics: pglb_config_reloads_total{result=\"ok|invalid|needs_restart\"}, \
+[hooks] command, and counted in /metrics: pglb_config_reloads_total{result=\"ok|invalid|needs_restart|refused\"}, \
 pglb_config_last_reload_success_timestamp_seconds, pglb_config_last_reload_successful.
 
 Examples:
   pglb reload
   pglb reload --json
-  systemctl reload pglb")]
+  systemctl reload pglb";
+
+#[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
     config: ConfigArg,
-    /// One JSON object: `result` (ok, invalid, needs_restart), `changed` or `keys` or
+    /// One JSON object: `result` (ok, invalid, needs_restart, refused), `changed` or `keys` or
     /// `error`, and `message` (the line printed without --json).
     #[arg(long)]
     json: bool,

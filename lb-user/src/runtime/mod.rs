@@ -211,8 +211,11 @@ struct Runtime {
     last_turn: Instant,
     /// SYN flood detection, read at every lease renewal.
     flood: FloodMeter,
-    /// One per node: wakes its probe task for a probe out of its round.
+    /// One per node: wakes its probe task for a probe out of its round; the task (retired
+    /// when a reload removes the node); where a probe task added by a reload sends.
     probe_now: Vec<Arc<Notify>>,
+    probe_tasks: Vec<tokio::task::AbortHandle>,
+    probe_out: mpsc::WeakSender<Observation>,
     /// Recent events for `/stats`, and the wall clock at `since` to date them.
     recent: Arc<Recent>,
     since_wall: SystemTime,
@@ -240,7 +243,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), RuntimeErro
     let (state, durable) = read_state(&p)?;
     let (dataplane, pinned, routed) = attach_dataplane(&p)?;
     let machine = restore_machine(&p, durable.as_ref(), routed, &state);
-    let (probes, probe_now) = start_probes(&p, live.probe, since, &mut tasks);
+    let probes = start_probes(&p, &live.probe, since, &mut tasks);
     let (vip, vrrp_rx, vip_view) = open_vip(&p).await?;
     let reports = open_reports(&p).await?;
     let (published, published_rx) = watch::channel(Published {
@@ -265,7 +268,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), RuntimeErro
     tasks.spawn("state recorder", recording);
     let signals = Signals::install().map_err(RuntimeError::Signal)?;
     let (reports, report_every) = reports.unzip();
-    let inputs = Inputs { probes, vrrp: vrrp_rx, done, admin: admin_rx, report_every };
+    let inputs = Inputs { probes: probes.rx, vrrp: vrrp_rx, done, admin: admin_rx, report_every };
     let words = match &p.vip {
         VipSide::Vrrp(v) => PeerWords::new(&v.pglb_peers, &v.keepalived_peers, v.fresh_for),
         VipSide::Static { .. } => PeerWords::new(&[], &[], Duration::ZERO),
@@ -293,7 +296,9 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), RuntimeErro
         recorded: true,
         last_turn: Instant::now(),
         flood: FloodMeter::default(),
-        probe_now,
+        probe_now: probes.now,
+        probe_tasks: probes.tasks,
+        probe_out: probes.tx,
         recent,
         since_wall: SystemTime::now() - since.elapsed(),
         writer_loss: WriterLoss::default(),

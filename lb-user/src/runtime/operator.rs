@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use tracing::{info, warn};
 
-use super::{PendingSwitchover, Runtime, history::EventKind, snapshot::SnapshotSource};
+use super::{PendingSwitchover, Runtime, history::EventKind, snapshot::SnapshotSource, tasks::Tasks};
 use crate::{
     admin::AdminRequest,
     failover::{AdminCommand, Event, Maintenance, PAUSE_REASON_MAX, rfc3339_ms, unix_ms},
@@ -20,7 +20,7 @@ pub const STALL_MAX: Duration = Duration::from_secs(60);
 
 impl Runtime {
     /// One request from the admin socket; its answer goes back on the request's reply channel.
-    pub(super) fn on_admin(&mut self, req: AdminRequest, source: &SnapshotSource) {
+    pub(super) fn on_admin(&mut self, req: AdminRequest, source: &SnapshotSource, tasks: &mut Tasks) {
         let names = || self.p.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ");
         match req {
             AdminRequest::Status { json, reply } => {
@@ -64,7 +64,7 @@ impl Runtime {
                 let _ = reply.send(self.resume());
             }
             AdminRequest::Reload { json, reply } => {
-                let outcome = self.reload("pglb reload");
+                let outcome = self.reload("pglb reload", tasks);
                 let text = if json { outcome.json() } else { outcome.line() };
                 let applied = matches!(outcome, super::reload::Reloaded::Applied { .. });
                 let _ = reply.send(if applied { Ok(text) } else { Err(text) });

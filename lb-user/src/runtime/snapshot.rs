@@ -67,6 +67,7 @@ pub struct ReloadCounts {
     pub ok: u64,
     pub invalid: u64,
     pub needs_restart: u64,
+    pub refused: u64,
     /// When the config in force was last read whole (the start counts), Unix milliseconds.
     pub last_ok_unix_ms: u64,
     /// Whether the last reload (or the start) applied.
@@ -145,7 +146,8 @@ impl SnapshotSource {
             vip_held: vrrp.held,
             vip_master: vrrp.master,
             forwarding: vrrp.held,
-            writer: view.writer.map(|w| self.p.nodes[w].0.clone()),
+            // `get`: a reload that removed a node hands out its new parameters and view in turn.
+            writer: view.writer.and_then(|w| self.p.nodes.get(w)).map(|n| n.0.clone()),
             nodes,
             failovers_total: c.failovers,
             switchovers_total: c.switchovers,
@@ -176,7 +178,7 @@ impl SnapshotSource {
             events: self.events(),
             hook_runs: HookResult::ALL.iter().map(|r| (r.as_str().to_owned(), self.recent.hooks.runs(*r))).collect(),
             journal_errors_total: self.recent.hooks.journal_errors(),
-            config_reloads: [("ok", c.reloads.ok), ("invalid", c.reloads.invalid), ("needs_restart", c.reloads.needs_restart)]
+            config_reloads: [("ok", c.reloads.ok), ("invalid", c.reloads.invalid), ("needs_restart", c.reloads.needs_restart), ("refused", c.reloads.refused)]
                 .iter()
                 .map(|(r, v)| ((*r).to_owned(), *v))
                 .collect(),
@@ -210,7 +212,7 @@ impl SnapshotSource {
                 let stats = read.counters.as_ref().and_then(|c| c.backends.iter().find(|(id, _)| *id == n.id as u32).map(|(_, s)| *s));
                 NodeRow {
                     name: n.name.clone(),
-                    addr: self.p.nodes[n.id].1.to_string(),
+                    addr: self.p.nodes.get(n.id).map(|a| a.1.to_string()).unwrap_or_default(),
                     role: n.role.as_str().to_owned(),
                     state: n.state.as_str().to_owned(),
                     up: n.state == NodeState::Up,

@@ -10,6 +10,7 @@ use std::{
 
 use tokio::{
     sync::{Notify, mpsc, watch},
+    task::AbortHandle,
     time::{Instant, Interval},
 };
 use tracing::{debug, info, warn};
@@ -18,7 +19,7 @@ use super::{
     Runtime, RuntimeError, VipOwner, VrrpWord,
     history::{self, EventKind},
     hooks::{self, Emitter},
-    params::{RunParams, VipSide},
+    params::{NodeSpec, RunParams, VipSide},
     snapshot::{Recent, SnapshotSource, VipView},
     tasks::Tasks,
 };
@@ -75,15 +76,39 @@ pub(super) fn restore_machine(p: &RunParams, durable: Option<&Durable>, routed: 
     machine
 }
 
+/// The probe tasks: where they send, and per node its wake-up and its task.
+pub(super) struct Probes {
+    pub rx: mpsc::Receiver<Observation>,
+    /// Weak: the probe tasks hold the senders, so the loop sees when they are all gone.
+    pub tx: mpsc::WeakSender<Observation>,
+    pub now: Vec<Arc<Notify>>,
+    pub tasks: Vec<AbortHandle>,
+}
+
 /// One probe task per node; each can be woken for a probe out of its round.
-pub(super) fn start_probes(p: &RunParams, settings: watch::Receiver<ProbeSettings>, since: Instant, tasks: &mut Tasks) -> (mpsc::Receiver<Observation>, Vec<Arc<Notify>>) {
-    let (obs_tx, probes) = mpsc::channel(256);
-    let probe_now: Vec<Arc<Notify>> = p.nodes.iter().map(|_| Arc::new(Notify::new())).collect();
+pub(super) fn start_probes(p: &RunParams, settings: &watch::Receiver<ProbeSettings>, since: Instant, tasks: &mut Tasks) -> Probes {
+    let (obs_tx, rx) = mpsc::channel(256);
+    let mut probes = Probes { rx, tx: obs_tx.downgrade(), now: Vec::new(), tasks: Vec::new() };
     for (i, node) in p.nodes.iter().enumerate() {
-        let work = probe::run_node(i, node.name.clone(), node.addr, settings.clone(), since, obs_tx.clone(), Arc::clone(&probe_now[i]));
-        tasks.spawn("probe", work);
+        let (now, task) = spawn_probe(i, node, settings, since, &obs_tx, tasks);
+        probes.now.push(now);
+        probes.tasks.push(task);
     }
-    (probes, probe_now)
+    probes
+}
+
+/// The probe task of node `id` (at start, or added by a reload), and what wakes it.
+pub(super) fn spawn_probe(
+    id: NodeId,
+    node: &NodeSpec,
+    settings: &watch::Receiver<ProbeSettings>,
+    since: Instant,
+    out: &mpsc::Sender<Observation>,
+    tasks: &mut Tasks,
+) -> (Arc<Notify>, AbortHandle) {
+    let now = Arc::new(Notify::new());
+    let work = probe::run_node(id, node.name.clone(), node.addr, settings.clone(), since, out.clone(), Arc::clone(&now));
+    (now, tasks.spawn("probe", work))
 }
 
 /// The VIP's owner: the VRRP runner (driven from the main loop) or the VIP held alone.

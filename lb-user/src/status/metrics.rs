@@ -138,7 +138,7 @@ fn hooks(o: &mut String, s: &Snapshot, inst: &str) {
 
 /// Reloads of the config, in the shape of Prometheus's own `prometheus_config_*`.
 fn reloads(o: &mut String, s: &Snapshot, inst: &str) {
-    family(o, "pglb_config_reloads_total", "counter", "Reloads of the config (pglb reload, SIGHUP) by result: ok, invalid (did not validate), needs_restart (a key that cannot change live).");
+    family(o, "pglb_config_reloads_total", "counter", "Reloads of the config (pglb reload, SIGHUP) by result: ok, invalid (did not validate), needs_restart (a key that cannot change live), refused (a node that cannot leave now).");
     for (result, v) in &s.config_reloads {
         let _ = writeln!(o, "pglb_config_reloads_total{{instance_name=\"{inst}\",result=\"{}\"}} {v}", escape_label(result));
     }

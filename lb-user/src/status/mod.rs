@@ -140,7 +140,7 @@ pub struct Snapshot {
     pub hook_runs: Vec<(String, u64)>,
     /// Events the journal could not append.
     pub journal_errors_total: u64,
-    /// Reloads of the config by result (`ok`, `invalid`, `needs_restart`).
+    /// Reloads of the config by result (`ok`, `invalid`, `needs_restart`, `refused`).
     pub config_reloads: Vec<(String, u64)>,
     /// When the config in force was read whole (the start, or the last reload that applied),
     /// Unix seconds; and whether the last reload applied.

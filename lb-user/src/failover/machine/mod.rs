@@ -400,6 +400,9 @@ impl Machine {
             Event::Admin(AdminCommand::Rejoined { node }) => self.on_rejoined(*node, &mut out),
             Event::Admin(AdminCommand::Switchover { .. }) => {}
             Event::Reconfigure(p) => self.reconfigure(p, &mut out),
+            Event::ActionDone { action, .. } if self.names_a_removed_node(action) => {
+                log(&mut out, Level::Info, format!("the result of {action:?} is ignored: a reload removed its node"));
+            }
             Event::ActionDone { action, result } => self.on_action_done(action, result, now, &mut out),
         }
         self.expire_pause(now, &mut out);

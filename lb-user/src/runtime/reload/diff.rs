@@ -147,12 +147,15 @@ pub fn diff(old: &RunParams, new: &RunParams) -> Diff {
 }
 
 /// The `[[node]]` keys that differ, by node name. A node's id is its place in the list, which
-/// the data plane's backends, the state machine and the probes all key on: a node added,
-/// removed, renamed or moved needs a restart.
+/// the data plane's backends, the state machine and the probes all key on: nodes added at the
+/// end or removed from the end apply live (no other id moves); a node added or removed
+/// elsewhere, renamed or moved needs a restart. (Whether a node may leave now, the writer say,
+/// the running machine decides: `Machine::removal_blocker`.)
 fn node_changes(old: &RunParams, new: &RunParams) -> Vec<(Apply, String)> {
     let (before, after) = (&old.machine.nodes, &new.machine.nodes);
-    let names = |n: &[crate::failover::NodeParams]| n.iter().map(|n| n.name.clone()).collect::<Vec<_>>();
-    if names(before) != names(after) {
+    let kept = before.len().min(after.len());
+    if before[..kept].iter().zip(&after[..kept]).any(|(b, a)| b.name != a.name) {
+        let names = |n: &[crate::failover::NodeParams]| n.iter().map(|n| n.name.clone()).collect::<Vec<_>>();
         let (b, a) = (names(before), names(after));
         let added: Vec<&str> = a.iter().filter(|n| !b.contains(n)).map(String::as_str).collect();
         let removed: Vec<&str> = b.iter().filter(|n| !a.contains(n)).map(String::as_str).collect();
@@ -160,7 +163,7 @@ fn node_changes(old: &RunParams, new: &RunParams) -> Vec<(Apply, String)> {
             (true, true) => "reordered".to_owned(),
             _ => [("added", added), ("removed", removed)].iter().filter(|(_, n)| !n.is_empty()).map(|(w, n)| format!("{w} {}", n.join(", "))).collect::<Vec<_>>().join("; "),
         };
-        return vec![(Apply::Restart, format!("[[node]] list ({what})"))];
+        return vec![(Apply::Restart, format!("[[node]] list ({what}, not at the end of the list)"))];
     }
     let mut out = Vec::new();
     for (b, a) in before.iter().zip(after) {
@@ -173,6 +176,8 @@ fn node_changes(old: &RunParams, new: &RunParams) -> Vec<(Apply, String)> {
         ];
         out.extend(fields.iter().filter(|f| f.2).map(|(key, apply, _)| (*apply, format!("[[node]] {} {key}", b.name))));
     }
+    out.extend(after[kept..].iter().map(|n| (Apply::Live, format!("[[node]] {} (added)", n.name))));
+    out.extend(before[kept..].iter().map(|n| (Apply::Live, format!("[[node]] {} (removed)", n.name))));
     out
 }
 
@@ -257,17 +262,21 @@ mod tests {
     }
 
     #[test]
-    fn nodes_added_removed_or_moved_need_a_restart_and_say_which() {
+    fn nodes_added_or_removed_at_the_end_apply_live_and_elsewhere_need_a_restart() {
         let base = params(("", ""));
-        let pg4 = "[[node]]\nname = \"pg3\"\nhost = \"172.20.0.12\"\n\n[[node]]\nname = \"pg4\"\nhost = \"172.20.0.13\"";
-        let added = diff(&base, &params(("[[node]]\nname = \"pg3\"\nhost = \"172.20.0.12\"", pg4)));
-        assert_eq!(added.restart, ["[[node]] list (added pg4)"]);
-        let removed = diff(&base, &params(("[[node]]\nname = \"pg3\"\nhost = \"172.20.0.12\"", "")));
-        assert_eq!(removed.restart, ["[[node]] list (removed pg3)"]);
+        let pg3 = "[[node]]\nname = \"pg3\"\nhost = \"172.20.0.12\"";
+        let added = diff(&base, &params((pg3, &format!("{pg3}\n\n[[node]]\nname = \"pg4\"\nhost = \"172.20.0.13\""))));
+        assert_eq!((added.live, added.restart), (vec!["[[node]] pg4 (added)".to_owned()], vec![]));
+        let removed = diff(&base, &params((pg3, "")));
+        assert_eq!((removed.live, removed.restart), (vec!["[[node]] pg3 (removed)".to_owned()], vec![]));
+        let pg2 = "[[node]]\nname = \"pg2\"\nhost = \"172.20.0.11\"";
+        let in_the_middle = diff(&base, &params((pg2, "")));
+        assert_eq!(in_the_middle.restart, ["[[node]] list (removed pg2, not at the end of the list)"]);
+        let inserted = diff(&base, &params((pg2, &format!("[[node]]\nname = \"pg4\"\nhost = \"172.20.0.13\"\n\n{pg2}"))));
+        assert_eq!(inserted.restart, ["[[node]] list (added pg4, not at the end of the list)"]);
         let swapped = LAB.replacen("name = \"pg2\"", "name = \"tmp\"", 1).replacen("name = \"pg3\"", "name = \"pg2\"", 1).replacen("name = \"tmp\"", "name = \"pg3\"", 1);
-        assert!(swapped != LAB);
         let moved = diff(&base, &params((LAB, &swapped)));
-        assert_eq!(moved.restart, ["[[node]] list (reordered)"]);
+        assert_eq!(moved.restart, ["[[node]] list (reordered, not at the end of the list)"]);
     }
 
     #[test]

@@ -138,8 +138,7 @@ pub enum Event {
     /// reads a clock, it keeps the offset to `now` ([`Maintenance::until_ms`]).
     WallClock { unix: Duration },
     Admin(AdminCommand),
-    /// The config was reloaded: the same nodes and peers with new parameters (thresholds,
-    /// timeouts, lag limits, priorities, read weights). See `machine/reconfigure.rs`.
+    /// A reload's new parameters: nodes added or removed at the end only (`machine/reconfigure.rs`).
     Reconfigure(Box<Params>),
     /// The executor finished a [`Action::Promote`], [`Action::Repoint`], [`Action::Demote`] or
     /// [`Action::Rejoin`] (echo the action; other actions need no report). `Err` carries the

@@ -66,11 +66,20 @@ fn node_state(name: &str) -> Option<String> {
     v["nodes"].as_array()?.iter().find(|n| n["name"] == name).map(|n| n["state"].as_str().unwrap_or_default().to_owned())
 }
 
-/// The server a new connection to VIP:3001 reaches.
-fn vip_read_server() -> String {
-    let out = pglb_tests::run(&["lab", "psql", "--port", "3001", "--", "-v", "ON_ERROR_STOP=1", "-Atc", "SELECT host(inet_server_addr())"]);
-    assert!(out.status.success(), "psql through VIP:3001: {}", stderr(&out));
-    stdout(&out).trim().to_owned()
+/// The server a new connection to VIP:`port` reaches, if one answers.
+fn vip_server(port: u16) -> Option<String> {
+    let out = pglb_tests::run(&["lab", "psql", "--port", &port.to_string(), "--", "-v", "ON_ERROR_STOP=1", "-Atc", "SELECT host(inet_server_addr())"]);
+    if !out.status.success() {
+        eprintln!("psql through VIP:{port}: {}", stderr(&out).trim());
+    }
+    out.status.success().then(|| stdout(&out).trim().to_owned())
+}
+
+/// What lb1 logged since `from` (a length of its log) about reloads, routes and its readiness.
+fn decisions(from: usize) -> String {
+    let log = pglb_log("lb1");
+    let words = ["reload", "route:", "stood still", "decided", "lease", "vrrp"];
+    log.get(from..).unwrap_or_default().lines().filter(|l| words.iter().any(|w| l.contains(w))).collect::<Vec<_>>().join("\n")
 }
 
 /// The value of one sample line of lb1's `/metrics`.
@@ -176,17 +185,27 @@ fn read_weights_reload_live_under_load_and_restart_keys_and_bad_files_change_not
     let out = pglb(&["reload"]);
     assert!(stdout(&out).contains("reload: applied [[node]] pg4 (added)"), "{}{}", stdout(&out), stderr(&out));
     wait_until(Duration::from_secs(10), "pg4 (no such host) to show as down in lb1's status", || node_state("pg4").as_deref() == Some("down"));
+    assert_eq!(vip_server(3000).as_deref(), Some("172.20.0.10"), "writes still reach pg1 with pg4 added");
+    assert!(vip_server(3001).is_some_and(|s| s == "172.20.0.11" || s == "172.20.0.12"), "reads still reach a standby with pg4 added");
     fs::write(lb_config("lb1"), &original).expect("writing lb1's config");
     let out = pglb(&["reload"]);
     assert!(stdout(&out).contains("reload: applied [[node]] pg4 (removed)"), "{}{}", stdout(&out), stderr(&out));
     assert_eq!(node_state("pg4"), None, "pg4 is gone from the status");
 
+    let log_from = pglb_log("lb1").len();
     edit_config(&format!("[[node]]\n{pg3}"), "");
     let out = pglb(&["reload"]);
     assert!(stdout(&out).contains("reload: applied [[node]] pg3 (removed)"), "{}{}", stdout(&out), stderr(&out));
-    assert_eq!(reader_slots().1, 0, "pg3 left the read table");
+    let (pg2, pg3) = reader_slots();
+    eprintln!("lb1 after pg3 was removed:\n{}", decisions(log_from));
+    assert!(pg3 == 0 && pg2 > 4000, "pg3 left the read table, pg2 has it all: pg2 {pg2}, pg3 {pg3}");
     assert_eq!(node_state("pg3"), None, "pg3 is gone from the status");
-    assert_eq!(vip_read_server(), "172.20.0.11", "reads go to pg2 alone");
+    let mut server = None;
+    wait_until(Duration::from_secs(5), "a read through VIP:3001", || {
+        server = vip_server(3001);
+        server.is_some()
+    });
+    assert_eq!(server.as_deref(), Some("172.20.0.11"), "reads go to pg2 alone");
     fs::write(lb_config("lb1"), &original).expect("writing lb1's config");
     let out = pglb(&["reload"]);
     assert!(stdout(&out).contains("reload: applied [[node]] pg3 (added)"), "{}{}", stdout(&out), stderr(&out));

@@ -168,7 +168,7 @@ impl Runtime {
             return Some(format!("[[node]] {} (removed): {why}", names(&self.p.nodes[after..])));
         }
         if after > before
-            && let Err(e) = self.dataplane.set_backends(&new.backends[before..])
+            && let Err(e) = self.dataplane.add_backends(&new.backends[before..])
         {
             return Some(format!("[[node]] {} (added): writing its backend to the data plane failed: {}", names(&new.nodes[before..]), crate::error_chain(&e)));
         }

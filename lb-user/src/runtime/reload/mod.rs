@@ -81,6 +81,9 @@ impl Owners {
     }
 }
 
+/// The `schema` of `pglb reload --json` (docs/JSON.md).
+pub const RELOAD_SCHEMA: &str = "pglb.reload/1";
+
 /// How a reload ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reloaded {
@@ -122,10 +125,10 @@ impl Reloaded {
     /// The answer of `pglb reload --json`.
     pub fn json(&self) -> String {
         let v = match self {
-            Reloaded::Applied { changed } => json!({ "result": self.result(), "changed": changed, "message": self.line() }),
-            Reloaded::Invalid { error } => json!({ "result": self.result(), "error": error, "message": self.line() }),
-            Reloaded::NeedsRestart { keys } => json!({ "result": self.result(), "keys": keys, "message": self.line() }),
-            Reloaded::Refused { reason } => json!({ "result": self.result(), "error": reason, "message": self.line() }),
+            Reloaded::Applied { changed } => json!({ "schema": RELOAD_SCHEMA, "result": self.result(), "changed": changed, "message": self.line() }),
+            Reloaded::Invalid { error } => json!({ "schema": RELOAD_SCHEMA, "result": self.result(), "error": error, "message": self.line() }),
+            Reloaded::NeedsRestart { keys } => json!({ "schema": RELOAD_SCHEMA, "result": self.result(), "keys": keys, "message": self.line() }),
+            Reloaded::Refused { reason } => json!({ "schema": RELOAD_SCHEMA, "result": self.result(), "error": reason, "message": self.line() }),
         };
         v.to_string()
     }
@@ -285,7 +288,7 @@ mod tests {
         for (r, result) in [(&applied, "ok"), (&restart, "needs_restart"), (&invalid, "invalid"), (&refused, "refused")] {
             assert!(!r.line().contains('\n'));
             let v: serde_json::Value = serde_json::from_str(&r.json()).expect("json");
-            assert_eq!(v["result"], result);
+            assert_eq!((&v["schema"], &v["result"]), (&serde_json::json!(RELOAD_SCHEMA), &serde_json::json!(result)));
             assert_eq!(v["message"], r.line());
         }
         let v: serde_json::Value = serde_json::from_str(&restart.json()).unwrap();

@@ -1,5 +1,5 @@
 //! The admin socket between `pglb run` and the CLI (`status`, `switchover`, `node rejoin`,
-//! `node drain|undrain|disable|enable`, `pause`, `resume`, `debug stall-loop`):
+//! `node drain|undrain|disable|enable`, `pause`, `resume`, `reload`, `debug stall-loop`):
 //! a Unix socket at `/run/pglb/<instance>.sock` (root only), one request line in, a reply out.
 //! The reply's first line is `ok` or `error`; the rest is for the operator.
 //!
@@ -74,6 +74,9 @@ pub enum AdminRequest {
     /// `pglb node drain|undrain|disable|enable NODE`: the mark of `kind` on `node` turned `on`
     /// or off.
     Mark { node: String, kind: MarkKind, on: bool, reply: oneshot::Sender<Result<String, String>> },
+    /// `pglb reload [--json]`: read the config file again; the answer says what changed, or
+    /// why nothing did (an error).
+    Reload { json: bool, reply: oneshot::Sender<Result<String, String>> },
     /// `pglb debug stall-loop`: block the daemon's main loop for `duration` (fault injection).
     StallLoop { duration: Duration, reply: oneshot::Sender<Result<String, String>> },
 }
@@ -132,6 +135,7 @@ async fn answer(stream: UnixStream, to_daemon: &mpsc::Sender<AdminRequest>) -> s
             Err(e) => Err(e),
         },
         ["resume"] => ask(to_daemon, |reply| AdminRequest::Resume { reply }).await,
+        ["reload"] | ["reload", "json"] => ask(to_daemon, |reply| AdminRequest::Reload { json: words.len() == 2, reply }).await,
         ["rejoined", node] => ask(to_daemon, |reply| AdminRequest::Rejoined { node: (*node).to_owned(), reply }).await,
         ["mark", node, kind, on] => match (MarkKind::parse(kind), *on) {
             (Some(kind), "on" | "off") => {
@@ -144,7 +148,7 @@ async fn answer(stream: UnixStream, to_daemon: &mpsc::Sender<AdminRequest>) -> s
             Ok(ms) => ask(to_daemon, |reply| AdminRequest::StallLoop { duration: Duration::from_millis(ms), reply }).await,
             Err(_) => Err(format!("stall-loop takes milliseconds, not {ms:?}")),
         },
-        _ => Err(format!("unknown request {:?}: expected `status`, `status json`, `switchover NODE`, `rejoined NODE`, `mark NODE drain|disable on|off`, `pause MS|- [REASON]`, `resume` or `stall-loop MS`", line.trim())),
+        _ => Err(format!("unknown request {:?}: expected `status`, `status json`, `switchover NODE`, `rejoined NODE`, `mark NODE drain|disable on|off`, `pause MS|- [REASON]`, `resume`, `reload`, `reload json` or `stall-loop MS`", line.trim())),
     };
     let text = match reply {
         Ok(t) => format!("ok\n{t}"),

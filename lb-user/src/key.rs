@@ -104,8 +104,9 @@ pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
-/// An HMAC-SHA256 key. Its `Debug` never shows it.
-#[derive(Clone)]
+/// An HMAC-SHA256 key. Its `Debug` never shows it; equality tells a reload whether the file's
+/// key changed.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Key(Vec<u8>);
 
 impl fmt::Debug for Key {

@@ -5,7 +5,7 @@
 use std::{future::Future, net::SocketAddrV4, pin::Pin, sync::Arc, time::Duration};
 
 use tokio::{
-    sync::{Notify, mpsc},
+    sync::{Notify, mpsc, watch},
     time::Instant,
 };
 use tokio_postgres::{Client, Connection, NoTls, Row, Socket, Statement, tls::NoTlsStream};
@@ -57,8 +57,8 @@ pub fn format_lsn(lsn: u64) -> String {
     format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
 }
 
-/// Connection settings shared by every probe task.
-#[derive(Clone)]
+/// Connection settings shared by every probe task (a reload hands new ones to each).
+#[derive(Clone, PartialEq, Eq)]
 pub struct ProbeSettings {
     pub user: String,
     pub password: String,
@@ -70,6 +70,13 @@ pub struct ProbeSettings {
 }
 
 impl ProbeSettings {
+    /// Whether a connection made with `other` is one this would make (a reload that changes
+    /// none of these keeps the probes' connections).
+    pub fn connects_like(&self, other: &ProbeSettings) -> bool {
+        (&self.user, &self.password, &self.dbname, &self.application_name, self.connect_timeout)
+            == (&other.user, &other.password, &other.dbname, &other.application_name, other.connect_timeout)
+    }
+
     /// A tokio-postgres config for one node (also used by the executor's SQL actions).
     pub fn pg_config(&self, addr: SocketAddrV4, connect_timeout: Duration) -> tokio_postgres::Config {
         let mut pg = tokio_postgres::Config::new();
@@ -144,26 +151,41 @@ fn status_from_row(row: &Row) -> Result<NodeStatus, ProbeFailure> {
 
 /// Probes one node forever, sending one observation per round, and one more whenever `now` is
 /// notified (the failover machine's `Action::Probe`; the round then starts again from it).
-/// `since` is the daemon's clock origin; `at` of each observation is measured from it.
+/// `since` is the daemon's clock origin; `at` of each observation is measured from it. New
+/// `settings` (a reload) apply from the next round: a new interval restarts the round, new
+/// credentials or timeouts a new connection.
 pub async fn run_node(
     node: NodeId,
     name: String,
     addr: SocketAddrV4,
-    settings: ProbeSettings,
+    mut settings_rx: watch::Receiver<ProbeSettings>,
     since: Instant,
     out: mpsc::Sender<Observation>,
     now: Arc<Notify>,
 ) {
-    let pg = settings.pg_config(addr, settings.connect_timeout);
+    let mut settings = settings_rx.borrow_and_update().clone();
+    let mut pg = settings.pg_config(addr, settings.connect_timeout);
     let mut session: Option<Session> = None;
-    let mut ticker = tokio::time::interval(settings.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticker = ticker(settings.interval);
     let mut last_ok: Option<bool> = None;
     let mut standby_timeline = 0u32;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             () = now.notified() => ticker.reset(),
+        }
+        if settings_rx.has_changed().unwrap_or(false) {
+            let new = settings_rx.borrow_and_update().clone();
+            if new.interval != settings.interval {
+                ticker = self::ticker(new.interval);
+                ticker.tick().await; // the first tick is at once: this round
+            }
+            if !new.connects_like(&settings) {
+                debug!(node = %name, "probe: new connection settings from a reload; this round connects anew");
+                pg = new.pg_config(addr, new.connect_timeout);
+                session = None;
+            }
+            settings = new;
         }
         let started = Instant::now();
         let mut result = probe_once(&pg, &settings, &mut session).await;
@@ -193,6 +215,13 @@ pub async fn run_node(
             return; // the daemon is shutting down
         }
     }
+}
+
+/// A round every `interval`; a late round does not bunch the next ones up.
+fn ticker(interval: Duration) -> tokio::time::Interval {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker
 }
 
 /// A probe's connection, driven by the probe's own task (no connection task: between two

@@ -11,6 +11,7 @@ mod map;
 mod mark;
 mod node;
 mod pause;
+mod reload;
 mod run;
 mod status;
 mod switchover;
@@ -48,6 +49,9 @@ enum Command {
     Pause(pause::PauseArgs),
     /// End maintenance mode.
     Resume(pause::ResumeArgs),
+    /// Apply a changed config file to the running daemon (what can change live), or refuse it.
+    #[command(long_about = reload::LONG_ABOUT)]
+    Reload(reload::Args),
     /// The data plane's maps.
     Map {
         #[command(subcommand)]
@@ -84,6 +88,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Events(args) => events::run(args),
         Command::Pause(args) => pause::pause(args),
         Command::Resume(args) => pause::resume(args),
+        Command::Reload(args) => reload::run(args),
         Command::Map { command } => map::run(command),
         Command::Export { command } => export::run(command),
         Command::Node { command } => node::run(command),

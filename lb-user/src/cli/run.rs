@@ -22,7 +22,7 @@ pub fn run(args: Args) -> Result<()> {
     // The daemon runs as a task on the runtime's workers, not on this thread (`block_on` polls
     // its future here): every wake of the main loop (a probe's answer, a datagram, a timer)
     // would otherwise cross threads through a futex, and idle CPU is mostly such wakes.
-    let daemon = super::runtime()?.block_on(async { tokio::spawn(runtime::run(config)).await });
+    let daemon = super::runtime()?.block_on(async { tokio::spawn(runtime::run(config, args.config.config)).await });
     match daemon {
         Ok(result) => Ok(result?),
         Err(e) => Err(anyhow::anyhow!("the daemon's task ended abnormally: {e}")),

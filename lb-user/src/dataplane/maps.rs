@@ -60,6 +60,11 @@ pub(super) fn monotonic_ns() -> Result<u64, DataplaneError> {
     Ok(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
 }
 
+/// A configured backend as its map entry: active, with the neighbour MAC as a fallback.
+fn backend_value(b: &BackendSpec) -> Backend {
+    Backend { addr: ip_to_map(b.addr.octets()), port: port_to_map(b.port), flags: BACKEND_F_ACTIVE, mac: arp_mac(b.addr).unwrap_or_default(), _pad: [0; 2] }
+}
+
 /// The complete neighbour entry for `addr` in this network namespace's ARP table.
 fn arp_mac(addr: Ipv4Addr) -> Option<[u8; 6]> {
     let table = std::fs::read_to_string("/proc/thread-self/net/arp").ok()?;
@@ -158,17 +163,18 @@ impl Maps {
         let mut map: Array<&mut MapData, Backend> =
             Array::try_from(&mut self.backends).map_err(map_err(MAP_BACKENDS, "opening"))?;
         for id in 0..MAX_BACKENDS {
-            let value = match backends.iter().find(|b| b.id == id) {
-                Some(b) => Backend {
-                    addr: ip_to_map(b.addr.octets()),
-                    port: port_to_map(b.port),
-                    flags: BACKEND_F_ACTIVE,
-                    mac: arp_mac(b.addr).unwrap_or_default(),
-                    _pad: [0; 2],
-                },
-                None => Backend::default(),
-            };
+            let value = backends.iter().find(|b| b.id == id).map_or_else(Backend::default, backend_value);
             map.set(id, value, 0).map_err(map_err(MAP_BACKENDS, "writing a backend"))?;
+        }
+        Ok(())
+    }
+
+    /// Writes these backends only; every other entry stays as it is.
+    pub(super) fn add_backends(&mut self, backends: &[BackendSpec]) -> Result<(), DataplaneError> {
+        let mut map: Array<&mut MapData, Backend> =
+            Array::try_from(&mut self.backends).map_err(map_err(MAP_BACKENDS, "opening"))?;
+        for b in backends {
+            map.set(b.id, backend_value(b), 0).map_err(map_err(MAP_BACKENDS, "writing a backend"))?;
         }
         Ok(())
     }

@@ -400,6 +400,15 @@ impl Dataplane {
         self.maps.write_backends(backends)
     }
 
+    /// Adds backends (nodes a reload added at the end of the list): every other entry stays,
+    /// those of running nodes and of removed nodes whose established flows still finish.
+    pub fn add_backends(&mut self, backends: &[BackendSpec]) -> Result<(), DataplaneError> {
+        if let Some(b) = backends.iter().find(|b| b.id >= MAX_BACKENDS) {
+            return Err(DataplaneError::BackendIdOutOfRange { id: b.id });
+        }
+        self.maps.add_backends(backends)
+    }
+
     /// Sets the writer (one map update). Write-listener flows to any other backend are reset on
     /// their next packet; `None` makes new write connections get a RST.
     pub fn set_writer(&mut self, writer: Option<u32>) -> Result<(), DataplaneError> {

@@ -139,6 +139,8 @@ pub enum Event {
     /// reads a clock, it keeps the offset to `now` ([`Maintenance::until_ms`]).
     WallClock { unix: Duration },
     Admin(AdminCommand),
+    /// A reload's new parameters: nodes added or removed at the end only (`machine/reconfigure.rs`).
+    Reconfigure(Box<Params>),
     /// The executor finished a [`Action::Promote`], [`Action::Repoint`], [`Action::Demote`] or
     /// [`Action::Rejoin`] (echo the action; other actions need no report). `Err` carries the
     /// reason.

@@ -14,6 +14,7 @@ use std::{net::SocketAddr, time::Duration};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, TcpStream},
+    sync::watch,
 };
 use tracing::{debug, warn};
 
@@ -63,8 +64,9 @@ pub trait SnapshotProvider: Clone + Send + Sync + 'static {
     fn snapshot(&self) -> impl std::future::Future<Output = Snapshot> + Send;
 }
 
-/// Serves until the task is dropped.
-pub async fn serve<P: SnapshotProvider>(listener: TcpListener, snapshot: P, access: Access) {
+/// Serves until the task is dropped. Each connection is judged by the access rules in force
+/// when it is accepted (a reload sends new ones).
+pub async fn serve<P: SnapshotProvider>(listener: TcpListener, snapshot: P, access: watch::Receiver<Access>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -75,7 +77,7 @@ pub async fn serve<P: SnapshotProvider>(listener: TcpListener, snapshot: P, acce
             }
         };
         let snapshot = snapshot.clone();
-        let access = access.clone();
+        let access = access.borrow().clone();
         // Detached on purpose: one request and one answer (the read bounded by READ_TIMEOUT),
         // holding nothing but a snapshot source; an answer in flight at a stop may finish.
         tokio::spawn(async move {

@@ -131,6 +131,12 @@ impl Executor {
         &self.ctx
     }
 
+    /// New credentials, commands or timeout from a reload: for the actions started from now on
+    /// (those running finish with theirs).
+    pub fn set_ctx(&mut self, ctx: SqlContext) {
+        self.ctx = ctx;
+    }
+
     /// Starts `action`; its result comes back as [`Event::ActionDone`] (the error as one line).
     pub fn spawn(&mut self, action: Action) {
         let ctx = self.ctx.clone();

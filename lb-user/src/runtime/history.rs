@@ -219,6 +219,11 @@ impl TrafficHistory {
         TrafficHistory { backends: (0..backends).map(|_| Backend::default()).collect(), kept: kept.max(2) }
     }
 
+    /// Follows a reload that added nodes at the end of the list or removed them from its end.
+    pub fn resize(&mut self, backends: usize) {
+        self.backends.resize_with(backends, Backend::default);
+    }
+
     /// One reading at `now` of each backend's totals: (backend id, new flows, packets). A
     /// backend missing from `totals` keeps its last reading and gets a zero rate. The first
     /// reading gives no rate; a counter that went back (maps created again) counts from zero.

@@ -18,7 +18,7 @@ use std::{
     time::Duration,
 };
 
-use tokio::{io::AsyncWriteExt as _, process::Command, sync::{Semaphore, mpsc}, task::JoinSet};
+use tokio::{io::AsyncWriteExt as _, process::Command, sync::{Semaphore, mpsc, watch}, task::JoinSet};
 use tracing::{debug, warn};
 
 use crate::journal::{Event, Journal};
@@ -111,12 +111,19 @@ pub fn channel(counts: Arc<HookCounts>) -> (Emitter, mpsc::Receiver<Event>) {
 
 /// The events task: journal, then hook, for every event in order, until the queue closes (its
 /// runs then finish). Runs still going when the task is stopped (dropped) are killed: their
-/// `sh` with them (`kill_on_drop`).
-pub async fn serve(mut rx: mpsc::Receiver<Event>, journal: Journal, hook: Option<HookParams>, counts: Arc<HookCounts>) {
-    let slots = Arc::new(Semaphore::new(hook.as_ref().map_or(1, |h| h.max_concurrent.max(1))));
+/// `sh` with them (`kill_on_drop`). The hook is the one in force when an event is taken (a
+/// reload sends a new one; runs already started finish with theirs, outside the new slots).
+pub async fn serve(mut rx: mpsc::Receiver<Event>, journal: Journal, mut hooks: watch::Receiver<Option<HookParams>>, counts: Arc<HookCounts>) {
+    let slots_for = |hook: &Option<HookParams>| Arc::new(Semaphore::new(hook.as_ref().map_or(1, |h| h.max_concurrent.max(1))));
+    let mut hook = hooks.borrow_and_update().clone();
+    let mut slots = slots_for(&hook);
     let mut runs = JoinSet::new();
     while let Some(event) = rx.recv().await {
         while runs.try_join_next().is_some() {}
+        if hooks.has_changed().unwrap_or(false) {
+            hook = hooks.borrow_and_update().clone();
+            slots = slots_for(&hook);
+        }
         let j = journal.clone();
         let line = event.clone();
         match tokio::task::spawn_blocking(move || j.append(&line)).await {
@@ -261,7 +268,8 @@ mod tests {
         let counts = Arc::new(HookCounts::default());
         let (emitter, rx) = channel(Arc::clone(&counts));
         let cmd = format!("read -r line; case \"$PGLB_EVENT\" in fence) exit 1;; esac; echo \"$PGLB_EVENT\" >> {}", out.display());
-        let task = tokio::spawn(serve(rx, Journal::new(&dir), Some(hook(cmd, Duration::from_secs(10))), Arc::clone(&counts)));
+        let hooks = watch::channel(Some(hook(cmd, Duration::from_secs(10)))).1;
+        let task = tokio::spawn(serve(rx, Journal::new(&dir), hooks, Arc::clone(&counts)));
         emitter.emit(event());
         emitter.emit(Event::new(SystemTime::UNIX_EPOCH, EventName::Fence, "lb1", "pg1 fenced").node("pg1"));
         drop(emitter);
@@ -271,6 +279,32 @@ mod tests {
         let read = journal::read(&dir).unwrap();
         assert_eq!(read.events.iter().map(|e| e.event).collect::<Vec<_>>(), [EventName::Switchover, EventName::Fence]);
         assert_eq!(counts.journal_errors(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_reloaded_hook_runs_from_the_next_event() {
+        let dir = temp_dir("reload");
+        let (old, new) = (dir.join("old"), dir.join("new"));
+        let counts = Arc::new(HookCounts::default());
+        let (emitter, rx) = channel(Arc::clone(&counts));
+        let line = |out: &std::path::Path| format!("cat >/dev/null; echo \"$PGLB_EVENT\" >> {}", out.display());
+        let (tx, hooks) = watch::channel(Some(hook(line(&old), Duration::from_secs(10))));
+        let task = tokio::spawn(serve(rx, Journal::new(&dir), hooks, Arc::clone(&counts)));
+        emitter.emit(event());
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while counts.runs(HookResult::Ok) < 1 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the first run ends");
+        tx.send_replace(Some(hook(line(&new), Duration::from_secs(10))));
+        emitter.emit(Event::new(SystemTime::UNIX_EPOCH, EventName::Reload, "lb1", "reloaded"));
+        drop(emitter);
+        tokio::time::timeout(Duration::from_secs(10), task).await.expect("the task ends with its queue").expect("no panic");
+        assert_eq!(std::fs::read_to_string(&old).unwrap(), "switchover\n");
+        assert_eq!(std::fs::read_to_string(&new).unwrap(), "reload\n");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

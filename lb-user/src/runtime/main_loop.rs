@@ -97,7 +97,7 @@ impl Runtime {
             self.check_stall().await;
             let vrrp_turn = matches!(input, Input::VrrpTimer | Input::VrrpDatagram(Ok(_)));
             let timer_turn = matches!(input, Input::Renew | Input::ReportTick);
-            if let Some(exit) = self.dispatch(input, &source).await {
+            if let Some(exit) = self.dispatch(input, &source, tasks).await {
                 return exit;
             }
             self.tell_vrrp().await;
@@ -120,7 +120,7 @@ impl Runtime {
     }
 
     /// One input into whichever machine it is for.
-    async fn dispatch(&mut self, input: Input, source: &SnapshotSource) -> Option<Exit> {
+    async fn dispatch(&mut self, input: Input, source: &SnapshotSource, tasks: &mut Tasks) -> Option<Exit> {
         match input {
             Input::Probe(obs) => {
                 if let Some(h) = self.latency.get_mut(obs.node) {
@@ -164,12 +164,12 @@ impl Runtime {
             }
             // Both are carried out after the turn, by `run_loop`'s `Piggyback`s.
             Input::ReportTick | Input::Renew => {}
-            Input::Admin(req) => self.on_admin(req, source),
+            Input::Admin(req) => self.on_admin(req, source, tasks),
             Input::Sweep => self.sweep(),
             Input::Signal(Ask::Stop(name)) => return Some(Exit::Stop(name)),
             Input::Signal(Ask::Restart) => return Some(Exit::Restart),
             Input::Signal(Ask::Reload) => {
-                warn!("SIGHUP: reloading the config is not supported yet; carrying on with the config read at start (restart pglb to apply a changed file)");
+                self.reload("SIGHUP", tasks);
             }
             Input::ProbesGone => return Some(Exit::Stop("the probe tasks ended")),
             Input::TaskEnded(ended) => {

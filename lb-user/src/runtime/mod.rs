@@ -46,6 +46,7 @@
 //! start-up steps), `main_loop` (the loop, its inputs, and the upkeep its ticks drive: lease,
 //! flood meter, sweep), `apply` (one event into the failover machine and its actions carried
 //! out), `vrrp` (the VRRP glue and the stall check), `operator` (admin socket requests),
+//! `reload` (the config read again and handed to the parts that take it live),
 //! `events` (the recent events of `/stats`, and the events emitted to the journal and hooks) and
 //! `stop`; `hooks` is the events task.
 
@@ -63,12 +64,14 @@ mod apply;
 mod events;
 mod main_loop;
 mod operator;
+mod reload;
 mod start;
 mod stop;
 mod vrrp;
 
 use std::{
     net::SocketAddrV4,
+    path::PathBuf,
     sync::{Arc, Mutex, atomic::AtomicBool},
     time::{Duration, SystemTime},
 };
@@ -86,7 +89,7 @@ use self::{
     params::{RunParams, VipSide},
     recorder::Recorder,
     signals::Signals,
-    snapshot::{Counts, Published, Recent, SnapshotSource},
+    snapshot::{Counts, Published, Recent, ReloadCounts, SnapshotSource},
     start::{
         attach_dataplane, open_reports, open_vip, read_state, restore_machine, sample_traffic, start_admin, start_events, start_http, start_probes,
     },
@@ -208,8 +211,11 @@ struct Runtime {
     last_turn: Instant,
     /// SYN flood detection, read at every lease renewal.
     flood: FloodMeter,
-    /// One per node: wakes its probe task for a probe out of its round.
+    /// One per node: wakes its probe task for a probe out of its round; the task (retired
+    /// when a reload removes the node); where a probe task added by a reload sends.
     probe_now: Vec<Arc<Notify>>,
+    probe_tasks: Vec<tokio::task::AbortHandle>,
+    probe_out: mpsc::WeakSender<Observation>,
     /// Recent events for `/stats`, and the wall clock at `since` to date them.
     recent: Arc<Recent>,
     since_wall: SystemTime,
@@ -218,22 +224,26 @@ struct Runtime {
     flood_event: Option<EventId>,
     /// The events task's queue: journal and hooks ([`Runtime::emit`]).
     events: Emitter,
+    /// The config file, read again on a reload, and where its new parameters go.
+    config_path: PathBuf,
+    owners: reload::Owners,
 }
 
 /// How long the daemon's tasks and the actions in flight get to stop before they are aborted.
 const TASKS_STOP_LIMIT: Duration = Duration::from_secs(2);
 
-/// `pglb run`: the config read once ([`params::from_config`]), then the start-up steps in
-/// order, the main loop, and the stop.
-pub async fn run(config: Config) -> Result<(), RuntimeError> {
+/// `pglb run`: the config read ([`params::from_config`]; again on a reload, from
+/// `config_path`), then the start-up steps in order, the main loop, and the stop.
+pub async fn run(config: Config, config_path: PathBuf) -> Result<(), RuntimeError> {
     let p = params::from_config(&config);
     drop(config);
+    let (owners, live) = reload::Owners::new(&p);
     let since = Instant::now();
     let mut tasks = Tasks::new();
     let (state, durable) = read_state(&p)?;
     let (dataplane, pinned, routed) = attach_dataplane(&p)?;
     let machine = restore_machine(&p, durable.as_ref(), routed, &state);
-    let (probes, probe_now) = start_probes(&p, since, &mut tasks);
+    let probes = start_probes(&p, &live.probe, since, &mut tasks);
     let (vip, vrrp_rx, vip_view) = open_vip(&p).await?;
     let reports = open_reports(&p).await?;
     let (published, published_rx) = watch::channel(Published {
@@ -244,21 +254,21 @@ pub async fn run(config: Config) -> Result<(), RuntimeError> {
         reports: reports.as_ref().map(|(link, _)| link.counters()),
     });
     if let Some(a) = p.agent.clone() {
-        let channel = agent_channel::open(a, published_rx.clone()).await?;
+        let channel = agent_channel::open(a, published_rx.clone(), live.agent_nodes).await?;
         tasks.spawn("agent channel", agent_channel::serve(channel));
     }
     let recent = Arc::new(Recent::new(p.nodes.len()));
-    let events = start_events(&p, &recent, &mut tasks);
+    let events = start_events(&p, live.hooks, &recent, &mut tasks);
     tasks.spawn("traffic sampler", sample_traffic(Arc::clone(&pinned), Arc::clone(&recent), since));
-    let source = SnapshotSource::new(p.snapshot.clone(), published_rx, Arc::clone(&pinned), vip_view, Arc::clone(&recent));
-    start_http(&p, source.clone(), &mut tasks).await?;
+    let source = SnapshotSource::new(live.snapshot, published_rx, Arc::clone(&pinned), vip_view, Arc::clone(&recent));
+    start_http(&p, live.access, source.clone(), &mut tasks).await?;
     let (admin_rx, admin_path) = start_admin(&p, &mut tasks)?;
     let (done_tx, done) = mpsc::channel::<Event>(64);
     let (recorder, recording) = Recorder::new(state, done_tx.clone());
     tasks.spawn("state recorder", recording);
     let signals = Signals::install().map_err(RuntimeError::Signal)?;
     let (reports, report_every) = reports.unzip();
-    let inputs = Inputs { probes, vrrp: vrrp_rx, done, admin: admin_rx, report_every };
+    let inputs = Inputs { probes: probes.rx, vrrp: vrrp_rx, done, admin: admin_rx, report_every };
     let words = match &p.vip {
         VipSide::Vrrp(v) => PeerWords::new(&v.pglb_peers, &v.keepalived_peers, v.fresh_for),
         VipSide::Static { .. } => PeerWords::new(&[], &[], Duration::ZERO),
@@ -277,7 +287,8 @@ pub async fn run(config: Config) -> Result<(), RuntimeError> {
         words,
         executor: Executor::new(p.sql.clone(), done_tx),
         pending: None,
-        counts: Counts::default(),
+        // The config read at start counts as the first good load (as Prometheus counts its own).
+        counts: Counts { reloads: ReloadCounts { last_ok_unix_ms: crate::failover::unix_ms(SystemTime::now()), last_ok: true, ..ReloadCounts::default() }, ..Counts::default() },
         latency: vec![Histogram::default(); p.nodes.len()],
         published,
         lease_failing: false,
@@ -285,12 +296,16 @@ pub async fn run(config: Config) -> Result<(), RuntimeError> {
         recorded: true,
         last_turn: Instant::now(),
         flood: FloodMeter::default(),
-        probe_now,
+        probe_now: probes.now,
+        probe_tasks: probes.tasks,
+        probe_out: probes.tx,
         recent,
         since_wall: SystemTime::now() - since.elapsed(),
         writer_loss: WriterLoss::default(),
         flood_event: None,
         events,
+        config_path,
+        owners,
         p,
     };
     // The machine's first event: the wall clock a pause's end is measured on.

@@ -1,12 +1,12 @@
 //! Requests from the admin socket (`pglb status`, `switchover`, `node rejoin`, `node
-//! drain|undrain|disable|enable`, `pause`, `resume`, `debug stall-loop`), answered from the main
-//! loop.
+//! drain|undrain|disable|enable`, `pause`, `resume`, `reload`, `debug stall-loop`), answered
+//! from the main loop.
 
 use std::time::{Duration, SystemTime};
 
 use tracing::{info, warn};
 
-use super::{PendingSwitchover, Runtime, history::EventKind, snapshot::SnapshotSource};
+use super::{PendingSwitchover, Runtime, history::EventKind, snapshot::SnapshotSource, tasks::Tasks};
 use crate::{
     admin::AdminRequest,
     failover::{AdminCommand, Event, Maintenance, MarkKind, NodeMark, PAUSE_REASON_MAX, Phase, rfc3339_ms, unix_ms},
@@ -21,7 +21,7 @@ pub const STALL_MAX: Duration = Duration::from_secs(60);
 
 impl Runtime {
     /// One request from the admin socket; its answer goes back on the request's reply channel.
-    pub(super) fn on_admin(&mut self, req: AdminRequest, source: &SnapshotSource) {
+    pub(super) fn on_admin(&mut self, req: AdminRequest, source: &SnapshotSource, tasks: &mut Tasks) {
         let names = || self.p.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ");
         match req {
             AdminRequest::Status { json, reply } => {
@@ -66,6 +66,12 @@ impl Runtime {
             }
             AdminRequest::Mark { node, kind, on, reply } => {
                 let _ = reply.send(self.mark(&node, kind, on));
+            }
+            AdminRequest::Reload { json, reply } => {
+                let outcome = self.reload("pglb reload", tasks);
+                let text = if json { outcome.json() } else { outcome.line() };
+                let applied = matches!(outcome, super::reload::Reloaded::Applied { .. });
+                let _ = reply.send(if applied { Ok(text) } else { Err(text) });
             }
             AdminRequest::Rejoined { node, reply } => match self.p.nodes.iter().position(|n| n.name == node) {
                 None => {

@@ -5,7 +5,7 @@
 //! |---|---|
 //! | SIGTERM, SIGINT, SIGQUIT, SIGUSR1, and every other signal whose default is to end the process (SIGALRM, SIGVTALRM, SIGPROF, SIGXCPU, SIGXFSZ, SIGPWR, SIGIO, SIGSTKFLT) | a clean stop: the lease expired, the VIP released with a priority-0 advert |
 //! | SIGUSR2 | a restart in place: the VIP and the data plane stay for the next `pglb run` |
-//! | SIGHUP | logged (reload is not supported yet) and ignored |
+//! | SIGHUP | a live reload of the config file, as `pglb reload` (see `super::reload`) |
 //!
 //! SIGKILL cannot be caught: the data plane's lease runs out by itself and the next start
 //! removes the VIP it left (see the runtime's module doc).

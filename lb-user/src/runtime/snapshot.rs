@@ -58,6 +58,20 @@ pub struct Counts {
     pub state_write_errors: u64,
     /// Gaps in the main loop longer than the lease (each woke the instance humble).
     pub loop_stalls: u64,
+    pub reloads: ReloadCounts,
+}
+
+/// Reloads of the config (`pglb reload`, SIGHUP) by result, and the last good one.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadCounts {
+    pub ok: u64,
+    pub invalid: u64,
+    pub needs_restart: u64,
+    pub refused: u64,
+    /// When the config in force was last read whole (the start counts), Unix milliseconds.
+    pub last_ok_unix_ms: u64,
+    /// Whether the last reload (or the start) applied.
+    pub last_ok: bool,
 }
 
 /// What the runtime publishes after each event.
@@ -84,8 +98,10 @@ pub enum VipView {
 /// Everything a snapshot is built from; cheap to clone into request handlers.
 #[derive(Clone)]
 pub struct SnapshotSource {
-    /// What the config says a snapshot shows (instance, VIP, nodes, ports, peers, priority).
+    /// What the config says a snapshot shows (instance, VIP, nodes, ports, peers, priority):
+    /// taken from `params` when a snapshot starts (a reload sends new ones).
     pub p: SnapshotParams,
+    pub params: watch::Receiver<SnapshotParams>,
     pub published: watch::Receiver<Published>,
     pub pinned: Arc<Mutex<Pinned>>,
     pub vip_view: VipView,
@@ -93,13 +109,15 @@ pub struct SnapshotSource {
 }
 
 impl SnapshotSource {
-    pub fn new(p: SnapshotParams, published: watch::Receiver<Published>, pinned: Arc<Mutex<Pinned>>, vip_view: VipView, recent: Arc<Recent>) -> Self {
-        SnapshotSource { p, published, pinned, vip_view, recent }
+    pub fn new(params: watch::Receiver<SnapshotParams>, published: watch::Receiver<Published>, pinned: Arc<Mutex<Pinned>>, vip_view: VipView, recent: Arc<Recent>) -> Self {
+        let p = params.borrow().clone();
+        SnapshotSource { p, params, published, pinned, vip_view, recent }
     }
 
     /// Builds a snapshot now (the map reads on a blocking thread).
     pub async fn snapshot(&self) -> Snapshot {
-        let source = self.clone();
+        let mut source = self.clone();
+        source.p = self.params.borrow().clone();
         match tokio::task::spawn_blocking(move || source.build()).await {
             Ok(s) => s,
             Err(e) => {
@@ -128,7 +146,8 @@ impl SnapshotSource {
             vip_held: vrrp.held,
             vip_master: vrrp.master,
             forwarding: vrrp.held,
-            writer: view.writer.map(|w| self.p.nodes[w].0.clone()),
+            // `get`: a reload that removed a node hands out its new parameters and view in turn.
+            writer: view.writer.and_then(|w| self.p.nodes.get(w)).map(|n| n.0.clone()),
             nodes,
             failovers_total: c.failovers,
             switchovers_total: c.switchovers,
@@ -159,6 +178,12 @@ impl SnapshotSource {
             events: self.events(),
             hook_runs: HookResult::ALL.iter().map(|r| (r.as_str().to_owned(), self.recent.hooks.runs(*r))).collect(),
             journal_errors_total: self.recent.hooks.journal_errors(),
+            config_reloads: [("ok", c.reloads.ok), ("invalid", c.reloads.invalid), ("needs_restart", c.reloads.needs_restart), ("refused", c.reloads.refused)]
+                .iter()
+                .map(|(r, v)| ((*r).to_owned(), *v))
+                .collect(),
+            config_last_reload_success_s: c.reloads.last_ok_unix_ms as f64 / 1000.0,
+            config_last_reload_ok: c.reloads.last_ok,
             rates,
             rate_every_s: history::SAMPLE_EVERY.as_secs_f64(),
             rate_window,
@@ -187,7 +212,7 @@ impl SnapshotSource {
                 let stats = read.counters.as_ref().and_then(|c| c.backends.iter().find(|(id, _)| *id == n.id as u32).map(|(_, s)| *s));
                 NodeRow {
                     name: n.name.clone(),
-                    addr: self.p.nodes[n.id].1.to_string(),
+                    addr: self.p.nodes.get(n.id).map(|a| a.1.to_string()).unwrap_or_default(),
                     role: n.role.as_str().to_owned(),
                     state: n.state.as_str().to_owned(),
                     up: n.state == NodeState::Up,

@@ -9,7 +9,8 @@ use std::{
 };
 
 use tokio::{
-    sync::{Notify, mpsc},
+    sync::{Notify, mpsc, watch},
+    task::AbortHandle,
     time::{Instant, Interval},
 };
 use tracing::{debug, info, warn};
@@ -18,7 +19,7 @@ use super::{
     Runtime, RuntimeError, VipOwner, VrrpWord,
     history::{self, EventKind},
     hooks::{self, Emitter},
-    params::{RunParams, VipSide},
+    params::{NodeSpec, RunParams, VipSide},
     snapshot::{Recent, SnapshotSource, VipView},
     tasks::Tasks,
 };
@@ -28,7 +29,7 @@ use crate::{
     failover::{Durable, Event, Machine, NodeId, Observation},
     http,
     journal::{self, Journal},
-    probe,
+    probe::{self, ProbeSettings},
     state::StateFile,
     vip::{self, VrrpRunner, report::ReportLink, io::VrrpReceiver},
 };
@@ -75,15 +76,39 @@ pub(super) fn restore_machine(p: &RunParams, durable: Option<&Durable>, routed: 
     machine
 }
 
+/// The probe tasks: where they send, and per node its wake-up and its task.
+pub(super) struct Probes {
+    pub rx: mpsc::Receiver<Observation>,
+    /// Weak: the probe tasks hold the senders, so the loop sees when they are all gone.
+    pub tx: mpsc::WeakSender<Observation>,
+    pub now: Vec<Arc<Notify>>,
+    pub tasks: Vec<AbortHandle>,
+}
+
 /// One probe task per node; each can be woken for a probe out of its round.
-pub(super) fn start_probes(p: &RunParams, since: Instant, tasks: &mut Tasks) -> (mpsc::Receiver<Observation>, Vec<Arc<Notify>>) {
-    let (obs_tx, probes) = mpsc::channel(256);
-    let probe_now: Vec<Arc<Notify>> = p.nodes.iter().map(|_| Arc::new(Notify::new())).collect();
+pub(super) fn start_probes(p: &RunParams, settings: &watch::Receiver<ProbeSettings>, since: Instant, tasks: &mut Tasks) -> Probes {
+    let (obs_tx, rx) = mpsc::channel(256);
+    let mut probes = Probes { rx, tx: obs_tx.downgrade(), now: Vec::new(), tasks: Vec::new() };
     for (i, node) in p.nodes.iter().enumerate() {
-        let work = probe::run_node(i, node.name.clone(), node.addr, p.probe.clone(), since, obs_tx.clone(), Arc::clone(&probe_now[i]));
-        tasks.spawn("probe", work);
+        let (now, task) = spawn_probe(i, node, settings, since, &obs_tx, tasks);
+        probes.now.push(now);
+        probes.tasks.push(task);
     }
-    (probes, probe_now)
+    probes
+}
+
+/// The probe task of node `id` (at start, or added by a reload), and what wakes it.
+pub(super) fn spawn_probe(
+    id: NodeId,
+    node: &NodeSpec,
+    settings: &watch::Receiver<ProbeSettings>,
+    since: Instant,
+    out: &mpsc::Sender<Observation>,
+    tasks: &mut Tasks,
+) -> (Arc<Notify>, AbortHandle) {
+    let now = Arc::new(Notify::new());
+    let work = probe::run_node(id, node.name.clone(), node.addr, settings.clone(), since, out.clone(), Arc::clone(&now));
+    (now, tasks.spawn("probe", work))
 }
 
 /// The VIP's owner: the VRRP runner (driven from the main loop) or the VIP held alone.
@@ -117,9 +142,9 @@ pub(super) async fn open_reports(p: &RunParams) -> Result<Option<(ReportLink, In
 }
 
 /// `/metrics`, `/stats` and `/health`.
-pub(super) async fn start_http(p: &RunParams, source: SnapshotSource, tasks: &mut Tasks) -> Result<(), RuntimeError> {
+pub(super) async fn start_http(p: &RunParams, access: watch::Receiver<http::Access>, source: SnapshotSource, tasks: &mut Tasks) -> Result<(), RuntimeError> {
     let listener = http::bind(p.http.listen).await?;
-    tasks.spawn("http", http::serve(listener, source, p.http.access.clone()));
+    tasks.spawn("http", http::serve(listener, source, access));
     info!(listen = %p.http.listen, "http: serving /metrics /stats /primary /replica /read-only /health /node/<name>");
     Ok(())
 }
@@ -135,7 +160,7 @@ pub(super) fn start_admin(p: &RunParams, tasks: &mut Tasks) -> Result<(mpsc::Rec
 
 /// The events task (journal and hooks), after the journal's tail is in the recent events: what
 /// `/stats` showed before this start, it shows again.
-pub(super) fn start_events(p: &RunParams, recent: &Recent, tasks: &mut Tasks) -> Emitter {
+pub(super) fn start_events(p: &RunParams, hook: watch::Receiver<Option<hooks::HookParams>>, recent: &Recent, tasks: &mut Tasks) -> Emitter {
     match journal::read(&p.state_dir) {
         Ok(read) => {
             if read.skipped > 0 {
@@ -146,7 +171,7 @@ pub(super) fn start_events(p: &RunParams, recent: &Recent, tasks: &mut Tasks) ->
         Err(e) => warn!(error = %crate::error_chain(&e), "events: the journal cannot be read: /stats starts without the events before this start"),
     }
     let (emitter, queue) = hooks::channel(Arc::clone(&recent.hooks));
-    tasks.spawn("events", hooks::serve(queue, Journal::new(&p.state_dir), p.hooks.clone(), Arc::clone(&recent.hooks)));
+    tasks.spawn("events", hooks::serve(queue, Journal::new(&p.state_dir), hook, Arc::clone(&recent.hooks)));
     match &p.hooks {
         Some(h) => info!(command = h.command, timeout_ms = h.timeout.as_millis() as u64, max_concurrent = h.max_concurrent, "events: journal and hooks ready"),
         None => debug!("events: journal ready, no [hooks]"),

@@ -3,11 +3,15 @@
 //! stop. A task that ends by itself while the daemon runs is a fault: the main loop logs it and
 //! stops the daemon (systemd restarts it) rather than living on without that part.
 
-use std::{collections::HashMap, future::Future, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    future::Future,
+    time::Duration,
+};
 
 use tokio::{
     sync::watch,
-    task::{Id, JoinSet},
+    task::{AbortHandle, Id, JoinSet},
 };
 use tracing::{error, warn};
 
@@ -23,16 +27,19 @@ pub struct Ended {
 pub struct Tasks {
     set: JoinSet<()>,
     names: HashMap<Id, &'static str>,
+    /// Tasks stopped on purpose ([`Tasks::retire`]): their end is no fault.
+    retired: HashSet<Id>,
     stop: watch::Sender<bool>,
 }
 
 impl Tasks {
     pub fn new() -> Self {
-        Tasks { set: JoinSet::new(), names: HashMap::new(), stop: watch::channel(false).0 }
+        Tasks { set: JoinSet::new(), names: HashMap::new(), retired: HashSet::new(), stop: watch::channel(false).0 }
     }
 
-    /// Runs `work` as the task `name` until it ends or the stop signal fires.
-    pub fn spawn(&mut self, name: &'static str, work: impl Future<Output = ()> + Send + 'static) {
+    /// Runs `work` as the task `name` until it ends or the stop signal fires; the handle
+    /// retires it earlier ([`Tasks::retire`]).
+    pub fn spawn(&mut self, name: &'static str, work: impl Future<Output = ()> + Send + 'static) -> AbortHandle {
         let mut stop = self.stop.subscribe();
         let handle = self.set.spawn(async move {
             tokio::select! {
@@ -41,16 +48,29 @@ impl Tasks {
             }
         });
         self.names.insert(handle.id(), name);
+        handle
+    }
+
+    /// Stops one task on purpose (the probe of a node a reload removed): its end is not
+    /// reported by [`Tasks::ended`].
+    pub fn retire(&mut self, task: &AbortHandle) {
+        self.retired.insert(task.id());
+        task.abort();
     }
 
     /// The next task that ended by itself; pending while none has (or none is left).
     pub async fn ended(&mut self) -> Ended {
-        let (id, panic) = match self.set.join_next_with_id().await {
-            Some(Ok((id, ()))) => (id, None),
-            Some(Err(e)) => (e.id(), Some(e.to_string())),
-            None => return std::future::pending().await,
-        };
-        Ended { name: self.names.remove(&id).unwrap_or("a task"), panic }
+        loop {
+            let (id, panic) = match self.set.join_next_with_id().await {
+                Some(Ok((id, ()))) => (id, None),
+                Some(Err(e)) => (e.id(), Some(e.to_string())),
+                None => return std::future::pending().await,
+            };
+            let name = self.names.remove(&id).unwrap_or("a task");
+            if !self.retired.remove(&id) {
+                return Ended { name, panic };
+            }
+        }
     }
 
     /// Signals every task to stop and waits for them, at most `limit`; what is left is aborted.
@@ -92,6 +112,8 @@ mod tests {
                 let _ = tx.send(name).await;
             });
         }
+        let retired = tasks.spawn("probe pg9", std::future::pending());
+        tasks.retire(&retired);
         tasks.spawn("sampler", async {});
         let ended = tokio::time::timeout(Duration::from_secs(5), tasks.ended()).await.expect("the short task is reported");
         assert_eq!(ended.name, "sampler");

@@ -12,7 +12,7 @@ pub(super) fn escape_label(v: &str) -> String {
 pub fn render_metrics(s: &Snapshot) -> String {
     let mut o = String::new();
     let inst = escape_label(&s.instance);
-    for section in [build_info, nodes, probe_latency, backends, datapath, failover, maintenance, vrrp, fences, state, peers, vip, hooks] {
+    for section in [build_info, nodes, probe_latency, backends, datapath, failover, maintenance, vrrp, fences, state, peers, vip, hooks, reloads] {
         section(&mut o, s, &inst);
     }
     o
@@ -159,6 +159,18 @@ fn hooks(o: &mut String, s: &Snapshot, inst: &str) {
     }
     family(o, "pglb_journal_write_errors_total", "counter", "Events the journal (<state_dir>/events.jsonl) could not append.");
     let _ = writeln!(o, "pglb_journal_write_errors_total{{instance_name=\"{inst}\"}} {}", s.journal_errors_total);
+}
+
+/// Reloads of the config, in the shape of Prometheus's own `prometheus_config_*`.
+fn reloads(o: &mut String, s: &Snapshot, inst: &str) {
+    family(o, "pglb_config_reloads_total", "counter", "Reloads of the config (pglb reload, SIGHUP) by result: ok, invalid (did not validate), needs_restart (a key that cannot change live), refused (a node that cannot leave now).");
+    for (result, v) in &s.config_reloads {
+        let _ = writeln!(o, "pglb_config_reloads_total{{instance_name=\"{inst}\",result=\"{}\"}} {v}", escape_label(result));
+    }
+    family(o, "pglb_config_last_reload_success_timestamp_seconds", "gauge", "When the config in force was read (the start, or the last reload that applied), Unix seconds.");
+    let _ = writeln!(o, "pglb_config_last_reload_success_timestamp_seconds{{instance_name=\"{inst}\"}} {}", s.config_last_reload_success_s);
+    family(o, "pglb_config_last_reload_successful", "gauge", "1 if the last reload (or the start) applied the file, 0 if it was refused.");
+    let _ = writeln!(o, "pglb_config_last_reload_successful{{instance_name=\"{inst}\"}} {}", u8::from(s.config_last_reload_ok));
 }
 
 /// Maintenance mode: whether a pause is in force, since when, and the alert's threshold.

@@ -155,6 +155,12 @@ pub struct Snapshot {
     pub hook_runs: Vec<(String, u64)>,
     /// Events the journal could not append.
     pub journal_errors_total: u64,
+    /// Reloads of the config by result (`ok`, `invalid`, `needs_restart`, `refused`).
+    pub config_reloads: Vec<(String, u64)>,
+    /// When the config in force was read whole (the start, or the last reload that applied),
+    /// Unix seconds; and whether the last reload applied.
+    pub config_last_reload_success_s: f64,
+    pub config_last_reload_ok: bool,
     /// Per-backend rates, oldest first, one every `rate_every_s`; a full window holds
     /// `rate_window` of them.
     pub rates: Vec<RateSeries>,
@@ -313,6 +319,8 @@ mod tests {
             ],
             failovers_total: 1,
             hook_runs: vec![("ok".into(), 4), ("timeout".into(), 1)],
+            config_reloads: vec![("ok".into(), 2), ("needs_restart".into(), 1)],
+            config_last_reload_success_s: 1_700_000_000.5,
             ..Snapshot::default()
         }
     }
@@ -372,6 +380,9 @@ mod tests {
         assert!(m.contains("pglb_hook_runs_total{instance_name=\"lb1\",result=\"ok\"} 4\n"), "{m}");
         assert!(m.contains("pglb_hook_runs_total{instance_name=\"lb1\",result=\"timeout\"} 1\n"), "{m}");
         assert!(m.contains("pglb_journal_write_errors_total{instance_name=\"lb1\"} 0\n"), "{m}");
+        assert!(m.contains("pglb_config_reloads_total{instance_name=\"lb1\",result=\"needs_restart\"} 1\n"), "{m}");
+        assert!(m.contains("pglb_config_last_reload_success_timestamp_seconds{instance_name=\"lb1\"} 1700000000.5\n"), "{m}");
+        assert!(m.contains("pglb_config_last_reload_successful{instance_name=\"lb1\"} 0\n"), "{m}");
         for line in m.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<f64>().is_ok(), "bad sample line {line:?}");

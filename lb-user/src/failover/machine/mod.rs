@@ -12,6 +12,7 @@
 //! - [`repair`]: fences, re-pointing, rejoining;
 //! - [`maintenance`]: the pause (`pglb pause`, `pglb resume`), the newest one winning;
 //! - [`marks`]: the node marks (`pglb node drain|disable`, …), the newest per node and kind.
+//! - [`reconfigure`]: new parameters from a reload of the config.
 
 use std::mem::discriminant;
 use std::time::Duration;
@@ -22,6 +23,7 @@ mod guards;
 mod maintenance;
 mod marks;
 mod observe;
+mod reconfigure;
 mod repair;
 mod routing;
 mod switchover;
@@ -336,6 +338,10 @@ impl Machine {
             Event::Admin(AdminCommand::Mark(m)) => self.on_mark(m, None, &mut out),
             Event::Admin(AdminCommand::Rejoined { node }) => self.on_rejoined(*node, &mut out),
             Event::Admin(AdminCommand::Switchover { .. }) => {}
+            Event::Reconfigure(p) => self.reconfigure(p, &mut out),
+            Event::ActionDone { action, .. } if self.names_a_removed_node(action) => {
+                log(&mut out, Level::Info, format!("the result of {action:?} is ignored: a reload removed its node"));
+            }
             Event::ActionDone { action, result } => self.on_action_done(action, result, now, &mut out),
         }
         self.expire_pause(now, &mut out);

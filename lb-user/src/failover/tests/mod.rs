@@ -11,6 +11,7 @@ mod marks;
 mod observe;
 mod partial;
 mod pause;
+mod reconfigure;
 mod peers;
 mod repair;
 mod routing;

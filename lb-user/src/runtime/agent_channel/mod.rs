@@ -19,7 +19,7 @@ use self::{
     gate::{Admission, Dropped, Gate},
     publisher::{Publisher, Routing},
 };
-use super::{RuntimeError, params::AgentChannelParams, snapshot::Published};
+use super::{RuntimeError, params::{AgentChannelParams, NodeSpec}, snapshot::Published};
 use crate::agent::channel::{MAX_DATAGRAM, Route, SigningKey};
 
 /// How often a kind of dropped datagram is logged at most (each line carries the running count).
@@ -34,10 +34,12 @@ pub struct Channel {
     /// By node id: (name, address, read weight).
     nodes: Vec<(String, SocketAddrV4, u32)>,
     published: watch::Receiver<Published>,
+    /// The nodes again after a reload (new read weights).
+    reloaded: watch::Receiver<Vec<NodeSpec>>,
 }
 
 /// Binds the channel's UDP port and makes the task (its keys were read by `Config::load`).
-pub async fn open(p: AgentChannelParams, published: watch::Receiver<Published>) -> Result<Channel, RuntimeError> {
+pub async fn open(p: AgentChannelParams, published: watch::Receiver<Published>, reloaded: watch::Receiver<Vec<NodeSpec>>) -> Result<Channel, RuntimeError> {
     let port = p.port;
     let socket = UdpSocket::bind(("0.0.0.0", port)).await.map_err(|source| RuntimeError::AgentBind { port, source })?;
     let start_seq = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
@@ -47,9 +49,14 @@ pub async fn open(p: AgentChannelParams, published: watch::Receiver<Published>) 
         gate: Gate::new(p.clients, p.signing.derive("pglb-agent cookie key")),
         signing: p.signing,
         publisher: Publisher::new(&p.instance, p.subscriber_ttl, start_seq),
-        nodes: p.nodes.iter().map(|n| (n.name.clone(), n.addr, n.read_weight)).collect(),
+        nodes: node_weights(&p.nodes),
         published,
+        reloaded,
     })
+}
+
+fn node_weights(nodes: &[NodeSpec]) -> Vec<(String, SocketAddrV4, u32)> {
+    nodes.iter().map(|n| (n.name.clone(), n.addr, n.read_weight)).collect()
 }
 
 /// The task; ends when the routing's sender is gone.
@@ -64,6 +71,9 @@ pub async fn serve(mut c: Channel) {
             changed = c.published.changed() => {
                 if changed.is_err() {
                     return;
+                }
+                if c.reloaded.has_changed().unwrap_or(false) {
+                    c.nodes = node_weights(&c.reloaded.borrow_and_update());
                 }
                 let routing = Routing::from_view(&c.published.borrow_and_update().view, &c.nodes);
                 let out = c.publisher.on_routing(routing.clone(), since.elapsed());

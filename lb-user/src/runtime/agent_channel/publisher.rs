@@ -34,12 +34,18 @@ pub struct Routing {
 impl Routing {
     /// The routing in a cluster view; `nodes` by node id: (name, address, read weight).
     pub fn from_view(view: &ClusterView, nodes: &[(String, std::net::SocketAddrV4, u32)]) -> Self {
-        let target = |id: usize| Target { name: nodes[id].0.clone(), addr: nodes[id].1 };
+        // `get`: a node a reload just added or removed may be in one of the two and not yet in
+        // the other.
+        let target = |id: usize| nodes.get(id).map(|n| Target { name: n.0.clone(), addr: n.1 });
         Routing {
             master: view.vrrp_master,
             timeline: view.writer_timeline,
-            writer: view.writer.map(target),
-            readers: view.readers.iter().map(|&id| Reader { target: target(id), id: id as u32, weight: nodes[id].2.max(1) }).collect(),
+            writer: view.writer.and_then(target),
+            readers: view
+                .readers
+                .iter()
+                .filter_map(|&id| Some(Reader { target: target(id)?, id: id as u32, weight: nodes[id].2.max(1) }))
+                .collect(),
         }
     }
 }

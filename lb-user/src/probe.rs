@@ -8,11 +8,12 @@ use tokio::{
     sync::{Notify, mpsc},
     time::Instant,
 };
-use tokio_postgres::{Client, Connection, NoTls, Row, Socket, Statement, tls::NoTlsStream};
+use tokio_postgres::{Client, Connection, Row, Socket, Statement};
 use tracing::{debug, info};
 
 use crate::{
     failover::{NodeId, NodeStatus, Observation, ProbeFailure, WalReceiver},
+    pgtls::{PgStream, PgTls},
 };
 
 /// One round trip: role, timeline, positions and the WAL receiver, all in one row.
@@ -67,6 +68,8 @@ pub struct ProbeSettings {
     pub interval: Duration,
     pub timeout: Duration,
     pub connect_timeout: Duration,
+    /// `[probe] sslmode` and its certificates: the one connector of every connection.
+    pub tls: PgTls,
 }
 
 impl ProbeSettings {
@@ -82,13 +85,15 @@ impl ProbeSettings {
             .connect_timeout(connect_timeout)
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(5));
+        self.tls.configure(&mut pg);
         pg
     }
 }
 
-/// Opens a connection with a hard limit on the whole handshake; the connection task is spawned.
-pub async fn connect(pg: &tokio_postgres::Config, limit: Duration) -> Result<Client, ProbeFailure> {
-    match tokio::time::timeout(limit, pg.connect(NoTls)).await {
+/// Opens a connection (TLS as `tls` says) with a hard limit on the whole handshake; the
+/// connection task is spawned.
+pub async fn connect(pg: &tokio_postgres::Config, tls: &PgTls, limit: Duration) -> Result<Client, ProbeFailure> {
+    match tokio::time::timeout(limit, pg.connect(tls.connector())).await {
         Err(_) => Err(ProbeFailure::Timeout),
         Ok(Err(e)) => Err(ProbeFailure::Unreachable(error_text(&e))),
         Ok(Ok((client, connection))) => {
@@ -201,7 +206,7 @@ pub async fn run_node(
 /// round trip (Bind, Execute, Sync) and one wake of this task.
 struct Session {
     client: Client,
-    connection: Pin<Box<Connection<Socket, NoTlsStream>>>,
+    connection: Pin<Box<Connection<Socket, PgStream>>>,
     query: Statement,
 }
 
@@ -211,7 +216,7 @@ async fn probe_once(
     session: &mut Option<Session>,
 ) -> Result<NodeStatus, ProbeFailure> {
     if session.is_none() {
-        let (client, connection) = answer(tokio::time::timeout(settings.connect_timeout, pg.connect(NoTls)).await)
+        let (client, connection) = answer(tokio::time::timeout(settings.connect_timeout, pg.connect(settings.tls.connector())).await)
             .map_err(|e| match e {
                 ProbeFailure::QueryFailed(text) => ProbeFailure::Unreachable(text),
                 other => other,
@@ -233,7 +238,7 @@ async fn probe_once(
 /// Waits for `request` at most `limit`, driving `connection` meanwhile (its messages are read
 /// and written only while a request waits). The connection ending first fails the request.
 async fn drive<T>(
-    connection: &mut Pin<Box<Connection<Socket, NoTlsStream>>>,
+    connection: &mut Pin<Box<Connection<Socket, PgStream>>>,
     limit: Duration,
     request: impl Future<Output = Result<T, tokio_postgres::Error>>,
 ) -> Result<T, ProbeFailure> {

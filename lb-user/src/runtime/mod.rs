@@ -116,6 +116,8 @@ pub enum RuntimeError {
     Http(#[from] http::HttpError),
     #[error(transparent)]
     Admin(#[from] admin::AdminError),
+    #[error(transparent)]
+    Tls(#[from] crate::pgtls::TlsError),
     #[error("cannot enable IPv4 forwarding ({path})")]
     Forwarding {
         path: String,
@@ -226,7 +228,7 @@ const TASKS_STOP_LIMIT: Duration = Duration::from_secs(2);
 /// `pglb run`: the config read once ([`params::from_config`]), then the start-up steps in
 /// order, the main loop, and the stop.
 pub async fn run(config: Config) -> Result<(), RuntimeError> {
-    let p = params::from_config(&config);
+    let p = params::from_config(&config)?;
     drop(config);
     let since = Instant::now();
     let mut tasks = Tasks::new();

@@ -1,6 +1,7 @@
 //! The secrets a config names: passwords (from a file or an environment variable), the peer
-//! key, the agent channel's keys and `[probe]`'s certificate files, read by [`Config::resolve_secrets`] once the config is
-//! valid. A password is a [`Secret`], which no log shows.
+//! key, the agent channel's keys and `[probe]`'s certificate files, read by
+//! [`Config::resolve_secrets`] once the config is valid. A password is a [`Secret`], which no
+//! log shows.
 
 use std::fmt;
 use std::path::PathBuf;

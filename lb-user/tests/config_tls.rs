@@ -91,7 +91,8 @@ fn each_sslmode_parses_with_its_libpq_name_and_the_default_is_disable() {
 #[test]
 fn bad_tls_settings_are_refused_with_their_variant() {
     type Patch = fn(&mut Table);
-    let cases: Vec<(&str, Patch, fn(&ConfigError) -> bool)> = vec![
+    type Want = fn(&ConfigError) -> bool;
+    let cases: Vec<(&str, Patch, Want)> = vec![
         ("probe allow", |t| set(t, "probe", &[("sslmode", "allow")]), |e| matches!(e, ConfigError::SslModeAllow)),
         ("verify-ca without a root", |t| set(t, "probe", &[("sslmode", "verify-ca")]), |e| {
             matches!(e, ConfigError::SslRootCertMissing { section: "probe", mode: SslMode::VerifyCa })
@@ -213,7 +214,9 @@ fn certificate_files_are_read_once_at_load_and_checked() {
     let open_key = dir.write("open.key", &client_key.private_key_to_pem_pkcs8().unwrap(), 0o644);
     let other_key = dir.write("other.key", &key().private_key_to_pem_pkcs8().unwrap(), 0o600);
     let missing = dir.0.join("missing.crt").to_str().unwrap().to_owned();
-    let cases: Vec<(&str, Vec<(&str, &str)>, fn(&TlsFileError) -> bool)> = vec![
+    type Want = fn(&TlsFileError) -> bool;
+    type Keys<'a> = Vec<(&'a str, &'a str)>;
+    let cases: Vec<(&str, Keys, Want)> = vec![
         ("a missing root", vec![("sslmode", "verify-ca"), ("sslrootcert", &missing)], |e| matches!(e, TlsFileError::Read { key: "sslrootcert", .. })),
         ("a root that is not PEM", vec![("sslmode", "verify-ca"), ("sslrootcert", &not_pem)], |e| matches!(e, TlsFileError::Pem { key: "sslrootcert", .. })),
         ("a missing certificate", vec![("sslmode", "require"), ("sslcert", &missing), ("sslkey", &private)], |e| matches!(e, TlsFileError::Read { key: "sslcert", .. })),

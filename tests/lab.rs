@@ -23,9 +23,13 @@ fn lab_installs_pglb_in_the_deploy_guide_layout() {
         assert_eq!(lb_config(lb), root.join("etc/pglb/pglb.toml"));
         assert_eq!(mode(&root.join("etc/pglb")), 0o755, "{lb}: etc/pglb");
         assert_eq!(mode(&lb_config(lb)), 0o644, "{lb}: pglb.toml");
-        for secret in ["pglb.password", "replicator.password", "peer.key", "agent-signing.key", "agent-client.key"] {
+        for secret in ["pglb.password", "peer.key", "agent-signing.key", "agent-client.key"] {
             assert_eq!(mode(&root.join("etc/pglb").join(secret)), 0o600, "{lb}: {secret}");
         }
+        // The replication password stays on the database hosts ([replication] passfile); the
+        // probes' CA certificate is public.
+        assert!(!root.join("etc/pglb/replicator.password").exists(), "{lb}: no replication password on a load balancer");
+        assert_eq!(mode(&root.join("etc/pglb/pg-ca.crt")), 0o644, "{lb}: pg-ca.crt");
         assert_eq!(mode(&root.join("var/lib/pglb")), 0o750, "{lb}: var/lib/pglb");
         assert!(!root.join("etc/pglb/pglb.toml.new").exists(), "{lb}: the staged config is moved into place");
         assert_eq!(

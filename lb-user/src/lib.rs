@@ -12,6 +12,7 @@ pub mod key;
 pub mod node;
 pub mod notify;
 pub mod pgadmin;
+pub mod pgtls;
 pub mod probe;
 pub mod runtime;
 pub mod state;

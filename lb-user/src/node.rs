@@ -19,6 +19,8 @@ use std::{
 
 use thiserror::Error;
 
+use crate::config::SslMode;
+
 /// Where the PostgreSQL 15 binaries are on Debian/Ubuntu.
 pub const DEFAULT_PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
@@ -89,6 +91,50 @@ pub struct StandbySpec {
     pub pg_bin: PathBuf,
     /// Server log for `pg_ctl start`.
     pub log_file: PathBuf,
+    /// TLS to the primary: of the standby's stream and of the tools' connections.
+    pub tls: StandbyTls,
+}
+
+/// TLS to the primary with libpq's meanings: written into `primary_conninfo`, and handed to
+/// pg_basebackup, pg_rewind and psql as `PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY`.
+/// Unset values are left to libpq's defaults (`sslmode=prefer`).
+#[derive(Clone, Debug, Default)]
+pub struct StandbyTls {
+    pub sslmode: Option<SslMode>,
+    pub sslrootcert: Option<PathBuf>,
+    pub sslcert: Option<PathBuf>,
+    pub sslkey: Option<PathBuf>,
+}
+
+impl StandbyTls {
+    /// The files as (libpq keyword, environment variable, path).
+    fn files(&self) -> [(&'static str, &'static str, &Option<PathBuf>); 3] {
+        [("sslrootcert", "PGSSLROOTCERT", &self.sslrootcert), ("sslcert", "PGSSLCERT", &self.sslcert), ("sslkey", "PGSSLKEY", &self.sslkey)]
+    }
+
+    /// Each path must be absolute and plain enough to sit unquoted in `primary_conninfo`.
+    fn check(&self) -> Result<(), NodeError> {
+        for (key, _, path) in self.files() {
+            let Some(path) = path else { continue };
+            let text = path.to_string_lossy();
+            if !path.is_absolute() || text.chars().any(|c| c.is_whitespace() || c == '\'' || c == '\\') {
+                return Err(NodeError::Invalid { what: key, value: text.into_owned(), why: "an absolute path without spaces, quotes or backslashes" });
+            }
+        }
+        Ok(())
+    }
+
+    fn conninfo_words(&self) -> Vec<String> {
+        let mode = self.sslmode.map(|m| format!("sslmode={m}"));
+        let files = self.files().into_iter().filter_map(|(key, _, path)| path.as_ref().map(|p| format!("{key}={}", p.display())));
+        mode.into_iter().chain(files).collect()
+    }
+
+    fn env(&self) -> Vec<(&'static str, std::ffi::OsString)> {
+        let mode = self.sslmode.map(|m| ("PGSSLMODE", m.as_str().into()));
+        let files = self.files().into_iter().filter_map(|(_, var, path)| path.as_ref().map(|p| (var, p.clone().into_os_string())));
+        mode.into_iter().chain(files).collect()
+    }
 }
 
 fn check_name(name: &str) -> Result<(), NodeError> {
@@ -101,28 +147,31 @@ fn check_name(name: &str) -> Result<(), NodeError> {
 }
 
 impl StandbySpec {
-    /// The `primary_conninfo` this node streams with.
+    /// The `primary_conninfo` this node streams with: a passfile, never a password.
     pub fn conninfo(&self) -> String {
-        format!(
-            "host={} port={} user={} passfile={} application_name={}",
-            self.primary_host,
-            self.primary_port,
-            self.replication_user,
-            self.passfile.display(),
-            self.name
-        )
+        let mut words = vec![
+            format!("host={}", self.primary_host),
+            format!("port={}", self.primary_port),
+            format!("user={}", self.replication_user),
+            format!("passfile={}", self.passfile.display()),
+        ];
+        words.extend(self.tls.conninfo_words());
+        words.push(format!("application_name={}", self.name));
+        words.join(" ")
     }
 
     fn tool(&self, tool: &str) -> Command {
         let path = self.pg_bin.join(tool);
         // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
+        let mut c = if unsafe { libc::geteuid() } == 0 {
             let mut c = Command::new("runuser");
             c.args(["-u", &self.os_user, "--"]).arg(path);
             c
         } else {
             Command::new(path)
-        }
+        };
+        c.envs(self.tls.env());
+        c
     }
 }
 
@@ -178,6 +227,7 @@ fn start(spec: &StandbySpec) -> Result<(), NodeError> {
 /// `pglb node clone`: base backup through slot `name` (created on the primary), then start.
 pub fn clone(spec: &StandbySpec) -> Result<(), NodeError> {
     check_name(&spec.name)?;
+    spec.tls.check()?;
     if let Some(parent) = spec.data_dir.parent() {
         fs::create_dir_all(parent).map_err(io("create", parent))?;
     }
@@ -200,6 +250,7 @@ pub fn clone(spec: &StandbySpec) -> Result<(), NodeError> {
 /// `source_conninfo` (a superuser or a role with pg_rewind's grants), make it a standby, start.
 pub fn rejoin(spec: &StandbySpec, source_conninfo: &str) -> Result<(), NodeError> {
     check_name(&spec.name)?;
+    spec.tls.check()?;
     if !spec.data_dir.join("PG_VERSION").exists() {
         return Err(NodeError::NoDataDir { path: spec.data_dir.clone() });
     }
@@ -285,6 +336,7 @@ mod tests {
             os_user: "root".into(),
             pg_bin: DEFAULT_PG_BIN.into(),
             log_file: dir.join("log"),
+            tls: StandbyTls::default(),
         }
     }
 
@@ -301,6 +353,25 @@ mod tests {
         );
         assert!(dir.join("standby.signal").exists());
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn tls_settings_go_into_primary_conninfo_and_the_tools_environment() {
+        let mut s = spec(Path::new("/nonexistent/pglb"));
+        s.tls = StandbyTls {
+            sslmode: Some(SslMode::VerifyFull),
+            sslrootcert: Some("/run/pglb-lab/tls/ca.crt".into()),
+            sslcert: None,
+            sslkey: None,
+        };
+        assert_eq!(
+            s.conninfo(),
+            "host=172.20.0.10 port=5432 user=replicator passfile=/run/pglb-lab/pg2/pgpass sslmode=verify-full sslrootcert=/run/pglb-lab/tls/ca.crt application_name=pg2"
+        );
+        let env: Vec<(String, String)> = s.tool("psql").get_envs().map(|(k, v)| (k.to_string_lossy().into(), v.unwrap().to_string_lossy().into())).collect();
+        assert_eq!(env, [("PGSSLMODE".to_owned(), "verify-full".to_owned()), ("PGSSLROOTCERT".to_owned(), "/run/pglb-lab/tls/ca.crt".to_owned())]);
+        s.tls.sslkey = Some("relative/key".into());
+        assert!(matches!(clone(&s), Err(NodeError::Invalid { what: "sslkey", .. })));
     }
 
     #[test]

@@ -8,11 +8,12 @@ use tokio::{
     sync::{Notify, mpsc, watch},
     time::Instant,
 };
-use tokio_postgres::{Client, Connection, NoTls, Row, Socket, Statement, tls::NoTlsStream};
+use tokio_postgres::{Client, Connection, Row, Socket, Statement};
 use tracing::{debug, info};
 
 use crate::{
     failover::{NodeId, NodeStatus, Observation, ProbeFailure, WalReceiver},
+    pgtls::{PgStream, PgTls},
 };
 
 /// One round trip: role, timeline, positions and the WAL receiver, all in one row.
@@ -58,7 +59,7 @@ pub fn format_lsn(lsn: u64) -> String {
 }
 
 /// Connection settings shared by every probe task (a reload hands new ones to each).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq)]
 pub struct ProbeSettings {
     pub user: String,
     pub password: String,
@@ -67,14 +68,16 @@ pub struct ProbeSettings {
     pub interval: Duration,
     pub timeout: Duration,
     pub connect_timeout: Duration,
+    /// `[probe] sslmode` and its certificates: the one connector of every connection.
+    pub tls: PgTls,
 }
 
 impl ProbeSettings {
     /// Whether a connection made with `other` is one this would make (a reload that changes
     /// none of these keeps the probes' connections).
     pub fn connects_like(&self, other: &ProbeSettings) -> bool {
-        (&self.user, &self.password, &self.dbname, &self.application_name, self.connect_timeout)
-            == (&other.user, &other.password, &other.dbname, &other.application_name, other.connect_timeout)
+        (&self.user, &self.password, &self.dbname, &self.application_name, self.connect_timeout, &self.tls)
+            == (&other.user, &other.password, &other.dbname, &other.application_name, other.connect_timeout, &other.tls)
     }
 
     /// A tokio-postgres config for one node (also used by the executor's SQL actions).
@@ -89,13 +92,15 @@ impl ProbeSettings {
             .connect_timeout(connect_timeout)
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(5));
+        self.tls.configure(&mut pg);
         pg
     }
 }
 
-/// Opens a connection with a hard limit on the whole handshake; the connection task is spawned.
-pub async fn connect(pg: &tokio_postgres::Config, limit: Duration) -> Result<Client, ProbeFailure> {
-    match tokio::time::timeout(limit, pg.connect(NoTls)).await {
+/// Opens a connection (TLS as `tls` says) with a hard limit on the whole handshake; the
+/// connection task is spawned.
+pub async fn connect(pg: &tokio_postgres::Config, tls: &PgTls, limit: Duration) -> Result<Client, ProbeFailure> {
+    match tokio::time::timeout(limit, pg.connect(tls.connector())).await {
         Err(_) => Err(ProbeFailure::Timeout),
         Ok(Err(e)) => Err(ProbeFailure::Unreachable(error_text(&e))),
         Ok(Ok((client, connection))) => {
@@ -230,7 +235,7 @@ fn ticker(interval: Duration) -> tokio::time::Interval {
 /// round trip (Bind, Execute, Sync) and one wake of this task.
 struct Session {
     client: Client,
-    connection: Pin<Box<Connection<Socket, NoTlsStream>>>,
+    connection: Pin<Box<Connection<Socket, PgStream>>>,
     query: Statement,
 }
 
@@ -240,7 +245,7 @@ async fn probe_once(
     session: &mut Option<Session>,
 ) -> Result<NodeStatus, ProbeFailure> {
     if session.is_none() {
-        let (client, connection) = answer(tokio::time::timeout(settings.connect_timeout, pg.connect(NoTls)).await)
+        let (client, connection) = answer(tokio::time::timeout(settings.connect_timeout, pg.connect(settings.tls.connector())).await)
             .map_err(|e| match e {
                 ProbeFailure::QueryFailed(text) => ProbeFailure::Unreachable(text),
                 other => other,
@@ -262,7 +267,7 @@ async fn probe_once(
 /// Waits for `request` at most `limit`, driving `connection` meanwhile (its messages are read
 /// and written only while a request waits). The connection ending first fails the request.
 async fn drive<T>(
-    connection: &mut Pin<Box<Connection<Socket, NoTlsStream>>>,
+    connection: &mut Pin<Box<Connection<Socket, PgStream>>>,
     limit: Duration,
     request: impl Future<Output = Result<T, tokio_postgres::Error>>,
 ) -> Result<T, ProbeFailure> {

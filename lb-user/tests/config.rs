@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lb_user::config::{Config, ConfigError, Ipv4Cidr, Pool, XdpMode};
+use lb_user::config::{Config, ConfigError, Ipv4Cidr, Pool, SslMode, XdpMode};
 use toml::{Table, Value};
 
 /// A minimal valid config (no [vrrp], loopback http).
@@ -915,6 +915,20 @@ impl Drop for TempDir {
     }
 }
 
+/// A CA certificate (public, no key) standing in for the lab CA a shipped config names.
+const LAB_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBkTCCATegAwIBAgIUQBuyoS6vItDsKDhjOyADq4XpmwswCgYIKoZIzj0EAwIw
+HjEcMBoGA1UEAwwTcGdsYiBjb25maWcgdGVzdCBDQTAeFw0yNjEyMDgwMDMyMTZa
+Fw0zNjEyMDUwMDMyMTZaMB4xHDAaBgNVBAMME3BnbGIgY29uZmlnIHRlc3QgQ0Ew
+WTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAASZnyKRyGsjN0fTC/1dIrI4oByxjMbD
+4SGj7mokHgX20seCWaT2t1cM3dMgsXdcL4jpWhuSXTQNyn1Ju1V8D5LNo1MwUTAd
+BgNVHQ4EFgQUk4/ZrgZnlyR8r3EQwokMCGStyDMwHwYDVR0jBBgwFoAUk4/ZrgZn
+lyR8r3EQwokMCGStyDMwDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNIADBF
+AiB3GfK2KyPH1mqy9PpeGULfbNumhGRToo6W8BGkBQzShQIhAOwxcp7bOhG7kK8S
+poavfk+DSQm2hdAKVUVcSRQjFX5S
+-----END CERTIFICATE-----
+";
+
 fn repo_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
 }
@@ -926,7 +940,12 @@ fn load_shipped(rel: &str, dir: &TempDir) -> Config {
     let probe = dir.write("pglb.password", "probe-secret\n");
     let repl = dir.write("replicator.password", "repl-secret\r\n");
     section(&mut table, "probe").insert("password_file".into(), s(probe.to_str().unwrap()));
-    section(&mut table, "replication").insert("password_file".into(), s(repl.to_str().unwrap()));
+    if section(&mut table, "replication").contains_key("password_file") {
+        section(&mut table, "replication").insert("password_file".into(), s(repl.to_str().unwrap()));
+    }
+    if section(&mut table, "probe").contains_key("sslrootcert") {
+        section(&mut table, "probe").insert("sslrootcert".into(), s(dir.write("pg-ca.crt", LAB_CA).to_str().unwrap()));
+    }
     if table.get("vrrp").and_then(Value::as_table).is_some_and(|v| v.contains_key("key_file")) {
         let key = dir.write("peer.key", "0123456789abcdef-peer\n");
         std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
@@ -956,7 +975,8 @@ fn shipped_configs_parse_and_validate() {
     let example = load_shipped("config/pglb.example.toml", &dir);
     assert_eq!(example.nodes.len(), 3);
     assert_eq!(example.probe.password.expose(), "probe-secret");
-    assert_eq!(example.replication.password.expose(), "repl-secret");
+    assert!(example.replication.password.is_empty(), "a passfile: no replication password on the load balancer");
+    assert!(example.replication.passfile.is_some());
 
     let lb1 = load_shipped("config/lab.toml", &dir);
     let lb2 = load_shipped("config/lab-lb2.toml", &dir);
@@ -992,7 +1012,12 @@ fn shipped_configs_parse_and_validate() {
         let root = format!("/run/pglb-lab/{name}/root");
         let text = std::fs::read_to_string(repo_file(rel)).unwrap();
         assert!(text.contains(&format!("password_file = \"{root}/etc/pglb/pglb.password\"")), "{rel}");
-        assert!(text.contains(&format!("password_file = \"{root}/etc/pglb/replicator.password\"")), "{rel}");
+        assert!(text.contains(&format!("sslrootcert = \"{root}/etc/pglb/pg-ca.crt\"")), "{rel}");
+        assert!(!text.contains("replicator.password"), "{rel}: the replication password stays on the database hosts");
+        assert_eq!(c.probe.sslmode, SslMode::VerifyFull, "{rel}");
+        assert_eq!(c.probe.tls.roots.len(), 1, "{rel}: the CA is read at load");
+        assert_eq!(c.replication.passfile.as_deref(), Some(Path::new("/run/pglb-lab/replication.pgpass")), "{rel}");
+        assert_eq!(c.replication.sslmode, Some(SslMode::VerifyFull), "{rel}");
         assert_eq!(c.state_dir(), Path::new(&format!("{root}/var/lib/pglb/{name}")), "{rel}");
         assert!(text.contains(&format!("signing_key_file = \"{root}/etc/pglb/agent-signing.key\"")), "{rel}");
         assert!(text.contains(&format!("key_file = \"{root}/etc/pglb/agent-client.key\"")), "{rel}");

@@ -111,8 +111,8 @@ pub fn verify_unit(root: &Path) -> Result<String> {
 }
 
 /// Runs the packaged binary's `pglb check` on the packaged config. The example config names
-/// secret files in /etc/pglb that the package does not ship (secrets are the operator's: the two
-/// password files and the peer key); this creates them inside `root` (0600, as `pglb check`
+/// secret files in /etc/pglb that the package does not ship (secrets are the operator's: the
+/// probe's password file and the peer key); this creates them inside `root` (0600, as `pglb check`
 /// demands of a key) and checks a copy of the config whose only change is those paths pointing
 /// into `root`. Everything else `pglb check` reads is the package's own.
 pub fn check_config(root: &Path) -> Result<String> {

@@ -29,6 +29,11 @@ const APT_PACKAGES: &[&str] = &[
     "keepalived",
     "tcpdump",
     "curl",
+    // The lab's test CAs and PostgreSQL server certificates (xtask/src/lab/tls.rs); libssl-dev
+    // for the openssl crate pglb's TLS to PostgreSQL is built on (pkg-config finds it).
+    "openssl",
+    "libssl-dev",
+    "pkg-config",
     // Faults in the lab: bridge-family nftables in the switch namespace cut paths between hosts
     // (the kernel has no tc `gact` action for `tc ... action drop`).
     "nftables",

@@ -14,11 +14,12 @@ pub fn run(args: Args) -> Result<()> {
     let path = &args.config.config;
     let config = load(path)?;
     println!(
-        "{}: valid (instance {}, {} nodes, {} listeners, vrrp {})",
+        "{}: valid (instance {}, {} nodes, {} listeners, probe sslmode {}, vrrp {})",
         path.display(),
         config.instance.name,
         config.nodes.len(),
         config.listeners.len(),
+        config.probe.sslmode,
         if config.vrrp.is_some() { "on" } else { "off: this instance holds the VIP alone" }
     );
     Ok(())

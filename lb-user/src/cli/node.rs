@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use lb_user::{failover::MarkKind, node};
+use lb_user::{config::SslMode, failover::MarkKind, node};
 
 use super::{
     init_logging,
@@ -36,6 +36,18 @@ pub struct StandbyArgs {
     /// Server log for `pg_ctl start`. Default: DATA_DIR/../postgres.log.
     #[arg(long)]
     log_file: Option<PathBuf>,
+    /// libpq sslmode of the stream (primary_conninfo) and of the tools' connections to the
+    /// primary. Default: libpq's (prefer).
+    #[arg(long)]
+    sslmode: Option<SslMode>,
+    /// CA certificates (PEM) the primary's certificate must chain to (libpq's sslrootcert).
+    #[arg(long)]
+    sslrootcert: Option<PathBuf>,
+    /// A client certificate and its key (libpq's sslcert, sslkey).
+    #[arg(long)]
+    sslcert: Option<PathBuf>,
+    #[arg(long)]
+    sslkey: Option<PathBuf>,
 }
 
 #[derive(clap::Subcommand)]
@@ -112,6 +124,7 @@ fn standby_spec(args: StandbyArgs, primary_host: String) -> node::StandbySpec {
         os_user: args.os_user,
         pg_bin: args.pg_bin,
         log_file,
+        tls: node::StandbyTls { sslmode: args.sslmode, sslrootcert: args.sslrootcert, sslcert: args.sslcert, sslkey: args.sslkey },
     }
 }
 

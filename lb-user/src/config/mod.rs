@@ -39,7 +39,7 @@ pub use self::defaults::{DEFAULT_PIN_ROOT, DEFAULT_STATE_ROOT};
 pub use self::secrets::Secret;
 pub use self::sections::{
     AgentChannelConfig, AgentClientConfig, DataplaneConfig, FailoverConfig, HooksConfig, HttpAuthScope, HttpConfig, InstanceConfig, ListenerConfig, LogConfig, LogFormat,
-    NodeConfig, Pool, ProbeConfig, ReplicationConfig, VrrpConfig, XdpMode,
+    NodeConfig, Pool, ProbeConfig, ReplicationConfig, SslMode, VrrpConfig, XdpMode,
 };
 pub use self::validate::{
     LONG_TIMEOUT_MAX, MAX_INTERFACE_NAME, MAX_NODE_NAME, MAX_READ_WEIGHT, PROBE_COUNT_MAX, PROBE_INTERVAL_MAX,
@@ -195,6 +195,22 @@ pub enum ConfigError {
     HttpAllowExcludesListen { listen: SocketAddr },
     #[error("[http] stats_user and its password (stats_password_file or stats_password_env) go together: set both or neither")]
     StatsCredentialsIncomplete,
+    #[error("[probe] sslmode = \"allow\" is not supported (tokio-postgres has no plain-first mode): use \"prefer\", \"require\", \"verify-ca\" or \"verify-full\"")]
+    SslModeAllow,
+    #[error("[{section}] sslmode = \"{mode}\" needs sslrootcert (the CA certificates the server's certificate must chain to)")]
+    SslRootCertMissing { section: &'static str, mode: SslMode },
+    #[error("[{section}] sslcert and sslkey go together: set both or neither")]
+    SslCertKeyIncomplete { section: &'static str },
+    #[error("[{section}] {key} is set but sslmode = \"disable\" would never use it")]
+    SslFileWithoutTls { section: &'static str, key: &'static str },
+    #[error("[replication] {key} {} must be an absolute path (the standby's PostgreSQL reads it on the database host)", path.display())]
+    ReplicationPathRelative { key: &'static str, path: PathBuf },
+    #[error("[replication] needs one of passfile, password_file or password_env")]
+    ReplicationPasswordMissing,
+    #[error("[replication] sets {first} and {second}; keep one (passfile: no password in primary_conninfo)")]
+    ReplicationPasswordConflict { first: &'static str, second: &'static str },
+    #[error(transparent)]
+    ProbeTls(#[from] crate::pgtls::TlsFileError),
     #[error("cannot read [http] token_file {}", path.display())]
     TokenFileUnreadable {
         path: PathBuf,

@@ -1,6 +1,7 @@
 //! The secrets a config names: passwords (from a file or an environment variable), the peer
-//! key and the agent channel's keys, read by [`Config::resolve_secrets`] once the config is
-//! valid. A password is a [`Secret`], which no log shows.
+//! key, the agent channel's keys and `[probe]`'s certificate files, read by
+//! [`Config::resolve_secrets`] once the config is valid. A password is a [`Secret`], which no
+//! log shows.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -35,8 +36,13 @@ impl Config {
     /// [`Config::load`] passes the process environment).
     pub fn resolve_secrets(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         self.probe.password = read_secret("probe", &self.probe.password_file, &self.probe.password_env, &env)?;
-        self.replication.password =
-            read_secret("replication", &self.replication.password_file, &self.replication.password_env, &env)?;
+        let p = &self.probe;
+        self.probe.tls = crate::pgtls::read_files(p.sslrootcert.as_deref(), p.sslcert.as_deref(), p.sslkey.as_deref())?;
+        let r = &self.replication;
+        // With a passfile the load balancer never holds the replication password.
+        if r.passfile.is_none() {
+            self.replication.password = read_secret("replication", &r.password_file, &r.password_env, &env)?;
+        }
         let h = &self.http;
         if h.stats_password_file.is_some() || h.stats_password_env.is_some() {
             self.http.stats_password = Some(read_secret("http", &h.stats_password_file, &h.stats_password_env, &env)?);

@@ -204,6 +204,66 @@ pub struct ProbeConfig {
     /// Default 150ms.
     #[serde(default = "defaults::probe_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// TLS of pglb's own connections (probes, promote, re-point, `synchronous_standby_names`),
+    /// with libpq's meanings (`crate::pgtls`): `disable` (default, plain TCP as before),
+    /// `prefer`, `require`, `verify-ca`, `verify-full`. `allow` is refused.
+    #[serde(default)]
+    pub sslmode: SslMode,
+    /// The CA certificates (PEM) the server's certificate must chain to; the only ones trusted.
+    /// Required by `verify-ca` and `verify-full`; with `require` it makes the chain checked.
+    #[serde(default)]
+    pub sslrootcert: Option<PathBuf>,
+    /// A client certificate (PEM, with its chain) and its key (PEM, mode 0600): both or neither.
+    #[serde(default)]
+    pub sslcert: Option<PathBuf>,
+    #[serde(default)]
+    pub sslkey: Option<PathBuf>,
+    /// Filled in by [`Config::load`](super::Config::load) from the three files above.
+    #[serde(skip)]
+    pub tls: crate::pgtls::TlsFiles,
+}
+
+/// libpq's `sslmode` values (`[probe]` and `[replication]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    #[default]
+    Disable,
+    /// Accepted by serde so that validation can refuse it in `[probe]` with its own message;
+    /// written as is into `primary_conninfo` (`[replication]`), where libpq implements it.
+    Allow,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    /// The libpq keyword.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Allow => "allow",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+impl std::str::FromStr for SslMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<SslMode, String> {
+        let all = [SslMode::Disable, SslMode::Allow, SslMode::Prefer, SslMode::Require, SslMode::VerifyCa, SslMode::VerifyFull];
+        all.into_iter().find(|m| m.as_str() == s).ok_or_else(|| format!("{s:?} is not an sslmode (disable, allow, prefer, require, verify-ca, verify-full)"))
+    }
+}
+
+impl std::fmt::Display for SslMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// `[failover]`: thresholds of the state machine.
@@ -256,18 +316,38 @@ pub struct FailoverConfig {
     pub pause_alert_after: Duration,
 }
 
-/// `[replication]`: how standbys connect to the primary after a re-point.
+/// `[replication]`: the `primary_conninfo` pglb writes on a standby at a re-point. Its paths
+/// (`passfile`, `sslrootcert`, `sslcert`, `sslkey`) are read by the standby's PostgreSQL on the
+/// database host, not by pglb: absolute, and not checked here.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplicationConfig {
     pub user: String,
+    /// A libpq passfile on the database hosts, owned by the user PostgreSQL runs as (0600):
+    /// `primary_conninfo` then says `passfile=…` instead of carrying the password. Exactly one
+    /// of `passfile`, `password_file`, `password_env`.
+    #[serde(default)]
+    pub passfile: Option<PathBuf>,
+    /// The password itself, written inline into `primary_conninfo` (visible in
+    /// `postgresql.auto.conf`): prefer `passfile`.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
     #[serde(default)]
     pub password_env: Option<String>,
-    /// Filled in by [`Config::load`](super::Config::load).
+    /// Filled in by [`Config::load`](super::Config::load) (empty with `passfile`).
     #[serde(skip)]
     pub password: Secret,
+    /// `sslmode` in `primary_conninfo`, any of libpq's six. Absent: not written, so libpq's own
+    /// default (`prefer`) applies, as before.
+    #[serde(default)]
+    pub sslmode: Option<SslMode>,
+    /// `sslrootcert`, `sslcert`, `sslkey` in `primary_conninfo`: paths on the database hosts.
+    #[serde(default)]
+    pub sslrootcert: Option<PathBuf>,
+    #[serde(default)]
+    pub sslcert: Option<PathBuf>,
+    #[serde(default)]
+    pub sslkey: Option<PathBuf>,
     /// N in `synchronous_standby_names = 'ANY N (…)'` that pglb writes on a new primary
     /// (listing every other node). 0 = asynchronous: pglb leaves the setting empty. Default 1.
     #[serde(default = "defaults::synchronous_count")]

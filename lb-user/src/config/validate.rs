@@ -3,9 +3,10 @@
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{AgentChannelConfig, Config, ConfigError, HooksConfig, HttpAuthScope, Ipv4Cidr, Pool, VrrpConfig, secrets::check_password_source};
+use super::{AgentChannelConfig, Config, ConfigError, HooksConfig, HttpAuthScope, Ipv4Cidr, Pool, SslMode, VrrpConfig, secrets::check_password_source};
 use crate::Human;
 
 /// The longest Linux interface name (IFNAMSIZ − 1).
@@ -187,6 +188,14 @@ impl Config {
                 });
             }
         }
+        if p.sslmode == SslMode::Allow {
+            return Err(ConfigError::SslModeAllow);
+        }
+        let files = TlsPaths { section: "probe", rootcert: &p.sslrootcert, cert: &p.sslcert, key: &p.sslkey };
+        files.check(Some(p.sslmode))?;
+        if matches!(p.sslmode, SslMode::VerifyCa | SslMode::VerifyFull) && p.sslrootcert.is_none() {
+            return Err(ConfigError::SslRootCertMissing { section: "probe", mode: p.sslmode });
+        }
         Ok(())
     }
 
@@ -212,7 +221,23 @@ impl Config {
         if r.user.is_empty() {
             return Err(ConfigError::EmptyValue { section: "replication", key: "user" });
         }
-        check_password_source("replication", &r.password_file, &r.password_env)?;
+        let sources = [("passfile", r.passfile.is_some()), ("password_file", r.password_file.is_some()), ("password_env", r.password_env.is_some())];
+        let mut set = sources.iter().filter(|(_, on)| *on).map(|(key, _)| *key);
+        match (set.next(), set.next()) {
+            (None, _) => return Err(ConfigError::ReplicationPasswordMissing),
+            (Some(first), Some(second)) => return Err(ConfigError::ReplicationPasswordConflict { first, second }),
+            (Some("passfile"), None) => {}
+            (Some(_), None) => check_password_source("replication", &r.password_file, &r.password_env)?,
+        }
+        let files = TlsPaths { section: "replication", rootcert: &r.sslrootcert, cert: &r.sslcert, key: &r.sslkey };
+        files.check(r.sslmode)?;
+        for (key, path) in [("passfile", &r.passfile), ("sslrootcert", &r.sslrootcert), ("sslcert", &r.sslcert), ("sslkey", &r.sslkey)] {
+            if let Some(path) = path
+                && !path.is_absolute()
+            {
+                return Err(ConfigError::ReplicationPathRelative { key, path: path.clone() });
+            }
+        }
         let count = r.synchronous_count;
         if count > 0 && count as usize >= self.nodes.len() {
             return Err(ConfigError::SynchronousCountTooLarge { count, nodes: self.nodes.len() });
@@ -345,6 +370,34 @@ fn validate_hooks(h: &HooksConfig) -> Result<(), ConfigError> {
     }
     check_duration("[hooks] timeout", h.timeout, Duration::from_millis(100), LONG_TIMEOUT_MAX)?;
     check_number("[hooks] max_concurrent", h.max_concurrent.into(), 1, HOOK_CONCURRENCY_MAX.into())
+}
+
+/// A section's `sslrootcert`, `sslcert` and `sslkey`.
+struct TlsPaths<'a> {
+    section: &'static str,
+    rootcert: &'a Option<PathBuf>,
+    cert: &'a Option<PathBuf>,
+    key: &'a Option<PathBuf>,
+}
+
+impl TlsPaths<'_> {
+    /// None empty, the certificate and its key together, and none with `sslmode = "disable"`.
+    fn check(&self, mode: Option<SslMode>) -> Result<(), ConfigError> {
+        let section = self.section;
+        let all = [("sslrootcert", self.rootcert), ("sslcert", self.cert), ("sslkey", self.key)];
+        for (key, path) in all {
+            if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                return Err(ConfigError::EmptyValue { section, key });
+            }
+            if path.is_some() && mode == Some(SslMode::Disable) {
+                return Err(ConfigError::SslFileWithoutTls { section, key });
+            }
+        }
+        if self.cert.is_some() != self.key.is_some() {
+            return Err(ConfigError::SslCertKeyIncomplete { section });
+        }
+        Ok(())
+    }
 }
 
 /// Whether `name` can be a physical replication slot name (and so a node name).

@@ -6,7 +6,7 @@
 //! The executor owns its tasks: the main loop reaps them ([`Executor::panicked`], so a panic is
 //! logged rather than lost), and they stop with the daemon's own tasks ([`Executor::stop`]).
 
-use std::{collections::HashMap, future::Future, net::SocketAddrV4, time::Duration};
+use std::{collections::HashMap, future::Future, net::SocketAddrV4, path::PathBuf, time::Duration};
 
 use thiserror::Error;
 use tokio::{
@@ -16,6 +16,7 @@ use tokio::{
 use tracing::{error, info, warn};
 
 use crate::{
+    config::SslMode,
     failover::{Action, Event, NodeId, ProbeFailure},
     probe::{ProbeSettings, connect, error_text},
 };
@@ -56,14 +57,36 @@ pub enum ActionError {
 pub struct SqlContext {
     pub settings: ProbeSettings,
     pub nodes: Vec<(String, SocketAddrV4)>,
-    pub replication_user: String,
-    pub replication_password: String,
+    /// What `primary_conninfo` says besides the upstream and the node's name.
+    pub replication: ReplicationLogin,
     /// How long one SQL action may take (promotion waits for the new timeline).
     pub timeout: Duration,
     /// `[failover] demote_command` (switchover).
     pub demote_command: Option<String>,
     /// `[failover] rejoin_command` (a fenced former primary).
     pub rejoin_command: Option<String>,
+}
+
+/// `[replication]`: the role, its credential and the TLS settings a standby streams with.
+#[derive(Clone, PartialEq)]
+pub struct ReplicationLogin {
+    pub user: String,
+    pub credential: Credential,
+    /// `None`: left out, libpq's default (`prefer`) applies.
+    pub sslmode: Option<SslMode>,
+    /// Paths on the database hosts.
+    pub sslrootcert: Option<PathBuf>,
+    pub sslcert: Option<PathBuf>,
+    pub sslkey: Option<PathBuf>,
+}
+
+/// How the standby's walreceiver authenticates.
+#[derive(Clone, PartialEq)]
+pub enum Credential {
+    /// `passfile=`: a libpq passfile on the database host; no password in `primary_conninfo`.
+    Passfile(PathBuf),
+    /// `password=`: the password inline (visible in `postgresql.auto.conf`).
+    Password(String),
 }
 
 /// How long a host command (demote, rejoin) may run.
@@ -81,14 +104,22 @@ impl SqlContext {
     /// `primary_conninfo` for `node` streaming from `primary`.
     pub fn conninfo(&self, node: NodeId, primary: NodeId) -> String {
         let addr = self.nodes[primary].1;
-        format!(
-            "host={} port={} user={} password={} application_name={}",
-            addr.ip(),
-            addr.port(),
-            quote_conninfo(&self.replication_user),
-            quote_conninfo(&self.replication_password),
-            self.name(node)
-        )
+        let r = &self.replication;
+        let mut words = vec![format!("host={}", addr.ip()), format!("port={}", addr.port()), format!("user={}", quote_conninfo(&r.user))];
+        words.push(match &r.credential {
+            Credential::Passfile(path) => format!("passfile={}", quote_conninfo(&path.to_string_lossy())),
+            Credential::Password(password) => format!("password={}", quote_conninfo(password)),
+        });
+        if let Some(mode) = r.sslmode {
+            words.push(format!("sslmode={mode}"));
+        }
+        for (key, path) in [("sslrootcert", &r.sslrootcert), ("sslcert", &r.sslcert), ("sslkey", &r.sslkey)] {
+            if let Some(path) = path {
+                words.push(format!("{key}={}", quote_conninfo(&path.to_string_lossy())));
+            }
+        }
+        words.push(format!("application_name={}", self.name(node)));
+        words.join(" ")
     }
 }
 
@@ -265,7 +296,7 @@ async fn sql_on(ctx: &SqlContext, node: NodeId, statements: &[String]) -> Result
     let name = ctx.name(node).to_owned();
     let pg = ctx.settings.pg_config(ctx.nodes[node].1, ctx.settings.connect_timeout.max(Duration::from_secs(2)));
     let work = async {
-        let client = connect(&pg, Duration::from_secs(3)).await.map_err(|source| ActionError::Connect { node: name.clone(), source })?;
+        let client = connect(&pg, &ctx.settings.tls, Duration::from_secs(3)).await.map_err(|source| ActionError::Connect { node: name.clone(), source })?;
         for s in statements {
             client.batch_execute(s).await.map_err(|e| ActionError::Sql {
                 node: name.clone(),
@@ -287,7 +318,7 @@ async fn promote(ctx: &SqlContext, node: NodeId) -> Result<(), ActionError> {
     let work = async {
         let started = tokio::time::Instant::now();
         let client = loop {
-            match connect(&pg, Duration::from_secs(2)).await {
+            match connect(&pg, &ctx.settings.tls, Duration::from_secs(2)).await {
                 Ok(c) => break c,
                 Err(source) if started.elapsed() >= PROMOTE_CONNECT_RETRY => return Err(ActionError::Connect { node: name.clone(), source }),
                 Err(e) => {
@@ -365,7 +396,7 @@ mod tests {
         );
     }
 
-    fn executor() -> Executor {
+    fn context() -> SqlContext {
         let settings = ProbeSettings {
             user: "pglb".into(),
             password: String::new(),
@@ -374,17 +405,44 @@ mod tests {
             interval: Duration::from_millis(200),
             timeout: Duration::from_millis(150),
             connect_timeout: Duration::from_millis(150),
+            tls: crate::pgtls::PgTls::disabled().expect("a plain connector"),
         };
-        let ctx = SqlContext {
+        SqlContext {
             settings,
-            nodes: Vec::new(),
-            replication_user: "replicator".into(),
-            replication_password: String::new(),
+            nodes: vec![("pg1".into(), "172.20.0.10:5432".parse().unwrap()), ("pg2".into(), "172.20.0.11:5432".parse().unwrap())],
+            replication: ReplicationLogin {
+                user: "replicator".into(),
+                credential: Credential::Password("it's".into()),
+                sslmode: None,
+                sslrootcert: None,
+                sslcert: None,
+                sslkey: None,
+            },
             timeout: Duration::from_secs(1),
             demote_command: None,
             rejoin_command: None,
-        };
-        Executor::new(ctx, mpsc::channel(1).0)
+        }
+    }
+
+    fn executor() -> Executor {
+        Executor::new(context(), mpsc::channel(1).0)
+    }
+
+    #[test]
+    fn primary_conninfo_names_a_passfile_and_the_tls_settings() {
+        let mut ctx = context();
+        assert_eq!(ctx.conninfo(1, 0), "host=172.20.0.10 port=5432 user=replicator password='it\\'s' application_name=pg2");
+        ctx.replication.credential = Credential::Passfile("/var/lib/postgresql/.pgpass".into());
+        ctx.replication.sslmode = Some(SslMode::VerifyFull);
+        ctx.replication.sslrootcert = Some("/etc/postgresql/ca.crt".into());
+        ctx.replication.sslcert = Some("/etc/postgresql/replicator.crt".into());
+        ctx.replication.sslkey = Some("/etc/postgresql/my key".into());
+        assert_eq!(
+            ctx.conninfo(0, 1),
+            "host=172.20.0.11 port=5432 user=replicator passfile=/var/lib/postgresql/.pgpass sslmode=verify-full \
+             sslrootcert=/etc/postgresql/ca.crt sslcert=/etc/postgresql/replicator.crt sslkey='/etc/postgresql/my key' application_name=pg1"
+        );
+        assert!(!ctx.conninfo(0, 1).contains("password="));
     }
 
     #[tokio::test]

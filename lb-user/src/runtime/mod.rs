@@ -119,6 +119,8 @@ pub enum RuntimeError {
     Http(#[from] http::HttpError),
     #[error(transparent)]
     Admin(#[from] admin::AdminError),
+    #[error(transparent)]
+    Tls(#[from] crate::pgtls::TlsError),
     #[error("cannot enable IPv4 forwarding ({path})")]
     Forwarding {
         path: String,
@@ -235,7 +237,7 @@ const TASKS_STOP_LIMIT: Duration = Duration::from_secs(2);
 /// `pglb run`: the config read ([`params::from_config`]; again on a reload, from
 /// `config_path`), then the start-up steps in order, the main loop, and the stop.
 pub async fn run(config: Config, config_path: PathBuf) -> Result<(), RuntimeError> {
-    let p = params::from_config(&config);
+    let p = params::from_config(&config)?;
     drop(config);
     let (owners, live) = reload::Owners::new(&p);
     let since = Instant::now();

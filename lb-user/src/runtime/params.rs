@@ -15,11 +15,15 @@ use crate::{
     dataplane::{BackendSpec, DataplaneSpec, ListenerSpec},
     failover::{NodeParams, Params},
     http::Access,
+    pgtls::{PgTls, TlsError},
     probe::ProbeSettings,
     vip::{VrrpParams, vrrp::master_down_interval},
 };
 
-use super::{executor::SqlContext, hooks::HookParams};
+use super::{
+    executor::{Credential, ReplicationLogin, SqlContext},
+    hooks::HookParams,
+};
 
 /// One PostgreSQL node, as the runtime's parts name and reach it (by node id: its position).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -139,11 +143,12 @@ pub struct RunParams {
     pub hooks: Option<HookParams>,
 }
 
-/// Reads the config, once. Its secrets were read by `Config::load`.
-pub fn from_config(config: &Config) -> RunParams {
+/// Reads the config, once. Its secrets and certificates were read by `Config::load`; only
+/// building the TLS connector from them can fail here.
+pub fn from_config(config: &Config) -> Result<RunParams, TlsError> {
     let nodes: Vec<NodeSpec> = config.nodes.iter().map(|n| NodeSpec { name: n.name.clone(), addr: n.addr(), read_weight: n.read_weight }).collect();
-    let probe = probe(config);
-    RunParams {
+    let probe = probe(config)?;
+    Ok(RunParams {
         instance: config.instance.name.clone(),
         state_dir: config.state_dir(),
         dataplane: dataplane(config),
@@ -160,7 +165,7 @@ pub fn from_config(config: &Config) -> RunParams {
         snapshot: snapshot(config),
         hooks: config.hooks.as_ref().map(|h| HookParams { command: h.command.clone(), timeout: h.timeout, max_concurrent: h.max_concurrent as usize }),
         nodes,
-    }
+    })
 }
 
 /// The failover machine's parameters. A peer counts for the quorum for the VRRP master-down
@@ -209,8 +214,10 @@ fn stall_after(config: &Config) -> Duration {
     }
 }
 
-fn probe(config: &Config) -> ProbeSettings {
-    ProbeSettings {
+/// The probe settings, with the one TLS connector every connection to PostgreSQL goes through
+/// (built here, once, from the certificates `Config::load` read).
+fn probe(config: &Config) -> Result<ProbeSettings, TlsError> {
+    Ok(ProbeSettings {
         user: config.probe.user.clone(),
         password: config.probe.password.expose().to_owned(),
         dbname: config.probe.dbname.clone(),
@@ -218,18 +225,35 @@ fn probe(config: &Config) -> ProbeSettings {
         interval: config.probe.interval,
         timeout: config.probe.timeout,
         connect_timeout: config.probe.connect_timeout,
-    }
+        tls: PgTls::new(config.probe.sslmode, &config.probe.tls)?,
+    })
 }
 
 fn sql(config: &Config, settings: ProbeSettings) -> SqlContext {
     SqlContext {
         settings,
         nodes: config.nodes.iter().map(|n| (n.name.clone(), n.addr())).collect(),
-        replication_user: config.replication.user.clone(),
-        replication_password: config.replication.password.expose().to_owned(),
+        replication: replication(config),
         timeout: config.failover.promote_timeout,
         demote_command: config.failover.demote_command.clone(),
         rejoin_command: config.failover.rejoin_command.clone(),
+    }
+}
+
+/// What `primary_conninfo` says (`[replication]`): a passfile when one is configured, else the
+/// password inline.
+fn replication(config: &Config) -> ReplicationLogin {
+    let r = &config.replication;
+    ReplicationLogin {
+        user: r.user.clone(),
+        credential: match &r.passfile {
+            Some(path) => Credential::Passfile(path.clone()),
+            None => Credential::Password(r.password.expose().to_owned()),
+        },
+        sslmode: r.sslmode,
+        sslrootcert: r.sslrootcert.clone(),
+        sslcert: r.sslcert.clone(),
+        sslkey: r.sslkey.clone(),
     }
 }
 

@@ -72,13 +72,16 @@ pub fn config_path(lb: &Host) -> PathBuf {
 }
 
 /// The secrets a load balancer needs, as (file in the lab's secrets folder, installed name).
-const LB_SECRETS: [(&str, &str); 5] = [
+/// (The replication password stays on the database hosts: `[replication] passfile`.)
+const LB_SECRETS: [(&str, &str); 4] = [
     ("pglb.password", "pglb.password"),
-    ("replicator.password", "replicator.password"),
     ("peer.key", "peer.key"),
     (super::agent::SIGNING_KEY, super::agent::SIGNING_KEY),
     (super::agent::CLIENT_KEY, super::agent::CLIENT_KEY),
 ];
+
+/// The CA certificate `[probe] sslrootcert` names, in `etc/pglb`.
+pub const PG_CA: &str = "pg-ca.crt";
 
 /// Installs a load balancer as docs/DEPLOY.md does on a real host (vagrant/provision/lb.sh):
 /// `etc/pglb` with the secrets (0600) and the config (0644, written aside, checked with
@@ -99,6 +102,10 @@ pub fn install(lb: &Host, pglb: &Path) -> Result<()> {
         fs::copy(&from, &to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
         fs::set_permissions(&to, fs::Permissions::from_mode(0o600))?;
     }
+    // `[probe] sslrootcert`: the lab CA the nodes' certificates chain to.
+    let ca = etc.join(PG_CA);
+    fs::copy(super::tls::ca_cert(), &ca).with_context(|| format!("copying the lab CA to {}", ca.display()))?;
+    fs::set_permissions(&ca, fs::Permissions::from_mode(0o644))?;
     let source = source_config(lb);
     let text = fs::read_to_string(&source).with_context(|| format!("reading {}", source.display()))?;
     check_layout(&text, &root).with_context(|| format!("{} does not follow the install layout", source.display()))?;
@@ -134,7 +141,7 @@ fn check_layout(config: &str, root: &Path) -> Result<()> {
         seen += 1;
     }
     if seen < 4 {
-        bail!("expected state_dir, the probe and replication password_file keys and the agent key files, found {seen} of them");
+        bail!("expected state_dir, the probe's password_file and the agent key files, found {seen} of them");
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ pub mod net;
 pub mod pgbench;
 pub mod pglb_json;
 pub mod postgres;
+pub mod tls;
 pub mod topology;
 
 use std::{
@@ -118,6 +119,7 @@ fn build() -> Result<()> {
     println!("lab: network namespaces and bridge");
     net::create()?;
     postgres::create_secrets()?;
+    tls::create_cas()?;
     agent::create_keys(&pglb).context("generating the agent channel's keys (pglb agent keygen)")?;
     println!("lab: PostgreSQL 15 cluster (pg1 primary, pg2 and pg3 cloned through slots)");
     postgres::create_cluster(&pglb)?;

@@ -14,7 +14,7 @@ use anyhow::{Context as _, Result, bail};
 
 use super::{
     net::ns_cmd,
-    topology::{APP_DB, APP_USER, Host, INITIAL_PRIMARY, archive_dir, host, postgres_hosts, secret_path},
+    topology::{APP_DB, APP_USER, Host, INITIAL_PRIMARY, archive_dir, host, postgres_hosts, replication_passfile, secret_path},
 };
 use crate::{setup::PG_BIN, sh};
 
@@ -61,12 +61,18 @@ log_line_prefix = '%m [%p] %q%u@%d '
 include_if_exists = '../node.conf'
 ";
 
+/// The first matching line decides: pglb's role and the replication role log in over TLS only
+/// (`hostssl`; the same roles without TLS meet `reject`), the others (the application, the
+/// superuser pg_rewind uses) over either.
 const HBA: &str = "
 # pglb lab: OS-authenticated superuser on the local socket, scram-sha-256 for everything else
-local   all          postgres                     peer
-local   all          all                          scram-sha-256
-host    replication  replicator  172.20.0.0/16    scram-sha-256
-host    all          all         172.20.0.0/16    scram-sha-256
+local     all          postgres                          peer
+local     all          all                               scram-sha-256
+hostssl   replication  replicator       172.20.0.0/16    scram-sha-256
+hostssl   all          pglb,replicator  172.20.0.0/16    scram-sha-256
+hostnossl all          pglb,replicator  172.20.0.0/16    reject
+hostnossl replication  all              172.20.0.0/16    reject
+host      all          all              172.20.0.0/16    scram-sha-256
 ";
 
 pub fn data_dir(node: &Host) -> PathBuf {
@@ -165,13 +171,16 @@ fn node_dirs(node: &Host) -> Result<()> {
     Ok(())
 }
 
-/// Settings that differ per node, in `<node dir>/node.conf` (outside the data directory).
+/// Settings that differ per node, in `<node dir>/node.conf` (outside the data directory), with
+/// the node's TLS: its server certificate is made here, signed by the lab CA.
 fn write_node_conf(node: &Host) -> Result<()> {
+    super::tls::make_server_cert(node)?;
     let conf = format!(
-        "# written by cargo xtask lab up for {name}\nlisten_addresses = '{addr}'\nunix_socket_directories = '{sock}'\ncluster_name = '{name}'\n",
+        "# written by cargo xtask lab up for {name}\nlisten_addresses = '{addr}'\nunix_socket_directories = '{sock}'\ncluster_name = '{name}'\n{tls}",
         name = node.name,
         addr = node.addr,
         sock = socket_dir(node).display(),
+        tls = super::tls::node_conf(node),
     );
     write_private(&node.dir().join("node.conf"), &conf, true)
 }
@@ -282,6 +291,7 @@ fn clone_standby(node: &Host, primary: &Host, pglb: &Path) -> Result<()> {
         "node", "clone", "--from", primary.addr, "--name", node.name,
         "--data-dir", data.to_str().unwrap(), "--passfile", pass.to_str().unwrap(),
         "--log-file", log.to_str().unwrap(), "--pg-bin", PG_BIN,
+        "--sslmode", "verify-full", "--sslrootcert", super::tls::ca_cert().to_str().unwrap(),
     ]);
     clone.env("PGLB_LOG", "warn");
     sh::run(&mut clone).with_context(|| format!("pglb node clone of {} from {}", node.name, primary.name))
@@ -294,6 +304,9 @@ pub fn create_cluster(pglb: &Path) -> Result<()> {
     fs::create_dir_all(&archive).with_context(|| format!("creating the WAL archive {}", archive.display()))?;
     chown_postgres(&archive)?;
     fs::set_permissions(&archive, fs::Permissions::from_mode(0o700))?;
+    // `[replication] passfile` of the lab configs: one path every node's walreceiver reads (on
+    // real hosts, the same path on each database host).
+    write_private(&replication_passfile(), &format!("*:*:*:replicator:{}\n", read_secret("replicator")?), true)?;
     init_primary(primary)?;
     for node in postgres_hosts().filter(|h| h.name != primary.name) {
         clone_standby(node, primary, pglb)?;

@@ -115,6 +115,12 @@ pub fn secret_path(role: &str) -> PathBuf {
     secrets_dir().join(format!("{role}.password"))
 }
 
+/// The libpq passfile the standbys stream with (`[replication] passfile`): the replication role's
+/// password, owned by postgres, 0600.
+pub fn replication_passfile() -> PathBuf {
+    PathBuf::from(STATE_DIR).join("replication.pgpass")
+}
+
 /// The WAL archive every PostgreSQL node shares (owned by postgres): the primary's
 /// `archive_command` copies finished segments here, `restore_command` reads them back. Kept in
 /// step with `archive_command`/`restore_command` in postgres.rs's BASE_CONF.

@@ -74,6 +74,7 @@ const KEYS: &[Key] = &[
     key!("[probe] interval", Live, |p| p.probe.interval),
     key!("[probe] timeout", Live, |p| p.probe.timeout),
     key!("[probe] connect_timeout", Live, |p| p.probe.connect_timeout),
+    key!("[probe] sslmode, sslrootcert, sslcert, sslkey", Live, |p| &p.probe.tls),
     key!("[failover] failover_after", Live, |p| p.machine.failover_after),
     key!("[failover] up_after", Live, |p| p.machine.up_after),
     key!("[failover] max_lag_on_failover_bytes", Live, |p| p.machine.max_lag_on_failover_bytes),
@@ -85,8 +86,7 @@ const KEYS: &[Key] = &[
     key!("[failover] rejoin_command", Live, |p| (&p.sql.rejoin_command, p.machine.rejoin)),
     key!("[failover] rejoin_backoff", Live, |p| p.machine.rejoin_backoff),
     key!("[failover] pause_alert_after", Live, |p| p.snapshot.pause_alert_after),
-    key!("[replication] user", Live, |p| &p.sql.replication_user),
-    key!("[replication] password", Live, |p| &p.sql.replication_password),
+    key!("[replication] user, password, passfile, sslmode, sslrootcert, sslcert, sslkey", Live, |p| &p.sql.replication),
     key!("[replication] synchronous_count", Live, |p| p.machine.synchronous_count),
     key!("[vrrp]", Restart, |p| vrrp(p).is_some()),
     key!("[vrrp] vrid", Restart, |p| vrrp(p).map(|v| v.runner.vrid)),
@@ -205,7 +205,7 @@ mod tests {
         for c in &mut agent.clients {
             c.key = Some(Key::new(b"fedcba9876543210".to_vec()));
         }
-        from_config(&config)
+        from_config(&config).expect("the test config's TLS")
     }
 
     #[test]
@@ -236,6 +236,8 @@ mod tests {
             (("user = \"pglb\"", "user = \"pglb\"\ninterval = \"500ms\"".into()), Apply::Live, "[probe] interval"),
             (("user = \"pglb\"", "user = \"pglb\"\ntimeout = \"120ms\"".into()), Apply::Live, "[probe] timeout"),
             (("user = \"pglb\"", "user = \"monitor\"".into()), Apply::Live, "[probe] user"),
+            (("sslmode = \"verify-full\"\nsslrootcert = \"/run/pglb-lab/lb1", "sslmode = \"verify-ca\"\nsslrootcert = \"/run/pglb-lab/lb1".into()), Apply::Live, "[probe] sslmode, sslrootcert, sslcert, sslkey"),
+            (("passfile = \"/run/pglb-lab/replication.pgpass\"", "passfile = \"/etc/pglb/replication.pgpass\"".into()), Apply::Live, "[replication] user, password, passfile, sslmode, sslrootcert, sslcert, sslkey"),
             (("listen = \"127.0.0.1:8404\"", "listen = \"127.0.0.1:8404\"\nauth = \"all\"\ntoken_file = \"/x\"".into()), Apply::Live, "[http] auth"),
             (("[hooks]\ncommand = '''", "[hooks]\ntimeout = \"3s\"\ncommand = '''".into()), Apply::Live, "[hooks] timeout"),
         ];

@@ -140,23 +140,28 @@ impl Runtime {
     pub(super) fn reload(&mut self, by: &str, tasks: &mut Tasks) -> Reloaded {
         let outcome = match Config::load(&self.config_path) {
             Err(e) => Reloaded::Invalid { error: crate::error_chain(&e) },
-            Ok(config) => {
-                let new = params::from_config(&config);
-                let d = diff::diff(&self.p, &new);
-                if !d.restart.is_empty() {
-                    Reloaded::NeedsRestart { keys: d.restart }
-                } else if let Some(reason) = self.prepare_nodes(&new) {
-                    Reloaded::Refused { reason }
-                } else {
-                    if !d.live.is_empty() {
-                        self.take(new, tasks);
-                    }
-                    Reloaded::Applied { changed: d.live }
-                }
-            }
+            Ok(config) => match params::from_config(&config) {
+                Err(e) => Reloaded::Invalid { error: crate::error_chain(&e) },
+                Ok(new) => self.reload_with(new, tasks),
+            },
         };
         self.note_reload(&outcome, by);
         outcome
+    }
+
+    /// The reload of `new`, parameters read from a valid config: applied, or refused whole.
+    fn reload_with(&mut self, new: RunParams, tasks: &mut Tasks) -> Reloaded {
+        let d = diff::diff(&self.p, &new);
+        if !d.restart.is_empty() {
+            Reloaded::NeedsRestart { keys: d.restart }
+        } else if let Some(reason) = self.prepare_nodes(&new) {
+            Reloaded::Refused { reason }
+        } else {
+            if !d.live.is_empty() {
+                self.take(new, tasks);
+            }
+            Reloaded::Applied { changed: d.live }
+        }
     }
 
     /// Whether the nodes added or removed can be, now: a removed node must be free to leave

@@ -98,10 +98,14 @@
 //! Starting, the reader set is recomputed after each event and `SetReaders` emitted on change.
 
 mod machine;
+mod manual;
+mod observation;
 pub mod rules;
 mod types;
 
 pub use machine::Machine;
+pub use manual::*;
+pub use observation::*;
 pub use types::*;
 
 #[cfg(test)]

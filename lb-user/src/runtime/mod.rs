@@ -46,6 +46,7 @@
 //! start-up steps), `main_loop` (the loop, its inputs, and the upkeep its ticks drive: lease,
 //! flood meter, sweep), `apply` (one event into the failover machine and its actions carried
 //! out), `vrrp` (the VRRP glue and the stall check), `operator` (admin socket requests),
+//! `manual` (`pglb failover`: the request, the answer, its event),
 //! `events` (the recent events of `/stats`, and the events emitted to the journal and hooks) and
 //! `stop`; `hooks` is the events task.
 
@@ -62,6 +63,7 @@ pub mod tasks;
 mod apply;
 mod events;
 mod main_loop;
+mod manual;
 mod operator;
 mod start;
 mod stop;
@@ -196,6 +198,8 @@ struct Runtime {
     words: PeerWords,
     executor: Executor,
     pending: Option<PendingSwitchover>,
+    /// A manual failover (`pglb failover`) an operator is waiting for.
+    manual: Option<manual::PendingManual>,
     counts: Counts,
     latency: Vec<Histogram>,
     published: watch::Sender<Published>,
@@ -277,6 +281,7 @@ pub async fn run(config: Config) -> Result<(), RuntimeError> {
         words,
         executor: Executor::new(p.sql.clone(), done_tx),
         pending: None,
+        manual: None,
         counts: Counts::default(),
         latency: vec![Histogram::default(); p.nodes.len()],
         published,

@@ -1,5 +1,5 @@
-//! Requests from the admin socket (`pglb status`, `switchover`, `node rejoin`, `pause`,
-//! `resume`, `debug stall-loop`), answered from the main loop.
+//! Requests from the admin socket (`pglb status`, `switchover`, `failover`, `node rejoin`,
+//! `pause`, `resume`, `debug stall-loop`), answered from the main loop.
 
 use std::time::{Duration, SystemTime};
 
@@ -47,6 +47,7 @@ impl Runtime {
                     self.feed(Event::Admin(AdminCommand::Switchover { to: id }));
                 }
             },
+            AdminRequest::Failover { to, accept_data_loss, json, reply } => self.on_manual_request(to, accept_data_loss, json, reply),
             AdminRequest::StallLoop { duration, reply } => {
                 if duration > STALL_MAX {
                     let _ = reply.send(Err(format!("at most {} s", STALL_MAX.as_secs())));

@@ -79,6 +79,8 @@ pub struct Snapshot {
     pub vip: String,
     /// The failover state machine's phase (`steady`, `failing-over`, …).
     pub phase: String,
+    /// Why automatic failover is held back while the writer is lost (phase `writer-lost`).
+    pub failover_blocked: Option<String>,
     /// `master`, `backup`, `initialize`, or `none` (no VRRP configured: counts as master).
     pub vrrp_state: String,
     pub vip_held: bool,

@@ -10,7 +10,8 @@
 //! - [`failover`]: rule 3's candidate, settling, the promotion and its outcome;
 //! - [`switchover`]: the planned change of the writer;
 //! - [`repair`]: fences, re-pointing, rejoining;
-//! - [`maintenance`]: the pause (`pglb pause`, `pglb resume`), the newest one winning.
+//! - [`maintenance`]: the pause (`pglb pause`, `pglb resume`), the newest one winning;
+//! - [`manual`]: the operator's failover (`pglb failover`) past the guards it may override.
 
 use std::mem::discriminant;
 use std::time::Duration;
@@ -18,11 +19,14 @@ use std::time::Duration;
 mod failover;
 mod guards;
 mod maintenance;
+mod manual;
 mod observe;
 mod repair;
 mod routing;
 mod switchover;
 
+use super::manual::*;
+use super::observation::*;
 use super::rules::{self, Candidate};
 use super::types::*;
 
@@ -229,6 +233,8 @@ pub struct Machine {
     maintenance: Option<Maintenance>,
     /// The wall clock at monotonic zero ([`Event::WallClock`]); `None` until told.
     wall_offset: Option<Duration>,
+    /// A manual failover under way ([`manual`]).
+    manual: Option<manual::ManualRun>,
 }
 
 impl Machine {
@@ -268,6 +274,7 @@ impl Machine {
             settling: Vec::new(),
             maintenance: None,
             wall_offset: None,
+            manual: None,
         }
     }
 
@@ -397,11 +404,13 @@ impl Machine {
             Event::Admin(AdminCommand::Maintenance(m)) => self.on_maintenance(m, None, &mut out),
             Event::Admin(AdminCommand::Rejoined { node }) => self.on_rejoined(*node, &mut out),
             Event::Admin(AdminCommand::Switchover { .. }) => {}
+            Event::Admin(AdminCommand::Failover(r)) => self.on_manual_failover(r, now, &mut out),
             Event::ActionDone { action, result } => self.on_action_done(action, result, now, &mut out),
         }
         self.expire_pause(now, &mut out);
         self.count_stale(now, &mut out);
         self.step_phase(&event, now, &mut out);
+        self.manual_ended(&mut out);
         if self.phase != Phase::Starting {
             self.reconcile_readers(&mut out);
             self.schedule_rejoins(now, &mut out);
@@ -462,6 +471,7 @@ impl Machine {
             let msg = format!("the promotion of {} is recorded, but it no longer holds: {why}; not promoting", self.name(n));
             log(out, Level::Warn, msg);
             self.cancel_held();
+            self.give_up_manual(n, format!("the promotion of {} is recorded, but it no longer holds: {why}", self.name(n)), out);
             self.phase = match self.phase {
                 Phase::FailingOver { old, .. } => Phase::WriterLost { old, since: now },
                 Phase::Switchover { from, to, deadline, started, .. } => {

@@ -187,27 +187,31 @@ pub fn lsn_text(lsn: u64) -> String {
 
 /// One sentence on what promoting the target loses.
 pub fn describe_gap(gap: &Gap, name: &dyn Fn(NodeId) -> String) -> String {
-    let received = gap.received.map_or_else(|| "an unknown position".to_owned(), lsn_text);
-    let mut s = match (gap.bytes(), gap.primary) {
-        (Some(0), _) => format!("the target has received {received}, everything known here"),
-        (Some(b), Some((p, old))) => {
-            let furthest = match gap.furthest_standby.filter(|(s, _)| *s > p) {
-                Some((s, n)) => format!("{} (on {})", lsn_text(s), name(n)),
-                None => format!("{} (the last probe of {})", lsn_text(p), name(old)),
-            };
-            format!("promoting loses at least {b} bytes of WAL: the target has received {received}, the furthest position known is {furthest}")
-        }
-        (_, None) => format!(
-            "the data loss is unknown: no probe of the lost primary is known here (a restarted load balancer?); the target has received {received}"
-        ),
+    let loss = match (gap.bytes(), gap.primary) {
+        (Some(0), _) if gap.is_zero() => "promoting loses nothing known here".to_owned(),
+        (Some(b), Some(_)) => format!("promoting loses at least {b} bytes of WAL"),
+        (_, None) => "the data loss is unknown: no probe of the lost primary is known here (a restarted load balancer?)".to_owned(),
         (None, Some(_)) => "the data loss is unknown: the target's position is not known".to_owned(),
     };
+    format!("{loss}: {}", gap_positions(gap, name))
+}
+
+/// The positions behind a [`Gap`]: the target's, the furthest known, who may hold more, and
+/// what is still to replay.
+pub fn gap_positions(gap: &Gap, name: &dyn Fn(NodeId) -> String) -> String {
+    let received = gap.received.map_or_else(|| "an unknown position".to_owned(), lsn_text);
+    let furthest = match (gap.primary, gap.furthest_standby) {
+        (p, Some((s, n))) if p.is_none_or(|(p, _)| s > p) => format!("{} (on {})", lsn_text(s), name(n)),
+        (Some((p, old)), _) => format!("{} (the last probe of {})", lsn_text(p), name(old)),
+        (None, _) => "not known".to_owned(),
+    };
+    let mut s = format!("the target has received {received}, the furthest position known is {furthest}");
     if !gap.unseen.is_empty() {
         let names: Vec<String> = gap.unseen.iter().map(|&n| name(n)).collect();
-        s.push_str(&format!(", and {} out of sight may hold more", names.join(", ")));
+        s.push_str(&format!("; {} out of sight may hold more", names.join(", ")));
     }
     if let Some(r) = gap.to_replay().filter(|&r| r > 0) {
-        s.push_str(&format!(" ({r} bytes received are still to replay before the promotion ends)"));
+        s.push_str(&format!("; {r} bytes received are still to replay before the promotion ends"));
     }
     s
 }

@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use super::{Runtime, VipOwner, history::EventKind};
 use crate::{
-    failover::{AdminCommand, Event, Gap, ManualOutcome, ManualRefused, ManualRequest, NodeId, describe_gap, lsn_text},
+    failover::{AdminCommand, Event, Gap, ManualOutcome, ManualRefused, ManualRequest, NodeId, gap_positions, lsn_text},
     journal::EventName,
 };
 
@@ -92,9 +92,9 @@ impl Runtime {
             ManualOutcome::Done { from, to, timeline, fenced, gap, held_back } => {
                 let fenced_text = fenced.map_or_else(|| "no former writer to fence".to_owned(), |f| format!("fenced {} (needs rejoin: it is never routed again until rewound)", name(f)));
                 let loss = match gap.bytes() {
-                    Some(0) if gap.is_zero() => "nothing known was lost".to_owned(),
-                    Some(b) => format!("accepted a loss of at least {b} bytes of WAL ({})", describe_gap(gap, &name)),
-                    None => format!("accepted an unknown loss ({})", describe_gap(gap, &name)),
+                    Some(0) if gap.is_zero() => "lost nothing known here".to_owned(),
+                    Some(b) => format!("lost at least {b} bytes of WAL, accepted with --accept-data-loss ({})", gap_positions(gap, &name)),
+                    None => format!("lost an unknown amount of WAL, accepted with --accept-data-loss ({})", gap_positions(gap, &name)),
                 };
                 let held = held_back.as_ref().map_or_else(String::new, |b| format!("; automatic failover had been held back by: {b}"));
                 let text = format!("promoted {} on timeline {timeline}; {fenced_text}; {loss}{held}", name(*to));

@@ -310,6 +310,17 @@ mod tests {
     }
 
     #[test]
+    fn table_and_json_say_why_failover_is_held_back() {
+        let held = Snapshot { phase: "writer-lost".into(), failover_blocked: Some("no standby qualifies for promotion".into()), ..sample() };
+        let t = render_table(&held);
+        assert!(t.contains("failover held back: no standby qualifies for promotion (`pglb failover --to NODE` promotes by hand)"), "{t}");
+        let json: serde_json::Value = serde_json::from_str(&render_json(&held)).expect("json");
+        assert_eq!(json["failover_blocked"], "no standby qualifies for promotion");
+        let json: serde_json::Value = serde_json::from_str(&render_json(&sample())).expect("json");
+        assert!(json["failover_blocked"].is_null() && !render_table(&sample()).contains("held back"));
+    }
+
+    #[test]
     fn table_names_the_vip_holder_on_a_backup() {
         let backup = Snapshot { vrrp_state: "backup".into(), vip_held: false, vip_master: Some("172.20.0.21".into()), ..sample() };
         assert!(render_table(&backup).starts_with("instance lb1 | VIP 172.20.0.100 held by 172.20.0.21 | vrrp backup"));

@@ -161,7 +161,11 @@ impl Machine {
     pub(super) fn manual_ended(&mut self, out: &mut Vec<Action>) {
         let Some(to) = self.manual.as_ref().map(|m| m.to) else { return };
         if !matches!(self.phase, Phase::FailingOver { candidate, .. } if candidate == to) {
-            let reason = format!("the promotion of {} was given up (phase {}): see the log", self.name(to), self.phase.as_str());
+            let reason = format!(
+                "the promotion of {} was given up (phase {}): it may have been sent before; `pglb status` and the log say where the cluster stands",
+                self.name(to),
+                self.phase.as_str()
+            );
             self.give_up_manual(to, reason, out);
         }
     }

@@ -193,3 +193,23 @@ fn refused_while_a_failover_runs() {
     assert!(matches!(h.m.phase(), Phase::Settling { .. }));
     assert_eq!(refused(&mut h, PG2, true).0, ManualRefused::Busy { phase: "settling" });
 }
+
+/// No quorum (the peer silent, pg3 down): held back automatically, promoted on the operator's
+/// word, and the record of the promotion does not withdraw it for the quorum it overrode.
+#[test]
+fn accepted_without_quorum_on_the_operators_word() {
+    let mut h = master_h(vrrp_params(3));
+    round_with_peer(&mut h, vec![primary(1, 1000), standby(1, 1000, Some(PG1)), standby(1, 1000, Some(PG1))]);
+    assert_eq!(h.m.phase(), Phase::Steady);
+    for _ in 0..4 {
+        h.round(vec![down(), standby(1, 1000, None), down()]);
+    }
+    assert!(matches!(h.m.view().blocked, Some(Blocked::NoQuorum { votes: 2, members: 5 })), "{:?}", h.m.view().blocked);
+    // The master lowers its VRRP priority after holding the lost writer for track_hold.
+    assert_eq!(split(h.ev(Event::Tick)).0, [Action::Track { writer_reachable: false }]);
+    // pg3 is out of sight: it may hold more, so the gap is not zero.
+    let (reason, _) = refused(&mut h, PG2, false);
+    assert!(matches!(&reason, ManualRefused::DataLoss { gap, .. } if gap.unseen == [PG3] && gap.bytes() == Some(0)), "{reason:?}");
+    let (actions, logs) = split(h.ev(manual(PG2, true)));
+    assert!(actions.contains(&Action::Promote { node: PG2 }), "{actions:?} {logs:#?}");
+}

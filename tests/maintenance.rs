@@ -148,13 +148,16 @@ fn a_paused_cluster_rides_out_primary_restarts_and_an_unpaused_fast_restart_keep
     assert!(decided.contains("writer pg1 answers again: kept"), "{decided}");
     assert_eq!(roles(), [(false, 1), (true, 1), (true, 1)], "paused: no promotion after a 2 s stop either");
 
-    let said = pglb("lb1", &["resume"]);
-    assert!(said.contains("resumed on lb1"), "{said}");
+    let said: Value = serde_json::from_str(&pglb("lb1", &["resume", "--json"])).expect("pglb resume --json prints JSON");
+    assert!(said["message"].as_str().is_some_and(|m| m.contains("resumed on lb1")) && said["paused"] == false && said["pause"].is_null(), "{said}");
     for lb in ["lb1", "lb2"] {
         wait_until(Duration::from_secs(5), &format!("{lb} to show the resume"), || status(lb)["paused"] == false);
     }
     let refused = Command::new(pglb_bin()).args(["resume", "--config"]).arg(lb_config("lb2")).output().expect("running pglb");
     assert!(!refused.status.success() && stderr(&refused).contains("not paused"), "a second resume is refused: {}", stderr(&refused));
+    let refused = Command::new(pglb_bin()).args(["resume", "--json", "--config"]).arg(lb_config("lb2")).output().expect("running pglb");
+    let said: Value = serde_json::from_str(&stdout(&refused)).expect("a refused resume --json prints JSON");
+    assert!(!refused.status.success() && said["error"].as_str().is_some_and(|e| e.contains("not paused")), "{said}");
 
     // --- not paused: the same restart -------------------------------------------------------
     let rows_before: u64 = app_sql("pg1", "SELECT count(*) FROM maintenance").parse().expect("a count");

@@ -1,6 +1,6 @@
 //! Operating pglb in the lab: the HTTP endpoints a Prometheus scrape and a health check use
 //! (Patroni's checks per instance and per node, a lag limit, the allow-list and bearer auth),
-//! JSON logs, VRRP tracking (a load balancer that reaches no PostgreSQL node hands the VIP over, and once it
+//! JSON logs, the Grafana dashboard's queries against a real scrape, VRRP tracking (a load balancer that reaches no PostgreSQL node hands the VIP over, and once it
 //! reaches them again stays backup: no preemption of a healthy master), and the short
 //! `lb-crash` drill that keeps `cargo xtask drill` working.
 
@@ -80,6 +80,8 @@ fn http_endpoints_and_vrrp_tracking() {
     assert!(metrics.contains("pglb_probe_latency_seconds_count{instance_name=\"lb1\",node=\"pg1\"}"));
     assert!(metrics.lines().any(|l| l.starts_with("pglb_build_info{instance_name=\"lb1\",version=\"") && l.ends_with("} 1")), "/metrics lacks pglb_build_info:\n{metrics}");
     promtool_check_metrics(&metrics);
+    let (_, backup_metrics) = http_get("lb2", "/metrics");
+    grafana_queries_parse_and_name_emitted_metrics(&format!("{metrics}{backup_metrics}"));
     // Peer reports: lb1 hears lb2's timeline and that lb2 reaches the writer.
     wait_until(Duration::from_secs(5), "lb1 to show lb2's report in /metrics", || {
         let (_, m) = http_get("lb1", "/metrics");
@@ -153,6 +155,90 @@ fn promtool_check_metrics(metrics: &str) {
     assert!(out.status.success(), "promtool check metrics refuses /metrics:\n{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
 }
 
+/// Every query of `config/grafana/pglb.json` parses (promtool checks it as a recording rule,
+/// Grafana's variables replaced by values) and names only metrics that the lab's /metrics
+/// emits (`scrape`: both load balancers'); a metric selector outside `pglb_` is refused too.
+fn grafana_queries_parse_and_name_emitted_metrics(scrape: &str) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/grafana/pglb.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("reading the dashboard")).expect("the dashboard is JSON");
+    let mut exprs = Vec::new();
+    collect_exprs(&dashboard, &mut exprs);
+    assert!(exprs.len() >= 30, "the dashboard has {} queries", exprs.len());
+    let emitted: std::collections::BTreeSet<&str> =
+        scrape.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).map(|l| l.split(['{', ' ']).next().unwrap_or_default()).collect();
+    let concrete: Vec<String> = exprs
+        .iter()
+        .map(|e| e.replace("$__rate_interval", "1m").replace("$__range", "1h").replace("$__interval", "15s").replace("$instance", ".*"))
+        .collect();
+    for (expr, query) in exprs.iter().zip(&concrete) {
+        assert!(!query.contains('$'), "a Grafana variable the test does not know in {expr:?}");
+        let names = metric_names(query);
+        assert!(names.iter().any(|n| n.starts_with("pglb_")), "no pglb metric in {expr:?}");
+        for name in names {
+            assert!(emitted.contains(name.as_str()), "{expr:?} names {name}, which the lab's /metrics does not emit");
+        }
+    }
+    let rules = serde_json::json!({ "groups": [{ "name": "grafana", "rules": concrete.iter().enumerate()
+        .map(|(i, q)| serde_json::json!({ "record": format!("grafana:query_{i}"), "expr": q })).collect::<Vec<_>>() }] });
+    let file = std::env::temp_dir().join(format!("pglb-grafana-{}.rules.json", std::process::id()));
+    std::fs::write(&file, rules.to_string()).expect("writing the rules file");
+    let out = std::process::Command::new("promtool").arg("check").arg("rules").arg(&file).output().unwrap_or_else(|e| panic!("starting promtool (run `cargo xtask setup`): {e}"));
+    let _ = std::fs::remove_file(&file);
+    assert!(out.status.success(), "promtool does not parse the dashboard's queries:\n{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+}
+
+/// Every `expr` under `v` (panels, rows, targets).
+fn collect_exprs(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::String(e)) = m.get("expr") {
+                out.push(e.clone());
+            }
+            m.values().for_each(|x| collect_exprs(x, out));
+        }
+        Value::Array(a) => a.iter().for_each(|x| collect_exprs(x, out)),
+        _ => {}
+    }
+}
+
+/// The metric names a PromQL query selects: identifiers outside quotes that start with `pglb_`
+/// or stand before a `{`. Panics on any other selector (`up{...}`): the dashboard reads pglb only.
+fn metric_names(query: &str) -> Vec<String> {
+    let (mut names, mut chars) = (Vec::new(), query.char_indices().peekable());
+    while let Some((i, c)) = chars.next() {
+        if c == '"' {
+            while let Some((_, q)) = chars.next() {
+                if q == '\\' {
+                    chars.next();
+                } else if q == '"' {
+                    break;
+                }
+            }
+        } else if c.is_ascii_alphabetic() || c == '_' {
+            let mut end = i + 1;
+            while let Some(&(j, d)) = chars.peek() {
+                if !(d.is_ascii_alphanumeric() || d == '_' || d == ':') {
+                    break;
+                }
+                end = j + 1;
+                chars.next();
+            }
+            let word = &query[i..end];
+            let selector = query[end..].trim_start().starts_with('{');
+            if word.starts_with("pglb_") {
+                names.push(word.to_owned());
+            } else {
+                assert!(!selector, "{query:?} selects {word}, not a pglb metric");
+            }
+        } else if c.is_ascii_digit() {
+            while chars.peek().is_some_and(|&(_, d)| d.is_ascii_alphanumeric() || d == '.') {
+                chars.next();
+            }
+        }
+    }
+    names
+}
+
 /// Patroni's checks: for this instance (the VIP holder routes a writer, the backup nothing)
 /// and per node (the same answer from either load balancer), `/node/<name>` as JSON, and
 /// one-line refusals.
@@ -216,7 +302,7 @@ fn lag_limit_excludes_a_lagging_standby() {
 }
 
 /// pglb on lb2 again, with `[http]` on its own address, answering lb1 only, a bearer token on
-/// every endpoint, and `--log-format json`: refusals (403 from elsewhere, 401 without the
+/// every endpoint, and `[log] format = "json"`: refusals (403 from elsewhere, 401 without the
 /// token), an answer with it, and every log line since the restart one JSON object.
 fn access_rules_and_json_logs() {
     const TOKEN: &str = "pglb-lab-http-token-0123456789";
@@ -229,12 +315,14 @@ fn access_rules_and_json_logs() {
         &format!("[http]\nlisten = \"172.20.0.22:8404\"\nallow = [\"172.20.0.21/32\"]\nauth = \"all\"\ntoken_file = \"{}\"\n", token_file.display()),
     );
     assert_ne!(patched, text, "lb2's config has the [http] section this test rewrites");
+    // The log format from the config (`--log-format` would override it).
+    let patched = format!("{patched}\n[log]\nformat = \"json\"\n");
     std::fs::write(&config, patched).expect("writing lb2's config");
     let pid = pglb_pid("lb2");
     signal(pid, libc::SIGTERM);
     wait_gone(pid, Duration::from_secs(30), "pglb on lb2 to stop after SIGTERM");
     let log_from = pglb_log("lb2").len();
-    start_pglb_with("lb2", &["--log-format", "json"]);
+    start_pglb_with("lb2", &[]);
 
     let url = "http://172.20.0.22:8404/node/pg1/primary";
     let bearer = format!("Authorization: Bearer {TOKEN}");

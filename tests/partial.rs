@@ -2,7 +2,8 @@
 //! of `cargo xtask drill`, which injects the fault while a writer and a reader run through the
 //! VIP, checks every acknowledged write against the winner's timeline history, counts the
 //! primaries once the faults healed, and measures each pglb's idle CPU afterwards. One lab for
-//! all of them; the drill returns the cluster to healthy after each.
+//! all of them; the drill returns the cluster to healthy after each. Last, the cascade of two
+//! primary losses (issue 22).
 
 use pglb_tests::{Lab, assert_failover, assert_no_loss, drill, num};
 use serde_json::Value;
@@ -54,4 +55,13 @@ fn partial_failures_keep_one_writer_and_lose_nothing() {
     // A probe blip on the switchover target while the old primary is demoted: one writer after.
     let blip = drill_run("switchover-probe-blip");
     assert_no_loss(&blip);
+
+    // Two primaries lost in a row (issue 22): pg1, then the node that replaced it, before pg1
+    // is back. The last standby alone could acknowledge the second primary's commits, so it
+    // holds them all and is promoted; both crashed nodes are rejoined by pglb.
+    let cascade = drill_run("cascade");
+    assert_no_loss(&cascade);
+    assert_eq!(promotions(&cascade).len(), 2, "two promotions: {cascade:#}");
+    assert!(num(&cascade, "rejoin_ms") > 0.0, "the crashed nodes were not rejoined by pglb: {cascade:#}");
+    assert_eq!(num(&cascade, "stale_primary_acks"), 0.0, "{cascade:#}");
 }

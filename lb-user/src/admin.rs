@@ -1,5 +1,5 @@
 //! The admin socket between `pglb run` and the CLI (`status`, `switchover`, `failover`, `node
-//! rejoin`, `pause`, `resume`, `debug stall-loop`):
+//! rejoin`, `node drain|undrain|disable|enable`, `pause`, `resume`, `debug stall-loop`):
 //! a Unix socket at `/run/pglb/<instance>.sock` (root only), one request line in, a reply out.
 //! The reply's first line is `ok` or `error`; the rest is for the operator.
 //!
@@ -20,6 +20,8 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 use tracing::debug;
+
+use crate::failover::MarkKind;
 
 /// Folder of the admin sockets.
 pub const SOCKET_DIR: &str = "/run/pglb";
@@ -72,6 +74,9 @@ pub enum AdminRequest {
     Pause { duration: Option<Duration>, reason: Option<String>, reply: oneshot::Sender<Result<String, String>> },
     /// `pglb resume`.
     Resume { reply: oneshot::Sender<Result<String, String>> },
+    /// `pglb node drain|undrain|disable|enable NODE`: the mark of `kind` on `node` turned `on`
+    /// or off.
+    Mark { node: String, kind: MarkKind, on: bool, reply: oneshot::Sender<Result<String, String>> },
     /// `pglb debug stall-loop`: block the daemon's main loop for `duration` (fault injection).
     StallLoop { duration: Duration, reply: oneshot::Sender<Result<String, String>> },
 }
@@ -137,11 +142,18 @@ async fn answer(stream: UnixStream, to_daemon: &mpsc::Sender<AdminRequest>) -> s
         },
         ["resume"] => ask(to_daemon, |reply| AdminRequest::Resume { reply }).await,
         ["rejoined", node] => ask(to_daemon, |reply| AdminRequest::Rejoined { node: (*node).to_owned(), reply }).await,
+        ["mark", node, kind, on] => match (MarkKind::parse(kind), *on) {
+            (Some(kind), "on" | "off") => {
+                let on = *on == "on";
+                ask(to_daemon, |reply| AdminRequest::Mark { node: (*node).to_owned(), kind, on, reply }).await
+            }
+            _ => Err(format!("mark takes NODE drain|disable on|off, not {kind:?} {on:?}")),
+        },
         ["stall-loop", ms] => match ms.parse::<u64>() {
             Ok(ms) => ask(to_daemon, |reply| AdminRequest::StallLoop { duration: Duration::from_millis(ms), reply }).await,
             Err(_) => Err(format!("stall-loop takes milliseconds, not {ms:?}")),
         },
-        _ => Err(format!("unknown request {:?}: expected `status`, `status json`, `switchover NODE`, `failover NODE [accept-data-loss] [json]`, `rejoined NODE`, `pause MS|- [REASON]`, `resume` or `stall-loop MS`", line.trim())),
+        _ => Err(format!("unknown request {:?}: expected `status`, `status json`, `switchover NODE`, `failover NODE [accept-data-loss] [json]`, `rejoined NODE`, `mark NODE drain|disable on|off`, `pause MS|- [REASON]`, `resume` or `stall-loop MS`", line.trim())),
     };
     let text = match reply {
         Ok(t) => format!("ok\n{t}"),

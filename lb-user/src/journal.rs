@@ -25,8 +25,9 @@ pub const JOURNAL_MAX_BYTES: u64 = 1024 * 1024;
 
 /// What happened. The names are what `PGLB_EVENT` and the JSON's `event` carry.
 ///
-/// `Pause` and `Resume` come with a maintenance record; `Drain` to `Reload` name operator
-/// commands not built yet: nothing emits them today.
+/// `Pause` and `Resume` come with a maintenance record; `Drain`, `Undrain`, `Disable` and
+/// `Enable` with a node mark (and `node`); `Reload` names an operator command not built yet:
+/// nothing emits it today.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventName {
@@ -95,7 +96,7 @@ pub struct Event {
     pub event: EventName,
     /// The load balancer that saw it (`[instance] name`).
     pub instance: String,
-    /// The node it is about (fence, rejoin), if any.
+    /// The node it is about (fence, rejoin, drain, disable and their reverses), if any.
     pub node: Option<String>,
     /// The writer before and after (failover, switchover).
     pub old_writer: Option<String>,

@@ -1,7 +1,7 @@
 //! The state file: what the failover machine must not forget across a restart ([`Durable`]:
 //! fences, the last writer, the highest timeline, a promotion in flight, the newest pause or
-//! resume), kept as JSON in `<state_dir>/state.json`. A file written before a field existed
-//! still loads (`maintenance` is optional).
+//! resume, the node marks), kept as JSON in `<state_dir>/state.json`. A file written before a
+//! field existed still loads (`maintenance` and `marks` are optional).
 //!
 //! Writes are atomic and durable: the new content goes to `state.json.tmp`, which is fsynced,
 //! renamed over `state.json`, and the directory fsynced, so a crash leaves either the old file
@@ -123,7 +123,7 @@ impl StateFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::failover::{DurableFence, DurablePromotion, Maintenance};
+    use crate::failover::{DurableFence, DurablePromotion, Maintenance, MarkKind, NodeMark};
 
     fn scratch(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("pglb-state-{name}-{}", std::process::id()));
@@ -148,6 +148,10 @@ mod tests {
                 reason: Some("shared_buffers".into()),
                 until_ms: Some(1_796_000_600_000),
             }),
+            marks: vec![
+                NodeMark { node: "pg2".into(), kind: MarkKind::Drain, on: true, at_ms: 1_796_000_000_100, by: "lb2".into() },
+                NodeMark { node: "pg3".into(), kind: MarkKind::Disable, on: false, at_ms: 1_796_000_000_200, by: "lb1".into() },
+            ],
         };
         f.store(&state).expect("stores");
         assert_eq!(f.load().expect("loads"), Some(state.clone()), "what was stored comes back");

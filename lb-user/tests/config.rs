@@ -771,6 +771,13 @@ fn bad_configs_are_rejected_with_the_right_variant() {
             |e| matches!(e, ConfigError::Parse { message, .. } if message.contains("comand")),
         ),
         (
+            "unknown log format",
+            Box::new(|t| {
+                section(t, "log").insert("format".into(), s("logfmt"));
+            }),
+            |e| matches!(e, ConfigError::Parse { message, .. } if message.contains("logfmt")),
+        ),
+        (
             "empty probe user",
             Box::new(|t| {
                 section(t, "probe").insert("user".into(), s(""));
@@ -850,6 +857,13 @@ fn good_variants_are_accepted() {
     let h = c.hooks.expect("[hooks]");
     assert_eq!((h.command.as_str(), h.timeout, h.max_concurrent), ("/etc/pglb/hook.sh", Duration::from_secs(10), 4));
     assert!(parse_patched(|_| {}).unwrap().hooks.is_none(), "no [hooks]: no hook");
+    // [log]: text lines by default, json when asked.
+    assert_eq!(parse_patched(|_| {}).unwrap().log.format, lb_user::config::LogFormat::Text);
+    let c = parse_patched(|t| {
+        section(t, "log").insert("format".into(), s("json"));
+    })
+    .expect("json logs");
+    assert_eq!(c.log.format, lb_user::config::LogFormat::Json);
 }
 
 #[test]

@@ -9,6 +9,7 @@ mod events;
 mod export;
 mod failover;
 mod map;
+mod mark;
 mod node;
 mod pause;
 mod run;
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use lb_user::{admin, config::Config};
+pub use lb_user::config::LogFormat;
 
 /// Where `pglb` looks for its config when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/pglb/pglb.toml";
@@ -62,7 +64,8 @@ enum Command {
         #[command(subcommand)]
         command: export::Command,
     },
-    /// On a PostgreSQL host: make or re-make a standby.
+    /// Make or re-make a standby (on a PostgreSQL host); drain, undrain, disable or enable a
+    /// node (on a load balancer).
     Node {
         #[command(subcommand)]
         command: node::Command,
@@ -104,17 +107,6 @@ pub struct ConfigArg {
 /// Reads, validates and resolves the secrets of a config; the error keeps its causes.
 pub fn load(path: &Path) -> Result<Config> {
     Ok(Config::load(path)?)
-}
-
-/// How log lines are written to stderr.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// One human-readable line per event (colours on a terminal).
-    #[default]
-    Text,
-    /// One JSON object per line: `timestamp` (RFC 3339, UTC), `level`, `message` and the
-    /// event's fields at the top level, then `span`/`spans` when inside one.
-    Json,
 }
 
 /// Logs to stderr at `PGLB_LOG` (an `EnvFilter`, default `info`) in the default format.

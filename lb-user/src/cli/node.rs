@@ -1,11 +1,16 @@
-//! `pglb node clone|rejoin`: on a PostgreSQL host, make or re-make a streaming standby.
+//! `pglb node clone|rejoin`: on a PostgreSQL host, make or re-make a streaming standby. And
+//! `pglb node drain|undrain|disable|enable`: the running daemon's marks on a node
+//! ([`super::mark`]).
 
 use std::path::PathBuf;
 
 use anyhow::Result;
-use lb_user::node;
+use lb_user::{failover::MarkKind, node};
 
-use super::init_logging;
+use super::{
+    init_logging,
+    mark::{self, DrainArgs, MarkArgs},
+};
 
 #[derive(clap::Args)]
 pub struct StandbyArgs {
@@ -55,6 +60,42 @@ pub enum Command {
         #[command(flatten)]
         args: StandbyArgs,
     },
+    /// Send no new read connection to NODE; open ones go on (--wait waits for them).
+    #[command(long_about = "Send no new connection on the read ports to NODE; connections already open go on \
+until they close (the data plane keeps each connection's backend). With --wait, then wait until none is \
+open on this load balancer (run it on the one that holds the VIP), at most --timeout.
+
+The drain reaches the peer load balancers in their authenticated reports, is kept in each state file \
+(it survives restarts) and shows in `pglb status` (`drained`), /stats and /metrics (pglb_node_drained). \
+It goes to the event journal and the [hooks] command as `drain`.
+
+Draining the writer is refused: move the writer first with `pglb switchover --to <standby>`. Drain \
+concerns the node as a standby: a drained node may still be promoted by a failover (`pglb node disable` \
+prevents that), and as the writer it gets the writes, and the reads when no standby qualifies.
+
+Examples:
+  pglb node drain pg2
+  pglb node drain pg2 --wait --timeout 5m")]
+    Drain(DrainArgs),
+    /// Let NODE take new read connections again (when it qualifies as a reader).
+    #[command(long_about = "End a drain: NODE takes new connections on the read ports again as soon as it \
+qualifies as a reader (an up standby on the writer's timeline within the read-lag limits). On every load \
+balancer, like the drain. Refused when NODE is not drained.")]
+    Undrain(MarkArgs),
+    /// Never promote NODE: not a failover candidate, not a switchover target.
+    #[command(long_about = "Never promote NODE: it is no failover candidate and a switchover to it is refused, \
+like Patroni's `nofailover` tag or pglb's `[[node]] nofailover`, at runtime. It still serves reads. A \
+standby further ahead that is disabled holds failover back (the candidate would lose its commits), as \
+with nofailover.
+
+On every load balancer (authenticated reports), kept in each state file, shown in `pglb status` \
+(`disabled`), /stats and /metrics (pglb_node_disabled), journaled and passed to the [hooks] command as \
+`disable`. Refused while a switchover to NODE runs.")]
+    Disable(MarkArgs),
+    /// Let NODE be promoted again (failover candidate, switchover target).
+    #[command(long_about = "End `pglb node disable`: NODE may be a failover candidate and a switchover target \
+again, on every load balancer. Refused when NODE is not disabled.")]
+    Enable(MarkArgs),
 }
 
 fn standby_spec(args: StandbyArgs, primary_host: String) -> node::StandbySpec {
@@ -77,6 +118,10 @@ fn standby_spec(args: StandbyArgs, primary_host: String) -> node::StandbySpec {
 pub fn run(command: Command) -> Result<()> {
     init_logging();
     match command {
+        Command::Drain(args) => return mark::drain(args),
+        Command::Undrain(args) => return mark::mark(args, MarkKind::Drain, false),
+        Command::Disable(args) => return mark::mark(args, MarkKind::Disable, true),
+        Command::Enable(args) => return mark::mark(args, MarkKind::Disable, false),
         Command::Clone { from, args } => {
             let spec = standby_spec(args, from);
             node::clone(&spec)?;

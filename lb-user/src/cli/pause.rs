@@ -2,9 +2,10 @@
 //! its state file and passes it to its peers in the authenticated reports, so every load
 //! balancer holds failover back until the newest resume (or the end of `--for`).
 
+use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use lb_user::admin;
 
 use super::{ConfigArg, admin_request};
@@ -35,6 +36,10 @@ pub struct PauseArgs {
     /// pause lasts until `pglb resume`.
     #[arg(long = "for", value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
+    /// Print one JSON object: `message` and the pause now in force (`paused`, `pause`), as
+    /// `pglb status --json` shows them; a refusal is `{"error": ...}` and exit status 1.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -43,15 +48,43 @@ A writer lost during the pause is failed over from now on if every guard holds. 
 pub struct ResumeArgs {
     #[command(flatten)]
     config: ConfigArg,
+    /// Print one JSON object: `message`, `paused` and `pause` (null once resumed); a refusal
+    /// is `{"error": ...}` and exit status 1.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn pause(args: PauseArgs) -> Result<()> {
     let request = admin::pause_request(args.duration, args.reason.as_deref());
-    println!("{}", admin_request(&args.config.config, &request)?.trim_end());
-    Ok(())
+    answer(&args.config.config, &request, args.json)
 }
 
 pub fn resume(args: ResumeArgs) -> Result<()> {
-    println!("{}", admin_request(&args.config.config, "resume")?.trim_end());
+    answer(&args.config.config, "resume", args.json)
+}
+
+/// Sends `request` and prints the daemon's answer: its text, or with `json` the answer beside
+/// the pause the daemon holds afterwards (read from `status json`).
+fn answer(config: &Path, request: &str, json: bool) -> Result<()> {
+    let reply = admin_request(config, request);
+    if !json {
+        println!("{}", reply?.trim_end());
+        return Ok(());
+    }
+    let message = match reply {
+        Ok(message) => message,
+        Err(e) => {
+            println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
+            return Err(e);
+        }
+    };
+    let status: serde_json::Value =
+        serde_json::from_str(&admin_request(config, "status json")?).context("the daemon's status reply is not JSON")?;
+    let out = serde_json::json!({
+        "message": message.trim_end(),
+        "paused": status.get("paused").cloned().unwrap_or(serde_json::Value::Null),
+        "pause": status.get("pause").cloned().unwrap_or(serde_json::Value::Null),
+    });
+    println!("{out}");
     Ok(())
 }

@@ -10,14 +10,15 @@ pub struct Args {
     #[command(flatten)]
     config: ConfigArg,
     /// How log lines are written to stderr (journald stores either; `json` is one object per
-    /// line for log shippers: timestamp, level, message and the event's fields).
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    /// line for log shippers: timestamp, level, message and the event's fields). Overrides the
+    /// config's `[log] format` (default `text`).
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
 }
 
 pub fn run(args: Args) -> Result<()> {
     let config = load(&args.config.config)?;
-    init_logging_as(args.log_format);
+    init_logging_as(args.log_format.unwrap_or(config.log.format));
     // The daemon runs as a task on the runtime's workers, not on this thread (`block_on` polls
     // its future here): every wake of the main loop (a probe's answer, a datagram, a timer)
     // would otherwise cross threads through a futex, and idle CPU is mostly such wakes.

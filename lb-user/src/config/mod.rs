@@ -38,7 +38,7 @@ pub use self::cidr::{CidrParseError, Ipv4Cidr};
 pub use self::defaults::{DEFAULT_PIN_ROOT, DEFAULT_STATE_ROOT};
 pub use self::secrets::Secret;
 pub use self::sections::{
-    AgentChannelConfig, AgentClientConfig, DataplaneConfig, FailoverConfig, HooksConfig, HttpAuthScope, HttpConfig, InstanceConfig, ListenerConfig,
+    AgentChannelConfig, AgentClientConfig, DataplaneConfig, FailoverConfig, HooksConfig, HttpAuthScope, HttpConfig, InstanceConfig, ListenerConfig, LogConfig, LogFormat,
     NodeConfig, Pool, ProbeConfig, ReplicationConfig, VrrpConfig, XdpMode,
 };
 pub use self::validate::{
@@ -73,6 +73,9 @@ pub struct Config {
     /// Absent: no hook runs (the event journal is written all the same).
     #[serde(default)]
     pub hooks: Option<HooksConfig>,
+    /// Absent: text lines.
+    #[serde(default)]
+    pub log: LogConfig,
 }
 
 /// Everything that makes a config unusable. Every message is one line.

@@ -1,6 +1,6 @@
 //! The sections of a config file, one type each (`[instance]`, `[dataplane]`, `[[listener]]`,
 //! `[[node]]`, `[probe]`, `[failover]`, `[replication]`, `[vrrp]`, `[http]`, `[agent]`,
-//! `[hooks]`), as
+//! `[hooks]`, `[log]`), as
 //! serde reads them: what each key means and its default. The defaults' values are in
 //! `defaults`, the checks of the values in `validate`.
 
@@ -400,4 +400,30 @@ pub struct HooksConfig {
     /// Default 4.
     #[serde(default = "defaults::hook_max_concurrent")]
     pub max_concurrent: u32,
+}
+
+/// `[log]`: how the daemon writes its log lines to stderr (journald keeps either).
+///
+/// ```toml
+/// [log]
+/// format = "json"
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (default) or `json`; `pglb run --log-format` overrides it.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+/// How log lines are written to stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event (colours on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp` (RFC 3339, UTC), `level`, `message` and the
+    /// event's fields at the top level, then `span`/`spans` when inside one.
+    Json,
 }

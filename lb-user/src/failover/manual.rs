@@ -68,6 +68,8 @@ pub enum Unfit {
     OldWriter,
     /// `nofailover = true` in its `[[node]]`.
     NoFailover,
+    /// Disabled with `pglb node disable`.
+    Disabled,
     /// It is a standby on another timeline than the newest routed here.
     Timeline { timeline: u32, floor: u32 },
 }
@@ -154,6 +156,7 @@ impl ManualRefused {
                     Unfit::Fenced => format!("{to} is fenced (a former primary): `pglb node rejoin` it first, or choose another standby"),
                     Unfit::OldWriter => format!("{to} is the writer that was lost"),
                     Unfit::NoFailover => format!("{to} has nofailover = true in its [[node]]: it is never promoted"),
+                    Unfit::Disabled => format!("{to} is disabled: `pglb node enable {to}` first, or choose another standby"),
                     Unfit::Timeline { timeline, floor } => {
                         format!("{to} is a standby on timeline {timeline}, not on the newest routed here ({floor})")
                     }

@@ -17,8 +17,8 @@
 //!    **Added guard, synchronous replication**: with `ANY k` over the n other unfenced nodes,
 //!    at least n − k + 1 of them must be reachable standbys, or the one holding the last
 //!    acknowledged commit may be out of sight (a double fault blocks instead of losing writes).
-//! 3. Candidate = reachable standby on the writer's timeline, not `nofailover`, not recently
-//!    failed, within `max_lag_on_failover_bytes` of the furthest known position (old writer's
+//! 3. Candidate = reachable standby on the writer's timeline, not `nofailover` nor disabled
+//!    (`pglb node disable`), not recently failed, within `max_lag_on_failover_bytes` of the furthest known position (old writer's
 //!    last `current_lsn` or the furthest standby); highest received LSN, then priority, then
 //!    name. If a reachable standby that may not be promoted is further ahead: no failover.
 //! 4. `Promote`; on success one `SetWriter` (writes were refused since the failover started).
@@ -31,14 +31,18 @@
 //!    (`needs-rejoin`) until `AdminCommand::Rejoined` or until they answer in recovery on the
 //!    writer's timeline. Fences are durable: they are in the state file
 //!    and restored at start (`Machine::restore`), and rule 1 would fence such a node again anyway.
-//! 7. Readers = reachable unfenced standbys on the writer's timeline, `read_weight > 0`, replay
-//!    position within `max_read_lag_bytes` of the writer's current LSN and replay lag within
-//!    `max_read_lag`; the writer if none qualifies.
+//! 7. Readers = reachable unfenced standbys on the writer's timeline, `read_weight > 0`, not
+//!    drained (`pglb node drain`), replay position within `max_read_lag_bytes` of the writer's
+//!    current LSN and replay lag within `max_read_lag`; the writer if none qualifies.
 //!
 //! Maintenance mode (`machine/maintenance.rs`): while a pause is in force (the newest
 //! [`Maintenance`] from the operator, a peer's report or the state file), rule 2 holds
 //! ([`Blocked::Paused`]), rules 5 and 6 neither re-point nor rejoin, and a switchover is
 //! refused; rules 1 and 7 (routing) go on.
+//!
+//! Node marks (`machine/marks.rs`): the newest [`NodeMark`] per node and kind, from the
+//! operator, a peer's report or the state file. Drained: out of rule 7's readers. Disabled: out
+//! of rule 3's candidates and refused as a switchover target.
 //!
 //! Debounce: the writer is down after `failover_after` failed probes, any other node after
 //! [`STANDBY_DOWN_AFTER`]; a down node is up again after `up_after` good probes (the writer
@@ -91,6 +95,8 @@
 //!  Steady
 //!  any            Admin Maintenance or a peer's report naming a   Log, Persist                   same
 //!                 newer pause or resume; a --for pause's end
+//!  any            Admin Mark or a peer's report naming a newer    Log, Persist (+ SetReaders     same
+//!                 node mark (drain, disable, their reverses)      when the readers change)
 //! ```
 //!
 //! Node roles (as probed) have one handler each: primary seen, standby seen (which lifts a fence
@@ -100,12 +106,14 @@
 mod machine;
 mod manual;
 mod observation;
+mod operator;
 pub mod rules;
 mod types;
 
 pub use machine::Machine;
 pub use manual::*;
 pub use observation::*;
+pub use operator::*;
 pub use types::*;
 
 #[cfg(test)]

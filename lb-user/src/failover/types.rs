@@ -5,6 +5,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use super::operator::{Maintenance, NodeMark};
 use super::{ManualOutcome, ManualRequest, Observation, ProbeFailure};
 
 /// A node's index in the config's `[[node]]` list.
@@ -63,58 +64,13 @@ pub struct PeerReport {
     /// Its newest pause or resume: the receiver takes it when it is newer than its own
     /// ([`Maintenance::newer_than`]), so both load balancers agree.
     pub maintenance: Option<Maintenance>,
+    /// Its node marks (drain, disable), each the newest it knows for its node and kind; the
+    /// receiver takes each one newer than its own ([`NodeMark::newer_than`]).
+    pub marks: Vec<NodeMark>,
 }
 
-/// A wall-clock time as the milliseconds since the epoch that [`Maintenance`] records.
-pub fn unix_ms(t: std::time::SystemTime) -> u64 {
-    t.duration_since(std::time::SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as u64
-}
-
-/// Such milliseconds as RFC 3339 in UTC, to the second (log lines, command answers).
-pub fn rfc3339_ms(ms: u64) -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
-}
-
-/// Maintenance mode: the newest `pglb pause` or `pglb resume`, taken on any load balancer and
-/// passed on by the peer reports and the state file. While a pause is in force the machine
-/// fails nothing over, rejoins and re-points nothing and leaves `synchronous_standby_names`
-/// alone; routing still follows the probes.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Maintenance {
-    /// `true`: a pause; `false`: a resume (or the end of a `--for` pause).
-    pub paused: bool,
-    /// When the operator gave the command, milliseconds of the wall clock since the Unix epoch
-    /// of the instance that took it: the version, the newest wins.
-    pub at_ms: u64,
-    /// The instance that took the command (`[instance] name`): breaks a tie of `at_ms`.
-    pub by: String,
-    /// The operator's words (`--reason`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// A `--for` pause ends by itself at this wall-clock time (milliseconds since the epoch),
-    /// on every instance.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub until_ms: Option<u64>,
-}
-
-/// The longest `--reason`, in bytes: it travels in every peer report.
-pub const PAUSE_REASON_MAX: usize = 100;
-
-impl Maintenance {
-    /// Newest wins: a later `at_ms`, then the greater instance name.
-    pub fn newer_than(&self, other: &Maintenance) -> bool {
-        (self.at_ms, self.by.as_str()) > (other.at_ms, other.by.as_str())
-    }
-
-    /// A pause in force at wall-clock `now_ms` (`None`: the wall clock is not known yet, and a
-    /// pause counts until it is).
-    pub fn in_force(&self, now_ms: Option<u64>) -> bool {
-        self.paused && self.until_ms.is_none_or(|u| now_ms.is_none_or(|n| n < u))
-    }
-}
-
-/// Operator commands (`pglb switchover`, `pglb node rejoin`, `pglb pause`, `pglb failover`).
+/// Operator commands (`pglb switchover`, `pglb failover`, `pglb node rejoin|drain|undrain|disable|enable`,
+/// `pglb pause|resume`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdminCommand {
     /// Planned, zero-loss change of the writer to `to`.
@@ -123,6 +79,8 @@ pub enum AdminCommand {
     Rejoined { node: NodeId },
     /// `pglb pause` or `pglb resume`, dated by the instance that took it.
     Maintenance(Maintenance),
+    /// `pglb node drain|undrain|disable|enable`, dated by the instance that took it.
+    Mark(NodeMark),
     /// `pglb failover --to NODE`: promote although automatic failover is held back.
     Failover(ManualRequest),
 }
@@ -214,6 +172,9 @@ pub struct Durable {
     /// The newest pause or resume (absent in files written before maintenance mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance: Option<Maintenance>,
+    /// The node marks, on and off (absent in files written before them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub marks: Vec<NodeMark>,
 }
 
 /// A fence in the state file.
@@ -281,9 +242,10 @@ pub enum Blocked {
     /// With `ANY k` synchronous replication, fewer than `needed` of the other nodes are reachable
     /// standbys, so the one holding the last acknowledged commit may be out of sight.
     SyncStandbysUnreachable { reachable: usize, needed: usize },
-    /// No reachable standby qualifies (nofailover, lag, failed promotion, timeline).
+    /// No reachable standby qualifies (nofailover or disabled, lag, failed promotion, timeline).
     NoCandidate,
-    /// The best candidate is behind a reachable standby that may not be promoted (nofailover).
+    /// The best candidate is behind a reachable standby that may not be promoted (nofailover or
+    /// disabled).
     CandidateBehind { candidate: NodeId, ahead: NodeId },
     /// A standby's received position still moved between its last two probes: wait until every
     /// position is final, so that every load balancer ranks the same candidate first.
@@ -575,6 +537,10 @@ pub struct NodeView {
     pub last_error: Option<ProbeFailure>,
     /// When `state` last changed.
     pub last_change: Duration,
+    /// `pglb node drain`: left out of the read ports' new connections as a standby.
+    pub drained: bool,
+    /// `pglb node disable`: never a failover candidate or switchover target.
+    pub disabled: bool,
 }
 
 /// A snapshot of what the machine believes, for status, metrics and tests.
@@ -607,4 +573,6 @@ pub struct ClusterView {
     pub maintenance: Option<Maintenance>,
     /// A pause is in force now ([`Maintenance::in_force`]).
     pub paused: bool,
+    /// The node marks known here (on and off), by node and kind.
+    pub marks: Vec<NodeMark>,
 }

@@ -230,6 +230,8 @@ pub fn node_json(s: &Snapshot, n: &NodeRow) -> Value {
         "writer": is_writer(s, n),
         "reader": n.reader,
         "fenced": s.fenced.contains(&n.name),
+        "drained": n.drained,
+        "disabled": n.disabled,
         "routed_ports": n.routed_ports,
     })
 }

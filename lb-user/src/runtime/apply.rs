@@ -39,6 +39,10 @@ impl Runtime {
         {
             self.note_maintenance(before.as_ref(), m);
         }
+        let marks_before = self.published.borrow().view.marks.clone();
+        for m in view.marks.iter().filter(|m| !marks_before.contains(m)) {
+            self.note_mark(m);
+        }
         // Readers of the snapshot borrow it when asked; only the agent channel waits for
         // changes, and only for what it publishes: waking it at every turn of this loop (tens
         // of times a second, for nothing) is most of an idle daemon's CPU.

@@ -10,7 +10,7 @@ use super::{
     history::{EventId, EventKind},
 };
 use crate::{
-    failover::{Maintenance, NodeId, Phase, rfc3339_ms},
+    failover::{Maintenance, MarkKind, NodeId, NodeMark, Phase, rfc3339_ms},
     journal::{self, EventName},
 };
 
@@ -73,6 +73,20 @@ impl Runtime {
         self.record(EventKind::Maintenance, text.clone());
         let name = if m.paused { EventName::Pause } else { EventName::Resume };
         self.emit(self.event(name, text));
+    }
+
+    /// A node mark taken (here or from a peer): a recent event, and a `drain`, `undrain`,
+    /// `disable` or `enable` event for the journal and the hook, naming the node.
+    pub(super) fn note_mark(&self, m: &NodeMark) {
+        let text = format!("{} {} on {}", m.node, m.state_word(), m.by);
+        self.record(EventKind::Operator, text.clone());
+        let name = match (m.kind, m.on) {
+            (MarkKind::Drain, true) => EventName::Drain,
+            (MarkKind::Drain, false) => EventName::Undrain,
+            (MarkKind::Disable, true) => EventName::Disable,
+            (MarkKind::Disable, false) => EventName::Enable,
+        };
+        self.emit(self.event(name, text).node(m.node.clone()));
     }
 
     /// A new writer is routed: ends the failover's event (see [`WriterLoss`](super::history::WriterLoss)).

@@ -1,5 +1,6 @@
-//! Requests from the admin socket (`pglb status`, `switchover`, `failover`, `node rejoin`,
-//! `pause`, `resume`, `debug stall-loop`), answered from the main loop.
+//! Requests from the admin socket (`pglb status`, `switchover`, `failover`, `node rejoin`, `node
+//! drain|undrain|disable|enable`, `pause`, `resume`, `debug stall-loop`), answered from the main
+//! loop.
 
 use std::time::{Duration, SystemTime};
 
@@ -8,7 +9,7 @@ use tracing::{info, warn};
 use super::{PendingSwitchover, Runtime, history::EventKind, snapshot::SnapshotSource};
 use crate::{
     admin::AdminRequest,
-    failover::{AdminCommand, Event, Maintenance, PAUSE_REASON_MAX, rfc3339_ms, unix_ms},
+    failover::{AdminCommand, Event, Maintenance, MarkKind, NodeMark, PAUSE_REASON_MAX, Phase, rfc3339_ms, unix_ms},
     runtime::history::rfc3339,
 };
 
@@ -63,6 +64,9 @@ impl Runtime {
             }
             AdminRequest::Resume { reply } => {
                 let _ = reply.send(self.resume());
+            }
+            AdminRequest::Mark { node, kind, on, reply } => {
+                let _ = reply.send(self.mark(&node, kind, on));
             }
             AdminRequest::Rejoined { node, reply } => match self.p.nodes.iter().position(|n| n.name == node) {
                 None => {
@@ -139,5 +143,54 @@ impl Runtime {
             rfc3339_ms(pause.at_ms)
         );
         Ok(text)
+    }
+
+    /// `pglb node drain|undrain|disable|enable`: a mark dated now, by this instance. Refused
+    /// for an unknown node, a mark already in that state, draining the writer, and disabling
+    /// the target of a running switchover.
+    fn mark(&mut self, node: &str, kind: MarkKind, on: bool) -> Result<String, String> {
+        let Some(id) = self.p.nodes.iter().position(|n| n.name == node) else {
+            let names = self.p.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ");
+            return Err(format!("unknown node `{node}`: the nodes are {names}"));
+        };
+        let now = self.wall_clock();
+        let view = self.machine.view();
+        let is = |v: &crate::failover::ClusterView| if kind == MarkKind::Drain { v.nodes[id].drained } else { v.nodes[id].disabled };
+        if is(&view) == on {
+            let since = view.marks.iter().find(|m| m.node == node && m.kind == kind).map_or_else(String::new, |m| format!(" (since {} on {})", rfc3339_ms(m.at_ms), m.by));
+            return Err(format!("{node} is already {}{since}: nothing changed", kind.state_word(on)));
+        }
+        if kind == MarkKind::Drain && on && view.writer == Some(id) {
+            return Err(format!(
+                "{node} is the writer: drain takes a standby out of the read ports. Move the writer first (`pglb switchover --to <standby>`), then drain {node}"
+            ));
+        }
+        if let (MarkKind::Disable, true, Phase::Switchover { to, .. }) = (kind, on, view.phase)
+            && to == id
+        {
+            return Err(format!("a switchover to {node} is running: wait for its end, then disable {node}"));
+        }
+        let m = NodeMark { node: node.to_owned(), kind, on, at_ms: unix_ms(now), by: self.p.instance.clone() };
+        info!(node, mark = kind.as_str(), on, by = %m.by, "admin: node mark requested");
+        self.feed(Event::Admin(AdminCommand::Mark(m)));
+        let view = self.machine.view();
+        if is(&view) != on {
+            return Err(format!("the {} of {node} was not taken: a newer mark is in force (is this host's clock behind its peer's?)", kind.as_str()));
+        }
+        let what = match (kind, on) {
+            (MarkKind::Drain, true) => format!(
+                "no new connection on the read ports goes to it; open ones go on until they close (`pglb node drain {node} --wait` waits for them). It may still be promoted (`pglb node disable {node}` prevents that)"
+            ),
+            (MarkKind::Drain, false) if view.readers.contains(&id) => "it takes new read connections again (a reader now)".to_owned(),
+            (MarkKind::Drain, false) => "it takes new read connections again once it qualifies as a reader (it does not now: down, lagging or not a standby)".to_owned(),
+            (MarkKind::Disable, true) => "never a failover candidate or switchover target; it still serves reads".to_owned(),
+            (MarkKind::Disable, false) => "it may be a failover candidate and a switchover target again".to_owned(),
+        };
+        Ok(format!(
+            "{node} {} on {} at {}: {what}\nthe peers learn it from the next report (pglb status shows it on each)",
+            kind.state_word(on),
+            self.p.instance,
+            rfc3339(now)
+        ))
     }
 }

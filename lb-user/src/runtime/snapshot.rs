@@ -201,8 +201,11 @@ impl SnapshotSource {
                     lag_seconds: n.lag.map(|d| d.as_secs_f64()),
                     routed_ports: routed,
                     reader: !self.p.read_ports.is_empty() && view.readers.contains(&n.id),
+                    drained: n.drained,
+                    disabled: n.disabled,
                     traffic: Traffic {
                         flows: read.flows.iter().filter(|f| f.backend_id == n.id as u32).count() as u64,
+                        open_read_flows: read.flows.iter().filter(|f| f.backend_id == n.id as u32 && f.pool == "read" && !matches!(f.state, "CLOSING" | "CLOSED")).count() as u64,
                         new_flows: stats.map(|s| s.new_flows).unwrap_or(0),
                         packets: stats.map(|s| s.to_backend_packets + s.to_client_packets).unwrap_or(0),
                         bytes: stats.map(|s| s.to_backend_bytes + s.to_client_bytes).unwrap_or(0),

@@ -44,7 +44,7 @@ failovers {fo} &middot; switchovers {so}</p><table id=\"nodes\"><tr><th>node</th
             html_escape(&n.name),
             html_escape(&n.addr),
             html_escape(&n.role),
-            html_escape(&n.state),
+            html_escape(&n.state_marked()),
             opt(n.timeline),
             opt(n.lag_bytes),
             n.lag_seconds.map(|l| format!("{l:.3}")).unwrap_or_else(|| "-".into()),

@@ -38,6 +38,12 @@ struct NodeJson<'a> {
     lag_s: Option<f64>,
     routed_ports: &'a [u16],
     flows: u64,
+    /// `pglb node drain`: no new read connection goes to it as a standby.
+    drained: bool,
+    /// `pglb node disable`: never a failover candidate or switchover target.
+    disabled: bool,
+    /// Flows on the read ports not closed yet (what `pglb node drain --wait` waits for).
+    open_read_flows: u64,
 }
 
 #[derive(serde::Serialize)]
@@ -85,6 +91,9 @@ pub fn render_json(s: &Snapshot) -> String {
                 lag_s: n.lag_seconds,
                 routed_ports: &n.routed_ports,
                 flows: n.traffic.flows,
+                drained: n.drained,
+                disabled: n.disabled,
+                open_read_flows: n.traffic.open_read_flows,
             })
             .collect(),
         peers: s

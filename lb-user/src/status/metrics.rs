@@ -53,6 +53,15 @@ fn nodes(o: &mut String, s: &Snapshot, inst: &str) {
             let _ = writeln!(o, "pglb_node_lag_bytes{{instance_name=\"{inst}\",node=\"{}\"}} {l}", escape_label(&n.name));
         }
     }
+    for (name, help, get) in [
+        ("pglb_node_drained", "1 while the node is drained (pglb node drain): no new read connection goes to it as a standby.", (|n: &NodeRow| n.drained) as fn(&NodeRow) -> bool),
+        ("pglb_node_disabled", "1 while the node is disabled (pglb node disable): never a failover candidate or switchover target.", |n| n.disabled),
+    ] {
+        family(o, name, "gauge", help);
+        for n in &s.nodes {
+            let _ = writeln!(o, "{name}{{instance_name=\"{inst}\",node=\"{}\"}} {}", escape_label(&n.name), u8::from(get(n)));
+        }
+    }
 }
 
 /// The probe latency histogram per node, cumulative as Prometheus wants it.
@@ -76,6 +85,7 @@ fn probe_latency(o: &mut String, s: &Snapshot, inst: &str) {
 fn backends(o: &mut String, s: &Snapshot, inst: &str) {
     for (name, help, get) in [
         ("pglb_backend_flows", "Live flows to the backend.", (|t: &Traffic| t.flows) as fn(&Traffic) -> u64),
+        ("pglb_backend_open_read_flows", "Flows on the read ports to the backend not closed yet (what pglb node drain --wait waits for).", |t| t.open_read_flows),
         ("pglb_backend_new_flows_total", "Flows opened to the backend.", |t| t.new_flows),
         ("pglb_backend_packets_total", "Packets forwarded to and from the backend.", |t| t.packets),
         ("pglb_backend_bytes_total", "Bytes forwarded to and from the backend.", |t| t.bytes),
@@ -108,6 +118,21 @@ fn failover(o: &mut String, s: &Snapshot, inst: &str) {
     let _ = writeln!(o, "pglb_switchovers_total{{instance_name=\"{inst}\"}} {}", s.switchovers_total);
     family(o, "pglb_phase", "gauge", "1 for the failover state machine's current phase.");
     let _ = writeln!(o, "pglb_phase{{instance_name=\"{inst}\",phase=\"{}\"}} 1", escape_label(&s.phase));
+    outages(o, s, inst);
+}
+
+/// From the recent events: whether the writer is lost or a SYN flood is on now, and how long
+/// the last writer outage lasted (lost until a writer was routed again: the write RTO as this
+/// instance saw it; NaN while none is among the recent events).
+fn outages(o: &mut String, s: &Snapshot, inst: &str) {
+    let ongoing = |kind: &str| s.events.iter().any(|e| e.kind == kind && e.ongoing);
+    family(o, "pglb_writer_lost", "gauge", "1 while the writer is lost and no new writer is routed yet.");
+    let _ = writeln!(o, "pglb_writer_lost{{instance_name=\"{inst}\"}} {}", u8::from(ongoing("failover")));
+    family(o, "pglb_last_writer_outage_seconds", "gauge", "How long the last writer outage lasted, from its detection until a writer was routed again (NaN: none among the recent events).");
+    let last = s.events.iter().find(|e| e.kind == "failover" && !e.ongoing && e.duration_s.is_some()).and_then(|e| e.duration_s);
+    let _ = writeln!(o, "pglb_last_writer_outage_seconds{{instance_name=\"{inst}\"}} {}", last.map_or_else(|| "NaN".to_owned(), |d| format!("{d:.3}")));
+    family(o, "pglb_syn_flood", "gauge", "1 while the SYN flood defence is on (half-open connections pile up; the VIP and the writer are kept).");
+    let _ = writeln!(o, "pglb_syn_flood{{instance_name=\"{inst}\"}} {}", u8::from(ongoing("flood")));
 }
 
 /// The VRRP state, its changes and the adverts sent, received and dropped.

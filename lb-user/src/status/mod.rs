@@ -46,6 +46,9 @@ pub struct Traffic {
     pub packets: u64,
     pub bytes: u64,
     pub rsts: u64,
+    /// Flows on the read ports not closed yet (half-open or established; a FIN or RST seen on
+    /// both sides ends one): what `pglb node drain --wait` waits for.
+    pub open_read_flows: u64,
 }
 
 /// One PostgreSQL node as the daemon sees it.
@@ -66,10 +69,22 @@ pub struct NodeRow {
     /// Routed on the read ports (a standby within the read-lag limits, or the writer standing
     /// in when none qualifies).
     pub reader: bool,
+    /// `pglb node drain`: no new read connection goes to it as a standby.
+    pub drained: bool,
+    /// `pglb node disable`: never a failover candidate or switchover target.
+    pub disabled: bool,
     pub traffic: Traffic,
     /// Seconds since the node's state last changed.
     pub since_change_s: f64,
     pub probe_latency: Histogram,
+}
+
+impl NodeRow {
+    /// The state with the operator's marks: `up`, `up (drained)`, `down (drained, disabled)`.
+    pub fn state_marked(&self) -> String {
+        let marks: Vec<&str> = [(self.drained, "drained"), (self.disabled, "disabled")].into_iter().filter(|(on, _)| *on).map(|(_, w)| w).collect();
+        if marks.is_empty() { self.state.clone() } else { format!("{} ({})", self.state, marks.join(", ")) }
+    }
 }
 
 /// The whole picture at one instant.
@@ -280,7 +295,9 @@ mod tests {
                     lag_seconds: None,
                     routed_ports: vec![3000],
                     reader: false,
-                    traffic: Traffic { flows: 3, new_flows: 9, packets: 100, bytes: 6400, rsts: 1 },
+                    drained: false,
+                    disabled: false,
+                    traffic: Traffic { flows: 3, new_flows: 9, packets: 100, bytes: 6400, rsts: 1, open_read_flows: 0 },
                     since_change_s: 12.0,
                     probe_latency: h,
                 },
@@ -290,6 +307,9 @@ mod tests {
                     role: "standby".into(),
                     state: "down".into(),
                     up: false,
+                    drained: true,
+                    disabled: true,
+                    traffic: Traffic { flows: 2, open_read_flows: 1, ..Traffic::default() },
                     ..NodeRow::default()
                 },
             ],
@@ -307,6 +327,29 @@ mod tests {
         assert!(lines[0].starts_with("instance lb1 | VIP 172.20.0.100 held here | vrrp master | phase steady"), "{t}");
         assert!(lines[3].contains("pg1") && lines[3].contains("primary") && lines[3].contains("3000"), "{t}");
         assert!(lines[4].contains("down") && lines[4].contains(" - "), "{t}");
+    }
+
+    /// `pglb node drain` and `disable` show in every rendering.
+    #[test]
+    fn node_marks_show_in_the_table_json_metrics_and_stats() {
+        let s = sample();
+        let t = render_table(&s);
+        assert!(t.lines().nth(4).is_some_and(|l| l.contains("down (drained, disabled)")), "{t}");
+        assert!(t.lines().nth(3).is_some_and(|l| l.contains("| up ")), "{t}");
+        let json: serde_json::Value = serde_json::from_str(&render_json(&s)).unwrap();
+        let node = &json["nodes"][1];
+        assert_eq!((&node["drained"], &node["disabled"], &node["open_read_flows"]), (&serde_json::json!(true), &serde_json::json!(true), &serde_json::json!(1)));
+        assert_eq!(json["nodes"][0]["drained"], serde_json::json!(false));
+        let m = render_metrics(&s);
+        for line in [
+            "pglb_node_drained{instance_name=\"lb1\",node=\"pg1\"} 0\n",
+            "pglb_node_drained{instance_name=\"lb1\",node=\"pg<2>\"} 1\n",
+            "pglb_node_disabled{instance_name=\"lb1\",node=\"pg<2>\"} 1\n",
+            "pglb_backend_open_read_flows{instance_name=\"lb1\",node=\"pg<2>\"} 1\n",
+        ] {
+            assert!(m.contains(line), "{line} not in {m}");
+        }
+        assert!(render_html(&s).contains("down (drained, disabled)"));
     }
 
     #[test]
@@ -345,6 +388,24 @@ mod tests {
         for line in m.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<f64>().is_ok(), "bad sample line {line:?}");
+        }
+    }
+
+    /// The outage gauges read the recent events: an ongoing failover or flood is 1, the newest
+    /// finished failover's duration is the last outage, NaN without one.
+    #[test]
+    fn outages_come_from_the_recent_events() {
+        let quiet = render_metrics(&sample());
+        assert!(quiet.contains("pglb_last_writer_outage_seconds{instance_name=\"lb1\"} NaN\n"), "{quiet}");
+        assert!(quiet.contains("pglb_writer_lost{instance_name=\"lb1\"} 0\n") && quiet.contains("pglb_syn_flood{instance_name=\"lb1\"} 0\n"), "{quiet}");
+        let row = |kind: &str, duration_s: Option<f64>, ongoing: bool| EventRow { at: "2026-12-02T07:00:00Z".into(), kind: kind.into(), text: "x".into(), duration_s, ongoing };
+        let busy = Snapshot {
+            events: vec![row("failover", None, true), row("flood", None, true), row("switchover", Some(9.0), false), row("failover", Some(0.7124), false), row("failover", Some(3.0), false)],
+            ..sample()
+        };
+        let m = render_metrics(&busy);
+        for line in ["pglb_writer_lost{instance_name=\"lb1\"} 1\n", "pglb_syn_flood{instance_name=\"lb1\"} 1\n", "pglb_last_writer_outage_seconds{instance_name=\"lb1\"} 0.712\n"] {
+            assert!(m.contains(line), "{line:?} missing:\n{m}");
         }
     }
 

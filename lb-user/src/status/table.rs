@@ -15,7 +15,7 @@ pub fn render_table(s: &Snapshot) -> String {
                 n.name.clone(),
                 n.addr.clone(),
                 n.role.clone(),
-                n.state.clone(),
+                n.state_marked(),
                 opt(n.timeline),
                 opt(n.lag_bytes),
                 n.lag_seconds.map(|l| format!("{l:.3}")).unwrap_or_else(|| "-".into()),

@@ -22,6 +22,7 @@
 //! pglb-report 2 from=<sender address> id=<boot>.<seq> echo=<boot>.<seq>|- role=master|backup|initialize
 //!     priority=<0-255> healthy=yes|no timeline=<u32> writer=<node name>|-
 //!     [pause=on|off pause_at=<ms> pause_by=<instance> pause_until=<ms>|- pause_reason=<text>|-]
+//!     [mark=<drain|disable>:<on|off>:<ms>:<node>:<instance>]...
 //! ```
 //!
 //! The `pause*` fields carry the newest pause or resume the sender knows
@@ -30,6 +31,13 @@
 //! They are optional and a receiver ignores fields it does not know, so version 2 stands: a
 //! report without them (an older pglb) says nothing about maintenance, and an older pglb reads
 //! a report with them as before.
+//!
+//! Each `mark` field is one node mark ([`crate::failover::NodeMark`]: `pglb node drain`,
+//! `undrain`, `disable`, `enable`), the newest the sender knows for its node and kind; the node
+//! and the instance are percent-encoded, so `:` only separates. Optional like the pause: a
+//! report without them says nothing about marks. A report with marks may be longer than the 512
+//! bytes a pglb from before maintenance mode reads (it refuses it as a bad MAC): upgrade both
+//! load balancers before marking nodes.
 //!
 //! `from` must be the datagram's source. Every report that is refused is counted by reason
 //! ([`Rejection`], `pglb_peer_reports_dropped_total`).
@@ -50,16 +58,17 @@ use tracing::warn;
 
 use super::vrrp::VrrpState;
 use crate::{
-    failover::{Maintenance, PeerReport},
+    failover::{Maintenance, MarkKind, NodeMark, PeerReport},
     key::Key,
 };
 
 const MAGIC: &str = "pglb-report 2";
 const MAC_SEP: &str = " mac=";
-/// Longer than any valid report (a node name is at most 63 bytes, a pause's reason at most
-/// `PAUSE_REASON_MAX` bytes, percent-encoded). A report without a pause stays under 512, what
-/// an older pglb reads.
-const MAX_REPORT: usize = 1024;
+/// Longer than any valid report: a node name is at most 63 bytes, a pause's reason at most
+/// `PAUSE_REASON_MAX` bytes, percent-encoded, and the node marks take at most two fields of
+/// 40 bytes and two percent-encoded names per node (64 backends: under 55 KiB; a few nodes:
+/// under 1 KiB). A report without a pause or marks stays under 512, what an older pglb reads.
+const MAX_REPORT: usize = 64 * 1024;
 /// How many of its own latest ids a receiver accepts as an echo.
 pub const WINDOW: usize = 8;
 /// A refused report is logged at most once per reason in this long (a flood of forged
@@ -177,6 +186,10 @@ pub fn encode(r: &Report, key: &Key) -> String {
             m.reason.as_deref().map_or_else(|| "-".to_owned(), pct_encode)
         );
     }
+    for m in &r.body.marks {
+        let on = if m.on { "on" } else { "off" };
+        let _ = write!(text, " mark={}:{on}:{}:{}:{}", m.kind.as_str(), m.at_ms, pct_encode(&m.node), pct_encode(&m.by));
+    }
     let tag = key.tag_hex(text.as_bytes());
     text.push_str(MAC_SEP);
     text.push_str(&tag);
@@ -244,7 +257,25 @@ pub fn decode(datagram: &[u8], key: &Key) -> Result<Report, Rejection> {
                     },
                 }),
             },
+            marks: fields.iter().filter(|(k, _)| *k == "mark").map(|(_, v)| decode_mark(v)).collect::<Result<_, _>>()?,
         },
+    })
+}
+
+/// One `mark` field: `<kind>:<on|off>:<ms>:<node>:<instance>`.
+fn decode_mark(field: &str) -> Result<NodeMark, Rejection> {
+    let parts: Vec<&str> = field.split(':').collect();
+    let [kind, on, at, node, by] = parts.as_slice() else { return Err(Rejection::Malformed) };
+    Ok(NodeMark {
+        node: pct_decode(node)?,
+        kind: MarkKind::parse(kind).ok_or(Rejection::Malformed)?,
+        on: match *on {
+            "on" => true,
+            "off" => false,
+            _ => return Err(Rejection::Malformed),
+        },
+        at_ms: at.parse().map_err(|_| Rejection::Malformed)?,
+        by: pct_decode(by)?,
     })
 }
 
@@ -383,13 +414,22 @@ impl ReportLink {
         }
     }
 
-    /// The next datagram (its source and bytes); receive errors are logged and skipped.
+    /// The next datagram (its source and bytes); receive errors are logged and skipped. The
+    /// buffer is taken only once a datagram is there: the main loop polls this anew every turn.
     pub async fn recv(&self) -> (SocketAddrV4, Vec<u8>) {
-        let mut buf = [0u8; MAX_REPORT];
         loop {
-            match self.socket.recv_from(&mut buf).await {
-                Ok((len, SocketAddr::V4(from))) => return (from, buf[..len].to_vec()),
+            if let Err(e) = self.socket.readable().await {
+                warn!(error = %e, "peer report: waiting for a datagram failed");
+                continue;
+            }
+            let mut buf = vec![0u8; MAX_REPORT];
+            match self.socket.try_recv_from(&mut buf) {
+                Ok((len, SocketAddr::V4(from))) => {
+                    buf.truncate(len);
+                    return (from, buf);
+                }
                 Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) => warn!(error = %e, "peer report: receiving failed"),
             }
         }
@@ -445,7 +485,7 @@ mod tests {
             role: VrrpState::Master,
             priority: 150,
             healthy: true,
-            body: PeerReport { timeline: 3, writer: Some("pg1".into()), maintenance: None },
+            body: PeerReport { timeline: 3, writer: Some("pg1".into()), maintenance: None, marks: vec![] },
         }
     }
 
@@ -461,7 +501,7 @@ mod tests {
         let (body, mac) = wire.rsplit_once(" mac=").expect("a mac");
         assert_eq!(body, "pglb-report 2 from=172.20.0.21 id=7.2 echo=9.40 role=master priority=150 healthy=yes timeline=3 writer=pg1");
         assert_eq!(mac.len(), 64);
-        let none = Report { echo: None, body: PeerReport { timeline: 1, writer: None, maintenance: None }, role: VrrpState::Initialize, priority: 0, healthy: false, ..report(ReportId { boot: 1, seq: 1 }, None) };
+        let none = Report { echo: None, body: PeerReport { timeline: 1, writer: None, maintenance: None, marks: vec![] }, role: VrrpState::Initialize, priority: 0, healthy: false, ..report(ReportId { boot: 1, seq: 1 }, None) };
         assert_eq!(decode(encode(&none, &key()).as_bytes(), &key()), Ok(none));
     }
 
@@ -494,6 +534,26 @@ mod tests {
         let bad = "pglb-report 2 from=172.20.0.21 id=7.2 echo=- role=master priority=150 healthy=yes timeline=3 writer=pg1 pause=maybe pause_at=1 pause_by=lb1 pause_until=- pause_reason=-";
         let wire = format!("{bad} mac={}", key().tag_hex(bad.as_bytes()));
         assert_eq!(decode(wire.as_bytes(), &key()), Err(Rejection::Malformed), "pause=maybe");
+    }
+
+    /// Node marks ride on the report, names percent-encoded so `:` only separates; a report
+    /// without them says nothing about marks; a bad one is malformed.
+    #[test]
+    fn node_marks_survive_the_wire() {
+        let mut r = report(ReportId { boot: 7, seq: 4 }, None);
+        r.body.marks = vec![
+            NodeMark { node: "pg2".into(), kind: MarkKind::Drain, on: true, at_ms: 1_796_000_000_123, by: "lb1".into() },
+            NodeMark { node: "db:3".into(), kind: MarkKind::Disable, on: false, at_ms: 1_796_000_000_456, by: "lb 2".into() },
+        ];
+        let wire = encode(&r, &key());
+        assert!(wire.contains(" mark=drain:on:1796000000123:pg2:lb1 mark=disable:off:1796000000456:db%3A3:lb%202 mac="), "{wire}");
+        assert!(wire.len() < 512, "a few marks stay under what an older pglb reads: {} bytes", wire.len());
+        assert_eq!(decode(wire.as_bytes(), &key()), Ok(r));
+        for bad in ["mark=drain:on:1:pg2", "mark=halt:on:1:pg2:lb1", "mark=drain:yes:1:pg2:lb1", "mark=drain:on:soon:pg2:lb1"] {
+            let text = format!("pglb-report 2 from=172.20.0.21 id=7.2 echo=- role=master priority=150 healthy=yes timeline=3 writer=pg1 {bad}");
+            let wire = format!("{text} mac={}", key().tag_hex(text.as_bytes()));
+            assert_eq!(decode(wire.as_bytes(), &key()), Err(Rejection::Malformed), "{bad}");
+        }
     }
 
     #[test]
@@ -554,7 +614,7 @@ mod tests {
         let port = 39_411;
         let mut a = ReportLink::bind(a_addr, port, vec![b_addr], key(), ms(100)).await.expect("bind a");
         let mut b = ReportLink::bind(b_addr, port, vec![a_addr], key(), ms(100)).await.expect("bind b");
-        let body = PeerReport { timeline: 4, writer: Some("pg1".into()), maintenance: None };
+        let body = PeerReport { timeline: 4, writer: Some("pg1".into()), maintenance: None, marks: vec![] };
         let next = async |link: &ReportLink| tokio::time::timeout(Duration::from_secs(5), link.recv()).await.expect("a datagram within 5 s");
         a.send(VrrpState::Master, 150, true, &body, ms(0));
         let (from, first) = next(&b).await;

@@ -84,7 +84,7 @@ mod tests {
             role: VrrpState::Master,
             priority,
             healthy: writer.is_some(),
-            body: PeerReport { timeline: 2, writer: writer.map(str::to_owned), maintenance: None },
+            body: PeerReport { timeline: 2, writer: writer.map(str::to_owned), maintenance: None, marks: vec![] },
         }
     }
 

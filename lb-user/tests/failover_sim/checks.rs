@@ -270,6 +270,30 @@ impl Sim {
                     }
                 }
             }
+            Scenario::Cascade => {
+                // The second crash's victim is the first failover's winner; the last node must
+                // be writing within the crash bound of it, before anything is restarted.
+                let t = fault_at(|f| matches!(f, Fault::CrashWriter)).expect("a second crash");
+                let Some(&(_, _, first)) = self.promotions.iter().find(|&&(at, _, _)| at < t) else {
+                    return self.fail(&format!("no failover before the second crash at {t:?}: {:?}", self.promotions));
+                };
+                let last = 3 - first;
+                let bound = p.detection_time() + Duration::from_millis(600);
+                let promoted = self.vip_changes.iter().find(|(at, w)| *at >= t && *w == Some(last));
+                if !self.pair && self.peers_alive.is_empty() {
+                    // One load balancer, no peer: itself and pg3 are 2 of 4 members, no majority
+                    // (it cannot tell two dead nodes from a cut to two live ones): writes stay
+                    // refused until the heal.
+                    if let Some((at, _)) = promoted.filter(|(at, _)| *at < self.heal_at) {
+                        self.fail(&format!("pg{} promoted at {at:?} without a quorum", last + 1));
+                    }
+                    return;
+                }
+                match promoted {
+                    Some((at, _)) if *at - t <= bound && *at < self.heal_at => {}
+                    other => self.fail(&format!("pg{} not writing within {bound:?} of the second crash at {t:?}: {other:?}", last + 1)),
+                }
+            }
             Scenario::Hang => {
                 let t = fault_at(|f| matches!(f, Fault::Hang(0))).expect("a hang");
                 let resume = fault_at(|f| matches!(f, Fault::Resume(0))).expect("a resume");

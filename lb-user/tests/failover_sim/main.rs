@@ -567,6 +567,24 @@ fn simulation_holds_invariants_over_many_seeds() {
     }
 }
 
+/// Issue 22's cascade over `SIM_CASCADE_SEEDS` seeds (default 200): two primaries lost in a row,
+/// the last standby promoted within the crash bound of the second loss, every invariant held.
+#[test]
+fn cascade_promotes_the_last_proven_standby() {
+    let seeds = std::env::var("SIM_CASCADE_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(200u64);
+    let mut failed = Vec::new();
+    for seed in 0..seeds {
+        if let Err(panic) = std::panic::catch_unwind(|| Sim::with_scenario(seed, Scenario::Cascade).run()) {
+            let text = panic.downcast_ref::<String>().map_or("", String::as_str);
+            if std::env::var("SIM_CASCADE_VERBOSE").is_ok() {
+                eprintln!("{text}");
+            }
+            failed.push(format!("seed {seed}: {}", text.lines().next().unwrap_or("")));
+        }
+    }
+    assert!(failed.is_empty(), "{} of {seeds} cascades failed:\n{}", failed.len(), failed.join("\n"));
+}
+
 #[test]
 fn former_machine_bugs_stay_fixed() {
     for &(bug, seeds) in FIXED_MACHINE_BUGS {

@@ -134,7 +134,7 @@ impl Sim {
             Some(ForgedWriter::Nobody) => None,
             Some(ForgedWriter::Stranger) => Some("pg9".to_owned()),
         };
-        let body = PeerReport { timeline: f.timeline.unwrap_or(real.timeline), writer, maintenance: None };
+        let body = PeerReport { timeline: f.timeline.unwrap_or(real.timeline), writer, maintenance: None, marks: vec![] };
         let from = if self.pair { self.lbs[f.peer].addr } else { self.lbs[0].p.peers[f.peer] };
         let report = Report { from, id: ReportId { boot: 0, seq: 0 }, echo: None, role, priority, healthy, body };
         self.coverage.forged_reports += 1;

@@ -25,6 +25,12 @@ pub enum Scenario {
     FailoverProbeBlip,
     DaemonRestart,
     PairChaos,
+    /// Issue 22's cascade: the primary crashes, and inside the healing window (before it is
+    /// back) the new primary crashes too. The last standby was the only synchronous standby
+    /// streaming from it: it holds every acknowledged commit and must be promoted. Not in
+    /// [`SCENARIOS`] (that would move every recorded seed to another scenario): its own test,
+    /// `cascade_promotes_the_last_proven_standby`, runs it.
+    Cascade,
 }
 
 pub const SCENARIOS: [Scenario; 18] = [
@@ -225,6 +231,10 @@ impl Sim {
                 if r.chance(30) {
                     f.push((t + r.ms(4000, 8000), Fault::Switchover(0)));
                 }
+            }
+            Scenario::Cascade => {
+                f.push((t, Fault::Crash(0)));
+                f.push((t + r.ms(2500, 5000), Fault::CrashWriter));
             }
             Scenario::DoubleFault => {
                 f.push((t - Duration::from_millis(300), Fault::Lag(standby)));
@@ -433,7 +443,7 @@ impl Sim {
         // The scenarios whose own checks time what their fault causes.
         let timed = matches!(
             self.scenario,
-            Scenario::Crash | Scenario::Hang | Scenario::LaggingStandby | Scenario::Switchover | Scenario::LbCutFromPrimary
+            Scenario::Crash | Scenario::Hang | Scenario::LaggingStandby | Scenario::Switchover | Scenario::LbCutFromPrimary | Scenario::Cascade
         );
         self.mix_trust_faults(&mut f, t, timed);
         let r = &mut self.rng;

@@ -122,13 +122,17 @@ pub struct Sim {
 
 impl Sim {
     pub fn new(seed: u64) -> Sim {
+        Sim::with_scenario(seed, SCENARIOS[(seed % SCENARIOS.len() as u64) as usize])
+    }
+
+    /// A run of `scenario` whatever the seed (the seed draws everything else).
+    pub fn with_scenario(seed: u64, scenario: Scenario) -> Sim {
         use Scenario::*;
         let mut rng = Rng(seed);
-        let scenario = SCENARIOS[(seed % SCENARIOS.len() as u64) as usize];
         rng.next();
         let pair = match scenario {
             NotMaster | NoQuorum | Chaos => false,
-            Crash | Hang | Partition | Flapping | LaggingStandby | SecondPrimary | Switchover | DoubleFault => rng.chance(50),
+            Crash | Hang | Partition | Flapping | LaggingStandby | SecondPrimary | Switchover | DoubleFault | Cascade => rng.chance(50),
             _ => true,
         };
         let (peers, vrrp) = if pair {

@@ -15,6 +15,7 @@
 //! | `lb-partition` | lb1 and lb2 cut from each other (both VRRP masters), then `kill -9` of pg1 | one promotion target; exactly one primary |
 //! | `lb-kill-then-failover` | `kill -9` of lb1's pglb, then `kill -9` of pg1, pg1 restarted, clients re-ARP | lb1's data plane opens no flow after its lease ran out; no write on pg1 |
 //! | `restart-with-stale-primary` | pg1 crash and failover; both pglb killed; pg1 restarted without a rejoin while the writer is out of the load balancers' sight; both pglb restarted | pg1 never gets a write; writes resume once the writer is seen |
+//! | `cascade` | `kill -9` of pg1's postmaster; once the failover is seen and the other standby streams from the winner, `kill -9` of the winner's postmaster (pg1 still down) | the last standby promoted (it alone could acknowledge the winner's commits); pg1 and the first winner restarted once it is, fenced and rejoined by pglb (writes wait for a synchronous standby until then); the write RTO is the second loss's |
 //! | `switchover-probe-blip` | `pglb switchover --to pg2`; lb1 cut from pg2 for 1.5 s while pg1 is demoted | exactly one writer afterwards; no write lost |
 //! | the trust drills ([`super::trust`]: `forged-report`, `forged-advert`, `lb-freeze`, `lb-restart-stale-view`, `state-write-fails`, `main-loop-hang`, `lb-return`) | see that module | see that module |
 //! | `syn-flood` ([`super::flood`], not injected here) | two hping3 `-S --flood --rand-source` from `pgha-client` against VIP:3000 and VIP:3001 for 10 s, under pgbench with persistent connections and one idle session | no established flow broken; the idle session answers afterwards; 0 failed pgbench transactions; new connections succeed during the flood; flood end → first new connection ≤ 1 s on both ports |
@@ -278,6 +279,33 @@ pub(super) fn restart_with_stale_primary(d: &Drill, wlog: &Path, r: &mut RunResu
     Ok(at)
 }
 
+/// `cascade`: `kill -9` of pg1's postmaster, the failover, then, once the other standby streams
+/// from the winner and with pg1 still down (inside the healing window), `kill -9` of the
+/// winner's postmaster. Over once the last standby acknowledges writes; the fault's time is the
+/// second kill's (issue 22: two primary losses in a row).
+pub(super) fn cascade(d: &Drill, wlog: &Path, _r: &mut RunResult) -> Result<u128> {
+    let first_at = now_us();
+    kill_postmaster(d, PRIMARY)?;
+    d.wait_failover(first_at, wlog)?;
+    let first = d.writer().context("no writer after the first failover")?;
+    let last = ["pg2", "pg3"].into_iter().find(|n| *n != first).context("the first winner is not a standby of the lab")?;
+    wait_for(Duration::from_secs(10), &format!("{last} to stream from {first}"), || Ok(d.streaming_from(&first).iter().any(|n| n == last)))?;
+    let at = now_us();
+    println!("drill: cascade: pg1 -> {first} in {:.0} ms; now kill -9 of {first}, {last} the last standby", (at - first_at) as f64 / 1000.0);
+    kill_postmaster(d, &first)?;
+    // Both crashed hosts come back once pglb has promoted the last standby (sooner, the first
+    // winner would answer again as the writer before any failover): with synchronous commit,
+    // writes on it wait for a standby, and pglb rejoins both under it.
+    wait_for(super::RECOVERY_LIMIT, &format!("pglb to route writes to {last}"), || Ok(d.writer().as_deref() == Some(last)))?;
+    println!("drill: cascade: {last} promoted {:.0} ms after the second kill; pg1 and {first} restarted", (now_us() - at) as f64 / 1000.0);
+    d.start_node(PRIMARY)?;
+    d.start_node(&first)?;
+    wait_for(super::RECOVERY_LIMIT, &format!("writes acknowledged by {last}, the last standby"), || {
+        Ok(super::measure::read_client_log(wlog)?.iter().any(|l| l.ok && l.sent_us > at && l.node == super::addr_of(last)))
+    })?;
+    Ok(at)
+}
+
 /// `switchover-probe-blip`: `pglb switchover --to pg2` on lb1, and lb1 cut from pg2 for 1.5 s
 /// while it demotes pg1: the switchover must wait the blip out rather than leave no writer.
 pub(super) fn switchover_probe_blip(d: &Drill, wlog: &Path, r: &mut RunResult) -> Result<u128> {
@@ -351,8 +379,22 @@ pub fn recover(
                 check_one_promotion_target(r);
             }
         }
+        Recovery::Cascade if r.failover => {
+            if r.promotions.len() < 2 {
+                r.failures.push(format!("two promotions expected, the logs show {:?}", r.promotions));
+            }
+            let first = ["pg2", "pg3"].into_iter().find(|n| *n != winner).expect("two standbys");
+            let back = wait_for(REJOIN_LIMIT, &format!("pg1 and {first} to stream from {winner}, rejoined by pglb"), || {
+                let streaming = d.streaming_from(winner);
+                Ok([PRIMARY, first].iter().all(|n| streaming.iter().any(|s| s == n)))
+            });
+            match back {
+                Ok(()) => r.rejoin_ms = Some((now_us() - fault_at) as f64 / 1000.0),
+                Err(e) => r.failures.push(format!("{e:#}")),
+            }
+        }
         Recovery::RestartStandby => d.start_node("pg3")?,
-        Recovery::Failover { .. } | Recovery::Nothing => {}
+        Recovery::Failover { .. } | Recovery::Cascade | Recovery::Nothing => {}
     }
     Ok(())
 }

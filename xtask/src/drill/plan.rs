@@ -40,6 +40,9 @@ pub(super) enum Recovery {
         /// Both masters of a partition promoted the same node.
         one_promotion_target: bool,
     },
+    /// Two primaries lost in a row (`cascade`): pg1 and the first failover's winner are
+    /// started again, and pglb rejoins both under the last standby, promoted second.
+    Cascade,
 }
 
 /// The common failover: pg1 back by itself or restarted by the fault, one master deciding.

@@ -46,6 +46,8 @@ pub enum Scenario {
     RestartWithStalePrimary,
     /// switchover with lb1 cut from pg2 for 1.5 s: exactly one writer after
     SwitchoverProbeBlip,
+    /// kill -9 of pg1, then of the new primary before pg1 is back: the last standby promoted
+    Cascade,
     /// trust: forged and replayed peer reports are dropped and counted
     ForgedReport,
     /// trust: forged VRRP adverts at priority 254 move nothing
@@ -102,6 +104,7 @@ impl Scenario {
             Scenario::LbKillThenFailover => fault(failover::lb_kill_then_failover, FAILOVER),
             Scenario::RestartWithStalePrimary => fault(failover::restart_with_stale_primary, FAILOVER),
             Scenario::SwitchoverProbeBlip => fault(failover::switchover_probe_blip, Nothing),
+            Scenario::Cascade => fault(failover::cascade, Recovery::Cascade),
             Scenario::ForgedReport => trust_fault(trust::forged_report, Nothing),
             Scenario::ForgedAdvert => trust_fault(trust::forged_advert, Nothing),
             Scenario::LbFreeze => trust_fault(trust::lb_freeze, FAILOVER),
@@ -140,7 +143,7 @@ impl Fault {
 impl Recovery {
     /// Whether pg1 must acknowledge no write and answer no read as a primary after the fault.
     pub(super) fn old_primary_must_stay_silent(self) -> bool {
-        matches!(self, Recovery::Failover { .. })
+        matches!(self, Recovery::Failover { .. } | Recovery::Cascade)
     }
 }
 
@@ -177,7 +180,7 @@ mod tests {
         assert_eq!(all, [
             "primary-crash", "primary-hang", "primary-host-down", "primary-isolated", "primary-isolated-standbys", "standby-crash",
             "switchover", "lb-cut-from-primary", "lb-partition", "lb-kill-then-failover", "restart-with-stale-primary",
-            "switchover-probe-blip", "forged-report", "forged-advert", "lb-freeze", "lb-restart-stale-view", "state-write-fails",
+            "switchover-probe-blip", "cascade", "forged-report", "forged-advert", "lb-freeze", "lb-restart-stale-view", "state-write-fails",
             "main-loop-hang", "lb-return", "lb-crash", "lb-graceful", "syn-flood", "all",
         ]);
         for s in Scenario::value_variants() {
@@ -212,7 +215,7 @@ mod tests {
     #[test]
     fn the_agent_runs_only_what_does_not_measure_the_vip() {
         let all = Scenario::All.expand(ClientMode::Agent).unwrap();
-        assert_eq!(names(&all), names(&Scenario::All.expand(ClientMode::Vip).unwrap()[..12]));
+        assert_eq!(names(&all), names(&Scenario::All.expand(ClientMode::Vip).unwrap()[..13]));
         assert_eq!(names(&Scenario::PrimaryCrash.expand(ClientMode::Agent).unwrap()), ["primary-crash"]);
         for refused in [Scenario::ForgedReport, Scenario::LbReturn, Scenario::LbCrash, Scenario::LbGraceful, Scenario::SynFlood] {
             let err = refused.expand(ClientMode::Agent).expect_err("measures the VIP").to_string();

@@ -94,9 +94,10 @@ impl Machine {
         self.pick_candidate(old, now)
     }
 
-    /// Rule 3: reachable standby on the writer's timeline, not nofailover, within the lag limit;
-    /// highest received LSN, then priority, then name; never behind another reachable standby
-    /// (fenced ones included: a fenced node that streams may hold acknowledged commits).
+    /// Rule 3: reachable standby on the writer's timeline, neither nofailover nor disabled
+    /// ([`Self::may_promote`]), within the lag limit; highest received LSN, then priority, then
+    /// name; never behind another reachable standby (fenced ones included: a fenced node that
+    /// streams may hold acknowledged commits).
     pub(super) fn pick_candidate(&self, old: Option<NodeId>, now: Duration) -> Result<NodeId, Blocked> {
         let standbys: Vec<(NodeId, &NodeStatus)> =
             (0..self.nodes.len()).filter(|&n| Some(n) != old).filter_map(|n| Some((n, self.nodes[n].usable_standby()?))).collect();
@@ -111,8 +112,7 @@ impl Machine {
         let mut candidates: Vec<Candidate<'_>> = standbys
             .iter()
             .filter(|(n, s)| {
-                let p = &self.p.nodes[*n];
-                !p.nofailover && on_timeline(s) && self.nodes[*n].excluded_until.is_none_or(|u| now >= u)
+                self.may_promote(*n) && on_timeline(s) && self.nodes[*n].excluded_until.is_none_or(|u| now >= u)
             })
             .filter_map(|&(n, s)| {
                 let received = s.received()?;

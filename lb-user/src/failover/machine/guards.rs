@@ -149,9 +149,16 @@ fn no_promotion_unsettled(m: &Machine, _: &Check) -> Result<(), Blocked> {
 /// standbys are every node but the old writer (`SetSyncStandbys` lists them all, fenced ones
 /// too: a fenced node that streams may hold the last commit). A node that answers on an older
 /// timeline (a stale primary, a standby off the writer's history) holds no commit of the
-/// writer's timeline, so it does not count.
+/// writer's timeline, so it does not count. Nor does a node fenced as a former primary that
+/// needs a rejoin (replaced, or a primary on an older timeline): its history forked from the
+/// writer's, so it cannot stream from it until it is rewound, and a rewound node that streams
+/// answers as a standby on the writer's timeline, which lifts its fence. This decides a
+/// cascade: the writer that replaced a crashed primary crashes too, and its only other
+/// standby, the one that streamed from it, holds every acknowledged commit (docs/DECISIONS.md,
+/// "A cascade of primary losses").
 fn sync_standbys_in_view(m: &Machine, c: &Check) -> Result<(), Blocked> {
-    let listed = (0..m.nodes.len()).filter(|&n| Some(n) != c.old && !m.on_older_timeline(n)).count();
+    let forked = |n: NodeId| m.nodes[n].fence.is_some_and(|f| f.state() == NodeState::NeedsRejoin);
+    let listed = (0..m.nodes.len()).filter(|&n| Some(n) != c.old && !m.on_older_timeline(n) && !forked(n)).count();
     // Without a known old writer, one of the listed nodes was it.
     let others = listed.saturating_sub(usize::from(c.old.is_none()));
     let reachable = (0..m.nodes.len()).filter(|&n| Some(n) != c.old && m.visible_standby(n) && !m.on_older_timeline(n)).count();
@@ -166,7 +173,7 @@ fn whole_cluster_in_view(m: &Machine, c: &Check) -> Result<(), Blocked> {
     if !m.p.vrrp_enabled || m.p.peers.is_empty() || peer_heard {
         return Ok(());
     }
-    let unseen = (0..m.nodes.len()).find(|&n| Some(n) != c.old && m.nodes[n].fence.is_none() && !m.p.nodes[n].nofailover && !m.visible_standby(n));
+    let unseen = (0..m.nodes.len()).find(|&n| Some(n) != c.old && m.nodes[n].fence.is_none() && m.may_promote(n) && !m.visible_standby(n));
     match unseen {
         Some(unseen) => Err(Blocked::PartialView { unseen }),
         None => Ok(()),

@@ -92,7 +92,7 @@ impl Machine {
 
     /// Why `to` may not be promoted by hand, whatever the operator accepts: the one place that
     /// says which node may be (a reachable, unfenced standby on the newest timeline, not the
-    /// lost writer, not `nofailover`).
+    /// lost writer, neither `nofailover` nor disabled).
     pub(super) fn manual_unfit(&self, to: NodeId, old: Option<NodeId>) -> Option<Unfit> {
         let t = &self.nodes[to];
         let floor = self.writer_timeline.unwrap_or(0);
@@ -102,6 +102,8 @@ impl Machine {
             Some(Unfit::Fenced)
         } else if self.p.nodes[to].nofailover {
             Some(Unfit::NoFailover)
+        } else if self.marked(to, MarkKind::Disable) {
+            Some(Unfit::Disabled)
         } else {
             match t.status.as_ref().filter(|_| t.up()) {
                 None => Some(Unfit::NotAnswering),

@@ -1,9 +1,9 @@
 //! [`Machine`]: the failover state machine itself. See the module doc of [`crate::failover`]
 //! for the rules and the transition table. This file holds the machine's state and its entry
-//! points ([`Machine::handle`], [`Machine::next_deadline`], [`Machine::view`],
-//! [`Machine::restore`]), the durable record and waking after a stall; each concern of the
-//! decision has a room of its own:
+//! points ([`Machine::handle`], [`Machine::next_deadline`], [`Machine::view`]), the state
+//! file's writes and waking after a stall; each concern of the decision has a room of its own:
 //!
+//! - [`durable`]: what the state file keeps, and [`Machine::restore`] from it;
 //! - [`observe`]: probes, peer reports and VRRP in: node tracks, the floor, the quorum;
 //! - [`routing`]: the phase handlers, rule 1 (the writer), rule 7 (readers), VRRP tracking;
 //! - [`guards`]: rule 2's guards, one pure function each, in the order they are asked;
@@ -11,15 +11,18 @@
 //! - [`switchover`]: the planned change of the writer;
 //! - [`repair`]: fences, re-pointing, rejoining;
 //! - [`maintenance`]: the pause (`pglb pause`, `pglb resume`), the newest one winning;
-//! - [`manual`]: the operator's failover (`pglb failover`) past the guards it may override.
+//! - [`manual`]: the operator's failover (`pglb failover`) past the guards it may override;
+//! - [`marks`]: the node marks (`pglb node drain|disable`, …), the newest per node and kind.
 
 use std::mem::discriminant;
 use std::time::Duration;
 
+mod durable;
 mod failover;
 mod guards;
 mod maintenance;
 mod manual;
+mod marks;
 mod observe;
 mod repair;
 mod routing;
@@ -27,6 +30,7 @@ mod switchover;
 
 use super::manual::*;
 use super::observation::*;
+use super::operator::*;
 use super::rules::{self, Candidate};
 use super::types::*;
 
@@ -231,6 +235,8 @@ pub struct Machine {
     settling: Vec<NodeId>,
     /// The newest pause or resume ([`maintenance`]).
     maintenance: Option<Maintenance>,
+    /// The node marks, on and off, one per node and kind ([`marks`]).
+    marks: Vec<NodeMark>,
     /// The wall clock at monotonic zero ([`Event::WallClock`]); `None` until told.
     wall_offset: Option<Duration>,
     /// A manual failover under way ([`manual`]).
@@ -273,78 +279,10 @@ impl Machine {
             blocked_switchover: None,
             settling: Vec::new(),
             maintenance: None,
+            marks: Vec::new(),
             wall_offset: None,
             manual: None,
         }
-    }
-
-    /// A machine that starts from what an earlier run persisted: its fences, its last writer
-    /// (preferred on a tie), its highest timeline (no primary below it is adopted) and a
-    /// promotion in flight. Names the config no longer has are dropped, and said so at the
-    /// first event.
-    pub fn restore(params: Params, durable: &Durable) -> Self {
-        let mut m = Machine::new(params);
-        let id = |name: &str| m.p.nodes.iter().position(|n| n.name == name);
-        let mut notes = Vec::new();
-        let floor = durable.timeline;
-        if floor > 0 {
-            m.writer_timeline = Some(floor);
-        }
-        m.last_writer = durable.writer.as_deref().and_then(id);
-        if let Some(w) = &durable.writer
-            && m.last_writer.is_none()
-        {
-            notes.push((Level::Warn, format!("state file: the last writer {w} is no longer configured; ignored")));
-        }
-        for f in &durable.fences {
-            let Some(n) = id(&f.node) else {
-                notes.push((Level::Warn, format!("state file: fenced node {} is no longer configured; ignored", f.node)));
-                continue;
-            };
-            let writer = f.writer.as_deref().and_then(id);
-            let reason = match (f.reason.as_str(), writer) {
-                ("split-brain", Some(w)) => FenceReason::SplitBrain { writer: w, timeline: f.timeline },
-                ("replaced", Some(by)) => FenceReason::Replaced { by },
-                _ => FenceReason::OlderTimeline { timeline: f.timeline, writer_timeline: floor },
-            };
-            m.nodes[n].fence = Some(reason);
-        }
-        if let Some(p) = &durable.promoting {
-            match id(&p.node) {
-                Some(n) => {
-                    m.promoting_from = Some((n, p.from_timeline));
-                    notes.push((
-                        Level::Warn,
-                        format!(
-                            "state file: a promotion of {} from timeline {} was in flight; no primary on timeline {} or older is adopted until {} is seen",
-                            p.node, p.from_timeline, p.from_timeline, p.node
-                        ),
-                    ));
-                }
-                None => notes.push((Level::Warn, format!("state file: promoted node {} is no longer configured; ignored", p.node))),
-            }
-        }
-        m.maintenance = durable.maintenance.clone();
-        if let Some(p) = durable.maintenance.as_ref().filter(|p| p.paused) {
-            let until = p.until_ms.map_or_else(|| "until `pglb resume`".to_owned(), |u| format!("until {}", rfc3339_ms(u)));
-            notes.push((Level::Warn, format!("state file: paused on {} at {}, {until}: no automatic failover meanwhile", p.by, rfc3339_ms(p.at_ms))));
-        }
-        let fenced: Vec<&str> = durable.fences.iter().map(|f| f.node.as_str()).collect();
-        notes.insert(
-            0,
-            (
-                Level::Info,
-                format!(
-                    "state file: last writer {}, timeline {floor}, fenced: {}",
-                    durable.writer.as_deref().unwrap_or("none"),
-                    if fenced.is_empty() { "none".to_owned() } else { fenced.join(", ") }
-                ),
-            ),
-        );
-        m.restore_notes = notes;
-        m.sent = m.durable();
-        m.recorded = m.sent.clone();
-        m
     }
 
     /// What the data plane routes writes to before the first event (the pinned writer map of
@@ -402,6 +340,7 @@ impl Machine {
             Event::Flood { active } => self.flood = *active,
             Event::WallClock { unix } => self.on_wall_clock(*unix, now),
             Event::Admin(AdminCommand::Maintenance(m)) => self.on_maintenance(m, None, &mut out),
+            Event::Admin(AdminCommand::Mark(m)) => self.on_mark(m, None, &mut out),
             Event::Admin(AdminCommand::Rejoined { node }) => self.on_rejoined(*node, &mut out),
             Event::Admin(AdminCommand::Switchover { .. }) => {}
             Event::Admin(AdminCommand::Failover(r)) => self.on_manual_failover(r, now, &mut out),
@@ -534,37 +473,6 @@ impl Machine {
         self.peer_reports.iter_mut().for_each(|r| *r = None);
     }
 
-    /// What a restart must not forget, as it stands now.
-    pub fn durable(&self) -> Durable {
-        let name = |n: NodeId| self.p.nodes[n].name.clone();
-        let fences = (0..self.nodes.len())
-            .filter_map(|n| {
-                let f = self.nodes[n].fence?;
-                Some(match f {
-                    FenceReason::SplitBrain { writer, timeline } => {
-                        DurableFence { node: name(n), reason: "split-brain".into(), timeline, writer: Some(name(writer)) }
-                    }
-                    FenceReason::OlderTimeline { timeline, .. } => {
-                        DurableFence { node: name(n), reason: "older-timeline".into(), timeline, writer: None }
-                    }
-                    FenceReason::Replaced { by } => DurableFence {
-                        node: name(n),
-                        reason: "replaced".into(),
-                        timeline: self.nodes[n].status.as_ref().map_or(0, |s| s.timeline),
-                        writer: Some(name(by)),
-                    },
-                })
-            })
-            .collect();
-        Durable {
-            writer: self.last_writer.map(name),
-            timeline: self.writer_timeline.unwrap_or(0),
-            fences,
-            promoting: self.promoting_from.map(|(n, tl)| DurablePromotion { node: name(n), from_timeline: tl }),
-            maintenance: self.maintenance.clone(),
-        }
-    }
-
     /// When to call [`Machine::handle`] with [`Event::Tick`] at the latest: always strictly
     /// after the last event's `now` (or `None`). Everything due at or before `now` was decided
     /// by that call, so a deadline in the past would only wake the caller at once, forever.
@@ -631,6 +539,8 @@ impl Machine {
                     consecutive_successes: t.successes,
                     last_error: t.last_error.clone(),
                     last_change: t.last_change,
+                    drained: self.marked(id, MarkKind::Drain),
+                    disabled: self.marked(id, MarkKind::Disable),
                 }
             })
             .collect();
@@ -650,16 +560,17 @@ impl Machine {
             recorded: !self.record_failing,
             maintenance: self.maintenance.clone(),
             paused: self.paused().is_some(),
+            marks: self.marks.clone(),
         }
     }
 
     /// What this instance tells its peers ([`Event::PeerReport`]): its timeline floor, the
-    /// writer it routes if it reaches it (its last probe answered), and its newest pause or
-    /// resume.
+    /// writer it routes if it reaches it (its last probe answered), its newest pause or resume
+    /// and its node marks.
     pub fn report(&self) -> PeerReport {
         let timeline = self.writer_timeline.unwrap_or(0);
         let writer = self.writer.filter(|&w| self.phase == Phase::Steady && self.reaches(w)).map(|w| self.name(w).to_owned());
-        PeerReport { timeline, writer, maintenance: self.maintenance.clone() }
+        PeerReport { timeline, writer, maintenance: self.maintenance.clone(), marks: self.marks.clone() }
     }
 
     fn name(&self, n: NodeId) -> &str {

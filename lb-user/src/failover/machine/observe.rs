@@ -73,6 +73,9 @@ impl Machine {
         if let Some(m) = &report.maintenance {
             self.on_maintenance(m, Some(peer), out);
         }
+        for m in &report.marks {
+            self.on_mark(m, Some(peer), out);
+        }
         self.peer_reports[i] = Some(PeerWord { report: report.clone(), at: now, lost_here });
         self.peers_heard[i] = Some(now);
     }

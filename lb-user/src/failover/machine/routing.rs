@@ -218,15 +218,15 @@ impl Machine {
         }
     }
 
-    /// Rule 7: standbys on the writer's timeline within both read-lag limits; the writer if
-    /// none qualifies.
+    /// Rule 7: standbys on the writer's timeline within both read-lag limits, not drained; the
+    /// writer if none qualifies (drained or not: drain concerns a node as a standby).
     pub(super) fn compute_readers(&self) -> Vec<NodeId> {
         // With no writer ever known, the standbys on the highest timeline serve reads.
         let timeline = self
             .writer_timeline
             .or_else(|| self.nodes.iter().filter_map(|t| t.usable_standby().map(|s| s.timeline)).max());
         let standbys: Vec<NodeId> = (0..self.nodes.len())
-            .filter(|&n| self.p.nodes[n].read_weight > 0 && !self.promoting(n))
+            .filter(|&n| self.p.nodes[n].read_weight > 0 && !self.promoting(n) && !self.marked(n, MarkKind::Drain))
             .filter(|&n| {
                 self.nodes[n].usable_standby().is_some_and(|s| {
                     Some(s.timeline) == timeline

@@ -9,6 +9,8 @@ impl Machine {
             Some(format!("there is no node #{to}"))
         } else if to == from {
             Some(format!("{} is the writer already", self.name(to)))
+        } else if self.marked(to, MarkKind::Disable) {
+            Some(format!("{} is disabled (`pglb node enable {}` first)", self.name(to), self.name(to)))
         } else if let Some(p) = self.paused() {
             Some(format!("maintenance mode (paused on {}): run `pglb resume` first, then the switchover", p.by))
         } else if !self.is_master() {
@@ -59,6 +61,7 @@ impl Machine {
                 Some(format!("{} is on timeline {}, older than the newest known here ({floor})", self.name(to), s.timeline))
             }
             Some(_) if !self.is_master() => Some("this load balancer is no longer the vrrp master".to_owned()),
+            Some(_) if self.marked(to, MarkKind::Disable) => Some(format!("{} is disabled (pglb node disable)", self.name(to))),
             // A failover decided just before a pause is not made (a switchover the operator
             // started before it goes on, and so does a manual failover: the operator overrode
             // the pause and the quorum).

@@ -383,3 +383,61 @@ fn no_primary_at_all_fails_over_after_detection_time() {
     let (actions, _) = split(settle(&mut h, &decided, vec![standby(1, 1000, Some(PG3)), standby(1, 1100, None)]));
     assert_eq!(actions, [Action::Probe { node: PG2 }, Action::SetReaders { nodes: vec![PG2] }, Action::Promote { node: PG3 }]);
 }
+
+/// Issue 22's cascade: pg1 crashed and pg2 replaced it (pg1 fenced, needs a rejoin, still
+/// down); then pg2 crashes too. With `ANY 1` over pg1 and pg3, pg3 alone could acknowledge
+/// pg2's commits (pg1's history forked from pg2's: it cannot stream from it unrewound), so it
+/// holds every one of them; the peer's reports are the third of five votes. pg3 is promoted.
+#[test]
+fn a_cascade_promotes_the_last_standby_once_the_other_is_fenced_as_forked() {
+    let mut h = master_h(vrrp_params(3));
+    round_with_peer(&mut h, vec![primary(1, 1000), standby(1, 1000, Some(PG1)), standby(1, 1000, Some(PG1))]);
+    let mut decided = Vec::new();
+    for _ in 0..3 {
+        decided.extend(round_with_peer(&mut h, vec![down(), standby(1, 1000, None), standby(1, 1000, None)]));
+    }
+    for a in decided.clone() {
+        if let Action::Repoint { .. } = a {
+            h.done(a, Ok(()));
+        }
+    }
+    let (actions, _) = split(round_with_peer(&mut h, vec![down(), standby(1, 1000, None), standby(1, 1000, Some(PG2))]));
+    assert!(actions.contains(&Action::Promote { node: PG2 }), "{actions:?}");
+    h.done(Action::Promote { node: PG2 }, Ok(()));
+    for _ in 0..4 {
+        round_with_peer(&mut h, vec![down(), primary(2, 2000), standby(2, 2000, Some(PG2))]);
+    }
+    assert_eq!((h.m.writer(), h.state(PG1)), (Some(PG2), NodeState::NeedsRejoin), "pg2 writes, pg1 fenced: {:?}", h.m.view());
+
+    // pg2 crashes: pg3 is the last standby, at pg2's last position.
+    let mut decided = Vec::new();
+    for _ in 0..3 {
+        decided.extend(round_with_peer(&mut h, vec![down(), down(), standby(2, 2000, None)]));
+    }
+    let (actions, logs) = split(decided);
+    assert!(!actions.iter().any(|a| matches!(a, Action::Alert(Alert::FailoverBlocked { .. }))), "blocked: {actions:?}\n{logs:#?}");
+    assert_logged(&logs, "failover: pg3 is the candidate");
+    // No other standby to re-point first: the promotion goes out in the same rounds.
+    assert!(actions.contains(&Action::Promote { node: PG3 }), "{actions:?}");
+    assert!(matches!(h.m.phase(), Phase::FailingOver { old: Some(PG2), candidate: PG3, .. }), "{:?}", h.m.phase());
+}
+
+/// The same cascade with pg1 not fenced (a standby that was down before the first failover:
+/// it may have streamed from pg2 unseen): `ANY 1` over pg1 and pg3 needs both in view, and
+/// writes stay refused.
+#[test]
+fn a_cascade_waits_while_the_other_standby_may_hold_the_last_commit() {
+    let mut h = master_h(vrrp_params(3));
+    round_with_peer(&mut h, vec![primary(2, 2000), standby(2, 2000, Some(PG1)), standby(2, 2000, Some(PG1))]);
+    round_with_peer(&mut h, vec![primary(2, 2000), down(), standby(2, 2000, Some(PG1))]);
+    let mut decided = Vec::new();
+    for _ in 0..3 {
+        decided.extend(round_with_peer(&mut h, vec![down(), down(), standby(2, 2000, None)]));
+    }
+    let (actions, _) = split(decided);
+    assert!(
+        actions.contains(&Action::Alert(Alert::FailoverBlocked { writer: Some(PG1), reason: Blocked::SyncStandbysUnreachable { reachable: 1, needed: 2 } })),
+        "{actions:?}"
+    );
+    assert!(!actions.iter().any(|a| matches!(a, Action::Promote { .. })), "{actions:?}");
+}

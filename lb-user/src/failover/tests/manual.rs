@@ -143,6 +143,11 @@ fn refused_for_an_unknown_unfit_or_nofailover_node() {
     assert_eq!(refused(&mut h, 7, true).0, ManualRefused::UnknownNode { to: 7 });
     assert_eq!(refused(&mut h, PG1, true).0, ManualRefused::Target { to: PG1, why: Unfit::OldWriter });
     assert_eq!(refused(&mut h, PG4, true).0, ManualRefused::Target { to: PG4, why: Unfit::NoFailover });
+    h.ev(Event::Admin(AdminCommand::Mark(NodeMark { node: "pg2".into(), kind: MarkKind::Disable, on: true, at_ms: 1, by: "lb1".into() })));
+    let (reason, _) = refused(&mut h, PG2, true);
+    assert_eq!(reason, ManualRefused::Target { to: PG2, why: Unfit::Disabled });
+    assert!(reason.explain(&|n| format!("pg{}", n + 1)).contains("`pglb node enable pg2` first"));
+    h.ev(Event::Admin(AdminCommand::Mark(NodeMark { node: "pg2".into(), kind: MarkKind::Disable, on: false, at_ms: 2, by: "lb1".into() })));
     h.probe(PG3, down());
     let (reason, _) = refused(&mut h, PG3, true);
     assert_eq!(reason, ManualRefused::Target { to: PG3, why: Unfit::NotAnswering });

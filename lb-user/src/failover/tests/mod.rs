@@ -8,6 +8,7 @@ use super::*;
 
 mod failover;
 mod manual;
+mod marks;
 mod observe;
 mod partial;
 mod pause;
@@ -105,7 +106,7 @@ impl H {
         let peer = p.peers.first().copied().filter(|_| p.vrrp_enabled);
         let mut h = H { m: Machine::new(p), now: ms(1000) };
         if let Some(peer) = peer {
-            h.ev(Event::PeerReport { peer, report: PeerReport { timeline: 1, writer: None, maintenance: None } });
+            h.ev(Event::PeerReport { peer, report: PeerReport { timeline: 1, writer: None, maintenance: None, marks: vec![] } });
         }
         h
     }
@@ -289,5 +290,5 @@ fn rejoin_params() -> Params {
 const PEER: Ipv4Addr = Ipv4Addr::new(172, 20, 0, 22);
 
 fn report(peer: Ipv4Addr, timeline: u32, writer: Option<&str>) -> Event {
-    Event::PeerReport { peer, report: PeerReport { timeline, writer: writer.map(str::to_owned), maintenance: None } }
+    Event::PeerReport { peer, report: PeerReport { timeline, writer: writer.map(str::to_owned), maintenance: None, marks: vec![] } }
 }

@@ -89,7 +89,7 @@ fn a_restart_with_the_state_file_never_adopts_a_stale_primary() {
 /// instance routed is fenced, and the writer's timeline never goes down.
 #[test]
 fn a_primary_below_the_highest_routed_timeline_is_fenced() {
-    let durable = Durable { writer: Some("pg2".into()), timeline: 5, fences: vec![], promoting: None, maintenance: None };
+    let durable = Durable { writer: Some("pg2".into()), timeline: 5, fences: vec![], promoting: None, maintenance: None, marks: vec![] };
     let mut h = H { m: Machine::restore(params(3), &durable), now: ms(1000) };
     let (actions, _) = split(h.round(vec![primary(4, 100), standby(4, 100, Some(PG1)), down()]));
     assert!(
@@ -109,6 +109,7 @@ fn a_promotion_in_flight_at_a_restart_holds_the_old_timeline_back() {
         fences: vec![],
         promoting: Some(DurablePromotion { node: "pg2".into(), from_timeline: 1 }),
         maintenance: None,
+        marks: vec![],
     };
     let mut h = H { m: Machine::restore(params(3), &durable), now: ms(1000) };
     let (actions, _) = split(h.round(vec![primary(1, 1000), down(), standby(1, 1000, Some(PG1))]));
@@ -128,8 +129,8 @@ fn persist_is_write_ahead_and_only_on_change() {
     assert_eq!(
         persisted,
         [
-            &Action::Persist(Durable { writer: None, timeline: 1, fences: vec![], promoting: None, maintenance: None }),
-            &Action::Persist(Durable { writer: Some("pg1".into()), timeline: 1, fences: vec![], promoting: None, maintenance: None })
+            &Action::Persist(Durable { writer: None, timeline: 1, fences: vec![], promoting: None, maintenance: None, marks: vec![] }),
+            &Action::Persist(Durable { writer: Some("pg1".into()), timeline: 1, fences: vec![], promoting: None, maintenance: None, marks: vec![] })
         ]
     );
     let actions = h.round(vec![primary(1, 1000), standby(1, 1000, Some(PG1)), standby(1, 1000, Some(PG1))]);

@@ -131,7 +131,7 @@ fn a_for_pause_expires_by_itself() {
 fn the_newest_of_two_pauses_from_peers_wins() {
     let mut h = vrrp_master_of_three();
     let peer = Ipv4Addr::new(172, 20, 0, 22);
-    let from_peer = |m: Maintenance| Event::PeerReport { peer, report: PeerReport { timeline: 1, writer: Some("pg1".into()), maintenance: Some(m) } };
+    let from_peer = |m: Maintenance| Event::PeerReport { peer, report: PeerReport { timeline: 1, writer: Some("pg1".into()), maintenance: Some(m), marks: vec![] } };
     let (_, logs) = split(h.ev(from_peer(pause(WALL_MS, "lb2", None))));
     assert_logged(&logs, "paused on lb2");
     assert_logged(&logs, "(learned from peer 172.20.0.22)");

@@ -6,10 +6,10 @@ use super::*;
 #[test]
 fn the_report_names_the_writer_only_while_it_is_reached() {
     let mut h = steady(3);
-    assert_eq!(h.m.report(), PeerReport { timeline: 1, writer: Some("pg1".into()), maintenance: None });
+    assert_eq!(h.m.report(), PeerReport { timeline: 1, writer: Some("pg1".into()), maintenance: None, marks: vec![] });
     h.round(vec![down(), standby(1, 1000, Some(PG1)), standby(1, 1000, Some(PG1))]);
-    assert_eq!(h.m.report(), PeerReport { timeline: 1, writer: None, maintenance: None }, "one failed probe: not reached");
-    assert_eq!(H::new(params(3)).m.report(), PeerReport { timeline: 0, writer: None, maintenance: None }, "nothing known yet");
+    assert_eq!(h.m.report(), PeerReport { timeline: 1, writer: None, maintenance: None, marks: vec![] }, "one failed probe: not reached");
+    assert_eq!(H::new(params(3)).m.report(), PeerReport { timeline: 0, writer: None, maintenance: None, marks: vec![] }, "nothing known yet");
 }
 
 /// The VIP holder's peer was cut from the writer (its priority lowered, the holder kept the
@@ -64,7 +64,7 @@ fn a_peer_killed_while_both_reached_the_writer_blocks_nothing() {
 #[test]
 fn a_restart_hears_the_peers_timeline_before_choosing() {
     let p = vrrp_params(3);
-    let durable = Durable { writer: Some("pg1".into()), timeline: 1, fences: vec![], promoting: None, maintenance: None };
+    let durable = Durable { writer: Some("pg1".into()), timeline: 1, fences: vec![], promoting: None, maintenance: None, marks: vec![] };
     let mut h = H { m: Machine::restore(p, &durable), now: ms(1000) };
     h.ev(Event::VrrpRole { master: true });
     // pg1 is back on timeline 1; pg2 (promoted to timeline 2 by the peer) is out of sight; pg3
@@ -81,7 +81,7 @@ fn a_restart_hears_the_peers_timeline_before_choosing() {
     assert!(!actions.iter().any(|a| matches!(a, Action::Fence { .. })), "held back, not fenced: {actions:?}");
     assert_eq!(h.m.view().writer_timeline, Some(1), "the floor is what probes saw");
     assert_eq!(h.m.view().timeline_hint, Some((2, PEER)));
-    assert_eq!(h.m.view().peer_reports, [Some(PeerReport { timeline: 2, writer: None, maintenance: None })]);
+    assert_eq!(h.m.view().peer_reports, [Some(PeerReport { timeline: 2, writer: None, maintenance: None, marks: vec![] })]);
     h.ev(report(PEER, 2, None));
     h.round(stale);
     assert_eq!(h.m.writer(), None, "the stale primary gets no writes while the peer says timeline 2");
@@ -163,7 +163,7 @@ fn a_silent_peer_delays_the_start_by_the_master_down_interval_at_most() {
 /// first failed probe refuses writes at once.
 #[test]
 fn a_restart_refuses_writes_as_soon_as_the_last_writer_fails() {
-    let durable = Durable { writer: Some("pg1".into()), timeline: 1, fences: vec![], promoting: None, maintenance: None };
+    let durable = Durable { writer: Some("pg1".into()), timeline: 1, fences: vec![], promoting: None, maintenance: None, marks: vec![] };
     let mut h = H { m: Machine::restore(vrrp_params(3), &durable), now: ms(1000) };
     let (actions, _) = split(h.probe(PG2, standby(1, 1000, Some(PG1))));
     assert!(actions.is_empty(), "nothing against pg1 yet: {actions:?}");

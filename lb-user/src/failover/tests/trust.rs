@@ -8,7 +8,7 @@ use super::*;
 /// the `SetWriter { None }`, while the map kept the old writer.
 #[test]
 fn a_restart_unroutes_the_pinned_writer_when_a_newer_timeline_shows() {
-    let durable = Durable { writer: Some("pg1".into()), timeline: 1, fences: vec![], promoting: None, maintenance: None };
+    let durable = Durable { writer: Some("pg1".into()), timeline: 1, fences: vec![], promoting: None, maintenance: None, marks: vec![] };
     let mut m = Machine::restore(params(3), &durable);
     m.set_routed(Some(PG1));
     let mut h = H { m, now: ms(1000) };

@@ -28,7 +28,8 @@ Refused, with what to do instead: while the writer answers (use `pglb switchover
 has failed the probes that declare it down, while a standby still streams from it or a peer \
 reaches it (it is alive), while another promotion or switchover runs, for a node that is not a \
 reachable, unfenced standby on the newest timeline, has nofailover = true or is disabled \
-(`pglb node disable`), and on a VRRP backup: only the master (the VIP holder) acts on failovers, and the answer names it.
+(`pglb node disable`), and on a VRRP backup: only the master (the VIP holder) acts on \
+failovers, and the answer names it.
 
 Exit status: 0 when promoted; 1 when refused or failed (with --json the object is printed \
 either way).

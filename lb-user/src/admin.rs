@@ -1,5 +1,5 @@
-//! The admin socket between `pglb run` and the CLI (`status`, `switchover`, `node rejoin`,
-//! `node drain|undrain|disable|enable`, `pause`, `resume`, `reload`, `debug stall-loop`):
+//! The admin socket between `pglb run` and the CLI (`status`, `switchover`, `failover`, `node
+//! rejoin`, `node drain|undrain|disable|enable`, `pause`, `resume`, `reload`, `debug stall-loop`):
 //! a Unix socket at `/run/pglb/<instance>.sock` (root only), one request line in, a reply out.
 //! The reply's first line is `ok` or `error`; the rest is for the operator.
 //!
@@ -66,6 +66,9 @@ pub enum AdminRequest {
     /// The status table, or with `json` the `pglb.status/1` object (docs/JSON.md).
     Status { json: bool, reply: oneshot::Sender<String> },
     Switchover { to: String, reply: oneshot::Sender<Result<String, String>> },
+    /// `pglb failover --to NODE [--accept-data-loss] [--json]`: the answer is text, or with
+    /// `json` the `pglb.failover/1` object (docs/JSON.md), refusals included.
+    Failover { to: String, accept_data_loss: bool, json: bool, reply: oneshot::Sender<Result<String, String>> },
     Rejoined { node: String, reply: oneshot::Sender<Result<String, String>> },
     /// `pglb pause [--for D] [--reason TEXT]`.
     Pause { duration: Option<Duration>, reason: Option<String>, reply: oneshot::Sender<Result<String, String>> },
@@ -130,6 +133,12 @@ async fn answer(stream: UnixStream, to_daemon: &mpsc::Sender<AdminRequest>) -> s
             }
         }
         ["switchover", to] => ask(to_daemon, |reply| AdminRequest::Switchover { to: (*to).to_owned(), reply }).await,
+        ["failover", to, flags @ ..] => match parse_failover(flags) {
+            Ok((accept_data_loss, json)) => {
+                ask(to_daemon, |reply| AdminRequest::Failover { to: (*to).to_owned(), accept_data_loss, json, reply }).await
+            }
+            Err(e) => Err(e),
+        },
         ["pause", ms, rest @ ..] => match parse_pause(ms, rest) {
             Ok((duration, reason)) => ask(to_daemon, |reply| AdminRequest::Pause { duration, reason, reply }).await,
             Err(e) => Err(e),
@@ -148,7 +157,7 @@ async fn answer(stream: UnixStream, to_daemon: &mpsc::Sender<AdminRequest>) -> s
             Ok(ms) => ask(to_daemon, |reply| AdminRequest::StallLoop { duration: Duration::from_millis(ms), reply }).await,
             Err(_) => Err(format!("stall-loop takes milliseconds, not {ms:?}")),
         },
-        _ => Err(format!("unknown request {:?}: expected `status`, `status json`, `switchover NODE`, `rejoined NODE`, `mark NODE drain|disable on|off`, `pause MS|- [REASON]`, `resume`, `reload`, `reload json` or `stall-loop MS`", line.trim())),
+        _ => Err(format!("unknown request {:?}: expected `status`, `status json`, `switchover NODE`, `failover NODE [accept-data-loss] [json]`, `rejoined NODE`, `mark NODE drain|disable on|off`, `pause MS|- [REASON]`, `resume`, `reload`, `reload json` or `stall-loop MS`", line.trim())),
     };
     let text = match reply {
         Ok(t) => format!("ok\n{t}"),
@@ -167,6 +176,34 @@ fn parse_pause(ms: &str, rest: &[&str]) -> Result<(Option<Duration>, Option<Stri
     };
     let reason = (!rest.is_empty()).then(|| rest.join(" "));
     Ok((duration, reason))
+}
+
+/// `failover NODE [accept-data-loss] [json]`'s flags, each at most once.
+fn parse_failover(flags: &[&str]) -> Result<(bool, bool), String> {
+    let (mut accept, mut json) = (false, false);
+    for f in flags {
+        let seen = match *f {
+            "accept-data-loss" => std::mem::replace(&mut accept, true),
+            "json" => std::mem::replace(&mut json, true),
+            other => return Err(format!("failover takes `accept-data-loss` and `json`, not {other:?}")),
+        };
+        if seen {
+            return Err(format!("failover: {f} given twice"));
+        }
+    }
+    Ok((accept, json))
+}
+
+/// The request line of `pglb failover`.
+pub fn failover_request(to: &str, accept_data_loss: bool, json: bool) -> String {
+    let mut line = format!("failover {to}");
+    if accept_data_loss {
+        line.push_str(" accept-data-loss");
+    }
+    if json {
+        line.push_str(" json");
+    }
+    line
 }
 
 /// The request line of `pglb pause` (newlines in the reason become spaces: one line).

@@ -105,12 +105,38 @@ pub struct Event {
     pub timeline: Option<u32>,
     /// One line for people, as the log and `/stats` say it.
     pub text: String,
+    /// A failover an operator made with `pglb failover` (absent otherwise).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub manual: bool,
+    /// With `manual`: the bytes of WAL the operator accepted to lose; absent when that was not
+    /// known (no probe of the lost primary was known to the load balancer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_loss_bytes: Option<u64>,
 }
 
 impl Event {
     /// An event with only its name and text; the builders below add the rest.
     pub fn new(at: SystemTime, event: EventName, instance: &str, text: impl Into<String>) -> Self {
-        Event { at, event, instance: instance.to_owned(), node: None, old_writer: None, new_writer: None, timeline: None, text: text.into() }
+        Event {
+            at,
+            event,
+            instance: instance.to_owned(),
+            node: None,
+            old_writer: None,
+            new_writer: None,
+            timeline: None,
+            text: text.into(),
+            manual: false,
+            accepted_loss_bytes: None,
+        }
+    }
+
+    /// A failover made by an operator (`pglb failover`), losing `accepted_loss_bytes` of WAL
+    /// (`None`: unknown).
+    pub fn manual(mut self, accepted_loss_bytes: Option<u64>) -> Self {
+        self.manual = true;
+        self.accepted_loss_bytes = accepted_loss_bytes;
+        self
     }
 
     pub fn node(mut self, node: impl Into<String>) -> Self {
@@ -135,7 +161,7 @@ impl Event {
     }
 
     /// A hook's environment: each variable set, empty when the event does not say.
-    pub fn env(&self) -> [(&'static str, String); 6] {
+    pub fn env(&self) -> [(&'static str, String); 8] {
         let or_empty = |v: &Option<String>| v.clone().unwrap_or_default();
         [
             ("PGLB_EVENT", self.event.as_str().to_owned()),
@@ -144,6 +170,8 @@ impl Event {
             ("PGLB_OLD_WRITER", or_empty(&self.old_writer)),
             ("PGLB_NEW_WRITER", or_empty(&self.new_writer)),
             ("PGLB_TIMELINE", self.timeline.map(|t| t.to_string()).unwrap_or_default()),
+            ("PGLB_MANUAL", if self.manual { "true".to_owned() } else { String::new() }),
+            ("PGLB_ACCEPTED_LOSS_BYTES", self.accepted_loss_bytes.map(|b| b.to_string()).unwrap_or_default()),
         ]
     }
 }
@@ -301,6 +329,17 @@ mod tests {
         Event::new(at(0), EventName::Failover, "lb1", "failover: pg1 -> pg2, the new writer is routed")
             .writers(Some("pg1".into()), Some("pg2".into()))
             .timeline(Some(2))
+    }
+
+    #[test]
+    fn a_manual_failover_says_so_and_what_it_lost() {
+        let e = failover().manual(Some(1280));
+        assert!(e.to_json().ends_with(r#""timeline":2,"text":"failover: pg1 -> pg2, the new writer is routed","manual":true,"accepted_loss_bytes":1280}"#), "{}", e.to_json());
+        let env = e.env();
+        assert_eq!(&env[6..], [("PGLB_MANUAL", "true".to_owned()), ("PGLB_ACCEPTED_LOSS_BYTES", "1280".to_owned())]);
+        let back: Event = serde_json::from_str(&e.to_json()).expect("it reads back");
+        assert_eq!(back, e);
+        assert_eq!(&failover().env()[6..], [("PGLB_MANUAL", String::new()), ("PGLB_ACCEPTED_LOSS_BYTES", String::new())]);
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod check;
 mod debug;
 mod events;
 mod export;
+mod failover;
 mod map;
 mod mark;
 mod node;
@@ -43,6 +44,9 @@ enum Command {
     Status(status::Args),
     /// Planned, zero-loss change of the primary to NODE.
     Switchover(switchover::Args),
+    /// Promote NODE by hand while automatic failover is held back (prints what it would lose).
+    #[command(long_about = failover::LONG_ABOUT)]
+    Failover(failover::Args),
     /// The event journal: failovers, switchovers, fences, rejoins, VRRP roles, SYN floods.
     Events(events::Args),
     /// Maintenance mode: no automatic failover, rejoin or re-point on any load balancer.
@@ -85,6 +89,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Check(args) => check::run(args),
         Command::Status(args) => status::run(args),
         Command::Switchover(args) => switchover::run(args),
+        Command::Failover(args) => failover::run(args),
         Command::Events(args) => events::run(args),
         Command::Pause(args) => pause::pause(args),
         Command::Resume(args) => pause::resume(args),

@@ -104,11 +104,15 @@
 //! Starting, the reader set is recomputed after each event and `SetReaders` emitted on change.
 
 mod machine;
+mod manual;
+mod observation;
 mod operator;
 pub mod rules;
 mod types;
 
 pub use machine::Machine;
+pub use manual::*;
+pub use observation::*;
 pub use operator::*;
 pub use types::*;
 

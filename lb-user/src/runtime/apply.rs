@@ -180,6 +180,7 @@ impl Runtime {
                     let _ = p.reply.send(Err(text));
                 }
             }
+            Alert::Manual(outcome) => self.on_manual_outcome(outcome),
             _ => {}
         }
         warn!(alert = ?alert, "alert");

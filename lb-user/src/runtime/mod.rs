@@ -47,6 +47,7 @@
 //! flood meter, sweep), `apply` (one event into the failover machine and its actions carried
 //! out), `vrrp` (the VRRP glue and the stall check), `operator` (admin socket requests),
 //! `reload` (the config read again and handed to the parts that take it live),
+//! `manual` (`pglb failover`: the request, the answer, its event),
 //! `events` (the recent events of `/stats`, and the events emitted to the journal and hooks) and
 //! `stop`; `hooks` is the events task.
 
@@ -63,6 +64,7 @@ pub mod tasks;
 mod apply;
 mod events;
 mod main_loop;
+mod manual;
 mod operator;
 mod reload;
 mod start;
@@ -201,6 +203,8 @@ struct Runtime {
     words: PeerWords,
     executor: Executor,
     pending: Option<PendingSwitchover>,
+    /// A manual failover (`pglb failover`) an operator is waiting for.
+    manual: Option<manual::PendingManual>,
     counts: Counts,
     latency: Vec<Histogram>,
     published: watch::Sender<Published>,
@@ -289,6 +293,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), RuntimeErro
         words,
         executor: Executor::new(p.sql.clone(), done_tx),
         pending: None,
+        manual: None,
         // The config read at start counts as the first good load (as Prometheus counts its own).
         counts: Counts { reloads: ReloadCounts { last_ok_unix_ms: crate::failover::unix_ms(SystemTime::now()), last_ok: true, ..ReloadCounts::default() }, ..Counts::default() },
         latency: vec![Histogram::default(); p.nodes.len()],

@@ -1,4 +1,4 @@
-//! Requests from the admin socket (`pglb status`, `switchover`, `node rejoin`, `node
+//! Requests from the admin socket (`pglb status`, `switchover`, `failover`, `node rejoin`, `node
 //! drain|undrain|disable|enable`, `pause`, `resume`, `reload`, `debug stall-loop`), answered
 //! from the main loop.
 
@@ -48,6 +48,7 @@ impl Runtime {
                     self.feed(Event::Admin(AdminCommand::Switchover { to: id }));
                 }
             },
+            AdminRequest::Failover { to, accept_data_loss, json, reply } => self.on_manual_request(to, accept_data_loss, json, reply),
             AdminRequest::StallLoop { duration, reply } => {
                 if duration > STALL_MAX {
                     let _ = reply.send(Err(format!("at most {} s", STALL_MAX.as_secs())));

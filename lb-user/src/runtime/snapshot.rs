@@ -19,7 +19,7 @@ use super::{
 };
 use crate::{
     dataplane::{Counters, FlowView, Pinned},
-    failover::{ClusterView, NodeState},
+    failover::{ClusterView, NodeState, Phase, with_names},
     status::{EventRow, Histogram, NodeRow, PauseRow, PeerRow, RateSeries, Snapshot, Traffic},
     vip::{self, VrrpCounters, VrrpStatus},
 };
@@ -142,6 +142,11 @@ impl SnapshotSource {
             instance: self.p.instance.clone(),
             vip: self.p.vip.clone(),
             phase: view.phase.as_str().to_owned(),
+            failover_blocked: view
+                .blocked
+                .as_ref()
+                .filter(|_| matches!(view.phase, Phase::WriterLost { .. }))
+                .map(|b| with_names(&b.to_string(), &|n| self.p.nodes[n].0.clone())),
             vrrp_state: vrrp.state,
             vip_held: vrrp.held,
             vip_master: vrrp.master,

@@ -16,6 +16,8 @@ struct StatusJson<'a> {
     vip_master: Option<&'a str>,
     vrrp_state: &'a str,
     phase: &'a str,
+    /// Why automatic failover is held back (phase `writer-lost`), else null.
+    failover_blocked: Option<&'a str>,
     forwarding: bool,
     ready: bool,
     state_recorded: bool,
@@ -70,6 +72,7 @@ pub fn render_json(s: &Snapshot) -> String {
         vip_master: if s.vip_held { None } else { s.vip_master.as_deref() },
         vrrp_state: &s.vrrp_state,
         phase: &s.phase,
+        failover_blocked: s.failover_blocked.as_deref(),
         forwarding: s.forwarding,
         ready: s.ready,
         state_recorded: s.state_recorded,

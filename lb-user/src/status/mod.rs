@@ -94,6 +94,8 @@ pub struct Snapshot {
     pub vip: String,
     /// The failover state machine's phase (`steady`, `failing-over`, …).
     pub phase: String,
+    /// Why automatic failover is held back while the writer is lost (phase `writer-lost`).
+    pub failover_blocked: Option<String>,
     /// `master`, `backup`, `initialize`, or `none` (no VRRP configured: counts as master).
     pub vrrp_state: String,
     pub vip_held: bool,
@@ -356,6 +358,17 @@ mod tests {
             assert!(m.contains(line), "{line} not in {m}");
         }
         assert!(render_html(&s).contains("down (drained, disabled)"));
+    }
+
+    #[test]
+    fn table_and_json_say_why_failover_is_held_back() {
+        let held = Snapshot { phase: "writer-lost".into(), failover_blocked: Some("no standby qualifies for promotion".into()), ..sample() };
+        let t = render_table(&held);
+        assert!(t.contains("failover held back: no standby qualifies for promotion (`pglb failover --to NODE` promotes by hand)"), "{t}");
+        let json: serde_json::Value = serde_json::from_str(&render_json(&held)).expect("json");
+        assert_eq!(json["failover_blocked"], "no standby qualifies for promotion");
+        let json: serde_json::Value = serde_json::from_str(&render_json(&sample())).expect("json");
+        assert!(json["failover_blocked"].is_null() && !render_table(&sample()).contains("held back"));
     }
 
     #[test]

@@ -62,6 +62,9 @@ pub fn render_table(s: &Snapshot) -> String {
     if let Some(p) = &s.pause {
         let _ = writeln!(out, "maintenance: {}", p.describe());
     }
+    if let Some(b) = &s.failover_blocked {
+        let _ = writeln!(out, "failover held back: {b} (`pglb failover --to NODE` promotes by hand)");
+    }
     if !s.ready {
         let _ = writeln!(out, "waking humble: no lease and no VIP until fresh probes of every node and a fresh report from every peer heard");
     }

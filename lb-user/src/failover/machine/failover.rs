@@ -272,9 +272,11 @@ impl Machine {
         if self.held == Some(candidate) {
             // Never sent: its record did not land in time.
             self.drop_unrecorded_promotion(candidate, out);
+            self.give_up_manual(candidate, format!("the promotion was not made: {error}"), out);
             self.phase = Phase::WriterLost { old, since: now };
             return;
         }
+        self.give_up_manual(candidate, format!("promoting {} failed: {error}", self.name(candidate)), out);
         let msg = format!("promoting {} failed: {error}; trying again without it once a probe shows it still a standby", self.name(candidate));
         log(out, Level::Error, msg);
         out.push(Action::Alert(Alert::PromoteFailed { node: candidate, error }));
@@ -333,7 +335,10 @@ impl Machine {
             Promotion::Failover { old } => {
                 let from = old.map_or("none", |o| self.name(o));
                 log(out, Level::Warn, format!("failover done: {} is the writer on timeline {tl} (was {from})", self.name(new)));
-                out.push(Action::Alert(Alert::FailedOver { from: old, to: new }));
+                match self.manual.take_if(|m| m.to == new) {
+                    Some(m) => out.push(Action::Alert(Alert::Manual(m.done(old, tl)))),
+                    None => out.push(Action::Alert(Alert::FailedOver { from: old, to: new })),
+                }
             }
             Promotion::Switchover { from, started } => {
                 let paused = now.saturating_sub(started);

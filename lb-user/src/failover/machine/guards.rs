@@ -32,6 +32,22 @@ pub(super) const GUARDS: [Guard; 13] = [
     positions_final,
 ];
 
+/// What a manual failover (`pglb failover`) still asks, in order: the writer declared down, and
+/// every guard whose failure means the old writer may be alive, another promotion may be under
+/// way, or the decision could not be recorded. The others (the pause, the quorum, the zero-loss
+/// guard, the whole cluster in view, final positions) and rule 3's ranking are the operator's
+/// to override: what they protect is the data the [`Gap`] names.
+pub(super) const MANUAL_GUARDS: [Guard; 8] = [
+    writer_gone,
+    master,
+    recorded,
+    no_standby_streams,
+    no_peer_reaches_writer,
+    no_unconfirmed_timeline,
+    newest_primary_looked_for,
+    no_promotion_unsettled,
+];
+
 /// The writer failed `failover_after` consecutive probes (or is fenced, or answers in
 /// recovery); without a known writer, nobody was one for the detection time.
 fn writer_gone(m: &Machine, c: &Check) -> Result<(), Blocked> {
@@ -190,7 +206,7 @@ impl Machine {
     }
 
     /// `n` is up and answers on a timeline older than the floor.
-    fn on_older_timeline(&self, n: NodeId) -> bool {
+    pub(super) fn on_older_timeline(&self, n: NodeId) -> bool {
         let floor = self.writer_timeline.unwrap_or(0);
         let t = &self.nodes[n];
         t.up() && t.status.as_ref().is_some_and(|s| s.timeline < floor)

@@ -11,6 +11,7 @@
 //! - [`switchover`]: the planned change of the writer;
 //! - [`repair`]: fences, re-pointing, rejoining;
 //! - [`maintenance`]: the pause (`pglb pause`, `pglb resume`), the newest one winning;
+//! - [`manual`]: the operator's failover (`pglb failover`) past the guards it may override;
 //! - [`marks`]: the node marks (`pglb node drain|disable`, …), the newest per node and kind.
 //! - [`reconfigure`]: new parameters from a reload of the config.
 
@@ -21,6 +22,7 @@ mod durable;
 mod failover;
 mod guards;
 mod maintenance;
+mod manual;
 mod marks;
 mod observe;
 mod reconfigure;
@@ -28,6 +30,8 @@ mod repair;
 mod routing;
 mod switchover;
 
+use super::manual::*;
+use super::observation::*;
 use super::operator::*;
 use super::rules::{self, Candidate};
 use super::types::*;
@@ -237,6 +241,8 @@ pub struct Machine {
     marks: Vec<NodeMark>,
     /// The wall clock at monotonic zero ([`Event::WallClock`]); `None` until told.
     wall_offset: Option<Duration>,
+    /// A manual failover under way ([`manual`]).
+    manual: Option<manual::ManualRun>,
 }
 
 impl Machine {
@@ -277,6 +283,7 @@ impl Machine {
             maintenance: None,
             marks: Vec::new(),
             wall_offset: None,
+            manual: None,
         }
     }
 
@@ -338,6 +345,7 @@ impl Machine {
             Event::Admin(AdminCommand::Mark(m)) => self.on_mark(m, None, &mut out),
             Event::Admin(AdminCommand::Rejoined { node }) => self.on_rejoined(*node, &mut out),
             Event::Admin(AdminCommand::Switchover { .. }) => {}
+            Event::Admin(AdminCommand::Failover(r)) => self.on_manual_failover(r, now, &mut out),
             Event::Reconfigure(p) => self.reconfigure(p, &mut out),
             Event::ActionDone { action, .. } if self.names_a_removed_node(action) => {
                 log(&mut out, Level::Info, format!("the result of {action:?} is ignored: a reload removed its node"));
@@ -347,6 +355,7 @@ impl Machine {
         self.expire_pause(now, &mut out);
         self.count_stale(now, &mut out);
         self.step_phase(&event, now, &mut out);
+        self.manual_ended(&mut out);
         if self.phase != Phase::Starting {
             self.reconcile_readers(&mut out);
             self.schedule_rejoins(now, &mut out);
@@ -407,6 +416,7 @@ impl Machine {
             let msg = format!("the promotion of {} is recorded, but it no longer holds: {why}; not promoting", self.name(n));
             log(out, Level::Warn, msg);
             self.cancel_held();
+            self.give_up_manual(n, format!("the promotion of {} is recorded, but it no longer holds: {why}", self.name(n)), out);
             self.phase = match self.phase {
                 Phase::FailingOver { old, .. } => Phase::WriterLost { old, since: now },
                 Phase::Switchover { from, to, deadline, started, .. } => {

@@ -63,11 +63,14 @@ impl Machine {
             Some(_) if !self.is_master() => Some("this load balancer is no longer the vrrp master".to_owned()),
             Some(_) if self.marked(to, MarkKind::Disable) => Some(format!("{} is disabled (pglb node disable)", self.name(to))),
             // A failover decided just before a pause is not made (a switchover the operator
-            // started before it goes on).
-            Some(_) if matches!(self.phase, Phase::FailingOver { .. }) && self.paused().is_some() => {
+            // started before it goes on, and so does a manual failover: the operator overrode
+            // the pause and the quorum).
+            Some(_) if matches!(self.phase, Phase::FailingOver { .. }) && self.paused().is_some() && !self.manual_target(to) => {
                 Some("maintenance mode: paused since the failover was decided".to_owned())
             }
-            Some(_) if !rules::has_quorum(votes, members) => Some(format!("no quorum: {votes} of {members} members visible")),
+            Some(_) if !rules::has_quorum(votes, members) && !self.manual_target(to) => {
+                Some(format!("no quorum: {votes} of {members} members visible"))
+            }
             Some(_) => match self.hint() {
                 Some((tl, peer)) => Some(format!("peer {peer} reports timeline {tl}, not confirmed here")),
                 None => guards::newest_primary_looked_for(self, &guards::Check { old: None, since: now, now }).err().map(|b| b.to_string()),

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::*;
 
 mod failover;
+mod manual;
 mod marks;
 mod observe;
 mod partial;

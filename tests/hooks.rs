@@ -71,10 +71,17 @@ fn hooks_and_journal_see_switchover_and_failover() {
 
     // Back to pg1 (the old primary is a standby again once its demote_command ran), so that the
     // failover below kills pg1's postmaster.
+    // (`--json`: the answer beside the state it left: pg1 routed for writes.)
+    let mut back = None;
     poll_until(Duration::from_secs(60), Duration::from_secs(2), "a switchover back to pg1", || {
-        let out = pglb(&["switchover", "--to", "pg1"], "lb1");
+        let out = pglb(&["switchover", "--to", "pg1", "--json"], "lb1");
+        back = Some(stdout(&out));
         out.status.success()
     });
+    let back: Value = serde_json::from_str(back.as_deref().unwrap_or_default()).expect("pglb switchover --json prints JSON");
+    let routed = |n: &Value| n["routed_ports"].as_array().is_some_and(|p| p.contains(&Value::from(3000)));
+    let writer = back["nodes"].as_array().and_then(|ns| ns.iter().find(|n| routed(n))).map(|n| n["name"].clone());
+    assert!(back["message"].as_str().is_some_and(|m| m.contains("switchover done: pg2 -> pg1")) && writer == Some(Value::from("pg1")), "{back:#}");
     wait_hook("lb1", "switchover", Duration::from_secs(10), |h| h.json["old_writer"] == "pg2" && h.json["new_writer"] == "pg1");
 
     // A failover: kill -9 of pg1's postmaster.

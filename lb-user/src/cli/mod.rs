@@ -43,6 +43,7 @@ enum Command {
     /// The cluster as this instance sees it: node, role, state, timeline, lag, routed ports.
     Status(status::Args),
     /// Planned, zero-loss change of the primary to NODE.
+    #[command(long_about = switchover::LONG_ABOUT)]
     Switchover(switchover::Args),
     /// Promote NODE by hand while automatic failover is held back (prints what it would lose).
     #[command(long_about = failover::LONG_ABOUT)]
@@ -50,8 +51,10 @@ enum Command {
     /// The event journal: failovers, switchovers, fences, rejoins, VRRP roles, SYN floods.
     Events(events::Args),
     /// Maintenance mode: no automatic failover, rejoin or re-point on any load balancer.
+    #[command(long_about = pause::PAUSE_LONG_ABOUT)]
     Pause(pause::PauseArgs),
     /// End maintenance mode.
+    #[command(long_about = pause::RESUME_LONG_ABOUT)]
     Resume(pause::ResumeArgs),
     /// Apply a changed config file to the running daemon (what can change live), or refuse it.
     #[command(long_about = reload::LONG_ABOUT)]
@@ -139,4 +142,30 @@ pub fn admin_request(config: &Path, request: &str) -> Result<String> {
     let path = admin::socket_path(&config.instance.name);
     let reply = runtime()?.block_on(admin::request(&path, request))?;
     reply.map_err(anyhow::Error::msg)
+}
+
+/// Sends `request` and prints the daemon's answer: its text, or with `json` one object, the
+/// answer as `message` beside the `fields` of `pglb status --json` read right after (the state
+/// the command left); a refusal is `{"error": ...}` on stdout and the error returned (exit 1).
+pub fn print_answer(config: &Path, request: &str, json: bool, fields: &[&str]) -> Result<()> {
+    let reply = admin_request(config, request);
+    if !json {
+        println!("{}", reply?.trim_end());
+        return Ok(());
+    }
+    let message = match reply {
+        Ok(message) => message,
+        Err(e) => {
+            println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
+            return Err(e);
+        }
+    };
+    let status: serde_json::Value = serde_json::from_str(&admin_request(config, "status json")?).context("the daemon's status reply is not JSON")?;
+    let mut out = serde_json::Map::new();
+    out.insert("message".into(), message.trim_end().into());
+    for f in fields {
+        out.insert((*f).into(), status.get(*f).cloned().unwrap_or(serde_json::Value::Null));
+    }
+    println!("{}", serde_json::Value::Object(out));
+    Ok(())
 }

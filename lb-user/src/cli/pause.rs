@@ -2,16 +2,16 @@
 //! its state file and passes it to its peers in the authenticated reports, so every load
 //! balancer holds failover back until the newest resume (or the end of `--for`).
 
-use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use lb_user::admin;
 
-use super::{ConfigArg, admin_request};
+use super::{ConfigArg, print_answer};
 
-#[derive(clap::Args)]
-#[command(long_about = "Maintenance mode: hold automatic failover back on every load balancer.
+/// `pglb pause --help` (on the subcommand in `cli/mod.rs`: a variant's doc comment would
+/// replace an `Args` struct's own).
+pub const PAUSE_LONG_ABOUT: &str = "Maintenance mode: hold automatic failover back on every load balancer.
 
 While paused, pglb does not fail over, does not rejoin fenced nodes, does not re-point standbys \
 and does not change synchronous_standby_names; a switchover is refused. Routing still follows \
@@ -25,7 +25,13 @@ every instance at the same wall-clock time.
 Examples:
   pglb pause --reason 'shared_buffers change' --for 15m
   pglb pause
-  pglb resume")]
+  pglb resume";
+
+/// `pglb resume --help`.
+pub const RESUME_LONG_ABOUT: &str = "End maintenance mode on every load balancer: failover, rejoin and re-pointing act again. \
+A writer lost during the pause is failed over from now on if every guard holds. Refused when no pause is in force.";
+
+#[derive(clap::Args)]
 pub struct PauseArgs {
     #[command(flatten)]
     config: ConfigArg,
@@ -43,8 +49,6 @@ pub struct PauseArgs {
 }
 
 #[derive(clap::Args)]
-#[command(long_about = "End maintenance mode on every load balancer: failover, rejoin and re-pointing act again. \
-A writer lost during the pause is failed over from now on if every guard holds. Refused when no pause is in force.")]
 pub struct ResumeArgs {
     #[command(flatten)]
     config: ConfigArg,
@@ -56,35 +60,9 @@ pub struct ResumeArgs {
 
 pub fn pause(args: PauseArgs) -> Result<()> {
     let request = admin::pause_request(args.duration, args.reason.as_deref());
-    answer(&args.config.config, &request, args.json)
+    print_answer(&args.config.config, &request, args.json, &["paused", "pause"])
 }
 
 pub fn resume(args: ResumeArgs) -> Result<()> {
-    answer(&args.config.config, "resume", args.json)
-}
-
-/// Sends `request` and prints the daemon's answer: its text, or with `json` the answer beside
-/// the pause the daemon holds afterwards (read from `status json`).
-fn answer(config: &Path, request: &str, json: bool) -> Result<()> {
-    let reply = admin_request(config, request);
-    if !json {
-        println!("{}", reply?.trim_end());
-        return Ok(());
-    }
-    let message = match reply {
-        Ok(message) => message,
-        Err(e) => {
-            println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
-            return Err(e);
-        }
-    };
-    let status: serde_json::Value =
-        serde_json::from_str(&admin_request(config, "status json")?).context("the daemon's status reply is not JSON")?;
-    let out = serde_json::json!({
-        "message": message.trim_end(),
-        "paused": status.get("paused").cloned().unwrap_or(serde_json::Value::Null),
-        "pause": status.get("pause").cloned().unwrap_or(serde_json::Value::Null),
-    });
-    println!("{out}");
-    Ok(())
+    print_answer(&args.config.config, "resume", args.json, &["paused", "pause"])
 }

@@ -26,10 +26,52 @@ use openssl::{
     x509::{X509, store::X509StoreBuilder},
 };
 use postgres_openssl::MakeTlsConnector;
+use serde::Deserialize;
 use thiserror::Error;
 use tokio_postgres::config::SslMode as PgSslMode;
 
-use crate::config::SslMode;
+/// libpq's `sslmode` values (`[probe]` and `[replication]`; the config reads them as these).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    #[default]
+    Disable,
+    /// Accepted by serde so that validation can refuse it in `[probe]` with its own message;
+    /// written as is into `primary_conninfo` (`[replication]`), where libpq implements it.
+    Allow,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    /// The libpq keyword.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Allow => "allow",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+impl std::str::FromStr for SslMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<SslMode, String> {
+        let all = [SslMode::Disable, SslMode::Allow, SslMode::Prefer, SslMode::Require, SslMode::VerifyCa, SslMode::VerifyFull];
+        all.into_iter().find(|m| m.as_str() == s).ok_or_else(|| format!("{s:?} is not an sslmode (disable, allow, prefer, require, verify-ca, verify-full)"))
+    }
+}
+
+impl std::fmt::Display for SslMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// The stream of every connection pglb opens to PostgreSQL (plain or TLS, as negotiated).
 pub type PgStream = postgres_openssl::TlsStream<tokio_postgres::Socket>;

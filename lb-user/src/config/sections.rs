@@ -223,48 +223,8 @@ pub struct ProbeConfig {
     pub tls: crate::pgtls::TlsFiles,
 }
 
-/// libpq's `sslmode` values (`[probe]` and `[replication]`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SslMode {
-    #[default]
-    Disable,
-    /// Accepted by serde so that validation can refuse it in `[probe]` with its own message;
-    /// written as is into `primary_conninfo` (`[replication]`), where libpq implements it.
-    Allow,
-    Prefer,
-    Require,
-    VerifyCa,
-    VerifyFull,
-}
-
-impl SslMode {
-    /// The libpq keyword.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SslMode::Disable => "disable",
-            SslMode::Allow => "allow",
-            SslMode::Prefer => "prefer",
-            SslMode::Require => "require",
-            SslMode::VerifyCa => "verify-ca",
-            SslMode::VerifyFull => "verify-full",
-        }
-    }
-}
-
-impl std::str::FromStr for SslMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<SslMode, String> {
-        let all = [SslMode::Disable, SslMode::Allow, SslMode::Prefer, SslMode::Require, SslMode::VerifyCa, SslMode::VerifyFull];
-        all.into_iter().find(|m| m.as_str() == s).ok_or_else(|| format!("{s:?} is not an sslmode (disable, allow, prefer, require, verify-ca, verify-full)"))
-    }
-}
-
-impl std::fmt::Display for SslMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// libpq's `sslmode` values, defined beside the connector that implements them.
+pub use crate::pgtls::SslMode;
 
 /// `[failover]`: thresholds of the state machine.
 #[derive(Debug, Clone, Deserialize)]

@@ -375,11 +375,37 @@ impl ClientLoop {
     }
 }
 
-/// A connection through VIP:`port` from pgha-client held open: the PostgreSQL SSLRequest is
-/// answered when it opens, and [`HeldConnection::still_open`] later sends the startup message
-/// and reads the server's first answer on the same connection. A connection a load balancer
-/// reset in between fails there.
+/// A connection through VIP:`port` from pgha-client held open: it opens with the startup
+/// message of the role `app`, whose answer (an authentication request: the connection reached a
+/// backend) is read whole; [`HeldConnection::still_open`] later sends a password message on the
+/// same connection and reads the server's answer (its refusal). A connection a load balancer
+/// reset in between fails there. (Not the SSLRequest: the lab's PostgreSQL accepts TLS, and its
+/// 'S' asks for a TLS handshake next. The backend waits for the password up to the lab's
+/// `authentication_timeout`, 10 min.)
 pub struct HeldConnection(TcpStream);
+
+/// The startup message (protocol 3.0) of the role `app` on the database `app`.
+fn startup_message() -> Vec<u8> {
+    let mut body = 196_608u32.to_be_bytes().to_vec(); // protocol 3.0
+    for kv in ["user", "app", "database", "app"] {
+        body.extend_from_slice(kv.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut msg = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    msg.extend_from_slice(&body);
+    msg
+}
+
+/// Reads one backend message: its type byte and its body.
+fn read_message(s: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
+    let mut head = [0u8; 5];
+    s.read_exact(&mut head)?;
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    let mut body = vec![0u8; len.saturating_sub(4)];
+    s.read_exact(&mut body)?;
+    Ok((head[0], body))
+}
 
 impl HeldConnection {
     pub fn open(port: u16) -> HeldConnection {
@@ -388,10 +414,9 @@ impl HeldConnection {
             let mut s = TcpStream::connect_timeout(&SocketAddr::V4(SocketAddrV4::new(VIP, port)), Duration::from_secs(2))
                 .unwrap_or_else(|e| panic!("connecting to {VIP}:{port} from pgha-client: {e}"));
             s.set_read_timeout(Some(Duration::from_secs(2))).expect("a read timeout");
-            s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).expect("sending the SSLRequest");
-            let mut answer = [0u8; 1];
-            s.read_exact(&mut answer).expect("the server's answer to the SSLRequest");
-            assert_eq!(answer[0], b'N', "the lab's PostgreSQL declines SSL on the VIP");
+            s.write_all(&startup_message()).expect("sending the startup message");
+            let (kind, _) = read_message(&mut s).expect("the server's answer to the startup message");
+            assert_eq!(kind, b'R', "the lab's PostgreSQL asks `app` to authenticate");
             s
         })
         .join()
@@ -399,21 +424,16 @@ impl HeldConnection {
         HeldConnection(s)
     }
 
-    /// Sends the startup message (user and database `app`) and reads the first byte of the
-    /// answer: `R` (an authentication request) when the connection survived.
+    /// Sends a password message that is no valid SASL answer and reads the server's reply:
+    /// `E` (its refusal) when the connection survived.
     pub fn still_open(mut self) -> Result<(), String> {
-        let mut body = 196_608u32.to_be_bytes().to_vec(); // protocol 3.0
-        for kv in ["user", "app", "database", "app"] {
-            body.extend_from_slice(kv.as_bytes());
-            body.push(0);
-        }
-        body.push(0);
-        let mut msg = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-        msg.extend_from_slice(&body);
-        self.0.write_all(&msg).map_err(|e| format!("sending the startup message: {e}"))?;
-        let mut answer = [0u8; 1];
-        self.0.read_exact(&mut answer).map_err(|e| format!("reading the answer to the startup message: {e}"))?;
-        if answer[0] == b'R' { Ok(()) } else { Err(format!("the server answered {:?}, not an authentication request", answer[0] as char)) }
+        let body = b"not-a-mechanism\0";
+        let mut msg = vec![b'p'];
+        msg.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        msg.extend_from_slice(body);
+        self.0.write_all(&msg).map_err(|e| format!("sending the password message: {e}"))?;
+        let (kind, _) = read_message(&mut self.0).map_err(|e| format!("reading the answer to the password message: {e}"))?;
+        if kind == b'E' { Ok(()) } else { Err(format!("the server answered {:?}, not an error response", kind as char)) }
     }
 }
 

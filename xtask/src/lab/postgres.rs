@@ -55,6 +55,9 @@ wal_sender_timeout = 1s
 wal_receiver_timeout = 1s
 shared_buffers = 64MB
 max_connections = 100
+# The end-to-end tests hold a connection half-way through its authentication across a VIP
+# takeover or a drain (tests/support.rs, HeldConnection): let it wait.
+authentication_timeout = 10min
 password_encryption = scram-sha-256
 log_line_prefix = '%m [%p] %q%u@%d '
 # Per-node settings live beside the data directory, so pg_basebackup does not copy them.

@@ -6,7 +6,7 @@
 
 use std::{fs, process::Command, time::Duration};
 
-use pglb_tests::{Lab, STATE_DIR, lb_config, lb_root, netns, pglb_bin, pglb_pid, poll_until, signal, start_pglb, stderr, stdout, wait_gone};
+use pglb_tests::{Lab, STATE_DIR, lb_root, netns, pglb_pid, poll_until, signal, start_pglb, stderr, stdout, wait_gone};
 use serde_json::Value;
 
 /// One line of the lab hook's file: the event's JSON and its environment.
@@ -37,14 +37,9 @@ fn wait_hook(lb: &str, event: &str, limit: Duration, check: impl Fn(&HookLine) -
     found.expect("found")
 }
 
+/// A pglb command against a load balancer's installed config.
 fn pglb(args: &[&str], lb: &str) -> std::process::Output {
-    Command::new(pglb_bin())
-        .args(args)
-        .arg("--config")
-        .arg(lb_config(lb))
-        .env("PGLB_LOG", "warn")
-        .output()
-        .unwrap_or_else(|e| panic!("running pglb {args:?}: {e}"))
+    pglb_tests::pglb_on(lb, args)
 }
 
 #[test]

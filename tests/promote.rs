@@ -9,11 +9,11 @@
 //! `rejoin_command` as after an automatic failover (its rows of its own are gone).
 
 use std::{
-    process::{Command, Output},
+    process::Output,
     time::Duration,
 };
 
-use pglb_tests::{Lab, STATE_DIR, app_sql, lb_config, lb_root, ok, pglb_bin, pglb_status, run, stderr, stdout, superuser_sql, wait_until, xtask};
+use pglb_tests::{Lab, STATE_DIR, app_sql, lb_root, ok, pglb_status, run, stderr, stdout, superuser_sql, wait_until, xtask};
 use serde_json::Value;
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
@@ -44,7 +44,7 @@ impl Drop for CutFromPrimary {
 
 /// `pglb ARGS --config <lb's config>`.
 fn pglb(lb: &str, args: &[&str]) -> Output {
-    Command::new(pglb_bin()).args(args).arg("--config").arg(lb_config(lb)).env("PGLB_LOG", "warn").output().expect("running pglb")
+    pglb_tests::pglb_on(lb, args)
 }
 
 fn status(lb: &str) -> Value {

@@ -188,6 +188,17 @@ pub fn pglb_bin() -> PathBuf {
 
 /// The config a load balancer runs with, as the lab installed it in docs/DEPLOY.md's layout
 /// (from config/lab.toml for lb1, config/lab-HOST.toml else).
+/// `pglb ARGS --config <host's config>` with its log at `warn`: its output, whatever the exit.
+pub fn pglb_on(host: &str, args: &[&str]) -> Output {
+    Command::new(pglb_bin())
+        .args(args)
+        .arg("--config")
+        .arg(lb_config(host))
+        .env("PGLB_LOG", "warn")
+        .output()
+        .unwrap_or_else(|e| panic!("running pglb {args:?}: {e}"))
+}
+
 pub fn lb_config(host: &str) -> PathBuf {
     lb_root(host).join("etc/pglb/pglb.toml")
 }

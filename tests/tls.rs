@@ -8,7 +8,7 @@
 use std::{fs, time::Duration};
 
 use pglb_tests::{
-    Lab, STATE_DIR, lb_config, lb_root, ok, pglb_bin, pglb_log, pglb_pid, pglb_status, run, signal, start_pglb, stderr, stdout,
+    Lab, STATE_DIR, lb_config, lb_root, ok, pglb_log, pglb_pid, pglb_status, run, signal, start_pglb, stderr, stdout,
     superuser_sql, vip_answers, wait_gone, wait_until,
 };
 use serde_json::Value;
@@ -38,13 +38,7 @@ fn ssl_sessions(node: &str, filter: &str) -> (u32, u32) {
 
 /// A pglb command against a load balancer's installed config.
 fn pglb(args: &[&str], lb: &str) -> std::process::Output {
-    std::process::Command::new(pglb_bin())
-        .args(args)
-        .arg("--config")
-        .arg(lb_config(lb))
-        .env("PGLB_LOG", "warn")
-        .output()
-        .unwrap_or_else(|e| panic!("running pglb {args:?}: {e}"))
+    pglb_tests::pglb_on(lb, args)
 }
 
 fn node<'a>(status: &'a Value, name: &str) -> &'a Value {
